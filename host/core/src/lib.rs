@@ -1,1 +1,15 @@
-//! weir-core
+//! weir-core: the data model every other weir crate shares.
+//!
+//! Records and the batch wire format, key groups, watermarks, timer queues
+//! and the job graph parsed from a job file. Everything here is plain data
+//! and pure functions: no threads, no files, no clocks. Time comes in as a
+//! parameter so protocols can be tested deterministically.
+
+pub mod batch;
+pub mod job;
+pub mod key_group;
+pub mod timers;
+pub mod watermark;
+
+pub use batch::{Batch, BatchBuilder, BatchError, RecordRef, NO_TIMESTAMP};
+pub use key_group::{KeyGroupRange, key_group_of};

@@ -1,1 +1,17 @@
-//! weir-state
+//! weir-state: host-managed keyed state.
+//!
+//! A [`StateBackend`] is an ordered byte map with list appends (in memory or
+//! RocksDB). [`KeyedStateStore`] lays an operator's declared value, list and
+//! map states over it, keyed by (key group, state, key), with TTL. This crate
+//! knows nothing of Wasm or threads; snapshots and savepoints come later and
+//! will also live here.
+
+mod backend;
+mod keyed;
+mod memory;
+mod rocks;
+
+pub use backend::{StateBackend, StateError};
+pub use keyed::{KeyedStateStore, StateDescriptor, StateKind};
+pub use memory::MemoryBackend;
+pub use rocks::RocksDbBackend;

@@ -1,1 +1,86 @@
-//! hostile
+//! A deliberately misbehaving operator for the host's sandbox tests. The
+//! job file's `config.behavior` picks the misdeed; `config.on` picks the
+//! hook (`open`, `process` or `timer`; default `process`).
+
+use weir_guest::{Context, OpenContext, Operator, Record, Result, Timer, ValueState};
+
+pub struct Hostile {
+    behavior: String,
+    on: String,
+    hoard: Vec<Vec<u8>>,
+    state: ValueState<u64>,
+}
+
+impl Hostile {
+    fn misbehave(&mut self, ctx: Option<&mut Context>) -> Result<()> {
+        match self.behavior.as_str() {
+            "infinite-loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "memory-bomb" => loop {
+                self.hoard.push(vec![1u8; 16 << 20]);
+            },
+            "panic" => panic!("the hostile operator panicked on purpose"),
+            "error" => Err(weir_guest::Error::msg("the hostile operator returned an error on purpose")),
+            "huge-output" => {
+                let ctx = ctx.ok_or_else(|| weir_guest::Error::msg("huge-output needs a record"))?;
+                let chunk = vec![b'x'; 1 << 20];
+                for _ in 0..64 {
+                    ctx.emit(&(), &chunk)?;
+                }
+                Ok(())
+            }
+            "bad-state" => {
+                // Index 7 was never declared: the host must refuse it.
+                let ctx = ctx.ok_or_else(|| weir_guest::Error::msg("bad-state needs a record"))?;
+                let _ = self.state.get(ctx)?;
+                let rogue = unsafe_rogue_state();
+                rogue.set(ctx, &1)
+            }
+            "nothing" => Ok(()),
+            other => Err(weir_guest::Error::msg(format!("unknown behavior {other:?}"))),
+        }
+    }
+}
+
+/// A handle to a state index `open` never declared.
+fn unsafe_rogue_state() -> ValueState<u64> {
+    weir_guest::testing::rogue_value_state(7)
+}
+
+impl Operator for Hostile {
+    type Key = Vec<u8>;
+    type Value = Vec<u8>;
+
+    fn open(ctx: &mut OpenContext) -> Result<Self> {
+        let behavior = ctx.config("behavior").unwrap_or("nothing").to_string();
+        let on = ctx.config("on").unwrap_or("process").to_string();
+        let keyed = ctx.config("keyed").is_some();
+        let state = if keyed { ctx.value_state("n")? } else { weir_guest::testing::rogue_value_state(0) };
+        let mut op = Hostile { behavior, on, hoard: Vec::new(), state };
+        if op.on == "open" {
+            op.misbehave(None)?;
+        }
+        Ok(op)
+    }
+
+    fn process(&mut self, ctx: &mut Context, record: Record<Vec<u8>, Vec<u8>>) -> Result<()> {
+        match self.on.as_str() {
+            "process" => self.misbehave(Some(ctx)),
+            "timer" => {
+                ctx.register_event_timer(record.timestamp.unwrap_or(0));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context, _timer: Timer<Vec<u8>>) -> Result<()> {
+        if self.on == "timer" { self.misbehave(Some(ctx)) } else { Ok(()) }
+    }
+}
+
+weir_guest::export_operator!(Hostile);

@@ -1,0 +1,10 @@
+//! Guest bindings generated from `wit/`; users go through the SDK instead.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "weir:operator/operator",
+    pub_export_macro: true,
+    default_bindings_module: "weir_guest::bindings",
+});
+
+pub use __export_operator_impl as export;

@@ -1,0 +1,119 @@
+//! How keys, values and state are turned into bytes.
+//!
+//! Encodings are chosen to read well in a sink's output and to be shared
+//! with the Python and JavaScript SDKs: text is raw UTF-8, numbers are
+//! decimal text, and structured data is JSON.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+
+/// A type that can be a record key, record value or state value.
+pub trait Data: Sized {
+    fn encode(&self, out: &mut Vec<u8>);
+    fn decode(bytes: &[u8]) -> Result<Self, Error>;
+}
+
+impl Data for String {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        String::from_utf8(bytes.to_vec()).map_err(|e| Error::msg(format!("not UTF-8 text: {e}")))
+    }
+}
+
+impl Data for Vec<u8> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        Ok(bytes.to_vec())
+    }
+}
+
+/// No key (or no value): encodes as zero bytes and accepts anything.
+impl Data for () {
+    fn encode(&self, _out: &mut Vec<u8>) {}
+    fn decode(_bytes: &[u8]) -> Result<Self, Error> {
+        Ok(())
+    }
+}
+
+macro_rules! decimal_text {
+    ($($t:ty),*) => {$(
+        impl Data for $t {
+            fn encode(&self, out: &mut Vec<u8>) {
+                use std::io::Write;
+                let _ = write!(out, "{self}");
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, Error> {
+                let text = std::str::from_utf8(bytes).map_err(|e| Error::msg(format!("not UTF-8 text: {e}")))?;
+                text.trim().parse().map_err(|e| Error::msg(format!("{text:?} is not a {}: {e}", stringify!($t))))
+            }
+        }
+    )*};
+}
+
+decimal_text!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64, bool);
+
+/// Any serde type, encoded as JSON.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Json<T>(pub T);
+
+impl<T: fmt::Debug> fmt::Debug for Json<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Data for Json<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        // Serializing plain data into a Vec cannot fail; a type whose
+        // Serialize impl errors yields no bytes, which decode then reports.
+        let _ = serde_json::to_writer(out, &self.0);
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        serde_json::from_slice(bytes).map(Json).map_err(|e| {
+            Error::msg(format!("not valid JSON for {}: {e}: {:?}", std::any::type_name::<T>(), String::from_utf8_lossy(bytes)))
+        })
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Data + PartialEq + fmt::Debug>(v: T) {
+        let mut out = Vec::new();
+        v.encode(&mut out);
+        assert_eq!(T::decode(&out).unwrap(), v);
+    }
+
+    #[test]
+    fn codecs_round_trip() {
+        round_trip("héllo".to_string());
+        round_trip(vec![0u8, 255]);
+        round_trip(-42i64);
+        round_trip(1.5f64);
+        round_trip(Json(vec![("a".to_string(), 1u32)]));
+    }
+
+    #[test]
+    fn numbers_are_decimal_text() {
+        let mut out = Vec::new();
+        12345u64.encode(&mut out);
+        assert_eq!(out, b"12345");
+        assert!(u64::decode(b"x").unwrap_err().message().contains("is not a u64"));
+    }
+}

@@ -1,0 +1,115 @@
+//! Drives an [`Operator`] over encoded batches. Shared by the component
+//! exports (`wasm`) and the native test harness, so tests run the very code
+//! the host will.
+
+use crate::codec::Data;
+use crate::context::{Context, OpenContext, OperatorInfo, Record, Timer};
+use crate::host::{Host, TimeDomain};
+use crate::state::StateDescriptor;
+use crate::wire::{Reader, Writer};
+use crate::{Error, Operator};
+
+pub(crate) fn open<O: Operator>(info: OperatorInfo) -> Result<(O, Vec<StateDescriptor>), Error> {
+    let mut ctx = OpenContext { info, states: Vec::new() };
+    let op = O::open(&mut ctx)?;
+    Ok((op, ctx.states))
+}
+
+/// Decodes `batch`, calls `process` per record, returns the encoded output.
+pub(crate) fn process<O: Operator>(op: &mut O, host: &mut dyn Host, input: u32, batch: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut reader = Reader::new(batch);
+    let count = reader.u32()?;
+    let mut out = Writer::new();
+    for index in 0..count {
+        let timestamp = reader.timestamp()?;
+        let key_bytes = reader.bytes()?;
+        let value_bytes = reader.bytes()?;
+        let key = O::Key::decode(key_bytes).map_err(|e| Error::msg(format!("record {index}: key: {e}")))?;
+        let value = O::Value::decode(value_bytes).map_err(|e| Error::msg(format!("record {index}: value: {e}")))?;
+        let mut ctx = Context { host: &mut *host, key: key_bytes, timestamp, out: &mut out };
+        op.process(&mut ctx, Record { key, value, timestamp, input })?;
+    }
+    Ok(out.finish())
+}
+
+/// Decodes fired timers, calls `on_timer` per timer, returns the output.
+pub(crate) fn on_timers<O: Operator>(op: &mut O, host: &mut dyn Host, timers: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut reader = Reader::new(timers);
+    let count = reader.u32()?;
+    let mut out = Writer::new();
+    for _ in 0..count {
+        let timestamp = reader.i64()?;
+        let domain = match reader.u8()? {
+            0 => TimeDomain::EventTime,
+            1 => TimeDomain::ProcessingTime,
+            other => return Err(Error::msg(format!("malformed timer batch: unknown time domain {other}"))),
+        };
+        let key_bytes = reader.bytes()?;
+        let key = O::Key::decode(key_bytes).map_err(|e| Error::msg(format!("timer key: {e}")))?;
+        let mut ctx = Context { host: &mut *host, key: key_bytes, timestamp: Some(timestamp), out: &mut out };
+        op.on_timer(&mut ctx, Timer { key, timestamp, domain })?;
+    }
+    Ok(out.finish())
+}
+
+/// Entry points behind [`crate::export_operator!`]: one operator instance per
+/// component instance, kept in guest memory between calls.
+#[cfg(target_arch = "wasm32")]
+pub mod wasm {
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    use crate::bindings::weir::operator::types as wit;
+    use crate::host::{Host, LogLevel, WitHost};
+    use crate::state::StateKind;
+    use crate::{OperatorInfo, Operator};
+
+    thread_local! {
+        static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    fn with_instance<O: Operator, T>(run: impl FnOnce(&mut O) -> Result<T, crate::Error>) -> Result<T, String> {
+        INSTANCE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let op = slot
+                .as_mut()
+                .and_then(|b| b.downcast_mut::<O>())
+                .ok_or_else(|| "the host called the operator before `open`".to_string())?;
+            run(op).map_err(|e| e.to_string())
+        })
+    }
+
+    pub fn open<O: Operator>(info: wit::OperatorInfo) -> Result<Vec<wit::StateDescriptor>, String> {
+        // Panics abort the instance; send their message to the host first so
+        // the failure report says what went wrong, not just "unreachable".
+        std::panic::set_hook(Box::new(|panic| WitHost.log(LogLevel::Error, &format!("guest panicked: {panic}"))));
+        let info = OperatorInfo {
+            name: info.name,
+            subtask_index: info.subtask_index,
+            parallelism: info.parallelism,
+            config: info.config,
+        };
+        let (op, states) = super::open::<O>(info).map_err(|e| e.to_string())?;
+        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(op)));
+        Ok(states
+            .into_iter()
+            .map(|s| wit::StateDescriptor {
+                name: s.name,
+                kind: match s.kind {
+                    StateKind::Value => wit::StateKind::Value,
+                    StateKind::List => wit::StateKind::List,
+                    StateKind::Map => wit::StateKind::Map,
+                },
+                ttl_ms: s.ttl_ms,
+            })
+            .collect())
+    }
+
+    pub fn process<O: Operator>(input: u32, batch: &[u8]) -> Result<Vec<u8>, String> {
+        with_instance::<O, _>(|op| super::process(op, &mut WitHost, input, batch))
+    }
+
+    pub fn on_timers<O: Operator>(timers: &[u8]) -> Result<Vec<u8>, String> {
+        with_instance::<O, _>(|op| super::on_timers(op, &mut WitHost, timers))
+    }
+}

@@ -1,0 +1,39 @@
+//! What travels on a channel between two subtasks.
+
+use weir_core::Batch;
+
+#[derive(Debug)]
+pub(crate) enum Message {
+    Data(Batch),
+    /// No record with an earlier event time will follow on this channel.
+    Watermark(i64),
+    /// The producer has nothing to send for now; do not wait for its watermark.
+    Idle,
+    /// The producer is done; nothing follows.
+    End,
+}
+
+/// A task stopped because a neighbour went away (another task failed or the
+/// job was cancelled); the root cause is reported by whoever failed first.
+#[derive(Debug)]
+pub(crate) struct Disconnected;
+
+pub(crate) type TaskResult = Result<(), TaskError>;
+
+#[derive(Debug)]
+pub(crate) enum TaskError {
+    Cancelled,
+    Failed(anyhow::Error),
+}
+
+impl From<Disconnected> for TaskError {
+    fn from(_: Disconnected) -> Self {
+        TaskError::Cancelled
+    }
+}
+
+impl From<anyhow::Error> for TaskError {
+    fn from(e: anyhow::Error) -> Self {
+        TaskError::Failed(e)
+    }
+}

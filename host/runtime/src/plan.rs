@@ -1,0 +1,250 @@
+//! From job graph to tasks: chains operators and wires bounded channels.
+//!
+//! An operator joins its upstream operator's chain (and runs on the same
+//! thread, with no channel between them) when its only input is that
+//! operator's main stream over a forward edge and nobody else reads it.
+//! Every other edge becomes one bounded channel per (producer subtask,
+//! consumer subtask) pair, so each consumer tracks each producer's
+//! watermark and a full channel blocks exactly the producer feeding it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use weir_core::job::{Edge, JobSpec, StreamRef};
+
+use crate::gate::{Gate, OutputEdge};
+use crate::message::Message;
+use crate::metrics::NodeCounters;
+
+pub(crate) struct InputChannel {
+    pub(crate) rx: Receiver<Message>,
+    /// The consumer's logical input number (its `input` list order).
+    pub(crate) input: u32,
+}
+
+pub(crate) struct SourceTaskPlan {
+    pub(crate) source: usize,
+    pub(crate) split: u32,
+    pub(crate) gate: Gate,
+}
+
+pub(crate) struct ChainLinkPlan {
+    pub(crate) operator: usize,
+    pub(crate) late_gate: Gate,
+}
+
+pub(crate) struct ChainTaskPlan {
+    pub(crate) subtask: u32,
+    pub(crate) links: Vec<ChainLinkPlan>,
+    pub(crate) inputs: Vec<InputChannel>,
+    pub(crate) gate: Gate,
+}
+
+pub(crate) struct SinkTaskPlan {
+    pub(crate) sink: usize,
+    pub(crate) inputs: Vec<InputChannel>,
+}
+
+pub(crate) struct Plan {
+    pub(crate) sources: Vec<SourceTaskPlan>,
+    pub(crate) chains: Vec<ChainTaskPlan>,
+    pub(crate) sinks: Vec<SinkTaskPlan>,
+    /// Per node name.
+    pub(crate) counters: HashMap<String, Arc<NodeCounters>>,
+    /// Operator names per chain, for logs.
+    pub(crate) chain_names: Vec<Vec<String>>,
+}
+
+fn main_stream(node: &str) -> StreamRef {
+    StreamRef { node: node.to_string(), late: false }
+}
+
+/// Chains of operator indices into `job.operators`.
+fn chains(job: &JobSpec, readers: &HashMap<StreamRef, usize>) -> Vec<Vec<usize>> {
+    let mut chains: Vec<Vec<usize>> = Vec::new();
+    let mut chain_of: HashMap<&str, usize> = HashMap::new();
+    for (index, op) in job.operators.iter().enumerate() {
+        let joins = match op.inputs.as_slice() {
+            [only] if only.edge == Edge::Forward && !only.stream.late => chain_of
+                .get(only.stream.node.as_str())
+                .copied()
+                .filter(|&c| {
+                    let tail = *chains[c].last().expect("chains are non-empty");
+                    job.operators[tail].name == only.stream.node && readers.get(&only.stream) == Some(&1)
+                }),
+            _ => None,
+        };
+        let chain = match joins {
+            Some(c) => {
+                chains[c].push(index);
+                c
+            }
+            None => {
+                chains.push(vec![index]);
+                chains.len() - 1
+            }
+        };
+        chain_of.insert(&op.name, chain);
+    }
+    chains
+}
+
+pub(crate) fn build(job: &JobSpec) -> Plan {
+    // Who reads each stream: (consumer, its input number, edge, parallelism).
+    let mut consumers: Vec<(StreamRef, ConsumerRef, u32, Edge, u32)> = Vec::new();
+    for (i, op) in job.operators.iter().enumerate() {
+        for (n, input) in op.inputs.iter().enumerate() {
+            consumers.push((input.stream.clone(), ConsumerRef::Operator(i), n as u32, input.edge, op.parallelism));
+        }
+    }
+    for (i, sink) in job.sinks.iter().enumerate() {
+        for (n, stream) in sink.inputs.iter().enumerate() {
+            consumers.push((stream.clone(), ConsumerRef::Sink(i), n as u32, Edge::Rebalance, 1));
+        }
+    }
+    let mut readers: HashMap<StreamRef, usize> = HashMap::new();
+    for (stream, ..) in &consumers {
+        *readers.entry(stream.clone()).or_default() += 1;
+    }
+    let chains = chains(job, &readers);
+    let chained: HashMap<usize, usize> =
+        chains.iter().flat_map(|c| c.iter().skip(1).map(move |&op| (op, c[0]))).collect();
+
+    let mut outputs: HashMap<(StreamRef, u32), Gate> = HashMap::new();
+    let mut operator_inputs: HashMap<(usize, u32), Vec<InputChannel>> = HashMap::new();
+    let mut sink_inputs: HashMap<usize, Vec<InputChannel>> = HashMap::new();
+    for (stream, consumer, input, edge, consumer_parallelism) in consumers {
+        if let ConsumerRef::Operator(op) = consumer
+            && chained.contains_key(&op)
+        {
+            continue; // fed by a direct call within its chain
+        }
+        let producer_parallelism = job.parallelism_of(&stream.node).expect("validated stream reference");
+        let capacity = job.channel_batches_max;
+        // senders[k][j]: producer subtask k to consumer subtask j.
+        let mut senders: Vec<Vec<Sender<Message>>> = vec![Vec::new(); producer_parallelism as usize];
+        for j in 0..consumer_parallelism {
+            for k in 0..producer_parallelism {
+                if edge == Edge::Forward && k != j {
+                    continue;
+                }
+                let (tx, rx) = bounded(capacity);
+                senders[k as usize].push(tx);
+                let channel = InputChannel { rx, input };
+                match consumer {
+                    ConsumerRef::Operator(op) => operator_inputs.entry((op, j)).or_default().push(channel),
+                    ConsumerRef::Sink(sink) => sink_inputs.entry(sink).or_default().push(channel),
+                }
+            }
+        }
+        for (k, targets) in senders.into_iter().enumerate() {
+            let gate = outputs.entry((stream.clone(), k as u32)).or_default();
+            gate.edges.push(OutputEdge::new(edge, targets, job.max_parallelism));
+        }
+    }
+
+    let mut take_gate = |stream: StreamRef, subtask: u32| outputs.remove(&(stream, subtask)).unwrap_or_default();
+    let mut sources = Vec::new();
+    for (index, source) in job.sources.iter().enumerate() {
+        for split in 0..source.parallelism {
+            sources.push(SourceTaskPlan { source: index, split, gate: take_gate(main_stream(&source.name), split) });
+        }
+    }
+    let mut chain_tasks = Vec::new();
+    for chain in &chains {
+        let head = &job.operators[chain[0]];
+        let tail = &job.operators[*chain.last().expect("non-empty")];
+        for subtask in 0..head.parallelism {
+            let links = chain
+                .iter()
+                .map(|&op| ChainLinkPlan {
+                    operator: op,
+                    late_gate: take_gate(StreamRef { node: job.operators[op].name.clone(), late: true }, subtask),
+                })
+                .collect();
+            chain_tasks.push(ChainTaskPlan {
+                subtask,
+                links,
+                inputs: operator_inputs.remove(&(chain[0], subtask)).unwrap_or_default(),
+                gate: take_gate(main_stream(&tail.name), subtask),
+            });
+        }
+    }
+    let sinks = (0..job.sinks.len())
+        .map(|sink| SinkTaskPlan { sink, inputs: sink_inputs.remove(&sink).unwrap_or_default() })
+        .collect();
+    let counters = job
+        .sources
+        .iter()
+        .map(|s| &s.name)
+        .chain(job.operators.iter().map(|o| &o.name))
+        .chain(job.sinks.iter().map(|s| &s.name))
+        .map(|name| (name.clone(), Arc::new(NodeCounters::default())))
+        .collect();
+    let chain_names = chains.iter().map(|c| c.iter().map(|&i| job.operators[i].name.clone()).collect()).collect();
+    Plan { sources, chains: chain_tasks, sinks, counters, chain_names }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ConsumerRef {
+    Operator(usize),
+    Sink(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn job(text: &str) -> JobSpec {
+        weir_core::job::parse(text, Path::new("job.toml")).unwrap()
+    }
+
+    const PIPELINE: &str = r#"
+[job]
+name = "p"
+parallelism = 2
+[[source]]
+name = "src"
+kind = "generator"
+records = 10
+parallelism = 2
+[[operator]]
+name = "a"
+wasm = "a.wasm"
+input = "src"
+[[operator]]
+name = "b"
+wasm = "b.wasm"
+input = "a"
+[[operator]]
+name = "c"
+wasm = "c.wasm"
+input = "b"
+edge = "hash"
+[[sink]]
+name = "out"
+kind = "stdout"
+input = "c"
+"#;
+
+    #[test]
+    fn forward_operators_chain_and_hash_edges_wire_all_pairs() {
+        let plan = build(&job(PIPELINE));
+        assert_eq!(plan.chain_names, vec![vec!["a", "b"], vec!["c"]]);
+        assert_eq!(plan.chains.len(), 4, "two chains at parallelism 2");
+        let c0 = plan.chains.iter().find(|t| t.links[0].operator == 2 && t.subtask == 0).unwrap();
+        assert_eq!(c0.inputs.len(), 2, "hash edge: one channel from each producer subtask");
+        let a1 = plan.chains.iter().find(|t| t.links[0].operator == 0 && t.subtask == 1).unwrap();
+        assert_eq!(a1.inputs.len(), 1, "forward from the source: only its partner split");
+        assert_eq!(plan.sinks[0].inputs.len(), 2);
+    }
+
+    #[test]
+    fn a_stream_with_two_readers_does_not_chain() {
+        let text = PIPELINE.replace("input = \"c\"", "input = [\"c\", \"a\"]");
+        let plan = build(&job(&text));
+        assert_eq!(plan.chain_names, vec![vec!["a"], vec!["b"], vec!["c"]]);
+    }
+}

@@ -1,0 +1,88 @@
+//! Shared helpers for the end-to-end tests: build guests once, run the real
+//! `weir` binary with a deadline, compare outputs with golden files.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds every guest component once per test binary (a no-op when
+/// `scripts/build-guests.sh` already ran) and returns their directory.
+pub fn guest_dir() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(repo())
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir", "target/wasm"])
+            .args(["-p", "tokenizer", "-p", "window-count", "-p", "fraud-detector", "-p", "map-op", "-p", "count-op"])
+            .args(["-p", "hostile", "-p", "wrong-world"])
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building guests failed; is the wasm32-wasip2 target installed? (bash scripts/setup.sh)");
+        repo().join("target/wasm/wasm32-wasip2/release")
+    })
+}
+
+pub fn guest(name: &str) -> PathBuf {
+    guest_dir().join(format!("{name}.wasm"))
+}
+
+/// The component cache shared by the tests of one binary.
+pub fn cache_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
+}
+
+pub fn weir() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.arg("--cache-dir").arg(cache_dir());
+    cmd
+}
+
+/// Runs `cmd` to completion, failing the test if it takes over `limit`:
+/// a hung host is a bug, not a slow test.
+pub fn run_with_deadline(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("weir starts");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "weir did not finish within {limit:?}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Lines of a file, sorted: parallel runs emit in nondeterministic order.
+pub fn sorted_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// Writes `text` as a job file in a fresh directory and returns both.
+pub fn job_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, text).expect("write job");
+    (dir, path)
+}
