@@ -7,4 +7,3 @@ wit_bindgen::generate!({
     default_bindings_module: "weir_guest::bindings",
 });
 
-pub use __export_operator_impl as export;

@@ -11,33 +11,63 @@ use serde::de::DeserializeOwned;
 
 use crate::Error;
 
-/// A type that can be a record key, record value or state value.
-pub trait Data: Sized {
+/// A type that can be written as a key, value or state value.
+pub trait Encode {
     fn encode(&self, out: &mut Vec<u8>);
+}
+
+/// A type that can be read from a key, value or state value.
+pub trait Decode: Sized {
     fn decode(bytes: &[u8]) -> Result<Self, Error>;
 }
 
-impl Data for String {
+/// Both ways: what state holds.
+pub trait Data: Encode + Decode {}
+
+impl<T: Encode + Decode> Data for T {}
+
+impl Encode for String {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes());
     }
+}
+
+impl Encode for str {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl Decode for String {
     fn decode(bytes: &[u8]) -> Result<Self, Error> {
         String::from_utf8(bytes.to_vec()).map_err(|e| Error::msg(format!("not UTF-8 text: {e}")))
     }
 }
 
-impl Data for Vec<u8> {
+impl Encode for Vec<u8> {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self);
     }
+}
+
+impl Encode for [u8] {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
+impl Decode for Vec<u8> {
     fn decode(bytes: &[u8]) -> Result<Self, Error> {
         Ok(bytes.to_vec())
     }
 }
 
 /// No key (or no value): encodes as zero bytes and accepts anything.
-impl Data for () {
+impl Encode for () {
     fn encode(&self, _out: &mut Vec<u8>) {}
+}
+
+impl Decode for () {
     fn decode(_bytes: &[u8]) -> Result<Self, Error> {
         Ok(())
     }
@@ -45,11 +75,14 @@ impl Data for () {
 
 macro_rules! decimal_text {
     ($($t:ty),*) => {$(
-        impl Data for $t {
+        impl Encode for $t {
             fn encode(&self, out: &mut Vec<u8>) {
                 use std::io::Write;
                 let _ = write!(out, "{self}");
             }
+        }
+
+        impl Decode for $t {
             fn decode(bytes: &[u8]) -> Result<Self, Error> {
                 let text = std::str::from_utf8(bytes).map_err(|e| Error::msg(format!("not UTF-8 text: {e}")))?;
                 text.trim().parse().map_err(|e| Error::msg(format!("{text:?} is not a {}: {e}", stringify!($t))))
@@ -70,16 +103,25 @@ impl<T: fmt::Debug> fmt::Debug for Json<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Data for Json<T> {
+impl<T: Serialize> Encode for Json<T> {
     fn encode(&self, out: &mut Vec<u8>) {
         // Serializing plain data into a Vec cannot fail; a type whose
         // Serialize impl errors yields no bytes, which decode then reports.
         let _ = serde_json::to_writer(out, &self.0);
     }
+}
+
+impl<T: DeserializeOwned> Decode for Json<T> {
     fn decode(bytes: &[u8]) -> Result<Self, Error> {
         serde_json::from_slice(bytes).map(Json).map_err(|e| {
             Error::msg(format!("not valid JSON for {}: {e}: {:?}", std::any::type_name::<T>(), String::from_utf8_lossy(bytes)))
         })
+    }
+}
+
+impl<T: Encode + ?Sized> Encode for &T {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (**self).encode(out)
     }
 }
 

@@ -1,7 +1,7 @@
 //! What an operator sees while it runs: the record or timer at hand, its
 //! key, time, and where outputs go.
 
-use crate::codec::Data;
+use crate::codec::{Data, Encode};
 use crate::host::{Host, LogLevel, TimeDomain};
 use crate::state::{ListState, MapState, StateDescriptor, StateKind, ValueState};
 use crate::wire::Writer;
@@ -108,12 +108,12 @@ impl Context<'_> {
     }
 
     /// Emits a record stamped with the current event time.
-    pub fn emit<K: Data, V: Data>(&mut self, key: &K, value: &V) -> Result<()> {
+    pub fn emit<K: Encode + ?Sized, V: Encode + ?Sized>(&mut self, key: &K, value: &V) -> Result<()> {
         self.emit_at(key, value, self.timestamp)
     }
 
     /// Emits a record with an explicit event time (`None`: no event time).
-    pub fn emit_at<K: Data, V: Data>(&mut self, key: &K, value: &V, timestamp: Option<i64>) -> Result<()> {
+    pub fn emit_at<K: Encode + ?Sized, V: Encode + ?Sized>(&mut self, key: &K, value: &V, timestamp: Option<i64>) -> Result<()> {
         self.out.begin(timestamp);
         self.out.field(|buf| key.encode(buf));
         self.out.field(|buf| value.encode(buf));

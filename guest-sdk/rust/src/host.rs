@@ -37,6 +37,7 @@ pub(crate) trait Host {
 }
 
 /// The real host, through the component's imports.
+#[cfg(target_arch = "wasm32")]
 pub(crate) struct WitHost;
 
 #[cfg(target_arch = "wasm32")]

@@ -4,7 +4,8 @@
 //! and build the crate for `wasm32-wasip2`: the result is a component that
 //! `weir run` loads. You never touch wit-bindgen or the batch format: the
 //! SDK decodes each batch, calls your `process` once per record with typed
-//! key and value ([`Data`]: strings, numbers, or any serde type in [`Json`]),
+//! key and value ([`Decode`]/[`Encode`]: strings, numbers, bytes, or any serde
+//! type in [`Json`]),
 //! and encodes what you [`Context::emit`].
 //!
 //! State lives in the host ([`ValueState`], [`ListState`], [`MapState`],
@@ -58,7 +59,7 @@ mod state;
 pub mod testing;
 mod wire;
 
-pub use codec::{Data, Json};
+pub use codec::{Data, Decode, Encode, Json};
 pub use context::{Context, OpenContext, OperatorInfo, Record, Timer};
 pub use error::{Error, Result};
 pub use host::{LogLevel, TimeDomain};
@@ -68,9 +69,9 @@ pub use state::{ListState, MapState, ValueState};
 /// and fired timers.
 pub trait Operator: Sized + 'static {
     /// How input record keys are decoded.
-    type Key: Data;
+    type Key: Decode;
     /// How input record values are decoded.
-    type Value: Data;
+    type Value: Decode;
 
     /// Creates the operator and declares its keyed state.
     fn open(ctx: &mut OpenContext) -> Result<Self>;
@@ -93,7 +94,7 @@ macro_rules! export_operator {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct WeirExport;
-            impl $crate::bindings::Guest for WeirExport {
+            impl $crate::bindings::exports::weir::operator::hooks::Guest for WeirExport {
                 fn open(
                     info: $crate::bindings::weir::operator::types::OperatorInfo,
                 ) -> ::core::result::Result<

@@ -2,7 +2,7 @@
 //! exports (`wasm`) and the native test harness, so tests run the very code
 //! the host will.
 
-use crate::codec::Data;
+use crate::codec::Decode;
 use crate::context::{Context, OpenContext, OperatorInfo, Record, Timer};
 use crate::host::{Host, TimeDomain};
 use crate::state::StateDescriptor;

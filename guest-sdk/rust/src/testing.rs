@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::codec::Data;
+use crate::codec::{Data, Decode, Encode};
 use crate::context::OperatorInfo;
 use crate::host::{Host, LogLevel, TimeDomain};
 use crate::runtime;
@@ -23,11 +23,11 @@ pub struct Emitted {
 }
 
 impl Emitted {
-    pub fn key_as<T: Data>(&self) -> Result<T> {
+    pub fn key_as<T: Decode>(&self) -> Result<T> {
         T::decode(&self.key)
     }
 
-    pub fn value_as<T: Data>(&self) -> Result<T> {
+    pub fn value_as<T: Decode>(&self) -> Result<T> {
         T::decode(&self.value)
     }
 
@@ -124,11 +124,11 @@ impl<O: Operator> Harness<O> {
     }
 
     /// Processes one record from input 0.
-    pub fn process<K: Data, V: Data>(&mut self, key: &K, value: &V, timestamp: Option<i64>) -> Result<Vec<Emitted>> {
+    pub fn process<K: Encode + ?Sized, V: Encode + ?Sized>(&mut self, key: &K, value: &V, timestamp: Option<i64>) -> Result<Vec<Emitted>> {
         self.process_input(0, key, value, timestamp)
     }
 
-    pub fn process_input<K: Data, V: Data>(
+    pub fn process_input<K: Encode + ?Sized, V: Encode + ?Sized>(
         &mut self,
         input: u32,
         key: &K,

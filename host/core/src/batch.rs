@@ -68,6 +68,11 @@ impl Batch {
         &self.bytes
     }
 
+    /// The bytes as the owned buffer (wasmtime's bindings take `&Vec<u8>`).
+    pub fn as_vec(&self) -> &Vec<u8> {
+        &self.bytes
+    }
+
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }

@@ -280,10 +280,10 @@ enum OneOrMany {
 }
 
 impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
+    fn to_vec(&self) -> Vec<String> {
         match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
         }
     }
 }
@@ -620,10 +620,7 @@ impl Resolver<'_> {
     ) -> Result<Vec<StreamRef>, JobError> {
         let cx = &self.cx;
         let at = input.span().start;
-        let names = match input.get_ref() {
-            OneOrMany::One(s) => vec![s.clone()],
-            OneOrMany::Many(v) => v.clone(),
-        };
+        let names = input.get_ref().to_vec();
         if names.is_empty() {
             return Err(cx.err_at(at, format!("`{owner}`: `input` must name at least one stream")));
         }

@@ -68,10 +68,6 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.edges.is_empty()
-    }
-
     pub(crate) fn send_batch(&mut self, batch: Batch) -> Result<(), Disconnected> {
         if batch.is_empty() {
             return Ok(());

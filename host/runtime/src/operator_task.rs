@@ -43,12 +43,13 @@ fn now_ms() -> i64 {
 
 impl ChainTask {
     pub(crate) fn run(mut self) -> TaskResult {
-        let mut watermarks = InputWatermarks::new(self.inputs.len());
+        let inputs = std::mem::take(&mut self.inputs);
+        let mut watermarks = InputWatermarks::new(inputs.len());
         let mut select = Select::new();
-        for input in &self.inputs {
+        for input in &inputs {
             select.recv(&input.rx);
         }
-        let mut open = self.inputs.len();
+        let mut open = inputs.len();
         while open > 0 {
             let now = now_ms();
             self.fire_processing_timers(now)?;
@@ -63,11 +64,11 @@ impl ChainTask {
                 None => select.select(),
             };
             let index = ready.index();
-            let message = ready.recv(&self.inputs[index].rx).map_err(|_| TaskError::Cancelled)?;
+            let message = ready.recv(&inputs[index].rx).map_err(|_| TaskError::Cancelled)?;
             let advanced = match message {
                 Message::Data(batch) => {
                     watermarks.on_activity(index);
-                    self.on_data(self.inputs[index].input, batch, watermarks.input_watermark(index))?;
+                    self.on_data(inputs[index].input, batch, watermarks.input_watermark(index))?;
                     None
                 }
                 Message::Watermark(w) => watermarks.on_watermark(index, w),

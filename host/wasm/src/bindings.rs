@@ -6,4 +6,4 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use weir::operator::types::{LogLevel, OperatorInfo as WitOperatorInfo, StateDescriptor, StateKind, TimeDomain};
+pub use weir::operator::types::{LogLevel, OperatorInfo as WitOperatorInfo, StateKind, TimeDomain};

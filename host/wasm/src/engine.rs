@@ -18,7 +18,8 @@ use crate::host::GuestState;
 pub(crate) const EPOCH_TICK_MS: u64 = 10;
 /// Uploading a larger artifact is refused before it is compiled.
 const ARTIFACT_BYTES_MAX: usize = 256 << 20;
-const REQUIRED_EXPORTS: [&str; 3] = ["open", "process", "on-timers"];
+/// The operator world exports one interface; its version must match ours.
+const HOOKS_EXPORT: &str = "weir:operator/hooks@0.1.0";
 
 /// A component compiled and linked against the operator world, ready to
 /// instantiate any number of times.
@@ -169,14 +170,12 @@ fn check_header(artifact: &str, bytes: &[u8]) -> Result<(), String> {
 
 fn check_exports(engine: &Engine, artifact: &str, component: &Component) -> Result<(), String> {
     let exports: Vec<String> = component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
-    let missing: Vec<&str> = REQUIRED_EXPORTS.iter().copied().filter(|r| !exports.iter().any(|e| e == r)).collect();
-    if missing.is_empty() {
+    if exports.iter().any(|e| e == HOOKS_EXPORT) {
         return Ok(());
     }
     Err(format!(
-        "artifact {artifact} is a component of another world: it lacks the weir:operator export(s) {} \
-         (it exports: {})",
-        missing.join(", "),
+        "artifact {artifact} is a component of another world: it does not export {HOOKS_EXPORT} \
+         (it exports: {}); build it against wit/operator.wit, e.g. with the weir-guest SDK",
         if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
     ))
 }

@@ -62,7 +62,7 @@ impl OperatorInstance {
             config: info.config.clone(),
         };
         instance.arm();
-        let declared = instance.bindings.call_open(&mut instance.store, &wit_info);
+        let declared = instance.bindings.weir_operator_hooks().call_open(&mut instance.store, &wit_info);
         let declared = instance
             .finish("open", declared)?
             .map_err(|message| error(GuestErrorKind::Failed { export: "open", message }))?;
@@ -111,14 +111,14 @@ impl OperatorInstance {
     /// Calls `process` with one batch from input number `input`.
     pub fn process(&mut self, input: u32, batch: &Batch) -> Result<Batch, GuestError> {
         self.arm();
-        let result = self.bindings.call_process(&mut self.store, input, batch.as_bytes());
+        let result = self.bindings.weir_operator_hooks().call_process(&mut self.store, input, batch.as_vec());
         self.output("process", result)
     }
 
     /// Calls `on-timers` with timers encoded in the timer batch format.
     pub fn on_timers(&mut self, timers: &[u8]) -> Result<Batch, GuestError> {
         self.arm();
-        let result = self.bindings.call_on_timers(&mut self.store, timers);
+        let result = self.bindings.weir_operator_hooks().call_on_timers(&mut self.store, timers);
         self.output("on-timers", result)
     }
 
@@ -136,8 +136,9 @@ impl OperatorInstance {
         export: &'static str,
         result: wasmtime::Result<Result<Vec<u8>, String>>,
     ) -> Result<Batch, GuestError> {
+        let returned = self.finish(export, result)?;
         let error = |kind| GuestError { operator: self.label.to_string(), kind };
-        let bytes = self.finish(export, result)?.map_err(|message| error(GuestErrorKind::Failed { export, message }))?;
+        let bytes = returned.map_err(|message| error(GuestErrorKind::Failed { export, message }))?;
         if bytes.len() > self.limits.output_max_bytes {
             return Err(error(GuestErrorKind::OutputTooLarge {
                 export,
