@@ -26,7 +26,12 @@ fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after_name = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -63,7 +68,9 @@ fn bench(label: &str, text: &str, records: u64, dir: &Path) {
     let path = dir.join(format!("{label}.toml"));
     std::fs::write(&path, text).expect("write job");
     let spec = weir_core::job::load(&path).expect("job parses");
-    let options = RunOptions { cache_dir: Some(dir.join("cache")) };
+    let options = RunOptions {
+        cache_dir: Some(dir.join("cache")),
+    };
     weir_runtime::run_job(&spec, &options).expect("warm-up run"); // compile + cache
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
@@ -86,16 +93,37 @@ fn main() {
     let stateless: u64 = 2_000_000;
     let keyed: u64 = 1_000_000;
     println!("median of {RUNS} runs; 100-byte values, batch_records_max = 1024");
-    println!("{:<28} {:>14} {:>16}", "pipeline", "records/s", "records/cpu-s");
-    bench("source->discard", &job("baseline", stateless, "", "events", "memory"), stateless, dir.path());
-    let map_op = format!("[[operator]]\nname = \"map\"\nwasm = \"{}\"\ninput = \"events\"\n", map.display());
-    bench("source->wasm map->discard", &job("map", stateless, &map_op, "map", "memory"), stateless, dir.path());
+    println!(
+        "{:<28} {:>14} {:>16}",
+        "pipeline", "records/s", "records/cpu-s"
+    );
+    bench(
+        "source->discard",
+        &job("baseline", stateless, "", "events", "memory"),
+        stateless,
+        dir.path(),
+    );
+    let map_op = format!(
+        "[[operator]]\nname = \"map\"\nwasm = \"{}\"\ninput = \"events\"\n",
+        map.display()
+    );
+    bench(
+        "source->wasm map->discard",
+        &job("map", stateless, &map_op, "map", "memory"),
+        stateless,
+        dir.path(),
+    );
     let count_op = format!(
         "[[operator]]\nname = \"count\"\nwasm = \"{}\"\ninput = \"events\"\nedge = \"hash\"\n",
         count.display()
     );
     for backend in ["memory", "rocksdb"] {
         let label = format!("windowed count ({backend})");
-        bench(&label, &job("count", keyed, &count_op, "count", backend), keyed, dir.path());
+        bench(
+            &label,
+            &job("count", keyed, &count_op, "count", backend),
+            keyed,
+            dir.path(),
+        );
     }
 }

@@ -11,8 +11,8 @@ mod common;
 
 use std::time::Instant;
 
-use weir_core::{Batch, BatchBuilder};
 use weir_core::job::GuestLimits;
+use weir_core::{Batch, BatchBuilder};
 use weir_guest::testing::Harness;
 use weir_wasm::{OperatorInfo, OperatorInstance, WasmEngine};
 
@@ -22,8 +22,17 @@ const RECORDS_PER_ROUND: usize = 200_000;
 fn batch(records: usize) -> Batch {
     let mut b = BatchBuilder::default();
     for i in 0..records {
-        let value = format!("{{\"seq\":{i},\"bidder\":\"person-{}\",\"price\":{},\"pad\":\"{}\"}}", i % 997, i * 7 % 10_000, "x".repeat(40));
-        b.push(Some(i as i64), format!("key-{}", i % 1000).as_bytes(), value.as_bytes());
+        let value = format!(
+            "{{\"seq\":{i},\"bidder\":\"person-{}\",\"price\":{},\"pad\":\"{}\"}}",
+            i % 997,
+            i * 7 % 10_000,
+            "x".repeat(40)
+        );
+        b.push(
+            Some(i as i64),
+            format!("key-{}", i % 1000).as_bytes(),
+            value.as_bytes(),
+        );
     }
     b.take()
 }
@@ -66,21 +75,38 @@ fn main() {
     let mut native = Harness::<map_op::UpperCase>::new().expect("native");
 
     println!("map operator, ns/record (median of {ROUNDS} rounds of ~{RECORDS_PER_ROUND} records)");
-    println!("{:>12} {:>12} {:>12} {:>8}", "batch", "native", "wasm", "ratio");
+    println!(
+        "{:>12} {:>12} {:>12} {:>8}",
+        "batch", "native", "wasm", "ratio"
+    );
     for batch_records in [1, 16, 256, 1024, 4096] {
         let input = batch(batch_records);
         // Both sides end with the host's validation of the returned batch.
         let wasm_out = instance.process(0, &input).expect("wasm");
-        let native_out = Batch::from_bytes(native.process_batch_encoded(0, input.as_bytes()).expect("native")).unwrap();
+        let native_out = Batch::from_bytes(
+            native
+                .process_batch_encoded(0, input.as_bytes())
+                .expect("native"),
+        )
+        .unwrap();
         assert_eq!(wasm_out, native_out, "both builds compute the same thing");
         let native_ns = measure(batch_records, || {
-            let out = native.process_batch_encoded(0, input.as_bytes()).expect("native");
+            let out = native
+                .process_batch_encoded(0, input.as_bytes())
+                .expect("native");
             std::hint::black_box(Batch::from_bytes(out).expect("valid"));
         });
         let wasm_ns = measure(batch_records, || {
             std::hint::black_box(instance.process(0, &input).expect("wasm"));
         });
-        let marker = if batch_records == 1024 { "  <- default batch size" } else { "" };
-        println!("{batch_records:>12} {native_ns:>12.1} {wasm_ns:>12.1} {:>8.2}{marker}", wasm_ns / native_ns);
+        let marker = if batch_records == 1024 {
+            "  <- default batch size"
+        } else {
+            ""
+        };
+        println!(
+            "{batch_records:>12} {native_ns:>12.1} {wasm_ns:>12.1} {:>8.2}{marker}",
+            wasm_ns / native_ns
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! WebAssembly components. Only this crate prints for humans; the runtime
 //! crates return values and errors.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -86,7 +87,13 @@ impl OverrideArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let options = RunOptions { cache_dir: if cli.no_cache { None } else { cli.cache_dir.or_else(default_cache_dir) } };
+    let options = RunOptions {
+        cache_dir: if cli.no_cache {
+            None
+        } else {
+            cli.cache_dir.or_else(default_cache_dir)
+        },
+    };
     let result = match &cli.command {
         Command::Run { job, overrides } => load(job, overrides).and_then(|spec| {
             let report = weir_runtime::run_job(&spec, &options)?;
@@ -104,7 +111,10 @@ fn main() -> ExitCode {
                 spec.sinks.len()
             );
             for (name, component) in compiled {
-                eprintln!("  operator {name}: component sha256 {}", &component.digest[..16]);
+                eprintln!(
+                    "  operator {name}: component sha256 {}",
+                    &component.digest[..16]
+                );
             }
             Ok(())
         }),
@@ -140,13 +150,24 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn print_report(spec: &JobSpec, report: &JobReport) {
-    eprintln!("job `{}` finished in {:.2} s", report.job, report.elapsed.as_secs_f64());
+    eprintln!(
+        "job `{}` finished in {:.2} s",
+        report.job,
+        report.elapsed.as_secs_f64()
+    );
     for node in &report.nodes {
-        let mut line = format!("  {:<8} {:<16} p={:<3}", node.kind, node.name, node.parallelism);
+        let mut line = format!(
+            "  {:<8} {:<16} p={:<3}",
+            node.kind, node.name, node.parallelism
+        );
         if node.kind != "source" {
             line.push_str(&format!(" in {:>9}", node.records_in));
         }

@@ -50,7 +50,10 @@ fn job_file_errors_name_the_line_and_field() {
     let err = job_error(
         "[job]\nname = \"x\"\n[[source]]\nname = \"s\"\nkind = \"file\"\npath = \"in\"\n[[sink]]\nname = \"o\"\nkind = \"stdout\"\ninput = \"nope\"\n",
     );
-    assert!(err.contains("job.toml:10:") && err.contains("input `nope` names no source or operator"), "{err}");
+    assert!(
+        err.contains("job.toml:10:") && err.contains("input `nope` names no source or operator"),
+        "{err}"
+    );
     let err = job_error("this is not toml");
     assert!(err.contains("job.toml:1:"), "{err}");
 }
@@ -59,7 +62,11 @@ fn job_file_errors_name_the_line_and_field() {
 fn missing_job_file_is_a_clear_error() {
     let out = run(&["run", "/nonexistent/job.toml"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("/nonexistent/job.toml: cannot read job file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/job.toml: cannot read job file"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -85,8 +92,16 @@ input = "tokenize"
 "#,
         guest("tokenizer").display()
     ));
-    std::fs::write(dir.path().join("input.jsonl"), "{\"ts\": 1, \"text\": \"ok\"}\n{\"text\": \"no time\"}\n").unwrap();
+    std::fs::write(
+        dir.path().join("input.jsonl"),
+        "{\"ts\": 1, \"text\": \"ok\"}\n{\"text\": \"no time\"}\n",
+    )
+    .unwrap();
     let out = run(&["run", path.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("input.jsonl:2: timestamp field `ts` is missing"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("input.jsonl:2: timestamp field `ts` is missing"),
+        "{}",
+        stderr(&out)
+    );
 }

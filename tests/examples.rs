@@ -13,32 +13,55 @@ fn run_example(example: &str, parallelism: u32, backend: &str) -> (tempfile::Tem
     let mut cmd = weir();
     cmd.arg("run")
         .arg(repo().join("examples").join(example).join("job.toml"))
-        .args(["--parallelism", &parallelism.to_string(), "--state-backend", backend])
+        .args([
+            "--parallelism",
+            &parallelism.to_string(),
+            "--state-backend",
+            backend,
+        ])
         .arg("--output-dir")
         .arg(out.path());
     let output = run_with_deadline(cmd, Duration::from_secs(120));
     let err = stderr(&output);
-    assert!(output.status.success(), "{example} p={parallelism} {backend} failed:\n{err}");
+    assert!(
+        output.status.success(),
+        "{example} p={parallelism} {backend} failed:\n{err}"
+    );
     (out, err)
 }
 
 fn assert_golden(example: &str, out: &std::path::Path, file: &str) {
-    let expected = sorted_lines(&repo().join("examples").join(example).join("expected").join(file));
+    let expected = sorted_lines(
+        &repo()
+            .join("examples")
+            .join(example)
+            .join("expected")
+            .join(file),
+    );
     let actual = sorted_lines(&out.join("output").join(file));
-    assert_eq!(actual, expected, "{example}: output/{file} differs from expected/{file}");
+    assert_eq!(
+        actual, expected,
+        "{example}: output/{file} differs from expected/{file}"
+    );
 }
 
 fn wordcount(parallelism: u32, backend: &str) {
     let (out, summary) = run_example("wordcount", parallelism, backend);
     assert_golden("wordcount", out.path(), "counts.jsonl");
     assert_golden("wordcount", out.path(), "late.txt");
-    assert!(summary.contains("late 5 (sent to .late)"), "summary reports late records:\n{summary}");
+    assert!(
+        summary.contains("late 5 (sent to .late)"),
+        "summary reports late records:\n{summary}"
+    );
 }
 
 fn fraud(parallelism: u32, backend: &str) {
     let (out, summary) = run_example("fraud-detection", parallelism, backend);
     assert_golden("fraud-detection", out.path(), "alerts.jsonl");
-    assert!(summary.contains("late 1 (dropped)"), "summary reports the late transaction:\n{summary}");
+    assert!(
+        summary.contains("late 1 (dropped)"),
+        "summary reports the late transaction:\n{summary}"
+    );
 }
 
 #[test]

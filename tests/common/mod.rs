@@ -19,13 +19,34 @@ pub fn guest_dir() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(repo())
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir", "target/wasm"])
-            .args(["-p", "tokenizer", "-p", "window-count", "-p", "fraud-detector", "-p", "map-op", "-p", "count-op"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+                "target/wasm",
+            ])
+            .args([
+                "-p",
+                "tokenizer",
+                "-p",
+                "window-count",
+                "-p",
+                "fraud-detector",
+                "-p",
+                "map-op",
+                "-p",
+                "count-op",
+            ])
             .args(["-p", "hostile", "-p", "wrong-world"])
             .env_remove("CARGO_TARGET_DIR")
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building guests failed; is the wasm32-wasip2 target installed? (bash scripts/setup.sh)");
+        assert!(
+            status.success(),
+            "building guests failed; is the wasm32-wasip2 target installed? (bash scripts/setup.sh)"
+        );
         repo().join("target/wasm/wasm32-wasip2/release")
     })
 }
@@ -37,7 +58,8 @@ pub fn guest(name: &str) -> PathBuf {
 /// The component cache shared by the tests of one binary.
 pub fn cache_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
 }
 
 pub fn weir() -> Command {
@@ -49,7 +71,11 @@ pub fn weir() -> Command {
 /// Runs `cmd` to completion, failing the test if it takes over `limit`:
 /// a hung host is a bug, not a slow test.
 pub fn run_with_deadline(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("weir starts");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir starts");
     let started = Instant::now();
     loop {
         if child.try_wait().expect("wait").is_some() {
@@ -73,7 +99,8 @@ pub fn stderr(out: &Output) -> String {
 
 /// Lines of a file, sorted: parallel runs emit in nondeterministic order.
 pub fn sorted_lines(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     lines.sort();
     lines

@@ -6,4 +6,3 @@ wit_bindgen::generate!({
     pub_export_macro: true,
     default_bindings_module: "weir_guest::bindings",
 });
-

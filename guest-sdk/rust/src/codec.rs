@@ -114,7 +114,11 @@ impl<T: Serialize> Encode for Json<T> {
 impl<T: DeserializeOwned> Decode for Json<T> {
     fn decode(bytes: &[u8]) -> Result<Self, Error> {
         serde_json::from_slice(bytes).map(Json).map_err(|e| {
-            Error::msg(format!("not valid JSON for {}: {e}: {:?}", std::any::type_name::<T>(), String::from_utf8_lossy(bytes)))
+            Error::msg(format!(
+                "not valid JSON for {}: {e}: {:?}",
+                std::any::type_name::<T>(),
+                String::from_utf8_lossy(bytes)
+            ))
         })
     }
 }
@@ -156,6 +160,11 @@ mod tests {
         let mut out = Vec::new();
         12345u64.encode(&mut out);
         assert_eq!(out, b"12345");
-        assert!(u64::decode(b"x").unwrap_err().message().contains("is not a u64"));
+        assert!(
+            u64::decode(b"x")
+                .unwrap_err()
+                .message()
+                .contains("is not a u64")
+        );
     }
 }

@@ -48,7 +48,11 @@ impl OpenContext {
 
     /// A value from the operator's `config` table in the job file.
     pub fn config(&self, name: &str) -> Option<&str> {
-        self.info.config.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.info
+            .config
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A config value parsed as `T`, or `default` when absent.
@@ -58,7 +62,9 @@ impl OpenContext {
     {
         match self.config(name) {
             None => Ok(default),
-            Some(text) => text.parse().map_err(|e| Error::msg(format!("config `{name}` = {text:?}: {e}"))),
+            Some(text) => text
+                .parse()
+                .map_err(|e| Error::msg(format!("config `{name}` = {text:?}: {e}"))),
         }
     }
 
@@ -66,17 +72,33 @@ impl OpenContext {
         if self.states.iter().any(|s| s.name == name) {
             return Err(Error::msg(format!("state `{name}` is declared twice")));
         }
-        self.states.push(StateDescriptor { name: name.to_string(), kind, ttl_ms });
+        self.states.push(StateDescriptor {
+            name: name.to_string(),
+            kind,
+            ttl_ms,
+        });
         Ok(self.states.len() as u32 - 1)
     }
 
     pub fn value_state<T: Data>(&mut self, name: &str) -> Result<ValueState<T>> {
-        Ok(ValueState::new(self.declare(name, StateKind::Value, None)?))
+        Ok(ValueState::new(self.declare(
+            name,
+            StateKind::Value,
+            None,
+        )?))
     }
 
     /// A value state whose entries expire `ttl_ms` after their last write.
-    pub fn value_state_with_ttl<T: Data>(&mut self, name: &str, ttl_ms: u64) -> Result<ValueState<T>> {
-        Ok(ValueState::new(self.declare(name, StateKind::Value, Some(ttl_ms))?))
+    pub fn value_state_with_ttl<T: Data>(
+        &mut self,
+        name: &str,
+        ttl_ms: u64,
+    ) -> Result<ValueState<T>> {
+        Ok(ValueState::new(self.declare(
+            name,
+            StateKind::Value,
+            Some(ttl_ms),
+        )?))
     }
 
     pub fn list_state<T: Data>(&mut self, name: &str) -> Result<ListState<T>> {
@@ -108,12 +130,21 @@ impl Context<'_> {
     }
 
     /// Emits a record stamped with the current event time.
-    pub fn emit<K: Encode + ?Sized, V: Encode + ?Sized>(&mut self, key: &K, value: &V) -> Result<()> {
+    pub fn emit<K: Encode + ?Sized, V: Encode + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &V,
+    ) -> Result<()> {
         self.emit_at(key, value, self.timestamp)
     }
 
     /// Emits a record with an explicit event time (`None`: no event time).
-    pub fn emit_at<K: Encode + ?Sized, V: Encode + ?Sized>(&mut self, key: &K, value: &V, timestamp: Option<i64>) -> Result<()> {
+    pub fn emit_at<K: Encode + ?Sized, V: Encode + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &V,
+        timestamp: Option<i64>,
+    ) -> Result<()> {
         self.out.begin(timestamp);
         self.out.field(|buf| key.encode(buf));
         self.out.field(|buf| value.encode(buf));
@@ -131,20 +162,24 @@ impl Context<'_> {
 
     /// Fires `on_timer` for the current key once the watermark reaches `timestamp`.
     pub fn register_event_timer(&mut self, timestamp: i64) {
-        self.host.register_timer(TimeDomain::EventTime, self.key, timestamp)
+        self.host
+            .register_timer(TimeDomain::EventTime, self.key, timestamp)
     }
 
     pub fn delete_event_timer(&mut self, timestamp: i64) {
-        self.host.delete_timer(TimeDomain::EventTime, self.key, timestamp)
+        self.host
+            .delete_timer(TimeDomain::EventTime, self.key, timestamp)
     }
 
     /// Fires `on_timer` for the current key once processing time reaches `timestamp`.
     pub fn register_processing_timer(&mut self, timestamp: i64) {
-        self.host.register_timer(TimeDomain::ProcessingTime, self.key, timestamp)
+        self.host
+            .register_timer(TimeDomain::ProcessingTime, self.key, timestamp)
     }
 
     pub fn delete_processing_timer(&mut self, timestamp: i64) {
-        self.host.delete_timer(TimeDomain::ProcessingTime, self.key, timestamp)
+        self.host
+            .delete_timer(TimeDomain::ProcessingTime, self.key, timestamp)
     }
 
     pub fn log(&mut self, level: LogLevel, message: &str) {

@@ -10,13 +10,21 @@ use crate::wire::{Reader, Writer};
 use crate::{Error, Operator};
 
 pub(crate) fn open<O: Operator>(info: OperatorInfo) -> Result<(O, Vec<StateDescriptor>), Error> {
-    let mut ctx = OpenContext { info, states: Vec::new() };
+    let mut ctx = OpenContext {
+        info,
+        states: Vec::new(),
+    };
     let op = O::open(&mut ctx)?;
     Ok((op, ctx.states))
 }
 
 /// Decodes `batch`, calls `process` per record, returns the encoded output.
-pub(crate) fn process<O: Operator>(op: &mut O, host: &mut dyn Host, input: u32, batch: &[u8]) -> Result<Vec<u8>, Error> {
+pub(crate) fn process<O: Operator>(
+    op: &mut O,
+    host: &mut dyn Host,
+    input: u32,
+    batch: &[u8],
+) -> Result<Vec<u8>, Error> {
     let mut reader = Reader::new(batch);
     let count = reader.u32()?;
     let mut out = Writer::new();
@@ -24,16 +32,35 @@ pub(crate) fn process<O: Operator>(op: &mut O, host: &mut dyn Host, input: u32, 
         let timestamp = reader.timestamp()?;
         let key_bytes = reader.bytes()?;
         let value_bytes = reader.bytes()?;
-        let key = O::Key::decode(key_bytes).map_err(|e| Error::msg(format!("record {index}: key: {e}")))?;
-        let value = O::Value::decode(value_bytes).map_err(|e| Error::msg(format!("record {index}: value: {e}")))?;
-        let mut ctx = Context { host: &mut *host, key: key_bytes, timestamp, out: &mut out };
-        op.process(&mut ctx, Record { key, value, timestamp, input })?;
+        let key = O::Key::decode(key_bytes)
+            .map_err(|e| Error::msg(format!("record {index}: key: {e}")))?;
+        let value = O::Value::decode(value_bytes)
+            .map_err(|e| Error::msg(format!("record {index}: value: {e}")))?;
+        let mut ctx = Context {
+            host: &mut *host,
+            key: key_bytes,
+            timestamp,
+            out: &mut out,
+        };
+        op.process(
+            &mut ctx,
+            Record {
+                key,
+                value,
+                timestamp,
+                input,
+            },
+        )?;
     }
     Ok(out.finish())
 }
 
 /// Decodes fired timers, calls `on_timer` per timer, returns the output.
-pub(crate) fn on_timers<O: Operator>(op: &mut O, host: &mut dyn Host, timers: &[u8]) -> Result<Vec<u8>, Error> {
+pub(crate) fn on_timers<O: Operator>(
+    op: &mut O,
+    host: &mut dyn Host,
+    timers: &[u8],
+) -> Result<Vec<u8>, Error> {
     let mut reader = Reader::new(timers);
     let count = reader.u32()?;
     let mut out = Writer::new();
@@ -42,12 +69,28 @@ pub(crate) fn on_timers<O: Operator>(op: &mut O, host: &mut dyn Host, timers: &[
         let domain = match reader.u8()? {
             0 => TimeDomain::EventTime,
             1 => TimeDomain::ProcessingTime,
-            other => return Err(Error::msg(format!("malformed timer batch: unknown time domain {other}"))),
+            other => {
+                return Err(Error::msg(format!(
+                    "malformed timer batch: unknown time domain {other}"
+                )));
+            }
         };
         let key_bytes = reader.bytes()?;
         let key = O::Key::decode(key_bytes).map_err(|e| Error::msg(format!("timer key: {e}")))?;
-        let mut ctx = Context { host: &mut *host, key: key_bytes, timestamp: Some(timestamp), out: &mut out };
-        op.on_timer(&mut ctx, Timer { key, timestamp, domain })?;
+        let mut ctx = Context {
+            host: &mut *host,
+            key: key_bytes,
+            timestamp: Some(timestamp),
+            out: &mut out,
+        };
+        op.on_timer(
+            &mut ctx,
+            Timer {
+                key,
+                timestamp,
+                domain,
+            },
+        )?;
     }
     Ok(out.finish())
 }
@@ -62,13 +105,15 @@ pub mod wasm {
     use crate::bindings::weir::operator::types as wit;
     use crate::host::{Host, LogLevel, WitHost};
     use crate::state::StateKind;
-    use crate::{OperatorInfo, Operator};
+    use crate::{Operator, OperatorInfo};
 
     thread_local! {
         static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     }
 
-    fn with_instance<O: Operator, T>(run: impl FnOnce(&mut O) -> Result<T, crate::Error>) -> Result<T, String> {
+    fn with_instance<O: Operator, T>(
+        run: impl FnOnce(&mut O) -> Result<T, crate::Error>,
+    ) -> Result<T, String> {
         INSTANCE.with(|cell| {
             let mut slot = cell.borrow_mut();
             let op = slot
@@ -82,7 +127,9 @@ pub mod wasm {
     pub fn open<O: Operator>(info: wit::OperatorInfo) -> Result<Vec<wit::StateDescriptor>, String> {
         // Panics abort the instance; send their message to the host first so
         // the failure report says what went wrong, not just "unreachable".
-        std::panic::set_hook(Box::new(|panic| WitHost.log(LogLevel::Error, &format!("guest panicked: {panic}"))));
+        std::panic::set_hook(Box::new(|panic| {
+            WitHost.log(LogLevel::Error, &format!("guest panicked: {panic}"))
+        }));
         let info = OperatorInfo {
             name: info.name,
             subtask_index: info.subtask_index,

@@ -5,9 +5,9 @@
 
 use std::marker::PhantomData;
 
+use crate::Result;
 use crate::codec::Data;
 use crate::context::Context;
-use crate::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StateKind {
@@ -31,11 +31,17 @@ pub struct ValueState<T> {
 
 impl<T: Data> ValueState<T> {
     pub(crate) fn new(index: u32) -> Self {
-        ValueState { index, _type: PhantomData }
+        ValueState {
+            index,
+            _type: PhantomData,
+        }
     }
 
     pub fn get(&self, ctx: &mut Context) -> Result<Option<T>> {
-        ctx.host.value_get(self.index, ctx.key).map(|bytes| T::decode(&bytes)).transpose()
+        ctx.host
+            .value_get(self.index, ctx.key)
+            .map(|bytes| T::decode(&bytes))
+            .transpose()
     }
 
     pub fn set(&self, ctx: &mut Context, value: &T) -> Result<()> {
@@ -58,7 +64,10 @@ pub struct ListState<T> {
 
 impl<T: Data> ListState<T> {
     pub(crate) fn new(index: u32) -> Self {
-        ListState { index, _type: PhantomData }
+        ListState {
+            index,
+            _type: PhantomData,
+        }
     }
 
     pub fn add(&self, ctx: &mut Context, value: &T) -> Result<()> {
@@ -69,7 +78,11 @@ impl<T: Data> ListState<T> {
     }
 
     pub fn get(&self, ctx: &mut Context) -> Result<Vec<T>> {
-        ctx.host.list_get(self.index, ctx.key).iter().map(|b| T::decode(b)).collect()
+        ctx.host
+            .list_get(self.index, ctx.key)
+            .iter()
+            .map(|b| T::decode(b))
+            .collect()
     }
 
     pub fn clear(&self, ctx: &mut Context) {
@@ -85,13 +98,19 @@ pub struct MapState<K, V> {
 
 impl<K: Data, V: Data> MapState<K, V> {
     pub(crate) fn new(index: u32) -> Self {
-        MapState { index, _type: PhantomData }
+        MapState {
+            index,
+            _type: PhantomData,
+        }
     }
 
     pub fn get(&self, ctx: &mut Context, map_key: &K) -> Result<Option<V>> {
         let mut k = Vec::new();
         map_key.encode(&mut k);
-        ctx.host.map_get(self.index, ctx.key, &k).map(|bytes| V::decode(&bytes)).transpose()
+        ctx.host
+            .map_get(self.index, ctx.key, &k)
+            .map(|bytes| V::decode(&bytes))
+            .transpose()
     }
 
     pub fn put(&self, ctx: &mut Context, map_key: &K, value: &V) -> Result<()> {

@@ -33,7 +33,10 @@ impl Emitted {
 
     /// Key and value as (lossy) text, handy in assertions.
     pub fn text(&self) -> (String, String) {
-        (String::from_utf8_lossy(&self.key).into_owned(), String::from_utf8_lossy(&self.value).into_owned())
+        (
+            String::from_utf8_lossy(&self.key).into_owned(),
+            String::from_utf8_lossy(&self.value).into_owned(),
+        )
     }
 }
 
@@ -56,16 +59,28 @@ impl Host for MemoryHost {
         self.values.insert((state, key.to_vec()), value.to_vec());
     }
     fn list_append(&mut self, state: u32, key: &[u8], value: &[u8]) {
-        self.lists.entry((state, key.to_vec())).or_default().push(value.to_vec());
+        self.lists
+            .entry((state, key.to_vec()))
+            .or_default()
+            .push(value.to_vec());
     }
     fn list_get(&mut self, state: u32, key: &[u8]) -> Vec<Vec<u8>> {
-        self.lists.get(&(state, key.to_vec())).cloned().unwrap_or_default()
+        self.lists
+            .get(&(state, key.to_vec()))
+            .cloned()
+            .unwrap_or_default()
     }
     fn map_get(&mut self, state: u32, key: &[u8], map_key: &[u8]) -> Option<Vec<u8>> {
-        self.maps.get(&(state, key.to_vec())).and_then(|m| m.get(map_key)).cloned()
+        self.maps
+            .get(&(state, key.to_vec()))
+            .and_then(|m| m.get(map_key))
+            .cloned()
     }
     fn map_put(&mut self, state: u32, key: &[u8], map_key: &[u8], value: &[u8]) {
-        self.maps.entry((state, key.to_vec())).or_default().insert(map_key.to_vec(), value.to_vec());
+        self.maps
+            .entry((state, key.to_vec()))
+            .or_default()
+            .insert(map_key.to_vec(), value.to_vec());
     }
     fn map_remove(&mut self, state: u32, key: &[u8], map_key: &[u8]) {
         if let Some(m) = self.maps.get_mut(&(state, key.to_vec())) {
@@ -109,22 +124,46 @@ pub struct Harness<O: Operator> {
 
 impl<O: Operator> Harness<O> {
     pub fn new() -> Result<Self> {
-        Self::with_info(OperatorInfo { name: "test".into(), subtask_index: 0, parallelism: 1, config: Vec::new() })
+        Self::with_info(OperatorInfo {
+            name: "test".into(),
+            subtask_index: 0,
+            parallelism: 1,
+            config: Vec::new(),
+        })
     }
 
     /// Opens the operator with these `config` entries.
     pub fn with_config(config: &[(&str, &str)]) -> Result<Self> {
-        let config = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Self::with_info(OperatorInfo { name: "test".into(), subtask_index: 0, parallelism: 1, config })
+        let config = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::with_info(OperatorInfo {
+            name: "test".into(),
+            subtask_index: 0,
+            parallelism: 1,
+            config,
+        })
     }
 
     pub fn with_info(info: OperatorInfo) -> Result<Self> {
         let (op, _states) = runtime::open::<O>(info)?;
-        Ok(Harness { op, host: MemoryHost { watermark: i64::MIN, ..MemoryHost::default() } })
+        Ok(Harness {
+            op,
+            host: MemoryHost {
+                watermark: i64::MIN,
+                ..MemoryHost::default()
+            },
+        })
     }
 
     /// Processes one record from input 0.
-    pub fn process<K: Encode + ?Sized, V: Encode + ?Sized>(&mut self, key: &K, value: &V, timestamp: Option<i64>) -> Result<Vec<Emitted>> {
+    pub fn process<K: Encode + ?Sized, V: Encode + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &V,
+        timestamp: Option<i64>,
+    ) -> Result<Vec<Emitted>> {
         self.process_input(0, key, value, timestamp)
     }
 
@@ -182,7 +221,12 @@ impl<O: Operator> Harness<O> {
         let mut emitted = Vec::new();
         // One timer at a time: a timer may register another that is due too.
         loop {
-            let due = self.host.timers.iter().find(|(d, t, _)| *d == domain && *t <= time).cloned();
+            let due = self
+                .host
+                .timers
+                .iter()
+                .find(|(d, t, _)| *d == domain && *t <= time)
+                .cloned();
             let Some(timer) = due else { break };
             self.host.timers.remove(&timer);
             let (_, timestamp, key) = timer;
@@ -207,7 +251,11 @@ fn decode(batch: &[u8]) -> Result<Vec<Emitted>> {
     let count = reader.u32()?;
     (0..count)
         .map(|_| {
-            Ok(Emitted { timestamp: reader.timestamp()?, key: reader.bytes()?.to_vec(), value: reader.bytes()?.to_vec() })
+            Ok(Emitted {
+                timestamp: reader.timestamp()?,
+                key: reader.bytes()?.to_vec(),
+                value: reader.bytes()?.to_vec(),
+            })
         })
         .collect::<Result<_, Error>>()
 }

@@ -15,9 +15,16 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len()).ok_or_else(|| {
-            Error::msg(format!("malformed batch from the host: {n} bytes wanted at offset {}", self.at))
-        })?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or_else(|| {
+                Error::msg(format!(
+                    "malformed batch from the host: {n} bytes wanted at offset {}",
+                    self.at
+                ))
+            })?;
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
@@ -28,11 +35,15 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn u32(&mut self) -> Result<u32, Error> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     pub(crate) fn i64(&mut self) -> Result<i64, Error> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], Error> {
@@ -54,13 +65,17 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new() -> Self {
-        Writer { bytes: 0u32.to_le_bytes().to_vec(), count: 0 }
+        Writer {
+            bytes: 0u32.to_le_bytes().to_vec(),
+            count: 0,
+        }
     }
 
     /// Starts a record; the caller then appends key and value with
     /// [`Writer::field`].
     pub(crate) fn begin(&mut self, timestamp: Option<i64>) {
-        self.bytes.extend_from_slice(&timestamp.unwrap_or(NO_TIMESTAMP).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&timestamp.unwrap_or(NO_TIMESTAMP).to_le_bytes());
         self.count += 1;
     }
 

@@ -21,15 +21,29 @@ impl FileSink {
     pub fn create(path: &Path, format: SinkFormat) -> Result<Self, ConnectorError> {
         let target = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| ConnectorError(format!("cannot create directory for sink file {target}: {e}")))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                ConnectorError(format!(
+                    "cannot create directory for sink file {target}: {e}"
+                ))
+            })?;
         }
-        let file = File::create(path).map_err(|e| ConnectorError(format!("cannot create sink file {target}: {e}")))?;
-        Ok(FileSink { target, out: Box::new(BufWriter::with_capacity(1 << 16, file)), format, line: Vec::new() })
+        let file = File::create(path)
+            .map_err(|e| ConnectorError(format!("cannot create sink file {target}: {e}")))?;
+        Ok(FileSink {
+            target,
+            out: Box::new(BufWriter::with_capacity(1 << 16, file)),
+            format,
+            line: Vec::new(),
+        })
     }
 
     pub fn stdout(format: SinkFormat) -> Self {
-        FileSink { target: "stdout".into(), out: Box::new(BufWriter::new(std::io::stdout())), format, line: Vec::new() }
+        FileSink {
+            target: "stdout".into(),
+            out: Box::new(BufWriter::new(std::io::stdout())),
+            format,
+            line: Vec::new(),
+        }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -47,9 +61,12 @@ pub fn format_record(record: &RecordRef<'_>, format: SinkFormat, out: &mut Vec<u
             out.extend_from_slice(record.value);
         }
         SinkFormat::Jsonl => {
-            let text = |bytes: &[u8]| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned());
+            let text = |bytes: &[u8]| {
+                serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
+            };
             // A value that is JSON already is embedded as JSON, not as a string.
-            let value = serde_json::from_slice::<serde_json::Value>(record.value).unwrap_or_else(|_| text(record.value));
+            let value = serde_json::from_slice::<serde_json::Value>(record.value)
+                .unwrap_or_else(|_| text(record.value));
             let line = serde_json::json!({ "key": text(record.key), "value": value, "timestamp": record.timestamp });
             out.extend_from_slice(line.to_string().as_bytes());
         }
@@ -62,13 +79,17 @@ impl Sink for FileSink {
         for record in batch {
             self.line.clear();
             format_record(&record, self.format, &mut self.line);
-            self.out.write_all(&self.line).map_err(|e| ConnectorError(format!("cannot write to {}: {e}", self.target)))?;
+            self.out
+                .write_all(&self.line)
+                .map_err(|e| ConnectorError(format!("cannot write to {}: {e}", self.target)))?;
         }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<(), ConnectorError> {
-        self.out.flush().map_err(|e| ConnectorError(format!("cannot write to {}: {e}", self.target)))
+        self.out
+            .flush()
+            .map_err(|e| ConnectorError(format!("cannot write to {}: {e}", self.target)))
     }
 }
 

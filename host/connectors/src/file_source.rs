@@ -33,8 +33,9 @@ impl FileSource {
         timestamp_field: Option<String>,
         key_field: Option<String>,
     ) -> Result<Self, ConnectorError> {
-        let file = File::open(path)
-            .map_err(|e| ConnectorError(format!("cannot open source file {}: {e}", path.display())))?;
+        let file = File::open(path).map_err(|e| {
+            ConnectorError(format!("cannot open source file {}: {e}", path.display()))
+        })?;
         Ok(FileSource {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(1 << 16, file),
@@ -49,7 +50,11 @@ impl FileSource {
     }
 
     fn error(&self, message: impl std::fmt::Display) -> ConnectorError {
-        ConnectorError(format!("{}:{}: {message}", self.path.display(), self.line_number))
+        ConnectorError(format!(
+            "{}:{}: {message}",
+            self.path.display(),
+            self.line_number
+        ))
     }
 
     /// Turns the current line into (timestamp, key, value); `None` skips it.
@@ -84,28 +89,44 @@ impl FileSource {
                     return Ok(None);
                 };
                 if fields.len() != header.len() {
-                    return Err(self.error(format!("{} fields, but the header has {}", fields.len(), header.len())));
+                    return Err(self.error(format!(
+                        "{} fields, but the header has {}",
+                        fields.len(),
+                        header.len()
+                    )));
                 }
-                let object: Map<String, Value> =
-                    header.iter().cloned().zip(fields.into_iter().map(Value::String)).collect();
+                let object: Map<String, Value> = header
+                    .iter()
+                    .cloned()
+                    .zip(fields.into_iter().map(Value::String))
+                    .collect();
                 self.value = serde_json::to_vec(&object).map_err(|e| self.error(e))?;
                 self.fields(&object).map(Some)
             }
         }
     }
 
-    fn fields(&self, object: &Map<String, Value>) -> Result<(Option<i64>, Vec<u8>), ConnectorError> {
+    fn fields(
+        &self,
+        object: &Map<String, Value>,
+    ) -> Result<(Option<i64>, Vec<u8>), ConnectorError> {
         let timestamp = match &self.timestamp_field {
             None => None,
             Some(field) => Some(match object.get(field) {
                 Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
-                    self.error(format!("timestamp field `{field}` = {n} is not integer milliseconds"))
+                    self.error(format!(
+                        "timestamp field `{field}` = {n} is not integer milliseconds"
+                    ))
                 })?,
                 Some(Value::String(s)) => s.trim().parse().map_err(|_| {
-                    self.error(format!("timestamp field `{field}` = {s:?} is not integer milliseconds"))
+                    self.error(format!(
+                        "timestamp field `{field}` = {s:?} is not integer milliseconds"
+                    ))
                 })?,
                 Some(other) => {
-                    return Err(self.error(format!("timestamp field `{field}` = {other} is not integer milliseconds")));
+                    return Err(self.error(format!(
+                        "timestamp field `{field}` = {other} is not integer milliseconds"
+                    )));
                 }
                 None => return Err(self.error(format!("timestamp field `{field}` is missing"))),
             }),
@@ -123,12 +144,20 @@ impl FileSource {
 }
 
 impl Source for FileSource {
-    fn next_batch(&mut self, batch: &mut BatchBuilder, max_records: usize) -> Result<SourceStatus, ConnectorError> {
+    fn next_batch(
+        &mut self,
+        batch: &mut BatchBuilder,
+        max_records: usize,
+    ) -> Result<SourceStatus, ConnectorError> {
         let mut added = 0;
         while added < max_records {
             self.line.clear();
             let read = self.reader.read_line(&mut self.line).map_err(|e| {
-                ConnectorError(format!("{}:{}: cannot read: {e}", self.path.display(), self.line_number + 1))
+                ConnectorError(format!(
+                    "{}:{}: cannot read: {e}",
+                    self.path.display(),
+                    self.line_number + 1
+                ))
             })?;
             if read == 0 {
                 return Ok(SourceStatus::Finished);
@@ -145,7 +174,9 @@ impl Source for FileSource {
 
 /// One CSV record per line (quoted fields with `""` escapes; no embedded newlines).
 fn parse_csv_line(line: &str) -> Result<Vec<String>, String> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(line.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(line.as_bytes());
     match reader.records().next() {
         Some(Ok(record)) => Ok(record.iter().map(str::to_string).collect()),
         Some(Err(e)) => Err(format!("invalid CSV: {e}")),
@@ -157,7 +188,12 @@ fn parse_csv_line(line: &str) -> Result<Vec<String>, String> {
 mod tests {
     use super::*;
 
-    fn read(format: FileFormat, text: &str, ts: Option<&str>, key: Option<&str>) -> Result<Vec<(Option<i64>, String, String)>, ConnectorError> {
+    fn read(
+        format: FileFormat,
+        text: &str,
+        ts: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<Vec<(Option<i64>, String, String)>, ConnectorError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in");
         std::fs::write(&path, text).unwrap();
@@ -166,33 +202,73 @@ mod tests {
         while source.next_batch(&mut b, 2)? == SourceStatus::More {}
         Ok(b.take()
             .iter()
-            .map(|r| (r.timestamp, String::from_utf8_lossy(r.key).into(), String::from_utf8_lossy(r.value).into()))
+            .map(|r| {
+                (
+                    r.timestamp,
+                    String::from_utf8_lossy(r.key).into(),
+                    String::from_utf8_lossy(r.value).into(),
+                )
+            })
             .collect())
     }
 
     #[test]
     fn reads_lines() {
         let records = read(FileFormat::Lines, "a b\n\nc\r\n", None, None).unwrap();
-        assert_eq!(records.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), ["a b", "", "c"]);
+        assert_eq!(
+            records.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(),
+            ["a b", "", "c"]
+        );
     }
 
     #[test]
     fn reads_json_lines_with_timestamp_and_key() {
-        let records = read(FileFormat::Jsonl, "{\"ts\":5,\"acct\":\"x\"}\n\n{\"ts\":\"7\",\"acct\":3}\n", Some("ts"), Some("acct")).unwrap();
-        assert_eq!(records[0], (Some(5), "x".into(), "{\"ts\":5,\"acct\":\"x\"}".into()));
+        let records = read(
+            FileFormat::Jsonl,
+            "{\"ts\":5,\"acct\":\"x\"}\n\n{\"ts\":\"7\",\"acct\":3}\n",
+            Some("ts"),
+            Some("acct"),
+        )
+        .unwrap();
+        assert_eq!(
+            records[0],
+            (Some(5), "x".into(), "{\"ts\":5,\"acct\":\"x\"}".into())
+        );
         assert_eq!((records[1].0, records[1].1.as_str()), (Some(7), "3"));
     }
 
     #[test]
     fn reads_csv_as_json_objects() {
-        let records = read(FileFormat::Csv, "ts,word\n10,\"a,b\"\n", Some("ts"), Some("word")).unwrap();
-        assert_eq!(records, vec![(Some(10), "a,b".into(), "{\"ts\":\"10\",\"word\":\"a,b\"}".into())]);
+        let records = read(
+            FileFormat::Csv,
+            "ts,word\n10,\"a,b\"\n",
+            Some("ts"),
+            Some("word"),
+        )
+        .unwrap();
+        assert_eq!(
+            records,
+            vec![(
+                Some(10),
+                "a,b".into(),
+                "{\"ts\":\"10\",\"word\":\"a,b\"}".into()
+            )]
+        );
     }
 
     #[test]
     fn errors_name_file_and_line() {
-        let e = read(FileFormat::Jsonl, "{\"ts\":1}\n{\"x\":2}\n", Some("ts"), None).unwrap_err();
-        assert!(e.0.ends_with("in:2: timestamp field `ts` is missing"), "{e}");
+        let e = read(
+            FileFormat::Jsonl,
+            "{\"ts\":1}\n{\"x\":2}\n",
+            Some("ts"),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.0.ends_with("in:2: timestamp field `ts` is missing"),
+            "{e}"
+        );
         let e = read(FileFormat::Jsonl, "{oops\n", None, None).unwrap_err();
         assert!(e.0.contains("in:1: invalid JSON"), "{e}");
         let e = read(FileFormat::Csv, "a,b\n1\n", None, None).unwrap_err();

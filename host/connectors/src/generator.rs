@@ -19,12 +19,20 @@ pub struct GeneratorSource {
 
 impl GeneratorSource {
     pub fn new(spec: GeneratorSpec, split: u32, splits: u32) -> Self {
-        GeneratorSource { spec, next_seq: u64::from(split), stride: u64::from(splits.max(1)), key: Vec::new(), value: Vec::new() }
+        GeneratorSource {
+            spec,
+            next_seq: u64::from(split),
+            stride: u64::from(splits.max(1)),
+            key: Vec::new(),
+            value: Vec::new(),
+        }
     }
 
     /// The event time of record `seq`: regular, minus a deterministic jitter.
     pub fn timestamp_of(spec: &GeneratorSpec, seq: u64) -> i64 {
-        let base = spec.start_ms.saturating_add((seq as i64).saturating_mul(spec.interval_ms));
+        let base = spec
+            .start_ms
+            .saturating_add((seq as i64).saturating_mul(spec.interval_ms));
         if spec.disorder_ms == 0 {
             return base;
         }
@@ -34,7 +42,11 @@ impl GeneratorSource {
 }
 
 impl Source for GeneratorSource {
-    fn next_batch(&mut self, batch: &mut BatchBuilder, max_records: usize) -> Result<SourceStatus, ConnectorError> {
+    fn next_batch(
+        &mut self,
+        batch: &mut BatchBuilder,
+        max_records: usize,
+    ) -> Result<SourceStatus, ConnectorError> {
         for _ in 0..max_records {
             if self.next_seq >= self.spec.records {
                 return Ok(SourceStatus::Finished);
@@ -44,7 +56,11 @@ impl Source for GeneratorSource {
             self.key.clear();
             let _ = write!(self.key, "key-{}", seq % self.spec.keys);
             self.value.clear();
-            let _ = write!(self.value, "{{\"seq\":{seq},\"key\":\"key-{}\",\"ts\":{ts}", seq % self.spec.keys);
+            let _ = write!(
+                self.value,
+                "{{\"seq\":{seq},\"key\":\"key-{}\",\"ts\":{ts}",
+                seq % self.spec.keys
+            );
             // `,"pad":"` + padding + `"}` brings the value to exactly value_bytes.
             if self.spec.value_bytes >= self.value.len() + 10 {
                 let pad = self.spec.value_bytes - self.value.len() - 10;
@@ -56,7 +72,11 @@ impl Source for GeneratorSource {
             batch.push(Some(ts), &self.key, &self.value);
             self.next_seq += self.stride;
         }
-        Ok(if self.next_seq >= self.spec.records { SourceStatus::Finished } else { SourceStatus::More })
+        Ok(if self.next_seq >= self.spec.records {
+            SourceStatus::Finished
+        } else {
+            SourceStatus::More
+        })
     }
 }
 
@@ -65,7 +85,14 @@ mod tests {
     use super::*;
 
     fn spec(records: u64) -> GeneratorSpec {
-        GeneratorSpec { records, keys: 3, start_ms: 1000, interval_ms: 10, disorder_ms: 0, value_bytes: 0 }
+        GeneratorSpec {
+            records,
+            keys: 3,
+            start_ms: 1000,
+            interval_ms: 10,
+            disorder_ms: 0,
+            value_bytes: 0,
+        }
     }
 
     fn drain(mut g: GeneratorSource) -> Vec<(Option<i64>, String, String)> {
@@ -73,7 +100,13 @@ mod tests {
         while g.next_batch(&mut b, 4).unwrap() == SourceStatus::More {}
         b.take()
             .iter()
-            .map(|r| (r.timestamp, String::from_utf8_lossy(r.key).into(), String::from_utf8_lossy(r.value).into()))
+            .map(|r| {
+                (
+                    r.timestamp,
+                    String::from_utf8_lossy(r.key).into(),
+                    String::from_utf8_lossy(r.value).into(),
+                )
+            })
             .collect()
     }
 
@@ -81,8 +114,17 @@ mod tests {
     fn splits_partition_the_sequence() {
         let all = drain(GeneratorSource::new(spec(10), 0, 1));
         assert_eq!(all.len(), 10);
-        assert_eq!(all[4], (Some(1040), "key-1".into(), "{\"seq\":4,\"key\":\"key-1\",\"ts\":1040}".into()));
-        let mut split: Vec<_> = (0..3).flat_map(|i| drain(GeneratorSource::new(spec(10), i, 3))).collect();
+        assert_eq!(
+            all[4],
+            (
+                Some(1040),
+                "key-1".into(),
+                "{\"seq\":4,\"key\":\"key-1\",\"ts\":1040}".into()
+            )
+        );
+        let mut split: Vec<_> = (0..3)
+            .flat_map(|i| drain(GeneratorSource::new(spec(10), i, 3)))
+            .collect();
         split.sort_by_key(|r| r.0);
         assert_eq!(split, all);
     }

@@ -33,7 +33,11 @@ pub enum SourceStatus {
 /// One split of a source.
 pub trait Source: Send {
     /// Appends up to `max_records` records to `batch`.
-    fn next_batch(&mut self, batch: &mut BatchBuilder, max_records: usize) -> Result<SourceStatus, ConnectorError>;
+    fn next_batch(
+        &mut self,
+        batch: &mut BatchBuilder,
+        max_records: usize,
+    ) -> Result<SourceStatus, ConnectorError>;
 }
 
 /// One sink instance.
@@ -46,13 +50,22 @@ pub trait Sink: Send {
 /// Opens split `split` of `spec`.
 pub fn open_source(spec: &SourceSpec, split: u32) -> Result<Box<dyn Source>, ConnectorError> {
     match &spec.kind {
-        SourceKind::File { path, format, timestamp_field, key_field } => Ok(Box::new(FileSource::open(
+        SourceKind::File {
+            path,
+            format,
+            timestamp_field,
+            key_field,
+        } => Ok(Box::new(FileSource::open(
             path,
             *format,
             timestamp_field.clone(),
             key_field.clone(),
         )?)),
-        SourceKind::Generator(generator) => Ok(Box::new(GeneratorSource::new(generator.clone(), split, spec.parallelism))),
+        SourceKind::Generator(generator) => Ok(Box::new(GeneratorSource::new(
+            generator.clone(),
+            split,
+            spec.parallelism,
+        ))),
     }
 }
 

@@ -23,7 +23,11 @@ pub enum BatchError {
     #[error("batch is {0} bytes long, shorter than its 4-byte record count")]
     MissingCount(usize),
     #[error("record {index} of {count} runs past the end of the batch at byte {offset}")]
-    Truncated { index: u32, count: u32, offset: usize },
+    Truncated {
+        index: u32,
+        count: u32,
+        offset: usize,
+    },
     #[error("batch has {extra} bytes after its last record")]
     TrailingBytes { extra: usize },
 }
@@ -53,7 +57,10 @@ impl Batch {
     }
 
     pub fn empty() -> Batch {
-        Batch { bytes: 0u32.to_le_bytes().to_vec(), len: 0 }
+        Batch {
+            bytes: 0u32.to_le_bytes().to_vec(),
+            len: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -78,7 +85,11 @@ impl Batch {
     }
 
     pub fn iter(&self) -> RecordIter<'_> {
-        RecordIter { bytes: &self.bytes, offset: COUNT_LEN, remaining: self.len }
+        RecordIter {
+            bytes: &self.bytes,
+            offset: COUNT_LEN,
+            remaining: self.len,
+        }
     }
 }
 
@@ -112,7 +123,8 @@ impl<'a> Iterator for RecordIter<'a> {
         }
         self.remaining -= 1;
         // Lengths were checked by `validate`, so slicing cannot fail.
-        let (record, end) = parse_record(self.bytes, self.offset).expect("batch validated on construction");
+        let (record, end) =
+            parse_record(self.bytes, self.offset).expect("batch validated on construction");
         self.offset = end;
         Some(record)
     }
@@ -146,18 +158,32 @@ fn parse_record(bytes: &[u8], start: usize) -> Option<(RecordRef<'_>, usize)> {
     let end = value_start.checked_add(value_len)?;
     let value = bytes.get(value_start..end)?;
     let timestamp = (timestamp != NO_TIMESTAMP).then_some(timestamp);
-    Some((RecordRef { timestamp, key, value, encoded: &bytes[start..end] }, end))
+    Some((
+        RecordRef {
+            timestamp,
+            key,
+            value,
+            encoded: &bytes[start..end],
+        },
+        end,
+    ))
 }
 
 fn validate(bytes: &[u8]) -> Result<u32, BatchError> {
     let count = read_u32(bytes, 0).ok_or(BatchError::MissingCount(bytes.len()))?;
     let mut offset = COUNT_LEN;
     for index in 0..count {
-        let (_, end) = parse_record(bytes, offset).ok_or(BatchError::Truncated { index, count, offset })?;
+        let (_, end) = parse_record(bytes, offset).ok_or(BatchError::Truncated {
+            index,
+            count,
+            offset,
+        })?;
         offset = end;
     }
     if offset != bytes.len() {
-        return Err(BatchError::TrailingBytes { extra: bytes.len() - offset });
+        return Err(BatchError::TrailingBytes {
+            extra: bytes.len() - offset,
+        });
     }
     Ok(count)
 }
@@ -183,10 +209,13 @@ impl BatchBuilder {
     }
 
     pub fn push(&mut self, timestamp: Option<i64>, key: &[u8], value: &[u8]) {
-        self.bytes.extend_from_slice(&timestamp.unwrap_or(NO_TIMESTAMP).to_le_bytes());
-        self.bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&timestamp.unwrap_or(NO_TIMESTAMP).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(key);
-        self.bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(value);
         self.len += 1;
     }
@@ -212,7 +241,8 @@ impl BatchBuilder {
     /// Finishes the batch and leaves the builder empty for reuse.
     pub fn take(&mut self) -> Batch {
         let capacity = self.bytes.capacity();
-        let mut bytes = std::mem::replace(&mut self.bytes, Vec::with_capacity(capacity.min(1 << 20)));
+        let mut bytes =
+            std::mem::replace(&mut self.bytes, Vec::with_capacity(capacity.min(1 << 20)));
         self.bytes.extend_from_slice(&0u32.to_le_bytes());
         bytes[..COUNT_LEN].copy_from_slice(&self.len.to_le_bytes());
         let len = std::mem::take(&mut self.len);
@@ -231,8 +261,17 @@ mod tests {
         builder.push(None, b"", b"");
         let batch = builder.take();
         let again = Batch::from_bytes(batch.as_bytes().to_vec()).unwrap();
-        let records: Vec<_> = again.iter().map(|r| (r.timestamp, r.key.to_vec(), r.value.to_vec())).collect();
-        assert_eq!(records, vec![(Some(42), b"k".to_vec(), b"value".to_vec()), (None, vec![], vec![])]);
+        let records: Vec<_> = again
+            .iter()
+            .map(|r| (r.timestamp, r.key.to_vec(), r.value.to_vec()))
+            .collect();
+        assert_eq!(
+            records,
+            vec![
+                (Some(42), b"k".to_vec(), b"value".to_vec()),
+                (None, vec![], vec![])
+            ]
+        );
         assert!(builder.take().is_empty(), "builder is reusable after take");
     }
 
@@ -250,15 +289,24 @@ mod tests {
 
     #[test]
     fn rejects_malformed_batches() {
-        assert_eq!(Batch::from_bytes(vec![1, 0]), Err(BatchError::MissingCount(2)));
+        assert_eq!(
+            Batch::from_bytes(vec![1, 0]),
+            Err(BatchError::MissingCount(2))
+        );
         let mut builder = BatchBuilder::default();
         builder.push(Some(1), b"key", b"value");
         let bytes = builder.take().into_bytes();
         let truncated = bytes[..bytes.len() - 1].to_vec();
-        assert!(matches!(Batch::from_bytes(truncated), Err(BatchError::Truncated { index: 0, .. })));
+        assert!(matches!(
+            Batch::from_bytes(truncated),
+            Err(BatchError::Truncated { index: 0, .. })
+        ));
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(Batch::from_bytes(trailing), Err(BatchError::TrailingBytes { extra: 1 }));
+        assert_eq!(
+            Batch::from_bytes(trailing),
+            Err(BatchError::TrailingBytes { extra: 1 })
+        );
         let mut huge_len = bytes;
         huge_len[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Batch::from_bytes(huge_len).is_err());

@@ -96,7 +96,11 @@ pub struct StreamRef {
 
 impl fmt::Display for StreamRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.late { write!(f, "{}.late", self.node) } else { write!(f, "{}", self.node) }
+        if self.late {
+            write!(f, "{}.late", self.node)
+        } else {
+            write!(f, "{}", self.node)
+        }
     }
 }
 
@@ -108,7 +112,12 @@ pub struct Input {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceKind {
-    File { path: PathBuf, format: FileFormat, timestamp_field: Option<String>, key_field: Option<String> },
+    File {
+        path: PathBuf,
+        format: FileFormat,
+        timestamp_field: Option<String>,
+        key_field: Option<String>,
+    },
     Generator(GeneratorSpec),
 }
 
@@ -146,7 +155,11 @@ pub struct GuestLimits {
 
 impl Default for GuestLimits {
     fn default() -> Self {
-        GuestLimits { call_timeout_ms: 5_000, memory_max_bytes: 256 << 20, output_max_bytes: 64 << 20 }
+        GuestLimits {
+            call_timeout_ms: 5_000,
+            memory_max_bytes: 256 << 20,
+            output_max_bytes: 64 << 20,
+        }
     }
 }
 
@@ -171,7 +184,9 @@ impl OperatorSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
     Stdout,
     /// Counts records and throws them away (for benchmarks).
     Discard,
@@ -208,7 +223,12 @@ impl JobSpec {
             .iter()
             .find(|s| s.name == node)
             .map(|s| s.parallelism)
-            .or_else(|| self.operators.iter().find(|o| o.name == node).map(|o| o.parallelism))
+            .or_else(|| {
+                self.operators
+                    .iter()
+                    .find(|o| o.name == node)
+                    .map(|o| o.parallelism)
+            })
     }
 
     pub fn operator(&self, name: &str) -> Option<&OperatorSpec> {
@@ -359,7 +379,13 @@ pub fn parse_with(text: &str, path: &Path, overrides: &Overrides) -> Result<JobS
     let cx = Cx { text, file: path };
     let raw: RawJobFile = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Resolver { cx, base_dir, raw, overrides }.resolve()
+    Resolver {
+        cx,
+        base_dir,
+        raw,
+        overrides,
+    }
+    .resolve()
 }
 
 struct Cx<'a> {
@@ -369,16 +395,28 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
     }
 
     fn err_at(&self, offset: usize, message: impl Into<String>) -> JobError {
-        JobError { file: self.file.to_path_buf(), line: Some(self.line_of(offset)), message: message.into() }
+        JobError {
+            file: self.file.to_path_buf(),
+            line: Some(self.line_of(offset)),
+            message: message.into(),
+        }
     }
 
     fn toml_error(&self, e: &toml::de::Error) -> JobError {
         let line = e.span().map(|s| self.line_of(s.start));
-        JobError { file: self.file.to_path_buf(), line, message: e.message().trim().to_string() }
+        JobError {
+            file: self.file.to_path_buf(),
+            line,
+            message: e.message().trim().to_string(),
+        }
     }
 }
 
@@ -401,7 +439,10 @@ impl Resolver<'_> {
         }
         let max_parallelism = match &job.max_parallelism {
             Some(m) if !(1..=32768).contains(m.get_ref()) => {
-                return Err(cx.err_at(m.span().start, "max_parallelism must be between 1 and 32768"));
+                return Err(cx.err_at(
+                    m.span().start,
+                    "max_parallelism must be between 1 and 32768",
+                ));
             }
             Some(m) => *m.get_ref(),
             None => DEFAULT_MAX_PARALLELISM,
@@ -410,26 +451,46 @@ impl Resolver<'_> {
             Some(p) if p == 0 || p > max_parallelism.min(PARALLELISM_MAX) => {
                 return Err(cx.err_at(
                     job_line,
-                    format!("--parallelism {p} is out of range: 1 to {}", max_parallelism.min(PARALLELISM_MAX)),
+                    format!(
+                        "--parallelism {p} is out of range: 1 to {}",
+                        max_parallelism.min(PARALLELISM_MAX)
+                    ),
                 ));
             }
             Some(p) => p,
             None => self.parallelism(job.parallelism.as_ref(), 1, max_parallelism)?,
         };
-        let batch_records_max = positive(cx, job.batch_records_max.as_ref(), 1024, "batch_records_max")?;
-        let channel_batches_max = positive(cx, job.channel_batches_max.as_ref(), 8, "channel_batches_max")?;
+        let batch_records_max = positive(
+            cx,
+            job.batch_records_max.as_ref(),
+            1024,
+            "batch_records_max",
+        )?;
+        let channel_batches_max = positive(
+            cx,
+            job.channel_batches_max.as_ref(),
+            8,
+            "channel_batches_max",
+        )?;
 
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut claim = |name: &Spanned<String>, what: &str| -> Result<(), JobError> {
             let n = name.get_ref();
-            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(cx.err_at(
                     name.span().start,
                     format!("{what} name `{n}` must be non-empty and use only letters, digits, '-' and '_'"),
                 ));
             }
             if let Some(prev) = names.insert(n.clone(), cx.line_of(name.span().start)) {
-                return Err(cx.err_at(name.span().start, format!("name `{n}` is already used on line {prev}")));
+                return Err(cx.err_at(
+                    name.span().start,
+                    format!("name `{n}` is already used on line {prev}"),
+                ));
             }
             Ok(())
         };
@@ -456,8 +517,10 @@ impl Resolver<'_> {
             .iter()
             .map(|s| self.source(s, max_parallelism))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut parallelism: HashMap<String, u32> =
-            sources.iter().map(|s| (s.name.clone(), s.parallelism)).collect();
+        let mut parallelism: HashMap<String, u32> = sources
+            .iter()
+            .map(|s| (s.name.clone(), s.parallelism))
+            .collect();
         let mut late_outputs = HashSet::new();
         let mut unordered = Vec::new();
         for o in &self.raw.operator {
@@ -490,7 +553,11 @@ impl Resolver<'_> {
             max_parallelism,
             batch_records_max,
             channel_batches_max,
-            state_backend: self.overrides.state_backend.or(job.state_backend).unwrap_or(StateBackendKind::Memory),
+            state_backend: self
+                .overrides
+                .state_backend
+                .or(job.state_backend)
+                .unwrap_or(StateBackendKind::Memory),
             state_dir: job.state_dir.as_ref().map(|d| self.base_dir.join(d)),
             sources,
             operators,
@@ -498,7 +565,12 @@ impl Resolver<'_> {
         })
     }
 
-    fn parallelism(&self, value: Option<&Spanned<u32>>, default: u32, max_parallelism: u32) -> Result<u32, JobError> {
+    fn parallelism(
+        &self,
+        value: Option<&Spanned<u32>>,
+        default: u32,
+        max_parallelism: u32,
+    ) -> Result<u32, JobError> {
         match value {
             None => Ok(default),
             Some(p) => {
@@ -525,7 +597,10 @@ impl Resolver<'_> {
         let at = s.span().start;
         let not_for = |field: &str, present: bool, kind: &str| -> Result<(), JobError> {
             if present {
-                Err(cx.err_at(at, format!("source `{name}`: field `{field}` does not apply to a {kind} source")))
+                Err(cx.err_at(
+                    at,
+                    format!("source `{name}`: field `{field}` does not apply to a {kind} source"),
+                ))
             } else {
                 Ok(())
             }
@@ -545,12 +620,14 @@ impl Resolver<'_> {
                 if let Some(p) = &raw.parallelism
                     && *p.get_ref() != 1
                 {
-                    return Err(cx.err_at(p.span().start, format!("source `{name}`: a file source has parallelism 1")));
+                    return Err(cx.err_at(
+                        p.span().start,
+                        format!("source `{name}`: a file source has parallelism 1"),
+                    ));
                 }
-                let path = raw
-                    .path
-                    .as_ref()
-                    .ok_or_else(|| cx.err_at(at, format!("source `{name}`: a file source needs `path`")))?;
+                let path = raw.path.as_ref().ok_or_else(|| {
+                    cx.err_at(at, format!("source `{name}`: a file source needs `path`"))
+                })?;
                 let format = raw.format.unwrap_or(FileFormat::Lines);
                 if format == FileFormat::Lines {
                     for field in [&raw.timestamp_field, &raw.key_field].into_iter().flatten() {
@@ -576,18 +653,21 @@ impl Resolver<'_> {
                 ] {
                     not_for(field, present, "generator")?;
                 }
-                let records = raw
-                    .records
-                    .as_ref()
-                    .ok_or_else(|| cx.err_at(at, format!("source `{name}`: a generator needs `records`")))?;
+                let records = raw.records.as_ref().ok_or_else(|| {
+                    cx.err_at(at, format!("source `{name}`: a generator needs `records`"))
+                })?;
                 let keys = positive(cx, raw.keys.as_ref(), 16, "keys")?;
                 let interval_ms = match &raw.interval_ms {
-                    Some(i) if *i.get_ref() < 0 => return Err(cx.err_at(i.span().start, "interval_ms must be >= 0")),
+                    Some(i) if *i.get_ref() < 0 => {
+                        return Err(cx.err_at(i.span().start, "interval_ms must be >= 0"));
+                    }
                     Some(i) => *i.get_ref(),
                     None => 1,
                 };
                 let disorder_ms = match &raw.disorder_ms {
-                    Some(d) if *d.get_ref() < 0 => return Err(cx.err_at(d.span().start, "disorder_ms must be >= 0")),
+                    Some(d) if *d.get_ref() < 0 => {
+                        return Err(cx.err_at(d.span().start, "disorder_ms must be >= 0"));
+                    }
                     Some(d) => *d.get_ref(),
                     None => 0,
                 };
@@ -622,7 +702,10 @@ impl Resolver<'_> {
         let at = input.span().start;
         let names = input.get_ref().to_vec();
         if names.is_empty() {
-            return Err(cx.err_at(at, format!("`{owner}`: `input` must name at least one stream")));
+            return Err(cx.err_at(
+                at,
+                format!("`{owner}`: `input` must name at least one stream"),
+            ));
         }
         let mut refs = Vec::new();
         for name in names {
@@ -689,29 +772,45 @@ impl Resolver<'_> {
             inputs.push(Input { stream, edge });
         }
         if raw.wasm.get_ref().trim().is_empty() {
-            return Err(cx.err_at(raw.wasm.span().start, format!("operator `{name}`: `wasm` is empty")));
+            return Err(cx.err_at(
+                raw.wasm.span().start,
+                format!("operator `{name}`: `wasm` is empty"),
+            ));
         }
         let defaults = GuestLimits::default();
-        let mb = |v: &Option<Spanned<u64>>, default: usize, field: &str| -> Result<usize, JobError> {
-            match v {
-                None => Ok(default),
-                Some(v) if *v.get_ref() == 0 || *v.get_ref() > 4096 => {
-                    Err(cx.err_at(v.span().start, format!("operator `{name}`: {field} must be between 1 and 4096")))
+        let mb =
+            |v: &Option<Spanned<u64>>, default: usize, field: &str| -> Result<usize, JobError> {
+                match v {
+                    None => Ok(default),
+                    Some(v) if *v.get_ref() == 0 || *v.get_ref() > 4096 => Err(cx.err_at(
+                        v.span().start,
+                        format!("operator `{name}`: {field} must be between 1 and 4096"),
+                    )),
+                    Some(v) => Ok((*v.get_ref() as usize) << 20),
                 }
-                Some(v) => Ok((*v.get_ref() as usize) << 20),
-            }
-        };
+            };
         let call_timeout_ms = match &raw.call_timeout_ms {
             None => defaults.call_timeout_ms,
             Some(t) if *t.get_ref() == 0 => {
-                return Err(cx.err_at(t.span().start, format!("operator `{name}`: call_timeout_ms must be > 0")));
+                return Err(cx.err_at(
+                    t.span().start,
+                    format!("operator `{name}`: call_timeout_ms must be > 0"),
+                ));
             }
             Some(t) => *t.get_ref(),
         };
         let limits = GuestLimits {
             call_timeout_ms,
-            memory_max_bytes: mb(&raw.memory_max_mb, defaults.memory_max_bytes, "memory_max_mb")?,
-            output_max_bytes: mb(&raw.output_max_mb, defaults.output_max_bytes, "output_max_mb")?,
+            memory_max_bytes: mb(
+                &raw.memory_max_mb,
+                defaults.memory_max_bytes,
+                "memory_max_mb",
+            )?,
+            output_max_bytes: mb(
+                &raw.output_max_mb,
+                defaults.output_max_bytes,
+                "output_max_mb",
+            )?,
         };
         let config = raw
             .config
@@ -748,18 +847,29 @@ impl Resolver<'_> {
         let inputs = self.stream_refs(&name, &raw.input, parallelism, late_outputs)?;
         let kind = match raw.kind {
             RawSinkKind::File => {
-                let path = raw
-                    .path
-                    .as_ref()
-                    .ok_or_else(|| cx.err_at(s.span().start, format!("sink `{name}`: a file sink needs `path`")))?;
+                let path = raw.path.as_ref().ok_or_else(|| {
+                    cx.err_at(
+                        s.span().start,
+                        format!("sink `{name}`: a file sink needs `path`"),
+                    )
+                })?;
                 let base = self.overrides.output_dir.as_ref().unwrap_or(&self.base_dir);
-                SinkKind::File { path: base.join(path.get_ref()) }
+                SinkKind::File {
+                    path: base.join(path.get_ref()),
+                }
             }
             RawSinkKind::Stdout | RawSinkKind::Discard => {
                 if let Some(p) = &raw.path {
-                    return Err(cx.err_at(p.span().start, format!("sink `{name}`: only a file sink takes a `path`")));
+                    return Err(cx.err_at(
+                        p.span().start,
+                        format!("sink `{name}`: only a file sink takes a `path`"),
+                    ));
                 }
-                if matches!(raw.kind, RawSinkKind::Stdout) { SinkKind::Stdout } else { SinkKind::Discard }
+                if matches!(raw.kind, RawSinkKind::Stdout) {
+                    SinkKind::Stdout
+                } else {
+                    SinkKind::Discard
+                }
             }
         };
         Ok(SinkSpec {
@@ -780,7 +890,9 @@ fn positive<T: Copy + PartialOrd + Default + fmt::Display>(
 ) -> Result<T, JobError> {
     match value {
         None => Ok(default),
-        Some(v) if *v.get_ref() <= T::default() => Err(cx.err_at(v.span().start, format!("{field} must be > 0"))),
+        Some(v) if *v.get_ref() <= T::default() => {
+            Err(cx.err_at(v.span().start, format!("{field} must be > 0")))
+        }
         Some(v) => Ok(*v.get_ref()),
     }
 }
@@ -791,7 +903,11 @@ fn topological_order(
     operators: Vec<OperatorSpec>,
     raw: &[Spanned<RawOperator>],
 ) -> Result<Vec<OperatorSpec>, JobError> {
-    let index: HashMap<&str, usize> = operators.iter().enumerate().map(|(i, o)| (o.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = operators
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.name.as_str(), i))
+        .collect();
     let mut state = vec![0u8; operators.len()]; // 0 new, 1 on stack, 2 done
     let mut order = Vec::with_capacity(operators.len());
     fn visit(
@@ -820,12 +936,18 @@ fn topological_order(
         visit(i, &operators, &index, &mut state, &mut order).map_err(|at| {
             cx.err_at(
                 raw[at].span().start,
-                format!("operator `{}` is part of a cycle: its inputs lead back to itself", operators[at].name),
+                format!(
+                    "operator `{}` is part of a cycle: its inputs lead back to itself",
+                    operators[at].name
+                ),
             )
         })?;
     }
     let mut slots: Vec<Option<OperatorSpec>> = operators.into_iter().map(Some).collect();
-    Ok(order.into_iter().map(|i| slots[i].take().expect("each operator ordered once")).collect())
+    Ok(order
+        .into_iter()
+        .map(|i| slots[i].take().expect("each operator ordered once"))
+        .collect())
 }
 
 #[cfg(test)]
@@ -873,13 +995,29 @@ input = "count.late"
     #[test]
     fn parses_and_orders_a_valid_job() {
         let job = parse_str(GOOD).unwrap();
-        assert_eq!(job.operators.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["split", "count"]);
+        assert_eq!(
+            job.operators
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect::<Vec<_>>(),
+            ["split", "count"]
+        );
         let split = job.operator("split").unwrap();
-        assert_eq!(split.inputs[0].edge, Edge::Rebalance, "parallelism 1 -> 2 defaults to rebalance");
+        assert_eq!(
+            split.inputs[0].edge,
+            Edge::Rebalance,
+            "parallelism 1 -> 2 defaults to rebalance"
+        );
         assert_eq!(split.wasm, PathBuf::from("/jobs/split.wasm"));
         let count = job.operator("count").unwrap();
         assert!(count.is_keyed());
-        assert_eq!(job.sinks[1].inputs[0], StreamRef { node: "count".into(), late: true });
+        assert_eq!(
+            job.sinks[1].inputs[0],
+            StreamRef {
+                node: "count".into(),
+                late: true
+            }
+        );
     }
 
     fn error_of(text: &str) -> JobError {
@@ -889,8 +1027,11 @@ input = "count.late"
     #[test]
     fn unknown_input_names_the_line_and_known_streams() {
         let e = error_of(&GOOD.replace("input = \"split\"", "input = \"splitt\""));
-        assert_eq!(e.line, Some(15));
-        assert!(e.message.contains("`splitt`") && e.message.contains("known: count, lines, split"), "{e}");
+        assert_eq!(e.line, Some(14));
+        assert!(
+            e.message.contains("`splitt`") && e.message.contains("known: count, lines, split"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -898,8 +1039,8 @@ input = "count.late"
         let e = error_of(&GOOD.replace("parallelism = 2", "parallelism = \"two\""));
         assert_eq!(e.line, Some(4), "{e}");
         let e = error_of(&GOOD.replace("edge = \"hash\"", "edge = \"hashed\""));
-        assert_eq!(e.line, Some(16), "{e}");
-        assert!(e.to_string().starts_with("/jobs/job.toml:16:"), "{e}");
+        assert_eq!(e.line, Some(15), "{e}");
+        assert!(e.to_string().starts_with("/jobs/job.toml:15:"), "{e}");
     }
 
     #[test]
@@ -910,8 +1051,12 @@ input = "count.late"
 
     #[test]
     fn forward_edge_needs_equal_parallelism() {
-        let e = error_of(&GOOD.replace("input = \"lines\"", "input = \"lines\"\nedge = \"forward\""));
-        assert!(e.message.contains("forward edge needs equal parallelism"), "{e}");
+        let e =
+            error_of(&GOOD.replace("input = \"lines\"", "input = \"lines\"\nedge = \"forward\""));
+        assert!(
+            e.message.contains("forward edge needs equal parallelism"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -923,7 +1068,11 @@ input = "count.late"
     #[test]
     fn late_stream_needs_side_output() {
         let text = GOOD.replace("late_records = \"side-output\"", "");
-        assert!(error_of(&text).message.contains("late_records = \"side-output\""));
+        assert!(
+            error_of(&text)
+                .message
+                .contains("late_records = \"side-output\"")
+        );
     }
 
     #[test]
@@ -948,7 +1097,11 @@ name = "out"
 kind = "stdout"
 input = "gen"
 "#;
-        assert!(error_of(text).message.contains("`path` does not apply to a generator"));
+        assert!(
+            error_of(text)
+                .message
+                .contains("`path` does not apply to a generator")
+        );
     }
 
     #[test]
@@ -961,9 +1114,22 @@ input = "gen"
         let job = parse_with(GOOD, Path::new("/jobs/job.toml"), &overrides).unwrap();
         assert!(job.operators.iter().all(|o| o.parallelism == 4));
         assert_eq!(job.state_backend, StateBackendKind::Rocksdb);
-        assert_eq!(job.sinks[0].kind, SinkKind::File { path: PathBuf::from("/tmp/out/out.txt") });
-        let too_many = Overrides { parallelism: Some(999), ..Overrides::default() };
-        assert!(parse_with(GOOD, Path::new("j.toml"), &too_many).unwrap_err().message.contains("--parallelism 999"));
+        assert_eq!(
+            job.sinks[0].kind,
+            SinkKind::File {
+                path: PathBuf::from("/tmp/out/out.txt")
+            }
+        );
+        let too_many = Overrides {
+            parallelism: Some(999),
+            ..Overrides::default()
+        };
+        assert!(
+            parse_with(GOOD, Path::new("j.toml"), &too_many)
+                .unwrap_err()
+                .message
+                .contains("--parallelism 999")
+        );
     }
 
     #[test]

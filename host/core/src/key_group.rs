@@ -27,8 +27,13 @@ pub struct KeyGroupRange {
 
 impl KeyGroupRange {
     pub fn for_subtask(subtask: u32, parallelism: u32, max_parallelism: u32) -> KeyGroupRange {
-        let bound = |i: u32| (u64::from(i) * u64::from(max_parallelism)).div_ceil(u64::from(parallelism)) as u32;
-        KeyGroupRange { start: bound(subtask), end: bound(subtask + 1) }
+        let bound = |i: u32| {
+            (u64::from(i) * u64::from(max_parallelism)).div_ceil(u64::from(parallelism)) as u32
+        };
+        KeyGroupRange {
+            start: bound(subtask),
+            end: bound(subtask + 1),
+        }
     }
 
     pub fn contains(&self, key_group: u32) -> bool {

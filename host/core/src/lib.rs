@@ -11,5 +11,5 @@ pub mod key_group;
 pub mod timers;
 pub mod watermark;
 
-pub use batch::{Batch, BatchBuilder, BatchError, RecordRef, NO_TIMESTAMP};
+pub use batch::{Batch, BatchBuilder, BatchError, NO_TIMESTAMP, RecordRef};
 pub use key_group::{KeyGroupRange, key_group_of};

@@ -39,7 +39,9 @@ impl TimerQueue {
         let mut due = Vec::new();
         while due.len() < max {
             match self.pending.first() {
-                Some((t, _)) if *t <= time => due.push(self.pending.pop_first().expect("first exists")),
+                Some((t, _)) if *t <= time => {
+                    due.push(self.pending.pop_first().expect("first exists"))
+                }
                 _ => break,
             }
         }
@@ -100,6 +102,16 @@ mod tests {
     #[test]
     fn encodes_timer_batch() {
         let bytes = encode_timers(TimeDomain::ProcessingTime, &[(7, b"ab".to_vec())]);
-        assert_eq!(bytes, [&1u32.to_le_bytes()[..], &7i64.to_le_bytes(), &[1], &2u32.to_le_bytes(), b"ab"].concat());
+        assert_eq!(
+            bytes,
+            [
+                &1u32.to_le_bytes()[..],
+                &7i64.to_le_bytes(),
+                &[1],
+                &2u32.to_le_bytes(),
+                b"ab"
+            ]
+            .concat()
+        );
     }
 }

@@ -16,7 +16,10 @@ pub struct BoundedOutOfOrderness {
 
 impl BoundedOutOfOrderness {
     pub fn new(delay_ms: u64) -> Self {
-        BoundedOutOfOrderness { delay_ms: delay_ms.min(i64::MAX as u64) as i64, max_seen: None }
+        BoundedOutOfOrderness {
+            delay_ms: delay_ms.min(i64::MAX as u64) as i64,
+            max_seen: None,
+        }
     }
 
     pub fn observe(&mut self, timestamp: i64) {
@@ -24,7 +27,9 @@ impl BoundedOutOfOrderness {
     }
 
     pub fn current(&self) -> i64 {
-        self.max_seen.map_or(MIN_WATERMARK, |m| m.saturating_sub(self.delay_ms).saturating_sub(1))
+        self.max_seen.map_or(MIN_WATERMARK, |m| {
+            m.saturating_sub(self.delay_ms).saturating_sub(1)
+        })
     }
 }
 
@@ -45,7 +50,10 @@ pub struct InputWatermarks {
 
 impl InputWatermarks {
     pub fn new(inputs: usize) -> Self {
-        InputWatermarks { inputs: vec![(MIN_WATERMARK, InputStatus::Active); inputs], combined: MIN_WATERMARK }
+        InputWatermarks {
+            inputs: vec![(MIN_WATERMARK, InputStatus::Active); inputs],
+            combined: MIN_WATERMARK,
+        }
     }
 
     pub fn current(&self) -> i64 {
@@ -93,11 +101,18 @@ impl InputWatermarks {
     }
 
     pub fn all_ended(&self) -> bool {
-        self.inputs.iter().all(|(_, status)| *status == InputStatus::Ended)
+        self.inputs
+            .iter()
+            .all(|(_, status)| *status == InputStatus::Ended)
     }
 
     fn recompute(&mut self) -> Option<i64> {
-        let active = self.inputs.iter().filter(|(_, s)| *s == InputStatus::Active).map(|(w, _)| *w).min();
+        let active = self
+            .inputs
+            .iter()
+            .filter(|(_, s)| *s == InputStatus::Active)
+            .map(|(w, _)| *w)
+            .min();
         let candidate = match active {
             Some(w) => w,
             // Every input ended: event time is over.

@@ -20,8 +20,18 @@ pub(crate) struct OutputEdge {
 
 impl OutputEdge {
     pub(crate) fn new(edge: Edge, targets: Vec<Sender<Message>>, max_parallelism: u32) -> Self {
-        let builders = if edge == Edge::Hash { vec![BatchBuilder::default(); targets.len()] } else { Vec::new() };
-        OutputEdge { edge, targets, next: 0, builders, max_parallelism }
+        let builders = if edge == Edge::Hash {
+            vec![BatchBuilder::default(); targets.len()]
+        } else {
+            Vec::new()
+        };
+        OutputEdge {
+            edge,
+            targets,
+            next: 0,
+            builders,
+            max_parallelism,
+        }
     }
 
     fn send_batch(&mut self, batch: Batch) -> Result<(), Disconnected> {
@@ -43,7 +53,8 @@ impl OutputEdge {
                 let parallelism = self.targets.len() as u32;
                 for record in &batch {
                     let group = key_group_of(record.key, self.max_parallelism);
-                    let target = subtask_for_key_group(group, self.max_parallelism, parallelism) as usize;
+                    let target =
+                        subtask_for_key_group(group, self.max_parallelism, parallelism) as usize;
                     self.builders[target].push_encoded(&record);
                 }
                 for (builder, target) in self.builders.iter_mut().zip(&self.targets) {
@@ -72,7 +83,9 @@ impl Gate {
         if batch.is_empty() {
             return Ok(());
         }
-        let Some((last, rest)) = self.edges.split_last_mut() else { return Ok(()) };
+        let Some((last, rest)) = self.edges.split_last_mut() else {
+            return Ok(());
+        };
         for edge in rest {
             edge.send_batch(batch.clone())?;
         }
@@ -122,7 +135,9 @@ mod tests {
     #[test]
     fn hash_sends_each_key_to_its_key_group_owner() {
         let (tx, rx) = channels(3);
-        let mut gate = Gate { edges: vec![OutputEdge::new(Edge::Hash, tx, 128)] };
+        let mut gate = Gate {
+            edges: vec![OutputEdge::new(Edge::Hash, tx, 128)],
+        };
         let mut b = BatchBuilder::default();
         for i in 0..100 {
             b.push(None, format!("k{i}").as_bytes(), b"v");
@@ -142,7 +157,9 @@ mod tests {
     #[test]
     fn broadcast_and_watermarks_reach_every_target() {
         let (tx, rx) = channels(2);
-        let mut gate = Gate { edges: vec![OutputEdge::new(Edge::Broadcast, tx, 128)] };
+        let mut gate = Gate {
+            edges: vec![OutputEdge::new(Edge::Broadcast, tx, 128)],
+        };
         let mut b = BatchBuilder::default();
         b.push(None, b"a", b"v");
         gate.send_batch(b.take()).unwrap();
@@ -157,7 +174,9 @@ mod tests {
     fn a_vanished_consumer_is_reported_not_panicked() {
         let (tx, rx) = channels(1);
         drop(rx);
-        let gate = Gate { edges: vec![OutputEdge::new(Edge::Forward, tx, 128)] };
+        let gate = Gate {
+            edges: vec![OutputEdge::new(Edge::Forward, tx, 128)],
+        };
         assert!(gate.send_end().is_err());
     }
 }

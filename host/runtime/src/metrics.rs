@@ -45,7 +45,12 @@ pub struct JobReport {
 }
 
 impl NodeReport {
-    pub(crate) fn from_counters(name: &str, kind: &'static str, parallelism: u32, c: &NodeCounters) -> Self {
+    pub(crate) fn from_counters(
+        name: &str,
+        kind: &'static str,
+        parallelism: u32,
+        c: &NodeCounters,
+    ) -> Self {
         NodeReport {
             name: name.to_string(),
             kind,

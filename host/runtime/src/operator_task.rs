@@ -38,7 +38,9 @@ pub(crate) struct ChainTask {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl ChainTask {
@@ -64,11 +66,17 @@ impl ChainTask {
                 None => select.select(),
             };
             let index = ready.index();
-            let message = ready.recv(&inputs[index].rx).map_err(|_| TaskError::Cancelled)?;
+            let message = ready
+                .recv(&inputs[index].rx)
+                .map_err(|_| TaskError::Cancelled)?;
             let advanced = match message {
                 Message::Data(batch) => {
                     watermarks.on_activity(index);
-                    self.on_data(inputs[index].input, batch, watermarks.input_watermark(index))?;
+                    self.on_data(
+                        inputs[index].input,
+                        batch,
+                        watermarks.input_watermark(index),
+                    )?;
                     None
                 }
                 Message::Watermark(w) => watermarks.on_watermark(index, w),
@@ -92,7 +100,11 @@ impl ChainTask {
 
     fn on_data(&mut self, input: u32, batch: Batch, channel_watermark: i64) -> TaskResult {
         let head = &mut self.links[0];
-        let batch = if head.keyed { split_late(head, batch, channel_watermark)? } else { batch };
+        let batch = if head.keyed {
+            split_late(head, batch, channel_watermark)?
+        } else {
+            batch
+        };
         self.push_through(0, input, batch)
     }
 
@@ -106,7 +118,10 @@ impl ChainTask {
             }
             link.counters.add_in(current.len());
             link.instance.state().processing_time_ms = now_ms();
-            current = link.instance.process(input, &current).map_err(anyhow::Error::from)?;
+            current = link
+                .instance
+                .process(input, &current)
+                .map_err(anyhow::Error::from)?;
             link.counters.add_out(current.len());
             input = 0;
         }
@@ -148,14 +163,20 @@ impl ChainTask {
             }
             state.processing_time_ms = now_ms();
             let link = &mut self.links[i];
-            let out = link.instance.on_timers(&encode_timers(domain, &due)).map_err(anyhow::Error::from)?;
+            let out = link
+                .instance
+                .on_timers(&encode_timers(domain, &due))
+                .map_err(anyhow::Error::from)?;
             link.counters.add_out(out.len());
             self.push_through(i + 1, 0, out)?;
         }
     }
 
     fn next_processing_timer(&mut self) -> Option<i64> {
-        self.links.iter_mut().filter_map(|l| l.instance.state().processing_timers.next_timestamp()).min()
+        self.links
+            .iter_mut()
+            .filter_map(|l| l.instance.state().processing_timers.next_timestamp())
+            .min()
     }
 }
 
@@ -181,7 +202,11 @@ fn split_late(link: &mut ChainLink, batch: Batch, watermark: i64) -> Result<Batc
             let mut on_time = BatchBuilder::with_capacity(batch.as_bytes().len());
             let mut late = BatchBuilder::default();
             for record in &batch {
-                if is_late(record.timestamp) { late.push_encoded(&record) } else { on_time.push_encoded(&record) }
+                if is_late(record.timestamp) {
+                    late.push_encoded(&record)
+                } else {
+                    on_time.push_encoded(&record)
+                }
             }
             if link.late_policy == LatePolicy::SideOutput {
                 link.late_gate.send_batch(late.take())?;

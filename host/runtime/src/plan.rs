@@ -57,7 +57,10 @@ pub(crate) struct Plan {
 }
 
 fn main_stream(node: &str) -> StreamRef {
-    StreamRef { node: node.to_string(), late: false }
+    StreamRef {
+        node: node.to_string(),
+        late: false,
+    }
 }
 
 /// Chains of operator indices into `job.operators`.
@@ -71,7 +74,8 @@ fn chains(job: &JobSpec, readers: &HashMap<StreamRef, usize>) -> Vec<Vec<usize>>
                 .copied()
                 .filter(|&c| {
                     let tail = *chains[c].last().expect("chains are non-empty");
-                    job.operators[tail].name == only.stream.node && readers.get(&only.stream) == Some(&1)
+                    job.operators[tail].name == only.stream.node
+                        && readers.get(&only.stream) == Some(&1)
                 }),
             _ => None,
         };
@@ -95,12 +99,24 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
     let mut consumers: Vec<(StreamRef, ConsumerRef, u32, Edge, u32)> = Vec::new();
     for (i, op) in job.operators.iter().enumerate() {
         for (n, input) in op.inputs.iter().enumerate() {
-            consumers.push((input.stream.clone(), ConsumerRef::Operator(i), n as u32, input.edge, op.parallelism));
+            consumers.push((
+                input.stream.clone(),
+                ConsumerRef::Operator(i),
+                n as u32,
+                input.edge,
+                op.parallelism,
+            ));
         }
     }
     for (i, sink) in job.sinks.iter().enumerate() {
         for (n, stream) in sink.inputs.iter().enumerate() {
-            consumers.push((stream.clone(), ConsumerRef::Sink(i), n as u32, Edge::Rebalance, 1));
+            consumers.push((
+                stream.clone(),
+                ConsumerRef::Sink(i),
+                n as u32,
+                Edge::Rebalance,
+                1,
+            ));
         }
     }
     let mut readers: HashMap<StreamRef, usize> = HashMap::new();
@@ -108,8 +124,10 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
         *readers.entry(stream.clone()).or_default() += 1;
     }
     let chains = chains(job, &readers);
-    let chained: HashMap<usize, usize> =
-        chains.iter().flat_map(|c| c.iter().skip(1).map(move |&op| (op, c[0]))).collect();
+    let chained: HashMap<usize, usize> = chains
+        .iter()
+        .flat_map(|c| c.iter().skip(1).map(move |&op| (op, c[0])))
+        .collect();
 
     let mut outputs: HashMap<(StreamRef, u32), Gate> = HashMap::new();
     let mut operator_inputs: HashMap<(usize, u32), Vec<InputChannel>> = HashMap::new();
@@ -120,10 +138,13 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
         {
             continue; // fed by a direct call within its chain
         }
-        let producer_parallelism = job.parallelism_of(&stream.node).expect("validated stream reference");
+        let producer_parallelism = job
+            .parallelism_of(&stream.node)
+            .expect("validated stream reference");
         let capacity = job.channel_batches_max;
         // senders[k][j]: producer subtask k to consumer subtask j.
-        let mut senders: Vec<Vec<Sender<Message>>> = vec![Vec::new(); producer_parallelism as usize];
+        let mut senders: Vec<Vec<Sender<Message>>> =
+            vec![Vec::new(); producer_parallelism as usize];
         for j in 0..consumer_parallelism {
             for k in 0..producer_parallelism {
                 if edge == Edge::Forward && k != j {
@@ -133,22 +154,30 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
                 senders[k as usize].push(tx);
                 let channel = InputChannel { rx, input };
                 match consumer {
-                    ConsumerRef::Operator(op) => operator_inputs.entry((op, j)).or_default().push(channel),
+                    ConsumerRef::Operator(op) => {
+                        operator_inputs.entry((op, j)).or_default().push(channel)
+                    }
                     ConsumerRef::Sink(sink) => sink_inputs.entry(sink).or_default().push(channel),
                 }
             }
         }
         for (k, targets) in senders.into_iter().enumerate() {
             let gate = outputs.entry((stream.clone(), k as u32)).or_default();
-            gate.edges.push(OutputEdge::new(edge, targets, job.max_parallelism));
+            gate.edges
+                .push(OutputEdge::new(edge, targets, job.max_parallelism));
         }
     }
 
-    let mut take_gate = |stream: StreamRef, subtask: u32| outputs.remove(&(stream, subtask)).unwrap_or_default();
+    let mut take_gate =
+        |stream: StreamRef, subtask: u32| outputs.remove(&(stream, subtask)).unwrap_or_default();
     let mut sources = Vec::new();
     for (index, source) in job.sources.iter().enumerate() {
         for split in 0..source.parallelism {
-            sources.push(SourceTaskPlan { source: index, split, gate: take_gate(main_stream(&source.name), split) });
+            sources.push(SourceTaskPlan {
+                source: index,
+                split,
+                gate: take_gate(main_stream(&source.name), split),
+            });
         }
     }
     let mut chain_tasks = Vec::new();
@@ -160,19 +189,30 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
                 .iter()
                 .map(|&op| ChainLinkPlan {
                     operator: op,
-                    late_gate: take_gate(StreamRef { node: job.operators[op].name.clone(), late: true }, subtask),
+                    late_gate: take_gate(
+                        StreamRef {
+                            node: job.operators[op].name.clone(),
+                            late: true,
+                        },
+                        subtask,
+                    ),
                 })
                 .collect();
             chain_tasks.push(ChainTaskPlan {
                 subtask,
                 links,
-                inputs: operator_inputs.remove(&(chain[0], subtask)).unwrap_or_default(),
+                inputs: operator_inputs
+                    .remove(&(chain[0], subtask))
+                    .unwrap_or_default(),
                 gate: take_gate(main_stream(&tail.name), subtask),
             });
         }
     }
     let sinks = (0..job.sinks.len())
-        .map(|sink| SinkTaskPlan { sink, inputs: sink_inputs.remove(&sink).unwrap_or_default() })
+        .map(|sink| SinkTaskPlan {
+            sink,
+            inputs: sink_inputs.remove(&sink).unwrap_or_default(),
+        })
         .collect();
     let counters = job
         .sources
@@ -182,8 +222,17 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
         .chain(job.sinks.iter().map(|s| &s.name))
         .map(|name| (name.clone(), Arc::new(NodeCounters::default())))
         .collect();
-    let chain_names = chains.iter().map(|c| c.iter().map(|&i| job.operators[i].name.clone()).collect()).collect();
-    Plan { sources, chains: chain_tasks, sinks, counters, chain_names }
+    let chain_names = chains
+        .iter()
+        .map(|c| c.iter().map(|&i| job.operators[i].name.clone()).collect())
+        .collect();
+    Plan {
+        sources,
+        chains: chain_tasks,
+        sinks,
+        counters,
+        chain_names,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -234,10 +283,26 @@ input = "c"
         let plan = build(&job(PIPELINE));
         assert_eq!(plan.chain_names, vec![vec!["a", "b"], vec!["c"]]);
         assert_eq!(plan.chains.len(), 4, "two chains at parallelism 2");
-        let c0 = plan.chains.iter().find(|t| t.links[0].operator == 2 && t.subtask == 0).unwrap();
-        assert_eq!(c0.inputs.len(), 2, "hash edge: one channel from each producer subtask");
-        let a1 = plan.chains.iter().find(|t| t.links[0].operator == 0 && t.subtask == 1).unwrap();
-        assert_eq!(a1.inputs.len(), 1, "forward from the source: only its partner split");
+        let c0 = plan
+            .chains
+            .iter()
+            .find(|t| t.links[0].operator == 2 && t.subtask == 0)
+            .unwrap();
+        assert_eq!(
+            c0.inputs.len(),
+            2,
+            "hash edge: one channel from each producer subtask"
+        );
+        let a1 = plan
+            .chains
+            .iter()
+            .find(|t| t.links[0].operator == 0 && t.subtask == 1)
+            .unwrap();
+        assert_eq!(
+            a1.inputs.len(),
+            1,
+            "forward from the source: only its partner split"
+        );
         assert_eq!(plan.sinks[0].inputs.len(), 2);
     }
 

@@ -28,12 +28,18 @@ pub struct RunOptions {
 }
 
 /// Loads and checks every operator's component without running anything.
-pub fn validate_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<Vec<(String, CompiledOperator)>> {
+pub fn validate_job(
+    job: &JobSpec,
+    options: &RunOptions,
+) -> anyhow::Result<Vec<(String, CompiledOperator)>> {
     let engine = WasmEngine::new(options.cache_dir.clone())?;
     compile_all(&engine, job)
 }
 
-fn compile_all(engine: &WasmEngine, job: &JobSpec) -> anyhow::Result<Vec<(String, CompiledOperator)>> {
+fn compile_all(
+    engine: &WasmEngine,
+    job: &JobSpec,
+) -> anyhow::Result<Vec<(String, CompiledOperator)>> {
     job.operators
         .iter()
         .map(|op| {
@@ -49,7 +55,8 @@ fn compile_all(engine: &WasmEngine, job: &JobSpec) -> anyhow::Result<Vec<(String
 pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport> {
     let started = Instant::now();
     let engine = WasmEngine::new(options.cache_dir.clone())?;
-    let compiled: HashMap<String, CompiledOperator> = compile_all(&engine, job)?.into_iter().collect();
+    let compiled: HashMap<String, CompiledOperator> =
+        compile_all(&engine, job)?.into_iter().collect();
     let plan = plan::build(job);
     for chain in &plan.chain_names {
         tracing::debug!(job = %job.name, "operator chain: {}", chain.join(" -> "));
@@ -84,7 +91,9 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
                 failure.get_or_insert(e);
             }
             Err(_) => {
-                failure.get_or_insert_with(|| anyhow!("task {name} panicked (a bug in weir, please report it)"));
+                failure.get_or_insert_with(|| {
+                    anyhow!("task {name} panicked (a bug in weir, please report it)")
+                });
             }
         }
     }
@@ -108,23 +117,38 @@ struct StateRoot {
 
 impl StateRoot {
     fn new(job: &JobSpec) -> anyhow::Result<StateRoot> {
-        let needs_disk = job.state_backend == StateBackendKind::Rocksdb && job.operators.iter().any(|o| o.is_keyed());
+        let needs_disk = job.state_backend == StateBackendKind::Rocksdb
+            && job.operators.iter().any(|o| o.is_keyed());
         if !needs_disk {
-            return Ok(StateRoot { dir: None, _temp: None });
+            return Ok(StateRoot {
+                dir: None,
+                _temp: None,
+            });
         }
         match &job.state_dir {
-            Some(dir) => Ok(StateRoot { dir: Some(dir.join(&job.name)), _temp: None }),
+            Some(dir) => Ok(StateRoot {
+                dir: Some(dir.join(&job.name)),
+                _temp: None,
+            }),
             None => {
                 let temp = tempfile::Builder::new()
                     .prefix(&format!("weir-{}-", job.name))
                     .tempdir()
                     .context("cannot create a temporary state directory")?;
-                Ok(StateRoot { dir: Some(temp.path().to_path_buf()), _temp: Some(temp) })
+                Ok(StateRoot {
+                    dir: Some(temp.path().to_path_buf()),
+                    _temp: Some(temp),
+                })
             }
         }
     }
 
-    fn backend(&self, job: &JobSpec, operator: &str, subtask: u32) -> anyhow::Result<Box<dyn StateBackend>> {
+    fn backend(
+        &self,
+        job: &JobSpec,
+        operator: &str,
+        subtask: u32,
+    ) -> anyhow::Result<Box<dyn StateBackend>> {
         match (job.state_backend, &self.dir) {
             (StateBackendKind::Rocksdb, Some(root)) => {
                 let dir = root.join(operator).join(subtask.to_string());
@@ -133,7 +157,8 @@ impl StateRoot {
                     std::fs::remove_dir_all(&dir)
                         .with_context(|| format!("cannot clear old state in {}", dir.display()))?;
                 }
-                std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
                 Ok(Box::new(RocksDbBackend::open(&dir)?))
             }
             _ => Ok(Box::new(MemoryBackend::new())),
@@ -152,8 +177,14 @@ fn build_tasks(
     let mut tasks: Vec<(String, Task)> = Vec::new();
     for source_plan in plan.sources {
         let spec = job.sources[source_plan.source].clone();
-        let source = weir_connectors::open_source(&spec, source_plan.split)
-            .map_err(|e| anyhow!("{}:{}: source `{}`: {e}", job.file.display(), spec.line, spec.name))?;
+        let source = weir_connectors::open_source(&spec, source_plan.split).map_err(|e| {
+            anyhow!(
+                "{}:{}: source `{}`: {e}",
+                job.file.display(),
+                spec.line,
+                spec.name
+            )
+        })?;
         let task = SourceTask {
             split: source_plan.split,
             source,
@@ -163,14 +194,21 @@ fn build_tasks(
             cancel: cancel.clone(),
             spec,
         };
-        tasks.push((format!("source-{}-{}", task.spec.name, task.split), Box::new(move || task.run())));
+        tasks.push((
+            format!("source-{}-{}", task.spec.name, task.split),
+            Box::new(move || task.run()),
+        ));
     }
     for chain in plan.chains {
         let mut links = Vec::new();
         for link in chain.links {
             let spec = &job.operators[link.operator];
             let keyed = if spec.is_keyed() {
-                let key_groups = KeyGroupRange::for_subtask(chain.subtask, spec.parallelism, job.max_parallelism);
+                let key_groups = KeyGroupRange::for_subtask(
+                    chain.subtask,
+                    spec.parallelism,
+                    job.max_parallelism,
+                );
                 let backend = state.backend(job, &spec.name, chain.subtask)?;
                 Some(Keyed {
                     state: KeyedStateStore::new(backend, job.max_parallelism, key_groups),
@@ -197,13 +235,24 @@ fn build_tasks(
             });
         }
         let name = format!("chain-{}-{}", links[0].instance.label(), chain.subtask);
-        let task = ChainTask { links, inputs: chain.inputs, gate: chain.gate, batch_records_max: job.batch_records_max };
+        let task = ChainTask {
+            links,
+            inputs: chain.inputs,
+            gate: chain.gate,
+            batch_records_max: job.batch_records_max,
+        };
         tasks.push((name, Box::new(move || task.run())));
     }
     for sink_plan in plan.sinks {
         let spec = &job.sinks[sink_plan.sink];
-        let sink = weir_connectors::open_sink(spec)
-            .map_err(|e| anyhow!("{}:{}: sink `{}`: {e}", job.file.display(), spec.line, spec.name))?;
+        let sink = weir_connectors::open_sink(spec).map_err(|e| {
+            anyhow!(
+                "{}:{}: sink `{}`: {e}",
+                job.file.display(),
+                spec.line,
+                spec.name
+            )
+        })?;
         let task = SinkTask {
             name: spec.name.clone(),
             sink,
@@ -215,14 +264,28 @@ fn build_tasks(
     Ok(tasks)
 }
 
-fn report(job: &JobSpec, counters: &HashMap<String, Arc<crate::metrics::NodeCounters>>, started: Instant) -> JobReport {
-    let node = |name: &str, kind, parallelism| NodeReport::from_counters(name, kind, parallelism, &counters[name]);
+fn report(
+    job: &JobSpec,
+    counters: &HashMap<String, Arc<crate::metrics::NodeCounters>>,
+    started: Instant,
+) -> JobReport {
+    let node = |name: &str, kind, parallelism| {
+        NodeReport::from_counters(name, kind, parallelism, &counters[name])
+    };
     let nodes = job
         .sources
         .iter()
         .map(|s| node(&s.name, "source", s.parallelism))
-        .chain(job.operators.iter().map(|o| node(&o.name, "operator", o.parallelism)))
+        .chain(
+            job.operators
+                .iter()
+                .map(|o| node(&o.name, "operator", o.parallelism)),
+        )
         .chain(job.sinks.iter().map(|s| node(&s.name, "sink", 1)))
         .collect();
-    JobReport { job: job.name.clone(), elapsed: started.elapsed(), nodes }
+    JobReport {
+        job: job.name.clone(),
+        elapsed: started.elapsed(),
+        nodes,
+    }
 }

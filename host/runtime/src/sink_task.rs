@@ -30,7 +30,9 @@ impl SinkTask {
             match op.recv(&self.inputs[index].rx) {
                 Ok(Message::Data(batch)) => {
                     self.counters.add_in(batch.len());
-                    self.sink.write(&batch).with_context(|| format!("sink `{}`", self.name))?;
+                    self.sink
+                        .write(&batch)
+                        .with_context(|| format!("sink `{}`", self.name))?;
                 }
                 Ok(Message::Watermark(_) | Message::Idle) => {}
                 Ok(Message::End) => {
@@ -40,7 +42,9 @@ impl SinkTask {
                 Err(_) => return Err(TaskError::Cancelled),
             }
         }
-        self.sink.finish().with_context(|| format!("sink `{}`", self.name))?;
+        self.sink
+            .finish()
+            .with_context(|| format!("sink `{}`", self.name))?;
         Ok(())
     }
 }

@@ -3,7 +3,10 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("RocksDB at {path}: {source}")]
-    Rocks { path: String, source: rocksdb::Error },
+    Rocks {
+        path: String,
+        source: rocksdb::Error,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("stored state is corrupt: {0}")]
@@ -21,7 +24,11 @@ pub trait StateBackend: Send {
     /// Appends one encoded list element (`len:u32 LE, bytes`) to the value at `key`.
     fn append(&mut self, key: &[u8], element: &[u8]) -> Result<(), StateError>;
     /// Visits every entry whose key starts with `prefix`, in key order.
-    fn scan_prefix(&mut self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StateError>;
+    fn scan_prefix(
+        &mut self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StateError>;
     /// Deletes every entry whose key starts with `prefix`.
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError>;
 }
@@ -42,9 +49,9 @@ pub(crate) fn decode_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
             .ok_or_else(|| StateError::Corrupt(format!("list element header cut at byte {at}")))?;
         let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
         let start = at + 4;
-        let element = bytes
-            .get(start..start + len)
-            .ok_or_else(|| StateError::Corrupt(format!("list element at byte {at} runs past the end")))?;
+        let element = bytes.get(start..start + len).ok_or_else(|| {
+            StateError::Corrupt(format!("list element at byte {at} runs past the end"))
+        })?;
         out.push(element.to_vec());
         at = start + len;
     }

@@ -36,21 +36,37 @@ const STATES_MAX: usize = u16::MAX as usize;
 const TTL_HEADER_LEN: usize = 8;
 
 impl KeyedStateStore {
-    pub fn new(backend: Box<dyn StateBackend>, max_parallelism: u32, key_groups: KeyGroupRange) -> Self {
-        KeyedStateStore { backend, states: Vec::new(), max_parallelism, key_groups, scratch: Vec::with_capacity(64) }
+    pub fn new(
+        backend: Box<dyn StateBackend>,
+        max_parallelism: u32,
+        key_groups: KeyGroupRange,
+    ) -> Self {
+        KeyedStateStore {
+            backend,
+            states: Vec::new(),
+            max_parallelism,
+            key_groups,
+            scratch: Vec::with_capacity(64),
+        }
     }
 
     /// Registers the states an operator declared in `open`.
     pub fn declare(&mut self, states: Vec<StateDescriptor>) -> Result<(), StateError> {
         if states.len() > STATES_MAX {
-            return Err(StateError::Usage(format!("declared {} states; at most {STATES_MAX} are allowed", states.len())));
+            return Err(StateError::Usage(format!(
+                "declared {} states; at most {STATES_MAX} are allowed",
+                states.len()
+            )));
         }
         for (i, s) in states.iter().enumerate() {
             if s.name.is_empty() {
                 return Err(StateError::Usage(format!("state #{i} has an empty name")));
             }
             if states[..i].iter().any(|earlier| earlier.name == s.name) {
-                return Err(StateError::Usage(format!("state `{}` is declared twice", s.name)));
+                return Err(StateError::Usage(format!(
+                    "state `{}` is declared twice",
+                    s.name
+                )));
             }
             if s.kind == StateKind::List && s.ttl_ms.is_some() {
                 return Err(StateError::Usage(format!(
@@ -68,9 +84,17 @@ impl KeyedStateStore {
     }
 
     /// Checks the call and writes the key's storage prefix into `scratch`.
-    fn prefix(&mut self, state: u32, kind: StateKind, key: &[u8]) -> Result<Option<u64>, StateError> {
+    fn prefix(
+        &mut self,
+        state: u32,
+        kind: StateKind,
+        key: &[u8],
+    ) -> Result<Option<u64>, StateError> {
         let descriptor = self.states.get(state as usize).ok_or_else(|| {
-            StateError::Usage(format!("state index {state} was not declared in open ({} declared)", self.states.len()))
+            StateError::Usage(format!(
+                "state index {state} was not declared in open ({} declared)",
+                self.states.len()
+            ))
         })?;
         if descriptor.kind != kind {
             return Err(StateError::Usage(format!(
@@ -90,15 +114,20 @@ impl KeyedStateStore {
         }
         let ttl = descriptor.ttl_ms;
         self.scratch.clear();
-        self.scratch.extend_from_slice(&(key_group as u16).to_be_bytes());
-        self.scratch.extend_from_slice(&(state as u16).to_be_bytes());
-        self.scratch.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        self.scratch
+            .extend_from_slice(&(key_group as u16).to_be_bytes());
+        self.scratch
+            .extend_from_slice(&(state as u16).to_be_bytes());
+        self.scratch
+            .extend_from_slice(&(key.len() as u32).to_be_bytes());
         self.scratch.extend_from_slice(key);
         Ok(ttl)
     }
 
     fn read_live(&mut self, ttl: Option<u64>, now_ms: i64) -> Result<Option<Vec<u8>>, StateError> {
-        let Some(stored) = self.backend.get(&self.scratch)? else { return Ok(None) };
+        let Some(stored) = self.backend.get(&self.scratch)? else {
+            return Ok(None);
+        };
         if ttl.is_none() {
             return Ok(Some(stored));
         }
@@ -113,7 +142,12 @@ impl KeyedStateStore {
         Ok(Some(stored[TTL_HEADER_LEN..].to_vec()))
     }
 
-    fn write_live(&mut self, ttl: Option<u64>, value: &[u8], now_ms: i64) -> Result<(), StateError> {
+    fn write_live(
+        &mut self,
+        ttl: Option<u64>,
+        value: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StateError> {
         match ttl {
             None => self.backend.put(&self.scratch, value),
             Some(ttl) => {
@@ -126,12 +160,23 @@ impl KeyedStateStore {
         }
     }
 
-    pub fn value_get(&mut self, state: u32, key: &[u8], now_ms: i64) -> Result<Option<Vec<u8>>, StateError> {
+    pub fn value_get(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StateError> {
         let ttl = self.prefix(state, StateKind::Value, key)?;
         self.read_live(ttl, now_ms)
     }
 
-    pub fn value_set(&mut self, state: u32, key: &[u8], value: &[u8], now_ms: i64) -> Result<(), StateError> {
+    pub fn value_set(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        value: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StateError> {
         let ttl = self.prefix(state, StateKind::Value, key)?;
         self.write_live(ttl, value, now_ms)
     }
@@ -151,13 +196,26 @@ impl KeyedStateStore {
         }
     }
 
-    pub fn map_get(&mut self, state: u32, key: &[u8], map_key: &[u8], now_ms: i64) -> Result<Option<Vec<u8>>, StateError> {
+    pub fn map_get(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        map_key: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StateError> {
         let ttl = self.prefix(state, StateKind::Map, key)?;
         self.scratch.extend_from_slice(map_key);
         self.read_live(ttl, now_ms)
     }
 
-    pub fn map_put(&mut self, state: u32, key: &[u8], map_key: &[u8], value: &[u8], now_ms: i64) -> Result<(), StateError> {
+    pub fn map_put(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        map_key: &[u8],
+        value: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StateError> {
         let ttl = self.prefix(state, StateKind::Map, key)?;
         self.scratch.extend_from_slice(map_key);
         self.write_live(ttl, value, now_ms)
@@ -170,7 +228,12 @@ impl KeyedStateStore {
     }
 
     /// Live entries of a map, ordered by map key bytes.
-    pub fn map_entries(&mut self, state: u32, key: &[u8], now_ms: i64) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn map_entries(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         let ttl = self.prefix(state, StateKind::Map, key)?;
         let prefix_len = self.scratch.len();
         let mut entries = Vec::new();
@@ -181,7 +244,8 @@ impl KeyedStateStore {
                 None => entries.push((map_key, v.to_vec())),
                 Some(_) if v.len() < TTL_HEADER_LEN => corrupt = true,
                 Some(_) => {
-                    let expires_at = i64::from_le_bytes(v[..TTL_HEADER_LEN].try_into().expect("8 bytes"));
+                    let expires_at =
+                        i64::from_le_bytes(v[..TTL_HEADER_LEN].try_into().expect("8 bytes"));
                     if now_ms < expires_at {
                         entries.push((map_key, v[TTL_HEADER_LEN..].to_vec()));
                     }
@@ -189,7 +253,9 @@ impl KeyedStateStore {
             }
         })?;
         if corrupt {
-            return Err(StateError::Corrupt("TTL map value shorter than its header".into()));
+            return Err(StateError::Corrupt(
+                "TTL map value shorter than its header".into(),
+            ));
         }
         Ok(entries)
     }
@@ -200,7 +266,9 @@ impl KeyedStateStore {
             .states
             .get(state as usize)
             .map(|s| s.kind)
-            .ok_or_else(|| StateError::Usage(format!("state index {state} was not declared in open")))?;
+            .ok_or_else(|| {
+                StateError::Usage(format!("state index {state} was not declared in open"))
+            })?;
         self.prefix(state, kind, key)?;
         match kind {
             StateKind::Map => self.backend.delete_prefix(&self.scratch),
@@ -216,11 +284,31 @@ mod tests {
 
     fn descriptors() -> Vec<StateDescriptor> {
         vec![
-            StateDescriptor { name: "count".into(), kind: StateKind::Value, ttl_ms: None },
-            StateDescriptor { name: "events".into(), kind: StateKind::List, ttl_ms: None },
-            StateDescriptor { name: "windows".into(), kind: StateKind::Map, ttl_ms: None },
-            StateDescriptor { name: "session".into(), kind: StateKind::Value, ttl_ms: Some(100) },
-            StateDescriptor { name: "seen".into(), kind: StateKind::Map, ttl_ms: Some(100) },
+            StateDescriptor {
+                name: "count".into(),
+                kind: StateKind::Value,
+                ttl_ms: None,
+            },
+            StateDescriptor {
+                name: "events".into(),
+                kind: StateKind::List,
+                ttl_ms: None,
+            },
+            StateDescriptor {
+                name: "windows".into(),
+                kind: StateKind::Map,
+                ttl_ms: None,
+            },
+            StateDescriptor {
+                name: "session".into(),
+                kind: StateKind::Value,
+                ttl_ms: Some(100),
+            },
+            StateDescriptor {
+                name: "seen".into(),
+                kind: StateKind::Map,
+                ttl_ms: Some(100),
+            },
         ]
     }
 
@@ -244,17 +332,26 @@ mod tests {
         store.list_append(1, b"a", b"x").unwrap();
         store.list_append(1, b"a", b"").unwrap();
         store.list_append(1, b"a", b"yz").unwrap();
-        assert_eq!(store.list_get(1, b"a").unwrap(), vec![b"x".to_vec(), vec![], b"yz".to_vec()]);
+        assert_eq!(
+            store.list_get(1, b"a").unwrap(),
+            vec![b"x".to_vec(), vec![], b"yz".to_vec()]
+        );
         assert!(store.list_get(1, b"b").unwrap().is_empty());
 
         store.map_put(2, b"a", b"2", b"two", 0).unwrap();
         store.map_put(2, b"a", b"1", b"one", 0).unwrap();
         // A key that extends "a" must not leak into a's entries.
         store.map_put(2, b"a\0", b"9", b"other", 0).unwrap();
-        assert_eq!(store.map_get(2, b"a", b"1", 0).unwrap(), Some(b"one".to_vec()));
+        assert_eq!(
+            store.map_get(2, b"a", b"1", 0).unwrap(),
+            Some(b"one".to_vec())
+        );
         assert_eq!(
             store.map_entries(2, b"a", 0).unwrap(),
-            vec![(b"1".to_vec(), b"one".to_vec()), (b"2".to_vec(), b"two".to_vec())]
+            vec![
+                (b"1".to_vec(), b"one".to_vec()),
+                (b"2".to_vec(), b"two".to_vec())
+            ]
         );
         store.map_remove(2, b"a", b"1").unwrap();
         assert_eq!(store.map_entries(2, b"a", 0).unwrap().len(), 1);
@@ -264,7 +361,11 @@ mod tests {
 
         store.value_set(3, b"k", b"v", 1000).unwrap();
         assert_eq!(store.value_get(3, b"k", 1099).unwrap(), Some(b"v".to_vec()));
-        assert_eq!(store.value_get(3, b"k", 1100).unwrap(), None, "expired at write time + ttl");
+        assert_eq!(
+            store.value_get(3, b"k", 1100).unwrap(),
+            None,
+            "expired at write time + ttl"
+        );
         store.map_put(4, b"k", b"m", b"v", 1000).unwrap();
         assert_eq!(store.map_entries(4, b"k", 1050).unwrap().len(), 1);
         assert!(store.map_entries(4, b"k", 1100).unwrap().is_empty());
@@ -285,18 +386,43 @@ mod tests {
     fn misuse_is_an_error_not_a_panic() {
         let mut store = KeyedStateStore::new(Box::new(MemoryBackend::new()), 128, all_groups());
         store.declare(descriptors()).unwrap();
-        assert!(store.value_get(9, b"a", 0).unwrap_err().to_string().contains("not declared"));
-        assert!(store.list_get(0, b"a").unwrap_err().to_string().contains("`count` is Value state"));
+        assert!(
+            store
+                .value_get(9, b"a", 0)
+                .unwrap_err()
+                .to_string()
+                .contains("not declared")
+        );
+        assert!(
+            store
+                .list_get(0, b"a")
+                .unwrap_err()
+                .to_string()
+                .contains("`count` is Value state")
+        );
         let mut dup = descriptors();
         dup.push(dup[0].clone());
-        assert!(store.declare(dup).unwrap_err().to_string().contains("declared twice"));
+        assert!(
+            store
+                .declare(dup)
+                .unwrap_err()
+                .to_string()
+                .contains("declared twice")
+        );
     }
 
     #[test]
     fn keys_outside_the_subtask_key_groups_are_refused() {
         let key = b"somebody-elses";
         let group = key_group_of(key, 128);
-        let mine = if group == 0 { KeyGroupRange { start: 1, end: 128 } } else { KeyGroupRange { start: 0, end: group } };
+        let mine = if group == 0 {
+            KeyGroupRange { start: 1, end: 128 }
+        } else {
+            KeyGroupRange {
+                start: 0,
+                end: group,
+            }
+        };
         let mut store = KeyedStateStore::new(Box::new(MemoryBackend::new()), 128, mine);
         store.declare(descriptors()).unwrap();
         let err = store.value_set(0, key, b"v", 0).unwrap_err();

@@ -57,7 +57,11 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn scan_prefix(&mut self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StateError> {
+    fn scan_prefix(
+        &mut self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StateError> {
         for (k, v) in self.entries.range(prefix.to_vec()..) {
             if !k.starts_with(prefix) {
                 break;
@@ -68,8 +72,13 @@ impl StateBackend for MemoryBackend {
     }
 
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
-        let doomed: Vec<Vec<u8>> =
-            self.entries.range(prefix.to_vec()..).map(|(k, _)| k).take_while(|k| k.starts_with(prefix)).cloned().collect();
+        let doomed: Vec<Vec<u8>> = self
+            .entries
+            .range(prefix.to_vec()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
         for k in doomed {
             self.entries.remove(&k);
         }

@@ -33,36 +33,62 @@ impl RocksDbBackend {
         opts.create_if_missing(true);
         opts.set_merge_operator_associative("weir-list-append", concat_merge);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let db = DB::open(&opts, dir).map_err(|source| StateError::Rocks { path: dir.display().to_string(), source })?;
+        let db = DB::open(&opts, dir).map_err(|source| StateError::Rocks {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let mut write = WriteOptions::default();
         write.disable_wal(true);
-        Ok(RocksDbBackend { db, path: dir.to_path_buf(), write })
+        Ok(RocksDbBackend {
+            db,
+            path: dir.to_path_buf(),
+            write,
+        })
     }
 
     fn err(&self, source: rocksdb::Error) -> StateError {
-        StateError::Rocks { path: self.path.display().to_string(), source }
+        StateError::Rocks {
+            path: self.path.display().to_string(),
+            source,
+        }
     }
 }
 
 impl StateBackend for RocksDbBackend {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.db.get_pinned(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| self.err(e))
+        self.db
+            .get_pinned(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| self.err(e))
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        self.db.put_opt(key, value, &self.write).map_err(|e| self.err(e))
+        self.db
+            .put_opt(key, value, &self.write)
+            .map_err(|e| self.err(e))
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
-        self.db.delete_opt(key, &self.write).map_err(|e| self.err(e))
+        self.db
+            .delete_opt(key, &self.write)
+            .map_err(|e| self.err(e))
     }
 
     fn append(&mut self, key: &[u8], element: &[u8]) -> Result<(), StateError> {
-        self.db.merge_opt(key, element, &self.write).map_err(|e| self.err(e))
+        self.db
+            .merge_opt(key, element, &self.write)
+            .map_err(|e| self.err(e))
     }
 
-    fn scan_prefix(&mut self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StateError> {
-        for item in self.db.iterator(IteratorMode::From(prefix, Direction::Forward)) {
+    fn scan_prefix(
+        &mut self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StateError> {
+        for item in self
+            .db
+            .iterator(IteratorMode::From(prefix, Direction::Forward))
+        {
             let (k, v) = item.map_err(|e| self.err(e))?;
             if !k.starts_with(prefix) {
                 break;
@@ -74,13 +100,18 @@ impl StateBackend for RocksDbBackend {
 
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
-        for item in self.db.iterator(IteratorMode::From(prefix, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator(IteratorMode::From(prefix, Direction::Forward))
+        {
             let (k, _) = item.map_err(|e| self.err(e))?;
             if !k.starts_with(prefix) {
                 break;
             }
             batch.delete(k);
         }
-        self.db.write_opt(batch, &self.write).map_err(|e| self.err(e))
+        self.db
+            .write_opt(batch, &self.write)
+            .map_err(|e| self.err(e))
     }
 }

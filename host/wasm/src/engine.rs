@@ -57,43 +57,63 @@ impl WasmEngine {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
         let mut linker = Linker::new(&engine);
-        crate::host::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("cannot link host imports: {e}"))?;
+        crate::host::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link host imports: {e}"))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.weak());
-        std::thread::Builder::new().name("weir-epoch".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(EPOCH_TICK_MS));
-                match ticking.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+        std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(EPOCH_TICK_MS));
+                    match ticking.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
                 }
-            }
-        })?;
+            })?;
         if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("cannot create component cache {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("cannot create component cache {}: {e}", dir.display())
+            })?;
         }
-        Ok(WasmEngine { engine, linker, cache_dir, compiled: Mutex::new(HashMap::new()), ticker_stop })
+        Ok(WasmEngine {
+            engine,
+            linker,
+            cache_dir,
+            compiled: Mutex::new(HashMap::new()),
+            ticker_stop,
+        })
     }
 
     /// Loads the operator artifact at `path` for `operator`: reads it, checks
     /// it is a component of the operator world, and compiles it (or takes it
     /// from the cache).
     pub fn load(&self, operator: &str, path: &Path) -> Result<CompiledOperator, GuestError> {
-        let load_err = |message: String| GuestError { operator: operator.to_string(), kind: GuestErrorKind::Load(message) };
+        let load_err = |message: String| GuestError {
+            operator: operator.to_string(),
+            kind: GuestErrorKind::Load(message),
+        };
         let bytes = std::fs::read(path)
             .map_err(|e| load_err(format!("cannot read wasm artifact {}: {e}", path.display())))?;
-        self.load_bytes(&path.display().to_string(), &bytes).map_err(load_err)
+        self.load_bytes(&path.display().to_string(), &bytes)
+            .map_err(load_err)
     }
 
     /// As [`WasmEngine::load`], for bytes that did not come from a file.
     pub fn load_bytes(&self, artifact: &str, bytes: &[u8]) -> Result<CompiledOperator, String> {
         check_header(artifact, bytes)?;
         let digest = hex(&Sha256::digest(bytes));
-        if let Some(hit) = self.compiled.lock().map_err(|_| "component cache lock poisoned".to_string())?.get(&digest) {
+        if let Some(hit) = self
+            .compiled
+            .lock()
+            .map_err(|_| "component cache lock poisoned".to_string())?
+            .get(&digest)
+        {
             return Ok(hit.clone());
         }
         let started = Instant::now();
@@ -103,15 +123,36 @@ impl WasmEngine {
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             format!("artifact {artifact} needs imports weir does not provide (it must target the weir:operator world): {e:#}")
         })?;
-        let pre = OperatorPre::new(instance_pre)
-            .map_err(|e| format!("artifact {artifact} does not match the weir:operator world: {e:#}"))?;
-        tracing::info!(artifact, digest = &digest[..12], from_cache, ms = compile_time.as_millis() as u64, "component ready");
-        let compiled = CompiledOperator { pre, engine: self.engine.clone(), digest: digest.clone(), from_cache, compile_time };
-        self.compiled.lock().map_err(|_| "component cache lock poisoned".to_string())?.insert(digest, compiled.clone());
+        let pre = OperatorPre::new(instance_pre).map_err(|e| {
+            format!("artifact {artifact} does not match the weir:operator world: {e:#}")
+        })?;
+        tracing::info!(
+            artifact,
+            digest = &digest[..12],
+            from_cache,
+            ms = compile_time.as_millis() as u64,
+            "component ready"
+        );
+        let compiled = CompiledOperator {
+            pre,
+            engine: self.engine.clone(),
+            digest: digest.clone(),
+            from_cache,
+            compile_time,
+        };
+        self.compiled
+            .lock()
+            .map_err(|_| "component cache lock poisoned".to_string())?
+            .insert(digest, compiled.clone());
         Ok(compiled)
     }
 
-    fn compile(&self, artifact: &str, bytes: &[u8], digest: &str) -> Result<(Component, bool), String> {
+    fn compile(
+        &self,
+        artifact: &str,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<(Component, bool), String> {
         let cached = self.cache_dir.as_ref().map(|dir| {
             let mut hasher = std::hash::DefaultHasher::new();
             std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
@@ -126,7 +167,9 @@ impl WasmEngine {
             // into a cache directory only weir writes.
             match unsafe { Component::deserialize_file(&self.engine, path) } {
                 Ok(component) => return Ok((component, true)),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cached component: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable cached component: {e}")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes)
@@ -135,7 +178,9 @@ impl WasmEngine {
             match component.serialize() {
                 Ok(native) => {
                     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                    if let Err(e) = std::fs::write(&tmp, native).and_then(|()| std::fs::rename(&tmp, &path)) {
+                    if let Err(e) =
+                        std::fs::write(&tmp, native).and_then(|()| std::fs::rename(&tmp, &path))
+                    {
                         tracing::warn!(path = %path.display(), "cannot cache compiled component: {e}");
                         let _ = std::fs::remove_file(&tmp);
                     }
@@ -156,7 +201,9 @@ fn check_header(artifact: &str, bytes: &[u8]) -> Result<(), String> {
         ));
     }
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(format!("artifact {artifact} is not WebAssembly (no \\0asm header)"));
+        return Err(format!(
+            "artifact {artifact} is not WebAssembly (no \\0asm header)"
+        ));
     }
     // A component's layer field is 1; a core module's version is 1 with layer 0.
     if bytes[4..8] == [1, 0, 0, 0] {
@@ -169,14 +216,22 @@ fn check_header(artifact: &str, bytes: &[u8]) -> Result<(), String> {
 }
 
 fn check_exports(engine: &Engine, artifact: &str, component: &Component) -> Result<(), String> {
-    let exports: Vec<String> = component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     if exports.iter().any(|e| e == HOOKS_EXPORT) {
         return Ok(());
     }
     Err(format!(
         "artifact {artifact} is a component of another world: it does not export {HOOKS_EXPORT} \
          (it exports: {}); build it against wit/operator.wit, e.g. with the weir-guest SDK",
-        if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+        if exports.is_empty() {
+            "nothing".to_string()
+        } else {
+            exports.join(", ")
+        }
     ))
 }
 

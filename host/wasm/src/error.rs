@@ -15,17 +15,36 @@ pub enum GuestErrorKind {
     /// The artifact could not be read, compiled or linked against the world.
     Load(String),
     /// The call ran past its epoch deadline.
-    Deadline { export: &'static str, timeout_ms: u64 },
+    Deadline {
+        export: &'static str,
+        timeout_ms: u64,
+    },
     /// The guest tried to grow its memory past the cap.
-    Memory { export: &'static str, cap_bytes: usize },
+    Memory {
+        export: &'static str,
+        cap_bytes: usize,
+    },
     /// The guest trapped (panicked, hit `unreachable`, misused an import...).
-    Trap { export: &'static str, message: String },
+    Trap {
+        export: &'static str,
+        message: String,
+    },
     /// The guest returned an error value.
-    Failed { export: &'static str, message: String },
+    Failed {
+        export: &'static str,
+        message: String,
+    },
     /// The guest returned more than the output cap.
-    OutputTooLarge { export: &'static str, bytes: usize, cap_bytes: usize },
+    OutputTooLarge {
+        export: &'static str,
+        bytes: usize,
+        cap_bytes: usize,
+    },
     /// The guest returned bytes that are not a valid batch.
-    BadOutput { export: &'static str, message: String },
+    BadOutput {
+        export: &'static str,
+        message: String,
+    },
 }
 
 impl fmt::Display for GuestError {
@@ -44,16 +63,27 @@ impl fmt::Display for GuestError {
                  (memory_max_mb in the job file)",
                 cap_bytes >> 20
             ),
-            GuestErrorKind::Trap { export, message } => write!(f, "operator `{op}` trapped in `{export}`: {message}"),
-            GuestErrorKind::Failed { export, message } => write!(f, "operator `{op}` failed in `{export}`: {message}"),
-            GuestErrorKind::OutputTooLarge { export, bytes, cap_bytes } => write!(
+            GuestErrorKind::Trap { export, message } => {
+                write!(f, "operator `{op}` trapped in `{export}`: {message}")
+            }
+            GuestErrorKind::Failed { export, message } => {
+                write!(f, "operator `{op}` failed in `{export}`: {message}")
+            }
+            GuestErrorKind::OutputTooLarge {
+                export,
+                bytes,
+                cap_bytes,
+            } => write!(
                 f,
                 "operator `{op}` returned {bytes} bytes from one `{export}` call, over its output cap of {} MiB \
                  (output_max_mb in the job file)",
                 cap_bytes >> 20
             ),
             GuestErrorKind::BadOutput { export, message } => {
-                write!(f, "operator `{op}` returned a malformed batch from `{export}`: {message}")
+                write!(
+                    f,
+                    "operator `{op}` returned a malformed batch from `{export}`: {message}"
+                )
             }
         }
     }

@@ -43,18 +43,28 @@ impl OperatorInstance {
         } else {
             info.name.clone().into()
         };
-        let error = |kind| GuestError { operator: label.to_string(), kind };
+        let error = |kind| GuestError {
+            operator: label.to_string(),
+            kind,
+        };
         let seed = seed_for(&info.name, info.subtask_index);
         let declared_keyed = keyed;
-        let mut store =
-            Store::new(&compiled.engine, GuestState::new(label.clone(), None, info.limits.memory_max_bytes, seed));
+        let mut store = Store::new(
+            &compiled.engine,
+            GuestState::new(label.clone(), None, info.limits.memory_max_bytes, seed),
+        );
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(deadline_ticks(info.limits.call_timeout_ms));
         let bindings = compiled
             .pre
             .instantiate(&mut store)
             .map_err(|e| classify(&store, "instantiate", info.limits, e, &label))?;
-        let mut instance = OperatorInstance { store, bindings, label: label.clone(), limits: info.limits };
+        let mut instance = OperatorInstance {
+            store,
+            bindings,
+            label: label.clone(),
+            limits: info.limits,
+        };
         let wit_info = WitOperatorInfo {
             name: info.name.clone(),
             subtask_index: info.subtask_index,
@@ -62,10 +72,16 @@ impl OperatorInstance {
             config: info.config.clone(),
         };
         instance.arm();
-        let declared = instance.bindings.weir_operator_hooks().call_open(&mut instance.store, &wit_info);
         let declared = instance
-            .finish("open", declared)?
-            .map_err(|message| error(GuestErrorKind::Failed { export: "open", message }))?;
+            .bindings
+            .weir_operator_hooks()
+            .call_open(&mut instance.store, &wit_info);
+        let declared = instance.finish("open", declared)?.map_err(|message| {
+            error(GuestErrorKind::Failed {
+                export: "open",
+                message,
+            })
+        })?;
         let descriptors: Vec<StateDescriptor> = declared
             .into_iter()
             .map(|d| StateDescriptor {
@@ -81,7 +97,10 @@ impl OperatorInstance {
         match declared_keyed {
             Some(mut keyed) => {
                 keyed.state.declare(descriptors).map_err(|e| {
-                    error(GuestErrorKind::Failed { export: "open", message: format!("invalid state declaration: {e}") })
+                    error(GuestErrorKind::Failed {
+                        export: "open",
+                        message: format!("invalid state declaration: {e}"),
+                    })
                 })?;
                 instance.store.data_mut().keyed = Some(keyed);
             }
@@ -111,23 +130,35 @@ impl OperatorInstance {
     /// Calls `process` with one batch from input number `input`.
     pub fn process(&mut self, input: u32, batch: &Batch) -> Result<Batch, GuestError> {
         self.arm();
-        let result = self.bindings.weir_operator_hooks().call_process(&mut self.store, input, batch.as_vec());
+        let result = self.bindings.weir_operator_hooks().call_process(
+            &mut self.store,
+            input,
+            batch.as_vec(),
+        );
         self.output("process", result)
     }
 
     /// Calls `on-timers` with timers encoded in the timer batch format.
     pub fn on_timers(&mut self, timers: &[u8]) -> Result<Batch, GuestError> {
         self.arm();
-        let result = self.bindings.weir_operator_hooks().call_on_timers(&mut self.store, timers);
+        let result = self
+            .bindings
+            .weir_operator_hooks()
+            .call_on_timers(&mut self.store, timers);
         self.output("on-timers", result)
     }
 
     fn arm(&mut self) {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout_ms));
+        self.store
+            .set_epoch_deadline(deadline_ticks(self.limits.call_timeout_ms));
         self.store.data_mut().last_guest_error = None;
     }
 
-    fn finish<T>(&mut self, export: &'static str, result: wasmtime::Result<T>) -> Result<T, GuestError> {
+    fn finish<T>(
+        &mut self,
+        export: &'static str,
+        result: wasmtime::Result<T>,
+    ) -> Result<T, GuestError> {
         result.map_err(|e| classify(&self.store, export, self.limits, e, &self.label))
     }
 
@@ -137,8 +168,12 @@ impl OperatorInstance {
         result: wasmtime::Result<Result<Vec<u8>, String>>,
     ) -> Result<Batch, GuestError> {
         let returned = self.finish(export, result)?;
-        let error = |kind| GuestError { operator: self.label.to_string(), kind };
-        let bytes = returned.map_err(|message| error(GuestErrorKind::Failed { export, message }))?;
+        let error = |kind| GuestError {
+            operator: self.label.to_string(),
+            kind,
+        };
+        let bytes =
+            returned.map_err(|message| error(GuestErrorKind::Failed { export, message }))?;
         if bytes.len() > self.limits.output_max_bytes {
             return Err(error(GuestErrorKind::OutputTooLarge {
                 export,
@@ -146,7 +181,12 @@ impl OperatorInstance {
                 cap_bytes: self.limits.output_max_bytes,
             }));
         }
-        Batch::from_bytes(bytes).map_err(|e| error(GuestErrorKind::BadOutput { export, message: e.to_string() }))
+        Batch::from_bytes(bytes).map_err(|e| {
+            error(GuestErrorKind::BadOutput {
+                export,
+                message: e.to_string(),
+            })
+        })
     }
 }
 
@@ -172,9 +212,15 @@ fn classify(
     label: &str,
 ) -> GuestError {
     let kind = match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => GuestErrorKind::Deadline { export, timeout_ms: limits.call_timeout_ms },
+        Some(wasmtime::Trap::Interrupt) => GuestErrorKind::Deadline {
+            export,
+            timeout_ms: limits.call_timeout_ms,
+        },
         _ if format!("{e:#}").contains("forcing trap when growing memory") => {
-            GuestErrorKind::Memory { export, cap_bytes: limits.memory_max_bytes }
+            GuestErrorKind::Memory {
+                export,
+                cap_bytes: limits.memory_max_bytes,
+            }
         }
         _ => {
             let mut message = format!("{e:#}");
@@ -184,5 +230,8 @@ fn classify(
             GuestErrorKind::Trap { export, message }
         }
     };
-    GuestError { operator: label.to_string(), kind }
+    GuestError {
+        operator: label.to_string(),
+        kind,
+    }
 }

@@ -21,4 +21,4 @@ mod instance;
 pub use engine::{CompiledOperator, WasmEngine};
 pub use error::GuestError;
 pub use host::{GuestState, Keyed};
-pub use instance::{OperatorInstance, OperatorInfo};
+pub use instance::{OperatorInfo, OperatorInstance};

@@ -14,7 +14,10 @@ impl Operator for WindowedCount {
     type Value = ();
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
-        Ok(WindowedCount { window_ms: ctx.config_or("window_ms", 10_000)?, counts: ctx.map_state("counts")? })
+        Ok(WindowedCount {
+            window_ms: ctx.config_or("window_ms", 10_000)?,
+            counts: ctx.map_state("counts")?,
+        })
     }
 
     fn process(&mut self, ctx: &mut Context, record: Record<Vec<u8>, ()>) -> Result<()> {

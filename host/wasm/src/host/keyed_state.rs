@@ -38,11 +38,22 @@ impl Host for GuestState {
         self.with_state(|s, _| s.list_get(state, &key))
     }
 
-    fn map_get(&mut self, state: u32, key: Vec<u8>, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+    fn map_get(
+        &mut self,
+        state: u32,
+        key: Vec<u8>,
+        map_key: Vec<u8>,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
         self.with_state(|s, now| s.map_get(state, &key, &map_key, now))
     }
 
-    fn map_put(&mut self, state: u32, key: Vec<u8>, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+    fn map_put(
+        &mut self,
+        state: u32,
+        key: Vec<u8>,
+        map_key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<()> {
         self.with_state(|s, now| s.map_put(state, &key, &map_key, &value, now))
     }
 
@@ -52,7 +63,10 @@ impl Host for GuestState {
 
     fn map_entries(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
         let entries = self.with_state(|s, now| s.map_entries(state, &key, now))?;
-        let size = 4 + entries.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>();
+        let size = 4 + entries
+            .iter()
+            .map(|(k, v)| 8 + k.len() + v.len())
+            .sum::<usize>();
         let mut out = Vec::with_capacity(size);
         out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
         for (k, v) in &entries {

@@ -51,13 +51,25 @@ pub struct GuestState {
 }
 
 impl GuestState {
-    pub(crate) fn new(label: Arc<str>, keyed: Option<Keyed>, memory_max_bytes: usize, seed: u64) -> Self {
-        let limits = StoreLimitsBuilder::new().memory_size(memory_max_bytes).trap_on_grow_failure(true).build();
+    pub(crate) fn new(
+        label: Arc<str>,
+        keyed: Option<Keyed>,
+        memory_max_bytes: usize,
+        seed: u64,
+    ) -> Self {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(memory_max_bytes)
+            .trap_on_grow_failure(true)
+            .build();
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
-            .secure_random(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed))
-            .insecure_random(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0x5eed))
+            .secure_random(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
+                seed,
+            ))
+            .insecure_random(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
+                seed ^ 0x5eed,
+            ))
             .insecure_random_seed(u128::from(seed))
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
@@ -106,7 +118,10 @@ impl GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

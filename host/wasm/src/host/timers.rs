@@ -5,7 +5,12 @@ use crate::bindings::TimeDomain;
 use crate::bindings::weir::operator::timers::Host;
 
 impl Host for GuestState {
-    fn register_timer(&mut self, domain: TimeDomain, key: Vec<u8>, timestamp_ms: i64) -> wasmtime::Result<()> {
+    fn register_timer(
+        &mut self,
+        domain: TimeDomain,
+        key: Vec<u8>,
+        timestamp_ms: i64,
+    ) -> wasmtime::Result<()> {
         self.check_key_owned(&key)?;
         match domain {
             TimeDomain::EventTime => self.event_timers.register(timestamp_ms, &key),
@@ -14,7 +19,12 @@ impl Host for GuestState {
         Ok(())
     }
 
-    fn delete_timer(&mut self, domain: TimeDomain, key: Vec<u8>, timestamp_ms: i64) -> wasmtime::Result<()> {
+    fn delete_timer(
+        &mut self,
+        domain: TimeDomain,
+        key: Vec<u8>,
+        timestamp_ms: i64,
+    ) -> wasmtime::Result<()> {
         self.check_key_owned(&key)?;
         match domain {
             TimeDomain::EventTime => self.event_timers.delete(timestamp_ms, &key),

@@ -24,12 +24,20 @@ impl Hostile {
                 self.hoard.push(vec![1u8; 16 << 20]);
             },
             "panic" => panic!("the hostile operator panicked on purpose"),
-            "error" => Err(weir_guest::Error::msg("the hostile operator returned an error on purpose")),
+            "error" => Err(weir_guest::Error::msg(
+                "the hostile operator returned an error on purpose",
+            )),
             "huge-output" => {
-                let ctx = ctx.ok_or_else(|| weir_guest::Error::msg("huge-output needs a record"))?;
-                let chunk = vec![b'x'; 1 << 20];
-                for _ in 0..64 {
-                    ctx.emit(&(), &chunk)?;
+                // 24 MiB from the first record of the batch: under the memory
+                // cap, over a 16 MiB output cap.
+                let ctx =
+                    ctx.ok_or_else(|| weir_guest::Error::msg("huge-output needs a record"))?;
+                if self.hoard.is_empty() {
+                    self.hoard.push(Vec::new());
+                    let chunk = vec![b'x'; 1 << 20];
+                    for _ in 0..24 {
+                        ctx.emit(&(), &chunk)?;
+                    }
                 }
                 Ok(())
             }
@@ -41,7 +49,9 @@ impl Hostile {
                 rogue.set(ctx, &1)
             }
             "nothing" => Ok(()),
-            other => Err(weir_guest::Error::msg(format!("unknown behavior {other:?}"))),
+            other => Err(weir_guest::Error::msg(format!(
+                "unknown behavior {other:?}"
+            ))),
         }
     }
 }
@@ -59,8 +69,17 @@ impl Operator for Hostile {
         let behavior = ctx.config("behavior").unwrap_or("nothing").to_string();
         let on = ctx.config("on").unwrap_or("process").to_string();
         let keyed = ctx.config("keyed").is_some();
-        let state = if keyed { ctx.value_state("n")? } else { weir_guest::testing::rogue_value_state(0) };
-        let mut op = Hostile { behavior, on, hoard: Vec::new(), state };
+        let state = if keyed {
+            ctx.value_state("n")?
+        } else {
+            weir_guest::testing::rogue_value_state(0)
+        };
+        let mut op = Hostile {
+            behavior,
+            on,
+            hoard: Vec::new(),
+            state,
+        };
         if op.on == "open" {
             op.misbehave(None)?;
         }
@@ -79,7 +98,11 @@ impl Operator for Hostile {
     }
 
     fn on_timer(&mut self, ctx: &mut Context, _timer: Timer<Vec<u8>>) -> Result<()> {
-        if self.on == "timer" { self.misbehave(Some(ctx)) } else { Ok(()) }
+        if self.on == "timer" {
+            self.misbehave(Some(ctx))
+        } else {
+            Ok(())
+        }
     }
 }
 

@@ -34,19 +34,33 @@ impl Operator for FraudDetector {
     type Value = Json<Transaction>;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
-        Ok(FraudDetector { small_at: ctx.value_state("small-transaction-at")? })
+        Ok(FraudDetector {
+            small_at: ctx.value_state("small-transaction-at")?,
+        })
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<String, Json<Transaction>>) -> Result<()> {
+    fn process(
+        &mut self,
+        ctx: &mut Context,
+        record: Record<String, Json<Transaction>>,
+    ) -> Result<()> {
         let tx = &record.value;
         let Some(now) = record.timestamp else {
-            return Err(weir_guest::Error::msg(format!("transaction of {} has no event time", tx.account_id)));
+            return Err(weir_guest::Error::msg(format!(
+                "transaction of {} has no event time",
+                tx.account_id
+            )));
         };
         if let Some(small_at) = self.small_at.get(ctx)? {
             // Checked here too, not only by the timer: the timer fires on the
             // watermark, which may trail this record.
             if tx.amount > LARGE_AMOUNT && now - small_at <= ONE_MINUTE_MS && now >= small_at {
-                let alert = Alert { account_id: tx.account_id.clone(), small_at, large_at: now, amount: tx.amount };
+                let alert = Alert {
+                    account_id: tx.account_id.clone(),
+                    small_at,
+                    large_at: now,
+                    amount: tx.amount,
+                };
                 ctx.emit(&record.key, &Json(alert))?;
                 self.clear(ctx, small_at);
             }
@@ -85,7 +99,11 @@ mod tests {
 
     fn tx(h: &mut Harness<FraudDetector>, account: &str, amount: f64, ts: i64) -> Vec<String> {
         let value = format!("{{\"account_id\":\"{account}\",\"amount\":{amount}}}");
-        h.process(&account.to_string(), &value, Some(ts)).unwrap().iter().map(|e| e.text().1).collect()
+        h.process(&account.to_string(), &value, Some(ts))
+            .unwrap()
+            .iter()
+            .map(|e| e.text().1)
+            .collect()
     }
 
     #[test]
@@ -93,8 +111,14 @@ mod tests {
         let mut h = Harness::<FraudDetector>::new().unwrap();
         assert!(tx(&mut h, "a", 0.5, 1000).is_empty());
         let alerts = tx(&mut h, "a", 900.0, 30_000);
-        assert_eq!(alerts, [r#"{"account_id":"a","small_at":1000,"large_at":30000,"amount":900.0}"#]);
-        assert!(tx(&mut h, "a", 900.0, 31_000).is_empty(), "one alert per small transaction");
+        assert_eq!(
+            alerts,
+            [r#"{"account_id":"a","small_at":1000,"large_at":30000,"amount":900.0}"#]
+        );
+        assert!(
+            tx(&mut h, "a", 900.0, 31_000).is_empty(),
+            "one alert per small transaction"
+        );
         assert!(h.pending_timers().is_empty());
     }
 

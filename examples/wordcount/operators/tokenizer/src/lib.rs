@@ -20,7 +20,12 @@ impl Operator for Tokenizer {
     }
 
     fn process(&mut self, ctx: &mut Context, record: Record<(), Json<Line>>) -> Result<()> {
-        for word in record.value.text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        for word in record
+            .value
+            .text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
             ctx.emit(&word.to_lowercase(), &1u64)?;
         }
         Ok(())
@@ -37,7 +42,13 @@ mod tests {
     #[test]
     fn splits_lines_into_lowercase_words() {
         let mut h = Harness::<Tokenizer>::new().unwrap();
-        let out = h.process(&(), &"{\"text\":\"The cat, the HAT!\"}".to_string(), Some(7)).unwrap();
+        let out = h
+            .process(
+                &(),
+                &"{\"text\":\"The cat, the HAT!\"}".to_string(),
+                Some(7),
+            )
+            .unwrap();
         let words: Vec<String> = out.iter().map(|e| e.key_as::<String>().unwrap()).collect();
         assert_eq!(words, ["the", "cat", "the", "hat"]);
         assert!(out.iter().all(|e| e.timestamp == Some(7)));
@@ -47,6 +58,9 @@ mod tests {
     fn rejects_records_that_are_not_lines() {
         let mut h = Harness::<Tokenizer>::new().unwrap();
         let err = h.process(&(), &"not json".to_string(), None).unwrap_err();
-        assert!(err.message().contains("record 0: value: not valid JSON"), "{err}");
+        assert!(
+            err.message().contains("record 0: value: not valid JSON"),
+            "{err}"
+        );
     }
 }

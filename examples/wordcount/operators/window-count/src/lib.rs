@@ -26,14 +26,22 @@ impl Operator for WindowCounter {
     fn open(ctx: &mut OpenContext) -> Result<Self> {
         let window_ms = ctx.config_or("window_ms", 60_000i64)?;
         if window_ms <= 0 {
-            return Err(weir_guest::Error::msg(format!("window_ms must be positive, got {window_ms}")));
+            return Err(weir_guest::Error::msg(format!(
+                "window_ms must be positive, got {window_ms}"
+            )));
         }
-        Ok(WindowCounter { window_ms, counts: ctx.map_state("counts")? })
+        Ok(WindowCounter {
+            window_ms,
+            counts: ctx.map_state("counts")?,
+        })
     }
 
     fn process(&mut self, ctx: &mut Context, record: Record<String, u64>) -> Result<()> {
         let Some(ts) = record.timestamp else {
-            return Err(weir_guest::Error::msg(format!("word {:?} has no event time", record.key)));
+            return Err(weir_guest::Error::msg(format!(
+                "word {:?} has no event time",
+                record.key
+            )));
         };
         let end = ts - ts.rem_euclid(self.window_ms) + self.window_ms;
         let count = self.counts.get(ctx, &end)?.unwrap_or(0) + record.value;
@@ -46,7 +54,12 @@ impl Operator for WindowCounter {
         let end = timer.timestamp + 1;
         if let Some(count) = self.counts.get(ctx, &end)? {
             self.counts.remove(ctx, &end);
-            let result = WindowCount { word: timer.key.clone(), window_start: end - self.window_ms, window_end: end, count };
+            let result = WindowCount {
+                word: timer.key.clone(),
+                window_start: end - self.window_ms,
+                window_end: end,
+                count,
+            };
             ctx.emit(&timer.key, &Json(result))?;
         }
         Ok(())
@@ -70,16 +83,24 @@ mod tests {
         assert!(h.advance_watermark(998).unwrap().is_empty());
         let out = h.advance_watermark(999).unwrap();
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].text().1, r#"{"word":"fox","window_start":0,"window_end":1000,"count":2}"#);
+        assert_eq!(
+            out[0].text().1,
+            r#"{"word":"fox","window_start":0,"window_end":1000,"count":2}"#
+        );
         assert_eq!(out[0].timestamp, Some(999));
         let out = h.advance_watermark(5000).unwrap();
-        assert_eq!(out[0].text().1, r#"{"word":"fox","window_start":1000,"window_end":2000,"count":1}"#);
+        assert_eq!(
+            out[0].text().1,
+            r#"{"word":"fox","window_start":1000,"window_end":2000,"count":1}"#
+        );
         assert!(h.pending_timers().is_empty());
     }
 
     #[test]
     fn rejects_a_bad_window_size() {
-        let err = Harness::<WindowCounter>::with_config(&[("window_ms", "0")]).err().unwrap();
+        let err = Harness::<WindowCounter>::with_config(&[("window_ms", "0")])
+            .err()
+            .unwrap();
         assert!(err.message().contains("window_ms must be positive"));
     }
 }
