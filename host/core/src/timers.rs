@@ -5,7 +5,7 @@
 //! timer  := timestamp:i64 domain:u8 key-len:u32 key     (little-endian)
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TimeDomain {
@@ -97,6 +97,18 @@ mod tests {
         }
         assert_eq!(q.pop_due(10, 2).len(), 2);
         assert_eq!(q.next_timestamp(), Some(2));
+    }
+
+    #[test]
+    fn deleting_unknown_timers_is_harmless() {
+        let mut q = TimerQueue::default();
+        q.register(5, b"a");
+        q.delete(5, b"b");
+        q.delete(6, b"a");
+        assert_eq!(q.len(), 1);
+        q.delete(5, b"a");
+        assert!(q.is_empty());
+        assert_eq!(q.next_timestamp(), None);
     }
 
     #[test]
