@@ -221,3 +221,34 @@ fn garbage_and_missing_artifacts_are_refused() {
     assert!(fails_to_load(&truncated).contains("not a valid component"));
     assert!(fails_to_load(&dir.path().join("missing.wasm")).contains("cannot read wasm artifact"));
 }
+
+#[test]
+fn processing_time_timers_fire() {
+    // Not hostile: the same guest registering a processing-time timer for
+    // "now" per record; each (key, time) fires once, between messages.
+    let job = hostile_job(
+        "hash",
+        "config = { behavior = \"nothing\", on = \"processing-timer\", keyed = \"yes\" }",
+    )
+    .replace(
+        "kind = \"stdout\"",
+        "kind = \"stdout\"\nformat = \"key-value\"",
+    );
+    let (_dir, path) = job_file(&job);
+    let mut cmd = weir();
+    cmd.arg("run").arg(&path);
+    let out = run_with_deadline(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let fired: Vec<&str> = stdout.lines().collect();
+    assert!(
+        !fired.is_empty() && fired.len() <= 100,
+        "between 1 and 100 firings: {fired:?}"
+    );
+    assert!(
+        fired
+            .iter()
+            .all(|l| l.starts_with("key-") && l.ends_with("\tfired")),
+        "{fired:?}"
+    );
+}

@@ -14,46 +14,73 @@ pub enum TimeDomain {
 }
 
 /// Pending timers of one domain, each (timestamp, key) at most once.
+///
+/// Grouped by timestamp so that re-registering a known timer (a window
+/// operator does it for every record) is a lookup, not an allocation.
 #[derive(Debug, Default, Clone)]
 pub struct TimerQueue {
-    pending: BTreeSet<(i64, Vec<u8>)>,
+    pending: BTreeMap<i64, BTreeSet<Vec<u8>>>,
+    len: usize,
 }
 
 impl TimerQueue {
     pub fn register(&mut self, timestamp: i64, key: &[u8]) {
-        self.pending.insert((timestamp, key.to_vec()));
+        let keys = self.pending.entry(timestamp).or_default();
+        if !keys.contains(key) {
+            keys.insert(key.to_vec());
+            self.len += 1;
+        }
     }
 
     pub fn delete(&mut self, timestamp: i64, key: &[u8]) {
-        self.pending.remove(&(timestamp, key.to_vec()));
+        if let Some(keys) = self.pending.get_mut(&timestamp)
+            && keys.remove(key)
+        {
+            self.len -= 1;
+            if keys.is_empty() {
+                self.pending.remove(&timestamp);
+            }
+        }
     }
 
     /// The earliest pending timestamp.
     pub fn next_timestamp(&self) -> Option<i64> {
-        self.pending.first().map(|(t, _)| *t)
+        self.pending.first_key_value().map(|(t, _)| *t)
     }
 
     /// Removes and returns up to `max` timers with timestamp <= `time`, in
-    /// timestamp order.
+    /// (timestamp, key) order.
     pub fn pop_due(&mut self, time: i64, max: usize) -> Vec<(i64, Vec<u8>)> {
         let mut due = Vec::new();
         while due.len() < max {
-            match self.pending.first() {
-                Some((t, _)) if *t <= time => {
-                    due.push(self.pending.pop_first().expect("first exists"))
+            let Some(mut entry) = self.pending.first_entry() else {
+                break;
+            };
+            let timestamp = *entry.key();
+            if timestamp > time {
+                break;
+            }
+            let keys = entry.get_mut();
+            while due.len() < max {
+                match keys.pop_first() {
+                    Some(key) => due.push((timestamp, key)),
+                    None => break,
                 }
-                _ => break,
+            }
+            if keys.is_empty() {
+                entry.remove();
             }
         }
+        self.len -= due.len();
         due
     }
 
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.len == 0
     }
 }
 

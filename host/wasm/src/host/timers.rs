@@ -1,8 +1,21 @@
 //! `weir:operator/timers`: keyed event- and processing-time timers.
 
+use weir_core::timers::TimerQueue;
+
 use super::GuestState;
 use crate::bindings::TimeDomain;
 use crate::bindings::weir::operator::timers::Host;
+
+impl GuestState {
+    /// The queue for `domain`, once the key is known to belong here.
+    fn timer_queue(&mut self, domain: TimeDomain, key: &[u8]) -> wasmtime::Result<&mut TimerQueue> {
+        self.check_key_owned(key)?;
+        Ok(match domain {
+            TimeDomain::EventTime => &mut self.event_timers,
+            TimeDomain::ProcessingTime => &mut self.processing_timers,
+        })
+    }
+}
 
 impl Host for GuestState {
     fn register_timer(
@@ -11,11 +24,7 @@ impl Host for GuestState {
         key: Vec<u8>,
         timestamp_ms: i64,
     ) -> wasmtime::Result<()> {
-        self.check_key_owned(&key)?;
-        match domain {
-            TimeDomain::EventTime => self.event_timers.register(timestamp_ms, &key),
-            TimeDomain::ProcessingTime => self.processing_timers.register(timestamp_ms, &key),
-        }
+        self.timer_queue(domain, &key)?.register(timestamp_ms, &key);
         Ok(())
     }
 
@@ -25,11 +34,7 @@ impl Host for GuestState {
         key: Vec<u8>,
         timestamp_ms: i64,
     ) -> wasmtime::Result<()> {
-        self.check_key_owned(&key)?;
-        match domain {
-            TimeDomain::EventTime => self.event_timers.delete(timestamp_ms, &key),
-            TimeDomain::ProcessingTime => self.processing_timers.delete(timestamp_ms, &key),
-        }
+        self.timer_queue(domain, &key)?.delete(timestamp_ms, &key);
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! A deliberately misbehaving operator for the host's sandbox tests. The
 //! job file's `config.behavior` picks the misdeed; `config.on` picks the
-//! hook (`open`, `process` or `timer`; default `process`).
+//! hook (`open`, `process` or `timer`; default `process`). With `on =
+//! "processing-timer"` it behaves: each record registers a processing-time
+//! timer for now, and each firing emits `fired`.
 
 use weir_guest::{Context, OpenContext, Operator, Record, Result, Timer, ValueState};
 
@@ -93,15 +95,20 @@ impl Operator for Hostile {
                 ctx.register_event_timer(record.timestamp.unwrap_or(0));
                 Ok(())
             }
+            "processing-timer" => {
+                let now = ctx.processing_time();
+                ctx.register_processing_timer(now);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Context, _timer: Timer<Vec<u8>>) -> Result<()> {
-        if self.on == "timer" {
-            self.misbehave(Some(ctx))
-        } else {
-            Ok(())
+    fn on_timer(&mut self, ctx: &mut Context, timer: Timer<Vec<u8>>) -> Result<()> {
+        match self.on.as_str() {
+            "timer" => self.misbehave(Some(ctx)),
+            "processing-timer" => ctx.emit(&timer.key, "fired"),
+            _ => Ok(()),
         }
     }
 }
