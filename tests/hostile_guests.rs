@@ -74,6 +74,15 @@ fn infinite_loop_in_open_is_stopped_too() {
 }
 
 #[test]
+fn sleeping_is_refused_rather_than_hanging_the_host() {
+    let err = fails(&hostile_job(
+        "rebalance",
+        "config = { behavior = \"sleep\" }",
+    ));
+    assert!(err.contains("tried to sleep or wait on a clock"), "{err}");
+}
+
+#[test]
 fn memory_bomb_is_stopped_by_the_cap() {
     let err = fails(&hostile_job(
         "rebalance",

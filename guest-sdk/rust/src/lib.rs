@@ -115,7 +115,7 @@ macro_rules! export_operator {
                     $crate::runtime::wasm::on_timers::<$op>(&timers)
                 }
             }
-            $crate::bindings::export!(WeirExport with_types_in $crate::bindings);
+    $crate::bindings::export!(WeirExport with_types_in $crate::bindings);
         };
         // Natively (tests, the harness) nothing calls the exports; mark the
         // operator as used so its crate builds without dead-code warnings.

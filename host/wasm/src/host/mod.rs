@@ -151,7 +151,42 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     // Guests built with a standard library (Rust std, Python, JS) import WASI;
     // the context above grants none of its authority.
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    refuse_sleep(linker)?;
     Operator::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |state| state)
+}
+
+/// Sleeping would block inside the host, where no epoch deadline can stop
+/// it, and would hang the task. Nothing else in the granted WASI context can
+/// block (no sockets, no files, stdin is closed), so refusing to subscribe
+/// to the clock closes the last way to wait: it traps with a clear message.
+fn refuse_sleep(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    use wasmtime::StoreContextMut;
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+
+    fn refused(store: &StoreContextMut<'_, GuestState>) -> wasmtime::Error {
+        wasmtime::format_err!(
+            "operator `{}` tried to sleep or wait on a clock; operators must not block \
+             (use a processing-time timer to act later)",
+            store.data().label
+        )
+    }
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |store: StoreContextMut<'_, GuestState>,
+         (_,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> { Err(refused(&store)) },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |store: StoreContextMut<'_, GuestState>,
+         (_,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> { Err(refused(&store)) },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 fn truncate_message(mut message: String) -> String {

@@ -26,6 +26,10 @@ impl Hostile {
                 self.hoard.push(vec![1u8; 16 << 20]);
             },
             "panic" => panic!("the hostile operator panicked on purpose"),
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(())
+            }
             "error" => Err(weir_guest::Error::msg(
                 "the hostile operator returned an error on purpose",
             )),
