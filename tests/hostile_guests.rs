@@ -141,6 +141,24 @@ fn trap_in_on_timers_is_reported() {
 }
 
 #[test]
+fn a_timer_that_re_registers_itself_forever_is_stopped() {
+    let err = fails(
+        &hostile_job(
+            "hash",
+            "config = { behavior = \"nothing\", on = \"timer\", keyed = \"yes\" }",
+        )
+        .replace(
+            "behavior = \"nothing\", on = \"timer\"",
+            "behavior = \"nothing\", on = \"refire\"",
+        ),
+    );
+    assert!(
+        err.contains("keeps registering timers that are already due"),
+        "{err}"
+    );
+}
+
+#[test]
 fn huge_output_is_refused() {
     let err = fails(&hostile_job(
         "rebalance",

@@ -37,6 +37,10 @@ pub(crate) struct ChainTask {
     pub(crate) batch_records_max: usize,
 }
 
+/// Timers a guest may register for an already-due time while its timers
+/// fire, in one watermark (or processing-time) step.
+const REFIRED_TIMERS_MAX: usize = 100_000;
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -151,16 +155,30 @@ impl ChainTask {
     /// Fires link `i`'s timers due at `time`, in timestamp order, in
     /// batches; timers registered while firing fire too if already due.
     fn fire_timers(&mut self, i: usize, domain: TimeDomain, time: i64) -> TaskResult {
+        // Every timer pending now may fire, plus a bounded number that the
+        // guest registers while firing and that are already due; a guest
+        // that keeps re-registering due timers would otherwise spin forever.
+        let mut budget = None;
         loop {
             let state = self.links[i].instance.state();
             let queue = match domain {
                 TimeDomain::EventTime => &mut state.event_timers,
                 TimeDomain::ProcessingTime => &mut state.processing_timers,
             };
+            let budget = budget.get_or_insert(queue.len() + REFIRED_TIMERS_MAX);
             let due = queue.pop_due(time, self.batch_records_max);
             if due.is_empty() {
                 return Ok(());
             }
+            if due.len() > *budget {
+                return Err(TaskError::Failed(anyhow::anyhow!(
+                    "operator `{}` keeps registering timers that are already due: more than {} \
+                     fired in one step at time {time} without time advancing",
+                    self.links[i].instance.label(),
+                    REFIRED_TIMERS_MAX
+                )));
+            }
+            *budget -= due.len();
             state.processing_time_ms = now_ms();
             let link = &mut self.links[i];
             let out = link

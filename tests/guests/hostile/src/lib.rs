@@ -95,7 +95,7 @@ impl Operator for Hostile {
     fn process(&mut self, ctx: &mut Context, record: Record<Vec<u8>, Vec<u8>>) -> Result<()> {
         match self.on.as_str() {
             "process" => self.misbehave(Some(ctx)),
-            "timer" => {
+            "timer" | "refire" => {
                 ctx.register_event_timer(record.timestamp.unwrap_or(0));
                 Ok(())
             }
@@ -112,6 +112,10 @@ impl Operator for Hostile {
         match self.on.as_str() {
             "timer" => self.misbehave(Some(ctx)),
             "processing-timer" => ctx.emit(&timer.key, "fired"),
+            "refire" => {
+                ctx.register_event_timer(timer.timestamp);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
