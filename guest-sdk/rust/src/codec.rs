@@ -73,7 +73,49 @@ impl Decode for () {
     }
 }
 
-macro_rules! decimal_text {
+macro_rules! parse_text {
+    ($t:ty) => {
+        impl Decode for $t {
+            fn decode(bytes: &[u8]) -> Result<Self, Error> {
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|e| Error::msg(format!("not UTF-8 text: {e}")))?;
+                text.trim()
+                    .parse()
+                    .map_err(|e| Error::msg(format!("{text:?} is not a {}: {e}", stringify!($t))))
+            }
+        }
+    };
+}
+
+/// Integers are written digit by digit: `write!` goes through the
+/// formatting machinery, which dominated a windowed count in Wasm. (No
+/// 128-bit arithmetic either: Wasm has none, it becomes library calls.)
+macro_rules! integer_text {
+    (unsigned: $($u:ty),*; signed: $($s:ty),*) => {
+        $(
+            impl Encode for $u {
+                fn encode(&self, out: &mut Vec<u8>) {
+                    write_unsigned(u64::from(*self), out);
+                }
+            }
+            parse_text!($u);
+        )*
+        $(
+            impl Encode for $s {
+                fn encode(&self, out: &mut Vec<u8>) {
+                    let n = i64::from(*self);
+                    if n < 0 {
+                        out.push(b'-');
+                    }
+                    write_unsigned(n.unsigned_abs(), out);
+                }
+            }
+            parse_text!($s);
+        )*
+    };
+}
+
+macro_rules! display_text {
     ($($t:ty),*) => {$(
         impl Encode for $t {
             fn encode(&self, out: &mut Vec<u8>) {
@@ -81,17 +123,26 @@ macro_rules! decimal_text {
                 let _ = write!(out, "{self}");
             }
         }
-
-        impl Decode for $t {
-            fn decode(bytes: &[u8]) -> Result<Self, Error> {
-                let text = std::str::from_utf8(bytes).map_err(|e| Error::msg(format!("not UTF-8 text: {e}")))?;
-                text.trim().parse().map_err(|e| Error::msg(format!("{text:?} is not a {}: {e}", stringify!($t))))
-            }
-        }
+        parse_text!($t);
     )*};
 }
 
-decimal_text!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64, bool);
+fn write_unsigned(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+integer_text!(unsigned: u8, u16, u32, u64; signed: i8, i16, i32, i64);
+display_text!(f32, f64, bool);
 
 /// Any serde type, encoded as JSON.
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -153,6 +204,18 @@ mod tests {
         round_trip(-42i64);
         round_trip(1.5f64);
         round_trip(Json(vec![("a".to_string(), 1u32)]));
+    }
+
+    #[test]
+    fn integers_encode_like_display() {
+        for n in [0i64, 7, -7, 10, 1234567890, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            n.encode(&mut out);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+        let mut out = Vec::new();
+        u64::MAX.encode(&mut out);
+        assert_eq!(out, u64::MAX.to_string().into_bytes());
     }
 
     #[test]

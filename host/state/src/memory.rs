@@ -1,13 +1,19 @@
 //! State on the heap: fastest, bounded by memory, lost with the process
 //! unless snapshotted.
+//!
+//! Point reads and writes go to a hash map (SipHash: keys come from user
+//! data); a sorted index of the keys serves prefix scans. A write to an
+//! existing key touches only the hash map, which is what keyed operators
+//! do most.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::backend::{StateBackend, StateError};
 
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
-    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    entries: HashMap<Vec<u8>, Vec<u8>>,
+    order: BTreeSet<Vec<u8>>,
 }
 
 impl MemoryBackend {
@@ -21,6 +27,12 @@ impl MemoryBackend {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    fn keys_with_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = &'a Vec<u8>> + 'a {
+        self.order
+            .range(prefix.to_vec()..)
+            .take_while(move |k| k.starts_with(prefix))
     }
 }
 
@@ -37,13 +49,16 @@ impl StateBackend for MemoryBackend {
             }
             None => {
                 self.entries.insert(key.to_vec(), value.to_vec());
+                self.order.insert(key.to_vec());
             }
         }
         Ok(())
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
-        self.entries.remove(key);
+        if self.entries.remove(key).is_some() {
+            self.order.remove(key);
+        }
         Ok(())
     }
 
@@ -52,6 +67,7 @@ impl StateBackend for MemoryBackend {
             Some(existing) => existing.extend_from_slice(element),
             None => {
                 self.entries.insert(key.to_vec(), element.to_vec());
+                self.order.insert(key.to_vec());
             }
         }
         Ok(())
@@ -62,25 +78,19 @@ impl StateBackend for MemoryBackend {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StateError> {
-        for (k, v) in self.entries.range(prefix.to_vec()..) {
-            if !k.starts_with(prefix) {
-                break;
+        for key in self.keys_with_prefix(prefix) {
+            if let Some(value) = self.entries.get(key) {
+                visit(key, value);
             }
-            visit(k, v);
         }
         Ok(())
     }
 
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
-        let doomed: Vec<Vec<u8>> = self
-            .entries
-            .range(prefix.to_vec()..)
-            .map(|(k, _)| k)
-            .take_while(|k| k.starts_with(prefix))
-            .cloned()
-            .collect();
-        for k in doomed {
-            self.entries.remove(&k);
+        let doomed: Vec<Vec<u8>> = self.keys_with_prefix(prefix).cloned().collect();
+        for key in doomed {
+            self.entries.remove(&key);
+            self.order.remove(&key);
         }
         Ok(())
     }
