@@ -42,22 +42,27 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// ns per record of `call` over rounds of about RECORDS_PER_ROUND records.
-fn measure(batch_records: usize, mut call: impl FnMut()) -> f64 {
+/// ns per record of `a` and of `b`, over rounds of about RECORDS_PER_ROUND
+/// records each, alternating so that drift in machine speed hits both alike.
+fn measure_pair(batch_records: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
     let calls = (RECORDS_PER_ROUND / batch_records).max(1);
     for _ in 0..calls.min(50) {
-        call(); // warm up
+        a(); // warm up
+        b();
     }
-    let samples = (0..ROUNDS)
-        .map(|_| {
-            let started = Instant::now();
-            for _ in 0..calls {
-                call();
-            }
-            started.elapsed().as_nanos() as f64 / (calls * batch_records) as f64
-        })
-        .collect();
-    median(samples)
+    let mut time = |call: &mut dyn FnMut()| {
+        let started = Instant::now();
+        for _ in 0..calls {
+            call();
+        }
+        started.elapsed().as_nanos() as f64 / (calls * batch_records) as f64
+    };
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        sa.push(time(&mut a));
+        sb.push(time(&mut b));
+    }
+    (median(sa), median(sb))
 }
 
 fn main() {
@@ -90,15 +95,16 @@ fn main() {
         )
         .unwrap();
         assert_eq!(wasm_out, native_out, "both builds compute the same thing");
-        let native_ns = measure(batch_records, || {
-            let out = native
-                .process_batch_encoded(0, input.as_bytes())
-                .expect("native");
-            std::hint::black_box(Batch::from_bytes(out).expect("valid"));
-        });
-        let wasm_ns = measure(batch_records, || {
-            std::hint::black_box(instance.process(0, &input).expect("wasm"));
-        });
+        let (native_ns, wasm_ns) = measure_pair(
+            batch_records,
+            || {
+                let out = native.process_batch_encoded(0, input.as_bytes()).expect("native");
+                std::hint::black_box(Batch::from_bytes(out).expect("valid"));
+            },
+            || {
+                std::hint::black_box(instance.process(0, &input).expect("wasm"));
+            },
+        );
         let marker = if batch_records == 1024 {
             "  <- default batch size"
         } else {
