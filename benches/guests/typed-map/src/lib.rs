@@ -1,0 +1,26 @@
+//! The map operator of benches/guests/map-op (upper-case each value), on
+//! typed records (`list<rec>`) instead of weir's byte batches: the other
+//! side of the batch-format comparison in benches/wasm_overhead.rs.
+
+wit_bindgen::generate!({
+    path: "../../wit/typed.wit",
+    world: "typed-map",
+});
+
+use exports::weir::typed_bench::typed_hooks::{Guest, Rec};
+
+struct TypedMap;
+
+impl Guest for TypedMap {
+    fn process(records: Vec<Rec>) -> Vec<Rec> {
+        records
+            .into_iter()
+            .map(|mut r| {
+                r.value.make_ascii_uppercase();
+                r
+            })
+            .collect()
+    }
+}
+
+export!(TypedMap);
