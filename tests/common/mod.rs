@@ -34,11 +34,10 @@ pub fn guest(name: &str) -> PathBuf {
     guest_dir().join(format!("{name}.wasm"))
 }
 
-/// The component cache shared by the tests of one binary.
-pub fn cache_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
-        .path()
+/// The component cache the tests share (entries are written atomically, so
+/// concurrent tests may fill it); it lives under target/ and is reused.
+pub fn cache_dir() -> PathBuf {
+    repo().join("target/wasm/component-cache")
 }
 
 pub fn weir() -> Command {
