@@ -27,7 +27,7 @@ pub(crate) fn process<O: Operator>(
 ) -> Result<Vec<u8>, Error> {
     let mut reader = Reader::new(batch);
     let count = reader.u32()?;
-    let mut out = Writer::new();
+    let mut out = Writer::with_capacity(batch.len());
     for index in 0..count {
         let timestamp = reader.timestamp()?;
         let key_bytes = reader.bytes()?;

@@ -65,8 +65,16 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// Reserving about the input's size up front spares a map-like operator
+    /// the repeated grow-and-copy of its output buffer.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        let mut buffer = Vec::with_capacity(bytes.max(4));
+        buffer.extend_from_slice(&0u32.to_le_bytes());
         Writer {
-            bytes: 0u32.to_le_bytes().to_vec(),
+            bytes: buffer,
             count: 0,
         }
     }
