@@ -8,6 +8,9 @@ bash scripts/setup.sh
 bash scripts/build-guests.sh
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+# Everything must also build natively as a plain workspace (guest crates
+# included), which `cargo test` alone does not check for cdylibs.
+cargo build --release --workspace
 status=0
 cargo test --release --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 echo

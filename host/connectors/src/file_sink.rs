@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use weir_core::job::SinkFormat;
 use weir_core::{Batch, RecordRef};
@@ -44,10 +44,6 @@ impl FileSink {
             format,
             line: Vec::new(),
         }
-    }
-
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from(&self.target)
     }
 }
 

@@ -56,13 +56,6 @@ impl Batch {
         Ok(Batch { bytes, len })
     }
 
-    pub fn empty() -> Batch {
-        Batch {
-            bytes: 0u32.to_le_bytes().to_vec(),
-            len: 0,
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.len as usize
     }
@@ -232,10 +225,6 @@ impl BatchBuilder {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    pub fn byte_len(&self) -> usize {
-        self.bytes.len()
     }
 
     /// Finishes the batch and leaves the builder empty for reuse.

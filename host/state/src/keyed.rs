@@ -79,10 +79,6 @@ impl KeyedStateStore {
         Ok(())
     }
 
-    pub fn states(&self) -> &[StateDescriptor] {
-        &self.states
-    }
-
     /// Checks the call and writes the key's storage prefix into `scratch`.
     fn prefix(
         &mut self,

@@ -9,6 +9,10 @@ wit_bindgen::generate!({
 
 use exports::weir::typed_bench::typed_hooks::{Guest, Rec};
 
+// Exported for wasm32 only: natively, the interface-qualified export names
+// (`weir:typed-bench/...#process`) are not valid linker symbols, and
+// `cargo build --workspace` builds this cdylib for the host too.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct TypedMap;
 
 impl Guest for TypedMap {
@@ -23,4 +27,5 @@ impl Guest for TypedMap {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
 export!(TypedMap);

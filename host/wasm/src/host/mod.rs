@@ -90,8 +90,10 @@ impl GuestState {
     }
 
     /// The keyed context, or a trap explaining why there is none.
+    /// (Every state and timer call passes here: the label is only touched
+    /// on the error path.)
     fn keyed(&mut self, what: &str) -> wasmtime::Result<&mut Keyed> {
-        let label = self.label.clone();
+        let label = &self.label;
         self.keyed.as_mut().ok_or_else(|| {
             wasmtime::format_err!(
                 "operator `{label}` used {what}, but it is not keyed: keyed state and timers need every input to be a hash edge"
@@ -102,12 +104,12 @@ impl GuestState {
     /// Checks that `key` belongs to this subtask (for timers; the state store
     /// checks its own keys).
     fn check_key_owned(&mut self, key: &[u8]) -> wasmtime::Result<()> {
-        let label = self.label.clone();
         let keyed = self.keyed("timers")?;
         let group = key_group_of(key, keyed.max_parallelism);
         if keyed.key_groups.contains(group) {
             Ok(())
         } else {
+            let label = &self.label;
             Err(wasmtime::format_err!(
                 "operator `{label}` registered a timer for key {:?} of key group {group}, which this subtask does not own",
                 String::from_utf8_lossy(key)
