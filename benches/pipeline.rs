@@ -70,6 +70,7 @@ fn bench(label: &str, text: &str, records: u64, dir: &Path) {
     let spec = weir_core::job::load(&path).expect("job parses");
     let options = RunOptions {
         cache_dir: Some(dir.join("cache")),
+        ..RunOptions::default()
     };
     weir_runtime::run_job(&spec, &options).expect("warm-up run"); // compile + cache
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());

@@ -6,4 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --target wasm32-wasip2 --target-dir target/wasm \
-    -p tokenizer -p window-count -p fraud-detector -p map-op -p count-op -p typed-map -p hostile -p wrong-world
+    -p tokenizer -p window-count -p fraud-detector -p map-op -p count-op -p typed-map -p hostile -p wrong-world \
+    -p window-collect
+# The "upgraded" operator for the savepoint tests: same crate, new behaviour.
+cargo build --release --target wasm32-wasip2 --target-dir target/wasm-v2 -p window-collect --features v2

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use weir_core::job::{self, JobSpec, LatePolicy, SinkKind, StateBackendKind};
-use weir_runtime::{JobReport, RunOptions};
+use weir_core::job::{self, JobSpec, LatePolicy, StateBackendKind};
+use weir_runtime::{ControlOptions, JobReport, Outcome, RunOptions, client};
 
 /// weir: a stateful stream processor whose operators are sandboxed
 /// WebAssembly components.
@@ -32,6 +32,11 @@ struct Cli {
     #[arg(long, global = true)]
     no_cache: bool,
 
+    /// Where running jobs register their control API address
+    /// [default: $WEIR_JOBS_DIR, else ~/.local/state/weir/jobs].
+    #[arg(long, global = true, value_name = "DIR")]
+    jobs_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +52,36 @@ enum Command {
         job: PathBuf,
         #[command(flatten)]
         overrides: OverrideArgs,
+        /// Continue from the newest complete checkpoint in DIR (the job's
+        /// checkpoint directory), after the process was killed.
+        #[arg(long, value_name = "DIR", conflicts_with = "from_savepoint")]
+        resume: Option<PathBuf>,
+        /// Start from a savepoint: at any parallelism, with either state
+        /// backend, and with new versions of the operators' components.
+        #[arg(long, value_name = "PATH")]
+        from_savepoint: Option<PathBuf>,
+        /// Drop savepoint state that no operator of the job declares.
+        #[arg(long)]
+        allow_non_restored_state: bool,
+        /// Address of the control API (savepoint, stop).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        api: std::net::SocketAddr,
+        /// Default directory for savepoints [default: <checkpoint dir>/savepoints].
+        #[arg(long, value_name = "DIR")]
+        savepoint_dir: Option<PathBuf>,
+    },
+    /// Take a savepoint of a running job, or inspect one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Savepoint {
+        #[command(subcommand)]
+        inspect: Option<SavepointCommand>,
+        #[command(flatten)]
+        target: JobTarget,
+    },
+    /// Stop a running job with a savepoint; resume it with --from-savepoint.
+    Stop {
+        #[command(flatten)]
+        target: JobTarget,
     },
     /// Check a job file and every operator component it names, without running it.
     Validate {
@@ -55,6 +90,29 @@ enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum SavepointCommand {
+    /// Show a savepoint's (or checkpoint's) operators, states, key counts and sizes.
+    Inspect {
+        /// The savepoint or checkpoint directory.
+        path: PathBuf,
+    },
+}
+
+/// A running job and where its savepoint goes.
+#[derive(clap::Args)]
+struct JobTarget {
+    /// The job's name.
+    job: Option<String>,
+    /// Directory for the savepoint [default: the job's --savepoint-dir].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// The job's control API (e.g. http://127.0.0.1:8081) instead of
+    /// looking it up in the jobs directory.
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
 }
 
 /// Settings that take precedence over the job file.
@@ -80,6 +138,7 @@ impl OverrideArgs {
                 _ => StateBackendKind::Memory,
             }),
             output_dir: self.output_dir.clone(),
+            checkpoint_dir: None,
         }
     }
 }
@@ -87,19 +146,58 @@ impl OverrideArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let options = RunOptions {
-        cache_dir: if cli.no_cache {
-            None
-        } else {
-            cli.cache_dir.or_else(default_cache_dir)
-        },
+    let cache_dir = if cli.no_cache {
+        None
+    } else {
+        cli.cache_dir.clone().or_else(default_cache_dir)
     };
+    let options = RunOptions {
+        cache_dir,
+        ..RunOptions::default()
+    };
+    let jobs_dir = cli.jobs_dir.clone().or_else(default_jobs_dir);
     let result = match &cli.command {
-        Command::Run { job, overrides } => load(job, overrides).and_then(|spec| {
-            let report = weir_runtime::run_job(&spec, &options)?;
-            print_report(&spec, &report);
-            Ok(())
-        }),
+        Command::Run {
+            job,
+            overrides,
+            resume,
+            from_savepoint,
+            allow_non_restored_state,
+            api,
+            savepoint_dir,
+        } => {
+            let mut o = overrides.to_overrides();
+            o.checkpoint_dir = resume.clone();
+            job::load_with(job, &o)
+                .map_err(anyhow::Error::from)
+                .and_then(|spec| {
+                    let options = RunOptions {
+                        resume: resume.is_some(),
+                        from_savepoint: from_savepoint.clone(),
+                        allow_non_restored_state: *allow_non_restored_state,
+                        control: Some(ControlOptions {
+                            bind: *api,
+                            jobs_dir: jobs_dir.clone(),
+                            savepoint_dir: savepoint_dir.clone(),
+                        }),
+                        ..options.clone()
+                    };
+                    let report = weir_runtime::run_job(&spec, &options)?;
+                    print_report(&spec, &report);
+                    Ok(())
+                })
+        }
+        Command::Savepoint {
+            inspect: Some(SavepointCommand::Inspect { path }),
+            ..
+        } => weir_snapshot::Snapshot::load(path)
+            .map(|snapshot| print!("{}", weir_snapshot::inspect::describe(&snapshot)))
+            .map_err(anyhow::Error::from),
+        Command::Savepoint {
+            inspect: None,
+            target,
+        } => request_savepoint(target, jobs_dir.as_deref(), false),
+        Command::Stop { target } => request_savepoint(target, jobs_dir.as_deref(), true),
         Command::Validate { job, overrides } => load(job, overrides).and_then(|spec| {
             let compiled = weir_runtime::validate_job(&spec, &options)?;
             eprintln!(
@@ -132,6 +230,38 @@ fn load(path: &Path, overrides: &OverrideArgs) -> anyhow::Result<JobSpec> {
     Ok(job::load_with(path, &overrides.to_overrides())?)
 }
 
+fn request_savepoint(target: &JobTarget, jobs_dir: Option<&Path>, stop: bool) -> anyhow::Result<()> {
+    let Some(job) = &target.job else {
+        anyhow::bail!("name the job: weir {} JOB", if stop { "stop" } else { "savepoint" });
+    };
+    let api = match (&target.api, jobs_dir) {
+        (Some(api), _) => api.clone(),
+        (None, Some(dir)) => client::find(dir, job)?,
+        (None, None) => anyhow::bail!("no jobs directory: pass --api URL or --jobs-dir DIR"),
+    };
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!("{} job `{job}`", if stop { "stopping" } else { "taking a savepoint of" }));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    let result = client::savepoint(&api, job, target.dir.as_deref(), stop);
+    spinner.finish_and_clear();
+    let path = result?;
+    if stop {
+        eprintln!("job `{job}` stopped with a savepoint");
+    } else {
+        eprintln!("savepoint of job `{job}` taken");
+    }
+    println!("{}", path.display());
+    Ok(())
+}
+
+fn default_jobs_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WEIR_JOBS_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let home = std::env::var_os("HOME")?;
+    Some(PathBuf::from(home).join(".local/state/weir/jobs"))
+}
+
 fn default_cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("WEIR_CACHE_DIR") {
         return Some(PathBuf::from(dir));
@@ -158,8 +288,18 @@ fn init_logging(verbose: u8) {
 }
 
 fn print_report(spec: &JobSpec, report: &JobReport) {
+    let how = match &report.outcome {
+        Outcome::Finished => "finished".to_string(),
+        Outcome::Stopped { savepoint } => {
+            format!("stopped with savepoint {}", savepoint.display())
+        }
+    };
+    let restarts = match report.restarts {
+        0 => String::new(),
+        n => format!(" after {n} restart(s)"),
+    };
     eprintln!(
-        "job `{}` finished in {:.2} s",
+        "job `{}` {how}{restarts} in {:.2} s",
         report.job,
         report.elapsed.as_secs_f64()
     );
@@ -183,7 +323,7 @@ fn print_report(spec: &JobSpec, report: &JobReport) {
             line.push_str(&format!("  late {} ({what})", node.late_records));
         }
         if let Some(sink) = spec.sinks.iter().find(|s| s.name == node.name)
-            && let SinkKind::File { path } = &sink.kind
+            && let Some(path) = weir_runtime::sink_target(&sink.kind)
         {
             line.push_str(&format!("  -> {}", path.display()));
         }

@@ -12,6 +12,10 @@ use crate::{ConnectorError, Sink};
 pub struct FileSink {
     target: String,
     out: Box<dyn Write + Send>,
+    /// The file behind `out`, to sync at checkpoints (`None` for stdout).
+    file: Option<File>,
+    /// Bytes written since the file was empty.
+    written: u64,
     format: SinkFormat,
     line: Vec<u8>,
 }
@@ -29,9 +33,49 @@ impl FileSink {
         }
         let file = File::create(path)
             .map_err(|e| ConnectorError(format!("cannot create sink file {target}: {e}")))?;
+        Self::over(target, file, 0, format)
+    }
+
+    /// Reopens the file a checkpoint saw, cut back to the length it had then.
+    pub fn reopen(
+        path: &Path,
+        format: SinkFormat,
+        state: &serde_json::Value,
+    ) -> Result<Self, ConnectorError> {
+        let target = path.display().to_string();
+        let length = state
+            .get("length")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| ConnectorError(format!("sink file {target}: invalid checkpoint state {state}")))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| ConnectorError(format!("cannot reopen sink file {target}: {e}")))?;
+        let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if actual < length {
+            return Err(ConnectorError(format!(
+                "sink file {target} has {actual} bytes, fewer than the {length} the checkpoint wrote: it was changed outside weir"
+            )));
+        }
+        file.set_len(length)
+            .map_err(|e| ConnectorError(format!("cannot truncate sink file {target}: {e}")))?;
+        let mut file = file;
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::End(0))
+            .map_err(|e| ConnectorError(format!("cannot seek in sink file {target}: {e}")))?;
+        Self::over(target, file, length, format)
+    }
+
+    fn over(target: String, file: File, written: u64, format: SinkFormat) -> Result<Self, ConnectorError> {
+        let sync = file
+            .try_clone()
+            .map_err(|e| ConnectorError(format!("sink file {target}: {e}")))?;
         Ok(FileSink {
             target,
             out: Box::new(BufWriter::with_capacity(1 << 16, file)),
+            file: Some(sync),
+            written,
             format,
             line: Vec::new(),
         })
@@ -41,6 +85,8 @@ impl FileSink {
         FileSink {
             target: "stdout".into(),
             out: Box::new(BufWriter::new(std::io::stdout())),
+            file: None,
+            written: 0,
             format,
             line: Vec::new(),
         }
@@ -78,8 +124,18 @@ impl Sink for FileSink {
             self.out
                 .write_all(&self.line)
                 .map_err(|e| ConnectorError(format!("cannot write to {}: {e}", self.target)))?;
+            self.written += self.line.len() as u64;
         }
         Ok(())
+    }
+
+    fn snapshot(&mut self, _id: u64) -> Result<serde_json::Value, ConnectorError> {
+        self.finish()?;
+        if let Some(file) = &self.file {
+            file.sync_data()
+                .map_err(|e| ConnectorError(format!("cannot sync {}: {e}", self.target)))?;
+        }
+        Ok(serde_json::json!({ "length": self.written }))
     }
 
     fn finish(&mut self) -> Result<(), ConnectorError> {

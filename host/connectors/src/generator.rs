@@ -78,6 +78,24 @@ impl Source for GeneratorSource {
             SourceStatus::More
         })
     }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::json!({ "next_seq": self.next_seq })
+    }
+
+    fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
+        let next = position
+            .get("next_seq")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| ConnectorError(format!("generator: invalid position {position}")))?;
+        if next % self.stride != self.next_seq % self.stride {
+            return Err(ConnectorError(format!(
+                "generator: position {next} does not belong to this split"
+            )));
+        }
+        self.next_seq = next;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -127,6 +145,19 @@ mod tests {
             .collect();
         split.sort_by_key(|r| r.0);
         assert_eq!(split, all);
+    }
+
+    #[test]
+    fn seeking_to_a_position_continues_the_sequence() {
+        let all = drain(GeneratorSource::new(spec(10), 1, 2));
+        let mut g = GeneratorSource::new(spec(10), 1, 2);
+        let mut b = BatchBuilder::default();
+        g.next_batch(&mut b, 2).unwrap();
+        let position = g.position();
+        let mut resumed = GeneratorSource::new(spec(10), 1, 2);
+        resumed.seek(&position).unwrap();
+        assert_eq!(drain(resumed), all[2..]);
+        assert!(g.seek(&serde_json::json!({"next_seq": 4})).is_err());
     }
 
     #[test]

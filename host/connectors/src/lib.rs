@@ -3,11 +3,15 @@
 //! Sources fill batches ([`Source::next_batch`]) and sinks write them
 //! ([`Sink::write`]); both are plain blocking objects driven by the runtime,
 //! which owns threads, watermarks and backpressure. Sources: files (lines,
-//! JSON lines, CSV) and a deterministic generator. Sinks: a file, stdout, and a discarding sink for benchmarks.
+//! JSON lines, CSV) and a deterministic generator; each reports a position
+//! for checkpoints and can seek back to it. Sinks: a file (cut back to the
+//! checkpointed length on restore), an exactly-once directory of part files
+//! committed per checkpoint, stdout, and a discarding sink for benchmarks.
 
 mod file_sink;
 mod file_source;
 mod generator;
+mod transactional_sink;
 
 use weir_core::BatchBuilder;
 use weir_core::job::{SinkKind, SinkSpec, SourceKind, SourceSpec};
@@ -15,6 +19,9 @@ use weir_core::job::{SinkKind, SinkSpec, SourceKind, SourceSpec};
 pub use file_sink::{FileSink, format_record};
 pub use file_source::FileSource;
 pub use generator::GeneratorSource;
+pub use transactional_sink::TransactionalFileSink;
+
+use serde_json::Value;
 
 /// A connector failure, naming the file (and line) at fault.
 #[derive(Debug, thiserror::Error)]
@@ -38,13 +45,24 @@ pub trait Source: Send {
         batch: &mut BatchBuilder,
         max_records: usize,
     ) -> Result<SourceStatus, ConnectorError>;
+    /// Where the next record comes from, for a checkpoint.
+    fn position(&self) -> Value;
+    /// Continues from a [`Source::position`] of the same split.
+    fn seek(&mut self, position: &Value) -> Result<(), ConnectorError>;
 }
 
 /// One sink instance.
 pub trait Sink: Send {
     fn write(&mut self, batch: &weir_core::Batch) -> Result<(), ConnectorError>;
-    /// Flushes everything written; called once at the end of input.
+    /// Flushes everything written and commits it; called once at the end of input.
     fn finish(&mut self) -> Result<(), ConnectorError>;
+    /// At checkpoint `id`'s barrier: makes what was written so far durable
+    /// (but not necessarily visible) and returns what a restore needs.
+    fn snapshot(&mut self, id: u64) -> Result<Value, ConnectorError>;
+    /// Checkpoint `id` completed: makes its output visible.
+    fn commit(&mut self, _id: u64) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }
 
 /// Opens split `split` of `spec`.
@@ -69,9 +87,18 @@ pub fn open_source(spec: &SourceSpec, split: u32) -> Result<Box<dyn Source>, Con
     }
 }
 
-pub fn open_sink(spec: &SinkSpec) -> Result<Box<dyn Sink>, ConnectorError> {
+/// Opens `spec`, continuing from a checkpoint's sink state when `restore` is given.
+pub fn open_sink(spec: &SinkSpec, restore: Option<&Value>) -> Result<Box<dyn Sink>, ConnectorError> {
     match &spec.kind {
-        SinkKind::File { path } => Ok(Box::new(FileSink::create(path, spec.format)?)),
+        SinkKind::File { path } => Ok(Box::new(match restore {
+            None => FileSink::create(path, spec.format)?,
+            Some(state) => FileSink::reopen(path, spec.format, state)?,
+        })),
+        SinkKind::TransactionalFile { dir } => Ok(Box::new(TransactionalFileSink::open(
+            dir,
+            spec.format,
+            restore,
+        )?)),
         SinkKind::Stdout => Ok(Box::new(FileSink::stdout(spec.format))),
         SinkKind::Discard => Ok(Box::new(DiscardSink)),
     }
@@ -87,5 +114,9 @@ impl Sink for DiscardSink {
 
     fn finish(&mut self) -> Result<(), ConnectorError> {
         Ok(())
+    }
+
+    fn snapshot(&mut self, _id: u64) -> Result<Value, ConnectorError> {
+        Ok(Value::Null)
     }
 }

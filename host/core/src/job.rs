@@ -142,6 +142,8 @@ pub struct SourceSpec {
     pub kind: SourceKind,
     pub watermark_delay_ms: u64,
     pub idle_timeout_ms: Option<u64>,
+    /// Throttles each split to this many records per second.
+    pub records_per_second: Option<u64>,
     pub line: usize,
 }
 
@@ -184,8 +186,15 @@ impl OperatorSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
+    /// Lines appended to one file; after a restore it is cut back to what
+    /// the checkpoint saw, so readers may see output that is later undone.
     File {
         path: PathBuf,
+    },
+    /// Exactly-once: a directory of part files, each staged while a
+    /// checkpoint interval runs and renamed into place when it completes.
+    TransactionalFile {
+        dir: PathBuf,
     },
     Stdout,
     /// Counts records and throws them away (for benchmarks).
@@ -211,10 +220,43 @@ pub struct JobSpec {
     pub channel_batches_max: usize,
     pub state_backend: StateBackendKind,
     pub state_dir: Option<PathBuf>,
+    pub checkpoint: Option<CheckpointSpec>,
+    pub restart: RestartSpec,
     pub sources: Vec<SourceSpec>,
     /// In topological order: every operator comes after its inputs.
     pub operators: Vec<OperatorSpec>,
     pub sinks: Vec<SinkSpec>,
+}
+
+/// `[checkpoint]`: periodic aligned-barrier checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSpec {
+    pub interval_ms: u64,
+    /// Checkpoint storage; the job's checkpoints go to `dir/<job name>`.
+    pub dir: PathBuf,
+    /// Completed checkpoints kept; older ones are deleted.
+    pub retain: usize,
+    /// RocksDB: upload only SST files that earlier checkpoints lack.
+    pub incremental: bool,
+    /// A checkpoint not complete after this long is aborted.
+    pub timeout_ms: u64,
+}
+
+/// `[restart]`: what happens when a task fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartSpec {
+    /// Restarts allowed per run before the job fails (0 = fail at once).
+    pub attempts: u32,
+    pub delay_ms: u64,
+}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        RestartSpec {
+            attempts: 0,
+            delay_ms: 1000,
+        }
+    }
 }
 
 impl JobSpec {
@@ -249,6 +291,33 @@ struct RawJobFile {
     operator: Vec<Spanned<RawOperator>>,
     #[serde(default)]
     sink: Vec<Spanned<RawSink>>,
+    checkpoint: Option<Spanned<RawCheckpoint>>,
+    restart: Option<Spanned<RawRestart>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckpoint {
+    interval_ms: Spanned<u64>,
+    dir: Option<String>,
+    retain: Option<Spanned<usize>>,
+    incremental: Option<bool>,
+    timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawRestartStrategy {
+    FixedDelay,
+    None,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    strategy: RawRestartStrategy,
+    attempts: Option<u32>,
+    delay_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +347,7 @@ struct RawSource {
     parallelism: Option<Spanned<u32>>,
     watermark_delay_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    records_per_second: Option<Spanned<u64>>,
     // file
     path: Option<Spanned<String>>,
     format: Option<FileFormat>,
@@ -340,6 +410,7 @@ struct RawSink {
     input: Spanned<OneOrMany>,
     path: Option<Spanned<String>>,
     format: Option<SinkFormat>,
+    exactly_once: Option<Spanned<bool>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -352,6 +423,8 @@ pub struct Overrides {
     pub state_backend: Option<StateBackendKind>,
     /// Relative sink paths are resolved here instead of next to the job file.
     pub output_dir: Option<PathBuf>,
+    /// Replaces `[checkpoint] dir`.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 /// Reads and validates a job file.
@@ -547,6 +620,30 @@ impl Resolver<'_> {
             .map(|s| self.sink(s, &parallelism, &late_outputs))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let checkpoint = self.checkpoint()?;
+        let restart = match &self.raw.restart {
+            None => RestartSpec::default(),
+            Some(r) => {
+                let raw = r.get_ref();
+                match raw.strategy {
+                    RawRestartStrategy::None => RestartSpec {
+                        attempts: 0,
+                        ..RestartSpec::default()
+                    },
+                    RawRestartStrategy::FixedDelay => RestartSpec {
+                        attempts: raw.attempts.unwrap_or(3),
+                        delay_ms: raw.delay_ms.unwrap_or(1000),
+                    },
+                }
+            }
+        };
+        if restart.attempts > 0 && checkpoint.is_none() {
+            let at = self.raw.restart.as_ref().map_or(job_line, |r| r.span().start);
+            return Err(cx.err_at(
+                at,
+                "[restart] needs [checkpoint]: a restarted job resumes from its latest checkpoint",
+            ));
+        }
         Ok(JobSpec {
             name: job.name.clone(),
             file: cx.file.to_path_buf(),
@@ -559,10 +656,47 @@ impl Resolver<'_> {
                 .or(job.state_backend)
                 .unwrap_or(StateBackendKind::Memory),
             state_dir: job.state_dir.as_ref().map(|d| self.base_dir.join(d)),
+            checkpoint,
+            restart,
             sources,
             operators,
             sinks,
         })
+    }
+
+    fn checkpoint(&self) -> Result<Option<CheckpointSpec>, JobError> {
+        let cx = &self.cx;
+        let Some(c) = &self.raw.checkpoint else {
+            if let Some(dir) = &self.overrides.checkpoint_dir {
+                return Err(cx.err_at(
+                    self.raw.job.span().start,
+                    format!(
+                        "--checkpoint-dir {} given, but the job file has no [checkpoint] section",
+                        dir.display()
+                    ),
+                ));
+            }
+            return Ok(None);
+        };
+        let raw = c.get_ref();
+        let interval_ms = positive(cx, Some(&raw.interval_ms), 1, "interval_ms")?;
+        let dir = match (&self.overrides.checkpoint_dir, &raw.dir) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(dir)) => self.base_dir.join(dir),
+            (None, None) => {
+                return Err(cx.err_at(
+                    c.span().start,
+                    "[checkpoint] needs `dir` (or pass --checkpoint-dir)",
+                ));
+            }
+        };
+        Ok(Some(CheckpointSpec {
+            interval_ms,
+            dir,
+            retain: positive(cx, raw.retain.as_ref(), 3, "retain")?,
+            incremental: raw.incremental.unwrap_or(true),
+            timeout_ms: positive(cx, raw.timeout_ms.as_ref(), 600_000, "timeout_ms")?,
+        }))
     }
 
     fn parallelism(
@@ -687,6 +821,10 @@ impl Resolver<'_> {
             kind,
             watermark_delay_ms: raw.watermark_delay_ms.unwrap_or(0),
             idle_timeout_ms: raw.idle_timeout_ms,
+            records_per_second: match &raw.records_per_second {
+                None => None,
+                Some(_) => Some(positive(cx, raw.records_per_second.as_ref(), 1, "records_per_second")?),
+            },
             line: cx.line_of(at),
         })
     }
@@ -854,8 +992,11 @@ impl Resolver<'_> {
                     )
                 })?;
                 let base = self.overrides.output_dir.as_ref().unwrap_or(&self.base_dir);
-                SinkKind::File {
-                    path: base.join(path.get_ref()),
+                let path = base.join(path.get_ref());
+                if raw.exactly_once.as_ref().is_some_and(|e| *e.get_ref()) {
+                    SinkKind::TransactionalFile { dir: path }
+                } else {
+                    SinkKind::File { path }
                 }
             }
             RawSinkKind::Stdout | RawSinkKind::Discard => {
@@ -863,6 +1004,12 @@ impl Resolver<'_> {
                     return Err(cx.err_at(
                         p.span().start,
                         format!("sink `{name}`: only a file sink takes a `path`"),
+                    ));
+                }
+                if let Some(e) = &raw.exactly_once {
+                    return Err(cx.err_at(
+                        e.span().start,
+                        format!("sink `{name}`: only a file sink takes `exactly_once`"),
                     ));
                 }
                 if matches!(raw.kind, RawSinkKind::Stdout) {
@@ -1110,6 +1257,7 @@ input = "gen"
             parallelism: Some(4),
             state_backend: Some(StateBackendKind::Rocksdb),
             output_dir: Some(PathBuf::from("/tmp/out")),
+            ..Overrides::default()
         };
         let job = parse_with(GOOD, Path::new("/jobs/job.toml"), &overrides).unwrap();
         assert!(job.operators.iter().all(|o| o.parallelism == 4));
@@ -1130,6 +1278,24 @@ input = "gen"
                 .message
                 .contains("--parallelism 999")
         );
+    }
+
+    #[test]
+    fn checkpoint_and_restart_sections() {
+        let text = format!(
+            "{GOOD}\n[checkpoint]\ninterval_ms = 500\ndir = \"chk\"\n[restart]\nstrategy = \"fixed-delay\"\nattempts = 2\n"
+        );
+        let job = parse(&text, Path::new("/jobs/job.toml")).unwrap();
+        let c = job.checkpoint.unwrap();
+        assert_eq!((c.interval_ms, c.retain, c.incremental), (500, 3, true));
+        assert_eq!(c.dir, PathBuf::from("/jobs/chk"));
+        assert_eq!(job.restart.attempts, 2);
+        let no_checkpoint = format!("{GOOD}\n[restart]\nstrategy = \"fixed-delay\"\n");
+        let e = parse(&no_checkpoint, Path::new("j.toml")).unwrap_err();
+        assert!(e.message.contains("[restart] needs [checkpoint]"), "{e}");
+        let zero = text.replace("interval_ms = 500", "interval_ms = 0");
+        let e = parse(&zero, Path::new("j.toml")).unwrap_err();
+        assert!(e.message.contains("interval_ms must be > 0"), "{e}");
     }
 
     #[test]

@@ -79,6 +79,13 @@ impl TimerQueue {
         self.len
     }
 
+    /// Every pending timer, in (timestamp, key) order.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &[u8])> {
+        self.pending
+            .iter()
+            .flat_map(|(t, keys)| keys.iter().map(move |k| (*t, k.as_slice())))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

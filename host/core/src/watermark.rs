@@ -22,6 +22,16 @@ impl BoundedOutOfOrderness {
         }
     }
 
+    /// The largest timestamp seen, for snapshots.
+    pub fn max_seen(&self) -> Option<i64> {
+        self.max_seen
+    }
+
+    /// Resumes where a snapshot taken with [`Self::max_seen`] left off.
+    pub fn restore(&mut self, max_seen: Option<i64>) {
+        self.max_seen = max_seen;
+    }
+
     pub fn observe(&mut self, timestamp: i64) {
         self.max_seen = Some(self.max_seen.map_or(timestamp, |m| m.max(timestamp)));
     }
@@ -58,6 +68,13 @@ impl InputWatermarks {
 
     pub fn current(&self) -> i64 {
         self.combined
+    }
+
+    /// Continues after a restore: inputs re-announce watermarks up to
+    /// `combined`, which must not count as progress (timers up to it have
+    /// fired already, and the rest fire on the next real advance).
+    pub fn resume_at(&mut self, combined: i64) {
+        self.combined = combined;
     }
 
     /// The last watermark announced on one input: records arriving on it

@@ -7,10 +7,18 @@
 //! own thread and handles one message at a time: data, watermarks, idleness
 //! and end of input, so operator code never races with anything.
 //!
-//! This crate decides nothing about Wasm (that is `weir-wasm`) or storage
-//! (`weir-state`); it does not yet checkpoint (planned: barrier alignment
-//! in the operator task's input loop).
+//! Checkpoints follow Chandy-Lamport with aligned barriers, as in Flink:
+//! the [`coordinator`] triggers sources, every task aligns the barrier on its
+//! inputs and snapshots ([`task_snapshot`]), and the metadata written after
+//! the last acknowledgement is what makes a checkpoint exist; sinks commit
+//! only then. A failed task restarts the job from the latest complete
+//! checkpoint; the [`control`] API takes savepoints and stops jobs.
+//!
+//! This crate decides nothing about Wasm (that is `weir-wasm`), storage
+//! (`weir-state`) or snapshot files (`weir-snapshot`).
 
+mod control;
+mod coordinator;
 mod gate;
 mod message;
 mod metrics;
@@ -19,6 +27,8 @@ mod plan;
 mod runner;
 mod sink_task;
 mod source_task;
+mod task_snapshot;
 
-pub use metrics::{JobReport, NodeReport};
-pub use runner::{RunOptions, run_job, validate_job};
+pub use control::{ControlOptions, client};
+pub use metrics::{JobReport, NodeReport, Outcome};
+pub use runner::{RunOptions, run_job, sink_target, validate_job};

@@ -11,6 +11,16 @@ pub(crate) enum Message {
     Idle,
     /// The producer is done; nothing follows.
     End,
+    /// Everything before this belongs to snapshot `id`.
+    Barrier(Barrier),
+}
+
+/// A checkpoint barrier, injected by sources and aligned by every task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Barrier {
+    pub(crate) id: u64,
+    /// Savepoints store state in the canonical format, whatever the backend.
+    pub(crate) savepoint: bool,
 }
 
 /// A task stopped because a neighbour went away (another task failed or the

@@ -36,12 +36,24 @@ pub struct NodeReport {
     pub late_records: u64,
 }
 
-/// What a finished job did.
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every source was exhausted and every sink committed.
+    Finished,
+    /// Stopped on request after this savepoint completed.
+    Stopped { savepoint: std::path::PathBuf },
+}
+
+/// What a job did (counts cover the last attempt only).
 #[derive(Debug, Clone)]
 pub struct JobReport {
     pub job: String,
     pub elapsed: Duration,
     pub nodes: Vec<NodeReport>,
+    pub outcome: Outcome,
+    /// How often the job restarted from a checkpoint after a failure.
+    pub restarts: u32,
 }
 
 impl NodeReport {

@@ -6,6 +6,11 @@
 //! processing-time timers fire between messages. Late records are counted
 //! at the chain's first operator when it is keyed, and dropped, side-output
 //! or processed as the job file says (see [`split_late`]).
+//!
+//! Barriers are aligned: once barrier `n` arrived on a channel, that channel
+//! is not read until every open channel delivered `n` (or ended); then
+//! every link snapshots, the barrier goes downstream, and the task
+//! acknowledges.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,13 +22,16 @@ use weir_core::watermark::InputWatermarks;
 use weir_core::{Batch, BatchBuilder};
 use weir_wasm::OperatorInstance;
 
+use crate::coordinator::TaskEvent;
 use crate::gate::Gate;
-use crate::message::{Message, TaskError, TaskResult};
+use crate::message::{Barrier, Message, TaskError, TaskResult};
 use crate::metrics::NodeCounters;
 use crate::plan::InputChannel;
+use crate::task_snapshot::{LinkIdentity, SnapshotContext, finish_and_ack, snapshot_link};
 
 pub(crate) struct ChainLink {
     pub(crate) instance: OperatorInstance,
+    pub(crate) identity: LinkIdentity,
     pub(crate) late_policy: LatePolicy,
     pub(crate) keyed: bool,
     pub(crate) late_gate: Gate,
@@ -35,6 +43,7 @@ pub(crate) struct ChainTask {
     pub(crate) inputs: Vec<InputChannel>,
     pub(crate) gate: Gate,
     pub(crate) batch_records_max: usize,
+    pub(crate) snapshots: SnapshotContext,
 }
 
 /// Timers a guest may register for an already-due time while its timers
@@ -51,11 +60,26 @@ impl ChainTask {
     pub(crate) fn run(mut self) -> TaskResult {
         let inputs = std::mem::take(&mut self.inputs);
         let mut watermarks = InputWatermarks::new(inputs.len());
+        // A restored chain continues from the watermark its links had, and
+        // tells its consumers first, as it had before the snapshot.
+        let restored = self.links[0].instance.state().watermark;
+        if restored > weir_core::watermark::MIN_WATERMARK {
+            watermarks.resume_at(restored);
+            self.gate.send_watermark(restored)?;
+            for link in &self.links {
+                link.late_gate.send_watermark(restored)?;
+            }
+        }
+        // Channels being read: open, and not holding back for a barrier.
+        let mut ended = vec![false; inputs.len()];
+        let mut blocked = vec![false; inputs.len()];
+        let mut aligning: Option<Barrier> = None;
+        let mut open = inputs.len();
+        let mut readable: Vec<usize> = (0..inputs.len()).collect();
         let mut select = Select::new();
         for input in &inputs {
             select.recv(&input.rx);
         }
-        let mut open = inputs.len();
         while open > 0 {
             let now = now_ms();
             self.fire_processing_timers(now)?;
@@ -69,10 +93,11 @@ impl ChainTask {
                 }
                 None => select.select(),
             };
-            let index = ready.index();
+            let index = readable[ready.index()];
             let message = ready
                 .recv(&inputs[index].rx)
                 .map_err(|_| TaskError::Cancelled)?;
+            let mut reselect = false;
             let advanced = match message {
                 Message::Data(batch) => {
                     watermarks.on_activity(index);
@@ -86,18 +111,82 @@ impl ChainTask {
                 Message::Watermark(w) => watermarks.on_watermark(index, w),
                 Message::Idle => watermarks.on_idle(index),
                 Message::End => {
-                    select.remove(index);
+                    ended[index] = true;
+                    reselect = true;
                     open -= 1;
                     watermarks.on_end(index)
+                }
+                Message::Barrier(barrier) => {
+                    if aligning.is_some_and(|a| a != barrier) {
+                        return Err(TaskError::Failed(anyhow::anyhow!(
+                            "barrier {} arrived while aligning barrier {}",
+                            barrier.id,
+                            aligning.map_or(0, |a| a.id)
+                        )));
+                    }
+                    aligning = Some(barrier);
+                    blocked[index] = true;
+                    reselect = true;
+                    None
                 }
             };
             if let Some(watermark) = advanced {
                 self.advance_watermark(watermark)?;
             }
+            if let Some(barrier) = aligning
+                && (0..inputs.len()).all(|i| blocked[i] || ended[i])
+            {
+                self.on_barrier(barrier)?;
+                aligning = None;
+                blocked.fill(false);
+                reselect = true;
+            }
+            if reselect {
+                readable = (0..inputs.len()).filter(|&i| !blocked[i] && !ended[i]).collect();
+                select = Select::new();
+                for &i in &readable {
+                    select.recv(&inputs[i].rx);
+                }
+            }
         }
         self.gate.send_end()?;
         for link in &self.links {
             link.late_gate.send_end()?;
+        }
+        let _ = self.snapshots.events.send(TaskEvent::Finished);
+        Ok(())
+    }
+
+    /// Every input delivered the barrier: snapshot, forward, acknowledge.
+    fn on_barrier(&mut self, barrier: Barrier) -> TaskResult {
+        let dir = self.snapshots.dir(barrier.id);
+        let mut parts = Vec::new();
+        let mut failure = None;
+        if let Ok(dir) = &dir {
+            for link in &mut self.links {
+                match snapshot_link(
+                    &mut link.instance,
+                    &link.identity,
+                    barrier,
+                    dir,
+                    self.snapshots.incremental,
+                ) {
+                    Ok(part) => parts.push(part),
+                    Err(e) => {
+                        failure = Some(format!("operator `{}`: {e:#}", link.instance.label()));
+                        break;
+                    }
+                }
+            }
+        }
+        self.gate.send_barrier(barrier)?;
+        for link in &self.links {
+            link.late_gate.send_barrier(barrier)?;
+        }
+        match (dir, failure) {
+            (Err(e), _) => self.snapshots.decline(barrier.id, e.to_string()),
+            (_, Some(reason)) => self.snapshots.decline(barrier.id, reason),
+            (Ok(_), None) => finish_and_ack(&self.snapshots, barrier.id, parts),
         }
         Ok(())
     }

@@ -1,23 +1,30 @@
-//! Starts a job's tasks, waits for them, and reports what happened.
+//! Starts a job's tasks, waits for them, restarts them from the latest
+//! checkpoint when one fails, and reports what happened.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
+use crossbeam_channel::{Receiver, unbounded};
 use weir_core::KeyGroupRange;
-use weir_core::job::{JobSpec, StateBackendKind};
+use weir_core::job::{JobSpec, SinkKind, StateBackendKind};
+use weir_snapshot::rocks_files::{SharedFiles, download};
+use weir_snapshot::{CheckpointStorage, Snapshot, StateHandle};
 use weir_state::{KeyedStateStore, MemoryBackend, RocksDbBackend, StateBackend};
 use weir_wasm::{CompiledOperator, Keyed, OperatorInfo, OperatorInstance, WasmEngine};
 
+use crate::control::{ControlOptions, ControlServer};
+use crate::coordinator::{Coordinator, JobStatus, SavepointRequest};
 use crate::message::{TaskError, TaskResult};
-use crate::metrics::{JobReport, NodeReport};
+use crate::metrics::{JobReport, NodeReport, Outcome};
 use crate::operator_task::{ChainLink, ChainTask};
 use crate::plan::{self, Plan};
 use crate::sink_task::SinkTask;
 use crate::source_task::SourceTask;
+use crate::task_snapshot::{LinkIdentity, NativeState, SnapshotContext, restore_link};
 
 /// How to run a job, beyond what its file says.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +32,15 @@ pub struct RunOptions {
     /// Where compiled components are cached across runs; `None` disables
     /// the on-disk cache.
     pub cache_dir: Option<PathBuf>,
+    /// Continue from the newest complete checkpoint in the job's checkpoint
+    /// directory (after the whole process was killed).
+    pub resume: bool,
+    /// Start from this savepoint (or checkpoint) directory.
+    pub from_savepoint: Option<PathBuf>,
+    /// Drop snapshot state that no operator of the job takes.
+    pub allow_non_restored_state: bool,
+    /// Serve the control API (savepoint, stop) while the job runs.
+    pub control: Option<ControlOptions>,
 }
 
 /// Loads and checks every operator's component without running anything.
@@ -51,62 +67,448 @@ fn compile_all(
         .collect()
 }
 
-/// Runs `job` to completion on this machine.
+/// What one attempt at running the job needs and shares.
+struct Attempt<'a> {
+    job: &'a JobSpec,
+    compiled: &'a HashMap<String, CompiledOperator>,
+    state: &'a StateRoot,
+    restore: Option<&'a Snapshot>,
+    allow_non_restored: bool,
+    number: u32,
+    status: JobStatus,
+    requests: Receiver<SavepointRequest>,
+}
+
+/// Runs `job` until its sources are exhausted (or it is stopped with a
+/// savepoint), restarting it from its latest checkpoint as `[restart]` allows.
 pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport> {
     let started = Instant::now();
     let engine = WasmEngine::new(options.cache_dir.clone())?;
     let compiled: HashMap<String, CompiledOperator> =
         compile_all(&engine, job)?.into_iter().collect();
-    let plan = plan::build(job);
-    for chain in &plan.chain_names {
-        tracing::debug!(job = %job.name, "operator chain: {}", chain.join(" -> "));
+    let storage = job
+        .checkpoint
+        .as_ref()
+        .map(|c| CheckpointStorage::new(&c.dir, &job.name));
+    let mut restore = initial_restore(job, options, storage.as_ref())?;
+    if let Some(snapshot) = &restore {
+        check_restore(job, snapshot, options.allow_non_restored_state)?;
+        tracing::info!(job = %job.name, "restoring from {}", snapshot.dir.display());
     }
-    let counters = plan.counters.clone();
     let state = StateRoot::new(job)?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    let tasks = build_tasks(job, plan, &compiled, &state, &cancel)?;
-
-    let mut handles = Vec::new();
-    for (name, task) in tasks {
-        let cancel = cancel.clone();
-        let handle = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                let result = task();
-                if matches!(result, Err(TaskError::Failed(_))) {
-                    cancel.store(true, Ordering::Relaxed);
-                }
-                result
-            })
-            .with_context(|| format!("cannot start thread for {name}"))?;
-        handles.push((name, handle));
-    }
-    let mut failure: Option<anyhow::Error> = None;
-    let mut cancelled = false;
-    for (name, handle) in handles {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(TaskError::Cancelled)) => cancelled = true,
-            Ok(Err(TaskError::Failed(e))) => {
-                failure.get_or_insert(e);
+    let status = JobStatus::default();
+    let (request_tx, request_rx) = unbounded();
+    let _control = match &options.control {
+        Some(control) => Some(ControlServer::start(control, job, request_tx, status.clone())?),
+        None => None,
+    };
+    let mut restarts = 0;
+    loop {
+        let attempt = Attempt {
+            job,
+            compiled: &compiled,
+            state: &state,
+            restore: restore.as_ref(),
+            allow_non_restored: options.allow_non_restored_state,
+            number: restarts,
+            status: status.clone(),
+            requests: request_rx.clone(),
+        };
+        match attempt.run() {
+            Ok((outcome, counters)) => {
+                let mut report = report(job, &counters, started);
+                report.outcome = outcome;
+                report.restarts = restarts;
+                return Ok(report);
             }
-            Err(_) => {
-                failure.get_or_insert_with(|| {
-                    anyhow!("task {name} panicked (a bug in weir, please report it)")
-                });
+            Err(e) if restarts < job.restart.attempts => {
+                restarts += 1;
+                let from = match storage.as_ref().map(CheckpointStorage::latest_valid).transpose()? {
+                    Some(Some(latest)) => Some(latest),
+                    _ => restore.clone(),
+                };
+                tracing::warn!(
+                    job = %job.name,
+                    "{e:#}; restart {restarts} of {} in {} ms from {}",
+                    job.restart.attempts,
+                    job.restart.delay_ms,
+                    from.as_ref().map_or("the beginning".to_string(), |s| s.dir.display().to_string())
+                );
+                eprintln!(
+                    "weir: job `{}` failed ({e:#}); restarting ({restarts}/{})",
+                    job.name, job.restart.attempts
+                );
+                std::thread::sleep(Duration::from_millis(job.restart.delay_ms));
+                restore = from;
             }
+            Err(e) if restarts > 0 => {
+                return Err(e.context(format!("job `{}` failed after {restarts} restart(s)", job.name)));
+            }
+            Err(e) => return Err(e.context(format!("job `{}` failed", job.name))),
         }
     }
-    if let Some(e) = failure {
-        return Err(e.context(format!("job `{}` failed", job.name)));
+}
+
+/// The snapshot a run starts from, if any.
+fn initial_restore(
+    job: &JobSpec,
+    options: &RunOptions,
+    storage: Option<&CheckpointStorage>,
+) -> anyhow::Result<Option<Snapshot>> {
+    if let Some(path) = &options.from_savepoint {
+        if options.resume {
+            bail!("--resume and --from-savepoint exclude each other");
+        }
+        return Ok(Some(Snapshot::load(path).with_context(|| {
+            format!("cannot restore from savepoint {}", path.display())
+        })?));
     }
-    if cancelled {
-        return Err(anyhow!("job `{}` was cancelled", job.name));
+    let Some(storage) = storage else {
+        if options.resume {
+            bail!("--resume needs checkpoints: the job file has no [checkpoint] section");
+        }
+        return Ok(None);
+    };
+    if options.resume {
+        return match storage.latest_valid()? {
+            Some(s) => Ok(Some(s)),
+            None => bail!(
+                "--resume: no complete checkpoint of job `{}` in {}",
+                job.name,
+                storage.root().display()
+            ),
+        };
     }
-    Ok(report(job, &counters, started))
+    if storage.has_completed() {
+        bail!(
+            "{} holds checkpoints of an earlier run of job `{}`; continue it with --resume, \
+             or delete that directory to start over",
+            storage.root().display(),
+            job.name
+        );
+    }
+    Ok(None)
+}
+
+/// Refuses, before anything starts, a snapshot this job cannot take.
+fn check_restore(job: &JobSpec, snapshot: &Snapshot, allow_non_restored: bool) -> anyhow::Result<()> {
+    let m = &snapshot.metadata;
+    let at = snapshot.dir.display();
+    if m.max_parallelism != job.max_parallelism {
+        bail!(
+            "{at}: taken with max_parallelism {}, but the job has {}; key groups cannot be remapped",
+            m.max_parallelism,
+            job.max_parallelism
+        );
+    }
+    for s in &m.sources {
+        match job.sources.iter().find(|j| j.name == s.source) {
+            Some(j) if j.parallelism == s.splits => {}
+            Some(j) => bail!(
+                "{at}: source `{}` had {} split(s), the job now has {}; sources cannot be rescaled",
+                s.source,
+                s.splits,
+                j.parallelism
+            ),
+            None if allow_non_restored => {}
+            None => bail!(
+                "{at}: the snapshot has a position for source `{}`, which the job no longer has; \
+                 pass --allow-non-restored-state to drop it",
+                s.source
+            ),
+        }
+    }
+    for op in &m.operators {
+        let Some(spec) = job.operator(&op.name) else {
+            if allow_non_restored {
+                continue;
+            }
+            bail!(
+                "{at}: the snapshot has state for operator `{}`, which the job no longer has; \
+                 pass --allow-non-restored-state to drop it",
+                op.name
+            );
+        };
+        let native = op
+            .subtasks
+            .iter()
+            .any(|s| matches!(s.state, StateHandle::Rocksdb { .. }));
+        if native && (job.state_backend != StateBackendKind::Rocksdb || spec.parallelism != op.parallelism) {
+            bail!(
+                "{at}: checkpoint {} holds operator `{}`'s state as native RocksDB files at parallelism {}; \
+                 it restores only into RocksDB at that parallelism. Take a savepoint to change the backend or parallelism",
+                m.id,
+                op.name,
+                op.parallelism
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Attempt<'_> {
+    fn run(self) -> anyhow::Result<(Outcome, HashMap<String, Arc<crate::metrics::NodeCounters>>)> {
+        let job = self.job;
+        let plan = plan::build(job);
+        for chain in &plan.chain_names {
+            tracing::debug!(job = %job.name, "operator chain: {}", chain.join(" -> "));
+        }
+        let counters = plan.counters.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (event_tx, event_rx) = unbounded();
+        let snapshots = SnapshotContext {
+            dirs: Arc::new(Mutex::new(BTreeMap::new())),
+            events: event_tx,
+            incremental: job.checkpoint.as_ref().is_none_or(|c| c.incremental),
+        };
+        let chain_tasks = plan.chains.len();
+        let built = self.build_tasks(plan, &cancel, &snapshots)?;
+        let coordinator = Coordinator {
+            job: job.clone(),
+            storage: job
+                .checkpoint
+                .as_ref()
+                .map(|c| CheckpointStorage::new(&c.dir, &job.name)),
+            next_id: self.restore.map_or(1, |s| s.metadata.id + 1),
+            events: event_rx,
+            requests: self.requests.clone(),
+            sources: built.source_commands,
+            sinks: built.sink_commands,
+            chain_tasks,
+            snapshot_dirs: snapshots.dirs.clone(),
+            status: self.status.clone(),
+        };
+        drop(snapshots); // tasks hold the only event senders now
+        let coordinator = std::thread::Builder::new()
+            .name("coordinator".into())
+            .spawn(move || coordinator.run())
+            .context("cannot start the checkpoint coordinator")?;
+
+        let mut handles = Vec::new();
+        for (name, task) in built.tasks {
+            let cancel = cancel.clone();
+            let handle = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    let result = task();
+                    if matches!(result, Err(TaskError::Failed(_))) {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    result
+                })
+                .with_context(|| format!("cannot start thread for {name}"))?;
+            handles.push((name, handle));
+        }
+        let mut failure: Option<anyhow::Error> = None;
+        let mut cancelled = false;
+        for (name, handle) in handles {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(TaskError::Cancelled)) => cancelled = true,
+                Ok(Err(TaskError::Failed(e))) => {
+                    failure.get_or_insert(e);
+                }
+                Err(_) => {
+                    failure.get_or_insert_with(|| {
+                        anyhow!("task {name} panicked (a bug in weir, please report it)")
+                    });
+                }
+            }
+        }
+        let _ = coordinator.join();
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if let Some(path) = self.status.stopped_at.lock().expect("not poisoned").clone() {
+            return Ok((Outcome::Stopped { savepoint: path }, counters));
+        }
+        if cancelled {
+            bail!("job `{}` was cancelled", job.name);
+        }
+        Ok((Outcome::Finished, counters))
+    }
+
+    fn build_tasks(
+        &self,
+        plan: Plan,
+        cancel: &Arc<AtomicBool>,
+        snapshots: &SnapshotContext,
+    ) -> anyhow::Result<BuiltTasks> {
+        let job = self.job;
+        let counters = &plan.counters;
+        let mut built = BuiltTasks::default();
+        let uid = format!(
+            "{:x}",
+            xxhash_rust::xxh3::xxh3_64(
+                format!("{:?}{}{}", Instant::now(), std::process::id(), self.number).as_bytes()
+            )
+        );
+        for source_plan in plan.sources {
+            let spec = job.sources[source_plan.source].clone();
+            let source = weir_connectors::open_source(&spec, source_plan.split).map_err(|e| {
+                anyhow!(
+                    "{}:{}: source `{}`: {e}",
+                    job.file.display(),
+                    spec.line,
+                    spec.name
+                )
+            })?;
+            let (command_tx, command_rx) = unbounded();
+            built.source_commands.push(command_tx);
+            let restore = self.restore.and_then(|s| {
+                s.metadata
+                    .sources
+                    .iter()
+                    .find(|r| r.source == spec.name && r.split == source_plan.split)
+                    .cloned()
+            });
+            let task = SourceTask {
+                split: source_plan.split,
+                source,
+                gate: source_plan.gate,
+                batch_records_max: job.batch_records_max,
+                counters: counters[&spec.name].clone(),
+                cancel: cancel.clone(),
+                commands: command_rx,
+                snapshots: snapshots.clone(),
+                restore,
+                spec,
+            };
+            built.tasks.push((
+                format!("source-{}-{}", task.spec.name, task.split),
+                Box::new(move || task.run()),
+            ));
+        }
+        for chain in plan.chains {
+            let mut links = Vec::new();
+            for link in chain.links {
+                links.push(self.open_link(&job.operators[link.operator], chain.subtask, &uid, link.late_gate, counters)?);
+            }
+            let name = format!("chain-{}-{}", links[0].instance.label(), chain.subtask);
+            let task = ChainTask {
+                links,
+                inputs: chain.inputs,
+                gate: chain.gate,
+                batch_records_max: job.batch_records_max,
+                snapshots: snapshots.clone(),
+            };
+            built.tasks.push((name, Box::new(move || task.run())));
+        }
+        for sink_plan in plan.sinks {
+            let spec = &job.sinks[sink_plan.sink];
+            let restored = self.restore.and_then(|s| {
+                s.metadata.sinks.iter().find(|r| r.sink == spec.name).map(|r| &r.state)
+            });
+            let sink = weir_connectors::open_sink(spec, restored).map_err(|e| {
+                anyhow!(
+                    "{}:{}: sink `{}`: {e}",
+                    job.file.display(),
+                    spec.line,
+                    spec.name
+                )
+            })?;
+            let (command_tx, command_rx) = unbounded();
+            built.sink_commands.push(command_tx);
+            let task = SinkTask {
+                name: spec.name.clone(),
+                sink,
+                inputs: sink_plan.inputs,
+                counters: counters[&spec.name].clone(),
+                commands: command_rx,
+                snapshots: snapshots.clone(),
+            };
+            built.tasks.push((format!("sink-{}", spec.name), Box::new(move || task.run())));
+        }
+        Ok(built)
+    }
+
+    fn open_link(
+        &self,
+        spec: &weir_core::job::OperatorSpec,
+        subtask: u32,
+        uid: &str,
+        late_gate: crate::gate::Gate,
+        counters: &HashMap<String, Arc<crate::metrics::NodeCounters>>,
+    ) -> anyhow::Result<ChainLink> {
+        let job = self.job;
+        let key_groups = KeyGroupRange::for_subtask(subtask, spec.parallelism, job.max_parallelism);
+        let restored = self
+            .restore
+            .and_then(|s| s.metadata.operators.iter().find(|o| o.name == spec.name).map(|o| (s, o)));
+        let native_files = restored.and_then(|(s, o)| {
+            o.subtasks.iter().find(|st| st.subtask == subtask).and_then(|st| match &st.state {
+                StateHandle::Rocksdb { files } => Some((s.dir.as_path(), files.as_slice())),
+                _ => None,
+            })
+        });
+        let mut native = None;
+        let keyed = if spec.is_keyed() {
+            let (backend, db_dir) = self.state.backend(job, &spec.name, subtask, native_files)?;
+            if let Some(db_dir) = db_dir {
+                let mut shared = SharedFiles::new(format!("{}-{subtask}-{uid}", spec.name));
+                if let Some((_, files)) = native_files {
+                    shared.seed(files);
+                }
+                native = Some(NativeState {
+                    local_dir: db_dir.with_extension("checkpoints"),
+                    shared: Arc::new(Mutex::new(shared)),
+                });
+            }
+            Some(Keyed {
+                state: KeyedStateStore::new(backend, job.max_parallelism, key_groups),
+                key_groups,
+                max_parallelism: job.max_parallelism,
+            })
+        } else {
+            None
+        };
+        let mut config = spec.config.clone();
+        config.push(("weir.attempt".into(), self.number.to_string()));
+        let info = OperatorInfo {
+            name: spec.name.clone(),
+            subtask_index: subtask,
+            parallelism: spec.parallelism,
+            config,
+            limits: spec.limits,
+        };
+        let mut instance = OperatorInstance::open(&self.compiled[&spec.name], &info, keyed)?;
+        let identity = LinkIdentity {
+            operator: spec.name.clone(),
+            parallelism: spec.parallelism,
+            subtask,
+            key_groups,
+            native,
+        };
+        if let Some((snapshot, op)) = restored {
+            restore_link(
+                &mut instance,
+                &identity,
+                op,
+                &snapshot.dir,
+                job.max_parallelism,
+                self.allow_non_restored,
+                native_files.is_some(),
+            )?;
+        }
+        Ok(ChainLink {
+            instance,
+            identity,
+            late_policy: spec.late_records,
+            keyed: spec.is_keyed(),
+            late_gate,
+            counters: counters[&spec.name].clone(),
+        })
+    }
 }
 
 type Task = Box<dyn FnOnce() -> TaskResult + Send>;
+
+#[derive(Default)]
+struct BuiltTasks {
+    tasks: Vec<(String, Task)>,
+    source_commands: Vec<crossbeam_channel::Sender<crate::coordinator::SourceCommand>>,
+    sink_commands: Vec<crossbeam_channel::Sender<crate::coordinator::SinkCommand>>,
+}
 
 /// Where keyed state lives for this run; a temporary directory is removed
 /// when the run ends.
@@ -143,125 +545,47 @@ impl StateRoot {
         }
     }
 
+    /// A fresh backend for one operator subtask (with a restored native
+    /// checkpoint's files in place), and the RocksDB directory if any.
     fn backend(
         &self,
         job: &JobSpec,
         operator: &str,
         subtask: u32,
-    ) -> anyhow::Result<Box<dyn StateBackend>> {
+        native: Option<(&Path, &[weir_snapshot::metadata::RocksFile])>,
+    ) -> anyhow::Result<(Box<dyn StateBackend>, Option<PathBuf>)> {
         match (job.state_backend, &self.dir) {
             (StateBackendKind::Rocksdb, Some(root)) => {
                 let dir = root.join(operator).join(subtask.to_string());
-                // No checkpoints to restore from yet: every run starts empty.
-                if dir.exists() {
-                    std::fs::remove_dir_all(&dir)
-                        .with_context(|| format!("cannot clear old state in {}", dir.display()))?;
+                // The live database is a cache: state comes from snapshots.
+                for stale in [dir.clone(), dir.with_extension("checkpoints")] {
+                    if stale.exists() {
+                        std::fs::remove_dir_all(&stale).with_context(|| {
+                            format!("cannot clear old state in {}", stale.display())
+                        })?;
+                    }
                 }
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
-                Ok(Box::new(RocksDbBackend::open(&dir)?))
+                if let Some((snapshot_dir, files)) = native {
+                    download(files, snapshot_dir, &dir).with_context(|| {
+                        format!("operator `{operator}`: cannot restore its RocksDB files")
+                    })?;
+                }
+                Ok((Box::new(RocksDbBackend::open(&dir)?), Some(dir)))
             }
-            _ => Ok(Box::new(MemoryBackend::new())),
+            _ => Ok((Box::new(MemoryBackend::new()), None)),
         }
     }
 }
 
-fn build_tasks(
-    job: &JobSpec,
-    plan: Plan,
-    compiled: &HashMap<String, CompiledOperator>,
-    state: &StateRoot,
-    cancel: &Arc<AtomicBool>,
-) -> anyhow::Result<Vec<(String, Task)>> {
-    let counters = &plan.counters;
-    let mut tasks: Vec<(String, Task)> = Vec::new();
-    for source_plan in plan.sources {
-        let spec = job.sources[source_plan.source].clone();
-        let source = weir_connectors::open_source(&spec, source_plan.split).map_err(|e| {
-            anyhow!(
-                "{}:{}: source `{}`: {e}",
-                job.file.display(),
-                spec.line,
-                spec.name
-            )
-        })?;
-        let task = SourceTask {
-            split: source_plan.split,
-            source,
-            gate: source_plan.gate,
-            batch_records_max: job.batch_records_max,
-            counters: counters[&spec.name].clone(),
-            cancel: cancel.clone(),
-            spec,
-        };
-        tasks.push((
-            format!("source-{}-{}", task.spec.name, task.split),
-            Box::new(move || task.run()),
-        ));
+/// The sink paths a user reads, for the run summary.
+pub fn sink_target(kind: &SinkKind) -> Option<&Path> {
+    match kind {
+        SinkKind::File { path } => Some(path),
+        SinkKind::TransactionalFile { dir } => Some(dir),
+        _ => None,
     }
-    for chain in plan.chains {
-        let mut links = Vec::new();
-        for link in chain.links {
-            let spec = &job.operators[link.operator];
-            let keyed = if spec.is_keyed() {
-                let key_groups = KeyGroupRange::for_subtask(
-                    chain.subtask,
-                    spec.parallelism,
-                    job.max_parallelism,
-                );
-                let backend = state.backend(job, &spec.name, chain.subtask)?;
-                Some(Keyed {
-                    state: KeyedStateStore::new(backend, job.max_parallelism, key_groups),
-                    key_groups,
-                    max_parallelism: job.max_parallelism,
-                })
-            } else {
-                None
-            };
-            let info = OperatorInfo {
-                name: spec.name.clone(),
-                subtask_index: chain.subtask,
-                parallelism: spec.parallelism,
-                config: spec.config.clone(),
-                limits: spec.limits,
-            };
-            let instance = OperatorInstance::open(&compiled[&spec.name], &info, keyed)?;
-            links.push(ChainLink {
-                instance,
-                late_policy: spec.late_records,
-                keyed: spec.is_keyed(),
-                late_gate: link.late_gate,
-                counters: counters[&spec.name].clone(),
-            });
-        }
-        let name = format!("chain-{}-{}", links[0].instance.label(), chain.subtask);
-        let task = ChainTask {
-            links,
-            inputs: chain.inputs,
-            gate: chain.gate,
-            batch_records_max: job.batch_records_max,
-        };
-        tasks.push((name, Box::new(move || task.run())));
-    }
-    for sink_plan in plan.sinks {
-        let spec = &job.sinks[sink_plan.sink];
-        let sink = weir_connectors::open_sink(spec).map_err(|e| {
-            anyhow!(
-                "{}:{}: sink `{}`: {e}",
-                job.file.display(),
-                spec.line,
-                spec.name
-            )
-        })?;
-        let task = SinkTask {
-            name: spec.name.clone(),
-            sink,
-            inputs: sink_plan.inputs,
-            counters: counters[&spec.name].clone(),
-        };
-        tasks.push((format!("sink-{}", spec.name), Box::new(move || task.run())));
-    }
-    Ok(tasks)
 }
 
 fn report(
@@ -287,5 +611,7 @@ fn report(
         job: job.name.clone(),
         elapsed: started.elapsed(),
         nodes,
+        outcome: Outcome::Finished,
+        restarts: 0,
     }
 }

@@ -1,33 +1,59 @@
 //! A sink's thread: writes every batch that reaches it until all inputs end.
+//! At an aligned barrier it pre-commits (the sink makes its output durable
+//! and reports its state); the coordinator's commit makes it visible.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use crossbeam_channel::Select;
+use crossbeam_channel::{Receiver, Select};
 use weir_connectors::Sink;
+use weir_snapshot::SinkSnapshot;
 
-use crate::message::{Message, TaskError, TaskResult};
+use crate::coordinator::{AckPart, SinkCommand, TaskEvent};
+use crate::message::{Barrier, Message, TaskError, TaskResult};
 use crate::metrics::NodeCounters;
 use crate::plan::InputChannel;
+use crate::task_snapshot::SnapshotContext;
 
 pub(crate) struct SinkTask {
     pub(crate) name: String,
     pub(crate) sink: Box<dyn Sink>,
     pub(crate) inputs: Vec<InputChannel>,
     pub(crate) counters: Arc<NodeCounters>,
+    pub(crate) commands: Receiver<SinkCommand>,
+    pub(crate) snapshots: SnapshotContext,
 }
 
 impl SinkTask {
     pub(crate) fn run(mut self) -> TaskResult {
-        let mut open = self.inputs.len();
-        let mut select = Select::new();
-        for input in &self.inputs {
-            select.recv(&input.rx);
-        }
+        let inputs = std::mem::take(&mut self.inputs);
+        let mut ended = vec![false; inputs.len()];
+        let mut blocked = vec![false; inputs.len()];
+        let mut aligning: Option<Barrier> = None;
+        let mut commands_open = true;
+        let mut open = inputs.len();
         while open > 0 {
+            let readable: Vec<usize> = (0..inputs.len()).filter(|&i| !blocked[i] && !ended[i]).collect();
+            let mut select = Select::new();
+            for &i in &readable {
+                select.recv(&inputs[i].rx);
+            }
+            let command_index = commands_open.then(|| select.recv(&self.commands));
             let op = select.select();
-            let index = op.index();
-            match op.recv(&self.inputs[index].rx) {
+            if Some(op.index()) == command_index {
+                match op.recv(&self.commands) {
+                    Ok(SinkCommand::Commit(id)) => {
+                        self.sink
+                            .commit(id)
+                            .with_context(|| format!("sink `{}`: cannot commit checkpoint {id}", self.name))?;
+                        let _ = self.snapshots.events.send(TaskEvent::Committed { id });
+                    }
+                    Err(_) => commands_open = false,
+                }
+                continue;
+            }
+            let index = readable[op.index()];
+            match op.recv(&inputs[index].rx) {
                 Ok(Message::Data(batch)) => {
                     self.counters.add_in(batch.len());
                     self.sink
@@ -36,15 +62,36 @@ impl SinkTask {
                 }
                 Ok(Message::Watermark(_) | Message::Idle) => {}
                 Ok(Message::End) => {
-                    select.remove(index);
+                    ended[index] = true;
                     open -= 1;
                 }
+                Ok(Message::Barrier(barrier)) => {
+                    aligning = Some(barrier);
+                    blocked[index] = true;
+                }
                 Err(_) => return Err(TaskError::Cancelled),
+            }
+            if let Some(barrier) = aligning
+                && (0..inputs.len()).all(|i| blocked[i] || ended[i])
+            {
+                aligning = None;
+                blocked.fill(false);
+                match self.sink.snapshot(barrier.id) {
+                    Ok(state) => self.snapshots.ack(
+                        barrier.id,
+                        AckPart::Sink(SinkSnapshot {
+                            sink: self.name.clone(),
+                            state,
+                        }),
+                    ),
+                    Err(e) => self.snapshots.decline(barrier.id, format!("sink `{}`: {e}", self.name)),
+                }
             }
         }
         self.sink
             .finish()
             .with_context(|| format!("sink `{}`", self.name))?;
+        let _ = self.snapshots.events.send(TaskEvent::Finished);
         Ok(())
     }
 }

@@ -1,19 +1,25 @@
 //! A source split's thread: reads batches, stamps watermarks, pushes them
 //! downstream until the source is exhausted or the job is cancelled.
+//! Between batches it answers the coordinator's snapshot triggers: it
+//! records its position and watermark and emits the barrier.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use crossbeam_channel::{Receiver, TryRecvError};
 use weir_connectors::{Source, SourceStatus};
+use weir_snapshot::SourceSnapshot;
 use weir_core::BatchBuilder;
 use weir_core::job::SourceSpec;
 use weir_core::watermark::{BoundedOutOfOrderness, MIN_WATERMARK};
 
+use crate::coordinator::{AckPart, SourceCommand, TaskEvent};
 use crate::gate::Gate;
 use crate::message::{TaskError, TaskResult};
 use crate::metrics::NodeCounters;
+use crate::task_snapshot::SnapshotContext;
 
 pub(crate) struct SourceTask {
     pub(crate) spec: SourceSpec,
@@ -23,6 +29,10 @@ pub(crate) struct SourceTask {
     pub(crate) batch_records_max: usize,
     pub(crate) counters: Arc<NodeCounters>,
     pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) commands: Receiver<SourceCommand>,
+    pub(crate) snapshots: SnapshotContext,
+    /// Where a restored split left off.
+    pub(crate) restore: Option<SourceSnapshot>,
 }
 
 /// How long an idle split sleeps before asking its source again.
@@ -70,19 +80,72 @@ impl SourceTask {
         Ok(())
     }
 
+    /// Answers pending snapshot triggers; `Ok(true)` means stop here.
+    fn serve_commands(&mut self, watermarks: &BoundedOutOfOrderness, sent_watermark: i64) -> Result<bool, TaskError> {
+        loop {
+            match self.commands.try_recv() {
+                Ok(SourceCommand::Trigger { barrier, stop }) => {
+                    let snapshot = SourceSnapshot {
+                        source: self.spec.name.clone(),
+                        split: self.split,
+                        splits: self.spec.parallelism,
+                        position: self.source.position(),
+                        max_timestamp: watermarks.max_seen(),
+                        sent_watermark,
+                    };
+                    self.gate.send_barrier(barrier)?;
+                    self.snapshots.ack(barrier.id, AckPart::Source(snapshot));
+                    if stop {
+                        return Ok(true);
+                    }
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return Ok(false),
+            }
+        }
+    }
+
     pub(crate) fn run(mut self) -> TaskResult {
         let mut builder = BatchBuilder::with_capacity(self.batch_records_max * 64);
         let mut watermarks = BoundedOutOfOrderness::new(self.spec.watermark_delay_ms);
         let mut sent_watermark = MIN_WATERMARK;
+        if let Some(restore) = self.restore.take() {
+            self.source
+                .seek(&restore.position)
+                .with_context(|| format!("source `{}` (split {}): cannot resume", self.spec.name, self.split))?;
+            watermarks.restore(restore.max_timestamp);
+            sent_watermark = restore.sent_watermark;
+            if sent_watermark > MIN_WATERMARK {
+                self.gate.send_watermark(sent_watermark)?;
+            }
+        }
+        // Throttling: a batch at most every 10 ms, so rates stay smooth.
+        let batch_max = match self.spec.records_per_second {
+            Some(rate) => self.batch_records_max.min((rate / 100).max(1) as usize),
+            None => self.batch_records_max,
+        };
+        let started = Instant::now();
+        let mut emitted: u64 = 0;
         let mut last_data = Instant::now();
         let mut idle = false;
         loop {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(TaskError::Cancelled);
             }
+            if self.serve_commands(&watermarks, sent_watermark)? {
+                // Stopped with a savepoint: wait for the job to wind down.
+                while self.commands.recv().is_ok() {}
+                return Err(TaskError::Cancelled);
+            }
+            if let Some(rate) = self.spec.records_per_second {
+                let due = Duration::from_secs_f64(emitted as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait.min(IDLE_POLL));
+                    continue;
+                }
+            }
             let status = self
                 .source
-                .next_batch(&mut builder, self.batch_records_max)
+                .next_batch(&mut builder, batch_max)
                 .with_context(|| format!("source `{}` (split {})", self.spec.name, self.split))?;
             let batch = builder.take();
             if batch.is_empty() {
@@ -102,6 +165,7 @@ impl SourceTask {
             } else {
                 idle = false;
                 last_data = Instant::now();
+                emitted += batch.len() as u64;
                 self.counters.add_out(batch.len());
                 self.send_with_watermarks(batch, &mut watermarks, &mut sent_watermark)?;
                 let watermark = watermarks.current();
@@ -112,6 +176,7 @@ impl SourceTask {
             }
             if status == SourceStatus::Finished {
                 self.gate.send_end()?;
+                let _ = self.snapshots.events.send(TaskEvent::Finished);
                 return Ok(());
             }
         }

@@ -31,6 +31,13 @@ pub trait StateBackend: Send {
     ) -> Result<(), StateError>;
     /// Deletes every entry whose key starts with `prefix`.
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError>;
+    /// Writes a native, self-contained copy of the store into the new
+    /// directory `dir` (hard links where the backend can), for an
+    /// incremental checkpoint. `Ok(false)`: this backend has no native
+    /// format, and snapshots go through [`StateBackend::scan_prefix`].
+    fn native_checkpoint(&mut self, _dir: &std::path::Path) -> Result<bool, StateError> {
+        Ok(false)
+    }
 }
 
 /// Encodes one list element for [`StateBackend::append`].

@@ -1,6 +1,7 @@
 //! Value, list and map state per key, laid over a [`StateBackend`].
 //!
-//! Storage key: `key_group:u16 BE | state:u16 BE | key_len:u32 BE | key [| map_key]`.
+//! Storage key: `key_group:u16 BE | state:u16 BE | key_len:u32 BE | key [| map_key]`
+//! (see [`STORAGE_KEY_HEADER`]).
 //! Key group first, so a subtask's key-group range is one contiguous scan
 //! (what rescaling moves); the key length makes every key's prefix unique,
 //! so a map's entries are exactly the entries under its prefix.
@@ -33,6 +34,8 @@ pub struct KeyedStateStore {
 }
 
 const STATES_MAX: usize = u16::MAX as usize;
+/// Bytes before the user key in a storage key: key group, state, key length.
+pub const STORAGE_KEY_HEADER: usize = 8;
 const TTL_HEADER_LEN: usize = 8;
 
 impl KeyedStateStore {
@@ -77,6 +80,24 @@ impl KeyedStateStore {
         }
         self.states = states;
         Ok(())
+    }
+
+    /// The states declared in `open`, by index.
+    pub fn descriptors(&self) -> &[StateDescriptor] {
+        &self.states
+    }
+
+    pub fn key_groups(&self) -> KeyGroupRange {
+        self.key_groups
+    }
+
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    /// The backend, for snapshots: every stored entry, in the layout above.
+    pub fn backend_mut(&mut self) -> &mut dyn StateBackend {
+        self.backend.as_mut()
     }
 
     /// Checks the call and writes the key's storage prefix into `scratch`.

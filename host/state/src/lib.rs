@@ -3,8 +3,7 @@
 //! A [`StateBackend`] is an ordered byte map with list appends (in memory or
 //! RocksDB). [`KeyedStateStore`] lays an operator's declared value, list and
 //! map states over it, keyed by (key group, state, key), with TTL. This crate
-//! knows nothing of Wasm or threads; snapshots and savepoints come later and
-//! will also live here.
+//! knows nothing of Wasm or threads; snapshot files are weir-snapshot's job.
 
 mod backend;
 mod keyed;
@@ -12,6 +11,6 @@ mod memory;
 mod rocks;
 
 pub use backend::{StateBackend, StateError};
-pub use keyed::{KeyedStateStore, StateDescriptor, StateKind};
+pub use keyed::{KeyedStateStore, STORAGE_KEY_HEADER, StateDescriptor, StateKind};
 pub use memory::MemoryBackend;
 pub use rocks::RocksDbBackend;

@@ -1,0 +1,305 @@
+//! A task's part of a snapshot: what each operator link writes at a
+//! barrier, and how a restored link gets its state, timers and watermark
+//! back.
+//!
+//! The synchronous part runs on the task's thread while processing waits:
+//! timers and canonical state are written out, or RocksDB makes a native
+//! checkpoint (a flush and hard links). Copying a native checkpoint's new
+//! SST files to checkpoint storage is the asynchronous part, on its own
+//! thread, after the barrier has moved on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, anyhow, bail};
+use crossbeam_channel::Sender;
+use weir_core::KeyGroupRange;
+use weir_core::key_group::subtask_for_key_group;
+use weir_core::timers::TimeDomain;
+use weir_core::watermark::MIN_WATERMARK;
+use weir_snapshot::keyed_file::{StateMapping, read_timers, restore_state, write_state, write_timers};
+use weir_snapshot::rocks_files::{SharedFiles, upload};
+use weir_snapshot::{OperatorSnapshot, StateHandle, StateInfo, SubtaskSnapshot};
+use weir_state::{StateDescriptor, StateKind};
+use weir_wasm::OperatorInstance;
+
+use crate::coordinator::{AckPart, OperatorPart, TaskEvent};
+use crate::message::Barrier;
+
+/// What a task needs to take its part in snapshots.
+#[derive(Clone)]
+pub(crate) struct SnapshotContext {
+    pub(crate) dirs: Arc<Mutex<BTreeMap<u64, PathBuf>>>,
+    pub(crate) events: Sender<TaskEvent>,
+    pub(crate) incremental: bool,
+}
+
+impl SnapshotContext {
+    pub(crate) fn dir(&self, id: u64) -> anyhow::Result<PathBuf> {
+        self.dirs
+            .lock()
+            .expect("not poisoned")
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| anyhow!("snapshot {id} has no directory (aborted?)"))
+    }
+
+    pub(crate) fn ack(&self, id: u64, part: AckPart) {
+        let _ = self.events.send(TaskEvent::Ack { id, part });
+    }
+
+    pub(crate) fn decline(&self, id: u64, reason: String) {
+        let _ = self.events.send(TaskEvent::Declined { id, reason });
+    }
+}
+
+/// Where one link's RocksDB keeps native checkpoints before upload.
+pub(crate) struct NativeState {
+    /// On the database's file system, so checkpoints are hard links.
+    pub(crate) local_dir: PathBuf,
+    pub(crate) shared: Arc<Mutex<SharedFiles>>,
+}
+
+/// Snapshot identity of one chain link.
+pub(crate) struct LinkIdentity {
+    pub(crate) operator: String,
+    pub(crate) parallelism: u32,
+    pub(crate) subtask: u32,
+    pub(crate) key_groups: KeyGroupRange,
+    pub(crate) native: Option<NativeState>,
+}
+
+/// A link's part, possibly with an upload still to do.
+pub(crate) struct LinkPart {
+    pub(crate) part: OperatorPart,
+    upload: Option<Upload>,
+}
+
+struct Upload {
+    local: PathBuf,
+    dir: PathBuf,
+    private_name: String,
+    shared: Arc<Mutex<SharedFiles>>,
+    incremental: bool,
+}
+
+pub(crate) fn state_info(d: &StateDescriptor) -> StateInfo {
+    StateInfo {
+        name: d.name.clone(),
+        kind: match d.kind {
+            StateKind::Value => "value",
+            StateKind::List => "list",
+            StateKind::Map => "map",
+        }
+        .into(),
+        ttl_ms: d.ttl_ms,
+    }
+}
+
+/// The synchronous part of one link's snapshot.
+pub(crate) fn snapshot_link(
+    instance: &mut OperatorInstance,
+    who: &LinkIdentity,
+    barrier: Barrier,
+    dir: &Path,
+    incremental: bool,
+) -> anyhow::Result<LinkPart> {
+    let base = format!("{}-{}", who.operator, who.subtask);
+    let state = instance.state();
+    let has_timers = state.event_timers.len() + state.processing_timers.len() > 0;
+    let timers = if has_timers {
+        let all = state
+            .event_timers
+            .iter()
+            .map(|(t, k)| (TimeDomain::EventTime, t, k))
+            .chain(
+                state
+                    .processing_timers
+                    .iter()
+                    .map(|(t, k)| (TimeDomain::ProcessingTime, t, k)),
+            );
+        let name = format!("{base}.timers");
+        Some(write_timers(all, &dir.join(&name), name)?)
+    } else {
+        None
+    };
+    let watermark = state.watermark;
+    let mut states = Vec::new();
+    let mut stats = Vec::new();
+    let mut upload_job = None;
+    let handle = match state.keyed.as_mut() {
+        None => StateHandle::None,
+        Some(keyed) => {
+            states = keyed.state.descriptors().iter().map(state_info).collect();
+            let native = match (&who.native, barrier.savepoint) {
+                (Some(native), false) => {
+                    let local = native.local_dir.join(format!("chk-{}", barrier.id));
+                    if local.exists() {
+                        std::fs::remove_dir_all(&local)
+                            .with_context(|| format!("cannot clear {}", local.display()))?;
+                    }
+                    if let Some(parent) = local.parent() {
+                        std::fs::create_dir_all(parent)
+                            .with_context(|| format!("cannot create {}", parent.display()))?;
+                    }
+                    keyed.state.backend_mut().native_checkpoint(&local)?.then_some((local, native))
+                }
+                _ => None,
+            };
+            match native {
+                Some((local, native)) => {
+                    upload_job = Some(Upload {
+                        local,
+                        dir: dir.to_path_buf(),
+                        private_name: format!("{base}.rocksdb"),
+                        shared: native.shared.clone(),
+                        incremental,
+                    });
+                    StateHandle::Rocksdb { files: Vec::new() }
+                }
+                None => {
+                    let name = format!("{base}.state");
+                    let (file, s) = write_state(
+                        keyed.state.backend_mut(),
+                        states.len(),
+                        &dir.join(&name),
+                        name,
+                    )?;
+                    stats = s;
+                    StateHandle::Canonical { file }
+                }
+            }
+        }
+    };
+    Ok(LinkPart {
+        part: OperatorPart {
+            operator: who.operator.clone(),
+            parallelism: who.parallelism,
+            states,
+            subtask: SubtaskSnapshot {
+                subtask: who.subtask,
+                key_groups: (who.key_groups.start, who.key_groups.end),
+                watermark,
+                timers,
+                state: handle,
+                stats,
+            },
+        },
+        upload: upload_job,
+    })
+}
+
+/// Finishes the links' parts (uploading native state off the task's thread
+/// when there is any) and acknowledges the snapshot.
+pub(crate) fn finish_and_ack(context: &SnapshotContext, id: u64, parts: Vec<LinkPart>) {
+    if parts.iter().all(|p| p.upload.is_none()) {
+        context.ack(id, AckPart::Chain(parts.into_iter().map(|p| p.part).collect()));
+        return;
+    }
+    let on_error = context.clone();
+    let context = context.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("upload-{id}"))
+        .spawn(move || {
+            let mut done = Vec::new();
+            for LinkPart { mut part, upload: pending } in parts {
+                if let Some(u) = pending {
+                    let result = {
+                        let mut shared = u.shared.lock().expect("not poisoned");
+                        upload(&u.local, &u.dir, &u.private_name, &mut shared, u.incremental)
+                    };
+                    let _ = std::fs::remove_dir_all(&u.local);
+                    match result {
+                        Ok(files) => part.subtask.state = StateHandle::Rocksdb { files },
+                        Err(e) => {
+                            context.decline(id, format!("operator `{}`: {e}", part.operator));
+                            return;
+                        }
+                    }
+                }
+                done.push(part);
+            }
+            context.ack(id, AckPart::Chain(done));
+        });
+    if let Err(e) = spawned {
+        on_error.decline(id, format!("cannot start an upload thread: {e}"));
+    }
+}
+
+/// Restores one link from a snapshot after its guest declared its states.
+/// Native RocksDB files were already put in place before the backend opened
+/// (`native_restored`).
+pub(crate) fn restore_link(
+    instance: &mut OperatorInstance,
+    who: &LinkIdentity,
+    op: &OperatorSnapshot,
+    snapshot_dir: &Path,
+    max_parallelism: u32,
+    allow_non_restored: bool,
+    native_restored: bool,
+) -> anyhow::Result<()> {
+    let label = instance.label().to_string();
+    let owners: Vec<&SubtaskSnapshot> = op
+        .subtasks
+        .iter()
+        .filter(|s| s.key_groups.0 < who.key_groups.end && who.key_groups.start < s.key_groups.1)
+        .collect();
+    let state = instance.state();
+    // Keyed state, renumbered by state name.
+    let declared: Vec<StateInfo> = state
+        .keyed
+        .as_ref()
+        .map(|k| k.state.descriptors().iter().map(state_info).collect())
+        .unwrap_or_default();
+    let mut new_index = Vec::new();
+    for old in &op.states {
+        match declared.iter().position(|d| d.name == old.name) {
+            Some(i) if declared[i].kind != old.kind => bail!(
+                "operator `{label}`: state `{}` was {} state and is now declared as {} state",
+                old.name,
+                old.kind,
+                declared[i].kind
+            ),
+            Some(i) => new_index.push(Some(i as u16)),
+            None if allow_non_restored => new_index.push(None),
+            None => bail!(
+                "operator `{label}`: the snapshot has state `{}`, which the operator no longer declares; \
+                 pass --allow-non-restored-state to drop it",
+                old.name
+            ),
+        }
+    }
+    if native_restored && new_index.iter().enumerate().any(|(i, n)| *n != Some(i as u16)) {
+        bail!(
+            "operator `{label}`: its states changed since the checkpoint; restore from a savepoint to rename or reorder states"
+        );
+    }
+    for owner in &owners {
+        if let (StateHandle::Canonical { file }, Some(keyed)) = (&owner.state, state.keyed.as_mut()) {
+            let path = file.resolve(snapshot_dir)?;
+            restore_state(
+                &path,
+                &StateMapping {
+                    new_index: new_index.clone(),
+                },
+                &mut keyed.state,
+            )
+            .with_context(|| format!("operator `{label}`: cannot restore keyed state"))?;
+        }
+        if let Some(timers) = &owner.timers {
+            let path = timers.resolve(snapshot_dir)?;
+            let owns = |group| {
+                subtask_for_key_group(group, max_parallelism, who.parallelism) == who.subtask
+            };
+            for (domain, timestamp, key) in read_timers(&path, max_parallelism, owns)? {
+                match domain {
+                    TimeDomain::EventTime => state.event_timers.register(timestamp, &key),
+                    TimeDomain::ProcessingTime => state.processing_timers.register(timestamp, &key),
+                }
+            }
+        }
+    }
+    state.watermark = owners.iter().map(|s| s.watermark).min().unwrap_or(MIN_WATERMARK);
+    Ok(())
+}
