@@ -146,7 +146,14 @@ fn main() {
                 value(i ^ (round << 40), &mut v);
                 db.put(&key(i), &v).unwrap();
             }
-            rounds.push(checkpoint(&mut db, work.path(), &storage, round, &mut shared, incremental));
+            rounds.push(checkpoint(
+                &mut db,
+                work.path(),
+                &storage,
+                round,
+                &mut shared,
+                incremental,
+            ));
         }
         let stall = median(rounds.iter().map(|r| r.stall).collect());
         let total = median(rounds.iter().map(|r| r.total).collect());

@@ -230,9 +230,16 @@ fn load(path: &Path, overrides: &OverrideArgs) -> anyhow::Result<JobSpec> {
     Ok(job::load_with(path, &overrides.to_overrides())?)
 }
 
-fn request_savepoint(target: &JobTarget, jobs_dir: Option<&Path>, stop: bool) -> anyhow::Result<()> {
+fn request_savepoint(
+    target: &JobTarget,
+    jobs_dir: Option<&Path>,
+    stop: bool,
+) -> anyhow::Result<()> {
     let Some(job) = &target.job else {
-        anyhow::bail!("name the job: weir {} JOB", if stop { "stop" } else { "savepoint" });
+        anyhow::bail!(
+            "name the job: weir {} JOB",
+            if stop { "stop" } else { "savepoint" }
+        );
     };
     let api = match (&target.api, jobs_dir) {
         (Some(api), _) => api.clone(),
@@ -240,7 +247,14 @@ fn request_savepoint(target: &JobTarget, jobs_dir: Option<&Path>, stop: bool) ->
         (None, None) => anyhow::bail!("no jobs directory: pass --api URL or --jobs-dir DIR"),
     };
     let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.set_message(format!("{} job `{job}`", if stop { "stopping" } else { "taking a savepoint of" }));
+    spinner.set_message(format!(
+        "{} job `{job}`",
+        if stop {
+            "stopping"
+        } else {
+            "taking a savepoint of"
+        }
+    ));
     spinner.enable_steady_tick(std::time::Duration::from_millis(100));
     let result = client::savepoint(&api, job, target.dir.as_deref(), stop);
     spinner.finish_and_clear();

@@ -137,7 +137,8 @@ fn sorted(text: &str) -> Vec<String> {
 }
 
 fn run_ok(mut cmd: Command) -> String {
-    cmd.arg("--jobs-dir").arg(std::env::temp_dir().join("weir-test-jobs-unused"));
+    cmd.arg("--jobs-dir")
+        .arg(std::env::temp_dir().join("weir-test-jobs-unused"));
     let out = run_with_deadline(cmd, LIMIT);
     assert!(out.status.success(), "weir failed:\n{}", stderr(&out));
     stderr(&out)
@@ -156,7 +157,10 @@ fn straight(job: &Job) -> String {
     cmd.arg("run").arg(file);
     run_ok(cmd);
     let text = output(dir.path());
-    assert!(text.lines().count() > 10, "the job produced too little output");
+    assert!(
+        text.lines().count() > 10,
+        "the job produced too little output"
+    );
     text
 }
 
@@ -173,12 +177,18 @@ fn kill_after(mut child: Child, delay: Duration) {
     let still_running = child.try_wait().unwrap().is_none();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(still_running, "the job finished before it could be killed; make it longer");
+    assert!(
+        still_running,
+        "the job finished before it could be killed; make it longer"
+    );
 }
 
 fn resume(file: &Path, dir: &Path) -> Command {
     let mut cmd = weir();
-    cmd.arg("run").arg(file).arg("--resume").arg(dir.join("chk"));
+    cmd.arg("run")
+        .arg(file)
+        .arg("--resume")
+        .arg(dir.join("chk"));
     cmd
 }
 
@@ -267,7 +277,10 @@ fn kill_loop_loses_and_duplicates_nothing() {
         child.wait().unwrap();
         kills += 1;
         child = spawn(resume(&file, dir.path()));
-        assert!(started.elapsed() < LIMIT, "kill loop is not making progress");
+        assert!(
+            started.elapsed() < LIMIT,
+            "kill loop is not making progress"
+        );
     }
     let status = child.wait().unwrap();
     assert!(status.success(), "the last run failed");
@@ -288,7 +301,8 @@ fn a_failing_task_restarts_from_the_latest_checkpoint() {
         ..job
     });
     let dir = tempfile::tempdir().unwrap();
-    let text = job.text() + "\n[restart]\nstrategy = \"fixed-delay\"\nattempts = 2\ndelay_ms = 10\n";
+    let text =
+        job.text() + "\n[restart]\nstrategy = \"fixed-delay\"\nattempts = 2\ndelay_ms = 10\n";
     let file = dir.path().join("job.toml");
     std::fs::write(&file, text).unwrap();
     let mut cmd = weir();
@@ -303,7 +317,9 @@ fn a_failing_task_restarts_from_the_latest_checkpoint() {
 fn a_guest_that_always_fails_exhausts_the_restarts() {
     let dir = tempfile::tempdir().unwrap();
     // A zero window makes every record fail (division by zero in the guest).
-    let text = Job::new(100).text().replace("window_ms = 1000", "window_ms = 0")
+    let text = Job::new(100)
+        .text()
+        .replace("window_ms = 1000", "window_ms = 0")
         + "\n[restart]\nstrategy = \"fixed-delay\"\nattempts = 2\ndelay_ms = 10\n";
     let file = dir.path().join("job.toml");
     std::fs::write(&file, text).unwrap();
@@ -313,13 +329,19 @@ fn a_guest_that_always_fails_exhausts_the_restarts() {
     assert!(!out.status.success());
     let log = stderr(&out);
     assert!(log.contains("failed after 2 restart(s)"), "{log}");
-    assert!(log.contains("operator `collect`") || log.contains("collect"), "{log}");
+    assert!(
+        log.contains("operator `collect`") || log.contains("collect"),
+        "{log}"
+    );
 }
 
 fn wait_for_registration(jobs: &Path, job: &str) {
     let started = Instant::now();
     while !jobs.join(format!("{job}.json")).exists() {
-        assert!(started.elapsed() < LIMIT, "the job never registered its control API");
+        assert!(
+            started.elapsed() < LIMIT,
+            "the job never registered its control API"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -341,7 +363,11 @@ fn run_and_stop(random: &mut Random, job: &Job, dir: &Path) -> PathBuf {
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let status = child.wait().unwrap();
     assert!(status.success(), "the stopped job should exit cleanly");
-    assert!(path.join("_metadata").exists(), "no savepoint at {}", path.display());
+    assert!(
+        path.join("_metadata").exists(),
+        "no savepoint at {}",
+        path.display()
+    );
     path
 }
 
@@ -361,7 +387,10 @@ fn a_savepoint_restores_at_another_parallelism_with_the_other_backend() {
     let out = run_with_deadline(inspect, LIMIT);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(text.contains("operator collect") && text.contains("state windows (map"), "{text}");
+    assert!(
+        text.contains("operator collect") && text.contains("state windows (map"),
+        "{text}"
+    );
 
     let file = dir.path().join("job.toml");
     let mut cmd = weir();
@@ -390,10 +419,16 @@ fn an_upgraded_operator_takes_over_the_state_from_the_savepoint_on() {
     };
     let file = upgraded.write(dir.path());
     let mut cmd = weir();
-    cmd.arg("run").arg(&file).arg("--from-savepoint").arg(&savepoint);
+    cmd.arg("run")
+        .arg(&file)
+        .arg("--from-savepoint")
+        .arg(&savepoint);
     run_ok(cmd);
     let text = output(dir.path());
-    let first_v2 = text.lines().position(|l| l.starts_with("v2 ")).expect("v2 output");
+    let first_v2 = text
+        .lines()
+        .position(|l| l.starts_with("v2 "))
+        .expect("v2 output");
     assert!(first_v2 > 0, "v1 wrote nothing before the savepoint");
     assert!(
         text.lines().skip(first_v2).all(|l| l.starts_with("v2 ")),
@@ -427,7 +462,10 @@ fn a_damaged_checkpoint_falls_back_to_the_previous_one() {
         .filter(|p| p.join("_metadata").exists())
         .collect();
     complete.sort();
-    assert!(complete.len() >= 2, "need two checkpoints, have {complete:?}");
+    assert!(
+        complete.len() >= 2,
+        "need two checkpoints, have {complete:?}"
+    );
     let latest = complete.last().unwrap();
     let state = latest.join("collect-0.state");
     let mut bytes = std::fs::read(&state).unwrap();
@@ -451,13 +489,24 @@ fn restore_errors_name_what_is_wrong() {
         .arg(dir.path().join("nowhere"));
     let out = run_with_deadline(cmd, LIMIT);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("nowhere/_metadata"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nowhere/_metadata"),
+        "{}",
+        stderr(&out)
+    );
 
     let mut cmd = weir();
-    cmd.arg("run").arg(&file).arg("--resume").arg(dir.path().join("chk"));
+    cmd.arg("run")
+        .arg(&file)
+        .arg("--resume")
+        .arg(dir.path().join("chk"));
     let out = run_with_deadline(cmd, LIMIT);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no complete checkpoint"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no complete checkpoint"),
+        "{}",
+        stderr(&out)
+    );
 
     // A finished run leaves checkpoints; a fresh run refuses to mix with them.
     let job = Job {

@@ -46,7 +46,11 @@ impl FileSink {
         let length = state
             .get("length")
             .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| ConnectorError(format!("sink file {target}: invalid checkpoint state {state}")))?;
+            .ok_or_else(|| {
+                ConnectorError(format!(
+                    "sink file {target}: invalid checkpoint state {state}"
+                ))
+            })?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -67,7 +71,12 @@ impl FileSink {
         Self::over(target, file, length, format)
     }
 
-    fn over(target: String, file: File, written: u64, format: SinkFormat) -> Result<Self, ConnectorError> {
+    fn over(
+        target: String,
+        file: File,
+        written: u64,
+        format: SinkFormat,
+    ) -> Result<Self, ConnectorError> {
         let sync = file
             .try_clone()
             .map_err(|e| ConnectorError(format!("sink file {target}: {e}")))?;

@@ -187,7 +187,12 @@ impl Source for FileSource {
                 .ok_or_else(|| self.error(format!("invalid source position {position}")))
         };
         let (offset, line) = (field("offset")?, field("line")?);
-        let len = self.reader.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+        let len = self
+            .reader
+            .get_ref()
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or(0);
         if offset > len {
             return Err(self.error(format!(
                 "the checkpoint read up to byte {offset}, but the file now has {len} bytes"
@@ -263,7 +268,9 @@ mod tests {
         resumed.next_batch(&mut b, 10).unwrap();
         let keys: Vec<_> = b.take().iter().map(|r| r.key.to_vec()).collect();
         assert_eq!(keys, vec![b"2".to_vec(), b"3".to_vec()]);
-        let e = resumed.seek(&serde_json::json!({"offset": 999, "line": 9})).unwrap_err();
+        let e = resumed
+            .seek(&serde_json::json!({"offset": 999, "line": 9}))
+            .unwrap_err();
         assert!(e.to_string().contains("now has"), "{e}");
     }
 

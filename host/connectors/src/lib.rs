@@ -88,7 +88,10 @@ pub fn open_source(spec: &SourceSpec, split: u32) -> Result<Box<dyn Source>, Con
 }
 
 /// Opens `spec`, continuing from a checkpoint's sink state when `restore` is given.
-pub fn open_sink(spec: &SinkSpec, restore: Option<&Value>) -> Result<Box<dyn Sink>, ConnectorError> {
+pub fn open_sink(
+    spec: &SinkSpec,
+    restore: Option<&Value>,
+) -> Result<Box<dyn Sink>, ConnectorError> {
     match &spec.kind {
         SinkKind::File { path } => Ok(Box::new(match restore {
             None => FileSink::create(path, spec.format)?,

@@ -42,7 +42,11 @@ fn pending_name(id: u64) -> String {
 }
 
 impl TransactionalFileSink {
-    pub fn open(dir: &Path, format: SinkFormat, restore: Option<&Value>) -> Result<Self, ConnectorError> {
+    pub fn open(
+        dir: &Path,
+        format: SinkFormat,
+        restore: Option<&Value>,
+    ) -> Result<Self, ConnectorError> {
         let err = |what: &str, e: std::io::Error| {
             ConnectorError(format!("exactly-once sink {}: {what}: {e}", dir.display()))
         };
@@ -119,7 +123,10 @@ impl TransactionalFileSink {
     }
 
     fn io_error(&self, what: &str, e: std::io::Error) -> ConnectorError {
-        ConnectorError(format!("exactly-once sink {}: {what}: {e}", self.dir.display()))
+        ConnectorError(format!(
+            "exactly-once sink {}: {what}: {e}",
+            self.dir.display()
+        ))
     }
 
     /// Syncs and hides the in-progress part as pending for checkpoint `id`.

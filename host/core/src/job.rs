@@ -638,7 +638,11 @@ impl Resolver<'_> {
             }
         };
         if restart.attempts > 0 && checkpoint.is_none() {
-            let at = self.raw.restart.as_ref().map_or(job_line, |r| r.span().start);
+            let at = self
+                .raw
+                .restart
+                .as_ref()
+                .map_or(job_line, |r| r.span().start);
             return Err(cx.err_at(
                 at,
                 "[restart] needs [checkpoint]: a restarted job resumes from its latest checkpoint",
@@ -764,7 +768,11 @@ impl Resolver<'_> {
                 })?;
                 let format = raw.format.unwrap_or(FileFormat::Lines);
                 if format == FileFormat::Lines {
-                    for field in [&raw.timestamp_field, &raw.key_field].into_iter().flatten() {
+                    if let Some(field) = [&raw.timestamp_field, &raw.key_field]
+                        .into_iter()
+                        .flatten()
+                        .next()
+                    {
                         return Err(cx.err_at(
                             field.span().start,
                             format!("source `{name}`: plain lines have no fields; use format = \"jsonl\" or \"csv\""),
@@ -823,7 +831,12 @@ impl Resolver<'_> {
             idle_timeout_ms: raw.idle_timeout_ms,
             records_per_second: match &raw.records_per_second {
                 None => None,
-                Some(_) => Some(positive(cx, raw.records_per_second.as_ref(), 1, "records_per_second")?),
+                Some(_) => Some(positive(
+                    cx,
+                    raw.records_per_second.as_ref(),
+                    1,
+                    "records_per_second",
+                )?),
             },
             line: cx.line_of(at),
         })

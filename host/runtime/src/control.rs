@@ -188,7 +188,10 @@ async fn take_savepoint(
         )
     };
     if job != state.job {
-        return fail(StatusCode::NOT_FOUND, format!("no running job `{job}` here (this is `{}`)", state.job));
+        return fail(
+            StatusCode::NOT_FOUND,
+            format!("no running job `{job}` here (this is `{}`)", state.job),
+        );
     }
     let Some(dir) = body.and_then(|b| b.0.dir).or(state.default_dir.clone()) else {
         return fail(
@@ -205,7 +208,8 @@ async fn take_savepoint(
     if state.requests.send(request).is_err() {
         return fail(StatusCode::CONFLICT, "the job is no longer running".into());
     }
-    let waited = tokio::task::spawn_blocking(move || reply_rx.recv_timeout(Duration::from_secs(3600))).await;
+    let waited =
+        tokio::task::spawn_blocking(move || reply_rx.recv_timeout(Duration::from_secs(3600))).await;
     match waited {
         Ok(Ok(Ok(path))) => (
             StatusCode::OK,
@@ -215,7 +219,10 @@ async fn take_savepoint(
             }),
         ),
         Ok(Ok(Err(e))) => fail(StatusCode::CONFLICT, e),
-        _ => fail(StatusCode::CONFLICT, "the job ended before the savepoint completed".into()),
+        _ => fail(
+            StatusCode::CONFLICT,
+            "the job ended before the savepoint completed".into(),
+        ),
     }
 }
 
@@ -227,7 +234,10 @@ pub mod client {
     pub fn find(jobs_dir: &Path, job: &str) -> anyhow::Result<String> {
         let path = jobs_dir.join(format!("{job}.json"));
         let text = std::fs::read(&path).with_context(|| {
-            format!("no running job `{job}` is registered in {} (is it running on this machine?)", jobs_dir.display())
+            format!(
+                "no running job `{job}` is registered in {} (is it running on this machine?)",
+                jobs_dir.display()
+            )
         })?;
         let registration: Registration = serde_json::from_slice(&text)
             .with_context(|| format!("{}: not a job registration", path.display()))?;
@@ -235,7 +245,12 @@ pub mod client {
     }
 
     /// Takes a savepoint (and stops the job with `stop`); returns its path.
-    pub fn savepoint(api: &str, job: &str, dir: Option<&Path>, stop: bool) -> anyhow::Result<PathBuf> {
+    pub fn savepoint(
+        api: &str,
+        job: &str,
+        dir: Option<&Path>,
+        stop: bool,
+    ) -> anyhow::Result<PathBuf> {
         let action = if stop { "stop" } else { "savepoints" };
         let url = format!("{}/jobs/{job}/{action}", api.trim_end_matches('/'));
         let body = serde_json::json!({ "dir": dir });

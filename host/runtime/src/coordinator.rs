@@ -106,12 +106,18 @@ const TICK: Duration = Duration::from_millis(20);
 
 impl Coordinator {
     pub(crate) fn run(mut self) {
-        let interval = self.job.checkpoint.as_ref().map(|c| Duration::from_millis(c.interval_ms));
+        let interval = self
+            .job
+            .checkpoint
+            .as_ref()
+            .map(|c| Duration::from_millis(c.interval_ms));
         let timeout = self
             .job
             .checkpoint
             .as_ref()
-            .map_or(Duration::from_secs(600), |c| Duration::from_millis(c.timeout_ms));
+            .map_or(Duration::from_secs(600), |c| {
+                Duration::from_millis(c.timeout_ms)
+            });
         let mut next_due = interval.map(|i| Instant::now() + i);
         let mut pending: Option<Pending> = None;
         let mut stopping: Option<Stopping> = None;
@@ -218,7 +224,10 @@ impl Coordinator {
                 return None;
             }
         };
-        self.snapshot_dirs.lock().expect("not poisoned").insert(id, dir.clone());
+        self.snapshot_dirs
+            .lock()
+            .expect("not poisoned")
+            .insert(id, dir.clone());
         let stop = request.as_ref().is_some_and(|r| r.stop);
         let barrier = Barrier { id, savepoint };
         tracing::debug!(job = %self.job.name, "triggering {} {id}", if savepoint { "savepoint" } else { "checkpoint" });
@@ -241,7 +250,10 @@ impl Coordinator {
 
     fn abort(&mut self, p: Pending, reason: &str) {
         tracing::warn!(job = %self.job.name, "snapshot {} aborted: {reason}", p.id);
-        self.snapshot_dirs.lock().expect("not poisoned").remove(&p.id);
+        self.snapshot_dirs
+            .lock()
+            .expect("not poisoned")
+            .remove(&p.id);
         let _ = std::fs::remove_dir_all(&p.dir);
         if let Some(r) = p.request {
             let _ = r.reply.send(Err(format!("savepoint aborted: {reason}")));
@@ -280,7 +292,10 @@ impl Coordinator {
             operators,
             sinks: p.sinks,
         };
-        self.snapshot_dirs.lock().expect("not poisoned").remove(&p.id);
+        self.snapshot_dirs
+            .lock()
+            .expect("not poisoned")
+            .remove(&p.id);
         if let Err(e) = metadata.write(&p.dir) {
             let reason = format!("cannot write its metadata: {e}");
             self.abort(

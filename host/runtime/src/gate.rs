@@ -109,7 +109,10 @@ impl Gate {
         self.broadcast(|| Message::Idle)
     }
 
-    pub(crate) fn send_barrier(&self, barrier: crate::message::Barrier) -> Result<(), Disconnected> {
+    pub(crate) fn send_barrier(
+        &self,
+        barrier: crate::message::Barrier,
+    ) -> Result<(), Disconnected> {
         self.broadcast(|| Message::Barrier(barrier))
     }
 

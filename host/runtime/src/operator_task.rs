@@ -142,7 +142,9 @@ impl ChainTask {
                 reselect = true;
             }
             if reselect {
-                readable = (0..inputs.len()).filter(|&i| !blocked[i] && !ended[i]).collect();
+                readable = (0..inputs.len())
+                    .filter(|&i| !blocked[i] && !ended[i])
+                    .collect();
                 select = Select::new();
                 for &i in &readable {
                     select.recv(&inputs[i].rx);

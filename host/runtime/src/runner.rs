@@ -99,7 +99,12 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
     let status = JobStatus::default();
     let (request_tx, request_rx) = unbounded();
     let _control = match &options.control {
-        Some(control) => Some(ControlServer::start(control, job, request_tx, status.clone())?),
+        Some(control) => Some(ControlServer::start(
+            control,
+            job,
+            request_tx,
+            status.clone(),
+        )?),
         None => None,
     };
     let mut restarts = 0;
@@ -123,7 +128,11 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
             }
             Err(e) if restarts < job.restart.attempts => {
                 restarts += 1;
-                let from = match storage.as_ref().map(CheckpointStorage::latest_valid).transpose()? {
+                let from = match storage
+                    .as_ref()
+                    .map(CheckpointStorage::latest_valid)
+                    .transpose()?
+                {
                     Some(Some(latest)) => Some(latest),
                     _ => restore.clone(),
                 };
@@ -142,7 +151,10 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
                 restore = from;
             }
             Err(e) if restarts > 0 => {
-                return Err(e.context(format!("job `{}` failed after {restarts} restart(s)", job.name)));
+                return Err(e.context(format!(
+                    "job `{}` failed after {restarts} restart(s)",
+                    job.name
+                )));
             }
             Err(e) => return Err(e.context(format!("job `{}` failed", job.name))),
         }
@@ -191,7 +203,11 @@ fn initial_restore(
 }
 
 /// Refuses, before anything starts, a snapshot this job cannot take.
-fn check_restore(job: &JobSpec, snapshot: &Snapshot, allow_non_restored: bool) -> anyhow::Result<()> {
+fn check_restore(
+    job: &JobSpec,
+    snapshot: &Snapshot,
+    allow_non_restored: bool,
+) -> anyhow::Result<()> {
     let m = &snapshot.metadata;
     let at = snapshot.dir.display();
     if m.max_parallelism != job.max_parallelism {
@@ -233,7 +249,10 @@ fn check_restore(job: &JobSpec, snapshot: &Snapshot, allow_non_restored: bool) -
             .subtasks
             .iter()
             .any(|s| matches!(s.state, StateHandle::Rocksdb { .. }));
-        if native && (job.state_backend != StateBackendKind::Rocksdb || spec.parallelism != op.parallelism) {
+        if native
+            && (job.state_backend != StateBackendKind::Rocksdb
+                || spec.parallelism != op.parallelism)
+        {
             bail!(
                 "{at}: checkpoint {} holds operator `{}`'s state as native RocksDB files at parallelism {}; \
                  it restores only into RocksDB at that parallelism. Take a savepoint to change the backend or parallelism",
@@ -382,7 +401,13 @@ impl Attempt<'_> {
         for chain in plan.chains {
             let mut links = Vec::new();
             for link in chain.links {
-                links.push(self.open_link(&job.operators[link.operator], chain.subtask, &uid, link.late_gate, counters)?);
+                links.push(self.open_link(
+                    &job.operators[link.operator],
+                    chain.subtask,
+                    &uid,
+                    link.late_gate,
+                    counters,
+                )?);
             }
             let name = format!("chain-{}-{}", links[0].instance.label(), chain.subtask);
             let task = ChainTask {
@@ -397,7 +422,11 @@ impl Attempt<'_> {
         for sink_plan in plan.sinks {
             let spec = &job.sinks[sink_plan.sink];
             let restored = self.restore.and_then(|s| {
-                s.metadata.sinks.iter().find(|r| r.sink == spec.name).map(|r| &r.state)
+                s.metadata
+                    .sinks
+                    .iter()
+                    .find(|r| r.sink == spec.name)
+                    .map(|r| &r.state)
             });
             let sink = weir_connectors::open_sink(spec, restored).map_err(|e| {
                 anyhow!(
@@ -417,7 +446,9 @@ impl Attempt<'_> {
                 commands: command_rx,
                 snapshots: snapshots.clone(),
             };
-            built.tasks.push((format!("sink-{}", spec.name), Box::new(move || task.run())));
+            built
+                .tasks
+                .push((format!("sink-{}", spec.name), Box::new(move || task.run())));
         }
         Ok(built)
     }
@@ -432,14 +463,21 @@ impl Attempt<'_> {
     ) -> anyhow::Result<ChainLink> {
         let job = self.job;
         let key_groups = KeyGroupRange::for_subtask(subtask, spec.parallelism, job.max_parallelism);
-        let restored = self
-            .restore
-            .and_then(|s| s.metadata.operators.iter().find(|o| o.name == spec.name).map(|o| (s, o)));
+        let restored = self.restore.and_then(|s| {
+            s.metadata
+                .operators
+                .iter()
+                .find(|o| o.name == spec.name)
+                .map(|o| (s, o))
+        });
         let native_files = restored.and_then(|(s, o)| {
-            o.subtasks.iter().find(|st| st.subtask == subtask).and_then(|st| match &st.state {
-                StateHandle::Rocksdb { files } => Some((s.dir.as_path(), files.as_slice())),
-                _ => None,
-            })
+            o.subtasks
+                .iter()
+                .find(|st| st.subtask == subtask)
+                .and_then(|st| match &st.state {
+                    StateHandle::Rocksdb { files } => Some((s.dir.as_path(), files.as_slice())),
+                    _ => None,
+                })
         });
         let mut native = None;
         let keyed = if spec.is_keyed() {

@@ -33,7 +33,9 @@ impl SinkTask {
         let mut commands_open = true;
         let mut open = inputs.len();
         while open > 0 {
-            let readable: Vec<usize> = (0..inputs.len()).filter(|&i| !blocked[i] && !ended[i]).collect();
+            let readable: Vec<usize> = (0..inputs.len())
+                .filter(|&i| !blocked[i] && !ended[i])
+                .collect();
             let mut select = Select::new();
             for &i in &readable {
                 select.recv(&inputs[i].rx);
@@ -43,9 +45,9 @@ impl SinkTask {
             if Some(op.index()) == command_index {
                 match op.recv(&self.commands) {
                     Ok(SinkCommand::Commit(id)) => {
-                        self.sink
-                            .commit(id)
-                            .with_context(|| format!("sink `{}`: cannot commit checkpoint {id}", self.name))?;
+                        self.sink.commit(id).with_context(|| {
+                            format!("sink `{}`: cannot commit checkpoint {id}", self.name)
+                        })?;
                         let _ = self.snapshots.events.send(TaskEvent::Committed { id });
                     }
                     Err(_) => commands_open = false,
@@ -84,7 +86,9 @@ impl SinkTask {
                             state,
                         }),
                     ),
-                    Err(e) => self.snapshots.decline(barrier.id, format!("sink `{}`: {e}", self.name)),
+                    Err(e) => self
+                        .snapshots
+                        .decline(barrier.id, format!("sink `{}`: {e}", self.name)),
                 }
             }
         }

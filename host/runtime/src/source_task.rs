@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use crossbeam_channel::{Receiver, TryRecvError};
 use weir_connectors::{Source, SourceStatus};
-use weir_snapshot::SourceSnapshot;
 use weir_core::BatchBuilder;
 use weir_core::job::SourceSpec;
 use weir_core::watermark::{BoundedOutOfOrderness, MIN_WATERMARK};
+use weir_snapshot::SourceSnapshot;
 
 use crate::coordinator::{AckPart, SourceCommand, TaskEvent};
 use crate::gate::Gate;
@@ -81,7 +81,11 @@ impl SourceTask {
     }
 
     /// Answers pending snapshot triggers; `Ok(true)` means stop here.
-    fn serve_commands(&mut self, watermarks: &BoundedOutOfOrderness, sent_watermark: i64) -> Result<bool, TaskError> {
+    fn serve_commands(
+        &mut self,
+        watermarks: &BoundedOutOfOrderness,
+        sent_watermark: i64,
+    ) -> Result<bool, TaskError> {
         loop {
             match self.commands.try_recv() {
                 Ok(SourceCommand::Trigger { barrier, stop }) => {
@@ -109,9 +113,12 @@ impl SourceTask {
         let mut watermarks = BoundedOutOfOrderness::new(self.spec.watermark_delay_ms);
         let mut sent_watermark = MIN_WATERMARK;
         if let Some(restore) = self.restore.take() {
-            self.source
-                .seek(&restore.position)
-                .with_context(|| format!("source `{}` (split {}): cannot resume", self.spec.name, self.split))?;
+            self.source.seek(&restore.position).with_context(|| {
+                format!(
+                    "source `{}` (split {}): cannot resume",
+                    self.spec.name, self.split
+                )
+            })?;
             watermarks.restore(restore.max_timestamp);
             sent_watermark = restore.sent_watermark;
             if sent_watermark > MIN_WATERMARK {

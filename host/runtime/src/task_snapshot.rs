@@ -18,7 +18,9 @@ use weir_core::KeyGroupRange;
 use weir_core::key_group::subtask_for_key_group;
 use weir_core::timers::TimeDomain;
 use weir_core::watermark::MIN_WATERMARK;
-use weir_snapshot::keyed_file::{StateMapping, read_timers, restore_state, write_state, write_timers};
+use weir_snapshot::keyed_file::{
+    StateMapping, read_timers, restore_state, write_state, write_timers,
+};
 use weir_snapshot::rocks_files::{SharedFiles, upload};
 use weir_snapshot::{OperatorSnapshot, StateHandle, StateInfo, SubtaskSnapshot};
 use weir_state::{StateDescriptor, StateKind};
@@ -143,7 +145,11 @@ pub(crate) fn snapshot_link(
                         std::fs::create_dir_all(parent)
                             .with_context(|| format!("cannot create {}", parent.display()))?;
                     }
-                    keyed.state.backend_mut().native_checkpoint(&local)?.then_some((local, native))
+                    keyed
+                        .state
+                        .backend_mut()
+                        .native_checkpoint(&local)?
+                        .then_some((local, native))
                 }
                 _ => None,
             };
@@ -194,7 +200,10 @@ pub(crate) fn snapshot_link(
 /// when there is any) and acknowledges the snapshot.
 pub(crate) fn finish_and_ack(context: &SnapshotContext, id: u64, parts: Vec<LinkPart>) {
     if parts.iter().all(|p| p.upload.is_none()) {
-        context.ack(id, AckPart::Chain(parts.into_iter().map(|p| p.part).collect()));
+        context.ack(
+            id,
+            AckPart::Chain(parts.into_iter().map(|p| p.part).collect()),
+        );
         return;
     }
     let on_error = context.clone();
@@ -203,11 +212,21 @@ pub(crate) fn finish_and_ack(context: &SnapshotContext, id: u64, parts: Vec<Link
         .name(format!("upload-{id}"))
         .spawn(move || {
             let mut done = Vec::new();
-            for LinkPart { mut part, upload: pending } in parts {
+            for LinkPart {
+                mut part,
+                upload: pending,
+            } in parts
+            {
                 if let Some(u) = pending {
                     let result = {
                         let mut shared = u.shared.lock().expect("not poisoned");
-                        upload(&u.local, &u.dir, &u.private_name, &mut shared, u.incremental)
+                        upload(
+                            &u.local,
+                            &u.dir,
+                            &u.private_name,
+                            &mut shared,
+                            u.incremental,
+                        )
                     };
                     let _ = std::fs::remove_dir_all(&u.local);
                     match result {
@@ -270,13 +289,19 @@ pub(crate) fn restore_link(
             ),
         }
     }
-    if native_restored && new_index.iter().enumerate().any(|(i, n)| *n != Some(i as u16)) {
+    if native_restored
+        && new_index
+            .iter()
+            .enumerate()
+            .any(|(i, n)| *n != Some(i as u16))
+    {
         bail!(
             "operator `{label}`: its states changed since the checkpoint; restore from a savepoint to rename or reorder states"
         );
     }
     for owner in &owners {
-        if let (StateHandle::Canonical { file }, Some(keyed)) = (&owner.state, state.keyed.as_mut()) {
+        if let (StateHandle::Canonical { file }, Some(keyed)) = (&owner.state, state.keyed.as_mut())
+        {
             let path = file.resolve(snapshot_dir)?;
             restore_state(
                 &path,
@@ -300,6 +325,10 @@ pub(crate) fn restore_link(
             }
         }
     }
-    state.watermark = owners.iter().map(|s| s.watermark).min().unwrap_or(MIN_WATERMARK);
+    state.watermark = owners
+        .iter()
+        .map(|s| s.watermark)
+        .min()
+        .unwrap_or(MIN_WATERMARK);
     Ok(())
 }

@@ -87,7 +87,9 @@ pub fn hash_file(path: &Path) -> Result<String, SnapshotError> {
     let mut hasher = Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| SnapshotError::io(path, e))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| SnapshotError::io(path, e))?;
         if n == 0 {
             break;
         }
@@ -103,7 +105,9 @@ pub fn copy_hashed(from: &Path, to: &Path, relative: String) -> Result<FileRef, 
     let mut out = HashingWriter::create(to)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = input.read(&mut buf).map_err(|e| SnapshotError::io(from, e))?;
+        let n = input
+            .read(&mut buf)
+            .map_err(|e| SnapshotError::io(from, e))?;
         if n == 0 {
             break;
         }
@@ -134,7 +138,9 @@ impl HashingWriter {
 
     /// Flushes and syncs the file; `relative` becomes the reference's path.
     pub fn finish(mut self, relative: String) -> Result<FileRef, SnapshotError> {
-        self.out.flush().map_err(|e| SnapshotError::io(&self.path, e))?;
+        self.out
+            .flush()
+            .map_err(|e| SnapshotError::io(&self.path, e))?;
         self.out
             .get_ref()
             .sync_all()

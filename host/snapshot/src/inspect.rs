@@ -8,7 +8,11 @@ use crate::storage::Snapshot;
 pub fn describe(snapshot: &Snapshot) -> String {
     let m = &snapshot.metadata;
     let mut out = String::new();
-    let kind = if m.savepoint { "savepoint" } else { "checkpoint" };
+    let kind = if m.savepoint {
+        "savepoint"
+    } else {
+        "checkpoint"
+    };
     let _ = writeln!(
         out,
         "{kind} {} of job `{}` (format {}, taken with {} state, max parallelism {})",
@@ -48,14 +52,24 @@ pub fn describe(snapshot: &Snapshot) -> String {
                 .iter()
                 .any(|s| matches!(s.state, StateHandle::Rocksdb { .. }));
             if native {
-                let _ = writeln!(out, "    state {} ({}): native RocksDB files", state.name, state.kind);
+                let _ = writeln!(
+                    out,
+                    "    state {} ({}): native RocksDB files",
+                    state.name, state.kind
+                );
                 continue;
             }
-            let (keys, entries, bytes) = op.subtasks.iter().filter_map(|s| s.stats.get(i)).fold(
-                (0, 0, 0),
-                |(k, e, b), s| (k + s.keys, e + s.entries, b + s.bytes),
-            );
-            let ttl = state.ttl_ms.map(|t| format!(", ttl {t} ms")).unwrap_or_default();
+            let (keys, entries, bytes) = op
+                .subtasks
+                .iter()
+                .filter_map(|s| s.stats.get(i))
+                .fold((0, 0, 0), |(k, e, b), s| {
+                    (k + s.keys, e + s.entries, b + s.bytes)
+                });
+            let ttl = state
+                .ttl_ms
+                .map(|t| format!(", ttl {t} ms"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "    state {} ({}{ttl}): {keys} keys, {entries} entries, {}",

@@ -15,9 +15,9 @@ use weir_core::key_group_of;
 use weir_core::timers::TimeDomain;
 use weir_state::{KeyedStateStore, STORAGE_KEY_HEADER, StateBackend};
 
+use crate::SnapshotError;
 use crate::checksum::{FileRef, HashingWriter};
 use crate::metadata::StateStats;
-use crate::SnapshotError;
 
 const STATE_MAGIC: &[u8; 8] = b"WEIRKS01";
 const TIMERS_MAGIC: &[u8; 8] = b"WEIRTM01";
@@ -34,7 +34,8 @@ pub fn write_state(
     let mut stats = vec![StateStats::default(); states];
     let mut io_error = None;
     let mut last_key: Vec<u8> = Vec::new();
-    out.write_all(STATE_MAGIC).map_err(|e| SnapshotError::io(path, e))?;
+    out.write_all(STATE_MAGIC)
+        .map_err(|e| SnapshotError::io(path, e))?;
     backend.scan_prefix(&[], &mut |key, value| {
         if io_error.is_some() {
             return;
@@ -127,7 +128,10 @@ fn read_chunk(
     }
     let len = u32::from_le_bytes(len) as usize;
     if len > CHUNK_MAX {
-        return Err(SnapshotError::damaged(path, format!("entry of {len} bytes")));
+        return Err(SnapshotError::damaged(
+            path,
+            format!("entry of {len} bytes"),
+        ));
     }
     let mut buf = vec![0u8; len];
     input
@@ -186,7 +190,8 @@ pub fn write_timers<'a>(
     for (domain, timestamp, key) in timers {
         out.write_all(&[domain as u8]).map_err(io)?;
         out.write_all(&timestamp.to_le_bytes()).map_err(io)?;
-        out.write_all(&(key.len() as u32).to_le_bytes()).map_err(io)?;
+        out.write_all(&(key.len() as u32).to_le_bytes())
+            .map_err(io)?;
         out.write_all(key).map_err(io)?;
     }
     out.finish(relative)
@@ -253,7 +258,8 @@ mod tests {
         for i in 0..100 {
             let key = format!("k{i}");
             old.value_set(0, key.as_bytes(), b"A", 0).unwrap();
-            old.value_set(1, key.as_bytes(), format!("B{i}").as_bytes(), 0).unwrap();
+            old.value_set(1, key.as_bytes(), format!("B{i}").as_bytes(), 0)
+                .unwrap();
         }
         let path = dir.path().join("s");
         let (file, stats) = write_state(old.backend_mut(), 2, &path, "s".into()).unwrap();
@@ -277,7 +283,10 @@ mod tests {
                         new.value_get(0, key.as_bytes(), 0).unwrap(),
                         Some(format!("B{i}").into_bytes())
                     );
-                    assert_eq!(new.value_get(1, key.as_bytes(), 0).unwrap(), Some(b"A".to_vec()));
+                    assert_eq!(
+                        new.value_get(1, key.as_bytes(), 0).unwrap(),
+                        Some(b"A".to_vec())
+                    );
                 }
             }
         }
@@ -297,13 +306,16 @@ mod tests {
             new_index: vec![Some(0)],
         };
         let mut new = store(KeyGroupRange { start: 0, end: 128 }, &["a"]);
-        let e = restore_state(&path, &mapping, &mut new).unwrap_err().to_string();
+        let e = restore_state(&path, &mapping, &mut new)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cut short"), "{e}");
 
         let tpath = dir.path().join("t");
         let keys: Vec<Vec<u8>> = (0..10).map(|i| format!("k{i}").into_bytes()).collect();
         write_timers(
-            keys.iter().map(|k| (TimeDomain::EventTime, 5, k.as_slice())),
+            keys.iter()
+                .map(|k| (TimeDomain::EventTime, 5, k.as_slice())),
             &tpath,
             "t".into(),
         )

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checksum::{FileRef, hex128};
 use crate::SnapshotError;
+use crate::checksum::{FileRef, hex128};
 
 /// Bumped on any change a reader of an older format could misread.
 pub const FORMAT_VERSION: u32 = 1;
@@ -140,7 +140,8 @@ impl Metadata {
         let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
         let target = dir.join(METADATA_FILE);
         let mut file = std::fs::File::create(&tmp).map_err(|e| SnapshotError::io(&tmp, e))?;
-        file.write_all(&text).map_err(|e| SnapshotError::io(&tmp, e))?;
+        file.write_all(&text)
+            .map_err(|e| SnapshotError::io(&tmp, e))?;
         file.sync_all().map_err(|e| SnapshotError::io(&tmp, e))?;
         std::fs::rename(&tmp, &target).map_err(|e| SnapshotError::io(&target, e))?;
         if let Ok(d) = std::fs::File::open(dir) {
@@ -172,9 +173,7 @@ impl Metadata {
         if version != Some(u64::from(FORMAT_VERSION)) {
             return Err(SnapshotError::damaged(
                 &path,
-                format!(
-                    "format version {version:?}; this weir reads version {FORMAT_VERSION}"
-                ),
+                format!("format version {version:?}; this weir reads version {FORMAT_VERSION}"),
             ));
         }
         serde_json::from_value(envelope.metadata)

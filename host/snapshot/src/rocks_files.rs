@@ -74,7 +74,9 @@ pub fn upload(
                     let shared_name = if incremental {
                         format!("{}-{name}", shared.prefix)
                     } else {
-                        let id = snapshot_dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                        let id = snapshot_dir
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned());
                         format!("{}-{}-{name}", shared.prefix, id.unwrap_or_default())
                     };
                     let file = copy_hashed(
@@ -101,7 +103,11 @@ pub fn upload(
 }
 
 /// Rebuilds a database directory from a checkpoint's files.
-pub fn download(files: &[RocksFile], snapshot_dir: &Path, target: &Path) -> Result<(), SnapshotError> {
+pub fn download(
+    files: &[RocksFile],
+    snapshot_dir: &Path,
+    target: &Path,
+) -> Result<(), SnapshotError> {
     std::fs::create_dir_all(target).map_err(|e| SnapshotError::io(target, e))?;
     for f in files {
         if f.name.contains('/') || f.name.contains("..") || f.name.is_empty() {

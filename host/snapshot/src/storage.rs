@@ -66,13 +66,7 @@ impl CheckpointStorage {
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix("chk-")?
-                    .parse()
-                    .ok()
-            })
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
             .collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         ids
@@ -91,7 +85,9 @@ impl CheckpointStorage {
         let mut problems = Vec::new();
         for id in self.ids() {
             let dir = self.checkpoint_dir(id);
-            if !dir.join(METADATA_FILE).exists() && !dir.join(format!("{METADATA_FILE}.tmp")).exists() {
+            if !dir.join(METADATA_FILE).exists()
+                && !dir.join(format!("{METADATA_FILE}.tmp")).exists()
+            {
                 continue; // never completed: not a checkpoint
             }
             match Snapshot::load(&dir) {

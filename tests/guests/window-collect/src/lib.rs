@@ -18,7 +18,9 @@ pub struct WindowCollect {
 
 fn seq_of(value: &str) -> Option<u64> {
     let rest = &value[value.find("\"seq\":")? + 6..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -81,9 +83,11 @@ mod tests {
     fn collects_sequence_numbers_per_window() {
         let mut h = Harness::<WindowCollect>::with_config(&[("window_ms", "100")]).unwrap();
         let k = "key-1".to_string();
-        h.process(&k, &"{\"seq\":3,\"x\":1}".to_string(), Some(10)).unwrap();
+        h.process(&k, &"{\"seq\":3,\"x\":1}".to_string(), Some(10))
+            .unwrap();
         h.process(&k, &"{\"seq\":7}".to_string(), Some(99)).unwrap();
-        h.process(&k, &"{\"seq\":9}".to_string(), Some(100)).unwrap();
+        h.process(&k, &"{\"seq\":9}".to_string(), Some(100))
+            .unwrap();
         let out = h.advance_watermark(99).unwrap();
         assert_eq!(out.len(), 1);
         let line = String::from_utf8_lossy(&out[0].value).into_owned();
