@@ -372,6 +372,96 @@ fn run_and_stop(random: &mut Random, job: &Job, dir: &Path) -> PathBuf {
 }
 
 #[test]
+fn state_no_operator_takes_is_refused_unless_allowed() {
+    let mut random = Random::new("non_restored");
+    let job = Job {
+        rate: Some(3000),
+        ..Job::new(6000)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let savepoint = run_and_stop(&mut random, &job, dir.path());
+    let renamed = job
+        .text()
+        .replace("name = \"collect\"\nwasm", "name = \"gather\"\nwasm")
+        .replace("input = \"collect\"", "input = \"gather\"");
+    assert_ne!(renamed, job.text());
+    let file = dir.path().join("renamed.toml");
+    std::fs::write(&file, &renamed).unwrap();
+    let run = |extra: &[&str]| {
+        let mut cmd = weir();
+        cmd.arg("run")
+            .arg(&file)
+            .arg("--from-savepoint")
+            .arg(&savepoint)
+            .args(extra);
+        cmd.args([
+            "--output-dir",
+            &dir.path().join("renamed-out").display().to_string(),
+        ]);
+        run_with_deadline(cmd, LIMIT)
+    };
+    let out = run(&[]);
+    assert!(!out.status.success());
+    let log = stderr(&out);
+    assert!(
+        log.contains("operator `collect`") && log.contains("--allow-non-restored-state"),
+        "{log}"
+    );
+    let out = run(&["--allow-non-restored-state"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_control_api_names_jobs_it_does_not_run() {
+    let job = Job {
+        rate: Some(2000),
+        ..Job::new(6000)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    let file = job.write(dir.path());
+    let mut cmd = weir();
+    cmd.arg("run").arg(&file).arg("--jobs-dir").arg(&jobs);
+    let mut child = spawn(cmd);
+    wait_for_registration(&jobs, "collect");
+    let registration: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(jobs.join("collect.json")).unwrap()).unwrap();
+    let api = registration["api"].as_str().unwrap().to_string();
+    let mut other = weir();
+    other.args(["savepoint", "other", "--api", &api]);
+    let out = run_with_deadline(other, LIMIT);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no running job `other`"),
+        "{}",
+        stderr(&out)
+    );
+    let mut missing = weir();
+    missing
+        .args(["stop", "collect", "--jobs-dir"])
+        .arg(dir.path().join("elsewhere"));
+    let out = run_with_deadline(missing, LIMIT);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no running job `collect` is registered"),
+        "{}",
+        stderr(&out)
+    );
+    let mut savepoint = weir();
+    savepoint.args(["savepoint", "collect", "--api", &api]);
+    let out = run_with_deadline(savepoint, LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        path.starts_with(dir.path().join("chk/savepoints")),
+        "{}",
+        path.display()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
 fn a_savepoint_restores_at_another_parallelism_with_the_other_backend() {
     let mut random = Random::new("savepoint_rescale");
     let job = Job {
