@@ -85,9 +85,7 @@ impl CheckpointStorage {
         let mut problems = Vec::new();
         for id in self.ids() {
             let dir = self.checkpoint_dir(id);
-            if !dir.join(METADATA_FILE).exists()
-                && !dir.join(format!("{METADATA_FILE}.tmp")).exists()
-            {
+            if !dir.join(METADATA_FILE).exists() {
                 continue; // never completed: not a checkpoint
             }
             match Snapshot::load(&dir) {
