@@ -7,3 +7,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --target wasm32-wasip2 --target-dir target/wasm \
     -p tokenizer -p window-count -p fraud-detector -p map-op -p count-op -p typed-map -p hostile -p wrong-world
+
+# Python and JavaScript operators (componentize-py, componentize-js); each
+# is skipped when its sources, the SDK and the toolchain are unchanged.
+out=target/wasm/wasm32-wasip2/release
+while read -r src name; do
+    bash scripts/build-operator.sh "$src" -o "$out/$name.wasm"
+done <<'GUESTS'
+examples/fraud-detection/operators/fraud-detector-py/fraud_detector.py fraud_detector_py
+examples/polyglot/operators/window-count-py/window_count.py window_count_py
+tests/guests/hostile-py/hostile.py hostile_py
+benches/guests/map-op-py/map_op.py map_op_py
+examples/wordcount/operators/tokenizer-js/tokenizer.js tokenizer_js
+examples/polyglot/operators/running-total-js/running_total.js running_total_js
+tests/guests/hostile-js/hostile.js hostile_js
+benches/guests/map-op-js/map_op.js map_op_js
+GUESTS

@@ -190,8 +190,11 @@ export function describe(e) {
   if (e instanceof MalformedBatch || e instanceof DecodeError) return e.message;
   if (!(e instanceof Error)) return `uncaught exception: ${String(e)}`;
   let text = `${e.name}: ${e.message}`;
-  const frame = String(e.stack ?? "").split("\n").find((l) => l && !/weir\.js|codec\.js|wire\.js|host\.js/.test(l));
-  if (frame) text += ` (at ${frame.trim()})`;
+  // The innermost frame outside the SDK (SpiderMonkey: `fn@file:line:col`,
+  // V8: `    at fn (file:line:col)`) says where the operator failed.
+  const frame = String(e.stack ?? "").split("\n").map((l) => l.trim().replace(/^at /, ""))
+    .find((l) => /:\d+(:\d+)?\)?$/.test(l) && !/(weir|codec|wire|host|testing)\.js:/.test(l));
+  if (frame) text += ` (at ${frame})`;
   return text;
 }
 
