@@ -87,8 +87,8 @@ case "$file" in
         echo "built $out ($(( $(stat -c %s "$out") / 1000000 )) MB) from $src in $(( $(date +%s) - started )) s" >&2
         ;;
     *)
-        node "$sdk/build.mjs" "$src" -o "$out.tmp" --wit "$repo/wit"
-        mv "$out.tmp" "$out"
+        # build.mjs writes the output only once the component is complete.
+        node "$sdk/build.mjs" "$src" -o "$out" --wit "$repo/wit"
         ;;
 esac
 echo "$digest" > "$stamp"
