@@ -36,7 +36,11 @@ fn batch() -> Batch {
             value.push_str("abcdefghij");
         }
         value.truncate(100);
-        b.push(Some(i as i64), format!("key-{}", i % 100).as_bytes(), value.as_bytes());
+        b.push(
+            Some(i as i64),
+            format!("key-{}", i % 100).as_bytes(),
+            value.as_bytes(),
+        );
     }
     b.take()
 }
@@ -77,12 +81,17 @@ fn main() {
     println!(
         "map operator (upper-case 100-byte values), batches of {BATCH}, median of {ROUNDS} rounds"
     );
-    println!("{:>12} {:>12} {:>12} {:>10}", "language", "records/s", "ns/record", "vs Rust");
+    println!(
+        "{:>12} {:>12} {:>12} {:>10}",
+        "language", "records/s", "ns/record", "vs Rust"
+    );
     let mut rust_ns = None;
     let mut reference: Option<Batch> = None;
     let engine = WasmEngine::new(None).expect("engine");
     for (language, artifact, per_round) in GUESTS {
-        let compiled = engine.load("map", &common::guest(artifact)).expect("guest loads");
+        let compiled = engine
+            .load("map", &common::guest(artifact))
+            .expect("guest loads");
         let mut instance = OperatorInstance::open(&compiled, &info(), None).expect("instance");
         let out = instance.process(0, &input).expect("process");
         match &reference {
@@ -103,7 +112,11 @@ fn main() {
         }
         let ns = median(samples);
         let base = *rust_ns.get_or_insert(ns);
-        println!("{language:>12} {:>12.0} {ns:>12.1} {:>9.1}x", 1e9 / ns, ns / base);
+        println!(
+            "{language:>12} {:>12.0} {ns:>12.1} {:>9.1}x",
+            1e9 / ns,
+            ns / base
+        );
     }
 
     let compile_rounds: usize = std::env::var("WEIR_BENCH_COMPILE_ROUNDS")

@@ -23,12 +23,18 @@ fn example_job(example: &str, replace: &[(&str, String)]) -> (tempfile::TempDir,
     }
     // Sources and operators are read relative to the job file.
     let text = text
-        .replace("path = \"input.jsonl\"", &format!("path = \"{}\"", dir.join("input.jsonl").display()))
+        .replace(
+            "path = \"input.jsonl\"",
+            &format!("path = \"{}\"", dir.join("input.jsonl").display()),
+        )
         .replace(
             "path = \"transactions.jsonl\"",
             &format!("path = \"{}\"", dir.join("transactions.jsonl").display()),
         )
-        .replace("wasm = \"../../target/wasm/wasm32-wasip2/release/", &format!("wasm = \"{}/", guest_dir().display()));
+        .replace(
+            "wasm = \"../../target/wasm/wasm32-wasip2/release/",
+            &format!("wasm = \"{}/", guest_dir().display()),
+        );
     job_file(&text)
 }
 
@@ -36,12 +42,21 @@ fn run_job(job: &Path, out: &Path, parallelism: u32, backend: &str) -> String {
     let mut cmd = weir();
     cmd.arg("run")
         .arg(job)
-        .args(["--parallelism", &parallelism.to_string(), "--state-backend", backend])
+        .args([
+            "--parallelism",
+            &parallelism.to_string(),
+            "--state-backend",
+            backend,
+        ])
         .arg("--output-dir")
         .arg(out);
     let output = run_with_deadline(cmd, Duration::from_secs(300));
     let err = stderr(&output);
-    assert!(output.status.success(), "{} p={parallelism} failed:\n{err}", job.display());
+    assert!(
+        output.status.success(),
+        "{} p={parallelism} failed:\n{err}",
+        job.display()
+    );
     err
 }
 
@@ -152,7 +167,10 @@ input = "villain"
     let err = stderr(&out);
     assert!(!out.status.success(), "the job should fail:\n{err}");
     assert!(!err.contains("thread '"), "the host must not panic:\n{err}");
-    assert!(err.contains("`villain"), "the error names the operator:\n{err}");
+    assert!(
+        err.contains("`villain"),
+        "the error names the operator:\n{err}"
+    );
     err
 }
 
@@ -160,10 +178,15 @@ input = "villain"
 fn python_exception_reports_operator_and_message() {
     let err = villain_fails("hostile_py", "config = { behavior = \"exception\" }");
     assert!(
-        err.contains("failed in `process`: ValueError: the python operator failed on purpose (at hostile.py:"),
+        err.contains(
+            "failed in `process`: ValueError: the python operator failed on purpose (at hostile.py:"
+        ),
         "{err}"
     );
-    let err = villain_fails("hostile_py", "config = { behavior = \"exception\", on = \"open\" }");
+    let err = villain_fails(
+        "hostile_py",
+        "config = { behavior = \"exception\", on = \"open\" }",
+    );
     assert!(
         err.contains("failed in `open`: ValueError: the python operator failed on purpose"),
         "{err}"
@@ -174,7 +197,9 @@ fn python_exception_reports_operator_and_message() {
 fn javascript_exception_reports_operator_and_message() {
     let err = villain_fails("hostile_js", "config = { behavior = \"exception\" }");
     assert!(
-        err.contains("failed in `process`: RangeError: the javascript operator failed on purpose (at "),
+        err.contains(
+            "failed in `process`: RangeError: the javascript operator failed on purpose (at "
+        ),
         "{err}"
     );
     let err = villain_fails("hostile_js", "config = { behavior = \"throw-string\" }");
@@ -212,7 +237,7 @@ fn python_sleep_is_refused() {
 fn compile_time_is_logged_and_the_second_start_loads_from_the_cache() {
     let wasm = guest("hostile_js");
     let cache = tempfile::tempdir().unwrap();
-    let validate = || {
+    let start = || {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));
         cmd.arg("--cache-dir").arg(cache.path());
         let (_dir, job) = job_file(&format!(
@@ -226,8 +251,14 @@ fn compile_time_is_logged_and_the_second_start_loads_from_the_cache() {
         assert!(out.status.success(), "{}", stderr(&out));
         stderr(&out)
     };
-    let first = validate();
-    assert!(first.contains(&format!("compiled {}", wasm.display())) && first.contains(" ms"), "{first}");
-    let second = validate();
-    assert!(second.contains(&format!("loaded {}", wasm.display())) && second.contains("from cache in"), "{second}");
+    let first = start();
+    assert!(
+        first.contains(&format!("compiled {}", wasm.display())) && first.contains(" ms"),
+        "{first}"
+    );
+    let second = start();
+    assert!(
+        second.contains(&format!("loaded {}", wasm.display())) && second.contains("from cache in"),
+        "{second}"
+    );
 }

@@ -131,9 +131,15 @@ impl WasmEngine {
         let ms = compile_time.as_millis() as u64;
         let size_mb = bytes.len() as f64 / 1e6;
         if from_cache {
-            tracing::info!(digest = &digest[..12], "loaded {artifact} ({size_mb:.1} MB) from cache in {ms} ms");
+            tracing::info!(
+                digest = &digest[..12],
+                "loaded {artifact} ({size_mb:.1} MB) from cache in {ms} ms"
+            );
         } else {
-            tracing::info!(digest = &digest[..12], "compiled {artifact} ({size_mb:.1} MB) in {ms} ms");
+            tracing::info!(
+                digest = &digest[..12],
+                "compiled {artifact} ({size_mb:.1} MB) in {ms} ms"
+            );
         }
         let compiled = CompiledOperator {
             pre,
