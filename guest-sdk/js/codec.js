@@ -56,7 +56,23 @@ export function formatFloat(x) {
 const INT_TEXT = /^[+-]?\d+$/;
 
 export const STRING = { name: "string", encode: (v) => utf8.encode(String(v)), decode: text };
-export const BYTES = { name: "bytes", encode: (v) => (v instanceof Uint8Array ? v : new Uint8Array(v)), decode: (b) => b };
+// Byte arrays that crossed the component boundary may come from another
+// realm, where `instanceof Uint8Array` is false: test for a view instead.
+function asBytes(v) {
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (v instanceof ArrayBuffer || Array.isArray(v)) return new Uint8Array(v);
+  return null;
+}
+
+export const BYTES = {
+  name: "bytes",
+  encode(v) {
+    const b = asBytes(v);
+    if (!b) throw new TypeError(`${typeof v} is not bytes (a Uint8Array)`);
+    return b;
+  },
+  decode: (b) => b,
+};
 export const UNIT = { name: "unit", encode: () => new Uint8Array(0), decode: () => null };
 export const INT = {
   name: "int",
@@ -121,7 +137,7 @@ export function codec(kind) {
 /** Encodes an emitted key or value by its runtime type. */
 export function encodeAny(v) {
   if (typeof v === "string") return utf8.encode(v);
-  if (v instanceof Uint8Array) return v;
+  if (ArrayBuffer.isView(v)) return asBytes(v);
   if (v === null || v === undefined) return new Uint8Array(0);
   if (typeof v === "boolean") return utf8.encode(v ? "true" : "false");
   if (typeof v === "number") return utf8.encode(formatFloat(v));

@@ -84,3 +84,12 @@ test("a bad record names its index; exceptions are described", () => {
   assert.match(describe(err), /^TypeError: broken \(at .*sdk\.test\.js/);
   assert.equal(describe("plain"), "uncaught exception: plain");
 });
+
+test("byte arrays from another realm are bytes, not JSON", async () => {
+  const { runInNewContext } = await import("node:vm");
+  const foreign = runInNewContext("new Uint8Array([107, 101, 121])");
+  assert.equal(foreign instanceof Uint8Array, false);
+  assert.equal(text(encodeAny(foreign)), "key");
+  assert.equal(text(codec("bytes").encode(foreign)), "key");
+  assert.equal(text(encodeAny(foreign.subarray(1))), "ey");
+});
