@@ -32,7 +32,7 @@
 // natively (`node --test`) testing.js supplies an in-memory host instead.
 
 import { codec, encodeAny, DecodeError, Json } from "./codec.js";
-import { readBatch, readTimers, Writer, MalformedBatch } from "./wire.js";
+import { BatchReader, readTimers, Writer, MalformedBatch } from "./wire.js";
 
 export { Json, DecodeError, codec, encodeAny } from "./codec.js";
 
@@ -156,16 +156,23 @@ export function openOperator(OperatorClass, info) {
   return [{ op, runtime }, ctx._states];
 }
 
-/** Decodes `batch`, calls `process` per record, returns the encoded output. */
+/** Decodes `batch`, calls `process` per record, returns the encoded output.
+ *  One Context serves the whole batch, re-pointed at each record's key: keep
+ *  no reference to it past the call. */
 export function processBatch(instance, host, input, batch) {
   const { op, runtime } = instance;
+  const keyCodec = runtime.key, valueCodec = runtime.value;
   const out = new Writer(batch.length);
+  const ctx = new Context(host, null, null, out);
+  const r = new BatchReader(batch);
   let index = 0;
-  for (const [ts, keyBytes, valueBytes] of readBatch(batch)) {
+  while (r.next()) {
     let key, value;
-    try { key = runtime.key.decode(keyBytes); } catch (e) { throw new DecodeError(`record ${index}: key: ${e.message}`); }
-    try { value = runtime.value.decode(valueBytes); } catch (e) { throw new DecodeError(`record ${index}: value: ${e.message}`); }
-    op.process(new Context(host, keyBytes, ts, out), { key, value, timestamp: ts, input });
+    try { key = keyCodec.decode(r.key); } catch (e) { throw new DecodeError(`record ${index}: key: ${e.message}`); }
+    try { value = valueCodec.decode(r.value); } catch (e) { throw new DecodeError(`record ${index}: value: ${e.message}`); }
+    ctx.keyBytes = r.key;
+    ctx.timestamp = r.timestamp;
+    op.process(ctx, { key, value, timestamp: r.timestamp, input });
     index++;
   }
   return out.finish();

@@ -20,6 +20,44 @@ class Reader {
   bytesField() { const n = this.u32(); this.need(n); const b = this.bytes.subarray(this.at, this.at + n); this.at += n; return b; }
 }
 
+const TWO_32 = 4294967296;
+
+/** Reads a batch record by record without allocating per record beyond
+ *  the key and value views: `while (r.next()) use(r.timestamp, r.key, r.value)`.
+ *  Timestamps are Numbers (exact to 2^53 ms), null for "no event time". */
+export class BatchReader {
+  constructor(bytes) {
+    this.bytes = bytes;
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (bytes.length < 4) throw new MalformedBatch("malformed batch: truncated");
+    this.remaining = this.view.getUint32(0, true);
+    this.at = 4;
+    this.timestamp = null;
+    this.key = null;
+    this.value = null;
+  }
+  next() {
+    if (this.remaining === 0) return false;
+    this.remaining--;
+    const view = this.view, len = this.bytes.length;
+    let at = this.at;
+    if (at + 12 > len) throw new MalformedBatch("malformed batch: truncated");
+    const lo = view.getUint32(at, true), hi = view.getInt32(at + 4, true);
+    this.timestamp = hi === -2147483648 && lo === 0 ? null : hi * TWO_32 + lo;
+    const klen = view.getUint32(at + 8, true);
+    at += 12;
+    if (at + klen + 4 > len) throw new MalformedBatch("malformed batch: truncated");
+    this.key = this.bytes.subarray(at, at + klen);
+    at += klen;
+    const vlen = view.getUint32(at, true);
+    at += 4;
+    if (at + vlen > len) throw new MalformedBatch("malformed batch: truncated");
+    this.value = this.bytes.subarray(at, at + vlen);
+    this.at = at + vlen;
+    return true;
+  }
+}
+
 /** [timestamp (Number) or null, key bytes, value bytes] per record. */
 export function* readBatch(bytes) {
   const r = new Reader(bytes, "batch");
@@ -71,7 +109,15 @@ export class Writer {
   }
   record(timestamp, key, value) {
     this.reserve(16 + key.length + value.length);
-    this.view.setBigInt64(this.at, timestamp === null || timestamp === undefined ? NO_TIMESTAMP : BigInt(timestamp), true);
+    if (timestamp === null || timestamp === undefined) {
+      this.view.setUint32(this.at, 0, true);
+      this.view.setInt32(this.at + 4, -2147483648, true);
+    } else {
+      if (!Number.isSafeInteger(timestamp)) throw new TypeError(`timestamp ${timestamp} is not an integer number of ms`);
+      const hi = Math.floor(timestamp / TWO_32);
+      this.view.setUint32(this.at, timestamp - hi * TWO_32, true);
+      this.view.setInt32(this.at + 4, hi, true);
+    }
     this.view.setUint32(this.at + 8, key.length, true);
     this.buf.set(key, this.at + 12);
     this.at += 12 + key.length;

@@ -93,3 +93,15 @@ test("byte arrays from another realm are bytes, not JSON", async () => {
   assert.equal(text(codec("bytes").encode(foreign)), "key");
   assert.equal(text(encodeAny(foreign.subarray(1))), "ey");
 });
+
+test("the batch reader and writer agree on timestamps of any sign", async () => {
+  const { BatchReader } = await import("../wire.js");
+  const enc = new TextEncoder();
+  const stamps = [null, 0, -5, 2 ** 40 + 3, -(2 ** 45) - 7, Number.MAX_SAFE_INTEGER];
+  const bytes = writeBatch(stamps.map((ts) => [ts, enc.encode("k"), enc.encode("v")]));
+  const r = new BatchReader(bytes);
+  const seen = [];
+  while (r.next()) seen.push(r.timestamp);
+  assert.deepEqual(seen, stamps);
+  assert.deepEqual([...readBatch(bytes)].map(([ts]) => ts), stamps);
+});

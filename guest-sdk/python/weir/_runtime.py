@@ -29,22 +29,29 @@ def open_operator(operator_class, info):
 
 
 def process(op, host, input, batch):
+    """Decodes `batch`, calls `process` per record, returns the encoded
+    output. One Context serves the whole batch, re-pointed at each record's
+    key: keep no reference to it past the call."""
     import weir
 
     out = wire.Writer()
-    key_codec = op._weir_key
-    value_codec = op._weir_value
-    Context, Record = weir.Context, weir.Record
+    key_decode = op._weir_key.decode
+    value_decode = op._weir_value.decode
+    user_process = op.process
+    Record = weir.Record
+    ctx = weir.Context(host, b"", None, out)
     for index, (ts, key_bytes, value_bytes) in enumerate(wire.read_batch(batch)):
         try:
-            key = key_codec.decode(key_bytes)
+            key = key_decode(key_bytes)
         except Exception as e:
             raise weir.DecodeError(f"record {index}: key: {e}") from None
         try:
-            value = value_codec.decode(value_bytes)
+            value = value_decode(value_bytes)
         except Exception as e:
             raise weir.DecodeError(f"record {index}: value: {e}") from None
-        op.process(Context(host, key_bytes, ts, out), Record(key, value, ts, input))
+        ctx.key_bytes = key_bytes
+        ctx.timestamp = ts
+        user_process(ctx, Record(key, value, ts, input))
     return out.finish()
 
 

@@ -21,23 +21,27 @@ def _check(data, end, what):
 
 def read_batch(data):
     """Yields (timestamp or None, key bytes, value bytes) per record."""
-    view = memoryview(data)
-    _check(data, 4, "batch")
+    size = len(data)
+    if size < 4:
+        raise MalformedBatch("malformed batch: truncated")
     (count,) = _U32.unpack_from(data, 0)
     at = 4
+    head = _RECORD_HEAD.unpack_from
+    u32 = _U32.unpack_from
     for _ in range(count):
-        _check(data, at + 12, "batch")
-        ts, klen = _RECORD_HEAD.unpack_from(data, at)
+        if at + 12 > size:
+            raise MalformedBatch("malformed batch: truncated")
+        ts, klen = head(data, at)
         at += 12
-        _check(data, at + klen + 4, "batch")
-        key = bytes(view[at:at + klen])
-        at += klen
-        (vlen,) = _U32.unpack_from(data, at)
-        at += 4
-        _check(data, at + vlen, "batch")
-        value = bytes(view[at:at + vlen])
-        at += vlen
-        yield (None if ts == NO_TIMESTAMP else ts), key, value
+        end = at + klen
+        if end + 4 > size:
+            raise MalformedBatch("malformed batch: truncated")
+        key = data[at:end]
+        (vlen,) = u32(data, end)
+        at = end + 4 + vlen
+        if at > size:
+            raise MalformedBatch("malformed batch: truncated")
+        yield (None if ts == NO_TIMESTAMP else ts), key, data[end + 4:at]
 
 
 def read_timers(data):
@@ -88,10 +92,12 @@ class Writer:
         self.count = 0
 
     def record(self, timestamp, key, value):
-        self.parts.append(_RECORD_HEAD.pack(NO_TIMESTAMP if timestamp is None else timestamp, len(key)))
-        self.parts.append(key)
-        self.parts.append(_U32.pack(len(value)))
-        self.parts.append(value)
+        self.parts += (
+            _RECORD_HEAD.pack(NO_TIMESTAMP if timestamp is None else timestamp, len(key)),
+            key,
+            _U32.pack(len(value)),
+            value,
+        )
         self.count += 1
 
     def finish(self):
