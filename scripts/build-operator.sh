@@ -52,7 +52,7 @@ case "$file" in
     *.js|*.mjs)
         command -v node >/dev/null || missing "node" "apt-get install nodejs npm"
         [ -f "$repo/guest-sdk/js/node_modules/@bytecodealliance/componentize-js/package.json" ] ||
-            missing "@bytecodealliance/componentize-js" "cd guest-sdk/js && npm ci"
+            missing "@bytecodealliance/componentize-js" "cd guest-sdk/js && npm install --no-save"
         version="componentize-js $(node -p "require('$repo/guest-sdk/js/node_modules/@bytecodealliance/componentize-js/package.json').version")"
         sdk="$repo/guest-sdk/js"
         inputs=$(cd "$src_dir" && find . -maxdepth 1 \( -name '*.js' -o -name '*.mjs' \) | sort)

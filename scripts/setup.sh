@@ -51,6 +51,8 @@ fi
 cjs=guest-sdk/js/node_modules/@bytecodealliance/componentize-js/package.json
 want=$(node -p 'require("./guest-sdk/js/package-lock.json").packages["node_modules/@bytecodealliance/componentize-js"].version')
 if [ ! -f "$cjs" ] || [ "$(node -p "require('./$cjs').version")" != "$want" ]; then
-    echo "==> installing @bytecodealliance/componentize-js $want (npm ci in guest-sdk/js)"
-    (cd guest-sdk/js && npm ci --no-audit --no-fund --loglevel=error)
+    echo "==> installing @bytecodealliance/componentize-js $want into guest-sdk/js/node_modules"
+    # The versions pinned in package-lock.json. Not `npm ci`: it refuses this
+    # lock file because npm leaves other platforms' optional binaries out of it.
+    (cd guest-sdk/js && npm install --no-save --no-audit --no-fund --loglevel=error)
 fi

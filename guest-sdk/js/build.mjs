@@ -36,7 +36,7 @@ try {
   ({ componentize } = await import("@bytecodealliance/componentize-js"));
 } catch (e) {
   console.error(`error: @bytecodealliance/componentize-js is not installed (${e.code ?? e.message}).
-Install it with:  bash scripts/setup.sh   (or: cd guest-sdk/js && npm ci)`);
+Install it with:  bash scripts/setup.sh   (or: cd guest-sdk/js && npm install --no-save)`);
   process.exit(3);
 }
 
