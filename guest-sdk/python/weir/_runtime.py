@@ -140,7 +140,7 @@ def hooks_class(operator_class):
                     operator_class,
                     weir.OperatorInfo(info.name, info.subtask_index, info.parallelism, info.config),
                 )
-            except Exception as e:
+            except BaseException as e:  # sys.exit() too: report, never trap
                 fail(e)
             slot["op"], slot["host"] = op, host
             kinds = {"value": types.StateKind.VALUE, "list": types.StateKind.LIST,
@@ -152,7 +152,7 @@ def hooks_class(operator_class):
                 fail(RuntimeError("the host called the operator before `open`"))
             try:
                 return process(slot["op"], slot["host"], input, records)
-            except Exception as e:
+            except BaseException as e:  # sys.exit() too: report, never trap
                 fail(e)
 
         def on_timers(self, timers):
@@ -160,7 +160,7 @@ def hooks_class(operator_class):
                 fail(RuntimeError("the host called the operator before `open`"))
             try:
                 return on_timers(slot["op"], slot["host"], timers)
-            except Exception as e:
+            except BaseException as e:  # sys.exit() too: report, never trap
                 fail(e)
 
     Hooks.__qualname__ = f"Hooks[{operator_class.__name__}]"
