@@ -164,5 +164,4 @@ def hooks_class(operator_class):
                 fail(e)
 
     Hooks.__qualname__ = f"Hooks[{operator_class.__name__}]"
-    sys.modules[__name__].__dict__.setdefault("_exported", operator_class)
     return Hooks
