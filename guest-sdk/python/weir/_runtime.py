@@ -1,7 +1,6 @@
 """Drives an operator over encoded batches; shared by the component's
 exports and the native test harness, so tests run the code the host will."""
 
-import sys
 import traceback
 
 from . import wire
