@@ -59,7 +59,10 @@ export const STRING = { name: "string", encode: (v) => utf8.encode(String(v)), d
 // Byte arrays that crossed the component boundary may come from another
 // realm, where `instanceof Uint8Array` is false: test for a view instead.
 function asBytes(v) {
-  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (ArrayBuffer.isView(v)) {
+    // A byte-sized typed array is written as is (no new view per record).
+    return v.BYTES_PER_ELEMENT === 1 ? v : new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  }
   if (v instanceof ArrayBuffer || Array.isArray(v)) return new Uint8Array(v);
   return null;
 }

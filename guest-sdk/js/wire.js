@@ -108,7 +108,7 @@ export class Writer {
     this.view = new DataView(bigger.buffer);
   }
   record(timestamp, key, value) {
-    this.reserve(16 + key.length + value.length);
+    if (this.at + 16 + key.length + value.length > this.buf.length) this.reserve(16 + key.length + value.length);
     if (timestamp === null || timestamp === undefined) {
       this.view.setUint32(this.at, 0, true);
       this.view.setInt32(this.at + 4, -2147483648, true);
