@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds every Rust operator in the repository as a wasm32-wasip2 component
+# Builds every operator in the repository (Rust, Python, JavaScript) as a component
 # into target/wasm/wasm32-wasip2/release/, where the example job files and
 # the tests look for them. A separate target directory keeps these builds
 # from waiting on the host's cargo lock (tests call this while cargo runs).
@@ -10,3 +10,19 @@ cargo build --release --target wasm32-wasip2 --target-dir target/wasm \
     -p window-collect
 # The "upgraded" operator for the savepoint tests: same crate, new behaviour.
 cargo build --release --target wasm32-wasip2 --target-dir target/wasm-v2 -p window-collect --features v2
+
+# Python and JavaScript operators (componentize-py, componentize-js); each
+# is skipped when its sources, the SDK and the toolchain are unchanged.
+out=target/wasm/wasm32-wasip2/release
+while read -r src name; do
+    bash scripts/build-operator.sh "$src" -o "$out/$name.wasm"
+done <<'GUESTS'
+examples/fraud-detection/operators/fraud-detector-py/fraud_detector.py fraud_detector_py
+examples/polyglot/operators/window-count-py/window_count.py window_count_py
+tests/guests/hostile-py/hostile.py hostile_py
+benches/guests/map-op-py/map_op.py map_op_py
+examples/wordcount/operators/tokenizer-js/tokenizer.js tokenizer_js
+examples/polyglot/operators/running-total-js/running_total.js running_total_js
+tests/guests/hostile-js/hostile.js hostile_js
+benches/guests/map-op-js/map_op.js map_op_js
+GUESTS

@@ -288,7 +288,9 @@ fn default_cache_dir() -> Option<PathBuf> {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // Compile and cache-load times of the operators are shown at job
+        // start even without -v: a Python or JS component compiles for seconds.
+        0 => "warn,weir_wasm::engine=info",
         1 => "info",
         _ => "debug",
     };

@@ -24,7 +24,7 @@ pub fn guest_dir() -> &'static Path {
             .expect("bash runs");
         assert!(
             status.success(),
-            "building guests failed; is the wasm32-wasip2 target installed? (bash scripts/setup.sh)"
+            "building guests failed; are the wasm32-wasip2 target and the Python/JavaScript component toolchains installed? (bash scripts/setup.sh)"
         );
         repo().join("target/wasm/wasm32-wasip2/release")
     })

@@ -126,13 +126,21 @@ impl WasmEngine {
         let pre = OperatorPre::new(instance_pre).map_err(|e| {
             format!("artifact {artifact} does not match the weir:operator world: {e:#}")
         })?;
-        tracing::info!(
-            artifact,
-            digest = &digest[..12],
-            from_cache,
-            ms = compile_time.as_millis() as u64,
-            "component ready"
-        );
+        // Python and JavaScript components are tens of MB and take seconds
+        // to compile; say which happened, and how long it took, at job start.
+        let ms = compile_time.as_millis() as u64;
+        let size_mb = bytes.len() as f64 / 1e6;
+        if from_cache {
+            tracing::info!(
+                digest = &digest[..12],
+                "loaded {artifact} ({size_mb:.1} MB) from cache in {ms} ms"
+            );
+        } else {
+            tracing::info!(
+                digest = &digest[..12],
+                "compiled {artifact} ({size_mb:.1} MB) in {ms} ms"
+            );
+        }
         let compiled = CompiledOperator {
             pre,
             engine: self.engine.clone(),

@@ -1,0 +1,29 @@
+// The real host, through the component's WIT imports. Only imported inside
+// a component (the build's entry module imports it before the operator).
+
+import * as state from "weir:operator/keyed-state@0.1.0";
+import * as timers from "weir:operator/timers@0.1.0";
+import { log } from "weir:operator/log@0.1.0";
+import { setHostFactory } from "./weir.js";
+import { readEntries } from "./wire.js";
+
+const LEVELS = new Set(["trace", "debug", "info", "warn", "error"]);
+
+class WitHost {
+  valueGet(s, k) { return state.valueGet(s, k); }
+  valueSet(s, k, v) { state.valueSet(s, k, v); }
+  listAppend(s, k, v) { state.listAppend(s, k, v); }
+  listGet(s, k) { return state.listGet(s, k); }
+  mapGet(s, k, mk) { return state.mapGet(s, k, mk); }
+  mapPut(s, k, mk, v) { state.mapPut(s, k, mk, v); }
+  mapRemove(s, k, mk) { state.mapRemove(s, k, mk); }
+  mapEntries(s, k) { return readEntries(state.mapEntries(s, k)); }
+  clear(s, k) { state.clear(s, k); }
+  registerTimer(domain, k, ts) { timers.registerTimer(domain, k, BigInt(ts)); }
+  deleteTimer(domain, k, ts) { timers.deleteTimer(domain, k, BigInt(ts)); }
+  watermark() { return Number(timers.currentWatermark()); }
+  processingTime() { return Number(timers.currentProcessingTime()); }
+  log(level, message) { log(LEVELS.has(level) ? level : "info", message); }
+}
+
+setHostFactory(() => new WitHost());

@@ -1,0 +1,107 @@
+// Unit tests of the JavaScript guest SDK: encodings shared with the Rust
+// SDK, the batch format, and the runtime driven through the test harness.
+// Run: node --test guest-sdk/js/test/
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { codec, encodeAny, Json, describe, DecodeError } from "../weir.js";
+import { formatFloat } from "../codec.js";
+import { readBatch, writeBatch, MalformedBatch } from "../wire.js";
+import { Harness } from "../testing.js";
+
+const text = (b) => new TextDecoder().decode(b);
+
+test("numbers are decimal text as Rust prints them", () => {
+  for (const [x, t] of [[1, "1"], [1.5, "1.5"], [-0.25, "-0.25"], [1e21, "1000000000000000000000"],
+    [1e-7, "0.0000001"], [0.1 + 0.2, "0.30000000000000004"], [123456789012, "123456789012"],
+    [Infinity, "inf"], [NaN, "NaN"]]) {
+    assert.equal(formatFloat(x), t);
+  }
+  assert.equal(text(codec("int").encode(-42)), "-42");
+  assert.equal(text(codec("int").encode(2n ** 64n - 1n)), "18446744073709551615");
+  assert.equal(codec("int").decode(new TextEncoder().encode(" 12 ")), 12);
+  assert.equal(codec("int").decode(new TextEncoder().encode("18446744073709551615")), 18446744073709551615n);
+  assert.throws(() => codec("int").decode(new TextEncoder().encode("1.5")), /"1.5" is not an int/);
+  assert.throws(() => codec("string").decode(Uint8Array.of(0xff)), /not UTF-8/);
+});
+
+test("emitted values are encoded by type", () => {
+  assert.equal(text(encodeAny({ a: 1, b: "é" })), '{"a":1,"b":"é"}');
+  assert.equal(text(encodeAny(new Json("x"))), '"x"');
+  assert.equal(text(encodeAny(true)), "true");
+  assert.equal(encodeAny(null).length, 0);
+});
+
+test("batches round-trip and truncation is reported", () => {
+  const enc = new TextEncoder();
+  const records = [[null, enc.encode("k"), enc.encode("v")], [-5, new Uint8Array(0), Uint8Array.of(0, 0, 0)]];
+  const bytes = writeBatch(records);
+  assert.deepEqual([...readBatch(bytes)], records);
+  assert.throws(() => [...readBatch(bytes.subarray(0, bytes.length - 1))], MalformedBatch);
+});
+
+class Count {
+  static key = "string";
+  static value = "string";
+  open(ctx) {
+    this.seen = ctx.valueState("seen", "int");
+    this.items = ctx.listState("items");
+    this.byLen = ctx.mapState("by-len", "int", "int");
+  }
+  process(ctx, record) {
+    const n = (this.seen.get(ctx) ?? 0) + 1;
+    this.seen.set(ctx, n);
+    this.items.add(ctx, record.value);
+    this.byLen.put(ctx, record.value.length, (this.byLen.get(ctx, record.value.length) ?? 0) + 1);
+    ctx.registerEventTimer(100);
+    ctx.emit(record.key, n);
+  }
+  onTimer(ctx, timer) {
+    ctx.emit(timer.key, { items: this.items.get(ctx), byLen: this.byLen.entries(ctx) });
+    this.items.clear(ctx);
+  }
+}
+
+test("state is scoped to the key and timers fire on the watermark", () => {
+  const h = new Harness(Count);
+  assert.deepEqual(h.process("a", "x").map((e) => e.value), ["1"]);
+  assert.deepEqual(h.process("b", "yy").map((e) => e.value), ["1"]);
+  assert.deepEqual(h.process("a", "zz", 7).map((e) => [e.value, e.timestamp]), [["2", 7]]);
+  const out = h.advanceWatermark(100).map((e) => [e.key, e.value, e.timestamp]).sort();
+  assert.deepEqual(out, [
+    ["a", '{"items":["x","zz"],"byLen":[[1,1],[2,1]]}', 100],
+    ["b", '{"items":["yy"],"byLen":[[2,1]]}', 100],
+  ]);
+  assert.deepEqual(h.pendingTimers(), []);
+});
+
+test("a bad record names its index; exceptions are described", () => {
+  class Ints { static value = "int"; process() {} }
+  assert.throws(() => new Harness(Ints).processBatch([[null, "k", 1], [null, "k", "nope"]]),
+    (e) => e instanceof DecodeError && e.message === 'record 1: value: "nope" is not an int');
+  class Boom { process() { throw new TypeError("broken"); } }
+  let err;
+  try { new Harness(Boom).process("k", "v"); } catch (e) { err = e; }
+  assert.match(describe(err), /^TypeError: broken \(at .*sdk\.test\.js/);
+  assert.equal(describe("plain"), "uncaught exception: plain");
+});
+
+test("byte arrays from another realm are bytes, not JSON", async () => {
+  const { runInNewContext } = await import("node:vm");
+  const foreign = runInNewContext("new Uint8Array([107, 101, 121])");
+  assert.equal(foreign instanceof Uint8Array, false);
+  assert.equal(text(encodeAny(foreign)), "key");
+  assert.equal(text(codec("bytes").encode(foreign)), "key");
+  assert.equal(text(encodeAny(foreign.subarray(1))), "ey");
+});
+
+test("the batch reader and writer agree on timestamps of any sign", async () => {
+  const { BatchReader } = await import("../wire.js");
+  const enc = new TextEncoder();
+  const stamps = [null, 0, -5, 2 ** 40 + 3, -(2 ** 45) - 7, Number.MAX_SAFE_INTEGER];
+  const bytes = writeBatch(stamps.map((ts) => [ts, enc.encode("k"), enc.encode("v")]));
+  const r = new BatchReader(bytes);
+  const seen = [];
+  while (r.next()) seen.push(r.timestamp);
+  assert.deepEqual(seen, stamps);
+  assert.deepEqual([...readBatch(bytes)].map(([ts]) => ts), stamps);
+});

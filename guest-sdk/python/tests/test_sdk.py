@@ -1,0 +1,143 @@
+"""Unit tests of the Python guest SDK: encodings shared with the Rust SDK,
+the batch format, and the runtime driven through the test harness.
+Run: python3 -m unittest discover -s guest-sdk/python/tests"""
+
+import os
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(HERE, "../../../examples/fraud-detection/operators/fraud-detector-py"))
+sys.path.insert(0, os.path.join(HERE, "../../../examples/polyglot/operators/window-count-py"))
+
+import weir  # noqa: E402
+from weir import codec, wire  # noqa: E402
+from weir.testing import Harness  # noqa: E402
+
+
+class Codecs(unittest.TestCase):
+    def test_numbers_are_decimal_text_as_rust_prints_them(self):
+        self.assertEqual(codec.INT.encode(-42), b"-42")
+        self.assertEqual(codec.INT.encode(2 ** 64 - 1), b"18446744073709551615")
+        self.assertEqual(codec.INT.decode(b" 12 "), 12)
+        # Rust's Display for f64: no ".0", no exponent.
+        for x, text in [(1.0, "1"), (1.5, "1.5"), (-0.25, "-0.25"), (1e21, "1000000000000000000000"),
+                        (1e-7, "0.0000001"), (0.1 + 0.2, "0.30000000000000004"),
+                        (float("inf"), "inf"), (float("nan"), "NaN")]:
+            self.assertEqual(codec.format_float(x), text)
+        self.assertEqual(codec.BOOL.encode(True), b"true")
+
+    def test_errors_say_what_was_expected(self):
+        with self.assertRaisesRegex(codec.DecodeError, "'x' is not an int"):
+            codec.INT.decode(b"x")
+        with self.assertRaisesRegex(codec.DecodeError, "not UTF-8"):
+            codec.STR.decode(b"\xff")
+        with self.assertRaisesRegex(codec.DecodeError, "not valid JSON"):
+            codec.JSON.decode(b"{")
+
+    def test_json_is_compact_utf8_like_serde_json(self):
+        self.assertEqual(codec.encode_any({"a": 1, "b": "é", "c": 750.0}), '{"a":1,"b":"é","c":750.0}'.encode())
+        self.assertEqual(codec.encode_any(weir.Json("x")), b'"x"')
+        self.assertEqual(codec.encode_any(None), b"")
+
+    def test_batch_round_trip_and_truncation(self):
+        records = [(None, b"k", b"v"), (-5, b"", b"\x00" * 3)]
+        data = wire.write_batch(records)
+        self.assertEqual(list(wire.read_batch(data)), records)
+        with self.assertRaises(wire.MalformedBatch):
+            list(wire.read_batch(data[:-1]))
+
+
+class Count(weir.Operator):
+    key = str
+    value = str
+
+    def open(self, ctx):
+        self.seen = ctx.value_state("seen", int)
+        self.items = ctx.list_state("items", str)
+        self.by_len = ctx.map_state("by-len", int, int)
+
+    def process(self, ctx, record):
+        n = self.seen.get(ctx, 0) + 1
+        self.seen.set(ctx, n)
+        self.items.add(ctx, record.value)
+        self.by_len.put(ctx, len(record.value), self.by_len.get(ctx, len(record.value), 0) + 1)
+        ctx.register_event_timer(100)
+        ctx.emit(record.key, n)
+
+    def on_timer(self, ctx, timer):
+        ctx.emit(timer.key, {"items": self.items.get(ctx), "by_len": self.by_len.entries(ctx)})
+        self.items.clear(ctx)
+
+
+class Runtime(unittest.TestCase):
+    def test_state_is_scoped_to_the_key(self):
+        h = Harness(Count)
+        self.assertEqual([e.value for e in h.process("a", "x")], ["1"])
+        self.assertEqual([e.value for e in h.process("b", "yy")], ["1"])
+        self.assertEqual([e.value for e in h.process("a", "zz", 7)], ["2"])
+        out = h.advance_watermark(100)
+        self.assertEqual(sorted((e.key, e.value) for e in out), [
+            ("a", '{"items":["x","zz"],"by_len":[[1,1],[2,1]]}'),
+            ("b", '{"items":["yy"],"by_len":[[2,1]]}'),
+        ])
+        self.assertEqual(out[0].timestamp, 100)
+        self.assertEqual(h.pending_timers(), [])
+
+    def test_a_bad_record_names_its_index(self):
+        class Ints(weir.Operator):
+            value = int
+
+            def process(self, ctx, record):
+                pass
+
+        h = Harness(Ints)
+        with self.assertRaisesRegex(weir.DecodeError, "record 1: value: 'nope' is not an int"):
+            h.process_batch([(None, "k", 1), (None, "k", "nope")])
+
+    def test_exceptions_are_described_with_their_location(self):
+        class Boom(weir.Operator):
+            def process(self, ctx, record):
+                raise KeyError("missing")
+
+        try:
+            Harness(Boom).process("k", "v")
+        except KeyError as e:
+            text = weir._runtime.describe(e)
+        self.assertRegex(text, r"^KeyError: 'missing' \(at test_sdk.py:\d+ in process\)$")
+
+
+class Examples(unittest.TestCase):
+    def test_fraud_detector_flags_small_then_large(self):
+        import fraud_detector
+
+        h = Harness(fraud_detector.FraudDetector)
+        self.assertEqual(h.process("a", {"account_id": "a", "amount": 0.5}, 1000), [])
+        out = h.process("a", {"account_id": "a", "amount": 900}, 30_000)
+        self.assertEqual([e.value for e in out],
+                         ['{"account_id":"a","small_at":1000,"large_at":30000,"amount":900.0}'])
+        self.assertEqual(h.pending_timers(), [])
+
+    def test_fraud_flag_expires_after_a_minute(self):
+        import fraud_detector
+
+        h = Harness(fraud_detector.FraudDetector)
+        h.process("a", {"account_id": "a", "amount": 0.5}, 1000)
+        h.advance_watermark(61_000)
+        self.assertEqual(h.process("a", {"account_id": "a", "amount": 900}, 61_500), [])
+
+    def test_window_count_emits_each_window_once(self):
+        import window_count
+
+        h = Harness(window_count.WindowCount, config={"window_ms": 1000})
+        for ts in (10, 999, 1000):
+            self.assertEqual(h.process("fox", 1, ts), [])
+        self.assertEqual(h.advance_watermark(998), [])
+        out = h.advance_watermark(999)
+        self.assertEqual([e.json() for e in out],
+                         [{"word": "fox", "window_start": 0, "window_end": 1000, "count": 2}])
+
+
+if __name__ == "__main__":
+    unittest.main()

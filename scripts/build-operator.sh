@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Builds a Python or JavaScript operator into a weir:operator component.
+#
+#   scripts/build-operator.sh path/to/operator.py -o out.wasm   (componentize-py)
+#   scripts/build-operator.sh path/to/operator.js -o out.wasm   (componentize-js)
+#
+# A .py file is the app module: it imports `weir` (guest-sdk/python) and sets
+# `Hooks = weir.export(MyOperator)`; other modules in its directory are
+# importable. A .js file imports from "weir" (guest-sdk/js) and exports
+# `hooks = exportOperator(MyOperator)`. Rebuilding is skipped when the
+# sources, the SDK, the WIT and the toolchain are unchanged (a stamp file
+# beside the output records their digest); --force rebuilds anyway.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+
+usage() {
+    echo "usage: $0 OPERATOR.py|OPERATOR.js -o OUT.wasm [--force]" >&2
+    exit 2
+}
+src="" out="" force=0
+while (($#)); do
+    case "$1" in
+        -o) out="${2:-}"; shift 2 || usage ;;
+        --force) force=1; shift ;;
+        -h|--help) usage ;;
+        *) [ -z "$src" ] || usage; src="$1"; shift ;;
+    esac
+done
+[ -n "$src" ] && [ -n "$out" ] || usage
+[ -f "$src" ] || { echo "error: no such operator source: $src" >&2; exit 2; }
+src_dir="$(cd "$(dirname "$src")" && pwd)"
+file="$(basename "$src")"
+
+missing() {
+    echo "error: $1 is not installed, so $src cannot be built." >&2
+    echo "Install it with:  bash scripts/setup.sh" >&2
+    echo "(or by hand: $2)" >&2
+    exit 3
+}
+
+case "$file" in
+    *.py)
+        tool="${WEIR_COMPONENTIZE_PY:-}"
+        [ -n "$tool" ] || { [ -x "$repo/.toolchains/python/bin/componentize-py" ] && tool="$repo/.toolchains/python/bin/componentize-py"; }
+        [ -n "$tool" ] || tool="$(command -v componentize-py || true)"
+        [ -n "$tool" ] || missing "componentize-py" "pip install componentize-py==0.25.1"
+        version="$("$tool" --version)"
+        sdk="$repo/guest-sdk/python"
+        inputs=$(cd "$src_dir" && find . -maxdepth 1 -name '*.py' | sort)
+        sdk_inputs=$(cd "$sdk" && find weir -name '*.py' | sort)
+        ;;
+    *.js|*.mjs)
+        command -v node >/dev/null || missing "node" "apt-get install nodejs npm"
+        [ -f "$repo/guest-sdk/js/node_modules/@bytecodealliance/componentize-js/package.json" ] ||
+            missing "@bytecodealliance/componentize-js" "cd guest-sdk/js && npm install --no-save"
+        version="componentize-js $(node -p "require('$repo/guest-sdk/js/node_modules/@bytecodealliance/componentize-js/package.json').version")"
+        sdk="$repo/guest-sdk/js"
+        inputs=$(cd "$src_dir" && find . -maxdepth 1 \( -name '*.js' -o -name '*.mjs' \) | sort)
+        sdk_inputs="weir.js codec.js wire.js host.js build.mjs"
+        ;;
+    *) echo "error: $src: expected a .py or .js operator (Rust operators build with cargo)" >&2; exit 2 ;;
+esac
+
+# Skip the build (tens of seconds) when nothing that goes into it changed.
+stamp="$out.inputs"
+digest=$( {
+    echo "$version $file"
+    (cd "$src_dir" && cat $inputs)
+    (cd "$sdk" && cat $sdk_inputs)
+    cat "$repo"/wit/*.wit
+} | sha256sum | cut -d' ' -f1)
+if ((!force)) && [ -f "$out" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ]; then
+    echo "up to date: $out" >&2
+    exit 0
+fi
+
+mkdir -p "$(dirname "$out")"
+rm -f "$stamp"
+started=$(date +%s)
+case "$file" in
+    *.py)
+        # componentize-py writes build files beside the module; keep them out of the tree.
+        export PYTHONDONTWRITEBYTECODE=1
+        "$tool" -d "$repo/wit" -w operator componentize \
+            -p "$src_dir" -p "$sdk" "${file%.py}" -o "$out.tmp" >/dev/null
+        mv "$out.tmp" "$out"
+        echo "built $out ($(( $(stat -c %s "$out") / 1000000 )) MB) from $src in $(( $(date +%s) - started )) s" >&2
+        ;;
+    *)
+        # build.mjs writes the output only once the component is complete.
+        node "$sdk/build.mjs" "$src" -o "$out" --wit "$repo/wit"
+        ;;
+esac
+echo "$digest" > "$stamp"
