@@ -16,7 +16,7 @@ node --test guest-sdk/js/test/ 2>&1 | tee -a "$log" || status=$?
 # Everything must also build natively as a plain workspace (guest crates
 # included), which `cargo test` alone does not check for cdylibs.
 cargo build --release --workspace
-cargo test --release --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+cargo test --release --workspace --no-fail-fast "$@" 2>&1 | tee -a "$log" || status=$?
 echo
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      /^Ran [0-9]+ tests? in/ { py += $2 }
