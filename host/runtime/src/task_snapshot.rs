@@ -3,10 +3,11 @@
 //! back.
 //!
 //! The synchronous part runs on the task's thread while processing waits:
-//! timers and canonical state are written out, or RocksDB makes a native
-//! checkpoint (a flush and hard links). Copying a native checkpoint's new
-//! SST files to checkpoint storage is the asynchronous part, on its own
-//! thread, after the barrier has moved on.
+//! timers are written out, the memory backend's entries are copied, or
+//! RocksDB makes a native checkpoint (a flush and hard links). Writing the
+//! copy, or copying the native checkpoint's new SST files to checkpoint
+//! storage, is the asynchronous part, on its own thread, after the barrier
+//! has moved on. (A RocksDB savepoint writes canonical state synchronously.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use weir_core::key_group::subtask_for_key_group;
 use weir_core::timers::TimeDomain;
 use weir_core::watermark::MIN_WATERMARK;
 use weir_snapshot::keyed_file::{
-    StateMapping, read_timers, restore_state, write_state, write_timers,
+    StateFileWriter, StateMapping, read_timers, restore_state, write_state, write_timers,
 };
 use weir_snapshot::rocks_files::{SharedFiles, upload};
 use weir_snapshot::{OperatorSnapshot, StateHandle, StateInfo, SubtaskSnapshot};
@@ -72,10 +73,22 @@ pub(crate) struct LinkIdentity {
     pub(crate) native: Option<NativeState>,
 }
 
-/// A link's part, possibly with an upload still to do.
+/// A link's part, possibly with writing still to do.
 pub(crate) struct LinkPart {
     pub(crate) part: OperatorPart,
-    upload: Option<Upload>,
+    deferred: Option<Deferred>,
+}
+
+/// The asynchronous part of a link's snapshot.
+enum Deferred {
+    Upload(Upload),
+    /// A copy of the memory backend's entries, in key order, to write.
+    Write {
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        states: usize,
+        path: PathBuf,
+        relative: String,
+    },
 }
 
 struct Upload {
@@ -129,7 +142,7 @@ pub(crate) fn snapshot_link(
     let watermark = state.watermark;
     let mut states = Vec::new();
     let mut stats = Vec::new();
-    let mut upload_job = None;
+    let mut deferred = None;
     let handle = match state.keyed.as_mut() {
         None => StateHandle::None,
         Some(keyed) => {
@@ -155,14 +168,29 @@ pub(crate) fn snapshot_link(
             };
             match native {
                 Some((local, native)) => {
-                    upload_job = Some(Upload {
+                    deferred = Some(Deferred::Upload(Upload {
                         local,
                         dir: dir.to_path_buf(),
                         private_name: format!("{base}.rocksdb"),
                         shared: native.shared.clone(),
                         incremental,
-                    });
+                    }));
                     StateHandle::Rocksdb { files: Vec::new() }
+                }
+                // The memory backend: copy now, write later.
+                None if who.native.is_none() => {
+                    let mut entries = Vec::new();
+                    keyed.state.backend_mut().scan_prefix(&[], &mut |k, v| {
+                        entries.push((k.to_vec(), v.to_vec()));
+                    })?;
+                    let name = format!("{base}.state");
+                    deferred = Some(Deferred::Write {
+                        entries,
+                        states: states.len(),
+                        path: dir.join(&name),
+                        relative: name,
+                    });
+                    StateHandle::None
                 }
                 None => {
                     let name = format!("{base}.state");
@@ -192,14 +220,49 @@ pub(crate) fn snapshot_link(
                 stats,
             },
         },
-        upload: upload_job,
+        deferred,
     })
 }
 
-/// Finishes the links' parts (uploading native state off the task's thread
-/// when there is any) and acknowledges the snapshot.
+/// The asynchronous part: fills in the state handle and statistics.
+fn complete(part: &mut OperatorPart, deferred: Deferred) -> anyhow::Result<()> {
+    match deferred {
+        Deferred::Upload(u) => {
+            let result = {
+                let mut shared = u.shared.lock().expect("not poisoned");
+                upload(
+                    &u.local,
+                    &u.dir,
+                    &u.private_name,
+                    &mut shared,
+                    u.incremental,
+                )
+            };
+            let _ = std::fs::remove_dir_all(&u.local);
+            part.subtask.state = StateHandle::Rocksdb { files: result? };
+        }
+        Deferred::Write {
+            entries,
+            states,
+            path,
+            relative,
+        } => {
+            let mut writer = StateFileWriter::create(&path, states)?;
+            for (key, value) in &entries {
+                writer.push(key, value)?;
+            }
+            let (file, stats) = writer.finish(relative)?;
+            part.subtask.state = StateHandle::Canonical { file };
+            part.subtask.stats = stats;
+        }
+    }
+    Ok(())
+}
+
+/// Finishes the links' parts (writing or uploading state off the task's
+/// thread when there is any) and acknowledges the snapshot.
 pub(crate) fn finish_and_ack(context: &SnapshotContext, id: u64, parts: Vec<LinkPart>) {
-    if parts.iter().all(|p| p.upload.is_none()) {
+    if parts.iter().all(|p| p.deferred.is_none()) {
         context.ack(
             id,
             AckPart::Chain(parts.into_iter().map(|p| p.part).collect()),
@@ -209,40 +272,22 @@ pub(crate) fn finish_and_ack(context: &SnapshotContext, id: u64, parts: Vec<Link
     let on_error = context.clone();
     let context = context.clone();
     let spawned = std::thread::Builder::new()
-        .name(format!("upload-{id}"))
+        .name(format!("snapshot-{id}"))
         .spawn(move || {
             let mut done = Vec::new();
-            for LinkPart {
-                mut part,
-                upload: pending,
-            } in parts
-            {
-                if let Some(u) = pending {
-                    let result = {
-                        let mut shared = u.shared.lock().expect("not poisoned");
-                        upload(
-                            &u.local,
-                            &u.dir,
-                            &u.private_name,
-                            &mut shared,
-                            u.incremental,
-                        )
-                    };
-                    let _ = std::fs::remove_dir_all(&u.local);
-                    match result {
-                        Ok(files) => part.subtask.state = StateHandle::Rocksdb { files },
-                        Err(e) => {
-                            context.decline(id, format!("operator `{}`: {e}", part.operator));
-                            return;
-                        }
-                    }
+            for LinkPart { mut part, deferred } in parts {
+                if let Some(deferred) = deferred
+                    && let Err(e) = complete(&mut part, deferred)
+                {
+                    context.decline(id, format!("operator `{}`: {e:#}", part.operator));
+                    return;
                 }
                 done.push(part);
             }
             context.ack(id, AckPart::Chain(done));
         });
     if let Err(e) = spawned {
-        on_error.decline(id, format!("cannot start an upload thread: {e}"));
+        on_error.decline(id, format!("cannot start a snapshot thread: {e}"));
     }
 }
 

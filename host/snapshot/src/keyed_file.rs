@@ -22,6 +22,56 @@ use crate::metadata::StateStats;
 const STATE_MAGIC: &[u8; 8] = b"WEIRKS01";
 const TIMERS_MAGIC: &[u8; 8] = b"WEIRTM01";
 
+/// Writes a canonical state file entry by entry, in storage-key order,
+/// counting keys, entries and bytes per state on the way.
+pub struct StateFileWriter {
+    path: std::path::PathBuf,
+    out: HashingWriter,
+    stats: Vec<StateStats>,
+    last_key: Vec<u8>,
+}
+
+impl StateFileWriter {
+    /// A new file at `path` for an operator that declared `states` states.
+    pub fn create(path: &Path, states: usize) -> Result<Self, SnapshotError> {
+        let mut out = HashingWriter::create(path)?;
+        out.write_all(STATE_MAGIC)
+            .map_err(|e| SnapshotError::io(path, e))?;
+        Ok(StateFileWriter {
+            path: path.to_path_buf(),
+            out,
+            stats: vec![StateStats::default(); states],
+            last_key: Vec::new(),
+        })
+    }
+
+    pub fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), SnapshotError> {
+        if let Some((state, user_key_end)) = parse_storage_key(key)
+            && let Some(s) = self.stats.get_mut(state as usize)
+        {
+            s.entries += 1;
+            s.bytes += (key.len() + value.len()) as u64;
+            // Entries arrive in key order, so a map's entries are adjacent.
+            if self.last_key.get(..user_key_end) != Some(&key[..user_key_end]) {
+                s.keys += 1;
+                self.last_key.clear();
+                self.last_key.extend_from_slice(&key[..user_key_end]);
+            }
+        }
+        let out = &mut self.out;
+        out.write_all(&(key.len() as u32).to_le_bytes())
+            .and_then(|_| out.write_all(key))
+            .and_then(|_| out.write_all(&(value.len() as u32).to_le_bytes()))
+            .and_then(|_| out.write_all(value))
+            .map_err(|e| SnapshotError::io(&self.path, e))
+    }
+
+    /// Syncs the file; `relative` becomes its path in the metadata.
+    pub fn finish(self, relative: String) -> Result<(FileRef, Vec<StateStats>), SnapshotError> {
+        Ok((self.out.finish(relative)?, self.stats))
+    }
+}
+
 /// Writes every entry of `backend` to `path`; returns the file and
 /// per-state statistics (`states` states were declared).
 pub fn write_state(
@@ -30,41 +80,19 @@ pub fn write_state(
     path: &Path,
     relative: String,
 ) -> Result<(FileRef, Vec<StateStats>), SnapshotError> {
-    let mut out = HashingWriter::create(path)?;
-    let mut stats = vec![StateStats::default(); states];
-    let mut io_error = None;
-    let mut last_key: Vec<u8> = Vec::new();
-    out.write_all(STATE_MAGIC)
-        .map_err(|e| SnapshotError::io(path, e))?;
+    let mut writer = StateFileWriter::create(path, states)?;
+    let mut failed = None;
     backend.scan_prefix(&[], &mut |key, value| {
-        if io_error.is_some() {
-            return;
-        }
-        if let Some((state, user_key_end)) = parse_storage_key(key)
-            && let Some(s) = stats.get_mut(state as usize)
+        if failed.is_none()
+            && let Err(e) = writer.push(key, value)
         {
-            s.entries += 1;
-            s.bytes += (key.len() + value.len()) as u64;
-            // Entries arrive in key order, so a map's entries are adjacent.
-            if last_key.get(..user_key_end) != Some(&key[..user_key_end]) {
-                s.keys += 1;
-                last_key.clear();
-                last_key.extend_from_slice(&key[..user_key_end]);
-            }
-        }
-        let result = out
-            .write_all(&(key.len() as u32).to_le_bytes())
-            .and_then(|_| out.write_all(key))
-            .and_then(|_| out.write_all(&(value.len() as u32).to_le_bytes()))
-            .and_then(|_| out.write_all(value));
-        if let Err(e) = result {
-            io_error = Some(e);
+            failed = Some(e);
         }
     })?;
-    if let Some(e) = io_error {
-        return Err(SnapshotError::io(path, e));
+    if let Some(e) = failed {
+        return Err(e);
     }
-    Ok((out.finish(relative)?, stats))
+    writer.finish(relative)
 }
 
 /// `(state index, end of the user key)` of a storage key.
