@@ -20,7 +20,8 @@ use weir_core::key_group::subtask_for_key_group;
 use weir_core::timers::TimeDomain;
 use weir_core::watermark::MIN_WATERMARK;
 use weir_snapshot::keyed_file::{
-    StateFileWriter, StateMapping, read_timers, restore_state, write_state, write_timers,
+    StateFileWriter, StateMapping, read_timers, restore_state, write_encoded, write_state,
+    write_timers,
 };
 use weir_snapshot::rocks_files::{SharedFiles, upload};
 use weir_snapshot::{OperatorSnapshot, StateHandle, StateInfo, SubtaskSnapshot};
@@ -82,10 +83,10 @@ pub(crate) struct LinkPart {
 /// The asynchronous part of a link's snapshot.
 enum Deferred {
     Upload(Upload),
-    /// A copy of the memory backend's entries, in key order, to write.
+    /// The memory backend's state, already encoded, to write.
     Write {
-        entries: Vec<(Vec<u8>, Vec<u8>)>,
-        states: usize,
+        encoded: Vec<u8>,
+        stats: Vec<weir_snapshot::StateStats>,
         path: PathBuf,
         relative: String,
     },
@@ -179,14 +180,23 @@ pub(crate) fn snapshot_link(
                 }
                 // The memory backend: copy now, write later.
                 None if who.native.is_none() => {
-                    let mut entries = Vec::new();
+                    let mut writer = StateFileWriter::in_memory(states.len());
+                    let mut failed = None;
                     keyed.state.backend_mut().scan_prefix(&[], &mut |k, v| {
-                        entries.push((k.to_vec(), v.to_vec()));
+                        if failed.is_none()
+                            && let Err(e) = writer.push(k, v)
+                        {
+                            failed = Some(e);
+                        }
                     })?;
+                    if let Some(e) = failed {
+                        return Err(e.into());
+                    }
+                    let (encoded, stats) = writer.into_encoded();
                     let name = format!("{base}.state");
                     deferred = Some(Deferred::Write {
-                        entries,
-                        states: states.len(),
+                        encoded,
+                        stats,
                         path: dir.join(&name),
                         relative: name,
                     });
@@ -242,16 +252,12 @@ fn complete(part: &mut OperatorPart, deferred: Deferred) -> anyhow::Result<()> {
             part.subtask.state = StateHandle::Rocksdb { files: result? };
         }
         Deferred::Write {
-            entries,
-            states,
+            encoded,
+            stats,
             path,
             relative,
         } => {
-            let mut writer = StateFileWriter::create(&path, states)?;
-            for (key, value) in &entries {
-                writer.push(key, value)?;
-            }
-            let (file, stats) = writer.finish(relative)?;
+            let file = write_encoded(&encoded, &path, relative)?;
             part.subtask.state = StateHandle::Canonical { file };
             part.subtask.stats = stats;
         }

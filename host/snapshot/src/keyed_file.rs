@@ -22,19 +22,42 @@ use crate::metadata::StateStats;
 const STATE_MAGIC: &[u8; 8] = b"WEIRKS01";
 const TIMERS_MAGIC: &[u8; 8] = b"WEIRTM01";
 
-/// Writes a canonical state file entry by entry, in storage-key order,
-/// counting keys, entries and bytes per state on the way.
-pub struct StateFileWriter {
+/// Encodes canonical state entry by entry, in storage-key order, into a
+/// file or into memory, counting keys, entries and bytes per state.
+pub struct StateFileWriter<W: Write = HashingWriter> {
     path: std::path::PathBuf,
-    out: HashingWriter,
+    out: W,
     stats: Vec<StateStats>,
     last_key: Vec<u8>,
 }
 
-impl StateFileWriter {
+impl StateFileWriter<HashingWriter> {
     /// A new file at `path` for an operator that declared `states` states.
     pub fn create(path: &Path, states: usize) -> Result<Self, SnapshotError> {
-        let mut out = HashingWriter::create(path)?;
+        Self::over(HashingWriter::create(path)?, path, states)
+    }
+
+    /// Syncs the file; `relative` becomes its path in the metadata.
+    pub fn finish(self, relative: String) -> Result<(FileRef, Vec<StateStats>), SnapshotError> {
+        Ok((self.out.finish(relative)?, self.stats))
+    }
+}
+
+impl StateFileWriter<Vec<u8>> {
+    /// Encodes into memory: a snapshot's synchronous part can capture state
+    /// this way (one buffer, no per-entry allocation) and write it later.
+    pub fn in_memory(states: usize) -> Self {
+        Self::over(Vec::new(), Path::new("<memory>"), states).expect("writing to memory")
+    }
+
+    /// The encoded file, ready for [`write_encoded`].
+    pub fn into_encoded(self) -> (Vec<u8>, Vec<StateStats>) {
+        (self.out, self.stats)
+    }
+}
+
+impl<W: Write> StateFileWriter<W> {
+    fn over(mut out: W, path: &Path, states: usize) -> Result<Self, SnapshotError> {
         out.write_all(STATE_MAGIC)
             .map_err(|e| SnapshotError::io(path, e))?;
         Ok(StateFileWriter {
@@ -65,11 +88,18 @@ impl StateFileWriter {
             .and_then(|_| out.write_all(value))
             .map_err(|e| SnapshotError::io(&self.path, e))
     }
+}
 
-    /// Syncs the file; `relative` becomes its path in the metadata.
-    pub fn finish(self, relative: String) -> Result<(FileRef, Vec<StateStats>), SnapshotError> {
-        Ok((self.out.finish(relative)?, self.stats))
-    }
+/// Writes state encoded by [`StateFileWriter::in_memory`] to `path`.
+pub fn write_encoded(
+    bytes: &[u8],
+    path: &Path,
+    relative: String,
+) -> Result<FileRef, SnapshotError> {
+    let mut out = HashingWriter::create(path)?;
+    out.write_all(bytes)
+        .map_err(|e| SnapshotError::io(path, e))?;
+    out.finish(relative)
 }
 
 /// Writes every entry of `backend` to `path`; returns the file and
