@@ -32,25 +32,37 @@ impl SinkTask {
         let mut aligning: Option<Barrier> = None;
         let mut commands_open = true;
         let mut open = inputs.len();
+        let commands = std::mem::replace(&mut self.commands, crossbeam_channel::never());
+        let mut readable: Vec<usize> = (0..inputs.len()).collect();
+        let mut select = Select::new();
+        let mut command_index = None;
+        let mut reselect = true;
         while open > 0 {
-            let readable: Vec<usize> = (0..inputs.len())
-                .filter(|&i| !blocked[i] && !ended[i])
-                .collect();
-            let mut select = Select::new();
-            for &i in &readable {
-                select.recv(&inputs[i].rx);
+            // Rebuilt only when the set of readable channels changes.
+            if reselect {
+                readable = (0..inputs.len())
+                    .filter(|&i| !blocked[i] && !ended[i])
+                    .collect();
+                select = Select::new();
+                for &i in &readable {
+                    select.recv(&inputs[i].rx);
+                }
+                command_index = commands_open.then(|| select.recv(&commands));
+                reselect = false;
             }
-            let command_index = commands_open.then(|| select.recv(&self.commands));
             let op = select.select();
             if Some(op.index()) == command_index {
-                match op.recv(&self.commands) {
+                match op.recv(&commands) {
                     Ok(SinkCommand::Commit(id)) => {
                         self.sink.commit(id).with_context(|| {
                             format!("sink `{}`: cannot commit checkpoint {id}", self.name)
                         })?;
                         let _ = self.snapshots.events.send(TaskEvent::Committed { id });
                     }
-                    Err(_) => commands_open = false,
+                    Err(_) => {
+                        commands_open = false;
+                        reselect = true;
+                    }
                 }
                 continue;
             }
@@ -66,10 +78,12 @@ impl SinkTask {
                 Ok(Message::End) => {
                     ended[index] = true;
                     open -= 1;
+                    reselect = true;
                 }
                 Ok(Message::Barrier(barrier)) => {
                     aligning = Some(barrier);
                     blocked[index] = true;
+                    reselect = true;
                 }
                 Err(_) => return Err(TaskError::Cancelled),
             }
@@ -78,6 +92,7 @@ impl SinkTask {
             {
                 aligning = None;
                 blocked.fill(false);
+                reselect = true;
                 match self.sink.snapshot(barrier.id) {
                     Ok(state) => self.snapshots.ack(
                         barrier.id,
