@@ -183,6 +183,16 @@ fn kill_after(mut child: Child, delay: Duration) {
     );
 }
 
+/// Writes `job` into `dir`, runs it and SIGKILLs it after a random delay
+/// between `low` and `high` ms; returns the job file.
+fn run_and_kill(random: &mut Random, job: &Job, dir: &Path, low: u64, high: u64) -> PathBuf {
+    let file = job.write(dir);
+    let mut cmd = weir();
+    cmd.arg("run").arg(&file);
+    kill_after(spawn(cmd), Duration::from_millis(random.between(low, high)));
+    file
+}
+
 fn resume(file: &Path, dir: &Path) -> Command {
     let mut cmd = weir();
     cmd.arg("run")
@@ -221,10 +231,7 @@ fn killed_and_resumed_gives_byte_identical_output() {
     };
     let expected = straight(&job);
     let dir = tempfile::tempdir().unwrap();
-    let file = job.write(dir.path());
-    let mut cmd = weir();
-    cmd.arg("run").arg(&file);
-    kill_after(spawn(cmd), Duration::from_millis(random.between(400, 1500)));
+    let file = run_and_kill(&mut random, &job, dir.path(), 400, 1500);
     run_ok(resume(&file, dir.path()));
     assert_eq!(output(dir.path()), expected);
 }
@@ -240,10 +247,7 @@ fn killed_and_resumed_on_rocksdb_in_parallel() {
     };
     let expected = straight(&job);
     let dir = tempfile::tempdir().unwrap();
-    let file = job.write(dir.path());
-    let mut cmd = weir();
-    cmd.arg("run").arg(&file);
-    kill_after(spawn(cmd), Duration::from_millis(random.between(400, 1500)));
+    let file = run_and_kill(&mut random, &job, dir.path(), 400, 1500);
     run_ok(resume(&file, dir.path()));
     // Parallel subtasks interleave at the sink; the lines are the same.
     assert_eq!(sorted(&output(dir.path())), sorted(&expected));
@@ -541,10 +545,7 @@ fn a_damaged_checkpoint_falls_back_to_the_previous_one() {
     };
     let expected = straight(&job);
     let dir = tempfile::tempdir().unwrap();
-    let file = job.write(dir.path());
-    let mut cmd = weir();
-    cmd.arg("run").arg(&file);
-    kill_after(spawn(cmd), Duration::from_millis(random.between(600, 1500)));
+    let file = run_and_kill(&mut random, &job, dir.path(), 600, 1500);
     let root = dir.path().join("chk/collect");
     let mut complete: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
