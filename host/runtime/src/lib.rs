@@ -17,6 +17,7 @@
 //! This crate decides nothing about Wasm (that is `weir-wasm`), storage
 //! (`weir-state`) or snapshot files (`weir-snapshot`).
 
+mod alignment;
 mod control;
 mod coordinator;
 mod gate;

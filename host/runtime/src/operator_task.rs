@@ -22,6 +22,7 @@ use weir_core::watermark::InputWatermarks;
 use weir_core::{Batch, BatchBuilder};
 use weir_wasm::OperatorInstance;
 
+use crate::alignment::Alignment;
 use crate::coordinator::TaskEvent;
 use crate::gate::Gate;
 use crate::message::{Barrier, Message, TaskError, TaskResult};
@@ -70,10 +71,7 @@ impl ChainTask {
                 link.late_gate.send_watermark(restored)?;
             }
         }
-        // Channels being read: open, and not holding back for a barrier.
-        let mut ended = vec![false; inputs.len()];
-        let mut blocked = vec![false; inputs.len()];
-        let mut aligning: Option<Barrier> = None;
+        let mut alignment = Alignment::new(inputs.len());
         let mut open = inputs.len();
         let mut readable: Vec<usize> = (0..inputs.len()).collect();
         let mut select = Select::new();
@@ -111,21 +109,13 @@ impl ChainTask {
                 Message::Watermark(w) => watermarks.on_watermark(index, w),
                 Message::Idle => watermarks.on_idle(index),
                 Message::End => {
-                    ended[index] = true;
+                    alignment.on_end(index);
                     reselect = true;
                     open -= 1;
                     watermarks.on_end(index)
                 }
                 Message::Barrier(barrier) => {
-                    if aligning.is_some_and(|a| a != barrier) {
-                        return Err(TaskError::Failed(anyhow::anyhow!(
-                            "barrier {} arrived while aligning barrier {}",
-                            barrier.id,
-                            aligning.map_or(0, |a| a.id)
-                        )));
-                    }
-                    aligning = Some(barrier);
-                    blocked[index] = true;
+                    alignment.on_barrier(index, barrier)?;
                     reselect = true;
                     None
                 }
@@ -133,18 +123,12 @@ impl ChainTask {
             if let Some(watermark) = advanced {
                 self.advance_watermark(watermark)?;
             }
-            if let Some(barrier) = aligning
-                && (0..inputs.len()).all(|i| blocked[i] || ended[i])
-            {
+            if let Some(barrier) = alignment.take_aligned() {
                 self.on_barrier(barrier)?;
-                aligning = None;
-                blocked.fill(false);
                 reselect = true;
             }
             if reselect {
-                readable = (0..inputs.len())
-                    .filter(|&i| !blocked[i] && !ended[i])
-                    .collect();
+                readable = alignment.readable();
                 select = Select::new();
                 for &i in &readable {
                     select.recv(&inputs[i].rx);

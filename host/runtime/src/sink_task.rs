@@ -9,8 +9,9 @@ use crossbeam_channel::{Receiver, Select};
 use weir_connectors::Sink;
 use weir_snapshot::SinkSnapshot;
 
+use crate::alignment::Alignment;
 use crate::coordinator::{AckPart, SinkCommand, TaskEvent};
-use crate::message::{Barrier, Message, TaskError, TaskResult};
+use crate::message::{Message, TaskError, TaskResult};
 use crate::metrics::NodeCounters;
 use crate::plan::InputChannel;
 use crate::task_snapshot::SnapshotContext;
@@ -27,9 +28,7 @@ pub(crate) struct SinkTask {
 impl SinkTask {
     pub(crate) fn run(mut self) -> TaskResult {
         let inputs = std::mem::take(&mut self.inputs);
-        let mut ended = vec![false; inputs.len()];
-        let mut blocked = vec![false; inputs.len()];
-        let mut aligning: Option<Barrier> = None;
+        let mut alignment = Alignment::new(inputs.len());
         let mut commands_open = true;
         let mut open = inputs.len();
         let commands = std::mem::replace(&mut self.commands, crossbeam_channel::never());
@@ -40,9 +39,7 @@ impl SinkTask {
         while open > 0 {
             // Rebuilt only when the set of readable channels changes.
             if reselect {
-                readable = (0..inputs.len())
-                    .filter(|&i| !blocked[i] && !ended[i])
-                    .collect();
+                readable = alignment.readable();
                 select = Select::new();
                 for &i in &readable {
                     select.recv(&inputs[i].rx);
@@ -76,22 +73,17 @@ impl SinkTask {
                 }
                 Ok(Message::Watermark(_) | Message::Idle) => {}
                 Ok(Message::End) => {
-                    ended[index] = true;
+                    alignment.on_end(index);
                     open -= 1;
                     reselect = true;
                 }
                 Ok(Message::Barrier(barrier)) => {
-                    aligning = Some(barrier);
-                    blocked[index] = true;
+                    alignment.on_barrier(index, barrier)?;
                     reselect = true;
                 }
                 Err(_) => return Err(TaskError::Cancelled),
             }
-            if let Some(barrier) = aligning
-                && (0..inputs.len()).all(|i| blocked[i] || ended[i])
-            {
-                aligning = None;
-                blocked.fill(false);
+            if let Some(barrier) = alignment.take_aligned() {
                 reselect = true;
                 match self.sink.snapshot(barrier.id) {
                     Ok(state) => self.snapshots.ack(
