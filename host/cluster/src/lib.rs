@@ -1,0 +1,1 @@
+//! weir-cluster: coordinator and worker (placeholder, being built).

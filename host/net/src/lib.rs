@@ -1,0 +1,1 @@
+//! weir-net: the QUIC transport between weir nodes (placeholder, being built).
