@@ -6,6 +6,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cluster_cli;
+
 use clap::{Parser, Subcommand};
 use weir_core::job::{self, JobSpec, LatePolicy, StateBackendKind};
 use weir_runtime::{ControlOptions, JobReport, Outcome, RunOptions, client};
@@ -83,12 +85,121 @@ enum Command {
         #[command(flatten)]
         target: JobTarget,
     },
+    /// Start a coordinator and workers on this machine, or make a cluster's certificates.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Run a cluster's coordinator: the REST API and the QUIC endpoint workers join.
+    Coordinator {
+        /// Directory with the cluster CA and this node's certificate (`weir cluster init`).
+        #[arg(long, value_name = "DIR", default_value = cluster_cli::DEFAULT_CLUSTER_DIR)]
+        certs: PathBuf,
+        /// This node's certificate name.
+        #[arg(long, default_value = "coordinator")]
+        node: String,
+        /// File holding the bearer token the REST API requires [env: WEIR_TOKEN_FILE; or WEIR_TOKEN].
+        #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// Address of the REST API.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        rest: std::net::SocketAddr,
+        /// Address workers connect to (QUIC, UDP).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+        quic: std::net::SocketAddr,
+        /// Where artifacts and compiled code are kept.
+        #[arg(long, value_name = "DIR", default_value = ".weir/coordinator")]
+        data_dir: PathBuf,
+        /// Largest artifact accepted, in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = weir_cluster::artifacts::ARTIFACT_BYTES_MAX_DEFAULT)]
+        artifact_max_bytes: usize,
+        /// Write the REST and QUIC addresses (JSON) here once listening.
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
+    },
+    /// Run a worker: joins the coordinator at ADDR and runs the tasks it is given.
+    Worker {
+        /// The coordinator's QUIC address.
+        #[arg(long, value_name = "ADDR")]
+        coordinator: std::net::SocketAddr,
+        /// Directory with the cluster CA and this node's certificate.
+        #[arg(long, value_name = "DIR", default_value = cluster_cli::DEFAULT_CLUSTER_DIR)]
+        certs: PathBuf,
+        /// This node's certificate name (e.g. worker-1).
+        #[arg(long)]
+        name: String,
+        /// Task slots this worker offers.
+        #[arg(long, default_value_t = 4)]
+        slots: u32,
+        /// Address peers send data to (QUIC, UDP).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        bind: std::net::SocketAddr,
+        /// Where artifacts and compiled code are cached [default: .weir/<name>].
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+    },
+    /// Upload a job's operators to a cluster and start it.
+    Submit {
+        /// The job file (TOML); paths in it must be visible to every node.
+        job: PathBuf,
+        #[command(flatten)]
+        target: cluster_cli::ClusterTarget,
+        /// Start from a savepoint.
+        #[arg(long, value_name = "PATH")]
+        from_savepoint: Option<PathBuf>,
+        /// Continue from the newest complete checkpoint of the job.
+        #[arg(long, conflicts_with = "from_savepoint")]
+        resume: bool,
+        /// Drop savepoint state that no operator of the job declares.
+        #[arg(long)]
+        allow_non_restored_state: bool,
+        /// Follow the job until it ends; fail if it fails.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List a cluster's jobs and their status.
+    Jobs {
+        #[command(flatten)]
+        target: cluster_cli::ClusterTarget,
+    },
+    /// Cancel a job on a cluster (no savepoint).
+    Cancel {
+        /// The job's name.
+        job: String,
+        #[command(flatten)]
+        target: cluster_cli::ClusterTarget,
+    },
     /// Check a job file and every operator component it names, without running it.
     Validate {
         /// The job file (TOML).
         job: PathBuf,
         #[command(flatten)]
         overrides: OverrideArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Make a cluster CA, certificates for a coordinator and N workers, and a REST token.
+    Init {
+        #[arg(long, value_name = "DIR", default_value = cluster_cli::DEFAULT_CLUSTER_DIR)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        workers: u32,
+    },
+    /// Start a coordinator and N workers on this machine (runs `init` if needed).
+    Up {
+        #[arg(long, default_value_t = 3)]
+        workers: u32,
+        /// Slots per worker.
+        #[arg(long, default_value_t = 4)]
+        slots: u32,
+        #[arg(long, value_name = "DIR", default_value = cluster_cli::DEFAULT_CLUSTER_DIR)]
+        dir: PathBuf,
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        rest: std::net::SocketAddr,
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+        quic: std::net::SocketAddr,
     },
 }
 
@@ -113,6 +224,9 @@ struct JobTarget {
     /// looking it up in the jobs directory.
     #[arg(long, value_name = "URL")]
     api: Option<String>,
+    /// A job on a cluster: the coordinator's REST API.
+    #[command(flatten)]
+    cluster: cluster_cli::ClusterTarget,
 }
 
 /// Settings that take precedence over the job file.
@@ -198,6 +312,59 @@ fn main() -> ExitCode {
             target,
         } => request_savepoint(target, jobs_dir.as_deref(), false),
         Command::Stop { target } => request_savepoint(target, jobs_dir.as_deref(), true),
+        Command::Cluster {
+            command: ClusterCommand::Init { dir, workers },
+        } => cluster_cli::init(dir, *workers),
+        Command::Cluster {
+            command: ClusterCommand::Up { workers, slots, dir, rest, quic },
+        } => {
+            let mut global = Vec::new();
+            if cli.verbose > 0 {
+                global.push(format!("-{}", "v".repeat(cli.verbose as usize)));
+            }
+            cluster_cli::up(
+                &cluster_cli::UpOptions { dir: dir.clone(), workers: *workers, slots: *slots, rest: *rest, quic: *quic },
+                &global,
+            )
+        }
+        Command::Coordinator { certs, node, token_file, rest, quic, data_dir, artifact_max_bytes, ready_file } => {
+            cluster_cli::read_token(token_file.as_deref()).and_then(|token| {
+                weir_cluster::run_coordinator(weir_cluster::CoordinatorOptions {
+                    rest: *rest,
+                    quic: *quic,
+                    certs: certs.clone(),
+                    node: node.clone(),
+                    token,
+                    data_dir: data_dir.clone(),
+                    artifact_bytes_max: *artifact_max_bytes,
+                    ready_file: ready_file.clone(),
+                })
+            })
+        }
+        Command::Worker { coordinator, certs, name, slots, bind, work_dir } => {
+            weir_cluster::run_worker(weir_cluster::WorkerOptions {
+                coordinator: *coordinator,
+                bind: *bind,
+                certs: certs.clone(),
+                name: name.clone(),
+                slots: *slots,
+                work_dir: work_dir.clone().unwrap_or_else(|| PathBuf::from(".weir").join(name)),
+            })
+        }
+        Command::Submit { job, target, from_savepoint, resume, allow_non_restored_state, wait } => {
+            cluster_cli::submit(
+                target,
+                &cluster_cli::SubmitOptions {
+                    job: job.clone(),
+                    from_savepoint: from_savepoint.clone(),
+                    resume: *resume,
+                    allow_non_restored_state: *allow_non_restored_state,
+                    wait: *wait,
+                },
+            )
+        }
+        Command::Jobs { target } => cluster_cli::jobs(target),
+        Command::Cancel { job, target } => cluster_cli::cancel(target, job),
         Command::Validate { job, overrides } => load(job, overrides).and_then(|spec| {
             let compiled = weir_runtime::validate_job(&spec, &options)?;
             eprintln!(
@@ -241,6 +408,18 @@ fn request_savepoint(
             if stop { "stop" } else { "savepoint" }
         );
     };
+    if target.cluster.cluster.is_some() {
+        let client = target.cluster.client()?;
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.set_message(format!("{} job `{job}` on the cluster", if stop { "stopping" } else { "taking a savepoint of" }));
+        spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+        let result = client.savepoint(job, target.dir.as_deref(), stop);
+        spinner.finish_and_clear();
+        let path = result?;
+        eprintln!("{} of job `{job}` taken{}", "savepoint", if stop { "; job stopped" } else { "" });
+        println!("{}", path.display());
+        return Ok(());
+    }
     let api = match (&target.api, jobs_dir) {
         (Some(api), _) => api.clone(),
         (None, Some(dir)) => client::find(dir, job)?,

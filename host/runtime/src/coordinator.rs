@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, select, unbounded};
+use serde::{Deserialize, Serialize};
 use weir_core::job::JobSpec;
 use weir_snapshot::metadata::now_unix_ms;
 use weir_snapshot::{
@@ -17,9 +18,11 @@ use weir_snapshot::{
 };
 
 use crate::message::Barrier;
+use crate::task_snapshot::SnapshotDirs;
 
 /// What a task reports to the coordinator.
-pub(crate) enum TaskEvent {
+#[derive(Debug, Serialize, Deserialize)]
+pub enum TaskEvent {
     /// The task's part of snapshot `id` is written.
     Ack { id: u64, part: AckPart },
     /// The task could not snapshot; the snapshot is aborted.
@@ -30,42 +33,46 @@ pub(crate) enum TaskEvent {
     Finished,
 }
 
-pub(crate) enum AckPart {
+#[derive(Debug, Serialize, Deserialize)]
+pub enum AckPart {
     Source(SourceSnapshot),
     /// One chain subtask: each operator's part.
     Chain(Vec<OperatorPart>),
     Sink(SinkSnapshot),
 }
 
-pub(crate) struct OperatorPart {
-    pub(crate) operator: String,
-    pub(crate) parallelism: u32,
-    pub(crate) states: Vec<StateInfo>,
-    pub(crate) subtask: SubtaskSnapshot,
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OperatorPart {
+    pub operator: String,
+    pub parallelism: u32,
+    pub states: Vec<StateInfo>,
+    pub subtask: SubtaskSnapshot,
 }
 
-pub(crate) enum SourceCommand {
+#[derive(Debug, Serialize, Deserialize)]
+pub enum SourceCommand {
     /// Snapshot the position, emit the barrier; with `stop`, then emit nothing more.
     Trigger { barrier: Barrier, stop: bool },
 }
 
-pub(crate) enum SinkCommand {
+#[derive(Debug, Serialize, Deserialize)]
+pub enum SinkCommand {
     Commit(u64),
 }
 
 /// A user's request, from the control API.
-pub(crate) struct SavepointRequest {
-    pub(crate) dir: PathBuf,
-    pub(crate) stop: bool,
-    pub(crate) reply: Sender<Result<PathBuf, String>>,
+pub struct SavepointRequest {
+    pub dir: PathBuf,
+    pub stop: bool,
+    pub reply: Sender<Result<PathBuf, String>>,
 }
 
 /// What the rest of the process may ask of a running job.
 #[derive(Clone, Default)]
-pub(crate) struct JobStatus {
-    pub(crate) last_checkpoint: Arc<Mutex<Option<u64>>>,
+pub struct JobStatus {
+    pub last_checkpoint: Arc<Mutex<Option<u64>>>,
     /// Set once a stop-with-savepoint completed: the job ends by request.
-    pub(crate) stopped_at: Arc<Mutex<Option<PathBuf>>>,
+    pub stopped_at: Arc<Mutex<Option<PathBuf>>>,
 }
 
 pub(crate) struct Coordinator {
@@ -79,7 +86,7 @@ pub(crate) struct Coordinator {
     /// Chain subtasks that acknowledge each snapshot.
     pub(crate) chain_tasks: usize,
     /// Where tasks write their part of each snapshot.
-    pub(crate) snapshot_dirs: Arc<Mutex<BTreeMap<u64, PathBuf>>>,
+    pub(crate) snapshot_dirs: SnapshotDirs,
     pub(crate) status: JobStatus,
 }
 
@@ -227,7 +234,7 @@ impl Coordinator {
         self.snapshot_dirs
             .lock()
             .expect("not poisoned")
-            .insert(id, dir.clone());
+            .insert(id, Some(dir.clone()));
         let stop = request.as_ref().is_some_and(|r| r.stop);
         let barrier = Barrier { id, savepoint };
         tracing::debug!(job = %self.job.name, "triggering {} {id}", if savepoint { "savepoint" } else { "checkpoint" });
@@ -250,10 +257,11 @@ impl Coordinator {
 
     fn abort(&mut self, p: Pending, reason: &str) {
         tracing::warn!(job = %self.job.name, "snapshot {} aborted: {reason}", p.id);
+        // A tombstone: a barrier still in flight must not wait for it.
         self.snapshot_dirs
             .lock()
             .expect("not poisoned")
-            .remove(&p.id);
+            .insert(p.id, None);
         let _ = std::fs::remove_dir_all(&p.dir);
         if let Some(r) = p.request {
             let _ = r.reply.send(Err(format!("savepoint aborted: {reason}")));
@@ -349,4 +357,64 @@ impl Coordinator {
         *self.status.stopped_at.lock().expect("not poisoned") = Some(s.path.clone());
         let _ = s.request.reply.send(Ok(s.path));
     }
+}
+
+/// A checkpoint coordinator running on its own thread for a job whose tasks
+/// run elsewhere (on a cluster's workers): the caller carries the commands
+/// to the tasks and the tasks' events back.
+pub struct RemoteCoordinator {
+    /// Feed every task's events here.
+    pub events: Sender<TaskEvent>,
+    /// One command channel per source task, in plan order (see `tasks`).
+    pub source_commands: Vec<Receiver<SourceCommand>>,
+    /// One command channel per sink task, in plan order.
+    pub sink_commands: Vec<Receiver<SinkCommand>>,
+    /// Where each snapshot in flight is written; tasks must be told.
+    pub snapshot_dirs: SnapshotDirs,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts the checkpoint coordinator of one attempt of `job`, whose next
+/// snapshot gets id `next_id`. It ends when every event sender is dropped,
+/// or when a stop-with-savepoint completed (then it drops the command
+/// channels, which ends the parked sources).
+pub fn start_remote_coordinator(
+    job: &JobSpec,
+    next_id: u64,
+    status: JobStatus,
+    requests: Receiver<SavepointRequest>,
+    source_tasks: usize,
+    chain_tasks: usize,
+    sink_tasks: usize,
+) -> anyhow::Result<RemoteCoordinator> {
+    let (events_tx, events) = unbounded();
+    let (sources, source_commands): (Vec<_>, Vec<_>) = (0..source_tasks).map(|_| unbounded()).unzip();
+    let (sinks, sink_commands): (Vec<_>, Vec<_>) = (0..sink_tasks).map(|_| unbounded()).unzip();
+    let snapshot_dirs = Arc::new(Mutex::new(BTreeMap::new()));
+    let coordinator = Coordinator {
+        job: job.clone(),
+        storage: job
+            .checkpoint
+            .as_ref()
+            .map(|c| CheckpointStorage::new(&c.dir, &job.name)),
+        next_id,
+        events,
+        requests,
+        sources,
+        sinks,
+        chain_tasks,
+        snapshot_dirs: snapshot_dirs.clone(),
+        status,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("coordinator-{}", job.name))
+        .spawn(move || coordinator.run())
+        .map_err(|e| anyhow::anyhow!("cannot start the checkpoint coordinator: {e}"))?;
+    Ok(RemoteCoordinator {
+        events: events_tx,
+        source_commands,
+        sink_commands,
+        snapshot_dirs,
+        thread,
+    })
 }

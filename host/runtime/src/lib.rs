@@ -14,6 +14,12 @@
 //! only then. A failed task restarts the job from the latest complete
 //! checkpoint; the [`control`] API takes savepoints and stops jobs.
 //!
+//! On a cluster, a worker runs its share of an attempt
+//! ([`run_worker_attempt`]): it builds the whole plan, keeps the tasks
+//! placed on it, and hands channels that cross workers to the network
+//! ([`remote`]); the cluster's coordinator runs the checkpoint coordinator
+//! ([`start_remote_coordinator`]) and carries commands and events.
+//!
 //! This crate decides nothing about Wasm (that is `weir-wasm`), storage
 //! (`weir-state`) or snapshot files (`weir-snapshot`).
 
@@ -25,11 +31,23 @@ mod message;
 mod metrics;
 mod operator_task;
 mod plan;
+pub mod remote;
 mod runner;
 mod sink_task;
 mod source_task;
 mod task_snapshot;
 
 pub use control::{ControlOptions, client};
+pub use coordinator::{
+    AckPart, JobStatus, OperatorPart, RemoteCoordinator, SavepointRequest, SinkCommand,
+    SourceCommand, TaskEvent, start_remote_coordinator,
+};
+pub use message::Barrier;
 pub use metrics::{JobReport, NodeReport, Outcome};
-pub use runner::{RunOptions, run_job, sink_target, validate_job};
+pub use plan::{TaskId, tasks};
+pub use remote::{DataPlane, InboundChannels};
+pub use runner::{
+    AttemptCancelled, RunOptions, StartedAttempt, WorkerAttempt, check_snapshot, run_job,
+    run_worker_attempt, sink_target, validate_job,
+};
+pub use task_snapshot::SnapshotDirs;

@@ -16,11 +16,11 @@ pub(crate) enum Message {
 }
 
 /// A checkpoint barrier, injected by sources and aligned by every task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Barrier {
-    pub(crate) id: u64,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Barrier {
+    pub id: u64,
     /// Savepoints store state in the canonical format, whatever the backend.
-    pub(crate) savepoint: bool,
+    pub savepoint: bool,
 }
 
 /// A task stopped because a neighbour went away (another task failed or the

@@ -11,11 +11,56 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use serde::{Deserialize, Serialize};
 use weir_core::job::{Edge, JobSpec, StreamRef};
 
 use crate::gate::{Gate, OutputEdge};
 use crate::message::Message;
 use crate::metrics::NodeCounters;
+
+/// One task of a job's plan: the unit a cluster places on a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskId {
+    /// Split `split` of the job's `source`-th source.
+    Source { source: u32, split: u32 },
+    /// Subtask `subtask` of the `chain`-th operator chain.
+    Chain { chain: u32, subtask: u32 },
+    /// The job's `sink`-th sink (sinks run as one task).
+    Sink { sink: u32 },
+}
+
+impl TaskId {
+    /// The subtask index, which decides the slot under slot sharing: slot
+    /// `i` runs subtask `i` of every node, as in Flink.
+    pub fn subtask(&self) -> u32 {
+        match *self {
+            TaskId::Source { split, .. } => split,
+            TaskId::Chain { subtask, .. } => subtask,
+            TaskId::Sink { .. } => 0,
+        }
+    }
+}
+
+/// Every task of `job`'s plan, in a fixed order.
+pub fn tasks(job: &JobSpec) -> Vec<TaskId> {
+    let plan = build(job);
+    plan.sources
+        .iter()
+        .map(SourceTaskPlan::id)
+        .chain(plan.chains.iter().map(ChainTaskPlan::id))
+        .chain(plan.sinks.iter().map(SinkTaskPlan::id))
+        .collect()
+}
+
+/// One channel between two tasks. The plan keeps a clone of both ends so
+/// that a worker can hand the end of a task it does not run to the network.
+pub(crate) struct ChannelPlan {
+    pub(crate) producer: TaskId,
+    pub(crate) consumer: TaskId,
+    pub(crate) tx: Sender<Message>,
+    pub(crate) rx: Receiver<Message>,
+}
 
 pub(crate) struct InputChannel {
     pub(crate) rx: Receiver<Message>,
@@ -35,6 +80,7 @@ pub(crate) struct ChainLinkPlan {
 }
 
 pub(crate) struct ChainTaskPlan {
+    pub(crate) chain: u32,
     pub(crate) subtask: u32,
     pub(crate) links: Vec<ChainLinkPlan>,
     pub(crate) inputs: Vec<InputChannel>,
@@ -46,10 +92,38 @@ pub(crate) struct SinkTaskPlan {
     pub(crate) inputs: Vec<InputChannel>,
 }
 
+impl SourceTaskPlan {
+    pub(crate) fn id(&self) -> TaskId {
+        TaskId::Source {
+            source: self.source as u32,
+            split: self.split,
+        }
+    }
+}
+
+impl ChainTaskPlan {
+    pub(crate) fn id(&self) -> TaskId {
+        TaskId::Chain {
+            chain: self.chain,
+            subtask: self.subtask,
+        }
+    }
+}
+
+impl SinkTaskPlan {
+    pub(crate) fn id(&self) -> TaskId {
+        TaskId::Sink {
+            sink: self.sink as u32,
+        }
+    }
+}
+
 pub(crate) struct Plan {
     pub(crate) sources: Vec<SourceTaskPlan>,
     pub(crate) chains: Vec<ChainTaskPlan>,
     pub(crate) sinks: Vec<SinkTaskPlan>,
+    /// Every channel, indexed by its number (the same on every node).
+    pub(crate) channels: Vec<ChannelPlan>,
     /// Per node name.
     pub(crate) counters: HashMap<String, Arc<NodeCounters>>,
     /// Operator names per chain, for logs.
@@ -128,6 +202,26 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
         .iter()
         .flat_map(|c| c.iter().skip(1).map(move |&op| (op, c[0])))
         .collect();
+    let chain_of_operator: HashMap<&str, u32> = chains
+        .iter()
+        .enumerate()
+        .flat_map(|(c, ops)| {
+            ops.iter()
+                .map(move |&op| (job.operators[op].name.as_str(), c as u32))
+        })
+        .collect();
+    let producer_task = |node: &str, subtask: u32| match chain_of_operator.get(node) {
+        Some(&chain) => TaskId::Chain { chain, subtask },
+        None => TaskId::Source {
+            source: job
+                .sources
+                .iter()
+                .position(|s| s.name == node)
+                .expect("validated stream reference") as u32,
+            split: subtask,
+        },
+    };
+    let mut channels = Vec::new();
 
     let mut outputs: HashMap<(StreamRef, u32), Gate> = HashMap::new();
     let mut operator_inputs: HashMap<(usize, u32), Vec<InputChannel>> = HashMap::new();
@@ -151,6 +245,18 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
                     continue;
                 }
                 let (tx, rx) = bounded(capacity);
+                channels.push(ChannelPlan {
+                    producer: producer_task(&stream.node, k),
+                    consumer: match consumer {
+                        ConsumerRef::Operator(op) => TaskId::Chain {
+                            chain: chain_of_operator[job.operators[op].name.as_str()],
+                            subtask: j,
+                        },
+                        ConsumerRef::Sink(sink) => TaskId::Sink { sink: sink as u32 },
+                    },
+                    tx: tx.clone(),
+                    rx: rx.clone(),
+                });
                 senders[k as usize].push(tx);
                 let channel = InputChannel { rx, input };
                 match consumer {
@@ -181,7 +287,7 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
         }
     }
     let mut chain_tasks = Vec::new();
-    for chain in &chains {
+    for (chain_index, chain) in chains.iter().enumerate() {
         let head = &job.operators[chain[0]];
         let tail = &job.operators[*chain.last().expect("non-empty")];
         for subtask in 0..head.parallelism {
@@ -199,6 +305,7 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
                 })
                 .collect();
             chain_tasks.push(ChainTaskPlan {
+                chain: chain_index as u32,
                 subtask,
                 links,
                 inputs: operator_inputs
@@ -230,6 +337,7 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
         sources,
         chains: chain_tasks,
         sinks,
+        channels,
         counters,
         chain_names,
     }
@@ -304,6 +412,31 @@ input = "c"
             "forward from the source: only its partner split"
         );
         assert_eq!(plan.sinks[0].inputs.len(), 2);
+    }
+
+    #[test]
+    fn every_channel_names_its_producer_and_consumer_task() {
+        let plan = build(&job(PIPELINE));
+        // src -> a (forward, 2), c -> ... (hash from chain a-b: 2x2), c -> out (2).
+        assert_eq!(plan.channels.len(), 2 + 4 + 2);
+        let hash: Vec<_> = plan
+            .channels
+            .iter()
+            .filter(|c| matches!(c.consumer, TaskId::Chain { chain: 1, .. }))
+            .map(|c| (c.producer, c.consumer))
+            .collect();
+        assert_eq!(hash.len(), 4);
+        assert!(hash.contains(&(
+            TaskId::Chain { chain: 0, subtask: 1 },
+            TaskId::Chain { chain: 1, subtask: 0 }
+        )));
+        assert!(
+            plan.channels
+                .iter()
+                .any(|c| c.producer == TaskId::Source { source: 0, split: 1 }
+                    && c.consumer == TaskId::Chain { chain: 0, subtask: 1 })
+        );
+        assert_eq!(tasks(&job(PIPELINE)).len(), 2 + 4 + 1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Starts a job's tasks, waits for them, restarts them from the latest
 //! checkpoint when one fails, and reports what happened.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,13 @@ use weir_state::{KeyedStateStore, MemoryBackend, RocksDbBackend, StateBackend};
 use weir_wasm::{CompiledOperator, Keyed, OperatorInfo, OperatorInstance, WasmEngine};
 
 use crate::control::{ControlOptions, ControlServer};
-use crate::coordinator::{Coordinator, JobStatus, SavepointRequest};
+use crate::coordinator::{
+    Coordinator, JobStatus, SavepointRequest, SinkCommand, SourceCommand, TaskEvent,
+};
+use crate::plan::{ChannelPlan, TaskId};
+use crate::remote::{DataPlane, InboundChannels, write_channel};
+use crate::task_snapshot::SnapshotDirs;
+use weir_net::stream::ChannelHeader;
 use crate::message::{TaskError, TaskResult};
 use crate::metrics::{JobReport, NodeReport, Outcome};
 use crate::operator_task::{ChainLink, ChainTask};
@@ -77,6 +83,26 @@ struct Attempt<'a> {
     number: u32,
     status: JobStatus,
     requests: Receiver<SavepointRequest>,
+    /// On a cluster worker: which tasks run here, and how to reach the rest.
+    scope: Option<&'a WorkerScope>,
+}
+
+/// A worker's share of one attempt.
+pub(crate) struct WorkerScope {
+    pub(crate) local: BTreeSet<TaskId>,
+    pub(crate) data_plane: Arc<dyn DataPlane>,
+    pub(crate) inbound: Arc<InboundChannels>,
+    pub(crate) on_started: Mutex<Option<Box<dyn FnOnce(StartedAttempt) + Send>>>,
+}
+
+/// What a worker needs of a started attempt to connect it to the cluster's
+/// checkpoint coordinator, and to cancel it.
+pub struct StartedAttempt {
+    pub source_commands: Vec<(TaskId, crossbeam_channel::Sender<SourceCommand>)>,
+    pub sink_commands: Vec<(TaskId, crossbeam_channel::Sender<SinkCommand>)>,
+    pub events: Receiver<TaskEvent>,
+    pub snapshot_dirs: SnapshotDirs,
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// Runs `job` until its sources are exhausted (or it is stopped with a
@@ -118,6 +144,7 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
             number: restarts,
             status: status.clone(),
             requests: request_rx.clone(),
+            scope: None,
         };
         match attempt.run() {
             Ok((outcome, counters)) => {
@@ -159,6 +186,85 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
             Err(e) => return Err(e.context(format!("job `{}` failed", job.name))),
         }
     }
+}
+
+/// An attempt ended because it was cancelled (a neighbour or a peer went
+/// away, or the coordinator cancelled it), not because a task failed.
+#[derive(Debug)]
+pub struct AttemptCancelled {
+    pub job: String,
+}
+
+impl std::fmt::Display for AttemptCancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "job `{}` was cancelled", self.job)
+    }
+}
+
+impl std::error::Error for AttemptCancelled {}
+
+/// One worker's share of one attempt of a job running on a cluster.
+pub struct WorkerAttempt {
+    /// The job, its operators' `wasm` pointing at this worker's copies.
+    pub job: JobSpec,
+    pub attempt: u32,
+    /// The tasks placed on this worker.
+    pub local: BTreeSet<TaskId>,
+    /// The snapshot every worker of this attempt restores from.
+    pub restore: Option<PathBuf>,
+    pub allow_non_restored_state: bool,
+    pub cache_dir: Option<PathBuf>,
+    pub data_plane: Arc<dyn DataPlane>,
+    pub inbound: Arc<InboundChannels>,
+    /// Called once the tasks are built, before they start.
+    pub on_started: Box<dyn FnOnce(StartedAttempt) + Send>,
+}
+
+/// Runs this worker's tasks of one attempt until they end. An error that
+/// downcasts to [`AttemptCancelled`] means the attempt was cancelled.
+pub fn run_worker_attempt(w: WorkerAttempt) -> anyhow::Result<()> {
+    let job = &w.job;
+    let engine = WasmEngine::new(w.cache_dir.clone())?;
+    let compiled: HashMap<String, CompiledOperator> =
+        compile_all(&engine, job)?.into_iter().collect();
+    let restore = match &w.restore {
+        Some(path) => Some(
+            Snapshot::load(path)
+                .with_context(|| format!("cannot restore from {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let state = StateRoot::new(job)?;
+    let scope = WorkerScope {
+        local: w.local,
+        data_plane: w.data_plane,
+        inbound: w.inbound,
+        on_started: Mutex::new(Some(w.on_started)),
+    };
+    // Savepoint requests reach the cluster's coordinator, never a worker.
+    let (_requests_tx, requests) = unbounded();
+    let attempt = Attempt {
+        job,
+        compiled: &compiled,
+        state: &state,
+        restore: restore.as_ref(),
+        allow_non_restored: w.allow_non_restored_state,
+        number: w.attempt,
+        status: JobStatus::default(),
+        requests,
+        scope: Some(&scope),
+    };
+    attempt.run().map(|_| ())
+}
+
+/// Checks that a job can start from `snapshot` (the cluster's coordinator
+/// does this before any worker starts).
+pub fn check_snapshot(
+    job: &JobSpec,
+    snapshot: &Snapshot,
+    allow_non_restored: bool,
+) -> anyhow::Result<()> {
+    check_restore(job, snapshot, allow_non_restored)
 }
 
 /// The snapshot a run starts from, if any.
@@ -268,7 +374,13 @@ fn check_restore(
 impl Attempt<'_> {
     fn run(self) -> anyhow::Result<(Outcome, HashMap<String, Arc<crate::metrics::NodeCounters>>)> {
         let job = self.job;
-        let plan = plan::build(job);
+        let mut plan = plan::build(job);
+        let channels = std::mem::take(&mut plan.channels);
+        if let Some(scope) = self.scope {
+            plan.sources.retain(|t| scope.local.contains(&t.id()));
+            plan.chains.retain(|t| scope.local.contains(&t.id()));
+            plan.sinks.retain(|t| scope.local.contains(&t.id()));
+        }
         for chain in &plan.chain_names {
             tracing::debug!(job = %job.name, "operator chain: {}", chain.join(" -> "));
         }
@@ -281,28 +393,52 @@ impl Attempt<'_> {
             incremental: job.checkpoint.as_ref().is_none_or(|c| c.incremental),
         };
         let chain_tasks = plan.chains.len();
-        let built = self.build_tasks(plan, &cancel, &snapshots)?;
-        let coordinator = Coordinator {
-            job: job.clone(),
-            storage: job
-                .checkpoint
-                .as_ref()
-                .map(|c| CheckpointStorage::new(&c.dir, &job.name)),
-            next_id: self.restore.map_or(1, |s| s.metadata.id + 1),
-            events: event_rx,
-            requests: self.requests.clone(),
-            sources: built.source_commands,
-            sinks: built.sink_commands,
-            chain_tasks,
-            snapshot_dirs: snapshots.dirs.clone(),
-            status: self.status.clone(),
+        let mut built = self.build_tasks(plan, &cancel, &snapshots)?;
+        let coordinator = if let Some(scope) = self.scope {
+            self.bridge(scope, channels, &mut built);
+            let started = StartedAttempt {
+                source_commands: std::mem::take(&mut built.source_commands),
+                sink_commands: std::mem::take(&mut built.sink_commands),
+                events: event_rx,
+                snapshot_dirs: snapshots.dirs.clone(),
+                cancel: cancel.clone(),
+            };
+            drop(snapshots);
+            if let Some(on_started) = scope.on_started.lock().expect("not poisoned").take() {
+                on_started(started);
+            }
+            None
+        } else {
+            drop(channels); // every end is in a task now
+            let coordinator = Coordinator {
+                job: job.clone(),
+                storage: job
+                    .checkpoint
+                    .as_ref()
+                    .map(|c| CheckpointStorage::new(&c.dir, &job.name)),
+                next_id: self.restore.map_or(1, |s| s.metadata.id + 1),
+                events: event_rx,
+                requests: self.requests.clone(),
+                sources: std::mem::take(&mut built.source_commands)
+                    .into_iter()
+                    .map(|(_, tx)| tx)
+                    .collect(),
+                sinks: std::mem::take(&mut built.sink_commands)
+                    .into_iter()
+                    .map(|(_, tx)| tx)
+                    .collect(),
+                chain_tasks,
+                snapshot_dirs: snapshots.dirs.clone(),
+                status: self.status.clone(),
+            };
+            drop(snapshots); // tasks hold the only event senders now
+            Some(
+                std::thread::Builder::new()
+                    .name("coordinator".into())
+                    .spawn(move || coordinator.run())
+                    .context("cannot start the checkpoint coordinator")?,
+            )
         };
-        drop(snapshots); // tasks hold the only event senders now
-        let coordinator = std::thread::Builder::new()
-            .name("coordinator".into())
-            .spawn(move || coordinator.run())
-            .context("cannot start the checkpoint coordinator")?;
-
         let mut handles = Vec::new();
         for (name, task) in built.tasks {
             let cancel = cancel.clone();
@@ -334,7 +470,9 @@ impl Attempt<'_> {
                 }
             }
         }
-        let _ = coordinator.join();
+        if let Some(coordinator) = coordinator {
+            let _ = coordinator.join();
+        }
         if let Some(e) = failure {
             return Err(e);
         }
@@ -342,9 +480,44 @@ impl Attempt<'_> {
             return Ok((Outcome::Stopped { savepoint: path }, counters));
         }
         if cancelled {
-            bail!("job `{}` was cancelled", job.name);
+            return Err(anyhow::Error::new(AttemptCancelled {
+                job: job.name.clone(),
+            }));
         }
         Ok((Outcome::Finished, counters))
+    }
+
+    /// Hands the ends of channels that cross workers to the network:
+    /// local producer → outbound bridge task; local consumer → the stream
+    /// a peer opens. Ends of channels between two remote tasks are dropped.
+    fn bridge(&self, scope: &WorkerScope, channels: Vec<ChannelPlan>, built: &mut BuiltTasks) {
+        for (number, channel) in channels.into_iter().enumerate() {
+            let header = ChannelHeader {
+                job: self.job.name.clone(),
+                attempt: self.number,
+                channel: number as u32,
+            };
+            match (
+                scope.local.contains(&channel.producer),
+                scope.local.contains(&channel.consumer),
+            ) {
+                (true, false) => {
+                    let data_plane = scope.data_plane.clone();
+                    let consumer = channel.consumer;
+                    let rx = channel.rx;
+                    built.tasks.push((
+                        format!("net-out-{number}"),
+                        Box::new(move || write_channel(data_plane, header, consumer, rx)),
+                    ));
+                }
+                (false, true) => {
+                    scope
+                        .inbound
+                        .expect(&header.job, header.attempt, header.channel, channel.tx)
+                }
+                _ => {}
+            }
+        }
     }
 
     fn build_tasks(
@@ -373,7 +546,7 @@ impl Attempt<'_> {
                 )
             })?;
             let (command_tx, command_rx) = unbounded();
-            built.source_commands.push(command_tx);
+            built.source_commands.push((source_plan.id(), command_tx));
             let restore = self.restore.and_then(|s| {
                 s.metadata
                     .sources
@@ -437,7 +610,7 @@ impl Attempt<'_> {
                 )
             })?;
             let (command_tx, command_rx) = unbounded();
-            built.sink_commands.push(command_tx);
+            built.sink_commands.push((sink_plan.id(), command_tx));
             let task = SinkTask {
                 name: spec.name.clone(),
                 sink,
@@ -544,8 +717,8 @@ type Task = Box<dyn FnOnce() -> TaskResult + Send>;
 #[derive(Default)]
 struct BuiltTasks {
     tasks: Vec<(String, Task)>,
-    source_commands: Vec<crossbeam_channel::Sender<crate::coordinator::SourceCommand>>,
-    sink_commands: Vec<crossbeam_channel::Sender<crate::coordinator::SinkCommand>>,
+    source_commands: Vec<(TaskId, crossbeam_channel::Sender<SourceCommand>)>,
+    sink_commands: Vec<(TaskId, crossbeam_channel::Sender<SinkCommand>)>,
 }
 
 /// Where keyed state lives for this run; a temporary directory is removed

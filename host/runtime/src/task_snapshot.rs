@@ -31,22 +31,33 @@ use weir_wasm::OperatorInstance;
 use crate::coordinator::{AckPart, OperatorPart, TaskEvent};
 use crate::message::Barrier;
 
+/// Where each snapshot in flight is written, by id; `None` once aborted.
+pub type SnapshotDirs = Arc<Mutex<BTreeMap<u64, Option<PathBuf>>>>;
+
 /// What a task needs to take its part in snapshots.
 #[derive(Clone)]
 pub(crate) struct SnapshotContext {
-    pub(crate) dirs: Arc<Mutex<BTreeMap<u64, PathBuf>>>,
+    pub(crate) dirs: SnapshotDirs,
     pub(crate) events: Sender<TaskEvent>,
     pub(crate) incremental: bool,
 }
 
 impl SnapshotContext {
     pub(crate) fn dir(&self, id: u64) -> anyhow::Result<PathBuf> {
-        self.dirs
-            .lock()
-            .expect("not poisoned")
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| anyhow!("snapshot {id} has no directory (aborted?)"))
+        // On a cluster the directory comes from the coordinator over the
+        // control stream, which a barrier on a data stream may overtake.
+        let deadline = std::time::Instant::now() + DIR_WAIT;
+        loop {
+            match self.dirs.lock().expect("not poisoned").get(&id) {
+                Some(Some(dir)) => return Ok(dir.clone()),
+                Some(None) => return Err(anyhow!("snapshot {id} was aborted")),
+                None => {}
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(anyhow!("snapshot {id} has no directory (aborted?)"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     pub(crate) fn ack(&self, id: u64, part: AckPart) {
@@ -57,6 +68,9 @@ impl SnapshotContext {
         let _ = self.events.send(TaskEvent::Declined { id, reason });
     }
 }
+
+/// How long a task waits to learn where a snapshot goes.
+const DIR_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where one link's RocksDB keeps native checkpoints before upload.
 pub(crate) struct NativeState {

@@ -1,0 +1,194 @@
+//! Operator artifacts stored by content: `<dir>/<hex sha-256>.wasm`, plus
+//! `names.json` mapping the names users uploaded them under to digests.
+//! A client's file name is only ever a key in that map, never a path.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The largest artifact the coordinator accepts by default (a Python
+/// component is about 20 MB).
+pub const ARTIFACT_BYTES_MAX_DEFAULT: usize = 64 << 20;
+/// Longest artifact name.
+const NAME_CHARS_MAX: usize = 128;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArtifactInfo {
+    pub name: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    pub bytes: u64,
+}
+
+/// Why an upload was refused; each maps to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("artifact name `{0}` is not allowed: use a plain file name of letters, digits, `.`, `_` and `-` (no paths), at most 128 characters")]
+    BadName(String),
+    #[error("artifact `{name}` is {bytes} bytes; the limit is {max} bytes")]
+    TooLarge { name: String, bytes: usize, max: usize },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot store the artifact: {0:#}")]
+    Storage(anyhow::Error),
+}
+
+/// Checks that a client-supplied name is a plain file name.
+pub fn check_name(name: &str) -> Result<(), UploadError> {
+    let ok = !name.is_empty()
+        && name.len() <= NAME_CHARS_MAX
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok { Ok(()) } else { Err(UploadError::BadName(name.escape_debug().to_string())) }
+}
+
+pub fn digest_of(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// `sha256:<64 hex>` → the hex part, or `None` if it is not a digest.
+pub fn digest_hex(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then_some(hex)
+}
+
+pub struct ArtifactStore {
+    dir: PathBuf,
+    bytes_max: usize,
+    names: Mutex<BTreeMap<String, ArtifactInfo>>,
+}
+
+impl ArtifactStore {
+    pub fn open(dir: &Path, bytes_max: usize) -> anyhow::Result<ArtifactStore> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let index = dir.join("names.json");
+        let names = match std::fs::read(&index) {
+            Ok(text) => serde_json::from_slice(&text)
+                .with_context(|| format!("{}: not an artifact index", index.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", index.display())),
+        };
+        Ok(ArtifactStore {
+            dir: dir.to_path_buf(),
+            bytes_max,
+            names: Mutex::new(names),
+        })
+    }
+
+    pub fn bytes_max(&self) -> usize {
+        self.bytes_max
+    }
+
+    /// Stores `bytes` under `name` once `validate` accepted them.
+    pub fn put(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        validate: impl FnOnce(&str, &[u8]) -> Result<(), String>,
+    ) -> Result<ArtifactInfo, UploadError> {
+        check_name(name)?;
+        if bytes.len() > self.bytes_max {
+            return Err(UploadError::TooLarge {
+                name: name.to_string(),
+                bytes: bytes.len(),
+                max: self.bytes_max,
+            });
+        }
+        validate(name, bytes).map_err(UploadError::Invalid)?;
+        let digest = digest_of(bytes);
+        let path = self.path_of(&digest).expect("a digest we made");
+        if !path.exists() {
+            write_atomically(&path, bytes).map_err(UploadError::Storage)?;
+        }
+        let info = ArtifactInfo {
+            name: name.to_string(),
+            digest,
+            bytes: bytes.len() as u64,
+        };
+        let mut names = self.names.lock().expect("not poisoned");
+        names.insert(name.to_string(), info.clone());
+        let index = serde_json::to_vec_pretty(&*names).expect("index serializes");
+        write_atomically(&self.dir.join("names.json"), &index).map_err(UploadError::Storage)?;
+        Ok(info)
+    }
+
+    pub fn list(&self) -> Vec<ArtifactInfo> {
+        self.names.lock().expect("not poisoned").values().cloned().collect()
+    }
+
+    /// A digest, or a name uploaded earlier, to the stored digest.
+    pub fn resolve(&self, reference: &str) -> Option<String> {
+        if digest_hex(reference).is_some() {
+            return self.path_of(reference).filter(|p| p.exists()).map(|_| reference.to_string());
+        }
+        self.names
+            .lock()
+            .expect("not poisoned")
+            .get(reference)
+            .map(|i| i.digest.clone())
+    }
+
+    pub fn path_of(&self, digest: &str) -> Option<PathBuf> {
+        digest_hex(digest).map(|hex| self.dir.join(format!("{hex}.wasm")))
+    }
+
+    pub fn read(&self, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let path = self
+            .path_of(digest)
+            .with_context(|| format!("`{digest}` is not an artifact digest"))?;
+        std::fs::read(&path).with_context(|| format!("no artifact {digest}"))
+    }
+}
+
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temp)
+        .with_context(|| format!("cannot create {}", temp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_plain_file_names() {
+        for good in ["tokenizer.wasm", "a-b_c.1.wasm"] {
+            check_name(good).unwrap();
+        }
+        for bad in ["../x.wasm", "a/b.wasm", "/etc/passwd", ".hidden", "", "a\\b", "a\0b", "é.wasm"] {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn stores_by_content_and_resolves_names_and_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path(), 100).unwrap();
+        let info = store.put("op.wasm", b"bytes", |_, _| Ok(())).unwrap();
+        assert_eq!(store.resolve("op.wasm").as_deref(), Some(info.digest.as_str()));
+        assert_eq!(store.resolve(&info.digest).as_deref(), Some(info.digest.as_str()));
+        assert_eq!(store.read(&info.digest).unwrap(), b"bytes");
+        assert!(store.resolve("other.wasm").is_none());
+        // The index survives a restart.
+        let again = ArtifactStore::open(dir.path(), 100).unwrap();
+        assert_eq!(again.list(), vec![info]);
+        // Refusals write nothing.
+        assert!(matches!(store.put("big.wasm", &[0; 101], |_, _| Ok(())), Err(UploadError::TooLarge { .. })));
+        assert!(matches!(store.put("bad.wasm", b"x", |_, _| Err("no".into())), Err(UploadError::Invalid(_))));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "one artifact and the index");
+    }
+}

@@ -1,0 +1,149 @@
+//! A client of the coordinator's REST API, for the CLI (blocking).
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::de::DeserializeOwned;
+
+use crate::artifacts::ArtifactInfo;
+use crate::job_master::JobInfo;
+use crate::rest::SubmitRequest;
+
+pub struct Client {
+    api: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(api: &str, token: &str) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(3600)))
+            .build()
+            .into();
+        Client {
+            api: api.trim_end_matches('/').to_string(),
+            token: token.trim().to_string(),
+            agent,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn read<T: DeserializeOwned>(&self, url: &str, response: ureq::http::Response<ureq::Body>) -> anyhow::Result<T> {
+        let status = response.status();
+        let mut body = response.into_body();
+        let text = body.read_to_string().with_context(|| format!("{url}: cannot read the reply"))?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or(text);
+            bail!("the coordinator refused ({status}): {message}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("{url}: unexpected reply"))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = self.url(path);
+        let response = self
+            .agent
+            .get(&url)
+            .header("Authorization", &self.auth())
+            .call()
+            .with_context(|| format!("cannot reach the coordinator at {}", self.api))?;
+        self.read(&url, response)
+    }
+
+    fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<T> {
+        let url = self.url(path);
+        let response = self
+            .agent
+            .post(&url)
+            .header("Authorization", &self.auth())
+            .send_json(body)
+            .with_context(|| format!("cannot reach the coordinator at {}", self.api))?;
+        self.read(&url, response)
+    }
+
+    /// Uploads `path` under `name`; `progress` gets the bytes sent so far.
+    pub fn upload(&self, name: &str, path: &Path, progress: impl FnMut(u64) + 'static) -> anyhow::Result<ArtifactInfo> {
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let reader = Progress { inner: file, sent: 0, progress };
+        let url = format!("{}?name={}", self.url("/artifacts"), percent_encode(name));
+        let response = self
+            .agent
+            .post(&url)
+            .header("Authorization", &self.auth())
+            .header("Content-Length", &len.to_string())
+            .send(ureq::SendBody::from_owned_reader(reader))
+            .with_context(|| format!("cannot reach the coordinator at {}", self.api))?;
+        self.read(&url, response)
+            .with_context(|| format!("uploading {}", path.display()))
+    }
+
+    pub fn submit(&self, request: &SubmitRequest) -> anyhow::Result<String> {
+        let reply: serde_json::Value = self.post("/jobs", &serde_json::to_value(request)?)?;
+        Ok(reply["job"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub fn jobs(&self) -> anyhow::Result<Vec<JobInfo>> {
+        self.get("/jobs")
+    }
+
+    pub fn job(&self, job: &str) -> anyhow::Result<JobInfo> {
+        self.get(&format!("/jobs/{}", percent_encode(job)))
+    }
+
+    pub fn workers(&self) -> anyhow::Result<Vec<crate::coordinator::WorkerInfo>> {
+        self.get("/workers")
+    }
+
+    /// Takes a savepoint (and stops the job with `stop`); returns its path.
+    pub fn savepoint(&self, job: &str, dir: Option<&Path>, stop: bool) -> anyhow::Result<std::path::PathBuf> {
+        let action = if stop { "stop" } else { "savepoints" };
+        let reply: serde_json::Value =
+            self.post(&format!("/jobs/{}/{action}", percent_encode(job)), &serde_json::json!({ "dir": dir }))?;
+        Ok(reply["path"].as_str().unwrap_or_default().into())
+    }
+
+    pub fn cancel(&self, job: &str) -> anyhow::Result<()> {
+        let _: serde_json::Value = self.post(&format!("/jobs/{}/cancel", percent_encode(job)), &serde_json::json!({}))?;
+        Ok(())
+    }
+}
+
+struct Progress<R, F> {
+    inner: R,
+    sent: u64,
+    progress: F,
+}
+
+impl<R: Read, F: FnMut(u64)> Read for Progress<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sent += n as u64;
+        (self.progress)(self.sent);
+        Ok(n)
+    }
+}
+
+/// Escapes everything but unreserved URL characters.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,295 @@
+//! The coordinator's REST API (JSON). Every route but `GET /health`
+//! requires `Authorization: Bearer <token>`.
+//!
+//! - `GET  /health`
+//! - `GET  /workers`
+//! - `POST /artifacts?name=NAME` (body: the `.wasm` bytes) → `{name, digest, bytes}`
+//! - `GET  /artifacts`
+//! - `POST /jobs` `{job_toml, job_path, artifacts?, from_savepoint?, resume?, allow_non_restored_state?}`
+//! - `GET  /jobs`, `GET /jobs/{job}`
+//! - `POST /jobs/{job}/savepoints` `{dir?}`, `POST /jobs/{job}/stop` `{dir?}`
+//! - `POST /jobs/{job}/cancel`
+//!
+//! Errors are `{"error": "..."}` with a status that says whose fault it is.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use weir_runtime::SavepointRequest;
+use weir_snapshot::{CheckpointStorage, Snapshot};
+
+use crate::artifacts::UploadError;
+use crate::coordinator::Cluster;
+use crate::job_master::{self, JobInput, Submission};
+
+type Reply = Result<Response, ApiError>;
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+pub(crate) fn router(cluster: Arc<Cluster>) -> axum::Router {
+    let body_max = cluster.artifacts.bytes_max();
+    let token = Arc::new(cluster.options.token.clone());
+    let protected = axum::Router::new()
+        .route("/workers", get(workers))
+        .route("/artifacts", post(upload).get(artifacts))
+        .route("/jobs", post(submit).get(jobs))
+        .route("/jobs/{job}", get(job))
+        .route("/jobs/{job}/savepoints", post(savepoint))
+        .route("/jobs/{job}/stop", post(stop))
+        .route("/jobs/{job}/cancel", post(cancel))
+        .layer(DefaultBodyLimit::max(body_max))
+        .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+            let token = token.clone();
+            async move { authorize(&token, request, next).await }
+        }));
+    axum::Router::new()
+        .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .merge(protected)
+        .with_state(cluster)
+}
+
+async fn authorize(token: &str, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(request).await,
+        Some(_) => ApiError(StatusCode::UNAUTHORIZED, "wrong bearer token".into()).into_response(),
+        None => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token: send `Authorization: Bearer <token>`".into(),
+        )
+        .into_response(),
+    }
+}
+
+/// Compares without an early exit, so timing says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn workers(State(cluster): State<Arc<Cluster>>) -> Reply {
+    Ok(Json(cluster.workers()).into_response())
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    name: Option<String>,
+}
+
+async fn upload(State(cluster): State<Arc<Cluster>>, Query(q): Query<UploadQuery>, body: Bytes) -> Reply {
+    let name = q.name.ok_or_else(|| bad("missing `name` query parameter (the artifact's file name)"))?;
+    let stored = tokio::task::spawn_blocking(move || {
+        cluster.artifacts.put(&name, &body, |name, bytes| {
+            cluster.engine.load_bytes(name, bytes).map(|_| ())
+        })
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match stored {
+        Ok(info) => Ok((StatusCode::CREATED, Json(info)).into_response()),
+        Err(e @ UploadError::BadName(_)) => Err(bad(e.to_string())),
+        Err(e @ UploadError::TooLarge { .. }) => Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())),
+        Err(e @ UploadError::Invalid(_)) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+        Err(e @ UploadError::Storage(_)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn artifacts(State(cluster): State<Arc<Cluster>>) -> Reply {
+    Ok(Json(cluster.artifacts.list()).into_response())
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+pub struct SubmitRequest {
+    /// The job file's text.
+    pub job_toml: String,
+    /// The job file's path: relative paths in it resolve against its
+    /// directory, which must be on storage every node sees.
+    pub job_path: PathBuf,
+    /// Operator → uploaded artifact name or digest; operators not listed
+    /// use their `wasm` value (a name or `sha256:` digest).
+    #[serde(default)]
+    pub artifacts: BTreeMap<String, String>,
+    #[serde(default)]
+    pub from_savepoint: Option<PathBuf>,
+    #[serde(default)]
+    pub resume: bool,
+    #[serde(default)]
+    pub allow_non_restored_state: bool,
+}
+
+async fn submit(State(cluster): State<Arc<Cluster>>, Json(request): Json<SubmitRequest>) -> Reply {
+    let name = tokio::task::spawn_blocking(move || {
+        let submission = prepare(&cluster, request)?;
+        let name = submission.job.name.clone();
+        job_master::start(cluster, submission).map_err(|e| ApiError(StatusCode::CONFLICT, format!("{e:#}")))?;
+        Ok::<_, ApiError>(name)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "job": name }))).into_response())
+}
+
+/// Parses the job, resolves its artifacts and the snapshot it starts from.
+fn prepare(cluster: &Cluster, r: SubmitRequest) -> Result<Submission, ApiError> {
+    let job = weir_core::job::parse(&r.job_toml, &r.job_path).map_err(|e| bad(e.to_string()))?;
+    let mut artifacts = BTreeMap::new();
+    for op in &job.operators {
+        let reference = match r.artifacts.get(&op.name) {
+            Some(reference) => reference.clone(),
+            None => op
+                .wasm
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let digest = cluster.artifacts.resolve(&reference).ok_or_else(|| {
+            bad(format!(
+                "{}:{}: operator `{}`: no artifact `{reference}` was uploaded (upload it with POST /artifacts, or use `weir submit`, which does)",
+                r.job_path.display(),
+                op.line,
+                op.name
+            ))
+        })?;
+        artifacts.insert(op.name.clone(), digest);
+    }
+    let storage = job.checkpoint.as_ref().map(|c| CheckpointStorage::new(&c.dir, &job.name));
+    let restore = match (&r.from_savepoint, r.resume, &storage) {
+        (Some(_), true, _) => return Err(bad("--resume and --from-savepoint exclude each other")),
+        (Some(path), false, _) => Some(
+            Snapshot::load(path).map_err(|e| bad(format!("cannot restore from savepoint {}: {e}", path.display())))?,
+        ),
+        (None, true, Some(storage)) => Some(
+            storage
+                .latest_valid()
+                .map_err(|e| bad(e.to_string()))?
+                .ok_or_else(|| bad(format!("--resume: no complete checkpoint of job `{}` in {}", job.name, storage.root().display())))?,
+        ),
+        (None, true, None) => return Err(bad("--resume needs checkpoints: the job file has no [checkpoint] section")),
+        (None, false, Some(storage)) if storage.has_completed() => {
+            return Err(bad(format!(
+                "{} holds checkpoints of an earlier run of job `{}`; continue it with --resume, or delete that directory to start over",
+                storage.root().display(),
+                job.name
+            )));
+        }
+        (None, false, _) => None,
+    };
+    if let Some(snapshot) = &restore {
+        weir_runtime::check_snapshot(&job, snapshot, r.allow_non_restored_state).map_err(|e| bad(format!("{e:#}")))?;
+    }
+    Ok(Submission {
+        job,
+        job_toml: r.job_toml,
+        job_path: r.job_path,
+        artifacts,
+        restore,
+        allow_non_restored_state: r.allow_non_restored_state,
+    })
+}
+
+async fn jobs(State(cluster): State<Arc<Cluster>>) -> Reply {
+    let jobs: Vec<_> = cluster
+        .jobs
+        .lock()
+        .expect("not poisoned")
+        .values()
+        .map(|j| j.info.lock().expect("not poisoned").clone())
+        .collect();
+    Ok(Json(jobs).into_response())
+}
+
+fn no_job(job: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no job `{job}` on this cluster"))
+}
+
+async fn job(State(cluster): State<Arc<Cluster>>, UrlPath(job): UrlPath<String>) -> Reply {
+    let jobs = cluster.jobs.lock().expect("not poisoned");
+    let entry = jobs.get(&job).ok_or_else(|| no_job(&job))?;
+    let info = entry.info.lock().expect("not poisoned").clone();
+    Ok(Json(info).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct SavepointBody {
+    dir: Option<PathBuf>,
+}
+
+async fn savepoint(state: State<Arc<Cluster>>, job: UrlPath<String>, body: Option<Json<SavepointBody>>) -> Reply {
+    take_savepoint(state, job, body, false).await
+}
+
+async fn stop(state: State<Arc<Cluster>>, job: UrlPath<String>, body: Option<Json<SavepointBody>>) -> Reply {
+    take_savepoint(state, job, body, true).await
+}
+
+async fn take_savepoint(
+    State(cluster): State<Arc<Cluster>>,
+    UrlPath(job): UrlPath<String>,
+    body: Option<Json<SavepointBody>>,
+    stop: bool,
+) -> Reply {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let (requests, default_dir) = {
+        let jobs = cluster.jobs.lock().expect("not poisoned");
+        let entry = jobs.get(&job).ok_or_else(|| no_job(&job))?;
+        if entry.info.lock().expect("not poisoned").state.is_terminal() {
+            return Err(ApiError(StatusCode::CONFLICT, format!("job `{job}` is not running")));
+        }
+        (entry.requests.clone(), entry.savepoint_dir.clone())
+    };
+    let dir = body.dir.or(default_dir).ok_or_else(|| {
+        bad("the job has no [checkpoint] dir; say where the savepoint goes with `dir`")
+    })?;
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    requests
+        .send(SavepointRequest { dir, stop, reply: reply_tx })
+        .map_err(|_| ApiError(StatusCode::CONFLICT, format!("job `{job}` is not running")))?;
+    let reply = tokio::task::spawn_blocking(move || reply_rx.recv())
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match reply {
+        Ok(Ok(path)) => Ok(Json(serde_json::json!({ "path": path })).into_response()),
+        Ok(Err(e)) => Err(ApiError(StatusCode::CONFLICT, e)),
+        Err(_) => Err(ApiError(StatusCode::CONFLICT, format!("job `{job}` ended before the savepoint completed"))),
+    }
+}
+
+async fn cancel(State(cluster): State<Arc<Cluster>>, UrlPath(job): UrlPath<String>) -> Reply {
+    let jobs = cluster.jobs.lock().expect("not poisoned");
+    let entry = jobs.get(&job).ok_or_else(|| no_job(&job))?;
+    let _ = entry.inbox.send(JobInput::Cancel);
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": job, "cancelling": true }))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_comparison_is_exact() {
+        assert!(super::constant_time_eq(b"secret", b"secret"));
+        assert!(!super::constant_time_eq(b"secret", b"secreT"));
+        assert!(!super::constant_time_eq(b"secret", b"secret2"));
+        assert!(!super::constant_time_eq(b"", b"x"));
+    }
+}

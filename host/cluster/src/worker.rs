@@ -1,0 +1,446 @@
+//! `weir worker`: registers with the coordinator over QUIC (mutual TLS),
+//! heartbeats, runs the tasks the coordinator deploys to it, and carries
+//! channels to and from its peers: one QUIC connection per worker pair
+//! (the worker with the lower id dials), one stream per channel.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use crossbeam_channel::Sender;
+use tokio::sync::mpsc;
+use weir_net::stream::{ChannelHeader, FrameWriter, open_channel, read_blob, read_message, write_message};
+use weir_net::{Node, NodeIdentity};
+use weir_runtime::{
+    AttemptCancelled, DataPlane, InboundChannels, SinkCommand, SnapshotDirs, SourceCommand,
+    StartedAttempt, TaskId, WorkerAttempt, run_worker_attempt,
+};
+
+use crate::artifacts::{digest_hex, digest_of, write_atomically};
+use crate::protocol::{
+    AttemptResult, Deployment, FetchArtifact, FromWorker, PeerHello, ToWorker, WorkerId,
+};
+
+/// How often a worker tells the coordinator it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a worker waits for a peer to dial it.
+const PEER_WAIT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub coordinator: SocketAddr,
+    /// Where peers reach this worker's data endpoint.
+    pub bind: SocketAddr,
+    pub certs: PathBuf,
+    /// The node name: its certificate is `<certs>/<name>.pem`.
+    pub name: String,
+    pub slots: u32,
+    /// Artifacts and compiled code are cached here.
+    pub work_dir: PathBuf,
+}
+
+type AttemptKey = (String, u32);
+
+/// A running attempt's handles, once its tasks are built.
+struct Started {
+    sources: HashMap<TaskId, Sender<SourceCommand>>,
+    sinks: HashMap<TaskId, Sender<SinkCommand>>,
+    dirs: SnapshotDirs,
+    cancel: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct AttemptState {
+    placement: HashMap<TaskId, WorkerId>,
+    peers: BTreeMap<WorkerId, SocketAddr>,
+    started: Option<Started>,
+    /// Commands that arrived before the tasks were built.
+    pending: Vec<ToWorker>,
+    cancelled: bool,
+}
+
+struct Worker {
+    id: WorkerId,
+    runtime: tokio::runtime::Handle,
+    node: Node,
+    coordinator: quinn::Connection,
+    outbox: mpsc::UnboundedSender<FromWorker>,
+    peers: Mutex<HashMap<WorkerId, quinn::Connection>>,
+    peers_changed: Condvar,
+    dialing: Mutex<()>,
+    attempts: Mutex<HashMap<AttemptKey, AttemptState>>,
+    inbound: Arc<InboundChannels>,
+    options: WorkerOptions,
+}
+
+/// Runs a worker until the coordinator goes away.
+pub fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
+    let identity = NodeIdentity::load(&options.certs, &options.name)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("weir-net")
+        .build()
+        .context("cannot start the network runtime")?;
+    let handle = runtime.handle().clone();
+    runtime.block_on(async move {
+        let node = Node::bind(options.bind, &identity)?;
+        let data_addr = node.local_addr()?;
+        let coordinator = node
+            .connect(options.coordinator)
+            .await
+            .with_context(|| format!("cannot join the coordinator at {}", options.coordinator))?;
+        let (mut send, mut recv) = coordinator
+            .open_bi()
+            .await
+            .context("cannot open the control stream")?;
+        write_message(
+            &mut send,
+            &FromWorker::Register {
+                name: options.name.clone(),
+                slots: options.slots,
+                data_addr,
+            },
+        )
+        .await?;
+        let id = match read_message::<ToWorker>(&mut recv).await? {
+            Some(ToWorker::Registered { worker }) => worker,
+            other => bail!("the coordinator answered the registration with {other:?}"),
+        };
+        tracing::info!("registered with the coordinator at {} as worker {id} ({} slots, data on {data_addr})", options.coordinator, options.slots);
+        eprintln!("weir: worker {} registered as worker {id} with {} slot(s); data on {data_addr}", options.name, options.slots);
+        let (outbox, mut outgoing) = mpsc::unbounded_channel::<FromWorker>();
+        tokio::spawn(async move {
+            while let Some(message) = outgoing.recv().await {
+                if let Err(e) = write_message(&mut send, &message).await {
+                    tracing::warn!("control stream to the coordinator broke: {e}");
+                    return;
+                }
+            }
+        });
+        let worker = Arc::new(Worker {
+            id,
+            runtime: handle.clone(),
+            node,
+            coordinator,
+            outbox,
+            peers: Mutex::new(HashMap::new()),
+            peers_changed: Condvar::new(),
+            dialing: Mutex::new(()),
+            attempts: Mutex::new(HashMap::new()),
+            inbound: InboundChannels::new(handle.clone()),
+            options,
+        });
+        let heartbeat = worker.outbox.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
+            loop {
+                ticks.tick().await;
+                if heartbeat.send(FromWorker::Heartbeat).is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(accept_peers(worker.clone()));
+        loop {
+            match read_message::<ToWorker>(&mut recv).await {
+                Ok(Some(message)) => worker.clone().handle(message),
+                Ok(None) => bail!("the coordinator closed the control stream"),
+                Err(e) => bail!("lost the coordinator: {e}"),
+            }
+        }
+    })
+}
+
+/// Accepts peers' connections and the channel streams they open.
+async fn accept_peers(worker: Arc<Worker>) {
+    while let Some(incoming) = worker.node.accept().await {
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            let Ok(conn) = weir_net::endpoint::accept_incoming(incoming).await else {
+                return; // logged by accept_incoming
+            };
+            let hello = async {
+                let mut recv = conn.accept_uni().await?;
+                Ok::<_, anyhow::Error>(read_message::<PeerHello>(&mut recv).await?)
+            };
+            match tokio::time::timeout(PEER_WAIT, hello).await {
+                Ok(Ok(Some(PeerHello { worker: peer }))) => {
+                    tracing::debug!("worker {peer} connected from {}", conn.remote_address());
+                    worker.add_peer(peer, conn);
+                }
+                _ => {
+                    tracing::warn!("a peer at {} did not introduce itself", conn.remote_address());
+                    conn.close(1u32.into(), b"no hello");
+                }
+            }
+        });
+    }
+}
+
+impl Worker {
+    fn add_peer(&self, peer: WorkerId, conn: quinn::Connection) {
+        self.peers.lock().expect("not poisoned").insert(peer, conn.clone());
+        self.peers_changed.notify_all();
+        let inbound = self.inbound.clone();
+        self.runtime.spawn(async move {
+            while let Ok(recv) = conn.accept_uni().await {
+                let inbound = inbound.clone();
+                tokio::spawn(async move {
+                    match weir_net::stream::accept_channel(recv).await {
+                        Ok((header, reader)) => inbound.deliver(header, reader),
+                        Err(e) => tracing::warn!("a malformed channel stream from worker {peer}: {e}"),
+                    }
+                });
+            }
+        });
+    }
+
+    /// The connection to `peer`: the lower id dials, the higher one waits.
+    fn peer_connection(&self, peer: WorkerId, addr: SocketAddr) -> anyhow::Result<quinn::Connection> {
+        let deadline = Instant::now() + PEER_WAIT;
+        let mut peers = self.peers.lock().expect("not poisoned");
+        loop {
+            if let Some(conn) = peers.get(&peer).filter(|c| c.close_reason().is_none()) {
+                return Ok(conn.clone());
+            }
+            if self.id < peer {
+                drop(peers);
+                let _dialing = self.dialing.lock().expect("not poisoned");
+                if let Some(conn) = self.peers.lock().expect("not poisoned").get(&peer).filter(|c| c.close_reason().is_none()) {
+                    return Ok(conn.clone());
+                }
+                let me = self.id;
+                let node = self.node.clone();
+                let conn = self.runtime.block_on(async move {
+                    let conn = node.connect(addr).await?;
+                    let mut send = conn.open_uni().await?;
+                    write_message(&mut send, &PeerHello { worker: me }).await?;
+                    send.finish()?;
+                    Ok::<_, anyhow::Error>(conn)
+                }).with_context(|| format!("cannot connect to worker {peer} at {addr}"))?;
+                self.add_peer(peer, conn.clone());
+                return Ok(conn);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                bail!("worker {peer} at {addr} did not connect within {} s", PEER_WAIT.as_secs());
+            }
+            peers = self.peers_changed.wait_timeout(peers, deadline - now).expect("not poisoned").0;
+        }
+    }
+
+    fn handle(self: Arc<Self>, message: ToWorker) {
+        match message {
+            ToWorker::Registered { .. } => {}
+            ToWorker::Deploy(deployment) => {
+                let worker = self.clone();
+                let name = format!("deploy-{}-{}", deployment.job, deployment.attempt);
+                if let Err(e) = std::thread::Builder::new().name(name).spawn(move || worker.deploy(*deployment)) {
+                    tracing::error!("cannot start a deployment thread: {e}");
+                }
+            }
+            ToWorker::Cancel { job, attempt } => {
+                let key = (job.clone(), attempt);
+                if let Some(state) = self.attempts.lock().expect("not poisoned").get_mut(&key) {
+                    state.cancelled = true;
+                    if let Some(started) = &mut state.started {
+                        started.cancel.store(true, Ordering::Relaxed);
+                        started.sources.clear();
+                        started.sinks.clear();
+                    }
+                }
+                self.inbound.forget(&job, attempt);
+            }
+            command => {
+                let (job, attempt) = match &command {
+                    ToWorker::SnapshotDir { job, attempt, .. }
+                    | ToWorker::Source { job, attempt, .. }
+                    | ToWorker::SourceClosed { job, attempt, .. }
+                    | ToWorker::Sink { job, attempt, .. } => (job.clone(), *attempt),
+                    _ => return,
+                };
+                let mut attempts = self.attempts.lock().expect("not poisoned");
+                let Some(state) = attempts.get_mut(&(job, attempt)) else {
+                    return; // an attempt that already ended
+                };
+                match &mut state.started {
+                    Some(started) => apply(started, command),
+                    None => state.pending.push(command),
+                }
+            }
+        }
+    }
+
+    fn deploy(self: Arc<Self>, d: Deployment) {
+        let key = (d.job.clone(), d.attempt);
+        self.attempts.lock().expect("not poisoned").insert(
+            key.clone(),
+            AttemptState {
+                placement: d.placement.iter().copied().collect(),
+                peers: d.peers.clone(),
+                ..AttemptState::default()
+            },
+        );
+        // Dial the peers this worker is to dial, so they need not wait.
+        for (&peer, &addr) in &d.peers {
+            if peer > self.id {
+                let worker = self.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = worker.peer_connection(peer, addr) {
+                        tracing::warn!("{e:#}");
+                    }
+                });
+            }
+        }
+        let result = match self.clone().run_attempt(&d) {
+            Ok(()) => AttemptResult::Finished,
+            Err(e) if e.downcast_ref::<AttemptCancelled>().is_some() => AttemptResult::Cancelled,
+            Err(e) => AttemptResult::Failed(format!("{e:#}")),
+        };
+        if let AttemptResult::Failed(e) = &result {
+            tracing::warn!(job = %d.job, attempt = d.attempt, "attempt failed on this worker: {e}");
+        }
+        self.inbound.forget(&d.job, d.attempt);
+        self.attempts.lock().expect("not poisoned").remove(&key);
+        let _ = self.outbox.send(FromWorker::AttemptEnded {
+            job: d.job,
+            attempt: d.attempt,
+            result,
+        });
+    }
+
+    fn run_attempt(self: Arc<Self>, d: &Deployment) -> anyhow::Result<()> {
+        let mut job = weir_core::job::parse(&d.job_toml, &d.job_path)
+            .map_err(|e| anyhow!("{e}"))?;
+        for op in &mut job.operators {
+            let digest = d
+                .artifacts
+                .get(&op.name)
+                .with_context(|| format!("no artifact was deployed for operator `{}`", op.name))?;
+            op.wasm = self.artifact(digest)?;
+        }
+        let local: BTreeSet<TaskId> = d
+            .placement
+            .iter()
+            .filter(|(_, w)| *w == self.id)
+            .map(|(t, _)| *t)
+            .collect();
+        let worker = self.clone();
+        let key = (d.job.clone(), d.attempt);
+        let on_started = Box::new(move |started: StartedAttempt| worker.started(key, started));
+        run_worker_attempt(WorkerAttempt {
+            job,
+            attempt: d.attempt,
+            local,
+            restore: d.restore.clone(),
+            allow_non_restored_state: d.allow_non_restored_state,
+            cache_dir: Some(self.options.work_dir.join("cache")),
+            data_plane: self.clone(),
+            inbound: self.inbound.clone(),
+            on_started,
+        })
+    }
+
+    fn started(self: Arc<Self>, key: AttemptKey, s: StartedAttempt) {
+        let outbox = self.outbox.clone();
+        let (job, attempt) = key.clone();
+        let events = s.events;
+        std::thread::spawn(move || {
+            for event in events.iter() {
+                let _ = outbox.send(FromWorker::Event {
+                    job: job.clone(),
+                    attempt,
+                    event,
+                });
+            }
+        });
+        let mut started = Started {
+            sources: s.source_commands.into_iter().collect(),
+            sinks: s.sink_commands.into_iter().collect(),
+            dirs: s.snapshot_dirs,
+            cancel: s.cancel,
+        };
+        let mut attempts = self.attempts.lock().expect("not poisoned");
+        let Some(state) = attempts.get_mut(&key) else { return };
+        if state.cancelled {
+            started.cancel.store(true, Ordering::Relaxed);
+            return;
+        }
+        for command in state.pending.drain(..) {
+            apply(&mut started, command);
+        }
+        state.started = Some(started);
+    }
+
+    /// The local path of an artifact, fetched from the coordinator once.
+    fn artifact(&self, digest: &str) -> anyhow::Result<PathBuf> {
+        let hex = digest_hex(digest).with_context(|| format!("`{digest}` is not an artifact digest"))?;
+        let dir = self.options.work_dir.join("artifacts");
+        let path = dir.join(format!("{hex}.wasm"));
+        if path.exists() {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let conn = self.coordinator.clone();
+        let request = FetchArtifact { digest: digest.to_string() };
+        let bytes = self.runtime.block_on(async move {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            write_message(&mut send, &request).await?;
+            send.finish()?;
+            read_blob(&mut recv).await?.context("the coordinator sent no artifact")
+        }).with_context(|| format!("cannot fetch artifact {digest}"))?;
+        if digest_of(&bytes) != digest {
+            bail!("artifact {digest} arrived damaged (its digest does not match)");
+        }
+        write_atomically(&path, &bytes)?;
+        Ok(path)
+    }
+}
+
+fn apply(started: &mut Started, command: ToWorker) {
+    match command {
+        ToWorker::SnapshotDir { id, dir, .. } => {
+            started.dirs.lock().expect("not poisoned").insert(id, dir);
+        }
+        ToWorker::Source { task, command, .. } => {
+            if let Some(tx) = started.sources.get(&task) {
+                let _ = tx.send(command);
+            }
+        }
+        ToWorker::SourceClosed { task, .. } => {
+            started.sources.remove(&task);
+        }
+        ToWorker::Sink { task, command, .. } => {
+            if let Some(tx) = started.sinks.get(&task) {
+                let _ = tx.send(command);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl DataPlane for Worker {
+    fn open(&self, header: &ChannelHeader, consumer: TaskId) -> anyhow::Result<FrameWriter> {
+        let (peer, addr) = {
+            let attempts = self.attempts.lock().expect("not poisoned");
+            let state = attempts
+                .get(&(header.job.clone(), header.attempt))
+                .context("the attempt is no longer deployed here")?;
+            let peer = *state.placement.get(&consumer).context("the consumer is not placed")?;
+            let addr = *state.peers.get(&peer).with_context(|| format!("worker {peer} has no address"))?;
+            (peer, addr)
+        };
+        let conn = self.peer_connection(peer, addr)?;
+        let header = header.clone();
+        Ok(self.runtime.block_on(async move { open_channel(&conn, &header).await })?)
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+}

@@ -1,0 +1,297 @@
+//! The cluster commands: `cluster init|up`, `coordinator`, `worker`,
+//! `submit`, `jobs`, `cancel`, and the cluster side of `savepoint`/`stop`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use weir_cluster::client::Client;
+use weir_cluster::job_master::{JobInfo, JobState};
+use weir_cluster::rest::SubmitRequest;
+
+/// Where `weir cluster init` puts certificates and the token by default.
+pub const DEFAULT_CLUSTER_DIR: &str = ".weir/cluster";
+
+/// How the CLI reaches a cluster's REST API.
+#[derive(clap::Args, Clone)]
+pub struct ClusterTarget {
+    /// The coordinator's REST API, e.g. http://127.0.0.1:8080 [env: WEIR_CLUSTER].
+    #[arg(long, value_name = "URL", env = "WEIR_CLUSTER")]
+    pub cluster: Option<String>,
+    /// File holding the bearer token [env: WEIR_TOKEN_FILE; or the token itself in WEIR_TOKEN].
+    #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ClusterTarget {
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let Some(api) = &self.cluster else {
+            bail!("which cluster? pass --cluster URL or set WEIR_CLUSTER (`weir cluster up` prints both)");
+        };
+        let token = read_token(self.token_file.as_deref())?;
+        Ok(Client::new(api, &token))
+    }
+}
+
+pub fn read_token(file: Option<&Path>) -> anyhow::Result<String> {
+    if let Some(file) = file {
+        let token = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the token file {}", file.display()))?;
+        return Ok(token.trim().to_string());
+    }
+    match std::env::var("WEIR_TOKEN") {
+        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
+        _ => bail!("no bearer token: pass --token-file FILE, or set WEIR_TOKEN_FILE or WEIR_TOKEN"),
+    }
+}
+
+/// `weir cluster init`: the CA, a certificate per node, and a token.
+pub fn init(dir: &Path, workers: u32) -> anyhow::Result<()> {
+    let mut nodes = vec!["coordinator".to_string()];
+    nodes.extend((1..=workers).map(|i| format!("worker-{i}")));
+    let written = weir_net::init_cluster(dir, &nodes)?;
+    let token = dir.join("token");
+    if !token.exists() {
+        write_private(&token, weir_cluster::new_token()?.as_bytes())?;
+    }
+    eprintln!(
+        "cluster files in {}: CA, {} node certificate(s) ({}), token",
+        dir.display(),
+        nodes.len(),
+        nodes.join(", ")
+    );
+    tracing::debug!("wrote {written:?}");
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
+}
+
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub workers: u32,
+    pub slots: u32,
+    pub rest: std::net::SocketAddr,
+    pub quic: std::net::SocketAddr,
+}
+
+/// `weir cluster up`: a coordinator and N workers as processes of this
+/// machine, until interrupted (or until one of them exits).
+pub fn up(o: &UpOptions, global_args: &[String]) -> anyhow::Result<()> {
+    let missing = (1..=o.workers).any(|i| !o.dir.join(format!("worker-{i}.pem")).exists())
+        || !o.dir.join("token").exists();
+    if missing {
+        init(&o.dir, o.workers)?;
+    }
+    let exe = std::env::current_exe().context("cannot find the weir binary")?;
+    let ready = o.dir.join("coordinator.ready");
+    let _ = std::fs::remove_file(&ready);
+    let mut children = Children(Vec::new());
+    let mut coordinator = Process::new(&exe);
+    coordinator.args(global_args).args([
+        "coordinator",
+        "--certs",
+    ]);
+    coordinator
+        .arg(&o.dir)
+        .arg("--token-file")
+        .arg(o.dir.join("token"))
+        .arg("--rest")
+        .arg(o.rest.to_string())
+        .arg("--quic")
+        .arg(o.quic.to_string())
+        .arg("--data-dir")
+        .arg(o.dir.join("coordinator-data"))
+        .arg("--ready-file")
+        .arg(&ready);
+    children.0.push(("coordinator".into(), coordinator.spawn().context("cannot start the coordinator")?));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addresses: serde_json::Value = loop {
+        if let Ok(text) = std::fs::read(&ready) {
+            break serde_json::from_slice(&text).context("unreadable ready file")?;
+        }
+        children.check()?;
+        if Instant::now() > deadline {
+            bail!("the coordinator did not come up within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let quic = addresses["quic"].as_str().unwrap_or_default().to_string();
+    let rest = addresses["rest"].as_str().unwrap_or_default().to_string();
+    for i in 1..=o.workers {
+        let name = format!("worker-{i}");
+        let mut worker = Process::new(&exe);
+        worker
+            .args(global_args)
+            .args(["worker", "--coordinator", &quic, "--name", &name, "--slots", &o.slots.to_string(), "--certs"])
+            .arg(&o.dir)
+            .arg("--work-dir")
+            .arg(o.dir.join(&name));
+        children.0.push((name.clone(), worker.spawn().with_context(|| format!("cannot start {name}"))?));
+    }
+    eprintln!("weir: cluster up: coordinator and {} worker(s) with {} slot(s) each", o.workers, o.slots);
+    println!("export WEIR_CLUSTER={rest} WEIR_TOKEN_FILE={}", o.dir.join("token").display());
+    loop {
+        children.check()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Child processes, killed when this process leaves `up`.
+struct Children(Vec<(String, Child)>);
+
+impl Children {
+    fn check(&mut self) -> anyhow::Result<()> {
+        for (name, child) in &mut self.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited ({status})");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub struct SubmitOptions {
+    pub job: PathBuf,
+    pub from_savepoint: Option<PathBuf>,
+    pub resume: bool,
+    pub allow_non_restored_state: bool,
+    pub wait: bool,
+}
+
+/// `weir submit`: uploads the job's artifacts (with progress), submits
+/// it, and with `wait` follows it to its end.
+pub fn submit(target: &ClusterTarget, o: &SubmitOptions) -> anyhow::Result<()> {
+    let client = target.client()?;
+    let job_path = o
+        .job
+        .canonicalize()
+        .with_context(|| format!("cannot find {}", o.job.display()))?;
+    let spec = weir_core::job::load(&job_path)?;
+    let job_toml = std::fs::read_to_string(&job_path)?;
+    let mut artifacts = std::collections::BTreeMap::new();
+    let mut uploaded: std::collections::BTreeMap<PathBuf, String> = Default::default();
+    for op in &spec.operators {
+        if let Some(digest) = uploaded.get(&op.wasm) {
+            artifacts.insert(op.name.clone(), digest.clone());
+            continue;
+        }
+        let name = op
+            .wasm
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let len = std::fs::metadata(&op.wasm)
+            .with_context(|| format!("{}:{}: operator `{}`: cannot read {}", job_path.display(), op.line, op.name, op.wasm.display()))?
+            .len();
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(format!("uploading {name}"));
+        let progress = bar.clone();
+        let info = client
+            .upload(&name, &op.wasm, move |sent| progress.set_position(sent))
+            .with_context(|| format!("operator `{}`", op.name))?;
+        bar.finish_and_clear();
+        eprintln!("uploaded {name} ({} bytes) as {}", info.bytes, &info.digest[..19]);
+        uploaded.insert(op.wasm.clone(), info.digest.clone());
+        artifacts.insert(op.name.clone(), info.digest);
+    }
+    let name = client.submit(&SubmitRequest {
+        job_toml,
+        job_path,
+        artifacts,
+        from_savepoint: o.from_savepoint.clone(),
+        resume: o.resume,
+        allow_non_restored_state: o.allow_non_restored_state,
+    })?;
+    eprintln!("submitted job `{name}`");
+    if !o.wait {
+        return Ok(());
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let info = loop {
+        let info = client.job(&name)?;
+        spinner.set_message(describe(&info));
+        if info.state.is_terminal() {
+            break info;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    spinner.finish_and_clear();
+    eprintln!("{}", describe(&info));
+    match info.state {
+        JobState::Finished | JobState::Stopped => Ok(()),
+        _ => bail!("{}", info.error.unwrap_or_else(|| format!("job `{name}` {:?}", info.state))),
+    }
+}
+
+fn describe(info: &JobInfo) -> String {
+    let state = serde_json::to_value(info.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut line = format!("job `{}` {state}", info.name);
+    if info.restarts > 0 {
+        line.push_str(&format!(", {} restart(s)", info.restarts));
+    }
+    if let Some(c) = info.last_checkpoint {
+        line.push_str(&format!(", last checkpoint {c}"));
+    }
+    if !info.workers.is_empty() {
+        let workers: Vec<String> = info.workers.iter().map(|(w, s)| format!("{w}:{s}")).collect();
+        line.push_str(&format!(", worker:slots {}", workers.join(" ")));
+    }
+    if let Some(p) = &info.savepoint {
+        line.push_str(&format!(", savepoint {}", p.display()));
+    }
+    line
+}
+
+/// `weir jobs`.
+pub fn jobs(target: &ClusterTarget) -> anyhow::Result<()> {
+    let client = target.client()?;
+    let jobs = client.jobs()?;
+    if jobs.is_empty() {
+        eprintln!("no jobs");
+    }
+    for info in jobs {
+        println!("{}", describe(&info));
+        if let Some(e) = &info.error {
+            println!("  error: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// `weir cancel JOB`.
+pub fn cancel(target: &ClusterTarget, job: &str) -> anyhow::Result<()> {
+    target.client()?.cancel(job)?;
+    eprintln!("cancelling job `{job}`");
+    Ok(())
+}
