@@ -103,7 +103,10 @@ pub async fn accept_incoming(incoming: Incoming) -> anyhow::Result<Connection> {
         Err(e) => Err(e),
     };
     result.map_err(|e| {
-        let error = anyhow!("refused connection from {from}: {}", describe_accept_error(&e));
+        let error = anyhow!(
+            "refused connection from {from}: {}",
+            describe_accept_error(&e)
+        );
         tracing::warn!("{error}");
         error
     })
@@ -124,7 +127,9 @@ async fn wait_confirmed(conn: &Connection) -> Result<(), ConnectionError> {
 /// The TLS alert inside a QUIC error code, if it carries one.
 fn tls_alert(code: quinn::TransportErrorCode) -> Option<u8> {
     let code = u64::from(code);
-    (0x100..=0x1ff).contains(&code).then_some((code & 0xff) as u8)
+    (0x100..=0x1ff)
+        .contains(&code)
+        .then_some((code & 0xff) as u8)
 }
 
 /// What a TLS alert from the peer means for us, in words.
@@ -132,7 +137,8 @@ fn alert_meaning(alert: u8) -> &'static str {
     match alert {
         116 => "it requires a client certificate and we sent none",
         48 => "our certificate is not signed by its cluster CA",
-        42 | 43 | 44 | 45 | 46 => "it rejected our certificate",
+        51 => "its cluster CA did not verify our certificate's signature (another cluster's CA?)",
+        42..=46 => "it rejected our certificate",
         120 => "no common application protocol (different weir versions?)",
         70 => "no common TLS version",
         _ => "TLS handshake failed",
@@ -141,7 +147,8 @@ fn alert_meaning(alert: u8) -> &'static str {
 
 /// Our own rustls error, as a reason a person can act on.
 fn certificate_problem(reason: &str) -> String {
-    if reason.contains("UnknownIssuer") {
+    // BadSignature: an issuer with the CA's name but another key.
+    if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
         format!("certificate not signed by the cluster CA ({reason})")
     } else if reason.contains("no certificates") || reason.contains("NoCertificatesPresented") {
         format!("no client certificate ({reason})")
@@ -151,7 +158,9 @@ fn certificate_problem(reason: &str) -> String {
 }
 
 fn timed_out(addr: SocketAddr, after: Duration) -> anyhow::Error {
-    anyhow!("timed out connecting to {addr} after {after:?}: no answer (is a weir node listening there?)")
+    anyhow!(
+        "timed out connecting to {addr} after {after:?}: no answer (is a weir node listening there?)"
+    )
 }
 
 fn describe_connect_error(addr: SocketAddr, error: &ConnectionError) -> anyhow::Error {

@@ -75,7 +75,8 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_PREFIX_BYTES]);
     let base = out.len();
-    let written = rkyv::api::high::to_bytes_in::<_, rancor::Error>(frame, ArchiveWriter { out, base });
+    let written =
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(frame, ArchiveWriter { out, base });
     if let Err(error) = written {
         out.truncate(start);
         return Err(FrameError::Invalid(error.to_string()));
@@ -136,7 +137,8 @@ pub fn decode_archive(archive: &[u8], scratch: &mut AlignedVec) -> Result<Frame,
             max_bytes: FRAME_BYTES_MAX,
         });
     }
-    let aligned: &[u8] = if (archive.as_ptr() as usize).is_multiple_of(AlignedVec::<16>::ALIGNMENT) {
+    let aligned: &[u8] = if (archive.as_ptr() as usize).is_multiple_of(AlignedVec::<16>::ALIGNMENT)
+    {
         archive
     } else {
         scratch.clear();
@@ -237,12 +239,18 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error() {
         let mut scratch = AlignedVec::new();
-        for frame in all_frames().into_iter().filter(|f| !matches!(f, Frame::Batch(b) if b.len() > 100)) {
+        for frame in all_frames()
+            .into_iter()
+            .filter(|f| !matches!(f, Frame::Batch(b) if b.len() > 100))
+        {
             let mut out = Vec::new();
             encode(&frame, &mut out).unwrap();
             for cut in 0..out.len() {
                 assert!(
-                    matches!(decode(&out[..cut], &mut scratch), Err(FrameError::Truncated { .. })),
+                    matches!(
+                        decode(&out[..cut], &mut scratch),
+                        Err(FrameError::Truncated { .. })
+                    ),
                     "{frame:?} cut at {cut}"
                 );
             }
@@ -277,7 +285,10 @@ mod tests {
         let mut scratch = AlignedVec::new();
         for archive in [&[][..], &[0xFF; 3], &[0xFF; 8], &[0x7F; 16], &[0xFF; 64]] {
             assert!(
-                matches!(decode_archive(archive, &mut scratch), Err(FrameError::Invalid(_))),
+                matches!(
+                    decode_archive(archive, &mut scratch),
+                    Err(FrameError::Invalid(_))
+                ),
                 "{archive:?}"
             );
         }

@@ -250,7 +250,11 @@ fn encode_len(what: &'static str, bytes: usize, max_bytes: usize) -> Result<[u8;
     Ok((bytes as u32).to_le_bytes())
 }
 
-async fn write_sized(send: &mut SendStream, what: &'static str, bytes: &[u8]) -> Result<(), NetError> {
+async fn write_sized(
+    send: &mut SendStream,
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<(), NetError> {
     let prefix = encode_len(what, bytes.len(), MESSAGE_BYTES_MAX)?;
     send.write_all(&prefix).await?;
     send.write_all(bytes).await?;

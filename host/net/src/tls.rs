@@ -65,14 +65,14 @@ pub fn init_cluster(dir: &Path, nodes: &[String]) -> anyhow::Result<Vec<PathBuf>
         load_ca(&ca_cert_path, &ca_key_path)?
     } else {
         let key = KeyPair::generate().context("generating the CA key")?;
-        let cert = ca_params()
+        let cert = ca_params(&key)
             .self_signed(&key)
             .context("self-signing the CA certificate")?;
         write_file(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
         write_file(&ca_cert_path, cert.pem().as_bytes(), false)?;
         written.extend([ca_cert_path, ca_key_path]);
         let der = cert.der().clone();
-        (Issuer::new(ca_params(), key), der)
+        (Issuer::new(ca_params(&key), key), der)
     };
     for node in nodes {
         let key = KeyPair::generate().with_context(|| format!("generating the key of {node}"))?;
@@ -81,8 +81,12 @@ pub fn init_cluster(dir: &Path, nodes: &[String]) -> anyhow::Result<Vec<PathBuf>
             .with_context(|| format!("signing the certificate of {node}"))?;
         // A reused CA not made by this code could sign certificates that do
         // not chain to it; catch that here rather than at the first connect.
-        verify_chains_to(&ca_der, cert.der())
-            .with_context(|| format!("{} cannot sign node certificates", dir.join(CA_CERT_FILE).display()))?;
+        verify_chains_to(&ca_der, cert.der()).with_context(|| {
+            format!(
+                "{} cannot sign node certificates",
+                dir.join(CA_CERT_FILE).display()
+            )
+        })?;
         let cert_path = dir.join(format!("{node}.pem"));
         let key_path = dir.join(format!("{node}.key"));
         write_file(&key_path, key.serialize_pem().as_bytes(), true)?;
@@ -103,12 +107,26 @@ fn check_node_name(node: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The CA's parameters. They are fixed, so an issuer rebuilt from them and
-/// the stored key signs exactly as the original did (rcgen cannot parse the
-/// stored certificate without its x509-parser feature).
-fn ca_params() -> CertificateParams {
+/// The CA's parameters, a function of its key alone, so an issuer rebuilt
+/// from them and the stored key signs exactly as the original did (rcgen
+/// cannot parse the stored certificate without its x509-parser feature).
+///
+/// The name carries a fingerprint of the key: certificate paths are built by
+/// issuer name, so two clusters' CAs with one name would make a stranger's
+/// certificate fail as "bad signature" instead of "unknown issuer".
+fn ca_params(key: &KeyPair) -> CertificateParams {
+    let fingerprint: String = key
+        .public_key_raw()
+        .iter()
+        .rev()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, CA_COMMON_NAME);
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("{CA_COMMON_NAME} {fingerprint}"),
+    );
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -152,11 +170,16 @@ fn load_ca(
 ) -> anyhow::Result<(Issuer<'static, KeyPair>, CertificateDer<'static>)> {
     let der = CertificateDer::from_pem_file(cert_path)
         .with_context(|| format!("reading the CA certificate {}", cert_path.display()))?;
-    let pem = fs::read_to_string(key_path)
-        .with_context(|| format!("reading the CA key {} (it belongs beside {})", key_path.display(), cert_path.display()))?;
+    let pem = fs::read_to_string(key_path).with_context(|| {
+        format!(
+            "reading the CA key {} (it belongs beside {})",
+            key_path.display(),
+            cert_path.display()
+        )
+    })?;
     let key = KeyPair::from_pem(&pem)
         .with_context(|| format!("parsing the CA key {}", key_path.display()))?;
-    Ok((Issuer::new(ca_params(), key), der))
+    Ok((Issuer::new(ca_params(&key), key), der))
 }
 
 fn verify_chains_to(ca: &CertificateDer<'_>, cert: &CertificateDer<'_>) -> anyhow::Result<()> {
@@ -330,11 +353,24 @@ mod tests {
             .iter()
             .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
             .collect();
-        assert_eq!(files, ["ca.pem", "ca.key", "a.pem", "a.key", "node_2.pem", "node_2.key"]);
+        assert_eq!(
+            files,
+            [
+                "ca.pem",
+                "ca.key",
+                "a.pem",
+                "a.key",
+                "node_2.pem",
+                "node_2.key"
+            ]
+        );
         #[cfg(unix)]
         for key in ["ca.key", "a.key"] {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join(key)).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.path().join(key))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
         let id = NodeIdentity::load(dir.path(), "node_2").unwrap();
@@ -363,18 +399,27 @@ mod tests {
             let error = init_cluster(dir.path(), &names(&["ok", bad])).unwrap_err();
             assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
         }
-        assert!(!dir.path().join("ok.pem").exists(), "nothing written on refusal");
+        assert!(
+            !dir.path().join("ok.pem").exists(),
+            "nothing written on refusal"
+        );
     }
 
     #[test]
     fn missing_files_say_to_run_init() {
         let dir = tempfile::tempdir().unwrap();
         let error = NodeIdentity::load(dir.path(), "a").unwrap_err().to_string();
-        assert!(error.contains("ca.pem") && error.contains("weir cluster init"), "{error}");
+        assert!(
+            error.contains("ca.pem") && error.contains("weir cluster init"),
+            "{error}"
+        );
         init_cluster(dir.path(), &names(&["a"])).unwrap();
         fs::remove_file(dir.path().join("a.key")).unwrap();
         let error = NodeIdentity::load(dir.path(), "a").unwrap_err().to_string();
-        assert!(error.contains("a.key") && error.contains("weir cluster init"), "{error}");
+        assert!(
+            error.contains("a.key") && error.contains("weir cluster init"),
+            "{error}"
+        );
     }
 
     #[test]
