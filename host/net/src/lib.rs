@@ -1,1 +1,31 @@
-//! weir-net: the QUIC transport between weir nodes (placeholder, being built).
+//! weir-net: the QUIC transport between weir nodes.
+//!
+//! What it does:
+//! - [`tls`]: creates a cluster CA and per-node certificates (`weir cluster
+//!   init`), loads a node's identity, and builds quinn configs that require
+//!   mutual TLS 1.3 against that CA and nothing else.
+//! - [`frame`]: the data frames that travel on a channel (batches,
+//!   watermarks, idleness, barriers, end), rkyv-encoded with a length prefix
+//!   and validated on decode.
+//! - [`stream`]: frames and control messages over QUIC streams, with
+//!   batching of small writes and a header naming the logical channel.
+//! - [`endpoint`]: a node's QUIC endpoint, with connect/accept errors that
+//!   say which side refused whom.
+//!
+//! What it does not do: scheduling, routing of records to channels, retries
+//! or reconnection, and validation of batch contents (the runtime validates
+//! `Frame::Batch` bytes with `weir_core::Batch::from_bytes`). Backpressure is
+//! QUIC flow control: a reader that stops reading stalls its writer once the
+//! bounded windows in [`tls`] are full.
+
+pub mod endpoint;
+pub mod error;
+pub mod frame;
+pub mod stream;
+pub mod tls;
+
+pub use endpoint::Node;
+pub use error::NetError;
+pub use frame::{FRAME_BYTES_MAX, Frame, FrameError};
+pub use stream::{ChannelHeader, FrameReader, FrameWriter};
+pub use tls::{NodeIdentity, SERVER_NAME, init_cluster};

@@ -1,0 +1,337 @@
+//! Real endpoints on 127.0.0.1: mutual TLS, refusals, channels, messages and
+//! backpressure. Every test is bounded by a timeout so it stops by itself.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use weir_net::endpoint::accept_incoming;
+use weir_net::stream::{
+    accept_channel, open_channel, read_blob, read_message, write_blob, write_message,
+};
+use weir_net::tls::ALPN;
+use weir_net::{ChannelHeader, Frame, Node, NodeIdentity, init_cluster};
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+fn cluster(dir: &Path, nodes: &[&str]) -> Vec<NodeIdentity> {
+    let names: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    init_cluster(dir, &names).unwrap();
+    nodes
+        .iter()
+        .map(|n| NodeIdentity::load(dir, n).unwrap())
+        .collect()
+}
+
+fn all_frames() -> Vec<Frame> {
+    vec![
+        Frame::Batch(vec![]),
+        Frame::Batch((0..200_000u32).map(|i| (i % 251) as u8).collect()),
+        Frame::Watermark(-5),
+        Frame::Watermark(1_700_000_000_123),
+        Frame::Idle,
+        Frame::Barrier {
+            id: 3,
+            savepoint: true,
+        },
+        Frame::Barrier {
+            id: 4,
+            savepoint: false,
+        },
+        Frame::Batch(vec![1, 2, 3]),
+        Frame::End,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_carries_channels_and_messages() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = cluster(dir.path(), &["a", "b"]);
+        let server = Node::bind(any_port(), &ids[0]).unwrap();
+        let client = Node::bind(any_port(), &ids[1]).unwrap();
+        let addr = server.local_addr().unwrap();
+
+        let served = tokio::spawn(async move {
+            let conn = accept_incoming(server.accept().await.unwrap())
+                .await
+                .unwrap();
+            let (header, mut reader) = accept_channel(conn.accept_uni().await.unwrap())
+                .await
+                .unwrap();
+            let mut frames = Vec::new();
+            while let Some(frame) = reader.next().await.unwrap() {
+                frames.push(frame);
+            }
+            // Control: echo one message and one blob back, then end.
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let msg: serde_json::Value = read_message(&mut recv).await.unwrap().unwrap();
+            let blob = read_blob(&mut recv).await.unwrap().unwrap();
+            assert!(
+                read_message::<serde_json::Value>(&mut recv)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            write_message(&mut send, &msg).await.unwrap();
+            write_blob(&mut send, &blob).await.unwrap();
+            send.finish().unwrap();
+            conn.closed().await;
+            (header, frames)
+        });
+
+        let conn = client.connect(addr).await.unwrap();
+        let header = ChannelHeader {
+            job: "job-1".into(),
+            attempt: 2,
+            channel: 7,
+        };
+        let mut writer = open_channel(&conn, &header).await.unwrap();
+        for frame in all_frames() {
+            writer.write(&frame).await.unwrap();
+        }
+        writer.finish().await.unwrap();
+
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let msg = serde_json::json!({"deploy": "job-1", "parallelism": 4});
+        let blob: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        write_message(&mut send, &msg).await.unwrap();
+        write_blob(&mut send, &blob).await.unwrap();
+        send.finish().unwrap();
+        let echoed: serde_json::Value = read_message(&mut recv).await.unwrap().unwrap();
+        assert_eq!(echoed, msg);
+        assert_eq!(read_blob(&mut recv).await.unwrap().unwrap(), blob);
+        assert!(read_blob(&mut recv).await.unwrap().is_none());
+        conn.close(0u32.into(), b"done");
+
+        let (got_header, frames) = served.await.unwrap();
+        assert_eq!(got_header, header);
+        assert_eq!(frames, all_frames());
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Runs a server that records the outcome of each incoming connection.
+fn spawn_recording_server(
+    node: Node,
+) -> tokio::task::JoinHandle<Result<quinn::Connection, String>> {
+    tokio::spawn(async move {
+        let incoming = node.accept().await.unwrap();
+        match accept_incoming(incoming).await {
+            Ok(conn) => {
+                // Any stream reaching here would mean a refused client got through.
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.accept_uni()).await;
+                Ok(conn)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_without_certificate_is_refused() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = cluster(dir.path(), &["a", "b"]);
+        let server = Node::bind(any_port(), &ids[0]).unwrap();
+        let addr = server.local_addr().unwrap();
+        let served = spawn_recording_server(server);
+
+        // Trusts the CA, so the only thing wrong is the missing certificate.
+        let ca = CertificateDer::from_pem_file(dir.path().join("ca.pem")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let config = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+        ));
+
+        let client = Node::client_only(&ids[1]).unwrap();
+        let error = client
+            .connect_with(addr, Some(config))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(&addr.to_string()), "{error}");
+        assert!(error.contains("refused our certificate"), "{error}");
+        assert!(error.contains("requires a client certificate"), "{error}");
+
+        let refused = served.await.unwrap().unwrap_err();
+        assert!(
+            refused.starts_with("refused connection from 127.0.0.1:"),
+            "{refused}"
+        );
+        assert!(refused.contains("no client certificate"), "{refused}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_from_another_ca_is_refused() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let ours = tempfile::tempdir().unwrap();
+        let theirs = tempfile::tempdir().unwrap();
+        let server_id = &cluster(ours.path(), &["a"])[0];
+        cluster(theirs.path(), &["b"]);
+        let server = Node::bind(any_port(), server_id).unwrap();
+        let addr = server.local_addr().unwrap();
+        let served = spawn_recording_server(server);
+
+        // The stranger trusts our CA so that only its own certificate is wrong.
+        std::fs::copy(ours.path().join("ca.pem"), theirs.path().join("ca.pem")).unwrap();
+        let mixed_trusting_ours = NodeIdentity::load(theirs.path(), "b").unwrap();
+
+        let client = Node::client_only(&mixed_trusting_ours).unwrap();
+        let error = client.connect(addr).await.unwrap_err().to_string();
+        assert!(error.contains(&addr.to_string()), "{error}");
+        assert!(
+            error.contains(
+                "refused our certificate: our certificate is not signed by its cluster CA"
+            ),
+            "{error}"
+        );
+
+        let refused = served.await.unwrap().unwrap_err();
+        assert!(
+            refused.starts_with("refused connection from 127.0.0.1:"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("certificate not signed by the cluster CA"),
+            "{refused}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_from_another_ca_is_refused_by_the_client() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let ours = tempfile::tempdir().unwrap();
+        let theirs = tempfile::tempdir().unwrap();
+        let client_id = &cluster(ours.path(), &["a"])[0];
+        let impostor = &cluster(theirs.path(), &["b"])[0];
+        let server = Node::bind(any_port(), impostor).unwrap();
+        let addr = server.local_addr().unwrap();
+        let served = spawn_recording_server(server);
+
+        let client = Node::client_only(client_id).unwrap();
+        let error = client.connect(addr).await.unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("we refused the certificate of {addr}")),
+            "{error}"
+        );
+        assert!(error.contains("not signed by the cluster CA"), "{error}");
+        let refused = served.await.unwrap().unwrap_err();
+        assert!(refused.contains("refused our certificate"), "{refused}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_listening_times_out_readably() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = cluster(dir.path(), &["a"]);
+        // Bind a UDP socket and keep it silent, so the port is surely dead.
+        let silent = std::net::UdpSocket::bind(any_port()).unwrap();
+        let addr = silent.local_addr().unwrap();
+        let client = Node::client_only(&ids[0]).unwrap();
+        let error = client.connect(addr).await.unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("timed out connecting to {addr}")),
+            "{error}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_reader_stalls_the_writer() {
+    const BATCH_BYTES: usize = 64 << 10;
+    const TOTAL_BYTES: usize = 64 << 20;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = cluster(dir.path(), &["a", "b"]);
+        let server = Node::bind(any_port(), &ids[0]).unwrap();
+        let client = Node::bind(any_port(), &ids[1]).unwrap();
+        let addr = server.local_addr().unwrap();
+        let (resume_tx, resume_rx) = tokio::sync::oneshot::channel::<()>();
+
+        let served = tokio::spawn(async move {
+            let conn = accept_incoming(server.accept().await.unwrap())
+                .await
+                .unwrap();
+            let (_, mut reader) = accept_channel(conn.accept_uni().await.unwrap())
+                .await
+                .unwrap();
+            resume_rx.await.unwrap();
+            let mut bytes = 0;
+            while let Some(frame) = reader.next().await.unwrap() {
+                if let Frame::Batch(batch) = frame {
+                    bytes += batch.len();
+                }
+            }
+            bytes
+        });
+
+        let conn = client.connect(addr).await.unwrap();
+        let header = ChannelHeader {
+            job: "j".into(),
+            attempt: 0,
+            channel: 0,
+        };
+        let mut writer = open_channel(&conn, &header).await.unwrap();
+        let written = Arc::new(AtomicUsize::new(0));
+        let counter = written.clone();
+        let writing = tokio::spawn(async move {
+            let batch = Frame::Batch(vec![7; BATCH_BYTES]);
+            for _ in 0..TOTAL_BYTES / BATCH_BYTES {
+                writer.write(&batch).await.unwrap();
+                counter.fetch_add(BATCH_BYTES, Ordering::Relaxed);
+            }
+            writer.finish().await.unwrap();
+            conn
+        });
+
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stalled_at = written.load(Ordering::Relaxed);
+        assert!(
+            !writing.is_finished(),
+            "writer finished with the reader paused"
+        );
+        assert!(stalled_at < TOTAL_BYTES, "wrote everything while paused");
+        // Bounded by the windows: stream window plus the writer's own buffer.
+        assert!(
+            stalled_at <= 4 << 20,
+            "{stalled_at} bytes went out with the reader paused"
+        );
+
+        resume_tx.send(()).unwrap();
+        let conn = writing.await.unwrap();
+        assert_eq!(served.await.unwrap(), TOTAL_BYTES);
+        conn.close(0u32.into(), b"done");
+    })
+    .await
+    .expect("test timed out");
+}
