@@ -43,7 +43,7 @@ pub struct CoordinatorOptions {
     pub ready_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct WorkerInfo {
     pub id: WorkerId,
     pub name: String,

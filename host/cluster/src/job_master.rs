@@ -70,7 +70,6 @@ pub(crate) struct JobEntry {
     pub(crate) inbox: Sender<JobInput>,
     pub(crate) info: Arc<Mutex<JobInfo>>,
     pub(crate) requests: Sender<SavepointRequest>,
-    pub(crate) status: JobStatus,
     /// Default directory for savepoints.
     pub(crate) savepoint_dir: Option<PathBuf>,
 }
@@ -112,7 +111,6 @@ pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> 
                 inbox,
                 info: info.clone(),
                 requests: requests_tx,
-                status: status.clone(),
                 savepoint_dir: s.job.checkpoint.as_ref().map(|c| c.dir.join("savepoints")),
             },
         );
