@@ -153,11 +153,21 @@ pub fn up(o: &UpOptions, global_args: &[String]) -> anyhow::Result<()> {
 struct Children(Vec<(String, Child)>);
 
 impl Children {
+    /// Fails once the coordinator exits; a worker that exits is reported
+    /// and left out (the cluster carries on without it, as in production).
     fn check(&mut self) -> anyhow::Result<()> {
-        for (name, child) in &mut self.0 {
+        let mut exited = Vec::new();
+        for (i, (name, child)) in self.0.iter_mut().enumerate() {
             if let Some(status) = child.try_wait()? {
-                bail!("{name} exited ({status})");
+                if name == "coordinator" {
+                    bail!("the coordinator exited ({status})");
+                }
+                eprintln!("weir: {name} exited ({status})");
+                exited.push(i);
             }
+        }
+        for i in exited.into_iter().rev() {
+            self.0.remove(i);
         }
         Ok(())
     }

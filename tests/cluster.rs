@@ -1,0 +1,475 @@
+//! End-to-end tests of a cluster: a real coordinator and real worker
+//! processes on loopback, driven through the `weir` CLI and the REST API.
+//! Fault tests SIGKILL a worker process.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{guest, repo, run_with_deadline, sorted_lines, stderr, weir};
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// A coordinator and workers, killed when dropped. Their logs go to files
+/// in `dir`, printed when a test fails.
+struct Cluster {
+    dir: tempfile::TempDir,
+    rest: String,
+    quic: String,
+    children: Vec<(String, Child)>,
+}
+
+impl Cluster {
+    fn start(workers: u32, slots: u32, artifact_max_bytes: Option<usize>) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let mut init = weir();
+        init.args(["cluster", "init", "--workers", &workers.to_string(), "--dir"])
+            .arg(&certs);
+        let out = run_with_deadline(init, LIMIT);
+        assert!(out.status.success(), "cluster init failed: {}", stderr(&out));
+        let ready = dir.path().join("ready.json");
+        let mut coordinator = weir();
+        coordinator
+            .args(["coordinator", "--rest", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--certs"])
+            .arg(&certs)
+            .arg("--token-file")
+            .arg(certs.join("token"))
+            .arg("--data-dir")
+            .arg(dir.path().join("coordinator"))
+            .arg("--ready-file")
+            .arg(&ready);
+        if let Some(max) = artifact_max_bytes {
+            coordinator.args(["--artifact-max-bytes", &max.to_string()]);
+        }
+        let mut cluster = Cluster {
+            rest: String::new(),
+            quic: String::new(),
+            children: Vec::new(),
+            dir,
+        };
+        cluster.spawn("coordinator", coordinator);
+        let addresses: serde_json::Value = wait_for(|| std::fs::read(&ready).ok(), "the coordinator's ready file", &cluster)
+            .pipe(|bytes| serde_json::from_slice(&bytes).unwrap());
+        cluster.rest = addresses["rest"].as_str().unwrap().to_string();
+        cluster.quic = addresses["quic"].as_str().unwrap().to_string();
+        for i in 1..=workers {
+            cluster.add_worker(&format!("worker-{i}"), &certs, slots);
+        }
+        wait_for(
+            || (cluster.workers().len() == workers as usize).then_some(()),
+            "every worker to register",
+            &cluster,
+        );
+        cluster
+    }
+
+    fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    fn spawn(&mut self, name: &str, mut cmd: Command) {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        self.children.push((name.to_string(), child));
+    }
+
+    fn worker_command(&self, name: &str, certs: &Path, slots: u32) -> Command {
+        let mut worker = weir();
+        worker
+            .args(["worker", "--coordinator", &self.quic, "--name", name, "--slots", &slots.to_string(), "--certs"])
+            .arg(certs)
+            .arg("--work-dir")
+            .arg(self.dir.path().join(name));
+        worker
+    }
+
+    fn add_worker(&mut self, name: &str, certs: &Path, slots: u32) {
+        let cmd = self.worker_command(name, certs, slots);
+        self.spawn(name, cmd);
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.certs().join("token")).unwrap()
+    }
+
+    fn logs(&self) -> String {
+        let mut text = String::new();
+        for (name, _) in &self.children {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+            text.push_str(&format!("--- {name} ---\n{log}\n"));
+        }
+        text
+    }
+
+    /// `weir <args>` against this cluster.
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = weir();
+        cmd.args(args)
+            .env("WEIR_CLUSTER", &self.rest)
+            .env("WEIR_TOKEN_FILE", self.certs().join("token"));
+        cmd
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
+    /// A REST call: (status, JSON body).
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.rest);
+        let agent = Cluster::agent();
+        let response = match (method, body) {
+            ("GET", _) => {
+                let mut request = agent.get(&url);
+                if let Some(t) = token {
+                    request = request.header("Authorization", &format!("Bearer {t}"));
+                }
+                request.call()
+            }
+            (_, body) => {
+                let kind = if path.starts_with("/artifacts") { "application/octet-stream" } else { "application/json" };
+                let mut request = agent.post(&url).header("Content-Type", kind);
+                if let Some(t) = token {
+                    request = request.header("Authorization", &format!("Bearer {t}"));
+                }
+                request.send(body.unwrap_or_default())
+            }
+        }
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    fn workers(&self) -> Vec<serde_json::Value> {
+        match self.call("GET", "/workers", Some(self.token().trim()), None) {
+            (200, serde_json::Value::Array(workers)) => workers,
+            _ => Vec::new(),
+        }
+    }
+
+    fn job(&self, job: &str) -> serde_json::Value {
+        self.call("GET", &format!("/jobs/{job}"), Some(self.token().trim()), None).1
+    }
+
+    fn kill(&mut self, name: &str) {
+        let (_, child) = self.children.iter_mut().find(|(n, _)| n == name).unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+fn wait_for<T>(mut probe: impl FnMut() -> Option<T>, what: &str, cluster: &Cluster) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(started.elapsed() < LIMIT, "timed out waiting for {what}\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The wordcount example at parallelism 6, with absolute paths, writing
+/// into `dir`.
+fn wordcount_job(dir: &Path) -> PathBuf {
+    let example = repo().join("examples/wordcount");
+    let text = std::fs::read_to_string(example.join("job.toml"))
+        .unwrap()
+        .replace("parallelism = 1", "parallelism = 6")
+        .replace("path = \"input.jsonl\"", &format!("path = \"{}\"", example.join("input.jsonl").display()))
+        .replace(
+            "../../target/wasm/wasm32-wasip2/release/tokenizer.wasm",
+            &guest("tokenizer").display().to_string(),
+        )
+        .replace(
+            "../../target/wasm/wasm32-wasip2/release/window_count.wasm",
+            &guest("window_count").display().to_string(),
+        );
+    assert!(text.contains("parallelism = 6"));
+    let path = dir.join("wordcount.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_job_across_three_workers_gives_the_golden_output() {
+    let cluster = Cluster::start(3, 2, None);
+    let work = tempfile::tempdir().unwrap();
+    let job = wordcount_job(work.path());
+    let mut submit = cluster.cli(&["submit", "--wait"]);
+    submit.arg(&job);
+    let out = run_with_deadline(submit, LIMIT);
+    let err = stderr(&out);
+    assert!(out.status.success(), "submit failed: {err}\n{}", cluster.logs());
+    assert!(err.contains("uploaded tokenizer.wasm") && err.contains("job `wordcount` finished"), "{err}");
+    // Slot sharing spreads the 6 subtasks of each node over all 3 workers,
+    // so the hash edge between tokenize and count crosses workers.
+    let logs = cluster.logs();
+    for worker in ["worker-1", "worker-2", "worker-3"] {
+        let log = std::fs::read_to_string(cluster.dir.path().join(format!("{worker}.log"))).unwrap();
+        assert!(log.contains("compiled") || log.contains("loaded"), "{worker} ran nothing\n{logs}");
+    }
+    let expected = repo().join("examples/wordcount/expected");
+    for file in ["counts.jsonl", "late.txt"] {
+        assert_eq!(
+            sorted_lines(&work.path().join("output").join(file)),
+            sorted_lines(&expected.join(file)),
+            "output/{file} differs from the golden file"
+        );
+    }
+    let (status, jobs) = cluster.call("GET", "/jobs", Some(cluster.token().trim()), None);
+    assert_eq!(status, 200);
+    assert_eq!(jobs[0]["state"], "finished", "{jobs}");
+}
+
+/// A keyed windowed job that runs for some seconds and checkpoints often.
+fn collect_job(dir: &Path, records: u64, rate: u64) -> PathBuf {
+    let text = format!(
+        r#"
+[job]
+name = "collect"
+parallelism = 6
+
+[checkpoint]
+interval_ms = 200
+dir = "chk"
+retain = 2
+
+[restart]
+strategy = "fixed-delay"
+attempts = 3
+delay_ms = 100
+
+[[source]]
+name = "gen"
+kind = "generator"
+records = {records}
+keys = 20
+interval_ms = 10
+disorder_ms = 300
+watermark_delay_ms = 300
+records_per_second = {rate}
+
+[[operator]]
+name = "collect"
+wasm = "{wasm}"
+input = "gen"
+edge = "hash"
+config = {{ window_ms = 1000 }}
+
+[[sink]]
+name = "out"
+kind = "file"
+exactly_once = true
+path = "out"
+input = "collect"
+"#,
+        wasm = guest("window_collect").display()
+    );
+    let path = dir.join("collect.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Every committed part file, in order.
+fn committed_output(dir: &Path) -> String {
+    let out = dir.join("out");
+    let mut parts: Vec<_> = std::fs::read_dir(&out)
+        .unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("part-"))
+        .collect();
+    parts.sort();
+    parts.iter().map(|p| std::fs::read_to_string(out.join(p)).unwrap()).collect()
+}
+
+fn sorted(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_worker_killed_mid_run_loses_and_duplicates_nothing() {
+    let records = 30_000;
+    // The reference: the same job run straight on one machine.
+    let straight = tempfile::tempdir().unwrap();
+    let job = collect_job(straight.path(), records, 1_000_000);
+    let mut run = weir();
+    run.arg("run").arg(&job);
+    let out = run_with_deadline(run, LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = committed_output(straight.path());
+
+    let mut cluster = Cluster::start(3, 4, None);
+    let work = tempfile::tempdir().unwrap();
+    // 4,000 records/s: about 7 s of input, so the kill comes mid-run.
+    let job = collect_job(work.path(), records, 4_000);
+    let mut submit = cluster.cli(&["submit"]);
+    submit.arg(&job);
+    let submit = run_with_deadline(submit, LIMIT);
+    assert!(submit.status.success(), "{}", stderr(&submit));
+    wait_for(
+        || cluster.job("collect")["last_checkpoint"].as_u64().filter(|&c| c >= 3),
+        "a few checkpoints",
+        &cluster,
+    );
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let victim = format!("worker-{}", 1 + (seed % 3) as u32);
+    eprintln!("killing {victim} (seed {seed})");
+    let killed_at = Instant::now();
+    cluster.kill(&victim);
+    let info = wait_for(
+        || Some(cluster.job("collect")).filter(|j| j["state"] == "finished" || j["state"] == "failed"),
+        "the job to end",
+        &cluster,
+    );
+    eprintln!("the job ended {:?} after the kill: {info}", killed_at.elapsed());
+    assert_eq!(info["state"], "finished", "{info}\n{}", cluster.logs());
+    assert!(info["restarts"].as_u64().unwrap() >= 1, "the kill went unnoticed: {info}");
+    let text = committed_output(work.path());
+    let mut counts = vec![0u32; records as usize];
+    for line in text.lines() {
+        for seq in line.rsplit(": ").next().unwrap().split(',') {
+            counts[seq.parse::<usize>().unwrap()] += 1;
+        }
+    }
+    let lost = counts.iter().filter(|&&c| c == 0).count();
+    let duplicated = counts.iter().filter(|&&c| c > 1).count();
+    assert_eq!((lost, duplicated), (0, 0), "records lost, duplicated (killed {victim})");
+    assert_eq!(sorted(&text), sorted(&expected), "the output differs from the straight run");
+}
+
+#[test]
+fn rest_calls_without_the_token_are_refused() {
+    let cluster = Cluster::start(1, 1, None);
+    let (status, body) = cluster.call("GET", "/health", None, None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")), "health needs no token");
+    for (method, path) in [("GET", "/jobs"), ("GET", "/workers"), ("GET", "/artifacts"), ("POST", "/jobs"), ("POST", "/artifacts?name=a.wasm"), ("POST", "/jobs/x/cancel"), ("POST", "/jobs/x/savepoints")] {
+        let (status, body) = cluster.call(method, path, None, Some(b"{}".to_vec()));
+        assert_eq!(status, 401, "{method} {path} without a token: {body}");
+        assert!(body["error"].as_str().unwrap().contains("missing bearer token"), "{body}");
+        let (status, body) = cluster.call(method, path, Some("not-the-token"), Some(b"{}".to_vec()));
+        assert_eq!(status, 401, "{method} {path} with a wrong token: {body}");
+        assert!(body["error"].as_str().unwrap().contains("wrong bearer token"), "{body}");
+    }
+    // The CLI says the same.
+    let mut jobs = cluster.cli(&["jobs"]);
+    jobs.env("WEIR_TOKEN_FILE", "/dev/null");
+    let out = run_with_deadline(jobs, LIMIT);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("401") && stderr(&out).contains("bearer token"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_uploads_are_refused_and_store_nothing() {
+    let cluster = Cluster::start(1, 1, Some(400_000));
+    let token = cluster.token();
+    let token = Some(token.trim());
+    let store = cluster.dir.path().join("coordinator/artifacts");
+    let stored = || std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0);
+    let before = stored();
+
+    let big = vec![0u8; 500_000];
+    let (status, body) = cluster.call("POST", "/artifacts?name=big.wasm", token, Some(big));
+    assert_eq!(status, 413, "oversized: {body}");
+
+    let (status, body) = cluster.call("POST", "/artifacts?name=junk.wasm", token, Some(b"not wasm at all".to_vec()));
+    assert_eq!(status, 422, "malformed: {body}");
+    assert!(body["error"].as_str().unwrap().contains("junk.wasm"), "names the artifact: {body}");
+
+    let wrong = std::fs::read(guest("wrong_world")).unwrap();
+    let (status, body) = cluster.call("POST", "/artifacts?name=wrong.wasm", token, Some(wrong));
+    assert_eq!(status, 422, "wrong world: {body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("wrong.wasm") && error.contains("world"), "{error}");
+
+    let good = std::fs::read(guest("window_count")).unwrap();
+    for name in ["../evil.wasm", "..%2F..%2Fevil.wasm", "a%2Fb.wasm", "%2Ftmp%2Fevil.wasm", ".hidden.wasm"] {
+        let (status, body) = cluster.call("POST", &format!("/artifacts?name={name}"), token, Some(good.clone()));
+        assert_eq!(status, 400, "name {name}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("not allowed"), "{body}");
+    }
+    let (status, _) = cluster.call("POST", "/artifacts", token, Some(good.clone()));
+    assert_eq!(status, 400, "no name");
+    assert_eq!(stored(), before, "a refused upload left something behind");
+    assert!(!cluster.dir.path().join("evil.wasm").exists() && !Path::new("/tmp/evil.wasm").exists());
+
+    // A good one is stored by content and resolvable by name.
+    let (status, body) = cluster.call("POST", "/artifacts?name=count.wasm", token, Some(good));
+    assert_eq!(status, 201, "{body}");
+    let digest = body["digest"].as_str().unwrap();
+    assert!(store.join(format!("{}.wasm", digest.trim_start_matches("sha256:"))).exists());
+
+    // A job naming an artifact nobody uploaded is refused, naming it.
+    let request = serde_json::json!({
+        "job_toml": "[job]\nname = \"j\"\n[[source]]\nname = \"s\"\nkind = \"generator\"\nrecords = 1\n[[operator]]\nname = \"op\"\nwasm = \"missing.wasm\"\ninput = \"s\"\n[[sink]]\nname = \"k\"\nkind = \"discard\"\ninput = \"op\"\n",
+        "job_path": cluster.dir.path().join("j.toml"),
+    });
+    let (status, body) = cluster.call("POST", "/jobs", token, Some(request.to_string().into_bytes()));
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("operator `op`: no artifact `missing.wasm`"), "{body}");
+}
+
+#[test]
+fn nodes_without_a_certificate_of_the_cluster_ca_are_refused() {
+    let mut cluster = Cluster::start(1, 1, None);
+    // A worker whose certificate comes from another CA.
+    let stranger = cluster.dir.path().join("stranger-certs");
+    let mut init = weir();
+    init.args(["cluster", "init", "--workers", "1", "--dir"]).arg(&stranger);
+    let out = run_with_deadline(init, LIMIT);
+    assert!(out.status.success());
+    let out = run_with_deadline(cluster.worker_command("worker-1", &stranger, 1), LIMIT);
+    assert!(!out.status.success(), "a worker of another CA joined");
+    let err = stderr(&out);
+    assert!(err.contains("cannot join the coordinator"), "{err}");
+    // It is refused in the handshake, before any message: it never registers.
+    assert_eq!(cluster.workers().len(), 1);
+    let log = std::fs::read_to_string(cluster.dir.path().join("coordinator.log")).unwrap();
+    assert!(log.contains("refused connection from 127.0.0.1"), "{log}");
+
+    // A node with no certificate at all cannot even start.
+    let empty = cluster.dir.path().join("no-certs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run_with_deadline(cluster.worker_command("worker-1", &empty, 1), LIMIT);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("weir cluster init"), "{}", stderr(&out));
+
+    // A second worker with a proper certificate joins.
+    let certs = cluster.certs();
+    let cmd = cluster.worker_command("worker-1", &certs, 1);
+    cluster.spawn("worker-1-again", cmd);
+    wait_for(|| (cluster.workers().len() == 2).then_some(()), "the second worker", &cluster);
+}
