@@ -473,3 +473,68 @@ fn nodes_without_a_certificate_of_the_cluster_ca_are_refused() {
     cluster.spawn("worker-1-again", cmd);
     wait_for(|| (cluster.workers().len() == 2).then_some(()), "the second worker", &cluster);
 }
+
+#[test]
+fn savepoint_stop_resume_and_cancel_through_the_cli() {
+    let records = 24_000;
+    let mut run = weir();
+    let straight = tempfile::tempdir().unwrap();
+    run.arg("run").arg(collect_job(straight.path(), records, 1_000_000));
+    let out = run_with_deadline(run, LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = committed_output(straight.path());
+
+    let cluster = Cluster::start(2, 3, None);
+    let work = tempfile::tempdir().unwrap();
+    let job = collect_job(work.path(), records, 3_000);
+    let mut submit = cluster.cli(&["submit"]);
+    submit.arg(&job);
+    let out = run_with_deadline(submit, LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(
+        || cluster.job("collect")["last_checkpoint"].as_u64().filter(|&c| c >= 2),
+        "a checkpoint",
+        &cluster,
+    );
+    let savepoints = work.path().join("savepoints");
+    let mut savepoint = cluster.cli(&["savepoint", "collect", "--dir"]);
+    savepoint.arg(&savepoints);
+    let out = run_with_deadline(savepoint, LIMIT);
+    assert!(out.status.success(), "savepoint: {}\n{}", stderr(&out), cluster.logs());
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(Path::new(&path).join("_metadata").exists(), "no savepoint at {path:?}");
+
+    let mut stop = cluster.cli(&["stop", "collect", "--dir"]);
+    stop.arg(&savepoints);
+    let out = run_with_deadline(stop, LIMIT);
+    assert!(out.status.success(), "stop: {}\n{}", stderr(&out), cluster.logs());
+    let stopped_at = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let info = wait_for(
+        || Some(cluster.job("collect")).filter(|j| j["state"] != "running"),
+        "the job to stop",
+        &cluster,
+    );
+    assert_eq!(info["state"], "stopped", "{info}");
+    assert_eq!(info["savepoint"].as_str(), Some(stopped_at.as_str()));
+
+    // Resubmitted from the savepoint it finishes, and the output over both
+    // runs is exactly the straight run's.
+    let mut resume = cluster.cli(&["submit", "--wait", "--from-savepoint", &stopped_at]);
+    resume.arg(&job);
+    let out = run_with_deadline(resume, LIMIT);
+    assert!(out.status.success(), "resume: {}\n{}", stderr(&out), cluster.logs());
+    assert_eq!(sorted(&committed_output(work.path())), sorted(&expected));
+
+    // Cancel: a slow job ends as cancelled, and `jobs` says so.
+    std::fs::remove_dir_all(work.path().join("chk")).unwrap();
+    let slow = collect_job(work.path(), 1_000_000, 1_000);
+    let mut submit = cluster.cli(&["submit"]);
+    submit.arg(&slow);
+    assert!(run_with_deadline(submit, LIMIT).status.success());
+    wait_for(|| (cluster.job("collect")["state"] == "running").then_some(()), "the job to run", &cluster);
+    let out = run_with_deadline(cluster.cli(&["cancel", "collect"]), LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(|| (cluster.job("collect")["state"] == "cancelled").then_some(()), "the job to cancel", &cluster);
+    let out = run_with_deadline(cluster.cli(&["jobs"]), LIMIT);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("job `collect` cancelled"), "{:?}", out);
+}
