@@ -27,7 +27,9 @@ pub struct ClusterTarget {
 impl ClusterTarget {
     pub fn client(&self) -> anyhow::Result<Client> {
         let Some(api) = &self.cluster else {
-            bail!("which cluster? pass --cluster URL or set WEIR_CLUSTER (`weir cluster up` prints both)");
+            bail!(
+                "which cluster? pass --cluster URL or set WEIR_CLUSTER (`weir cluster up` prints both)"
+            );
         };
         let token = read_token(self.token_file.as_deref())?;
         Ok(Client::new(api, &token))
@@ -100,10 +102,9 @@ pub fn up(o: &UpOptions, global_args: &[String]) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&ready);
     let mut children = Children(Vec::new());
     let mut coordinator = Process::new(&exe);
-    coordinator.args(global_args).args([
-        "coordinator",
-        "--certs",
-    ]);
+    coordinator
+        .args(global_args)
+        .args(["coordinator", "--certs"]);
     coordinator
         .arg(&o.dir)
         .arg("--token-file")
@@ -116,7 +117,12 @@ pub fn up(o: &UpOptions, global_args: &[String]) -> anyhow::Result<()> {
         .arg(o.dir.join("coordinator-data"))
         .arg("--ready-file")
         .arg(&ready);
-    children.0.push(("coordinator".into(), coordinator.spawn().context("cannot start the coordinator")?));
+    children.0.push((
+        "coordinator".into(),
+        coordinator
+            .spawn()
+            .context("cannot start the coordinator")?,
+    ));
     let deadline = Instant::now() + Duration::from_secs(30);
     let addresses: serde_json::Value = loop {
         if let Ok(text) = std::fs::read(&ready) {
@@ -135,14 +141,34 @@ pub fn up(o: &UpOptions, global_args: &[String]) -> anyhow::Result<()> {
         let mut worker = Process::new(&exe);
         worker
             .args(global_args)
-            .args(["worker", "--coordinator", &quic, "--name", &name, "--slots", &o.slots.to_string(), "--certs"])
+            .args([
+                "worker",
+                "--coordinator",
+                &quic,
+                "--name",
+                &name,
+                "--slots",
+                &o.slots.to_string(),
+                "--certs",
+            ])
             .arg(&o.dir)
             .arg("--work-dir")
             .arg(o.dir.join(&name));
-        children.0.push((name.clone(), worker.spawn().with_context(|| format!("cannot start {name}"))?));
+        children.0.push((
+            name.clone(),
+            worker
+                .spawn()
+                .with_context(|| format!("cannot start {name}"))?,
+        ));
     }
-    eprintln!("weir: cluster up: coordinator and {} worker(s) with {} slot(s) each", o.workers, o.slots);
-    println!("export WEIR_CLUSTER={rest} WEIR_TOKEN_FILE={}", o.dir.join("token").display());
+    eprintln!(
+        "weir: cluster up: coordinator and {} worker(s) with {} slot(s) each",
+        o.workers, o.slots
+    );
+    println!(
+        "export WEIR_CLUSTER={rest} WEIR_TOKEN_FILE={}",
+        o.dir.join("token").display()
+    );
     loop {
         children.check()?;
         std::thread::sleep(Duration::from_millis(200));
@@ -213,7 +239,15 @@ pub fn submit(target: &ClusterTarget, o: &SubmitOptions) -> anyhow::Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let len = std::fs::metadata(&op.wasm)
-            .with_context(|| format!("{}:{}: operator `{}`: cannot read {}", job_path.display(), op.line, op.name, op.wasm.display()))?
+            .with_context(|| {
+                format!(
+                    "{}:{}: operator `{}`: cannot read {}",
+                    job_path.display(),
+                    op.line,
+                    op.name,
+                    op.wasm.display()
+                )
+            })?
             .len();
         let bar = indicatif::ProgressBar::new(len);
         bar.set_style(
@@ -227,7 +261,11 @@ pub fn submit(target: &ClusterTarget, o: &SubmitOptions) -> anyhow::Result<()> {
             .upload(&name, &op.wasm, move |sent| progress.set_position(sent))
             .with_context(|| format!("operator `{}`", op.name))?;
         bar.finish_and_clear();
-        eprintln!("uploaded {name} ({} bytes) as {}", info.bytes, &info.digest[..19]);
+        eprintln!(
+            "uploaded {name} ({} bytes) as {}",
+            info.bytes,
+            &info.digest[..19]
+        );
         uploaded.insert(op.wasm.clone(), info.digest.clone());
         artifacts.insert(op.name.clone(), info.digest);
     }
@@ -257,7 +295,11 @@ pub fn submit(target: &ClusterTarget, o: &SubmitOptions) -> anyhow::Result<()> {
     eprintln!("{}", describe(&info));
     match info.state {
         JobState::Finished | JobState::Stopped => Ok(()),
-        _ => bail!("{}", info.error.unwrap_or_else(|| format!("job `{name}` {:?}", info.state))),
+        _ => bail!(
+            "{}",
+            info.error
+                .unwrap_or_else(|| format!("job `{name}` {:?}", info.state))
+        ),
     }
 }
 
@@ -274,7 +316,11 @@ fn describe(info: &JobInfo) -> String {
         line.push_str(&format!(", last checkpoint {c}"));
     }
     if !info.workers.is_empty() {
-        let workers: Vec<String> = info.workers.iter().map(|(w, s)| format!("{w}:{s}")).collect();
+        let workers: Vec<String> = info
+            .workers
+            .iter()
+            .map(|(w, s)| format!("{w}:{s}"))
+            .collect();
         line.push_str(&format!(", worker:slots {}", workers.join(" ")));
     }
     if let Some(p) = &info.savepoint {

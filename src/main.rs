@@ -316,53 +316,85 @@ fn main() -> ExitCode {
             command: ClusterCommand::Init { dir, workers },
         } => cluster_cli::init(dir, *workers),
         Command::Cluster {
-            command: ClusterCommand::Up { workers, slots, dir, rest, quic },
+            command:
+                ClusterCommand::Up {
+                    workers,
+                    slots,
+                    dir,
+                    rest,
+                    quic,
+                },
         } => {
             let mut global = Vec::new();
             if cli.verbose > 0 {
                 global.push(format!("-{}", "v".repeat(cli.verbose as usize)));
             }
             cluster_cli::up(
-                &cluster_cli::UpOptions { dir: dir.clone(), workers: *workers, slots: *slots, rest: *rest, quic: *quic },
+                &cluster_cli::UpOptions {
+                    dir: dir.clone(),
+                    workers: *workers,
+                    slots: *slots,
+                    rest: *rest,
+                    quic: *quic,
+                },
                 &global,
             )
         }
-        Command::Coordinator { certs, node, token_file, rest, quic, data_dir, artifact_max_bytes, ready_file } => {
-            cluster_cli::read_token(token_file.as_deref()).and_then(|token| {
-                weir_cluster::run_coordinator(weir_cluster::CoordinatorOptions {
-                    rest: *rest,
-                    quic: *quic,
-                    certs: certs.clone(),
-                    node: node.clone(),
-                    token,
-                    data_dir: data_dir.clone(),
-                    artifact_bytes_max: *artifact_max_bytes,
-                    ready_file: ready_file.clone(),
-                })
-            })
-        }
-        Command::Worker { coordinator, certs, name, slots, bind, work_dir } => {
-            weir_cluster::run_worker(weir_cluster::WorkerOptions {
-                coordinator: *coordinator,
-                bind: *bind,
+        Command::Coordinator {
+            certs,
+            node,
+            token_file,
+            rest,
+            quic,
+            data_dir,
+            artifact_max_bytes,
+            ready_file,
+        } => cluster_cli::read_token(token_file.as_deref()).and_then(|token| {
+            weir_cluster::run_coordinator(weir_cluster::CoordinatorOptions {
+                rest: *rest,
+                quic: *quic,
                 certs: certs.clone(),
-                name: name.clone(),
-                slots: *slots,
-                work_dir: work_dir.clone().unwrap_or_else(|| PathBuf::from(".weir").join(name)),
+                node: node.clone(),
+                token,
+                data_dir: data_dir.clone(),
+                artifact_bytes_max: *artifact_max_bytes,
+                ready_file: ready_file.clone(),
             })
-        }
-        Command::Submit { job, target, from_savepoint, resume, allow_non_restored_state, wait } => {
-            cluster_cli::submit(
-                target,
-                &cluster_cli::SubmitOptions {
-                    job: job.clone(),
-                    from_savepoint: from_savepoint.clone(),
-                    resume: *resume,
-                    allow_non_restored_state: *allow_non_restored_state,
-                    wait: *wait,
-                },
-            )
-        }
+        }),
+        Command::Worker {
+            coordinator,
+            certs,
+            name,
+            slots,
+            bind,
+            work_dir,
+        } => weir_cluster::run_worker(weir_cluster::WorkerOptions {
+            coordinator: *coordinator,
+            bind: *bind,
+            certs: certs.clone(),
+            name: name.clone(),
+            slots: *slots,
+            work_dir: work_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(".weir").join(name)),
+        }),
+        Command::Submit {
+            job,
+            target,
+            from_savepoint,
+            resume,
+            allow_non_restored_state,
+            wait,
+        } => cluster_cli::submit(
+            target,
+            &cluster_cli::SubmitOptions {
+                job: job.clone(),
+                from_savepoint: from_savepoint.clone(),
+                resume: *resume,
+                allow_non_restored_state: *allow_non_restored_state,
+                wait: *wait,
+            },
+        ),
         Command::Jobs { target } => cluster_cli::jobs(target),
         Command::Cancel { job, target } => cluster_cli::cancel(target, job),
         Command::Validate { job, overrides } => load(job, overrides).and_then(|spec| {
@@ -411,12 +443,22 @@ fn request_savepoint(
     if target.cluster.cluster.is_some() {
         let client = target.cluster.client()?;
         let spinner = indicatif::ProgressBar::new_spinner();
-        spinner.set_message(format!("{} job `{job}` on the cluster", if stop { "stopping" } else { "taking a savepoint of" }));
+        spinner.set_message(format!(
+            "{} job `{job}` on the cluster",
+            if stop {
+                "stopping"
+            } else {
+                "taking a savepoint of"
+            }
+        ));
         spinner.enable_steady_tick(std::time::Duration::from_millis(100));
         let result = client.savepoint(job, target.dir.as_deref(), stop);
         spinner.finish_and_clear();
         let path = result?;
-        eprintln!("{} of job `{job}` taken{}", "savepoint", if stop { "; job stopped" } else { "" });
+        eprintln!(
+            "savepoint of job `{job}` taken{}",
+            if stop { "; job stopped" } else { "" }
+        );
         println!("{}", path.display());
         return Ok(());
     }

@@ -26,14 +26,31 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let mut init = weir();
-        init.args(["cluster", "init", "--workers", &workers.to_string(), "--dir"])
-            .arg(&certs);
+        init.args([
+            "cluster",
+            "init",
+            "--workers",
+            &workers.to_string(),
+            "--dir",
+        ])
+        .arg(&certs);
         let out = run_with_deadline(init, LIMIT);
-        assert!(out.status.success(), "cluster init failed: {}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "cluster init failed: {}",
+            stderr(&out)
+        );
         let ready = dir.path().join("ready.json");
         let mut coordinator = weir();
         coordinator
-            .args(["coordinator", "--rest", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--certs"])
+            .args([
+                "coordinator",
+                "--rest",
+                "127.0.0.1:0",
+                "--quic",
+                "127.0.0.1:0",
+                "--certs",
+            ])
             .arg(&certs)
             .arg("--token-file")
             .arg(certs.join("token"))
@@ -51,8 +68,12 @@ impl Cluster {
             dir,
         };
         cluster.spawn("coordinator", coordinator);
-        let addresses: serde_json::Value = wait_for(|| std::fs::read(&ready).ok(), "the coordinator's ready file", &cluster)
-            .pipe(|bytes| serde_json::from_slice(&bytes).unwrap());
+        let addresses: serde_json::Value = wait_for(
+            || std::fs::read(&ready).ok(),
+            "the coordinator's ready file",
+            &cluster,
+        )
+        .pipe(|bytes| serde_json::from_slice(&bytes).unwrap());
         cluster.rest = addresses["rest"].as_str().unwrap().to_string();
         cluster.quic = addresses["quic"].as_str().unwrap().to_string();
         for i in 1..=workers {
@@ -83,7 +104,16 @@ impl Cluster {
     fn worker_command(&self, name: &str, certs: &Path, slots: u32) -> Command {
         let mut worker = weir();
         worker
-            .args(["worker", "--coordinator", &self.quic, "--name", name, "--slots", &slots.to_string(), "--certs"])
+            .args([
+                "worker",
+                "--coordinator",
+                &self.quic,
+                "--name",
+                name,
+                "--slots",
+                &slots.to_string(),
+                "--certs",
+            ])
             .arg(certs)
             .arg("--work-dir")
             .arg(self.dir.path().join(name));
@@ -102,7 +132,8 @@ impl Cluster {
     fn logs(&self) -> String {
         let mut text = String::new();
         for (name, _) in &self.children {
-            let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                .unwrap_or_default();
             text.push_str(&format!("--- {name} ---\n{log}\n"));
         }
         text
@@ -126,7 +157,13 @@ impl Cluster {
     }
 
     /// A REST call: (status, JSON body).
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (u16, serde_json::Value) {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, serde_json::Value) {
         let url = format!("{}{path}", self.rest);
         let agent = Cluster::agent();
         let response = match (method, body) {
@@ -138,7 +175,11 @@ impl Cluster {
                 request.call()
             }
             (_, body) => {
-                let kind = if path.starts_with("/artifacts") { "application/octet-stream" } else { "application/json" };
+                let kind = if path.starts_with("/artifacts") {
+                    "application/octet-stream"
+                } else {
+                    "application/json"
+                };
                 let mut request = agent.post(&url).header("Content-Type", kind);
                 if let Some(t) = token {
                     request = request.header("Authorization", &format!("Bearer {t}"));
@@ -149,7 +190,10 @@ impl Cluster {
         .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = response.status().as_u16();
         let text = response.into_body().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     fn workers(&self) -> Vec<serde_json::Value> {
@@ -160,7 +204,13 @@ impl Cluster {
     }
 
     fn job(&self, job: &str) -> serde_json::Value {
-        self.call("GET", &format!("/jobs/{job}"), Some(self.token().trim()), None).1
+        self.call(
+            "GET",
+            &format!("/jobs/{job}"),
+            Some(self.token().trim()),
+            None,
+        )
+        .1
     }
 
     fn kill(&mut self, name: &str) {
@@ -195,7 +245,11 @@ fn wait_for<T>(mut probe: impl FnMut() -> Option<T>, what: &str, cluster: &Clust
         if let Some(value) = probe() {
             return value;
         }
-        assert!(started.elapsed() < LIMIT, "timed out waiting for {what}\n{}", cluster.logs());
+        assert!(
+            started.elapsed() < LIMIT,
+            "timed out waiting for {what}\n{}",
+            cluster.logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -207,7 +261,10 @@ fn wordcount_job(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(example.join("job.toml"))
         .unwrap()
         .replace("parallelism = 1", "parallelism = 6")
-        .replace("path = \"input.jsonl\"", &format!("path = \"{}\"", example.join("input.jsonl").display()))
+        .replace(
+            "path = \"input.jsonl\"",
+            &format!("path = \"{}\"", example.join("input.jsonl").display()),
+        )
         .replace(
             "../../target/wasm/wasm32-wasip2/release/tokenizer.wasm",
             &guest("tokenizer").display().to_string(),
@@ -231,14 +288,25 @@ fn a_job_across_three_workers_gives_the_golden_output() {
     submit.arg(&job);
     let out = run_with_deadline(submit, LIMIT);
     let err = stderr(&out);
-    assert!(out.status.success(), "submit failed: {err}\n{}", cluster.logs());
-    assert!(err.contains("uploaded tokenizer.wasm") && err.contains("job `wordcount` finished"), "{err}");
+    assert!(
+        out.status.success(),
+        "submit failed: {err}\n{}",
+        cluster.logs()
+    );
+    assert!(
+        err.contains("uploaded tokenizer.wasm") && err.contains("job `wordcount` finished"),
+        "{err}"
+    );
     // Slot sharing spreads the 6 subtasks of each node over all 3 workers,
     // so the hash edge between tokenize and count crosses workers.
     let logs = cluster.logs();
     for worker in ["worker-1", "worker-2", "worker-3"] {
-        let log = std::fs::read_to_string(cluster.dir.path().join(format!("{worker}.log"))).unwrap();
-        assert!(log.contains("compiled") || log.contains("loaded"), "{worker} ran nothing\n{logs}");
+        let log =
+            std::fs::read_to_string(cluster.dir.path().join(format!("{worker}.log"))).unwrap();
+        assert!(
+            log.contains("compiled") || log.contains("loaded"),
+            "{worker} ran nothing\n{logs}"
+        );
     }
     let expected = repo().join("examples/wordcount/expected");
     for file in ["counts.jsonl", "late.txt"] {
@@ -311,7 +379,10 @@ fn committed_output(dir: &Path) -> String {
         .filter(|n| n.starts_with("part-"))
         .collect();
     parts.sort();
-    parts.iter().map(|p| std::fs::read_to_string(out.join(p)).unwrap()).collect()
+    parts
+        .iter()
+        .map(|p| std::fs::read_to_string(out.join(p)).unwrap())
+        .collect()
 }
 
 fn sorted(text: &str) -> Vec<String> {
@@ -341,23 +412,39 @@ fn a_worker_killed_mid_run_loses_and_duplicates_nothing() {
     let submit = run_with_deadline(submit, LIMIT);
     assert!(submit.status.success(), "{}", stderr(&submit));
     wait_for(
-        || cluster.job("collect")["last_checkpoint"].as_u64().filter(|&c| c >= 3),
+        || {
+            cluster.job("collect")["last_checkpoint"]
+                .as_u64()
+                .filter(|&c| c >= 3)
+        },
         "a few checkpoints",
         &cluster,
     );
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let victim = format!("worker-{}", 1 + (seed % 3) as u32);
     eprintln!("killing {victim} (seed {seed})");
     let killed_at = Instant::now();
     cluster.kill(&victim);
     let info = wait_for(
-        || Some(cluster.job("collect")).filter(|j| j["state"] == "finished" || j["state"] == "failed"),
+        || {
+            Some(cluster.job("collect"))
+                .filter(|j| j["state"] == "finished" || j["state"] == "failed")
+        },
         "the job to end",
         &cluster,
     );
-    eprintln!("the job ended {:?} after the kill: {info}", killed_at.elapsed());
+    eprintln!(
+        "the job ended {:?} after the kill: {info}",
+        killed_at.elapsed()
+    );
     assert_eq!(info["state"], "finished", "{info}\n{}", cluster.logs());
-    assert!(info["restarts"].as_u64().unwrap() >= 1, "the kill went unnoticed: {info}");
+    assert!(
+        info["restarts"].as_u64().unwrap() >= 1,
+        "the kill went unnoticed: {info}"
+    );
     let text = committed_output(work.path());
     let mut counts = vec![0u32; records as usize];
     for line in text.lines() {
@@ -367,29 +454,66 @@ fn a_worker_killed_mid_run_loses_and_duplicates_nothing() {
     }
     let lost = counts.iter().filter(|&&c| c == 0).count();
     let duplicated = counts.iter().filter(|&&c| c > 1).count();
-    assert_eq!((lost, duplicated), (0, 0), "records lost, duplicated (killed {victim})");
-    assert_eq!(sorted(&text), sorted(&expected), "the output differs from the straight run");
+    assert_eq!(
+        (lost, duplicated),
+        (0, 0),
+        "records lost, duplicated (killed {victim})"
+    );
+    assert_eq!(
+        sorted(&text),
+        sorted(&expected),
+        "the output differs from the straight run"
+    );
 }
 
 #[test]
 fn rest_calls_without_the_token_are_refused() {
     let cluster = Cluster::start(1, 1, None);
     let (status, body) = cluster.call("GET", "/health", None, None);
-    assert_eq!((status, body["status"].as_str()), (200, Some("ok")), "health needs no token");
-    for (method, path) in [("GET", "/jobs"), ("GET", "/workers"), ("GET", "/artifacts"), ("POST", "/jobs"), ("POST", "/artifacts?name=a.wasm"), ("POST", "/jobs/x/cancel"), ("POST", "/jobs/x/savepoints")] {
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ok")),
+        "health needs no token"
+    );
+    for (method, path) in [
+        ("GET", "/jobs"),
+        ("GET", "/workers"),
+        ("GET", "/artifacts"),
+        ("POST", "/jobs"),
+        ("POST", "/artifacts?name=a.wasm"),
+        ("POST", "/jobs/x/cancel"),
+        ("POST", "/jobs/x/savepoints"),
+    ] {
         let (status, body) = cluster.call(method, path, None, Some(b"{}".to_vec()));
         assert_eq!(status, 401, "{method} {path} without a token: {body}");
-        assert!(body["error"].as_str().unwrap().contains("missing bearer token"), "{body}");
-        let (status, body) = cluster.call(method, path, Some("not-the-token"), Some(b"{}".to_vec()));
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("missing bearer token"),
+            "{body}"
+        );
+        let (status, body) =
+            cluster.call(method, path, Some("not-the-token"), Some(b"{}".to_vec()));
         assert_eq!(status, 401, "{method} {path} with a wrong token: {body}");
-        assert!(body["error"].as_str().unwrap().contains("wrong bearer token"), "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("wrong bearer token"),
+            "{body}"
+        );
     }
     // The CLI says the same.
     let mut jobs = cluster.cli(&["jobs"]);
     jobs.env("WEIR_TOKEN_FILE", "/dev/null");
     let out = run_with_deadline(jobs, LIMIT);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("401") && stderr(&out).contains("bearer token"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("401") && stderr(&out).contains("bearer token"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -405,41 +529,83 @@ fn bad_uploads_are_refused_and_store_nothing() {
     let (status, body) = cluster.call("POST", "/artifacts?name=big.wasm", token, Some(big));
     assert_eq!(status, 413, "oversized: {body}");
 
-    let (status, body) = cluster.call("POST", "/artifacts?name=junk.wasm", token, Some(b"not wasm at all".to_vec()));
+    let (status, body) = cluster.call(
+        "POST",
+        "/artifacts?name=junk.wasm",
+        token,
+        Some(b"not wasm at all".to_vec()),
+    );
     assert_eq!(status, 422, "malformed: {body}");
-    assert!(body["error"].as_str().unwrap().contains("junk.wasm"), "names the artifact: {body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("junk.wasm"),
+        "names the artifact: {body}"
+    );
 
     let wrong = std::fs::read(guest("wrong_world")).unwrap();
     let (status, body) = cluster.call("POST", "/artifacts?name=wrong.wasm", token, Some(wrong));
     assert_eq!(status, 422, "wrong world: {body}");
     let error = body["error"].as_str().unwrap();
-    assert!(error.contains("wrong.wasm") && error.contains("world"), "{error}");
+    assert!(
+        error.contains("wrong.wasm") && error.contains("world"),
+        "{error}"
+    );
 
     let good = std::fs::read(guest("window_count")).unwrap();
-    for name in ["../evil.wasm", "..%2F..%2Fevil.wasm", "a%2Fb.wasm", "%2Ftmp%2Fevil.wasm", ".hidden.wasm"] {
-        let (status, body) = cluster.call("POST", &format!("/artifacts?name={name}"), token, Some(good.clone()));
+    for name in [
+        "../evil.wasm",
+        "..%2F..%2Fevil.wasm",
+        "a%2Fb.wasm",
+        "%2Ftmp%2Fevil.wasm",
+        ".hidden.wasm",
+    ] {
+        let (status, body) = cluster.call(
+            "POST",
+            &format!("/artifacts?name={name}"),
+            token,
+            Some(good.clone()),
+        );
         assert_eq!(status, 400, "name {name}: {body}");
-        assert!(body["error"].as_str().unwrap().contains("not allowed"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("not allowed"),
+            "{body}"
+        );
     }
     let (status, _) = cluster.call("POST", "/artifacts", token, Some(good.clone()));
     assert_eq!(status, 400, "no name");
     assert_eq!(stored(), before, "a refused upload left something behind");
-    assert!(!cluster.dir.path().join("evil.wasm").exists() && !Path::new("/tmp/evil.wasm").exists());
+    assert!(
+        !cluster.dir.path().join("evil.wasm").exists() && !Path::new("/tmp/evil.wasm").exists()
+    );
 
     // A good one is stored by content and resolvable by name.
     let (status, body) = cluster.call("POST", "/artifacts?name=count.wasm", token, Some(good));
     assert_eq!(status, 201, "{body}");
     let digest = body["digest"].as_str().unwrap();
-    assert!(store.join(format!("{}.wasm", digest.trim_start_matches("sha256:"))).exists());
+    assert!(
+        store
+            .join(format!("{}.wasm", digest.trim_start_matches("sha256:")))
+            .exists()
+    );
 
     // A job naming an artifact nobody uploaded is refused, naming it.
     let request = serde_json::json!({
         "job_toml": "[job]\nname = \"j\"\n[[source]]\nname = \"s\"\nkind = \"generator\"\nrecords = 1\n[[operator]]\nname = \"op\"\nwasm = \"missing.wasm\"\ninput = \"s\"\n[[sink]]\nname = \"k\"\nkind = \"discard\"\ninput = \"op\"\n",
         "job_path": cluster.dir.path().join("j.toml"),
     });
-    let (status, body) = cluster.call("POST", "/jobs", token, Some(request.to_string().into_bytes()));
+    let (status, body) = cluster.call(
+        "POST",
+        "/jobs",
+        token,
+        Some(request.to_string().into_bytes()),
+    );
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("operator `op`: no artifact `missing.wasm`"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("operator `op`: no artifact `missing.wasm`"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -448,7 +614,8 @@ fn nodes_without_a_certificate_of_the_cluster_ca_are_refused() {
     // A worker whose certificate comes from another CA.
     let stranger = cluster.dir.path().join("stranger-certs");
     let mut init = weir();
-    init.args(["cluster", "init", "--workers", "1", "--dir"]).arg(&stranger);
+    init.args(["cluster", "init", "--workers", "1", "--dir"])
+        .arg(&stranger);
     let out = run_with_deadline(init, LIMIT);
     assert!(out.status.success());
     let out = run_with_deadline(cluster.worker_command("worker-1", &stranger, 1), LIMIT);
@@ -465,13 +632,21 @@ fn nodes_without_a_certificate_of_the_cluster_ca_are_refused() {
     std::fs::create_dir_all(&empty).unwrap();
     let out = run_with_deadline(cluster.worker_command("worker-1", &empty, 1), LIMIT);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("weir cluster init"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("weir cluster init"),
+        "{}",
+        stderr(&out)
+    );
 
     // A second worker with a proper certificate joins.
     let certs = cluster.certs();
     let cmd = cluster.worker_command("worker-1", &certs, 1);
     cluster.spawn("worker-1-again", cmd);
-    wait_for(|| (cluster.workers().len() == 2).then_some(()), "the second worker", &cluster);
+    wait_for(
+        || (cluster.workers().len() == 2).then_some(()),
+        "the second worker",
+        &cluster,
+    );
 }
 
 #[test]
@@ -479,7 +654,8 @@ fn savepoint_stop_resume_and_cancel_through_the_cli() {
     let records = 24_000;
     let mut run = weir();
     let straight = tempfile::tempdir().unwrap();
-    run.arg("run").arg(collect_job(straight.path(), records, 1_000_000));
+    run.arg("run")
+        .arg(collect_job(straight.path(), records, 1_000_000));
     let out = run_with_deadline(run, LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));
     let expected = committed_output(straight.path());
@@ -492,7 +668,11 @@ fn savepoint_stop_resume_and_cancel_through_the_cli() {
     let out = run_with_deadline(submit, LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for(
-        || cluster.job("collect")["last_checkpoint"].as_u64().filter(|&c| c >= 2),
+        || {
+            cluster.job("collect")["last_checkpoint"]
+                .as_u64()
+                .filter(|&c| c >= 2)
+        },
         "a checkpoint",
         &cluster,
     );
@@ -500,14 +680,27 @@ fn savepoint_stop_resume_and_cancel_through_the_cli() {
     let mut savepoint = cluster.cli(&["savepoint", "collect", "--dir"]);
     savepoint.arg(&savepoints);
     let out = run_with_deadline(savepoint, LIMIT);
-    assert!(out.status.success(), "savepoint: {}\n{}", stderr(&out), cluster.logs());
+    assert!(
+        out.status.success(),
+        "savepoint: {}\n{}",
+        stderr(&out),
+        cluster.logs()
+    );
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(Path::new(&path).join("_metadata").exists(), "no savepoint at {path:?}");
+    assert!(
+        Path::new(&path).join("_metadata").exists(),
+        "no savepoint at {path:?}"
+    );
 
     let mut stop = cluster.cli(&["stop", "collect", "--dir"]);
     stop.arg(&savepoints);
     let out = run_with_deadline(stop, LIMIT);
-    assert!(out.status.success(), "stop: {}\n{}", stderr(&out), cluster.logs());
+    assert!(
+        out.status.success(),
+        "stop: {}\n{}",
+        stderr(&out),
+        cluster.logs()
+    );
     let stopped_at = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let info = wait_for(
         || Some(cluster.job("collect")).filter(|j| j["state"] != "running"),
@@ -522,7 +715,12 @@ fn savepoint_stop_resume_and_cancel_through_the_cli() {
     let mut resume = cluster.cli(&["submit", "--wait", "--from-savepoint", &stopped_at]);
     resume.arg(&job);
     let out = run_with_deadline(resume, LIMIT);
-    assert!(out.status.success(), "resume: {}\n{}", stderr(&out), cluster.logs());
+    assert!(
+        out.status.success(),
+        "resume: {}\n{}",
+        stderr(&out),
+        cluster.logs()
+    );
     assert_eq!(sorted(&committed_output(work.path())), sorted(&expected));
 
     // Cancel: a slow job ends as cancelled, and `jobs` says so.
@@ -531,10 +729,22 @@ fn savepoint_stop_resume_and_cancel_through_the_cli() {
     let mut submit = cluster.cli(&["submit"]);
     submit.arg(&slow);
     assert!(run_with_deadline(submit, LIMIT).status.success());
-    wait_for(|| (cluster.job("collect")["state"] == "running").then_some(()), "the job to run", &cluster);
+    wait_for(
+        || (cluster.job("collect")["state"] == "running").then_some(()),
+        "the job to run",
+        &cluster,
+    );
     let out = run_with_deadline(cluster.cli(&["cancel", "collect"]), LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));
-    wait_for(|| (cluster.job("collect")["state"] == "cancelled").then_some(()), "the job to cancel", &cluster);
+    wait_for(
+        || (cluster.job("collect")["state"] == "cancelled").then_some(()),
+        "the job to cancel",
+        &cluster,
+    );
     let out = run_with_deadline(cluster.cli(&["jobs"]), LIMIT);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("job `collect` cancelled"), "{:?}", out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("job `collect` cancelled"),
+        "{:?}",
+        out
+    );
 }

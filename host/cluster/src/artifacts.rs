@@ -27,10 +27,16 @@ pub struct ArtifactInfo {
 /// Why an upload was refused; each maps to an HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    #[error("artifact name `{0}` is not allowed: use a plain file name of letters, digits, `.`, `_` and `-` (no paths), at most 128 characters")]
+    #[error(
+        "artifact name `{0}` is not allowed: use a plain file name of letters, digits, `.`, `_` and `-` (no paths), at most 128 characters"
+    )]
     BadName(String),
     #[error("artifact `{name}` is {bytes} bytes; the limit is {max} bytes")]
-    TooLarge { name: String, bytes: usize, max: usize },
+    TooLarge {
+        name: String,
+        bytes: usize,
+        max: usize,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("cannot store the artifact: {0:#}")]
@@ -45,7 +51,11 @@ pub fn check_name(name: &str) -> Result<(), UploadError> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok { Ok(()) } else { Err(UploadError::BadName(name.escape_debug().to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(UploadError::BadName(name.escape_debug().to_string()))
+    }
 }
 
 pub fn digest_of(bytes: &[u8]) -> String {
@@ -57,8 +67,11 @@ pub fn digest_of(bytes: &[u8]) -> String {
 /// `sha256:<64 hex>` → the hex part, or `None` if it is not a digest.
 pub fn digest_hex(digest: &str) -> Option<&str> {
     let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-        .then_some(hex)
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then_some(hex)
 }
 
 pub struct ArtifactStore {
@@ -122,13 +135,21 @@ impl ArtifactStore {
     }
 
     pub fn list(&self) -> Vec<ArtifactInfo> {
-        self.names.lock().expect("not poisoned").values().cloned().collect()
+        self.names
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// A digest, or a name uploaded earlier, to the stored digest.
     pub fn resolve(&self, reference: &str) -> Option<String> {
         if digest_hex(reference).is_some() {
-            return self.path_of(reference).filter(|p| p.exists()).map(|_| reference.to_string());
+            return self
+                .path_of(reference)
+                .filter(|p| p.exists())
+                .map(|_| reference.to_string());
         }
         self.names
             .lock()
@@ -169,7 +190,16 @@ mod tests {
         for good in ["tokenizer.wasm", "a-b_c.1.wasm"] {
             check_name(good).unwrap();
         }
-        for bad in ["../x.wasm", "a/b.wasm", "/etc/passwd", ".hidden", "", "a\\b", "a\0b", "é.wasm"] {
+        for bad in [
+            "../x.wasm",
+            "a/b.wasm",
+            "/etc/passwd",
+            ".hidden",
+            "",
+            "a\\b",
+            "a\0b",
+            "é.wasm",
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -179,16 +209,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::open(dir.path(), 100).unwrap();
         let info = store.put("op.wasm", b"bytes", |_, _| Ok(())).unwrap();
-        assert_eq!(store.resolve("op.wasm").as_deref(), Some(info.digest.as_str()));
-        assert_eq!(store.resolve(&info.digest).as_deref(), Some(info.digest.as_str()));
+        assert_eq!(
+            store.resolve("op.wasm").as_deref(),
+            Some(info.digest.as_str())
+        );
+        assert_eq!(
+            store.resolve(&info.digest).as_deref(),
+            Some(info.digest.as_str())
+        );
         assert_eq!(store.read(&info.digest).unwrap(), b"bytes");
         assert!(store.resolve("other.wasm").is_none());
         // The index survives a restart.
         let again = ArtifactStore::open(dir.path(), 100).unwrap();
         assert_eq!(again.list(), vec![info]);
         // Refusals write nothing.
-        assert!(matches!(store.put("big.wasm", &[0; 101], |_, _| Ok(())), Err(UploadError::TooLarge { .. })));
-        assert!(matches!(store.put("bad.wasm", b"x", |_, _| Err("no".into())), Err(UploadError::Invalid(_))));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "one artifact and the index");
+        assert!(matches!(
+            store.put("big.wasm", &[0; 101], |_, _| Ok(())),
+            Err(UploadError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            store.put("bad.wasm", b"x", |_, _| Err("no".into())),
+            Err(UploadError::Invalid(_))
+        ));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "one artifact and the index"
+        );
     }
 }

@@ -39,10 +39,16 @@ impl Client {
         format!("Bearer {}", self.token)
     }
 
-    fn read<T: DeserializeOwned>(&self, url: &str, response: ureq::http::Response<ureq::Body>) -> anyhow::Result<T> {
+    fn read<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        response: ureq::http::Response<ureq::Body>,
+    ) -> anyhow::Result<T> {
         let status = response.status();
         let mut body = response.into_body();
-        let text = body.read_to_string().with_context(|| format!("{url}: cannot read the reply"))?;
+        let text = body
+            .read_to_string()
+            .with_context(|| format!("{url}: cannot read the reply"))?;
         if !status.is_success() {
             let message = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
@@ -76,10 +82,20 @@ impl Client {
     }
 
     /// Uploads `path` under `name`; `progress` gets the bytes sent so far.
-    pub fn upload(&self, name: &str, path: &Path, progress: impl FnMut(u64) + 'static) -> anyhow::Result<ArtifactInfo> {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    pub fn upload(
+        &self,
+        name: &str,
+        path: &Path,
+        progress: impl FnMut(u64) + 'static,
+    ) -> anyhow::Result<ArtifactInfo> {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let reader = Progress { inner: file, sent: 0, progress };
+        let reader = Progress {
+            inner: file,
+            sent: 0,
+            progress,
+        };
         let url = format!("{}?name={}", self.url("/artifacts"), percent_encode(name));
         let response = self
             .agent
@@ -110,15 +126,25 @@ impl Client {
     }
 
     /// Takes a savepoint (and stops the job with `stop`); returns its path.
-    pub fn savepoint(&self, job: &str, dir: Option<&Path>, stop: bool) -> anyhow::Result<std::path::PathBuf> {
+    pub fn savepoint(
+        &self,
+        job: &str,
+        dir: Option<&Path>,
+        stop: bool,
+    ) -> anyhow::Result<std::path::PathBuf> {
         let action = if stop { "stop" } else { "savepoints" };
-        let reply: serde_json::Value =
-            self.post(&format!("/jobs/{}/{action}", percent_encode(job)), &serde_json::json!({ "dir": dir }))?;
+        let reply: serde_json::Value = self.post(
+            &format!("/jobs/{}/{action}", percent_encode(job)),
+            &serde_json::json!({ "dir": dir }),
+        )?;
         Ok(reply["path"].as_str().unwrap_or_default().into())
     }
 
     pub fn cancel(&self, job: &str) -> anyhow::Result<()> {
-        let _: serde_json::Value = self.post(&format!("/jobs/{}/cancel", percent_encode(job)), &serde_json::json!({}))?;
+        let _: serde_json::Value = self.post(
+            &format!("/jobs/{}/cancel", percent_encode(job)),
+            &serde_json::json!({}),
+        )?;
         Ok(())
     }
 }
@@ -142,7 +168,9 @@ impl<R: Read, F: FnMut(u64)> Read for Progress<R, F> {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

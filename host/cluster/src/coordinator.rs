@@ -153,7 +153,10 @@ impl Cluster {
 /// Runs the coordinator until the process is killed.
 pub fn run_coordinator(options: CoordinatorOptions) -> anyhow::Result<()> {
     let identity = NodeIdentity::load(&options.certs, &options.node)?;
-    let artifacts = ArtifactStore::open(&options.data_dir.join("artifacts"), options.artifact_bytes_max)?;
+    let artifacts = ArtifactStore::open(
+        &options.data_dir.join("artifacts"),
+        options.artifact_bytes_max,
+    )?;
     let engine = WasmEngine::new(Some(options.data_dir.join("cache")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -179,7 +182,8 @@ pub fn run_coordinator(options: CoordinatorOptions) -> anyhow::Result<()> {
         tokio::spawn(watch_heartbeats(cluster.clone()));
         tokio::spawn(accept_workers(cluster.clone(), node));
         if let Some(path) = &options.ready_file {
-            let ready = serde_json::json!({ "rest": format!("http://{rest}"), "quic": quic.to_string() });
+            let ready =
+                serde_json::json!({ "rest": format!("http://{rest}"), "quic": quic.to_string() });
             crate::artifacts::write_atomically(path, ready.to_string().as_bytes())?;
         }
         tracing::info!("coordinator: REST API on http://{rest}, workers connect to {quic}");
@@ -203,7 +207,10 @@ async fn watch_heartbeats(cluster: Arc<Cluster>) {
             .map(|w| w.info.id)
             .collect();
         for worker in late {
-            cluster.lose(worker, &format!("no heartbeat for {} s", HEARTBEAT_TIMEOUT.as_secs()));
+            cluster.lose(
+                worker,
+                &format!("no heartbeat for {} s", HEARTBEAT_TIMEOUT.as_secs()),
+            );
         }
     }
 }
@@ -225,7 +232,11 @@ async fn accept_workers(cluster: Arc<Cluster>, node: Node) {
 async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.accept_bi().await.context("no control stream")?;
     let (name, slots, data_addr) = match read_message::<FromWorker>(&mut recv).await? {
-        Some(FromWorker::Register { name, slots, data_addr }) => (name, slots, data_addr),
+        Some(FromWorker::Register {
+            name,
+            slots,
+            data_addr,
+        }) => (name, slots, data_addr),
         other => anyhow::bail!("expected a registration, got {other:?}"),
     };
     let id = cluster.next_worker.fetch_add(1, Ordering::Relaxed);
@@ -234,13 +245,22 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
     cluster.workers.lock().expect("not poisoned").insert(
         id,
         WorkerEntry {
-            info: WorkerInfo { id, name: name.clone(), slots, free_slots: slots, data_addr },
+            info: WorkerInfo {
+                id,
+                name: name.clone(),
+                slots,
+                free_slots: slots,
+                data_addr,
+            },
             outbox,
             conn: conn.clone(),
             last_heartbeat: Instant::now(),
         },
     );
-    tracing::info!("worker {id} ({name}) joined from {} with {slots} slot(s)", conn.remote_address());
+    tracing::info!(
+        "worker {id} ({name}) joined from {} with {slots} slot(s)",
+        conn.remote_address()
+    );
     eprintln!("weir: worker {id} ({name}) joined with {slots} slot(s)");
     tokio::spawn(async move {
         while let Some(message) = outgoing.recv().await {
@@ -256,7 +276,9 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
         while let Ok((mut send, mut recv)) = artifact_conn.accept_bi().await {
             let cluster = artifacts.clone();
             tokio::spawn(async move {
-                let Ok(Some(FetchArtifact { digest })) = read_message::<FetchArtifact>(&mut recv).await else {
+                let Ok(Some(FetchArtifact { digest })) =
+                    read_message::<FetchArtifact>(&mut recv).await
+                else {
                     return;
                 };
                 match cluster.artifacts.read(&digest) {
@@ -290,12 +312,22 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
                     w.last_heartbeat = Instant::now();
                 }
             }
-            FromWorker::Event { job, attempt, event } => {
-                cluster.to_job(&job, JobInput::Event { attempt, event })
-            }
-            FromWorker::AttemptEnded { job, attempt, result } => cluster.to_job(
+            FromWorker::Event {
+                job,
+                attempt,
+                event,
+            } => cluster.to_job(&job, JobInput::Event { attempt, event }),
+            FromWorker::AttemptEnded {
+                job,
+                attempt,
+                result,
+            } => cluster.to_job(
                 &job,
-                JobInput::Ended { worker: id, attempt, result },
+                JobInput::Ended {
+                    worker: id,
+                    attempt,
+                    result,
+                },
             ),
             FromWorker::Register { .. } => tracing::warn!("worker {id} registered twice"),
         }

@@ -41,7 +41,10 @@ pub enum JobState {
 
 impl JobState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Finished | JobState::Stopped | JobState::Cancelled | JobState::Failed)
+        matches!(
+            self,
+            JobState::Finished | JobState::Stopped | JobState::Cancelled | JobState::Failed
+        )
     }
 }
 
@@ -60,9 +63,18 @@ pub struct JobInfo {
 }
 
 pub(crate) enum JobInput {
-    Event { attempt: u32, event: TaskEvent },
-    Ended { worker: WorkerId, attempt: u32, result: AttemptResult },
-    WorkerLost { worker: WorkerId },
+    Event {
+        attempt: u32,
+        event: TaskEvent,
+    },
+    Ended {
+        worker: WorkerId,
+        attempt: u32,
+        result: AttemptResult,
+    },
+    WorkerLost {
+        worker: WorkerId,
+    },
     Cancel,
 }
 
@@ -101,7 +113,12 @@ pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> 
     {
         let mut jobs = cluster.jobs.lock().expect("not poisoned");
         if let Some(existing) = jobs.get(&s.job.name)
-            && !existing.info.lock().expect("not poisoned").state.is_terminal()
+            && !existing
+                .info
+                .lock()
+                .expect("not poisoned")
+                .state
+                .is_terminal()
         {
             anyhow::bail!("a job named `{}` is already running", s.job.name);
         }
@@ -115,7 +132,14 @@ pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> 
             },
         );
     }
-    let master = JobMaster { cluster, s, inputs, requests, info, status };
+    let master = JobMaster {
+        cluster,
+        s,
+        inputs,
+        requests,
+        info,
+        status,
+    };
     std::thread::Builder::new()
         .name(format!("job-{}", master.s.job.name))
         .spawn(move || master.run())?;
@@ -145,7 +169,10 @@ impl JobMaster {
 
     fn run(self) {
         let job = &self.s.job;
-        let storage = job.checkpoint.as_ref().map(|c| CheckpointStorage::new(&c.dir, &job.name));
+        let storage = job
+            .checkpoint
+            .as_ref()
+            .map(|c| CheckpointStorage::new(&c.dir, &job.name));
         let mut restore = self.s.restore.clone();
         let mut attempt = 0;
         let mut restarts = 0;
@@ -161,12 +188,19 @@ impl JobMaster {
                 AttemptEnd::Failed(e) if restarts < job.restart.attempts => {
                     restarts += 1;
                     attempt += 1;
-                    if let Some(Ok(Some(latest))) = storage.as_ref().map(CheckpointStorage::latest_valid) {
+                    if let Some(Ok(Some(latest))) =
+                        storage.as_ref().map(CheckpointStorage::latest_valid)
+                    {
                         restore = Some(latest);
                     }
-                    let from = restore.as_ref().map_or("the beginning".to_string(), |s| s.dir.display().to_string());
+                    let from = restore
+                        .as_ref()
+                        .map_or("the beginning".to_string(), |s| s.dir.display().to_string());
                     tracing::warn!(job = %job.name, "{e}; restart {restarts} of {} from {from}", job.restart.attempts);
-                    eprintln!("weir: job `{}` failed ({e}); restarting ({restarts}/{}) from {from}", job.name, job.restart.attempts);
+                    eprintln!(
+                        "weir: job `{}` failed ({e}); restarting ({restarts}/{}) from {from}",
+                        job.name, job.restart.attempts
+                    );
                     self.update(|i| {
                         i.state = JobState::Restarting;
                         i.restarts = restarts;
@@ -177,12 +211,25 @@ impl JobMaster {
                 }
                 AttemptEnd::Failed(e) if restarts > 0 => (
                     JobState::Failed,
-                    Some(format!("job `{}` failed after {restarts} restart(s): {e}", job.name)),
+                    Some(format!(
+                        "job `{}` failed after {restarts} restart(s): {e}",
+                        job.name
+                    )),
                 ),
-                AttemptEnd::Failed(e) => (JobState::Failed, Some(format!("job `{}` failed: {e}", job.name))),
+                AttemptEnd::Failed(e) => (
+                    JobState::Failed,
+                    Some(format!("job `{}` failed: {e}", job.name)),
+                ),
             };
             tracing::info!(job = %job.name, "job ended: {state:?}");
-            eprintln!("weir: job `{}` {}", job.name, match &error { Some(e) => e.clone(), None => format!("{state:?}").to_lowercase() });
+            eprintln!(
+                "weir: job `{}` {}",
+                job.name,
+                match &error {
+                    Some(e) => e.clone(),
+                    None => format!("{state:?}").to_lowercase(),
+                }
+            );
             self.update(|i| {
                 i.state = state;
                 i.error = error;
@@ -199,13 +246,15 @@ impl JobMaster {
             match place(tasks, &self.cluster.offers()) {
                 Ok(p) => return Ok(p),
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(AttemptEnd::Failed(format!("{e} after waiting {} s", SLOT_WAIT.as_secs())));
+                    return Err(AttemptEnd::Failed(format!(
+                        "{e} after waiting {} s",
+                        SLOT_WAIT.as_secs()
+                    )));
                 }
                 Err(_) => {}
             }
-            match self.inputs.recv_timeout(Duration::from_millis(200)) {
-                Ok(JobInput::Cancel) => return Err(AttemptEnd::Cancelled),
-                _ => {}
+            if let Ok(JobInput::Cancel) = self.inputs.recv_timeout(Duration::from_millis(200)) {
+                return Err(AttemptEnd::Cancelled);
             }
         }
     }
@@ -249,7 +298,9 @@ impl JobMaster {
                 Some(addr) => {
                     peers.insert(w, addr);
                 }
-                None => return AttemptEnd::Failed(format!("worker {w} left before the job started")),
+                None => {
+                    return AttemptEnd::Failed(format!("worker {w} left before the job started"));
+                }
             }
         }
         let count = |f: fn(&TaskId) -> bool| tasks.iter().filter(|t| f(t)).count();
@@ -287,7 +338,15 @@ impl JobMaster {
             let (name, worker, task) = (job.name.clone(), owner[task], *task);
             std::thread::spawn(move || {
                 for command in commands.iter() {
-                    cluster.send(worker, ToWorker::Sink { job: name.clone(), attempt, task, command });
+                    cluster.send(
+                        worker,
+                        ToWorker::Sink {
+                            job: name.clone(),
+                            attempt,
+                            task,
+                            command,
+                        },
+                    );
                 }
             });
         }
@@ -319,7 +378,13 @@ impl JobMaster {
             if cancelled_at.is_none() {
                 *cancelled_at = Some(Instant::now());
                 for &w in &workers {
-                    self.cluster.send(w, ToWorker::Cancel { job: job.name.clone(), attempt });
+                    self.cluster.send(
+                        w,
+                        ToWorker::Cancel {
+                            job: job.name.clone(),
+                            attempt,
+                        },
+                    );
                 }
             }
         };
@@ -334,7 +399,9 @@ impl JobMaster {
                 && at.elapsed() > CANCEL_WAIT
             {
                 for &w in &workers {
-                    ended.entry(w).or_insert_with(|| AttemptResult::Failed("did not wind down".into()));
+                    ended
+                        .entry(w)
+                        .or_insert_with(|| AttemptResult::Failed("did not wind down".into()));
                 }
                 failure.get_or_insert_with(|| "workers did not wind down after a cancel".into());
                 break;
@@ -348,14 +415,20 @@ impl JobMaster {
                 JobInput::Event { attempt: a, event } if a == attempt => {
                     let _ = coordinator.events.send(event);
                 }
-                JobInput::Ended { worker, attempt: a, result } if a == attempt => {
+                JobInput::Ended {
+                    worker,
+                    attempt: a,
+                    result,
+                } if a == attempt => {
                     if let AttemptResult::Failed(e) = &result {
                         failure.get_or_insert_with(|| format!("on worker {worker}: {e}"));
                         cancel_all(&mut cancelled_at);
                     }
                     ended.insert(worker, result);
                 }
-                JobInput::WorkerLost { worker } if workers.contains(&worker) && !ended.contains_key(&worker) => {
+                JobInput::WorkerLost { worker }
+                    if workers.contains(&worker) && !ended.contains_key(&worker) =>
+                {
                     ended.insert(worker, AttemptResult::Failed("lost".into()));
                     failure.get_or_insert_with(|| format!("worker {worker} was lost"));
                     cancel_all(&mut cancelled_at);
@@ -409,23 +482,48 @@ impl Forwarder {
     fn sources(self, commands: Receiver<SourceCommand>) {
         for command in commands.iter() {
             let SourceCommand::Trigger { barrier, .. } = &command;
-            if self.announced.lock().expect("not poisoned").insert(barrier.id) {
-                let dir = self.dirs.lock().expect("not poisoned").get(&barrier.id).cloned().flatten();
+            if self
+                .announced
+                .lock()
+                .expect("not poisoned")
+                .insert(barrier.id)
+            {
+                let dir = self
+                    .dirs
+                    .lock()
+                    .expect("not poisoned")
+                    .get(&barrier.id)
+                    .cloned()
+                    .flatten();
                 for &w in &self.workers {
                     self.cluster.send(
                         w,
-                        ToWorker::SnapshotDir { job: self.job.clone(), attempt: self.attempt, id: barrier.id, dir: dir.clone() },
+                        ToWorker::SnapshotDir {
+                            job: self.job.clone(),
+                            attempt: self.attempt,
+                            id: barrier.id,
+                            dir: dir.clone(),
+                        },
                     );
                 }
             }
             self.cluster.send(
                 self.worker,
-                ToWorker::Source { job: self.job.clone(), attempt: self.attempt, task: self.task, command },
+                ToWorker::Source {
+                    job: self.job.clone(),
+                    attempt: self.attempt,
+                    task: self.task,
+                    command,
+                },
             );
         }
         self.cluster.send(
             self.worker,
-            ToWorker::SourceClosed { job: self.job.clone(), attempt: self.attempt, task: self.task },
+            ToWorker::SourceClosed {
+                job: self.job.clone(),
+                attempt: self.attempt,
+                task: self.task,
+            },
         );
     }
 }

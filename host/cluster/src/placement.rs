@@ -26,7 +26,11 @@ pub fn slots_needed(tasks: &[TaskId]) -> u32 {
 /// Places every task, or says how many slots are missing.
 pub fn place(tasks: &[TaskId], offers: &[Offer]) -> Result<Vec<(TaskId, WorkerId)>, String> {
     let needed = slots_needed(tasks);
-    let mut remaining: Vec<Offer> = offers.iter().copied().filter(|o| o.free_slots > 0).collect();
+    let mut remaining: Vec<Offer> = offers
+        .iter()
+        .copied()
+        .filter(|o| o.free_slots > 0)
+        .collect();
     remaining.sort_by_key(|o| o.worker);
     let mut slot_owner: Vec<WorkerId> = Vec::new();
     let mut turn = 0;
@@ -59,7 +63,10 @@ pub fn slots_used(placement: &[(TaskId, WorkerId)]) -> BTreeMap<WorkerId, u32> {
     for (task, worker) in placement {
         slots.entry(*worker).or_default().insert(task.subtask());
     }
-    slots.into_iter().map(|(w, s)| (w, s.len() as u32)).collect()
+    slots
+        .into_iter()
+        .map(|(w, s)| (w, s.len() as u32))
+        .collect()
 }
 
 #[cfg(test)]
@@ -69,8 +76,14 @@ mod tests {
     fn job(parallelism: u32) -> Vec<TaskId> {
         let mut tasks = Vec::new();
         for i in 0..parallelism {
-            tasks.push(TaskId::Source { source: 0, split: i });
-            tasks.push(TaskId::Chain { chain: 0, subtask: i });
+            tasks.push(TaskId::Source {
+                source: 0,
+                split: i,
+            });
+            tasks.push(TaskId::Chain {
+                chain: 0,
+                subtask: i,
+            });
         }
         tasks.push(TaskId::Sink { sink: 0 });
         tasks
@@ -80,7 +93,10 @@ mod tests {
         slots
             .iter()
             .enumerate()
-            .map(|(w, &s)| Offer { worker: w as u32 + 1, free_slots: s })
+            .map(|(w, &s)| Offer {
+                worker: w as u32 + 1,
+                free_slots: s,
+            })
             .collect()
     }
 
@@ -91,14 +107,29 @@ mod tests {
         // Subtask i of every node shares slot i.
         for i in 0..6 {
             assert_eq!(
-                owner(TaskId::Source { source: 0, split: i }),
-                owner(TaskId::Chain { chain: 0, subtask: i })
+                owner(TaskId::Source {
+                    source: 0,
+                    split: i
+                }),
+                owner(TaskId::Chain {
+                    chain: 0,
+                    subtask: i
+                })
             );
         }
-        assert_eq!(slots_used(&placement), BTreeMap::from([(1, 2), (2, 2), (3, 2)]));
+        assert_eq!(
+            slots_used(&placement),
+            BTreeMap::from([(1, 2), (2, 2), (3, 2)])
+        );
         assert_ne!(
-            owner(TaskId::Chain { chain: 0, subtask: 0 }),
-            owner(TaskId::Chain { chain: 0, subtask: 1 }),
+            owner(TaskId::Chain {
+                chain: 0,
+                subtask: 0
+            }),
+            owner(TaskId::Chain {
+                chain: 0,
+                subtask: 1
+            }),
             "neighbours land on different workers"
         );
     }
@@ -108,6 +139,9 @@ mod tests {
         let placement = place(&job(6), &offers(&[4, 0, 2])).unwrap();
         assert_eq!(slots_used(&placement), BTreeMap::from([(1, 4), (3, 2)]));
         let error = place(&job(6), &offers(&[2, 3])).unwrap_err();
-        assert!(error.contains("needs 6 slot(s)") && error.contains("has 5 free"), "{error}");
+        assert!(
+            error.contains("needs 6 slot(s)") && error.contains("has 5 free"),
+            "{error}"
+        );
     }
 }

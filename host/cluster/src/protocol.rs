@@ -50,7 +50,9 @@ pub enum AttemptResult {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ToWorker {
-    Registered { worker: WorkerId },
+    Registered {
+        worker: WorkerId,
+    },
     Deploy(Box<Deployment>),
     /// Where snapshot `id` of an attempt is written (`None`: aborted).
     SnapshotDir {
@@ -77,7 +79,10 @@ pub enum ToWorker {
         task: TaskId,
         command: SinkCommand,
     },
-    Cancel { job: String, attempt: u32 },
+    Cancel {
+        job: String,
+        attempt: u32,
+    },
 }
 
 /// One worker's share of one attempt.

@@ -57,12 +57,17 @@ pub(crate) fn router(cluster: Arc<Cluster>) -> axum::Router {
         .route("/jobs/{job}/stop", post(stop))
         .route("/jobs/{job}/cancel", post(cancel))
         .layer(DefaultBodyLimit::max(body_max))
-        .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
-            let token = token.clone();
-            async move { authorize(&token, request, next).await }
-        }));
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                let token = token.clone();
+                async move { authorize(&token, request, next).await }
+            },
+        ));
     axum::Router::new()
-        .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+        )
         .merge(protected)
         .with_state(cluster)
 }
@@ -98,8 +103,14 @@ struct UploadQuery {
     name: Option<String>,
 }
 
-async fn upload(State(cluster): State<Arc<Cluster>>, Query(q): Query<UploadQuery>, body: Bytes) -> Reply {
-    let name = q.name.ok_or_else(|| bad("missing `name` query parameter (the artifact's file name)"))?;
+async fn upload(
+    State(cluster): State<Arc<Cluster>>,
+    Query(q): Query<UploadQuery>,
+    body: Bytes,
+) -> Reply {
+    let name = q
+        .name
+        .ok_or_else(|| bad("missing `name` query parameter (the artifact's file name)"))?;
     let stored = tokio::task::spawn_blocking(move || {
         cluster.artifacts.put(&name, &body, |name, bytes| {
             cluster.engine.load_bytes(name, bytes).map(|_| ())
@@ -110,9 +121,15 @@ async fn upload(State(cluster): State<Arc<Cluster>>, Query(q): Query<UploadQuery
     match stored {
         Ok(info) => Ok((StatusCode::CREATED, Json(info)).into_response()),
         Err(e @ UploadError::BadName(_)) => Err(bad(e.to_string())),
-        Err(e @ UploadError::TooLarge { .. }) => Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())),
-        Err(e @ UploadError::Invalid(_)) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
-        Err(e @ UploadError::Storage(_)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e @ UploadError::TooLarge { .. }) => {
+            Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))
+        }
+        Err(e @ UploadError::Invalid(_)) => {
+            Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+        }
+        Err(e @ UploadError::Storage(_)) => {
+            Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        }
     }
 }
 
@@ -143,12 +160,17 @@ async fn submit(State(cluster): State<Arc<Cluster>>, Json(request): Json<SubmitR
     let name = tokio::task::spawn_blocking(move || {
         let submission = prepare(&cluster, request)?;
         let name = submission.job.name.clone();
-        job_master::start(cluster, submission).map_err(|e| ApiError(StatusCode::CONFLICT, format!("{e:#}")))?;
+        job_master::start(cluster, submission)
+            .map_err(|e| ApiError(StatusCode::CONFLICT, format!("{e:#}")))?;
         Ok::<_, ApiError>(name)
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "job": name }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "job": name })),
+    )
+        .into_response())
 }
 
 /// Parses the job, resolves its artifacts and the snapshot it starts from.
@@ -174,19 +196,35 @@ fn prepare(cluster: &Cluster, r: SubmitRequest) -> Result<Submission, ApiError> 
         })?;
         artifacts.insert(op.name.clone(), digest);
     }
-    let storage = job.checkpoint.as_ref().map(|c| CheckpointStorage::new(&c.dir, &job.name));
+    let storage = job
+        .checkpoint
+        .as_ref()
+        .map(|c| CheckpointStorage::new(&c.dir, &job.name));
     let restore = match (&r.from_savepoint, r.resume, &storage) {
         (Some(_), true, _) => return Err(bad("--resume and --from-savepoint exclude each other")),
-        (Some(path), false, _) => Some(
-            Snapshot::load(path).map_err(|e| bad(format!("cannot restore from savepoint {}: {e}", path.display())))?,
-        ),
+        (Some(path), false, _) => Some(Snapshot::load(path).map_err(|e| {
+            bad(format!(
+                "cannot restore from savepoint {}: {e}",
+                path.display()
+            ))
+        })?),
         (None, true, Some(storage)) => Some(
             storage
                 .latest_valid()
                 .map_err(|e| bad(e.to_string()))?
-                .ok_or_else(|| bad(format!("--resume: no complete checkpoint of job `{}` in {}", job.name, storage.root().display())))?,
+                .ok_or_else(|| {
+                    bad(format!(
+                        "--resume: no complete checkpoint of job `{}` in {}",
+                        job.name,
+                        storage.root().display()
+                    ))
+                })?,
         ),
-        (None, true, None) => return Err(bad("--resume needs checkpoints: the job file has no [checkpoint] section")),
+        (None, true, None) => {
+            return Err(bad(
+                "--resume needs checkpoints: the job file has no [checkpoint] section",
+            ));
+        }
         (None, false, Some(storage)) if storage.has_completed() => {
             return Err(bad(format!(
                 "{} holds checkpoints of an earlier run of job `{}`; continue it with --resume, or delete that directory to start over",
@@ -197,7 +235,8 @@ fn prepare(cluster: &Cluster, r: SubmitRequest) -> Result<Submission, ApiError> 
         (None, false, _) => None,
     };
     if let Some(snapshot) = &restore {
-        weir_runtime::check_snapshot(&job, snapshot, r.allow_non_restored_state).map_err(|e| bad(format!("{e:#}")))?;
+        weir_runtime::check_snapshot(&job, snapshot, r.allow_non_restored_state)
+            .map_err(|e| bad(format!("{e:#}")))?;
     }
     Ok(Submission {
         job,
@@ -221,7 +260,10 @@ async fn jobs(State(cluster): State<Arc<Cluster>>) -> Reply {
 }
 
 fn no_job(job: &str) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, format!("no job `{job}` on this cluster"))
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no job `{job}` on this cluster"),
+    )
 }
 
 async fn job(State(cluster): State<Arc<Cluster>>, UrlPath(job): UrlPath<String>) -> Reply {
@@ -236,11 +278,19 @@ struct SavepointBody {
     dir: Option<PathBuf>,
 }
 
-async fn savepoint(state: State<Arc<Cluster>>, job: UrlPath<String>, body: Option<Json<SavepointBody>>) -> Reply {
+async fn savepoint(
+    state: State<Arc<Cluster>>,
+    job: UrlPath<String>,
+    body: Option<Json<SavepointBody>>,
+) -> Reply {
     take_savepoint(state, job, body, false).await
 }
 
-async fn stop(state: State<Arc<Cluster>>, job: UrlPath<String>, body: Option<Json<SavepointBody>>) -> Reply {
+async fn stop(
+    state: State<Arc<Cluster>>,
+    job: UrlPath<String>,
+    body: Option<Json<SavepointBody>>,
+) -> Reply {
     take_savepoint(state, job, body, true).await
 }
 
@@ -255,7 +305,10 @@ async fn take_savepoint(
         let jobs = cluster.jobs.lock().expect("not poisoned");
         let entry = jobs.get(&job).ok_or_else(|| no_job(&job))?;
         if entry.info.lock().expect("not poisoned").state.is_terminal() {
-            return Err(ApiError(StatusCode::CONFLICT, format!("job `{job}` is not running")));
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("job `{job}` is not running"),
+            ));
         }
         (entry.requests.clone(), entry.savepoint_dir.clone())
     };
@@ -264,7 +317,11 @@ async fn take_savepoint(
     })?;
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     requests
-        .send(SavepointRequest { dir, stop, reply: reply_tx })
+        .send(SavepointRequest {
+            dir,
+            stop,
+            reply: reply_tx,
+        })
         .map_err(|_| ApiError(StatusCode::CONFLICT, format!("job `{job}` is not running")))?;
     let reply = tokio::task::spawn_blocking(move || reply_rx.recv())
         .await
@@ -272,7 +329,10 @@ async fn take_savepoint(
     match reply {
         Ok(Ok(path)) => Ok(Json(serde_json::json!({ "path": path })).into_response()),
         Ok(Err(e)) => Err(ApiError(StatusCode::CONFLICT, e)),
-        Err(_) => Err(ApiError(StatusCode::CONFLICT, format!("job `{job}` ended before the savepoint completed"))),
+        Err(_) => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("job `{job}` ended before the savepoint completed"),
+        )),
     }
 }
 
@@ -280,7 +340,11 @@ async fn cancel(State(cluster): State<Arc<Cluster>>, UrlPath(job): UrlPath<Strin
     let jobs = cluster.jobs.lock().expect("not poisoned");
     let entry = jobs.get(&job).ok_or_else(|| no_job(&job))?;
     let _ = entry.inbox.send(JobInput::Cancel);
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": job, "cancelling": true }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "job": job, "cancelling": true })),
+    )
+        .into_response())
 }
 
 #[cfg(test)]

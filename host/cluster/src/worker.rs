@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
-use weir_net::stream::{ChannelHeader, FrameWriter, open_channel, read_blob, read_message, write_message};
+use weir_net::stream::{
+    ChannelHeader, FrameWriter, open_channel, read_blob, read_message, write_message,
+};
 use weir_net::{Node, NodeIdentity};
 use weir_runtime::{
     AttemptCancelled, DataPlane, InboundChannels, SinkCommand, SnapshotDirs, SourceCommand,
@@ -111,8 +113,15 @@ pub fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
             Some(ToWorker::Registered { worker }) => worker,
             other => bail!("the coordinator answered the registration with {other:?}"),
         };
-        tracing::info!("registered with the coordinator at {} as worker {id} ({} slots, data on {data_addr})", options.coordinator, options.slots);
-        eprintln!("weir: worker {} registered as worker {id} with {} slot(s); data on {data_addr}", options.name, options.slots);
+        tracing::info!(
+            "registered with the coordinator at {} as worker {id} ({} slots, data on {data_addr})",
+            options.coordinator,
+            options.slots
+        );
+        eprintln!(
+            "weir: worker {} registered as worker {id} with {} slot(s); data on {data_addr}",
+            options.name, options.slots
+        );
         let (outbox, mut outgoing) = mpsc::unbounded_channel::<FromWorker>();
         tokio::spawn(async move {
             while let Some(message) = outgoing.recv().await {
@@ -174,7 +183,10 @@ async fn accept_peers(worker: Arc<Worker>) {
                     worker.add_peer(peer, conn);
                 }
                 _ => {
-                    tracing::warn!("a peer at {} did not introduce itself", conn.remote_address());
+                    tracing::warn!(
+                        "a peer at {} did not introduce itself",
+                        conn.remote_address()
+                    );
                     conn.close(1u32.into(), b"no hello");
                 }
             }
@@ -184,7 +196,10 @@ async fn accept_peers(worker: Arc<Worker>) {
 
 impl Worker {
     fn add_peer(&self, peer: WorkerId, conn: quinn::Connection) {
-        self.peers.lock().expect("not poisoned").insert(peer, conn.clone());
+        self.peers
+            .lock()
+            .expect("not poisoned")
+            .insert(peer, conn.clone());
         self.peers_changed.notify_all();
         let inbound = self.inbound.clone();
         self.runtime.spawn(async move {
@@ -193,7 +208,9 @@ impl Worker {
                 tokio::spawn(async move {
                     match weir_net::stream::accept_channel(recv).await {
                         Ok((header, reader)) => inbound.deliver(header, reader),
-                        Err(e) => tracing::warn!("a malformed channel stream from worker {peer}: {e}"),
+                        Err(e) => {
+                            tracing::warn!("a malformed channel stream from worker {peer}: {e}")
+                        }
                     }
                 });
             }
@@ -201,7 +218,11 @@ impl Worker {
     }
 
     /// The connection to `peer`: the lower id dials, the higher one waits.
-    fn peer_connection(&self, peer: WorkerId, addr: SocketAddr) -> anyhow::Result<quinn::Connection> {
+    fn peer_connection(
+        &self,
+        peer: WorkerId,
+        addr: SocketAddr,
+    ) -> anyhow::Result<quinn::Connection> {
         let deadline = Instant::now() + PEER_WAIT;
         let mut peers = self.peers.lock().expect("not poisoned");
         loop {
@@ -211,26 +232,42 @@ impl Worker {
             if self.id < peer {
                 drop(peers);
                 let _dialing = self.dialing.lock().expect("not poisoned");
-                if let Some(conn) = self.peers.lock().expect("not poisoned").get(&peer).filter(|c| c.close_reason().is_none()) {
+                if let Some(conn) = self
+                    .peers
+                    .lock()
+                    .expect("not poisoned")
+                    .get(&peer)
+                    .filter(|c| c.close_reason().is_none())
+                {
                     return Ok(conn.clone());
                 }
                 let me = self.id;
                 let node = self.node.clone();
-                let conn = self.runtime.block_on(async move {
-                    let conn = node.connect(addr).await?;
-                    let mut send = conn.open_uni().await?;
-                    write_message(&mut send, &PeerHello { worker: me }).await?;
-                    send.finish()?;
-                    Ok::<_, anyhow::Error>(conn)
-                }).with_context(|| format!("cannot connect to worker {peer} at {addr}"))?;
+                let conn = self
+                    .runtime
+                    .block_on(async move {
+                        let conn = node.connect(addr).await?;
+                        let mut send = conn.open_uni().await?;
+                        write_message(&mut send, &PeerHello { worker: me }).await?;
+                        send.finish()?;
+                        Ok::<_, anyhow::Error>(conn)
+                    })
+                    .with_context(|| format!("cannot connect to worker {peer} at {addr}"))?;
                 self.add_peer(peer, conn.clone());
                 return Ok(conn);
             }
             let now = Instant::now();
             if now >= deadline {
-                bail!("worker {peer} at {addr} did not connect within {} s", PEER_WAIT.as_secs());
+                bail!(
+                    "worker {peer} at {addr} did not connect within {} s",
+                    PEER_WAIT.as_secs()
+                );
             }
-            peers = self.peers_changed.wait_timeout(peers, deadline - now).expect("not poisoned").0;
+            peers = self
+                .peers_changed
+                .wait_timeout(peers, deadline - now)
+                .expect("not poisoned")
+                .0;
         }
     }
 
@@ -240,7 +277,10 @@ impl Worker {
             ToWorker::Deploy(deployment) => {
                 let worker = self.clone();
                 let name = format!("deploy-{}-{}", deployment.job, deployment.attempt);
-                if let Err(e) = std::thread::Builder::new().name(name).spawn(move || worker.deploy(*deployment)) {
+                if let Err(e) = std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || worker.deploy(*deployment))
+                {
                     tracing::error!("cannot start a deployment thread: {e}");
                 }
             }
@@ -315,8 +355,8 @@ impl Worker {
     }
 
     fn run_attempt(self: Arc<Self>, d: &Deployment) -> anyhow::Result<()> {
-        let mut job = weir_core::job::parse(&d.job_toml, &d.job_path)
-            .map_err(|e| anyhow!("{e}"))?;
+        let mut job =
+            weir_core::job::parse(&d.job_toml, &d.job_path).map_err(|e| anyhow!("{e}"))?;
         for op in &mut job.operators {
             let digest = d
                 .artifacts
@@ -366,7 +406,9 @@ impl Worker {
             cancel: s.cancel,
         };
         let mut attempts = self.attempts.lock().expect("not poisoned");
-        let Some(state) = attempts.get_mut(&key) else { return };
+        let Some(state) = attempts.get_mut(&key) else {
+            return;
+        };
         if state.cancelled {
             started.cancel.store(true, Ordering::Relaxed);
             return;
@@ -379,21 +421,30 @@ impl Worker {
 
     /// The local path of an artifact, fetched from the coordinator once.
     fn artifact(&self, digest: &str) -> anyhow::Result<PathBuf> {
-        let hex = digest_hex(digest).with_context(|| format!("`{digest}` is not an artifact digest"))?;
+        let hex =
+            digest_hex(digest).with_context(|| format!("`{digest}` is not an artifact digest"))?;
         let dir = self.options.work_dir.join("artifacts");
         let path = dir.join(format!("{hex}.wasm"));
         if path.exists() {
             return Ok(path);
         }
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let conn = self.coordinator.clone();
-        let request = FetchArtifact { digest: digest.to_string() };
-        let bytes = self.runtime.block_on(async move {
-            let (mut send, mut recv) = conn.open_bi().await?;
-            write_message(&mut send, &request).await?;
-            send.finish()?;
-            read_blob(&mut recv).await?.context("the coordinator sent no artifact")
-        }).with_context(|| format!("cannot fetch artifact {digest}"))?;
+        let request = FetchArtifact {
+            digest: digest.to_string(),
+        };
+        let bytes = self
+            .runtime
+            .block_on(async move {
+                let (mut send, mut recv) = conn.open_bi().await?;
+                write_message(&mut send, &request).await?;
+                send.finish()?;
+                read_blob(&mut recv)
+                    .await?
+                    .context("the coordinator sent no artifact")
+            })
+            .with_context(|| format!("cannot fetch artifact {digest}"))?;
         if digest_of(&bytes) != digest {
             bail!("artifact {digest} arrived damaged (its digest does not match)");
         }
@@ -431,13 +482,21 @@ impl DataPlane for Worker {
             let state = attempts
                 .get(&(header.job.clone(), header.attempt))
                 .context("the attempt is no longer deployed here")?;
-            let peer = *state.placement.get(&consumer).context("the consumer is not placed")?;
-            let addr = *state.peers.get(&peer).with_context(|| format!("worker {peer} has no address"))?;
+            let peer = *state
+                .placement
+                .get(&consumer)
+                .context("the consumer is not placed")?;
+            let addr = *state
+                .peers
+                .get(&peer)
+                .with_context(|| format!("worker {peer} has no address"))?;
             (peer, addr)
         };
         let conn = self.peer_connection(peer, addr)?;
         let header = header.clone();
-        Ok(self.runtime.block_on(async move { open_channel(&conn, &header).await })?)
+        Ok(self
+            .runtime
+            .block_on(async move { open_channel(&conn, &header).await })?)
     }
 
     fn runtime(&self) -> &tokio::runtime::Handle {

@@ -388,7 +388,8 @@ pub fn start_remote_coordinator(
     sink_tasks: usize,
 ) -> anyhow::Result<RemoteCoordinator> {
     let (events_tx, events) = unbounded();
-    let (sources, source_commands): (Vec<_>, Vec<_>) = (0..source_tasks).map(|_| unbounded()).unzip();
+    let (sources, source_commands): (Vec<_>, Vec<_>) =
+        (0..source_tasks).map(|_| unbounded()).unzip();
     let (sinks, sink_commands): (Vec<_>, Vec<_>) = (0..sink_tasks).map(|_| unbounded()).unzip();
     let snapshot_dirs = Arc::new(Mutex::new(BTreeMap::new()));
     let coordinator = Coordinator {

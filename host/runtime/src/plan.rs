@@ -427,15 +427,25 @@ input = "c"
             .collect();
         assert_eq!(hash.len(), 4);
         assert!(hash.contains(&(
-            TaskId::Chain { chain: 0, subtask: 1 },
-            TaskId::Chain { chain: 1, subtask: 0 }
+            TaskId::Chain {
+                chain: 0,
+                subtask: 1
+            },
+            TaskId::Chain {
+                chain: 1,
+                subtask: 0
+            }
         )));
-        assert!(
-            plan.channels
-                .iter()
-                .any(|c| c.producer == TaskId::Source { source: 0, split: 1 }
-                    && c.consumer == TaskId::Chain { chain: 0, subtask: 1 })
-        );
+        assert!(plan.channels.iter().any(|c| c.producer
+            == TaskId::Source {
+                source: 0,
+                split: 1
+            }
+            && c.consumer
+                == TaskId::Chain {
+                    chain: 0,
+                    subtask: 1
+                }));
         assert_eq!(tasks(&job(PIPELINE)).len(), 2 + 4 + 1);
     }
 

@@ -95,13 +95,16 @@ impl InboundChannels {
             .lock()
             .expect("not poisoned")
             .retain(|(j, a, _), _| j != job || *a > attempt);
-        self.cancels.lock().expect("not poisoned").retain(|(j, a), cancel| {
-            let stale = j == job && *a <= attempt;
-            if stale {
-                let _ = cancel.send(true);
-            }
-            !stale
-        });
+        self.cancels
+            .lock()
+            .expect("not poisoned")
+            .retain(|(j, a), cancel| {
+                let stale = j == job && *a <= attempt;
+                if stale {
+                    let _ = cancel.send(true);
+                }
+                !stale
+            });
     }
 
     fn cancelled(&self, job: &str, attempt: u32) -> tokio::sync::watch::Receiver<bool> {
@@ -204,7 +207,10 @@ pub(crate) fn write_channel(
 ) -> TaskResult {
     let runtime = data_plane.runtime().clone();
     let mut writer = data_plane.open(&header, consumer).map_err(|e| {
-        TaskError::Failed(e.context(format!("cannot open channel {} to {consumer:?}", header.channel)))
+        TaskError::Failed(e.context(format!(
+            "cannot open channel {} to {consumer:?}",
+            header.channel
+        )))
     })?;
     loop {
         let Ok(message) = rx.recv() else {
@@ -222,12 +228,18 @@ pub(crate) fn write_channel(
             Ok::<_, weir_net::NetError>(())
         });
         if let Err(e) = written {
-            tracing::debug!(channel = header.channel, "channel stream to {consumer:?} broke: {e}");
+            tracing::debug!(
+                channel = header.channel,
+                "channel stream to {consumer:?} broke: {e}"
+            );
             return Err(TaskError::Cancelled);
         }
         if end {
             return runtime.block_on(writer.finish()).map_err(|e| {
-                tracing::debug!(channel = header.channel, "channel stream to {consumer:?} broke at its end: {e}");
+                tracing::debug!(
+                    channel = header.channel,
+                    "channel stream to {consumer:?} broke at its end: {e}"
+                );
                 TaskError::Cancelled
             });
         }

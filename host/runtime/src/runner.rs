@@ -20,17 +20,17 @@ use crate::control::{ControlOptions, ControlServer};
 use crate::coordinator::{
     Coordinator, JobStatus, SavepointRequest, SinkCommand, SourceCommand, TaskEvent,
 };
-use crate::plan::{ChannelPlan, TaskId};
-use crate::remote::{DataPlane, InboundChannels, write_channel};
-use crate::task_snapshot::SnapshotDirs;
-use weir_net::stream::ChannelHeader;
 use crate::message::{TaskError, TaskResult};
 use crate::metrics::{JobReport, NodeReport, Outcome};
 use crate::operator_task::{ChainLink, ChainTask};
 use crate::plan::{self, Plan};
+use crate::plan::{ChannelPlan, TaskId};
+use crate::remote::{DataPlane, InboundChannels, write_channel};
 use crate::sink_task::SinkTask;
 use crate::source_task::SourceTask;
+use crate::task_snapshot::SnapshotDirs;
 use crate::task_snapshot::{LinkIdentity, NativeState, SnapshotContext, restore_link};
+use weir_net::stream::ChannelHeader;
 
 /// How to run a job, beyond what its file says.
 #[derive(Debug, Clone, Default)]
@@ -92,8 +92,11 @@ pub(crate) struct WorkerScope {
     pub(crate) local: BTreeSet<TaskId>,
     pub(crate) data_plane: Arc<dyn DataPlane>,
     pub(crate) inbound: Arc<InboundChannels>,
-    pub(crate) on_started: Mutex<Option<Box<dyn FnOnce(StartedAttempt) + Send>>>,
+    pub(crate) on_started: Mutex<Option<OnStarted>>,
 }
+
+/// Called once a worker's tasks are built, before they start.
+pub type OnStarted = Box<dyn FnOnce(StartedAttempt) + Send>;
 
 /// What a worker needs of a started attempt to connect it to the cluster's
 /// checkpoint coordinator, and to cancel it.
@@ -217,7 +220,7 @@ pub struct WorkerAttempt {
     pub data_plane: Arc<dyn DataPlane>,
     pub inbound: Arc<InboundChannels>,
     /// Called once the tasks are built, before they start.
-    pub on_started: Box<dyn FnOnce(StartedAttempt) + Send>,
+    pub on_started: OnStarted,
 }
 
 /// Runs this worker's tasks of one attempt until they end. An error that
