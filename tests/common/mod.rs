@@ -2,6 +2,8 @@
 //! `weir` binary with a deadline, compare outputs with golden files.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

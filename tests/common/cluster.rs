@@ -1,0 +1,316 @@
+//! A real cluster for tests and benches: a coordinator and worker
+//! processes of the `weir` binary on loopback, killed when dropped. Their
+//! logs go to files, printed when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{guest, run_with_deadline, stderr, weir};
+
+pub const LIMIT: Duration = Duration::from_secs(180);
+
+/// A coordinator and workers, killed when dropped. Their logs go to files
+/// in `dir`, printed when a test fails.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    rest: String,
+    quic: String,
+    children: Vec<(String, Child)>,
+}
+
+impl Cluster {
+    pub fn start(workers: u32, slots: u32, artifact_max_bytes: Option<usize>) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let mut init = weir();
+        init.args([
+            "cluster",
+            "init",
+            "--workers",
+            &workers.to_string(),
+            "--dir",
+        ])
+        .arg(&certs);
+        let out = run_with_deadline(init, LIMIT);
+        assert!(
+            out.status.success(),
+            "cluster init failed: {}",
+            stderr(&out)
+        );
+        let ready = dir.path().join("ready.json");
+        let mut coordinator = weir();
+        coordinator
+            .args([
+                "coordinator",
+                "--rest",
+                "127.0.0.1:0",
+                "--quic",
+                "127.0.0.1:0",
+                "--certs",
+            ])
+            .arg(&certs)
+            .arg("--token-file")
+            .arg(certs.join("token"))
+            .arg("--data-dir")
+            .arg(dir.path().join("coordinator"))
+            .arg("--ready-file")
+            .arg(&ready);
+        if let Some(max) = artifact_max_bytes {
+            coordinator.args(["--artifact-max-bytes", &max.to_string()]);
+        }
+        let mut cluster = Cluster {
+            rest: String::new(),
+            quic: String::new(),
+            children: Vec::new(),
+            dir,
+        };
+        cluster.spawn("coordinator", coordinator);
+        let ready_bytes = wait_for(
+            || std::fs::read(&ready).ok(),
+            "the coordinator's ready file",
+            &cluster,
+        );
+        let addresses: serde_json::Value = serde_json::from_slice(&ready_bytes).unwrap();
+        cluster.rest = addresses["rest"].as_str().unwrap().to_string();
+        cluster.quic = addresses["quic"].as_str().unwrap().to_string();
+        for i in 1..=workers {
+            cluster.add_worker(&format!("worker-{i}"), &certs, slots);
+        }
+        wait_for(
+            || (cluster.workers().len() == workers as usize).then_some(()),
+            "every worker to register",
+            &cluster,
+        );
+        cluster
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    pub fn spawn(&mut self, name: &str, mut cmd: Command) {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        self.children.push((name.to_string(), child));
+    }
+
+    pub fn worker_command(&self, name: &str, certs: &Path, slots: u32) -> Command {
+        let mut worker = weir();
+        worker
+            .args([
+                "worker",
+                "--coordinator",
+                &self.quic,
+                "--name",
+                name,
+                "--slots",
+                &slots.to_string(),
+                "--certs",
+            ])
+            .arg(certs)
+            .arg("--work-dir")
+            .arg(self.dir.path().join(name));
+        worker
+    }
+
+    pub fn add_worker(&mut self, name: &str, certs: &Path, slots: u32) {
+        let cmd = self.worker_command(name, certs, slots);
+        self.spawn(name, cmd);
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.certs().join("token")).unwrap()
+    }
+
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        for (name, _) in &self.children {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                .unwrap_or_default();
+            text.push_str(&format!("--- {name} ---\n{log}\n"));
+        }
+        text
+    }
+
+    /// `weir <args>` against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = weir();
+        cmd.args(args)
+            .env("WEIR_CLUSTER", &self.rest)
+            .env("WEIR_TOKEN_FILE", self.certs().join("token"));
+        cmd
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
+    /// A REST call: (status, JSON body).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.rest);
+        let agent = Cluster::agent();
+        let response = match (method, body) {
+            ("GET", _) => {
+                let mut request = agent.get(&url);
+                if let Some(t) = token {
+                    request = request.header("Authorization", &format!("Bearer {t}"));
+                }
+                request.call()
+            }
+            (_, body) => {
+                let kind = if path.starts_with("/artifacts") {
+                    "application/octet-stream"
+                } else {
+                    "application/json"
+                };
+                let mut request = agent.post(&url).header("Content-Type", kind);
+                if let Some(t) = token {
+                    request = request.header("Authorization", &format!("Bearer {t}"));
+                }
+                request.send(body.unwrap_or_default())
+            }
+        }
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    pub fn workers(&self) -> Vec<serde_json::Value> {
+        match self.call("GET", "/workers", Some(self.token().trim()), None) {
+            (200, serde_json::Value::Array(workers)) => workers,
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn job(&self, job: &str) -> serde_json::Value {
+        self.call(
+            "GET",
+            &format!("/jobs/{job}"),
+            Some(self.token().trim()),
+            None,
+        )
+        .1
+    }
+
+    pub fn kill(&mut self, name: &str) {
+        let (_, child) = self.children.iter_mut().find(|(n, _)| n == name).unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+pub fn wait_for<T>(mut probe: impl FnMut() -> Option<T>, what: &str, cluster: &Cluster) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "timed out waiting for {what}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A keyed windowed job that runs for some seconds and checkpoints often.
+pub fn collect_job(dir: &Path, records: u64, rate: u64) -> PathBuf {
+    let text = format!(
+        r#"
+[job]
+name = "collect"
+parallelism = 6
+
+[checkpoint]
+interval_ms = 200
+dir = "chk"
+retain = 2
+
+[restart]
+strategy = "fixed-delay"
+attempts = 3
+delay_ms = 100
+
+[[source]]
+name = "gen"
+kind = "generator"
+records = {records}
+keys = 20
+interval_ms = 10
+disorder_ms = 300
+watermark_delay_ms = 300
+records_per_second = {rate}
+
+[[operator]]
+name = "collect"
+wasm = "{wasm}"
+input = "gen"
+edge = "hash"
+config = {{ window_ms = 1000 }}
+
+[[sink]]
+name = "out"
+kind = "file"
+exactly_once = true
+path = "out"
+input = "collect"
+"#,
+        wasm = guest("window_collect").display()
+    );
+    let path = dir.join("collect.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Every committed part file, in order.
+pub fn committed_output(dir: &Path) -> String {
+    let out = dir.join("out");
+    let mut parts: Vec<_> = std::fs::read_dir(&out)
+        .unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("part-"))
+        .collect();
+    parts.sort();
+    parts
+        .iter()
+        .map(|p| std::fs::read_to_string(out.join(p)).unwrap())
+        .collect()
+}
+
+pub fn sorted(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
