@@ -13,7 +13,8 @@
 
 use rkyv::rancor;
 use rkyv::ser::{Positional, Writer};
-use rkyv::util::AlignedVec;
+/// The aligned buffer [`decode`] reuses; re-exported for callers.
+pub use rkyv::util::AlignedVec;
 
 /// Longest archive one frame may carry. Batches are far smaller (a batch is
 /// cut at a record count); this bound stops a bad length from making a reader

@@ -24,6 +24,9 @@ pub mod frame;
 pub mod stream;
 pub mod tls;
 
+/// Re-exported so users name `Connection` and streams without a quinn dependency.
+pub use quinn;
+
 pub use endpoint::Node;
 pub use error::NetError;
 pub use frame::{FRAME_BYTES_MAX, Frame, FrameError};
