@@ -106,6 +106,7 @@ fn main() {
         .expect("node");
     let conn = runtime.block_on(node.connect(addr)).expect("connect");
 
+    let before = conn.stats();
     let mut quic = Vec::new();
     for round in 0..ROUNDS {
         quic.push(quic_round(
@@ -120,6 +121,7 @@ fn main() {
         &format!("quic shuffle (2 processes, {STREAMS} streams)"),
         &quic,
     );
+    print_stats("throughput rounds", &before, &conn.stats());
     let ratio = median(&quic) / median(&local);
     println!("ratio quic / in-process: {ratio:.2}");
     let verdict = if median(&quic) >= 1.5e6 {
@@ -130,7 +132,9 @@ fn main() {
     println!("DESIGN.md target 1.5 M rec/s over QUIC: {verdict}");
 
     let rate = median(&quic) / 2.0;
+    let before = conn.stats();
     latency_run(&runtime, &conn, &mut lines, rate);
+    print_stats("latency run", &before, &conn.stats());
 
     conn.close(0u32.into(), b"bench done");
     runtime.block_on(node.endpoint().wait_idle());
@@ -340,6 +344,24 @@ fn latency_run(
          p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms over {received} records",
         rate / 1e6,
         BATCH_TIMEOUT.as_millis()
+    );
+}
+
+/// Sender-side QUIC counters over a phase: loss explains slow rounds and
+/// latency tails (a lost packet waits for loss detection).
+fn print_stats(phase: &str, before: &quinn::ConnectionStats, after: &quinn::ConnectionStats) {
+    let sent = after.path.sent_packets - before.path.sent_packets;
+    let lost = after.path.lost_packets - before.path.lost_packets;
+    let ios = after.udp_tx.ios - before.udp_tx.ios;
+    let datagrams = after.udp_tx.datagrams - before.udp_tx.datagrams;
+    println!(
+        "  quic sender stats, {phase}: {sent} packets, {lost} lost ({:.3}%), {} congestion events, \
+         MTU {}, {:.1} datagrams per send call, rtt {:?}",
+        100.0 * lost as f64 / sent.max(1) as f64,
+        after.path.congestion_events - before.path.congestion_events,
+        after.path.current_mtu,
+        datagrams as f64 / ios.max(1) as f64,
+        after.path.rtt,
     );
 }
 
