@@ -16,7 +16,9 @@
 //!    the receiver computes receive time - creation time per record.
 //!
 //! Both throughput paths do the same work per batch: build it with
-//! `BatchBuilder`, encode it as a `Frame::Batch`, decode the frame and
+//! `BatchBuilder`, encode it as a `Frame::Batch` (zero-copy parts, as
+//! `FrameWriter::write_batch` does), assemble it in one allocation and decode
+//! it (as `FrameReader` does) and
 //! validate it with `Batch::from_bytes` (as the runtime does), count records.
 //! So the difference is the transport.
 //!
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use weir_core::{Batch, BatchBuilder};
 use weir_net::endpoint::accept_incoming;
-use weir_net::frame::{self, AlignedVec};
+use weir_net::frame::{self, AlignedVec, BatchParts};
 use weir_net::quinn;
 use weir_net::stream::{accept_channel, open_channel};
 use weir_net::{ChannelHeader, Frame, Node, NodeIdentity, init_cluster};
@@ -162,9 +164,15 @@ fn make_batch(builder: &mut BatchBuilder, stream: usize, seq: usize) -> Batch {
     builder.take()
 }
 
-/// What the receiving side does with each frame: decode, validate, count.
-fn receive_frame(bytes: &[u8], scratch: &mut AlignedVec) -> usize {
-    let (frame, _) = frame::decode(bytes, scratch).expect("frame");
+/// What the receiving side does with each frame, as `FrameReader` does:
+/// assemble the archive in its own allocation (the one copy), decode it,
+/// validate the batch, count.
+fn receive_parts(parts: BatchParts, scratch: &mut AlignedVec) -> usize {
+    let len = u32::from_le_bytes(parts.prefix) as usize;
+    let mut archive = Vec::with_capacity(len);
+    archive.extend_from_slice(&parts.bytes);
+    archive.extend_from_slice(&parts.tail);
+    let frame = frame::decode_archive_owned(archive, scratch).expect("frame");
     match frame {
         Frame::Batch(batch) => Batch::from_bytes(batch).expect("valid batch").len(),
         _ => 0,
@@ -176,21 +184,23 @@ fn in_process_round(batches_per_stream: usize) -> f64 {
     let total: usize = std::thread::scope(|scope| {
         let mut consumers = Vec::new();
         for stream in 0..STREAMS {
-            let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(CHANNEL_FRAMES);
+            let (tx, rx) = crossbeam_channel::bounded::<BatchParts>(CHANNEL_FRAMES);
             scope.spawn(move || {
                 let mut builder =
                     BatchBuilder::with_capacity(BATCH_RECORDS * record_encoded_bytes() + 4);
                 for seq in 0..batches_per_stream {
                     let batch = make_batch(&mut builder, stream, seq);
-                    let mut out = Vec::with_capacity(batch.as_bytes().len() + 64);
-                    frame::encode(&Frame::Batch(batch.into_bytes()), &mut out).expect("encode");
-                    tx.send(out).expect("consumer alive");
+                    // As FrameWriter::write_batch: the batch is not copied.
+                    let parts = frame::encode_batch_parts(batch.into_bytes())
+                        .expect("encode")
+                        .expect("zero-copy layout");
+                    tx.send(parts).expect("consumer alive");
                 }
             });
             consumers.push(scope.spawn(move || {
                 let mut scratch = AlignedVec::new();
                 rx.iter()
-                    .map(|bytes| receive_frame(&bytes, &mut scratch))
+                    .map(|parts| receive_parts(parts, &mut scratch))
                     .sum::<usize>()
             }));
         }
@@ -226,10 +236,7 @@ fn quic_round(
                     BatchBuilder::with_capacity(BATCH_RECORDS * record_encoded_bytes() + 4);
                 for seq in 0..batches_per_stream {
                     let batch = make_batch(&mut builder, stream, seq);
-                    writer
-                        .write(&Frame::Batch(batch.into_bytes()))
-                        .await
-                        .expect("write");
+                    writer.write_batch(batch.into_bytes()).await.expect("write");
                 }
                 writer.finish().await.expect("finish");
             }));
@@ -273,7 +280,10 @@ fn latency_run(
         queues.push(tx);
         senders.push(runtime.spawn(async move {
             while let Some(frame) = rx.recv().await {
-                writer.write(&frame).await.expect("write");
+                match frame {
+                    Frame::Batch(bytes) => writer.write_batch(bytes).await.expect("write"),
+                    other => writer.write(&other).await.expect("write"),
+                }
                 // Flush when nothing more is queued, as the runtime does.
                 if rx.is_empty() {
                     writer.flush().await.expect("flush");

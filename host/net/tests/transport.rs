@@ -34,6 +34,9 @@ fn cluster(dir: &Path, nodes: &[&str]) -> Vec<NodeIdentity> {
 fn all_frames() -> Vec<Frame> {
     vec![
         Frame::Batch(vec![]),
+        Frame::Batch(vec![5; 20_000]),
+        Frame::Batch(vec![6; 20_000]),
+        Frame::Idle,
         Frame::Batch((0..200_000u32).map(|i| (i % 251) as u8).collect()),
         Frame::Watermark(-5),
         Frame::Watermark(1_700_000_000_123),
@@ -95,8 +98,12 @@ async fn mutual_tls_carries_channels_and_messages() {
             channel: 7,
         };
         let mut writer = open_channel(&conn, &header).await.unwrap();
+        // Batches through the zero-copy path, the rest through `write`.
         for frame in all_frames() {
-            writer.write(&frame).await.unwrap();
+            match frame {
+                Frame::Batch(bytes) => writer.write_batch(bytes).await.unwrap(),
+                other => writer.write(&other).await.unwrap(),
+            }
         }
         writer.finish().await.unwrap();
 
