@@ -110,19 +110,18 @@ fn main() {
 
     let before = conn.stats();
     let mut quic = Vec::new();
+    let mut quic_receiver = Vec::new();
     for round in 0..ROUNDS {
-        quic.push(quic_round(
-            &runtime,
-            &conn,
-            &mut lines,
-            round,
-            batches_per_stream,
-        ));
+        let (rate, receiver_rate) =
+            quic_round(&runtime, &conn, &mut lines, round, batches_per_stream);
+        quic.push(rate);
+        quic_receiver.push(receiver_rate);
     }
     report(
         &format!("quic shuffle (2 processes, {STREAMS} streams)"),
         &quic,
     );
+    report("  same rounds timed by the receiver", &quic_receiver);
     print_stats("throughput rounds", &before, &conn.stats());
     let ratio = median(&quic) / median(&local);
     println!("ratio quic / in-process: {ratio:.2}");
@@ -134,8 +133,10 @@ fn main() {
     println!("DESIGN.md target 1.5 M rec/s over QUIC: {verdict}");
 
     let rate = median(&quic) / 2.0;
+    println!("latency at half the QUIC median rate:");
+    in_process_latency(rate);
     let before = conn.stats();
-    latency_run(&runtime, &conn, &mut lines, rate);
+    quic_latency(&runtime, &conn, &mut lines, rate);
     print_stats("latency run", &before, &conn.stats());
 
     conn.close(0u32.into(), b"bench done");
@@ -220,7 +221,7 @@ fn quic_round(
     lines: &mut BufReader<ChildStdout>,
     round: usize,
     batches_per_stream: usize,
-) -> f64 {
+) -> (f64, f64) {
     let start = Instant::now();
     runtime.block_on(async {
         let mut senders = Vec::new();
@@ -245,21 +246,143 @@ fn quic_round(
             sender.await.expect("sender");
         }
     });
-    let got: usize = expect_line(lines, JOB_THROUGHPUT)[0]
-        .parse()
-        .expect("count");
+    let fields = expect_line(lines, JOB_THROUGHPUT);
     let elapsed = start.elapsed();
+    let got: usize = fields[0].parse().expect("count");
+    let receiver_nanos: u64 = fields[1].parse().expect("elapsed");
     assert_eq!(
         got,
         batches_per_stream * STREAMS * BATCH_RECORDS,
         "records received"
     );
-    got as f64 / elapsed.as_secs_f64()
+    // The sender's wall time (first stream opened to the receiver's report)
+    // is the headline; the receiver's own (first stream to last end) omits
+    // the report's trip through the pipe.
+    let receiver = got as f64 / Duration::from_nanos(receiver_nanos).as_secs_f64();
+    (got as f64 / elapsed.as_secs_f64(), receiver)
 }
 
-/// Generates records at `rate` per second for `LATENCY_RUN`, cutting
-/// batches on size or age, and prints the receiver's latency percentiles.
-fn latency_run(
+/// Generates records at `rate` per second for `LATENCY_RUN`, each stamped
+/// with its creation time, cutting a stream's batch at `BATCH_RECORDS` or
+/// when its first record is `BATCH_TIMEOUT` old; hands batches to `send`.
+/// Returns the number of records generated.
+fn generate(rate: f64, mut send: impl FnMut(usize, Vec<u8>)) -> u64 {
+    let value = [b'v'; VALUE_BYTES];
+    let mut builders: Vec<(BatchBuilder, Option<Instant>)> = (0..STREAMS)
+        .map(|_| {
+            let builder = BatchBuilder::with_capacity(BATCH_RECORDS * record_encoded_bytes() + 4);
+            (builder, None)
+        })
+        .collect();
+    let start = Instant::now();
+    let mut generated: u64 = 0;
+    while start.elapsed() < LATENCY_RUN {
+        let now = Instant::now();
+        let due = (now.duration_since(start).as_secs_f64() * rate) as u64;
+        let created = unix_nanos();
+        while generated < due {
+            let stream = (generated % STREAMS as u64) as usize;
+            let (builder, first_at) = &mut builders[stream];
+            builder.push(Some(created), &generated.to_le_bytes(), &value);
+            first_at.get_or_insert(now);
+            generated += 1;
+            if builder.len() == BATCH_RECORDS {
+                *first_at = None;
+                send(stream, builder.take().into_bytes());
+            }
+        }
+        for (stream, (builder, first_at)) in builders.iter_mut().enumerate() {
+            if first_at.is_some_and(|at| at.elapsed() >= BATCH_TIMEOUT) {
+                *first_at = None;
+                send(stream, builder.take().into_bytes());
+            }
+        }
+        std::thread::sleep(GENERATOR_TICK);
+    }
+    for (stream, (builder, _)) in builders.iter_mut().enumerate() {
+        if !builder.is_empty() {
+            send(stream, builder.take().into_bytes());
+        }
+    }
+    generated
+}
+
+/// Per-record latency (receive time - creation time) of a received batch.
+fn record_latencies(batch: &Batch, out: &mut Vec<u64>) {
+    let now = unix_nanos();
+    out.extend(
+        batch
+            .iter()
+            .map(|r| (now - r.timestamp.unwrap_or(now)).max(0) as u64),
+    );
+}
+
+/// p50, p99 and max of `latencies` in nanoseconds.
+fn percentiles(latencies: &mut [u64]) -> [u64; 3] {
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    [at(0.5), at(0.99), at(1.0)]
+}
+
+fn print_latency(what: &str, rate: f64, received: u64, [p50, p99, max]: [u64; 3]) {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    println!(
+        "{what} latency at {:.2} M rec/s (batches of {BATCH_RECORDS} records or {} ms): \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {received} records",
+        rate / 1e6,
+        BATCH_TIMEOUT.as_millis(),
+        ms(p50),
+        ms(p99),
+        ms(max),
+    );
+}
+
+/// The latency generator through in-process channels: what batching alone
+/// costs, as a reference for the QUIC figure.
+fn in_process_latency(rate: f64) {
+    let (generated, mut latencies) = std::thread::scope(|scope| {
+        let mut queues = Vec::new();
+        let mut consumers = Vec::new();
+        for _ in 0..STREAMS {
+            let (tx, rx) = crossbeam_channel::bounded::<BatchParts>(CHANNEL_FRAMES);
+            queues.push(tx);
+            consumers.push(scope.spawn(move || {
+                let mut scratch = AlignedVec::new();
+                let mut latencies = Vec::new();
+                for parts in rx {
+                    let len = u32::from_le_bytes(parts.prefix) as usize;
+                    let mut archive = Vec::with_capacity(len);
+                    archive.extend_from_slice(&parts.bytes);
+                    archive.extend_from_slice(&parts.tail);
+                    let frame = frame::decode_archive_owned(archive, &mut scratch).expect("frame");
+                    let Frame::Batch(bytes) = frame else { continue };
+                    let batch = Batch::from_bytes(bytes).expect("valid batch");
+                    record_latencies(&batch, &mut latencies);
+                }
+                latencies
+            }));
+        }
+        let generated = generate(rate, |stream, bytes| {
+            let parts = frame::encode_batch_parts(bytes)
+                .expect("encode")
+                .expect("zero-copy layout");
+            queues[stream].send(parts).expect("consumer alive");
+        });
+        drop(queues);
+        let latencies: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().expect("consumer"))
+            .collect();
+        (generated, latencies)
+    });
+    assert_eq!(latencies.len() as u64, generated, "records received");
+    print_latency("in-process", rate, generated, percentiles(&mut latencies));
+}
+
+/// The latency generator over QUIC to the receiver process, which reports
+/// the percentiles. Each stream's task flushes when its queue is empty, as
+/// the runtime does.
+fn quic_latency(
     runtime: &tokio::runtime::Runtime,
     conn: &quinn::Connection,
     lines: &mut BufReader<ChildStdout>,
@@ -276,15 +399,11 @@ fn latency_run(
         let mut writer = runtime
             .block_on(open_channel(conn, &header))
             .expect("open channel");
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(CHANNEL_FRAMES);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHANNEL_FRAMES);
         queues.push(tx);
         senders.push(runtime.spawn(async move {
-            while let Some(frame) = rx.recv().await {
-                match frame {
-                    Frame::Batch(bytes) => writer.write_batch(bytes).await.expect("write"),
-                    other => writer.write(&other).await.expect("write"),
-                }
-                // Flush when nothing more is queued, as the runtime does.
+            while let Some(bytes) = rx.recv().await {
+                writer.write_batch(bytes).await.expect("write");
                 if rx.is_empty() {
                     writer.flush().await.expect("flush");
                 }
@@ -292,69 +411,18 @@ fn latency_run(
             writer.finish().await.expect("finish");
         }));
     }
-
-    let value = [b'v'; VALUE_BYTES];
-    let mut builders: Vec<(BatchBuilder, Option<Instant>)> = (0..STREAMS)
-        .map(|_| {
-            (
-                BatchBuilder::with_capacity(BATCH_RECORDS * record_encoded_bytes() + 4),
-                None,
-            )
-        })
-        .collect();
-    let start = Instant::now();
-    let mut generated: u64 = 0;
-    while start.elapsed() < LATENCY_RUN {
-        let now = Instant::now();
-        let due = (now.duration_since(start).as_secs_f64() * rate) as u64;
-        let created = unix_nanos();
-        while generated < due {
-            let stream = (generated % STREAMS as u64) as usize;
-            let (builder, first_at) = &mut builders[stream];
-            builder.push(Some(created), &generated.to_le_bytes(), &value);
-            first_at.get_or_insert(now);
-            generated += 1;
-            if builder.len() == BATCH_RECORDS {
-                let batch = builder.take();
-                *first_at = None;
-                queues[stream]
-                    .blocking_send(Frame::Batch(batch.into_bytes()))
-                    .expect("sender alive");
-            }
-        }
-        for (stream, (builder, first_at)) in builders.iter_mut().enumerate() {
-            if first_at.is_some_and(|at| at.elapsed() >= BATCH_TIMEOUT) {
-                let batch = builder.take();
-                *first_at = None;
-                queues[stream]
-                    .blocking_send(Frame::Batch(batch.into_bytes()))
-                    .expect("sender alive");
-            }
-        }
-        std::thread::sleep(GENERATOR_TICK);
-    }
-    for (stream, (builder, _)) in builders.iter_mut().enumerate() {
-        if !builder.is_empty() {
-            let batch = builder.take();
-            queues[stream]
-                .blocking_send(Frame::Batch(batch.into_bytes()))
-                .expect("sender alive");
-        }
-    }
+    let generated = generate(rate, |stream, bytes| {
+        queues[stream].blocking_send(bytes).expect("sender alive");
+    });
     drop(queues);
     for sender in senders {
         runtime.block_on(sender).expect("sender");
     }
     let fields = expect_line(lines, JOB_LATENCY);
     let received: u64 = fields[0].parse().expect("count");
-    let [p50, p99, max] = [1, 2, 3].map(|i| fields[i].parse::<f64>().expect("ns") / 1e6);
+    let [p50, p99, max] = [1, 2, 3].map(|i| fields[i].parse::<u64>().expect("ns"));
     assert_eq!(received, generated, "records received");
-    println!(
-        "quic latency at {:.2} M rec/s (half the median; batches of {BATCH_RECORDS} or {} ms): \
-         p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms over {received} records",
-        rate / 1e6,
-        BATCH_TIMEOUT.as_millis()
-    );
+    print_latency("quic", rate, received, [p50, p99, max]);
 }
 
 /// Sender-side QUIC counters over a phase: loss explains slow rounds and
@@ -434,6 +502,8 @@ fn receiver(dir: &std::path::Path) {
         loop {
             let mut readers = Vec::new();
             let mut job = String::new();
+            // From the first stream of the round to the end of the last.
+            let mut started: Option<Instant> = None;
             for _ in 0..STREAMS {
                 let Ok(recv) = conn.accept_uni().await else {
                     return; // the sender closed the connection: done
@@ -449,16 +519,14 @@ fn receiver(dir: &std::path::Path) {
                         let batch = Batch::from_bytes(bytes).expect("valid batch");
                         records += batch.len();
                         if latency {
-                            let now = unix_nanos();
-                            latencies.extend(
-                                batch
-                                    .iter()
-                                    .map(|r| (now - r.timestamp.unwrap_or(now)).max(0) as u64),
-                            );
+                            record_latencies(&batch, &mut latencies);
                         }
                     }
                     (records, latencies)
                 }));
+                if started.is_none() {
+                    started = Some(Instant::now());
+                }
             }
             let mut records = 0;
             let mut latencies = Vec::new();
@@ -467,17 +535,12 @@ fn receiver(dir: &std::path::Path) {
                 records += n;
                 latencies.extend(l);
             }
+            let elapsed = started.map_or(Duration::ZERO, |at| at.elapsed());
             if job == JOB_LATENCY {
-                latencies.sort_unstable();
-                let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-                println!(
-                    "{JOB_LATENCY} {records} {} {} {}",
-                    at(0.5),
-                    at(0.99),
-                    at(1.0)
-                );
+                let [p50, p99, max] = percentiles(&mut latencies);
+                println!("{JOB_LATENCY} {records} {p50} {p99} {max}");
             } else {
-                println!("{JOB_THROUGHPUT} {records}");
+                println!("{JOB_THROUGHPUT} {records} {}", elapsed.as_nanos());
             }
         }
     });
