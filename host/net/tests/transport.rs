@@ -180,6 +180,7 @@ async fn client_without_certificate_is_refused() {
         assert!(error.contains("requires a client certificate"), "{error}");
 
         let refused = served.await.unwrap().unwrap_err();
+        eprintln!("client: {error}\nserver: {refused}");
         assert!(
             refused.starts_with("refused connection from 127.0.0.1:"),
             "{refused}"
@@ -216,6 +217,7 @@ async fn client_from_another_ca_is_refused() {
         );
 
         let refused = served.await.unwrap().unwrap_err();
+        eprintln!("client: {error}\nserver: {refused}");
         assert!(
             refused.starts_with("refused connection from 127.0.0.1:"),
             "{refused}"
@@ -248,6 +250,7 @@ async fn server_from_another_ca_is_refused_by_the_client() {
         );
         assert!(error.contains("not signed by the cluster CA"), "{error}");
         let refused = served.await.unwrap().unwrap_err();
+        eprintln!("client: {error}\nserver: {refused}");
         assert!(refused.contains("refused our certificate"), "{refused}");
     })
     .await
