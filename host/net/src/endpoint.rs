@@ -7,13 +7,22 @@
 //! with an obscure error. `connect` returns only once the server has
 //! confirmed the handshake (QUIC HANDSHAKE_DONE), or fails saying why.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use quinn::{Connection, ConnectionError, Endpoint, Incoming};
 
 use crate::tls::{self, IDLE_TIMEOUT, NodeIdentity, SERVER_NAME};
+
+/// Kernel receive buffer asked for on a node's UDP socket. The Linux default
+/// (~208 KiB) overflows at a few hundred MB/s and every drop costs a
+/// congestion-window cut and a retransmit (seen in `benches/shuffle.rs` as
+/// ~1% loss and 200+ ms latency tails). The kernel caps it at
+/// `net.core.rmem_max`.
+pub const UDP_RECV_BUFFER_BYTES: usize = 4 << 20;
+/// Kernel send buffer asked for, for the same bursts on the way out.
+pub const UDP_SEND_BUFFER_BYTES: usize = 4 << 20;
 
 /// Upper bound on a connect, beyond quinn's own idle timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,8 +39,9 @@ impl Node {
     /// Listens on `addr` and dials with the same identity. Must run inside a
     /// tokio runtime.
     pub fn bind(addr: SocketAddr, id: &NodeIdentity) -> anyhow::Result<Node> {
-        let mut endpoint = Endpoint::server(tls::server_config(id)?, addr)
-            .with_context(|| format!("binding node {} to {addr}", id.node))?;
+        let socket =
+            udp_socket(addr).with_context(|| format!("binding node {} to {addr}", id.node))?;
+        let mut endpoint = new_endpoint(socket, Some(tls::server_config(id)?))?;
         endpoint.set_default_client_config(tls::client_config(id)?);
         Ok(Node { endpoint })
     }
@@ -39,8 +49,8 @@ impl Node {
     /// An endpoint that only dials (bound to 127.0.0.1 on any port).
     pub fn client_only(id: &NodeIdentity) -> anyhow::Result<Node> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let mut endpoint =
-            Endpoint::client(addr).with_context(|| format!("binding client {addr}"))?;
+        let socket = udp_socket(addr).with_context(|| format!("binding client {addr}"))?;
+        let mut endpoint = new_endpoint(socket, None)?;
         endpoint.set_default_client_config(tls::client_config(id)?);
         Ok(Node { endpoint })
     }
@@ -92,6 +102,34 @@ impl Node {
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"node shutting down");
     }
+}
+
+/// Binds a UDP socket with enlarged kernel buffers. A refused enlargement is
+/// only logged: the node works, just with more loss under load.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(addr)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    if let Err(e) = state.set_recv_buffer_size((&socket).into(), UDP_RECV_BUFFER_BYTES) {
+        tracing::warn!(
+            "could not set UDP receive buffer of {addr} to {UDP_RECV_BUFFER_BYTES} bytes: {e}"
+        );
+    }
+    if let Err(e) = state.set_send_buffer_size((&socket).into(), UDP_SEND_BUFFER_BYTES) {
+        tracing::warn!(
+            "could not set UDP send buffer of {addr} to {UDP_SEND_BUFFER_BYTES} bytes: {e}"
+        );
+    }
+    Ok(socket)
+}
+
+fn new_endpoint(
+    socket: UdpSocket,
+    server: Option<quinn::ServerConfig>,
+) -> anyhow::Result<Endpoint> {
+    let runtime = quinn::default_runtime()
+        .context("no async runtime: a weir node must be created inside a tokio runtime")?;
+    Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+        .context("creating the QUIC endpoint")
 }
 
 /// Completes the handshake of an incoming connection. A refused peer is

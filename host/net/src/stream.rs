@@ -17,6 +17,10 @@ use crate::frame::{self, FRAME_PREFIX_BYTES, Frame};
 /// the per-write cost in quinn, small enough to keep latency low when the
 /// caller also flushes on idle.
 pub const FLUSH_BYTES: usize = 64 << 10;
+/// Batches at least this large are sent without copying them into the write
+/// buffer, and frames at least this large are received into their own
+/// allocation, which becomes the batch without another copy.
+pub const ZERO_COPY_BYTES_MIN: usize = 16 << 10;
 /// Initial read buffer of a [`FrameReader`]; grows for larger frames.
 pub const READ_BUFFER_BYTES: usize = 256 << 10;
 /// Longest encoded [`ChannelHeader`].
@@ -63,6 +67,26 @@ impl FrameWriter {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// Writes `Frame::Batch(bytes)`, taking the bytes: a large batch goes to
+    /// the stream as is instead of being copied into the buffer first.
+    pub async fn write_batch(&mut self, bytes: Vec<u8>) -> Result<(), NetError> {
+        if bytes.len() < ZERO_COPY_BYTES_MIN {
+            return self.write(&Frame::Batch(bytes)).await;
+        }
+        match frame::encode_batch_parts(bytes)? {
+            Ok(parts) => {
+                // Buffered frames, then this one's prefix, keep their order.
+                self.buf.extend_from_slice(&parts.prefix);
+                let head = std::mem::replace(&mut self.buf, Vec::with_capacity(self.flush_bytes));
+                self.send
+                    .write_all_chunks(&mut [head.into(), parts.bytes.into(), parts.tail.into()])
+                    .await?;
+                Ok(())
+            }
+            Err(bytes) => self.write(&Frame::Batch(bytes)).await,
+        }
     }
 
     /// Sends whatever is buffered.
@@ -124,6 +148,14 @@ impl FrameReader {
             let mut needed_bytes = FRAME_PREFIX_BYTES;
             if let Some(prefix) = pending.first_chunk::<FRAME_PREFIX_BYTES>() {
                 needed_bytes = FRAME_PREFIX_BYTES + frame::archive_len(*prefix)?;
+                // Large frames (batches) always go to their own allocation:
+                // one copy, against two (alignment, then batch) from `buf`.
+                if needed_bytes >= ZERO_COPY_BYTES_MIN {
+                    return self
+                        .next_large(needed_bytes - FRAME_PREFIX_BYTES)
+                        .await
+                        .map(Some);
+                }
                 if pending.len() >= needed_bytes {
                     let archive = &pending[FRAME_PREFIX_BYTES..needed_bytes];
                     let frame = frame::decode_archive(archive, &mut self.scratch)?;
@@ -143,6 +175,29 @@ impl FrameReader {
                 });
             }
         }
+    }
+
+    /// Receives a large frame (its prefix is buffered) into an allocation of
+    /// its own, so that a batch needs no further copy.
+    async fn next_large(&mut self, archive_bytes: usize) -> Result<Frame, NetError> {
+        let mut archive = Vec::with_capacity(archive_bytes);
+        let buffered_end = self
+            .end
+            .min(self.start + FRAME_PREFIX_BYTES + archive_bytes);
+        archive.extend_from_slice(&self.buf[self.start + FRAME_PREFIX_BYTES..buffered_end]);
+        self.start = buffered_end;
+        while archive.len() < archive_bytes {
+            let want = archive_bytes - archive.len();
+            let Some(chunk) = self.recv.read_chunk(want, true).await? else {
+                return Err(NetError::Truncated {
+                    what: "frame",
+                    expected_bytes: FRAME_PREFIX_BYTES + archive_bytes,
+                    got_bytes: FRAME_PREFIX_BYTES + archive.len(),
+                });
+            };
+            archive.extend_from_slice(&chunk.bytes);
+        }
+        Ok(frame::decode_archive_owned(archive, &mut self.scratch)?)
     }
 
     /// Reads more bytes, making room for a frame of `needed_bytes` first.

@@ -34,6 +34,9 @@ fn cluster(dir: &Path, nodes: &[&str]) -> Vec<NodeIdentity> {
 fn all_frames() -> Vec<Frame> {
     vec![
         Frame::Batch(vec![]),
+        Frame::Batch(vec![5; 20_000]),
+        Frame::Batch(vec![6; 20_000]),
+        Frame::Idle,
         Frame::Batch((0..200_000u32).map(|i| (i % 251) as u8).collect()),
         Frame::Watermark(-5),
         Frame::Watermark(1_700_000_000_123),
@@ -95,8 +98,12 @@ async fn mutual_tls_carries_channels_and_messages() {
             channel: 7,
         };
         let mut writer = open_channel(&conn, &header).await.unwrap();
+        // Batches through the zero-copy path, the rest through `write`.
         for frame in all_frames() {
-            writer.write(&frame).await.unwrap();
+            match frame {
+                Frame::Batch(bytes) => writer.write_batch(bytes).await.unwrap(),
+                other => writer.write(&other).await.unwrap(),
+            }
         }
         writer.finish().await.unwrap();
 
@@ -173,6 +180,7 @@ async fn client_without_certificate_is_refused() {
         assert!(error.contains("requires a client certificate"), "{error}");
 
         let refused = served.await.unwrap().unwrap_err();
+        eprintln!("client: {error}\nserver: {refused}");
         assert!(
             refused.starts_with("refused connection from 127.0.0.1:"),
             "{refused}"
@@ -209,6 +217,7 @@ async fn client_from_another_ca_is_refused() {
         );
 
         let refused = served.await.unwrap().unwrap_err();
+        eprintln!("client: {error}\nserver: {refused}");
         assert!(
             refused.starts_with("refused connection from 127.0.0.1:"),
             "{refused}"
@@ -241,6 +250,7 @@ async fn server_from_another_ca_is_refused_by_the_client() {
         );
         assert!(error.contains("not signed by the cluster CA"), "{error}");
         let refused = served.await.unwrap().unwrap_err();
+        eprintln!("client: {error}\nserver: {refused}");
         assert!(refused.contains("refused our certificate"), "{refused}");
     })
     .await
@@ -331,6 +341,117 @@ async fn a_paused_reader_stalls_the_writer() {
         let conn = writing.await.unwrap();
         assert_eq!(served.await.unwrap(), TOTAL_BYTES);
         conn.close(0u32.into(), b"done");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A connected pair of nodes from one cluster: (client side, server side).
+async fn connected_pair(dir: &Path) -> (quinn::Connection, quinn::Connection, Node, Node) {
+    let ids = cluster(dir, &["a", "b"]);
+    let server = Node::bind(any_port(), &ids[0]).unwrap();
+    let client = Node::bind(any_port(), &ids[1]).unwrap();
+    let addr = server.local_addr().unwrap();
+    let accepting = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            accept_incoming(server.accept().await.unwrap())
+                .await
+                .unwrap()
+        })
+    };
+    let conn = client.connect(addr).await.unwrap();
+    (conn, accepting.await.unwrap(), client, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bytes_on_streams_are_typed_errors() {
+    use weir_net::NetError;
+    use weir_net::frame::FrameError;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, server, _a, _b) = connected_pair(dir.path()).await;
+        let header = ChannelHeader {
+            job: "j".into(),
+            attempt: 0,
+            channel: 0,
+        };
+
+        // A frame length over the maximum.
+        let mut writer = open_channel(&client, &header).await.unwrap();
+        writer
+            .stream_mut()
+            .write_all(&u32::MAX.to_le_bytes())
+            .await
+            .unwrap();
+        writer.finish().await.unwrap();
+        let (_, mut reader) = accept_channel(server.accept_uni().await.unwrap())
+            .await
+            .unwrap();
+        let error = reader.next().await.unwrap_err();
+        assert!(
+            matches!(error, NetError::Frame(FrameError::TooLong { .. })),
+            "{error}"
+        );
+
+        // A stream that ends inside a frame, small and large.
+        for archive_bytes in [100u32, 100_000] {
+            let mut writer = open_channel(&client, &header).await.unwrap();
+            let send = writer.stream_mut();
+            send.write_all(&archive_bytes.to_le_bytes()).await.unwrap();
+            send.write_all(&[0; 50]).await.unwrap();
+            writer.finish().await.unwrap();
+            let (_, mut reader) = accept_channel(server.accept_uni().await.unwrap())
+                .await
+                .unwrap();
+            let error = reader.next().await.unwrap_err();
+            assert!(matches!(error, NetError::Truncated { .. }), "{error}");
+        }
+
+        // Garbage of a plausible length.
+        let mut writer = open_channel(&client, &header).await.unwrap();
+        let send = writer.stream_mut();
+        send.write_all(&32u32.to_le_bytes()).await.unwrap();
+        send.write_all(&[0xFF; 32]).await.unwrap();
+        writer.finish().await.unwrap();
+        let (_, mut reader) = accept_channel(server.accept_uni().await.unwrap())
+            .await
+            .unwrap();
+        let error = reader.next().await.unwrap_err();
+        assert!(
+            matches!(error, NetError::Frame(FrameError::Invalid(_))),
+            "{error}"
+        );
+
+        // A channel header over 4 KiB, and one that is not JSON.
+        for (len, body) in [(5000u32, vec![b'x'; 10]), (3, b"{{{".to_vec())] {
+            let mut send = client.open_uni().await.unwrap();
+            send.write_all(&len.to_le_bytes()).await.unwrap();
+            send.write_all(&body).await.unwrap();
+            send.finish().unwrap();
+            let error = accept_channel(server.accept_uni().await.unwrap())
+                .await
+                .err()
+                .unwrap();
+            assert!(
+                matches!(error, NetError::TooLong { .. } | NetError::Json { .. }),
+                "{error}"
+            );
+        }
+
+        // A control message over 256 MiB is refused before any allocation.
+        let (mut send, _recv) = client.open_bi().await.unwrap();
+        send.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+        send.finish().unwrap();
+        let (_send, mut recv) = server.accept_bi().await.unwrap();
+        let error = read_message::<serde_json::Value>(&mut recv)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("longer than the maximum"),
+            "{error}"
+        );
+        client.close(0u32.into(), b"done");
     })
     .await
     .expect("test timed out");
