@@ -218,14 +218,26 @@ impl Worker {
     }
 
     /// The connection to `peer`: the lower id dials, the higher one waits.
+    /// Waiting stops early once `attempt` (if given) is cancelled.
     fn peer_connection(
         &self,
         peer: WorkerId,
         addr: SocketAddr,
+        attempt: Option<&AttemptKey>,
     ) -> anyhow::Result<quinn::Connection> {
         let deadline = Instant::now() + PEER_WAIT;
-        let mut peers = self.peers.lock().expect("not poisoned");
         loop {
+            if let Some(key) = attempt
+                && !self
+                    .attempts
+                    .lock()
+                    .expect("not poisoned")
+                    .get(key)
+                    .is_some_and(|s| !s.cancelled)
+            {
+                bail!("the attempt was cancelled while waiting for worker {peer}");
+            }
+            let peers = self.peers.lock().expect("not poisoned");
             if let Some(conn) = peers.get(&peer).filter(|c| c.close_reason().is_none()) {
                 return Ok(conn.clone());
             }
@@ -263,11 +275,12 @@ impl Worker {
                     PEER_WAIT.as_secs()
                 );
             }
-            peers = self
-                .peers_changed
-                .wait_timeout(peers, deadline - now)
-                .expect("not poisoned")
-                .0;
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            drop(
+                self.peers_changed
+                    .wait_timeout(peers, wait)
+                    .expect("not poisoned"),
+            );
         }
     }
 
@@ -331,7 +344,7 @@ impl Worker {
             if peer > self.id {
                 let worker = self.clone();
                 std::thread::spawn(move || {
-                    if let Err(e) = worker.peer_connection(peer, addr) {
+                    if let Err(e) = worker.peer_connection(peer, addr, None) {
                         tracing::warn!("{e:#}");
                     }
                 });
@@ -492,7 +505,8 @@ impl DataPlane for Worker {
                 .with_context(|| format!("worker {peer} has no address"))?;
             (peer, addr)
         };
-        let conn = self.peer_connection(peer, addr)?;
+        let key = (header.job.clone(), header.attempt);
+        let conn = self.peer_connection(peer, addr, Some(&key))?;
         let header = header.clone();
         Ok(self
             .runtime

@@ -219,9 +219,12 @@ pub(crate) fn write_channel(
             return Err(TaskError::Cancelled);
         };
         let end = matches!(message, Message::End);
-        let frame = frame_of(message);
         let written = runtime.block_on(async {
-            writer.write(&frame).await?;
+            match message {
+                // Large batches go out without a copy into the frame.
+                Message::Data(batch) => writer.write_batch(batch.into_bytes()).await?,
+                other => writer.write(&frame_of(other)).await?,
+            }
             if !end && rx.is_empty() {
                 writer.flush().await?;
             }
