@@ -172,7 +172,10 @@ impl ArtifactStore {
 
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let temp = path.with_extension("tmp");
+    // A name of its own, so two writers of the same artifact never share one.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
     let mut file = std::fs::File::create(&temp)
         .with_context(|| format!("cannot create {}", temp.display()))?;
     file.write_all(bytes)?;

@@ -64,6 +64,7 @@ struct WorkerEntry {
 pub struct Cluster {
     workers: Mutex<BTreeMap<WorkerId, WorkerEntry>>,
     next_worker: AtomicU32,
+    next_attempt: AtomicU32,
     pub(crate) jobs: Mutex<BTreeMap<String, JobEntry>>,
     pub(crate) artifacts: ArtifactStore,
     pub(crate) engine: WasmEngine,
@@ -71,28 +72,39 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn offers(&self) -> Vec<Offer> {
-        self.workers
-            .lock()
-            .expect("not poisoned")
+    pub(crate) fn next_attempt_id(&self) -> u32 {
+        self.next_attempt.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Places `tasks` on free slots and takes those slots, in one step so
+    /// that two jobs never get the same slot.
+    pub(crate) fn place_and_reserve(
+        &self,
+        tasks: &[weir_runtime::TaskId],
+    ) -> Result<Vec<(weir_runtime::TaskId, WorkerId)>, String> {
+        let mut workers = self.workers.lock().expect("not poisoned");
+        let offers: Vec<Offer> = workers
             .values()
             .map(|w| Offer {
                 worker: w.info.id,
                 free_slots: w.info.free_slots,
             })
-            .collect()
+            .collect();
+        let placement = crate::placement::place(tasks, &offers)?;
+        for (id, n) in crate::placement::slots_used(&placement) {
+            if let Some(w) = workers.get_mut(&id) {
+                w.info.free_slots -= n;
+            }
+        }
+        Ok(placement)
     }
 
-    /// Takes (`take`) or gives back slots of workers for a job.
-    pub(crate) fn reserve(&self, slots: &BTreeMap<WorkerId, u32>, take: bool) {
+    /// Gives back slots of workers that a job held.
+    pub(crate) fn release(&self, slots: &BTreeMap<WorkerId, u32>) {
         let mut workers = self.workers.lock().expect("not poisoned");
         for (id, n) in slots {
             if let Some(w) = workers.get_mut(id) {
-                w.info.free_slots = if take {
-                    w.info.free_slots.saturating_sub(*n)
-                } else {
-                    (w.info.free_slots + n).min(w.info.slots)
-                };
+                w.info.free_slots += n;
             }
         }
     }
@@ -167,6 +179,7 @@ pub fn run_coordinator(options: CoordinatorOptions) -> anyhow::Result<()> {
     let cluster = Arc::new(Cluster {
         workers: Mutex::new(BTreeMap::new()),
         next_worker: AtomicU32::new(1),
+        next_attempt: AtomicU32::new(1),
         jobs: Mutex::new(BTreeMap::new()),
         artifacts,
         engine,

@@ -19,7 +19,7 @@ use weir_runtime::{
 use weir_snapshot::{CheckpointStorage, Snapshot};
 
 use crate::coordinator::Cluster;
-use crate::placement::{place, slots_used};
+use crate::placement::slots_used;
 use crate::protocol::{AttemptResult, Deployment, ToWorker, WorkerId};
 
 /// How long a job waits for enough free slots before it fails.
@@ -239,11 +239,11 @@ impl JobMaster {
         }
     }
 
-    /// Waits for slots; `None` if the job was cancelled meanwhile.
+    /// Waits for slots and reserves them.
     fn placement(&self, tasks: &[TaskId]) -> Result<Vec<(TaskId, WorkerId)>, AttemptEnd> {
         let deadline = Instant::now() + SLOT_WAIT;
         loop {
-            match place(tasks, &self.cluster.offers()) {
+            match self.cluster.place_and_reserve(tasks) {
                 Ok(p) => return Ok(p),
                 Err(e) if Instant::now() >= deadline => {
                     return Err(AttemptEnd::Failed(format!(
@@ -259,10 +259,15 @@ impl JobMaster {
         }
     }
 
-    fn attempt(&self, attempt: u32, restore: Option<&Snapshot>) -> AttemptEnd {
+    /// Runs attempt `number` of the job (0 first). On the wire an attempt
+    /// is known by an id unique in this coordinator, so nothing of an
+    /// earlier attempt or of an earlier job of the same name can be taken
+    /// for this one's.
+    fn attempt(&self, number: u32, restore: Option<&Snapshot>) -> AttemptEnd {
         let job = &self.s.job;
+        let attempt = self.cluster.next_attempt_id();
         self.update(|i| {
-            i.attempt = attempt;
+            i.attempt = number;
             i.state = JobState::Scheduling;
         });
         if let Some(snapshot) = restore
@@ -276,15 +281,15 @@ impl JobMaster {
             Err(end) => return end,
         };
         let slots = slots_used(&placement);
-        self.cluster.reserve(&slots, true);
-        let end = self.run_attempt(attempt, restore, &tasks, &placement, &slots);
-        self.cluster.reserve(&slots, false);
+        let end = self.run_attempt(attempt, number, restore, &tasks, &placement, &slots);
+        self.cluster.release(&slots);
         end
     }
 
     fn run_attempt(
         &self,
         attempt: u32,
+        number: u32,
         restore: Option<&Snapshot>,
         tasks: &[TaskId],
         placement: &[(TaskId, WorkerId)],
@@ -354,6 +359,7 @@ impl JobMaster {
             let deployment = Deployment {
                 job: job.name.clone(),
                 attempt,
+                attempt_number: number,
                 job_toml: self.s.job_toml.clone(),
                 job_path: self.s.job_path.clone(),
                 artifacts: self.s.artifacts.clone(),

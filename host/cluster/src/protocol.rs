@@ -89,7 +89,11 @@ pub enum ToWorker {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deployment {
     pub job: String,
+    /// The attempt's id, unique in the coordinator's lifetime: every
+    /// message and channel of the attempt carries it.
     pub attempt: u32,
+    /// The job's attempt number (0 first), which guests see.
+    pub attempt_number: u32,
     /// The job file as submitted, and the path relative paths in it are
     /// resolved against (the shared file system every node sees).
     pub job_toml: String,

@@ -287,14 +287,29 @@ impl Worker {
     fn handle(self: Arc<Self>, message: ToWorker) {
         match message {
             ToWorker::Registered { .. } => {}
-            ToWorker::Deploy(deployment) => {
+            ToWorker::Deploy(d) => {
+                // Recorded before anything else is read from the control
+                // stream, so a Cancel or command right behind it finds it.
+                self.attempts.lock().expect("not poisoned").insert(
+                    (d.job.clone(), d.attempt),
+                    AttemptState {
+                        placement: d.placement.iter().copied().collect(),
+                        peers: d.peers.clone(),
+                        ..AttemptState::default()
+                    },
+                );
                 let worker = self.clone();
-                let name = format!("deploy-{}-{}", deployment.job, deployment.attempt);
+                let (job, attempt) = (d.job.clone(), d.attempt);
+                let name = format!("deploy-{job}-{attempt}");
                 if let Err(e) = std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || worker.deploy(*deployment))
+                    .spawn(move || worker.deploy(*d))
                 {
-                    tracing::error!("cannot start a deployment thread: {e}");
+                    self.end_attempt(
+                        job,
+                        attempt,
+                        AttemptResult::Failed(format!("cannot start a deployment thread: {e}")),
+                    );
                 }
             }
             ToWorker::Cancel { job, attempt } => {
@@ -330,15 +345,6 @@ impl Worker {
     }
 
     fn deploy(self: Arc<Self>, d: Deployment) {
-        let key = (d.job.clone(), d.attempt);
-        self.attempts.lock().expect("not poisoned").insert(
-            key.clone(),
-            AttemptState {
-                placement: d.placement.iter().copied().collect(),
-                peers: d.peers.clone(),
-                ..AttemptState::default()
-            },
-        );
         // Dial the peers this worker is to dial, so they need not wait.
         for (&peer, &addr) in &d.peers {
             if peer > self.id {
@@ -350,7 +356,24 @@ impl Worker {
                 });
             }
         }
-        let result = match self.clone().run_attempt(&d) {
+        let cancelled_already = self
+            .attempts
+            .lock()
+            .expect("not poisoned")
+            .get(&(d.job.clone(), d.attempt))
+            .is_none_or(|s| s.cancelled);
+        let run = if cancelled_already {
+            Err(anyhow::Error::new(AttemptCancelled { job: d.job.clone() }))
+        } else {
+            let worker = self.clone();
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run_attempt(&d)))
+                .unwrap_or_else(|_| {
+                    Err(anyhow!(
+                        "the deployment panicked (a bug in weir, please report it)"
+                    ))
+                })
+        };
+        let result = match run {
             Ok(()) => AttemptResult::Finished,
             Err(e) if e.downcast_ref::<AttemptCancelled>().is_some() => AttemptResult::Cancelled,
             Err(e) => AttemptResult::Failed(format!("{e:#}")),
@@ -358,11 +381,18 @@ impl Worker {
         if let AttemptResult::Failed(e) = &result {
             tracing::warn!(job = %d.job, attempt = d.attempt, "attempt failed on this worker: {e}");
         }
-        self.inbound.forget(&d.job, d.attempt);
-        self.attempts.lock().expect("not poisoned").remove(&key);
+        self.end_attempt(d.job, d.attempt, result);
+    }
+
+    fn end_attempt(&self, job: String, attempt: u32, result: AttemptResult) {
+        self.inbound.forget(&job, attempt);
+        self.attempts
+            .lock()
+            .expect("not poisoned")
+            .remove(&(job.clone(), attempt));
         let _ = self.outbox.send(FromWorker::AttemptEnded {
-            job: d.job,
-            attempt: d.attempt,
+            job,
+            attempt,
             result,
         });
     }
@@ -388,7 +418,8 @@ impl Worker {
         let on_started = Box::new(move |started: StartedAttempt| worker.started(key, started));
         run_worker_attempt(WorkerAttempt {
             job,
-            attempt: d.attempt,
+            attempt: d.attempt_number,
+            attempt_id: d.attempt,
             local,
             restore: d.restore.clone(),
             allow_non_restored_state: d.allow_non_restored_state,
@@ -423,7 +454,11 @@ impl Worker {
             return;
         };
         if state.cancelled {
+            // Cancelled while it was being built: its channels were
+            // registered after the cancel forgot the attempt's.
             started.cancel.store(true, Ordering::Relaxed);
+            drop(attempts);
+            self.inbound.forget(&key.0, key.1);
             return;
         }
         for command in state.pending.drain(..) {

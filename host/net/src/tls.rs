@@ -34,10 +34,15 @@ pub const ALPN: &[u8] = b"weir/1";
 /// Per-stream receive window: how far one channel may run ahead of its
 /// reader. Small enough that a stalled consumer holds little memory.
 pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 1 << 20;
-/// Receive window for all streams of a connection together.
-pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 16 << 20;
-/// Unacknowledged bytes a connection may have in flight.
-pub const SEND_WINDOW_BYTES: u64 = 16 << 20;
+/// Receive window for all streams of a connection together. Deliberately
+/// far above the per-stream windows times a pair's usual channel count:
+/// during barrier alignment a consumer stops reading some channels, and if
+/// their full stream windows could use up a shared connection window, the
+/// channel carrying the awaited barrier would get no credit (a deadlock).
+/// Memory stays bounded by the per-stream windows.
+pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 1 << 30;
+/// Unacknowledged bytes a connection may have in flight (same reasoning).
+pub const SEND_WINDOW_BYTES: u64 = 1 << 30;
 /// Channel streams one peer may have open at once (one per channel).
 pub const MAX_CONCURRENT_UNI_STREAMS: u32 = 4096;
 /// Request/response streams one peer may have open at once (control).

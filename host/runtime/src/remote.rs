@@ -50,6 +50,9 @@ pub struct InboundChannels {
     /// Per (job, attempt): set when it is forgotten, which stops its
     /// readers even if their peer went silent.
     cancels: Mutex<HashMap<(String, u32), tokio::sync::watch::Sender<bool>>>,
+    /// Per job, the newest attempt forgotten: streams and channels of it or
+    /// older ones are refused on arrival (attempt ids only grow).
+    forgotten: Mutex<HashMap<String, u32>>,
 }
 
 impl InboundChannels {
@@ -58,11 +61,17 @@ impl InboundChannels {
             runtime,
             slots: Mutex::new(HashMap::new()),
             cancels: Mutex::new(HashMap::new()),
+            forgotten: Mutex::new(HashMap::new()),
         })
     }
 
     /// A peer opened the stream for a channel.
     pub fn deliver(&self, header: ChannelHeader, reader: FrameReader) {
+        if self.is_forgotten(&header.job, header.attempt) {
+            // Dropping the reader stops the sender's stream, so its writer
+            // fails instead of waiting for credit that never comes.
+            return;
+        }
         let key = (header.job, header.attempt, header.channel);
         let mut slots = self.slots.lock().expect("not poisoned");
         match slots.remove(&key) {
@@ -77,6 +86,9 @@ impl InboundChannels {
     }
 
     pub(crate) fn expect(&self, job: &str, attempt: u32, channel: u32, tx: Sender<Message>) {
+        if self.is_forgotten(job, attempt) {
+            return; // dropping `tx` disconnects the consumer
+        }
         let key = (job.to_string(), attempt, channel);
         let mut slots = self.slots.lock().expect("not poisoned");
         match slots.remove(&key) {
@@ -91,6 +103,11 @@ impl InboundChannels {
     /// unmatched: a consumer waiting for a stream that will never come then
     /// sees a disconnect.
     pub fn forget(&self, job: &str, attempt: u32) {
+        {
+            let mut forgotten = self.forgotten.lock().expect("not poisoned");
+            let newest = forgotten.entry(job.to_string()).or_insert(attempt);
+            *newest = (*newest).max(attempt);
+        }
         self.slots
             .lock()
             .expect("not poisoned")
@@ -105,6 +122,14 @@ impl InboundChannels {
                 }
                 !stale
             });
+    }
+
+    fn is_forgotten(&self, job: &str, attempt: u32) -> bool {
+        self.forgotten
+            .lock()
+            .expect("not poisoned")
+            .get(job)
+            .is_some_and(|&newest| attempt <= newest)
     }
 
     fn cancelled(&self, job: &str, attempt: u32) -> tokio::sync::watch::Receiver<bool> {

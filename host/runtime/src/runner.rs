@@ -89,6 +89,8 @@ struct Attempt<'a> {
 
 /// A worker's share of one attempt.
 pub(crate) struct WorkerScope {
+    /// The attempt's id on the wire (unique per coordinator).
+    pub(crate) attempt_id: u32,
     pub(crate) local: BTreeSet<TaskId>,
     pub(crate) data_plane: Arc<dyn DataPlane>,
     pub(crate) inbound: Arc<InboundChannels>,
@@ -210,7 +212,10 @@ impl std::error::Error for AttemptCancelled {}
 pub struct WorkerAttempt {
     /// The job, its operators' `wasm` pointing at this worker's copies.
     pub job: JobSpec,
+    /// The job's attempt number, which guests see (0 first).
     pub attempt: u32,
+    /// The attempt's id, which its channel streams carry.
+    pub attempt_id: u32,
     /// The tasks placed on this worker.
     pub local: BTreeSet<TaskId>,
     /// The snapshot every worker of this attempt restores from.
@@ -239,6 +244,7 @@ pub fn run_worker_attempt(w: WorkerAttempt) -> anyhow::Result<()> {
     };
     let state = StateRoot::new(job)?;
     let scope = WorkerScope {
+        attempt_id: w.attempt_id,
         local: w.local,
         data_plane: w.data_plane,
         inbound: w.inbound,
@@ -497,7 +503,7 @@ impl Attempt<'_> {
         for (number, channel) in channels.into_iter().enumerate() {
             let header = ChannelHeader {
                 job: self.job.name.clone(),
-                attempt: self.number,
+                attempt: scope.attempt_id,
                 channel: number as u32,
             };
             match (
