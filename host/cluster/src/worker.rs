@@ -29,6 +29,8 @@ use crate::protocol::{
 
 /// How often a worker tells the coordinator it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// Snapshot directories a worker remembers per attempt (older are pruned).
+const SNAPSHOT_DIRS_KEPT: u64 = 16;
 /// How long a worker waits for a peer to dial it.
 const PEER_WAIT: Duration = Duration::from_secs(15);
 
@@ -504,7 +506,10 @@ impl Worker {
 fn apply(started: &mut Started, command: ToWorker) {
     match command {
         ToWorker::SnapshotDir { id, dir, .. } => {
-            started.dirs.lock().expect("not poisoned").insert(id, dir);
+            let mut dirs = started.dirs.lock().expect("not poisoned");
+            // One snapshot is in flight at a time; keep a few for stragglers.
+            dirs.retain(|&known, _| known + SNAPSHOT_DIRS_KEPT > id);
+            dirs.insert(id, dir);
         }
         ToWorker::Source { task, command, .. } => {
             if let Some(tx) = started.sources.get(&task) {
