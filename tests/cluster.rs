@@ -77,6 +77,23 @@ fn a_job_across_three_workers_gives_the_golden_output() {
     assert_eq!(jobs[0]["state"], "finished", "{jobs}");
 }
 
+/// Every sequence number of the generator's input appears exactly once.
+fn assert_exactly_once(text: &str, records: u64, victim: &str) {
+    let mut counts = vec![0u32; records as usize];
+    for line in text.lines() {
+        for seq in line.rsplit(": ").next().unwrap().split(',') {
+            counts[seq.parse::<usize>().unwrap()] += 1;
+        }
+    }
+    let lost = counts.iter().filter(|&&c| c == 0).count();
+    let duplicated = counts.iter().filter(|&&c| c > 1).count();
+    assert_eq!(
+        (lost, duplicated),
+        (0, 0),
+        "records lost, duplicated (killed {victim})"
+    );
+}
+
 #[test]
 fn a_worker_killed_mid_run_loses_and_duplicates_nothing() {
     let records = 30_000;
@@ -132,19 +149,7 @@ fn a_worker_killed_mid_run_loses_and_duplicates_nothing() {
         "the kill went unnoticed: {info}"
     );
     let text = committed_output(work.path());
-    let mut counts = vec![0u32; records as usize];
-    for line in text.lines() {
-        for seq in line.rsplit(": ").next().unwrap().split(',') {
-            counts[seq.parse::<usize>().unwrap()] += 1;
-        }
-    }
-    let lost = counts.iter().filter(|&&c| c == 0).count();
-    let duplicated = counts.iter().filter(|&&c| c > 1).count();
-    assert_eq!(
-        (lost, duplicated),
-        (0, 0),
-        "records lost, duplicated (killed {victim})"
-    );
+    assert_exactly_once(&text, records, &victim);
     assert_eq!(
         sorted(&text),
         sorted(&expected),
@@ -433,4 +438,55 @@ fn savepoint_stop_resume_and_cancel_through_the_cli() {
         "{:?}",
         out
     );
+}
+
+#[test]
+fn a_job_without_enough_slots_left_waits_for_a_replacement_worker() {
+    let records = 20_000;
+    let mut run = weir();
+    let straight = tempfile::tempdir().unwrap();
+    run.arg("run")
+        .arg(collect_job(straight.path(), records, 1_000_000));
+    let out = run_with_deadline(run, LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = committed_output(straight.path());
+
+    // 2 workers x 3 slots for a job of parallelism 6: after a kill, the
+    // 3 slots left are not enough until a replacement registers.
+    let mut cluster = Cluster::start(2, 3, None);
+    let work = tempfile::tempdir().unwrap();
+    let job = collect_job(work.path(), records, 3_000);
+    let mut submit = cluster.cli(&["submit"]);
+    submit.arg(&job);
+    assert!(run_with_deadline(submit, LIMIT).status.success());
+    wait_for(
+        || {
+            cluster.job("collect")["last_checkpoint"]
+                .as_u64()
+                .filter(|&c| c >= 3)
+        },
+        "a few checkpoints",
+        &cluster,
+    );
+    cluster.kill("worker-2");
+    wait_for(
+        || (cluster.job("collect")["state"] == "scheduling").then_some(()),
+        "the job to wait for slots",
+        &cluster,
+    );
+    let certs = cluster.certs();
+    let replacement = cluster.worker_command("worker-2", &certs, 3);
+    cluster.spawn("worker-2-replacement", replacement);
+    let info = wait_for(
+        || {
+            Some(cluster.job("collect"))
+                .filter(|j| j["state"] == "finished" || j["state"] == "failed")
+        },
+        "the job to end",
+        &cluster,
+    );
+    assert_eq!(info["state"], "finished", "{info}\n{}", cluster.logs());
+    let text = committed_output(work.path());
+    assert_exactly_once(&text, records, "worker-2");
+    assert_eq!(sorted(&text), sorted(&expected));
 }
