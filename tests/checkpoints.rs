@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{guest, repo, run_with_deadline, stderr, weir};
+use common::{committed_output, guest, repo, run_with_deadline, stderr, weir};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -115,21 +115,6 @@ input = "collect"
     }
 }
 
-/// The committed output: every part file, in order.
-fn output(dir: &Path) -> String {
-    let out = dir.join("out");
-    let mut parts: Vec<_> = std::fs::read_dir(&out)
-        .unwrap_or_else(|e| panic!("{}: {e}", out.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("part-"))
-        .collect();
-    parts.sort();
-    parts
-        .iter()
-        .map(|p| std::fs::read_to_string(out.join(p)).unwrap())
-        .collect()
-}
-
 fn sorted(text: &str) -> Vec<String> {
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     lines.sort();
@@ -156,7 +141,7 @@ fn straight(job: &Job) -> String {
     let mut cmd = weir();
     cmd.arg("run").arg(file);
     run_ok(cmd);
-    let text = output(dir.path());
+    let text = committed_output(dir.path());
     assert!(
         text.lines().count() > 10,
         "the job produced too little output"
@@ -233,7 +218,7 @@ fn killed_and_resumed_gives_byte_identical_output() {
     let dir = tempfile::tempdir().unwrap();
     let file = run_and_kill(&mut random, &job, dir.path(), 400, 1500);
     run_ok(resume(&file, dir.path()));
-    assert_eq!(output(dir.path()), expected);
+    assert_eq!(committed_output(dir.path()), expected);
 }
 
 #[test]
@@ -250,7 +235,7 @@ fn killed_and_resumed_on_rocksdb_in_parallel() {
     let file = run_and_kill(&mut random, &job, dir.path(), 400, 1500);
     run_ok(resume(&file, dir.path()));
     // Parallel subtasks interleave at the sink; the lines are the same.
-    assert_eq!(sorted(&output(dir.path())), sorted(&expected));
+    assert_eq!(sorted(&committed_output(dir.path())), sorted(&expected));
 }
 
 #[test]
@@ -289,7 +274,7 @@ fn kill_loop_loses_and_duplicates_nothing() {
     let status = child.wait().unwrap();
     assert!(status.success(), "the last run failed");
     assert!(kills >= 10, "only {kills} kills before the job finished");
-    assert_exactly_once(&output(dir.path()), records);
+    assert_exactly_once(&committed_output(dir.path()), records);
 }
 
 #[test]
@@ -314,7 +299,7 @@ fn a_failing_task_restarts_from_the_latest_checkpoint() {
     let log = run_ok(cmd);
     assert!(log.contains("injected failure at seq 2500"), "{log}");
     assert!(log.contains("after 1 restart(s)"), "{log}");
-    assert_eq!(output(dir.path()), expected);
+    assert_eq!(committed_output(dir.path()), expected);
 }
 
 #[test]
@@ -491,7 +476,7 @@ fn a_savepoint_restores_at_another_parallelism_with_the_other_backend() {
         .arg(&savepoint)
         .args(["--parallelism", "3", "--state-backend", "rocksdb"]);
     run_ok(cmd);
-    assert_eq!(sorted(&output(dir.path())), sorted(&expected));
+    assert_eq!(sorted(&committed_output(dir.path())), sorted(&expected));
 }
 
 #[test]
@@ -515,7 +500,7 @@ fn an_upgraded_operator_takes_over_the_state_from_the_savepoint_on() {
         .arg("--from-savepoint")
         .arg(&savepoint);
     run_ok(cmd);
-    let text = output(dir.path());
+    let text = committed_output(dir.path());
     let first_v2 = text
         .lines()
         .position(|l| l.starts_with("v2 "))
@@ -563,7 +548,7 @@ fn a_damaged_checkpoint_falls_back_to_the_previous_one() {
     let log = run_ok(resume(&file, dir.path()));
     assert!(log.contains("skipped damaged checkpoint"), "{log}");
     assert!(log.contains("collect-0.state"), "{log}");
-    assert_eq!(output(dir.path()), expected);
+    assert_eq!(committed_output(dir.path()), expected);
 }
 
 #[test]

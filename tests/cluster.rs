@@ -7,7 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::cluster::{Cluster, LIMIT, collect_job, committed_output, sorted, wait_for};
+use common::cluster::{
+    Cluster, LIMIT, collect_job, committed_output, sorted, straight_output, wait_for,
+};
 use common::{guest, repo, run_with_deadline, sorted_lines, stderr, weir};
 
 /// The wordcount example at parallelism 6, with absolute paths, writing
@@ -97,32 +99,14 @@ fn assert_exactly_once(text: &str, records: u64, victim: &str) {
 #[test]
 fn a_worker_killed_mid_run_loses_and_duplicates_nothing() {
     let records = 30_000;
-    // The reference: the same job run straight on one machine.
-    let straight = tempfile::tempdir().unwrap();
-    let job = collect_job(straight.path(), records, 1_000_000);
-    let mut run = weir();
-    run.arg("run").arg(&job);
-    let out = run_with_deadline(run, LIMIT);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let expected = committed_output(straight.path());
+    let expected = straight_output(records);
 
     let mut cluster = Cluster::start(3, 4, None);
     let work = tempfile::tempdir().unwrap();
     // 4,000 records/s: about 7 s of input, so the kill comes mid-run.
     let job = collect_job(work.path(), records, 4_000);
-    let mut submit = cluster.cli(&["submit"]);
-    submit.arg(&job);
-    let submit = run_with_deadline(submit, LIMIT);
-    assert!(submit.status.success(), "{}", stderr(&submit));
-    wait_for(
-        || {
-            cluster.job("collect")["last_checkpoint"]
-                .as_u64()
-                .filter(|&c| c >= 3)
-        },
-        "a few checkpoints",
-        &cluster,
-    );
+    cluster.submit(&job);
+    cluster.wait_for_checkpoint("collect", 3);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -131,14 +115,7 @@ fn a_worker_killed_mid_run_loses_and_duplicates_nothing() {
     eprintln!("killing {victim} (seed {seed})");
     let killed_at = Instant::now();
     cluster.kill(&victim);
-    let info = wait_for(
-        || {
-            Some(cluster.job("collect"))
-                .filter(|j| j["state"] == "finished" || j["state"] == "failed")
-        },
-        "the job to end",
-        &cluster,
-    );
+    let info = cluster.wait_for_end("collect");
     eprintln!(
         "the job ended {:?} after the kill: {info}",
         killed_at.elapsed()
@@ -343,30 +320,13 @@ fn nodes_without_a_certificate_of_the_cluster_ca_are_refused() {
 #[test]
 fn savepoint_stop_resume_and_cancel_through_the_cli() {
     let records = 24_000;
-    let mut run = weir();
-    let straight = tempfile::tempdir().unwrap();
-    run.arg("run")
-        .arg(collect_job(straight.path(), records, 1_000_000));
-    let out = run_with_deadline(run, LIMIT);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let expected = committed_output(straight.path());
+    let expected = straight_output(records);
 
     let cluster = Cluster::start(2, 3, None);
     let work = tempfile::tempdir().unwrap();
     let job = collect_job(work.path(), records, 3_000);
-    let mut submit = cluster.cli(&["submit"]);
-    submit.arg(&job);
-    let out = run_with_deadline(submit, LIMIT);
-    assert!(out.status.success(), "{}", stderr(&out));
-    wait_for(
-        || {
-            cluster.job("collect")["last_checkpoint"]
-                .as_u64()
-                .filter(|&c| c >= 2)
-        },
-        "a checkpoint",
-        &cluster,
-    );
+    cluster.submit(&job);
+    cluster.wait_for_checkpoint("collect", 2);
     let savepoints = work.path().join("savepoints");
     let mut savepoint = cluster.cli(&["savepoint", "collect", "--dir"]);
     savepoint.arg(&savepoints);
@@ -414,12 +374,12 @@ fn savepoint_stop_resume_and_cancel_through_the_cli() {
     );
     assert_eq!(sorted(&committed_output(work.path())), sorted(&expected));
 
-    // Cancel: a slow job ends as cancelled, and `jobs` says so.
-    std::fs::remove_dir_all(work.path().join("chk")).unwrap();
-    let slow = collect_job(work.path(), 1_000_000, 1_000);
-    let mut submit = cluster.cli(&["submit"]);
-    submit.arg(&slow);
-    assert!(run_with_deadline(submit, LIMIT).status.success());
+    // Cancel: a slow job (in a directory of its own: the exactly-once sink
+    // refuses one with committed output) ends as cancelled, and `jobs` says so.
+    let fresh = tempfile::tempdir().unwrap();
+    let slow = collect_job(fresh.path(), 1_000_000, 1_000);
+    cluster.submit(&slow);
+    cluster.wait_for_checkpoint("collect", 1);
     wait_for(
         || (cluster.job("collect")["state"] == "running").then_some(()),
         "the job to run",
@@ -443,31 +403,15 @@ fn savepoint_stop_resume_and_cancel_through_the_cli() {
 #[test]
 fn a_job_without_enough_slots_left_waits_for_a_replacement_worker() {
     let records = 20_000;
-    let mut run = weir();
-    let straight = tempfile::tempdir().unwrap();
-    run.arg("run")
-        .arg(collect_job(straight.path(), records, 1_000_000));
-    let out = run_with_deadline(run, LIMIT);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let expected = committed_output(straight.path());
+    let expected = straight_output(records);
 
     // 2 workers x 3 slots for a job of parallelism 6: after a kill, the
     // 3 slots left are not enough until a replacement registers.
     let mut cluster = Cluster::start(2, 3, None);
     let work = tempfile::tempdir().unwrap();
     let job = collect_job(work.path(), records, 3_000);
-    let mut submit = cluster.cli(&["submit"]);
-    submit.arg(&job);
-    assert!(run_with_deadline(submit, LIMIT).status.success());
-    wait_for(
-        || {
-            cluster.job("collect")["last_checkpoint"]
-                .as_u64()
-                .filter(|&c| c >= 3)
-        },
-        "a few checkpoints",
-        &cluster,
-    );
+    cluster.submit(&job);
+    cluster.wait_for_checkpoint("collect", 3);
     cluster.kill("worker-2");
     wait_for(
         || (cluster.job("collect")["state"] == "scheduling").then_some(()),
@@ -477,14 +421,7 @@ fn a_job_without_enough_slots_left_waits_for_a_replacement_worker() {
     let certs = cluster.certs();
     let replacement = cluster.worker_command("worker-2", &certs, 3);
     cluster.spawn("worker-2-replacement", replacement);
-    let info = wait_for(
-        || {
-            Some(cluster.job("collect"))
-                .filter(|j| j["state"] == "finished" || j["state"] == "failed")
-        },
-        "the job to end",
-        &cluster,
-    );
+    let info = cluster.wait_for_end("collect");
     assert_eq!(info["state"], "finished", "{info}\n{}", cluster.logs());
     let text = committed_output(work.path());
     assert_exactly_once(&text, records, "worker-2");

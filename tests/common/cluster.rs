@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use super::committed_output;
 use super::{guest, run_with_deadline, stderr, weir};
 
 pub const LIMIT: Duration = Duration::from_secs(180);
@@ -211,6 +212,41 @@ impl Cluster {
         .1
     }
 
+    /// `weir submit JOB` (without waiting for the job).
+    pub fn submit(&self, job: &Path) {
+        let mut submit = self.cli(&["submit"]);
+        submit.arg(job);
+        let out = run_with_deadline(submit, LIMIT);
+        assert!(
+            out.status.success(),
+            "submit failed: {}\n{}",
+            stderr(&out),
+            self.logs()
+        );
+    }
+
+    /// Waits until `job` completed checkpoint `id` (or a later one).
+    pub fn wait_for_checkpoint(&self, job: &str, id: u64) {
+        wait_for(
+            || {
+                self.job(job)["last_checkpoint"]
+                    .as_u64()
+                    .filter(|&c| c >= id)
+            },
+            &format!("checkpoint {id} of job `{job}`"),
+            self,
+        );
+    }
+
+    /// Waits until `job` finished or failed; returns its status.
+    pub fn wait_for_end(&self, job: &str) -> serde_json::Value {
+        wait_for(
+            || Some(self.job(job)).filter(|j| j["state"] == "finished" || j["state"] == "failed"),
+            &format!("job `{job}` to end"),
+            self,
+        )
+    }
+
     pub fn kill(&mut self, name: &str) {
         let (_, child) = self.children.iter_mut().find(|(n, _)| n == name).unwrap();
         child.kill().unwrap(); // SIGKILL
@@ -294,23 +330,20 @@ input = "collect"
     path
 }
 
-/// Every committed part file, in order.
-pub fn committed_output(dir: &Path) -> String {
-    let out = dir.join("out");
-    let mut parts: Vec<_> = std::fs::read_dir(&out)
-        .unwrap_or_else(|e| panic!("{}: {e}", out.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("part-"))
-        .collect();
-    parts.sort();
-    parts
-        .iter()
-        .map(|p| std::fs::read_to_string(out.join(p)).unwrap())
-        .collect()
-}
-
 pub fn sorted(text: &str) -> Vec<String> {
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     lines.sort();
     lines
+}
+
+/// The collect job's output run straight through on one machine: the
+/// reference the cluster runs are compared with.
+pub fn straight_output(records: u64) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = weir();
+    run.arg("run")
+        .arg(collect_job(dir.path(), records, 1_000_000));
+    let out = run_with_deadline(run, LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    committed_output(dir.path())
 }

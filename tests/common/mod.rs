@@ -110,3 +110,19 @@ pub fn job_file(text: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, text).expect("write job");
     (dir, path)
 }
+
+/// The committed output of an exactly-once file sink writing to
+/// `<dir>/out`: every part file, in order.
+pub fn committed_output(dir: &Path) -> String {
+    let out = dir.join("out");
+    let mut parts: Vec<_> = std::fs::read_dir(&out)
+        .unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("part-"))
+        .collect();
+    parts.sort();
+    parts
+        .iter()
+        .map(|p| std::fs::read_to_string(out.join(p)).unwrap())
+        .collect()
+}

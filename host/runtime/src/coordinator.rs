@@ -112,6 +112,14 @@ struct Stopping {
 const TICK: Duration = Duration::from_millis(20);
 
 impl Coordinator {
+    /// Runs the coordinator on a thread of its own.
+    pub(crate) fn spawn(self) -> anyhow::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("coordinator-{}", self.job.name))
+            .spawn(move || self.run())
+            .map_err(|e| anyhow::anyhow!("cannot start the checkpoint coordinator: {e}"))
+    }
+
     pub(crate) fn run(mut self) {
         let interval = self
             .job
@@ -359,6 +367,13 @@ impl Coordinator {
     }
 }
 
+/// Where `job`'s checkpoints go, if it takes any.
+pub(crate) fn storage_of(job: &JobSpec) -> Option<CheckpointStorage> {
+    job.checkpoint
+        .as_ref()
+        .map(|c| CheckpointStorage::new(&c.dir, &job.name))
+}
+
 /// A checkpoint coordinator running on its own thread for a job whose tasks
 /// run elsewhere (on a cluster's workers): the caller carries the commands
 /// to the tasks and the tasks' events back.
@@ -394,10 +409,7 @@ pub fn start_remote_coordinator(
     let snapshot_dirs = Arc::new(Mutex::new(BTreeMap::new()));
     let coordinator = Coordinator {
         job: job.clone(),
-        storage: job
-            .checkpoint
-            .as_ref()
-            .map(|c| CheckpointStorage::new(&c.dir, &job.name)),
+        storage: storage_of(job),
         next_id,
         events,
         requests,
@@ -407,10 +419,7 @@ pub fn start_remote_coordinator(
         snapshot_dirs: snapshot_dirs.clone(),
         status,
     };
-    let thread = std::thread::Builder::new()
-        .name(format!("coordinator-{}", job.name))
-        .spawn(move || coordinator.run())
-        .map_err(|e| anyhow::anyhow!("cannot start the checkpoint coordinator: {e}"))?;
+    let thread = coordinator.spawn()?;
     Ok(RemoteCoordinator {
         events: events_tx,
         source_commands,

@@ -18,7 +18,7 @@ use weir_wasm::{CompiledOperator, Keyed, OperatorInfo, OperatorInstance, WasmEng
 
 use crate::control::{ControlOptions, ControlServer};
 use crate::coordinator::{
-    Coordinator, JobStatus, SavepointRequest, SinkCommand, SourceCommand, TaskEvent,
+    Coordinator, JobStatus, SavepointRequest, SinkCommand, SourceCommand, TaskEvent, storage_of,
 };
 use crate::message::{TaskError, TaskResult};
 use crate::metrics::{JobReport, NodeReport, Outcome};
@@ -421,10 +421,7 @@ impl Attempt<'_> {
             drop(channels); // every end is in a task now
             let coordinator = Coordinator {
                 job: job.clone(),
-                storage: job
-                    .checkpoint
-                    .as_ref()
-                    .map(|c| CheckpointStorage::new(&c.dir, &job.name)),
+                storage: storage_of(job),
                 next_id: self.restore.map_or(1, |s| s.metadata.id + 1),
                 events: event_rx,
                 requests: self.requests.clone(),
@@ -441,12 +438,7 @@ impl Attempt<'_> {
                 status: self.status.clone(),
             };
             drop(snapshots); // tasks hold the only event senders now
-            Some(
-                std::thread::Builder::new()
-                    .name("coordinator".into())
-                    .spawn(move || coordinator.run())
-                    .context("cannot start the checkpoint coordinator")?,
-            )
+            Some(coordinator.spawn()?)
         };
         let mut handles = Vec::new();
         for (name, task) in built.tasks {
