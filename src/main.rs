@@ -440,32 +440,17 @@ fn request_savepoint(
             if stop { "stop" } else { "savepoint" }
         );
     };
-    if target.cluster.cluster.is_some() {
+    // A job on a cluster, or one running on this machine.
+    let take: Box<dyn FnOnce() -> anyhow::Result<PathBuf>> = if target.cluster.cluster.is_some() {
         let client = target.cluster.client()?;
-        let spinner = indicatif::ProgressBar::new_spinner();
-        spinner.set_message(format!(
-            "{} job `{job}` on the cluster",
-            if stop {
-                "stopping"
-            } else {
-                "taking a savepoint of"
-            }
-        ));
-        spinner.enable_steady_tick(std::time::Duration::from_millis(100));
-        let result = client.savepoint(job, target.dir.as_deref(), stop);
-        spinner.finish_and_clear();
-        let path = result?;
-        eprintln!(
-            "savepoint of job `{job}` taken{}",
-            if stop { "; job stopped" } else { "" }
-        );
-        println!("{}", path.display());
-        return Ok(());
-    }
-    let api = match (&target.api, jobs_dir) {
-        (Some(api), _) => api.clone(),
-        (None, Some(dir)) => client::find(dir, job)?,
-        (None, None) => anyhow::bail!("no jobs directory: pass --api URL or --jobs-dir DIR"),
+        Box::new(move || client.savepoint(job, target.dir.as_deref(), stop))
+    } else {
+        let api = match (&target.api, jobs_dir) {
+            (Some(api), _) => api.clone(),
+            (None, Some(dir)) => client::find(dir, job)?,
+            (None, None) => anyhow::bail!("no jobs directory: pass --api URL or --jobs-dir DIR"),
+        };
+        Box::new(move || client::savepoint(&api, job, target.dir.as_deref(), stop))
     };
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(
@@ -477,7 +462,7 @@ fn request_savepoint(
         }
     ));
     spinner.enable_steady_tick(std::time::Duration::from_millis(100));
-    let result = client::savepoint(&api, job, target.dir.as_deref(), stop);
+    let result = take();
     spinner.finish_and_clear();
     let path = result?;
     if stop {

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{committed_output, guest, repo, run_with_deadline, stderr, weir};
+use common::collect::{Job, assert_exactly_once, sorted};
+use common::{committed_output, repo, run_with_deadline, stderr, weir};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -34,91 +35,6 @@ impl Random {
         self.0 ^= self.0 << 17;
         low + self.0 % (high - low)
     }
-}
-
-struct Job {
-    records: u64,
-    parallelism: u32,
-    backend: &'static str,
-    rate: Option<u64>,
-    wasm: PathBuf,
-    extra: &'static str,
-}
-
-impl Job {
-    fn new(records: u64) -> Job {
-        Job {
-            records,
-            parallelism: 1,
-            backend: "memory",
-            rate: None,
-            wasm: guest("window_collect"),
-            extra: "",
-        }
-    }
-
-    fn text(&self) -> String {
-        let rate = self
-            .rate
-            .map(|r| format!("records_per_second = {r}"))
-            .unwrap_or_default();
-        format!(
-            r#"
-[job]
-name = "collect"
-parallelism = {p}
-state_backend = "{backend}"
-
-[checkpoint]
-interval_ms = 100
-dir = "chk"
-retain = 2
-
-[[source]]
-name = "gen"
-kind = "generator"
-records = {records}
-keys = 20
-interval_ms = 10
-disorder_ms = 300
-watermark_delay_ms = 300
-{rate}
-
-[[operator]]
-name = "collect"
-wasm = "{wasm}"
-input = "gen"
-edge = "hash"
-config = {{ window_ms = 1000 {extra} }}
-
-[[sink]]
-name = "out"
-kind = "file"
-exactly_once = true
-path = "out"
-input = "collect"
-"#,
-            p = self.parallelism,
-            backend = self.backend,
-            records = self.records,
-            wasm = self.wasm.display(),
-            extra = self.extra,
-        )
-    }
-
-    /// Writes the job file into `dir` (the checkpoint and output directories
-    /// are relative to it).
-    fn write(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("job.toml");
-        std::fs::write(&path, self.text()).unwrap();
-        path
-    }
-}
-
-fn sorted(text: &str) -> Vec<String> {
-    let mut lines: Vec<String> = text.lines().map(String::from).collect();
-    lines.sort();
-    lines
 }
 
 fn run_ok(mut cmd: Command) -> String {
@@ -185,26 +101,6 @@ fn resume(file: &Path, dir: &Path) -> Command {
         .arg("--resume")
         .arg(dir.join("chk"));
     cmd
-}
-
-/// Counts every sequence number in the output; each input record carries one.
-fn seq_counts(text: &str, records: u64) -> Vec<u32> {
-    let mut counts = vec![0u32; records as usize];
-    for line in text.lines() {
-        let seqs = line.rsplit(": ").next().unwrap();
-        for seq in seqs.split(',') {
-            let seq: usize = seq.parse().unwrap_or_else(|_| panic!("bad line {line:?}"));
-            counts[seq] += 1;
-        }
-    }
-    counts
-}
-
-fn assert_exactly_once(text: &str, records: u64) {
-    let counts = seq_counts(text, records);
-    let lost = counts.iter().filter(|&&c| c == 0).count();
-    let duplicated = counts.iter().filter(|&&c| c > 1).count();
-    assert_eq!((lost, duplicated), (0, 0), "records lost, duplicated");
 }
 
 #[test]

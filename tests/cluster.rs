@@ -7,9 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::cluster::{
-    Cluster, LIMIT, collect_job, committed_output, sorted, straight_output, wait_for,
-};
+use common::cluster::{Cluster, LIMIT, collect_job, committed_output, straight_output, wait_for};
+use common::collect::{assert_exactly_once, sorted};
 use common::{guest, repo, run_with_deadline, sorted_lines, stderr, weir};
 
 /// The wordcount example at parallelism 6, with absolute paths, writing
@@ -79,23 +78,6 @@ fn a_job_across_three_workers_gives_the_golden_output() {
     assert_eq!(jobs[0]["state"], "finished", "{jobs}");
 }
 
-/// Every sequence number of the generator's input appears exactly once.
-fn assert_exactly_once(text: &str, records: u64, victim: &str) {
-    let mut counts = vec![0u32; records as usize];
-    for line in text.lines() {
-        for seq in line.rsplit(": ").next().unwrap().split(',') {
-            counts[seq.parse::<usize>().unwrap()] += 1;
-        }
-    }
-    let lost = counts.iter().filter(|&&c| c == 0).count();
-    let duplicated = counts.iter().filter(|&&c| c > 1).count();
-    assert_eq!(
-        (lost, duplicated),
-        (0, 0),
-        "records lost, duplicated (killed {victim})"
-    );
-}
-
 #[test]
 fn a_worker_killed_mid_run_loses_and_duplicates_nothing() {
     let records = 30_000;
@@ -126,7 +108,7 @@ fn a_worker_killed_mid_run_loses_and_duplicates_nothing() {
         "the kill went unnoticed: {info}"
     );
     let text = committed_output(work.path());
-    assert_exactly_once(&text, records, &victim);
+    assert_exactly_once(&text, records);
     assert_eq!(
         sorted(&text),
         sorted(&expected),
@@ -424,6 +406,6 @@ fn a_job_without_enough_slots_left_waits_for_a_replacement_worker() {
     let info = cluster.wait_for_end("collect");
     assert_eq!(info["state"], "finished", "{info}\n{}", cluster.logs());
     let text = committed_output(work.path());
-    assert_exactly_once(&text, records, "worker-2");
+    assert_exactly_once(&text, records);
     assert_eq!(sorted(&text), sorted(&expected));
 }

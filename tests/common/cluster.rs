@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::collect::Job;
 pub use super::committed_output;
-use super::{guest, run_with_deadline, stderr, weir};
+use super::{run_with_deadline, stderr, weir};
 
 pub const LIMIT: Duration = Duration::from_secs(180);
 
@@ -281,59 +282,17 @@ pub fn wait_for<T>(mut probe: impl FnMut() -> Option<T>, what: &str, cluster: &C
     }
 }
 
-/// A keyed windowed job that runs for some seconds and checkpoints often.
+/// The collect job at parallelism 6 with checkpoints every 200 ms and
+/// restarts, throttled to `rate` records/s so that it runs for a while.
 pub fn collect_job(dir: &Path, records: u64, rate: u64) -> PathBuf {
-    let text = format!(
-        r#"
-[job]
-name = "collect"
-parallelism = 6
-
-[checkpoint]
-interval_ms = 200
-dir = "chk"
-retain = 2
-
-[restart]
-strategy = "fixed-delay"
-attempts = 3
-delay_ms = 100
-
-[[source]]
-name = "gen"
-kind = "generator"
-records = {records}
-keys = 20
-interval_ms = 10
-disorder_ms = 300
-watermark_delay_ms = 300
-records_per_second = {rate}
-
-[[operator]]
-name = "collect"
-wasm = "{wasm}"
-input = "gen"
-edge = "hash"
-config = {{ window_ms = 1000 }}
-
-[[sink]]
-name = "out"
-kind = "file"
-exactly_once = true
-path = "out"
-input = "collect"
-"#,
-        wasm = guest("window_collect").display()
-    );
-    let path = dir.join("collect.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-pub fn sorted(text: &str) -> Vec<String> {
-    let mut lines: Vec<String> = text.lines().map(String::from).collect();
-    lines.sort();
-    lines
+    Job {
+        parallelism: 6,
+        rate: Some(rate),
+        checkpoint_interval_ms: 200,
+        restarts: Some(3),
+        ..Job::new(records)
+    }
+    .write(dir)
 }
 
 /// The collect job's output run straight through on one machine: the

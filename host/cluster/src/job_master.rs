@@ -169,10 +169,7 @@ impl JobMaster {
 
     fn run(self) {
         let job = &self.s.job;
-        let storage = job
-            .checkpoint
-            .as_ref()
-            .map(|c| CheckpointStorage::new(&c.dir, &job.name));
+        let storage = weir_runtime::storage_of(job);
         let mut restore = self.s.restore.clone();
         let mut attempt = 0;
         let mut restarts = 0;

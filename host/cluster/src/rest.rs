@@ -25,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use weir_runtime::SavepointRequest;
-use weir_snapshot::{CheckpointStorage, Snapshot};
 
 use crate::artifacts::UploadError;
 use crate::coordinator::Cluster;
@@ -196,48 +195,14 @@ fn prepare(cluster: &Cluster, r: SubmitRequest) -> Result<Submission, ApiError> 
         })?;
         artifacts.insert(op.name.clone(), digest);
     }
-    let storage = job
-        .checkpoint
-        .as_ref()
-        .map(|c| CheckpointStorage::new(&c.dir, &job.name));
-    let restore = match (&r.from_savepoint, r.resume, &storage) {
-        (Some(_), true, _) => return Err(bad("--resume and --from-savepoint exclude each other")),
-        (Some(path), false, _) => Some(Snapshot::load(path).map_err(|e| {
-            bad(format!(
-                "cannot restore from savepoint {}: {e}",
-                path.display()
-            ))
-        })?),
-        (None, true, Some(storage)) => Some(
-            storage
-                .latest_valid()
-                .map_err(|e| bad(e.to_string()))?
-                .ok_or_else(|| {
-                    bad(format!(
-                        "--resume: no complete checkpoint of job `{}` in {}",
-                        job.name,
-                        storage.root().display()
-                    ))
-                })?,
-        ),
-        (None, true, None) => {
-            return Err(bad(
-                "--resume needs checkpoints: the job file has no [checkpoint] section",
-            ));
-        }
-        (None, false, Some(storage)) if storage.has_completed() => {
-            return Err(bad(format!(
-                "{} holds checkpoints of an earlier run of job `{}`; continue it with --resume, or delete that directory to start over",
-                storage.root().display(),
-                job.name
-            )));
-        }
-        (None, false, _) => None,
+    let options = weir_runtime::RunOptions {
+        resume: r.resume,
+        from_savepoint: r.from_savepoint.clone(),
+        allow_non_restored_state: r.allow_non_restored_state,
+        ..weir_runtime::RunOptions::default()
     };
-    if let Some(snapshot) = &restore {
-        weir_runtime::check_snapshot(&job, snapshot, r.allow_non_restored_state)
-            .map_err(|e| bad(format!("{e:#}")))?;
-    }
+    let restore =
+        weir_runtime::starting_snapshot(&job, &options).map_err(|e| bad(format!("{e:#}")))?;
     Ok(Submission {
         job,
         job_toml: r.job_toml,

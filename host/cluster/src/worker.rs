@@ -230,30 +230,25 @@ impl Worker {
         let deadline = Instant::now() + PEER_WAIT;
         loop {
             if let Some(key) = attempt
-                && !self
+                && self
                     .attempts
                     .lock()
                     .expect("not poisoned")
                     .get(key)
-                    .is_some_and(|s| !s.cancelled)
+                    .is_none_or(|s| s.cancelled)
             {
                 bail!("the attempt was cancelled while waiting for worker {peer}");
             }
             let peers = self.peers.lock().expect("not poisoned");
-            if let Some(conn) = peers.get(&peer).filter(|c| c.close_reason().is_none()) {
-                return Ok(conn.clone());
+            if let Some(conn) = live(&peers, peer) {
+                return Ok(conn);
             }
             if self.id < peer {
                 drop(peers);
                 let _dialing = self.dialing.lock().expect("not poisoned");
-                if let Some(conn) = self
-                    .peers
-                    .lock()
-                    .expect("not poisoned")
-                    .get(&peer)
-                    .filter(|c| c.close_reason().is_none())
-                {
-                    return Ok(conn.clone());
+                // Another thread may have dialed while we waited for the lock.
+                if let Some(conn) = live(&self.peers.lock().expect("not poisoned"), peer) {
+                    return Ok(conn);
                 }
                 let me = self.id;
                 let node = self.node.clone();
@@ -501,6 +496,14 @@ impl Worker {
         write_atomically(&path, &bytes)?;
         Ok(path)
     }
+}
+
+/// The open connection to `peer`, if any.
+fn live(peers: &HashMap<WorkerId, quinn::Connection>, peer: WorkerId) -> Option<quinn::Connection> {
+    peers
+        .get(&peer)
+        .filter(|c| c.close_reason().is_none())
+        .cloned()
 }
 
 fn apply(started: &mut Started, command: ToWorker) {

@@ -368,7 +368,7 @@ impl Coordinator {
 }
 
 /// Where `job`'s checkpoints go, if it takes any.
-pub(crate) fn storage_of(job: &JobSpec) -> Option<CheckpointStorage> {
+pub fn storage_of(job: &JobSpec) -> Option<CheckpointStorage> {
     job.checkpoint
         .as_ref()
         .map(|c| CheckpointStorage::new(&c.dir, &job.name))

@@ -40,7 +40,7 @@ mod task_snapshot;
 pub use control::{ControlOptions, client};
 pub use coordinator::{
     AckPart, JobStatus, OperatorPart, RemoteCoordinator, SavepointRequest, SinkCommand,
-    SourceCommand, TaskEvent, start_remote_coordinator,
+    SourceCommand, TaskEvent, start_remote_coordinator, storage_of,
 };
 pub use message::Barrier;
 pub use metrics::{JobReport, NodeReport, Outcome};
@@ -48,6 +48,6 @@ pub use plan::{TaskId, tasks};
 pub use remote::{DataPlane, InboundChannels};
 pub use runner::{
     AttemptCancelled, RunOptions, StartedAttempt, WorkerAttempt, check_snapshot, run_job,
-    run_worker_attempt, sink_target, validate_job,
+    run_worker_attempt, sink_target, starting_snapshot, validate_job,
 };
 pub use task_snapshot::SnapshotDirs;

@@ -117,13 +117,9 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
     let engine = WasmEngine::new(options.cache_dir.clone())?;
     let compiled: HashMap<String, CompiledOperator> =
         compile_all(&engine, job)?.into_iter().collect();
-    let storage = job
-        .checkpoint
-        .as_ref()
-        .map(|c| CheckpointStorage::new(&c.dir, &job.name));
-    let mut restore = initial_restore(job, options, storage.as_ref())?;
+    let storage = storage_of(job);
+    let mut restore = starting_snapshot(job, options)?;
     if let Some(snapshot) = &restore {
-        check_restore(job, snapshot, options.allow_non_restored_state)?;
         tracing::info!(job = %job.name, "restoring from {}", snapshot.dir.display());
     }
     let state = StateRoot::new(job)?;
@@ -276,7 +272,17 @@ pub fn check_snapshot(
     check_restore(job, snapshot, allow_non_restored)
 }
 
-/// The snapshot a run starts from, if any.
+/// The snapshot a run of `job` starts from, if any (`--from-savepoint`,
+/// `--resume`), checked against the job before anything starts. A fresh
+/// run over a directory with checkpoints of an earlier run is refused.
+pub fn starting_snapshot(job: &JobSpec, options: &RunOptions) -> anyhow::Result<Option<Snapshot>> {
+    let restore = initial_restore(job, options, storage_of(job).as_ref())?;
+    if let Some(snapshot) = &restore {
+        check_restore(job, snapshot, options.allow_non_restored_state)?;
+    }
+    Ok(restore)
+}
+
 fn initial_restore(
     job: &JobSpec,
     options: &RunOptions,
