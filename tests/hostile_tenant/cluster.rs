@@ -1,0 +1,3 @@
+//! Attacks: cluster (see ../hostile_tenant.rs).
+#![allow(unused_imports)]
+use crate::common::*;

@@ -1,0 +1,3 @@
+//! Attacks: embedded (see ../hostile_tenant.rs).
+#![allow(unused_imports)]
+use crate::common::*;

@@ -1,0 +1,3 @@
+//! Attacks: guests (see ../hostile_tenant.rs).
+#![allow(unused_imports)]
+use crate::common::*;
