@@ -147,12 +147,28 @@ pub struct SourceSpec {
     pub line: usize,
 }
 
-/// Sandbox limits for each call into an operator.
+/// Sandbox limits of an operator: what one call may cost, and everything the
+/// host keeps on the guest's behalf (per subtask). Exceeding one fails the
+/// job with the operator's name and the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestLimits {
     pub call_timeout_ms: u64,
+    /// Sum of all linear memories and tables of the instance.
     pub memory_max_bytes: usize,
     pub output_max_bytes: usize,
+    /// Longest key the guest may pass for state (including map keys) or timers.
+    pub key_max_bytes: usize,
+    /// Largest single state value (value put, list element, map value).
+    pub state_value_max_bytes: usize,
+    /// Bytes one call may read back from state (a list or map iteration).
+    pub state_read_max_bytes: usize,
+    /// Pending timers (event- and processing-time) per subtask.
+    pub timers_max: usize,
+    /// Host memory charged for pending timers per subtask (keys plus a fixed
+    /// overhead per timer).
+    pub timers_memory_max_bytes: usize,
+    /// Guest log lines per second per subtask; the rest are dropped and counted.
+    pub log_lines_per_second: u32,
 }
 
 impl Default for GuestLimits {
@@ -161,6 +177,12 @@ impl Default for GuestLimits {
             call_timeout_ms: 5_000,
             memory_max_bytes: 256 << 20,
             output_max_bytes: 64 << 20,
+            key_max_bytes: 64 << 10,
+            state_value_max_bytes: 16 << 20,
+            state_read_max_bytes: 64 << 20,
+            timers_max: 1_000_000,
+            timers_memory_max_bytes: 128 << 20,
+            log_lines_per_second: 100,
         }
     }
 }
@@ -962,6 +984,7 @@ impl Resolver<'_> {
                 defaults.output_max_bytes,
                 "output_max_mb",
             )?,
+            ..defaults
         };
         let config = raw
             .config

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod job;
 pub mod key_group;
+pub mod text;
 pub mod timers;
 pub mod watermark;
 
