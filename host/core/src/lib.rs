@@ -3,9 +3,13 @@
 //! Records and the batch wire format, key groups, watermarks, timer queues
 //! and the job graph parsed from a job file. Everything here is plain data
 //! and pure functions: no threads, no files, no clocks. Time comes in as a
-//! parameter so protocols can be tested deterministically.
+//! parameter so protocols can be tested deterministically. Two exceptions
+//! only look at the file system: [`job::load`] reads the job file (bounded),
+//! and [`data_roots`] canonicalizes paths to check them against the node's
+//! data roots.
 
 pub mod batch;
+pub mod data_roots;
 pub mod job;
 pub mod key_group;
 pub mod text;
