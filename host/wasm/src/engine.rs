@@ -1,4 +1,6 @@
-//! The shared wasmtime engine, its epoch ticker and the component cache.
+//! The shared wasmtime engine, its epoch ticker and the component cache
+//! (in memory, and on disk through [`CodeCache`], which loads only native
+//! code this host wrote).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::bindings::OperatorPre;
+use crate::cache::CodeCache;
 use crate::error::{GuestError, GuestErrorKind};
 use crate::host::GuestState;
 
@@ -38,7 +41,7 @@ pub struct CompiledOperator {
 pub struct WasmEngine {
     engine: Engine,
     linker: Linker<GuestState>,
-    cache_dir: Option<PathBuf>,
+    cache: Option<CodeCache>,
     compiled: Mutex<HashMap<String, CompiledOperator>>,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -76,15 +79,19 @@ impl WasmEngine {
                     }
                 }
             })?;
-        if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                anyhow::anyhow!("cannot create component cache {}: {e}", dir.display())
-            })?;
-        }
+        // A cache that cannot be trusted is not used; weir still runs,
+        // compiling every artifact.
+        let cache = cache_dir.and_then(|dir| match CodeCache::open(&dir) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!("not using the component cache: {e}");
+                None
+            }
+        });
         Ok(WasmEngine {
             engine,
             linker,
-            cache_dir,
+            cache,
             compiled: Mutex::new(HashMap::new()),
             ticker_stop,
         })
@@ -161,36 +168,41 @@ impl WasmEngine {
         bytes: &[u8],
         digest: &str,
     ) -> Result<(Component, bool), String> {
-        let cached = self.cache_dir.as_ref().map(|dir| {
+        let name = self.cache.as_ref().map(|_| {
             let mut hasher = std::hash::DefaultHasher::new();
             std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
             let engine_hash = std::hash::Hasher::finish(&hasher);
-            dir.join(format!("{digest}-{engine_hash:016x}.cwasm"))
+            format!("{digest}-{engine_hash:016x}.cwasm")
         });
-        if let Some(path) = &cached
-            && path.exists()
-        {
-            // SAFETY: the file was written by `Component::serialize` of an
-            // engine with the same compatibility hash (it is in the name),
-            // into a cache directory only weir writes.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
-                Ok(component) => return Ok((component, true)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "ignoring unusable cached component: {e}")
+        if let (Some(cache), Some(name)) = (&self.cache, &name) {
+            match cache.load(name) {
+                Ok(Some(native)) => {
+                    // SAFETY: these are the exact bytes whose tag verified
+                    // under this host's cache key, so this host's weir wrote
+                    // them with `Component::serialize` of an engine with the
+                    // same compatibility hash (it is in the name).
+                    match unsafe { Component::deserialize(&self.engine, &native) } {
+                        Ok(component) => return Ok((component, true)),
+                        Err(e) => tracing::warn!(
+                            path = %cache.path(name).display(),
+                            "ignoring unusable cached component: {e}"
+                        ),
+                    }
                 }
+                Ok(None) => {}
+                Err(why) => tracing::warn!(
+                    path = %cache.path(name).display(),
+                    "refusing cached component, recompiling: {why}"
+                ),
             }
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| format!("artifact {artifact} is not a valid component: {e:#}"))?;
-        if let Some(path) = cached {
+        if let (Some(cache), Some(name)) = (&self.cache, &name) {
             match component.serialize() {
                 Ok(native) => {
-                    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                    if let Err(e) =
-                        std::fs::write(&tmp, native).and_then(|()| std::fs::rename(&tmp, &path))
-                    {
-                        tracing::warn!(path = %path.display(), "cannot cache compiled component: {e}");
-                        let _ = std::fs::remove_file(&tmp);
+                    if let Err(e) = cache.store(name, &native) {
+                        tracing::warn!("cannot cache compiled component: {e}");
                     }
                 }
                 Err(e) => tracing::warn!("cannot serialize compiled component: {e}"),
@@ -245,4 +257,66 @@ fn check_exports(engine: &Engine, artifact: &str, component: &Component) -> Resu
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component(name: &str) -> Vec<u8> {
+        let path = format!("{}/../../tests/guests/bombs/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+        wat::parse_file(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn cached_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn load(dir: &Path, bytes: &[u8]) -> bool {
+        let engine = WasmEngine::new(Some(dir.to_path_buf())).unwrap();
+        engine.load_bytes("bomb.wasm", bytes).unwrap().from_cache
+    }
+
+    #[test]
+    fn the_cache_loads_what_this_host_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = component("multi_memory");
+        assert!(!load(dir.path(), &bytes), "first load compiles");
+        assert_eq!(cached_files(dir.path()).len(), 1);
+        assert!(load(dir.path(), &bytes), "second load comes from the cache");
+    }
+
+    #[test]
+    fn a_planted_cwasm_is_not_loaded_but_recompiled_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (component("multi_memory"), component("table_grow"));
+        load(dir.path(), &a);
+        let a_file = cached_files(dir.path()).remove(0);
+        load(dir.path(), &b);
+        let b_file = cached_files(dir.path())
+            .into_iter()
+            .find(|p| *p != a_file)
+            .unwrap();
+
+        // Arbitrary bytes under a valid-looking name.
+        std::fs::write(&a_file, vec![0x90u8; 4096]).unwrap();
+        assert!(!load(dir.path(), &a), "planted bytes are recompiled");
+        assert!(load(dir.path(), &a), "and replaced by an entry that loads");
+
+        // Another artifact's genuine entry under this artifact's name.
+        std::fs::copy(&b_file, &a_file).unwrap();
+        assert!(!load(dir.path(), &a), "another artifact's entry is refused");
+
+        // Raw native code as wasmtime serializes it, without our tag.
+        let engine = WasmEngine::new(None).unwrap();
+        let native = Component::new(&engine.engine, &a).unwrap().serialize().unwrap();
+        std::fs::write(&a_file, native).unwrap();
+        assert!(!load(dir.path(), &a), "an untagged serialization is refused");
+    }
 }

@@ -3,6 +3,8 @@
 use std::fmt;
 
 /// A guest failure, always naming the operator (and subtask) at fault.
+/// Every message that came from the guest is already cut and escaped
+/// ([`weir_core::text::cut_message`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestError {
     /// `operator` or `operator[subtask]`.
@@ -19,10 +21,11 @@ pub enum GuestErrorKind {
         export: &'static str,
         timeout_ms: u64,
     },
-    /// The guest tried to grow its memory past the cap.
-    Memory {
+    /// The guest went over one of its limits (memory, timers, keys...);
+    /// the message names the limit and its job-file key.
+    Limit {
         export: &'static str,
-        cap_bytes: usize,
+        message: String,
     },
     /// The guest trapped (panicked, hit `unreachable`, misused an import...).
     Trap {
@@ -57,12 +60,9 @@ impl fmt::Display for GuestError {
                 "operator `{op}` was stopped in `{export}`: it ran past its call deadline of {timeout_ms} ms \
                  (raise call_timeout_ms in the job file if the work is legitimate)"
             ),
-            GuestErrorKind::Memory { export, cap_bytes } => write!(
-                f,
-                "operator `{op}` was stopped in `{export}`: it tried to grow its memory past the cap of {} MiB \
-                 (memory_max_mb in the job file)",
-                cap_bytes >> 20
-            ),
+            GuestErrorKind::Limit { export, message } => {
+                write!(f, "operator `{op}` was stopped in `{export}`: {message}")
+            }
             GuestErrorKind::Trap { export, message } => {
                 write!(f, "operator `{op}` trapped in `{export}`: {message}")
             }

@@ -10,6 +10,8 @@ use crate::bindings::{self, Operator, WitOperatorInfo};
 use crate::engine::{CompiledOperator, EPOCH_TICK_MS};
 use crate::error::{GuestError, GuestErrorKind};
 use crate::host::{GuestState, Keyed};
+use crate::limiter::{INSTANCES_MAX, MEMORIES_MAX, TABLES_MAX};
+use weir_core::text::cut_message;
 
 /// Who an instance is, handed to the guest's `open`.
 #[derive(Debug, Clone)]
@@ -51,9 +53,9 @@ impl OperatorInstance {
         let declared_keyed = keyed;
         let mut store = Store::new(
             &compiled.engine,
-            GuestState::new(label.clone(), None, info.limits.memory_max_bytes, seed),
+            GuestState::new(label.clone(), None, info.limits, seed),
         );
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(deadline_ticks(info.limits.call_timeout_ms));
         let bindings = compiled
             .pre
@@ -79,7 +81,7 @@ impl OperatorInstance {
         let declared = instance.finish("open", declared)?.map_err(|message| {
             error(GuestErrorKind::Failed {
                 export: "open",
-                message,
+                message: cut_message(&message),
             })
         })?;
         let descriptors: Vec<StateDescriptor> = declared
@@ -99,7 +101,7 @@ impl OperatorInstance {
                 keyed.state.declare(descriptors).map_err(|e| {
                     error(GuestErrorKind::Failed {
                         export: "open",
-                        message: format!("invalid state declaration: {e}"),
+                        message: cut_message(&format!("invalid state declaration: {e}")),
                     })
                 })?;
                 instance.store.data_mut().keyed = Some(keyed);
@@ -109,7 +111,7 @@ impl OperatorInstance {
                     export: "open",
                     message: format!(
                         "it declares keyed state (`{}`), but it is not keyed: give it a hash edge (edge = \"hash\")",
-                        descriptors[0].name
+                        weir_core::text::cut(&descriptors[0].name, 256)
                     ),
                 }));
             }
@@ -172,8 +174,12 @@ impl OperatorInstance {
             operator: self.label.to_string(),
             kind,
         };
-        let bytes =
-            returned.map_err(|message| error(GuestErrorKind::Failed { export, message }))?;
+        let bytes = returned.map_err(|message| {
+            error(GuestErrorKind::Failed {
+                export,
+                message: cut_message(&message),
+            })
+        })?;
         if bytes.len() > self.limits.output_max_bytes {
             return Err(error(GuestErrorKind::OutputTooLarge {
                 export,
@@ -184,7 +190,7 @@ impl OperatorInstance {
         Batch::from_bytes(bytes).map_err(|e| {
             error(GuestErrorKind::BadOutput {
                 export,
-                message: e.to_string(),
+                message: cut_message(&e.to_string()),
             })
         })
     }
@@ -211,27 +217,84 @@ fn classify(
     e: wasmtime::Error,
     label: &str,
 ) -> GuestError {
-    let kind = match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => GuestErrorKind::Deadline {
+    let state = store.data();
+    let limit = state
+        .limit_reached
+        .as_ref()
+        .or(state.limiter.refused.as_ref());
+    let kind = match (e.downcast_ref::<wasmtime::Trap>(), limit) {
+        (Some(wasmtime::Trap::Interrupt), _) => GuestErrorKind::Deadline {
             export,
             timeout_ms: limits.call_timeout_ms,
         },
-        _ if format!("{e:#}").contains("forcing trap when growing memory") => {
-            GuestErrorKind::Memory {
-                export,
-                cap_bytes: limits.memory_max_bytes,
-            }
-        }
+        (_, Some(limit)) => GuestErrorKind::Limit {
+            export,
+            message: limit.clone(),
+        },
         _ => {
-            let mut message = format!("{e:#}");
-            if let Some(logged) = &store.data().last_guest_error {
-                message = format!("{logged}\n  (wasm: {message})");
+            let wasm = cut_message(&format!("{e:#}"));
+            // wasmtime's own count limits (memories, tables, instances).
+            if wasm.contains("resource limit exceeded") {
+                return GuestError {
+                    operator: label.to_string(),
+                    kind: GuestErrorKind::Limit {
+                        export,
+                        message: format!(
+                            "{wasm} (an operator may have at most {MEMORIES_MAX} memories, \
+                             {TABLES_MAX} tables and {INSTANCES_MAX} core instances)"
+                        ),
+                    },
+                };
             }
+            let message = match &state.last_guest_error {
+                Some(logged) => format!("{logged}\n  (wasm: {wasm})"),
+                None => wasm,
+            };
             GuestErrorKind::Trap { export, message }
         }
     };
     GuestError {
         operator: label.to_string(),
         kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WasmEngine;
+
+    fn open_bomb(name: &str) -> GuestError {
+        let path = format!("{}/../../tests/guests/bombs/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+        let bytes = wat::parse_file(&path).unwrap();
+        let engine = WasmEngine::new(None).unwrap();
+        let compiled = engine.load_bytes(name, &bytes).unwrap();
+        let info = OperatorInfo {
+            name: "villain".into(),
+            subtask_index: 0,
+            parallelism: 1,
+            config: Vec::new(),
+            limits: weir_core::job::GuestLimits::default(),
+        };
+        OperatorInstance::open(&compiled, &info, None).err().unwrap()
+    }
+
+    #[test]
+    fn a_multi_memory_bomb_is_refused_with_the_limit() {
+        let err = open_bomb("multi_memory").to_string();
+        assert_eq!(
+            err,
+            "operator `villain` was stopped in `instantiate`: guest memory limit of 256 MiB reached \
+             (memories and tables together); raise `memory_max_mb` in the job file"
+        );
+    }
+
+    #[test]
+    fn a_table_grow_bomb_is_refused_with_the_limit() {
+        let err = open_bomb("table_grow").to_string();
+        assert!(
+            err.starts_with("operator `villain` was stopped in `instantiate`: table limit of 1048576 elements"),
+            "{err}"
+        );
     }
 }

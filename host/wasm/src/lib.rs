@@ -5,7 +5,10 @@
 //! world. [`OperatorInstance`] is one live instance: it calls the guest's
 //! exports with encoded batches under a deadline, a memory cap and an output
 //! cap, and serves the guest's imports (keyed state, timers, log) from
-//! [`GuestState`], one host module per WIT interface under `host/`.
+//! [`GuestState`], one host module per WIT interface under `host/`. Every
+//! memory, table and host-side structure a guest can grow is bounded by its
+//! operator's `GuestLimits` (`limiter` for memories and tables); every
+//! message from a guest is cut before it leaves the crate.
 //!
 //! Guests get no ambient authority: no files, network, environment or
 //! arguments; WASI clocks read 0 and WASI randomness is seeded per subtask,
@@ -13,10 +16,12 @@
 //! threads but the epoch ticker, and knows nothing of channels or jobs.
 
 mod bindings;
+mod cache;
 mod engine;
 mod error;
 mod host;
 mod instance;
+mod limiter;
 
 pub use engine::{CompiledOperator, WasmEngine};
 pub use error::GuestError;

@@ -1,13 +1,49 @@
 //! `weir:operator/keyed-state`: value, list and map state per key.
+//!
+//! Keys and map keys are at most `key_max_bytes`, each value written at
+//! most `state_value_max_bytes`, and what one call reads back (a value, a
+//! whole list, a map's entries) at most `state_read_max_bytes`: a read that
+//! would return more fails the call rather than copy it into the guest.
 
 use weir_state::StateError;
 
-use super::GuestState;
+use super::{GuestState, mib};
 use crate::bindings::weir::operator::keyed_state::Host;
 
 impl GuestState {
     fn state_error(&self, e: StateError) -> wasmtime::Error {
+        // Store errors quote the key, which the guest chose.
+        let e = weir_core::text::cut_message(&e.to_string());
         wasmtime::format_err!("operator `{}`: keyed state: {e}", self.label)
+    }
+
+    /// Refuses a value over `state_value_max_bytes`.
+    #[inline]
+    fn check_value_len(&mut self, value: &[u8]) -> wasmtime::Result<()> {
+        if value.len() <= self.limits.state_value_max_bytes {
+            return Ok(());
+        }
+        let max = self.limits.state_value_max_bytes;
+        Err(self.over_limit(format!(
+            "a state value of {} bytes is over the limit of {} (state_value_max_mb); \
+             raise `state_value_max_mb` in the job file",
+            value.len(),
+            mib(max)
+        )))
+    }
+
+    /// Refuses a read of `bytes` over `state_read_max_bytes`.
+    #[inline]
+    fn check_read_len(&mut self, what: &str, bytes: usize) -> wasmtime::Result<()> {
+        if bytes <= self.limits.state_read_max_bytes {
+            return Ok(());
+        }
+        let max = self.limits.state_read_max_bytes;
+        Err(self.over_limit(format!(
+            "reading {what} of {bytes} bytes in one call is over the limit of {} (state_read_max_mb); \
+             raise `state_read_max_mb` in the job file",
+            mib(max)
+        )))
     }
 
     fn with_state<T>(
@@ -23,19 +59,34 @@ impl GuestState {
 
 impl Host for GuestState {
     fn value_get(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.with_state(|s, now| s.value_get(state, &key, now))
+        self.check_key_len("state key", &key)?;
+        let value = self.with_state(|s, now| s.value_get(state, &key, now))?;
+        if let Some(v) = &value {
+            self.check_read_len("a value", v.len())?;
+        }
+        Ok(value)
     }
 
     fn value_set(&mut self, state: u32, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_key_len("state key", &key)?;
+        self.check_value_len(&value)?;
         self.with_state(|s, now| s.value_set(state, &key, &value, now))
     }
 
     fn list_append(&mut self, state: u32, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_key_len("state key", &key)?;
+        self.check_value_len(&value)?;
         self.with_state(|s, _| s.list_append(state, &key, &value))
     }
 
     fn list_get(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<Vec<Vec<u8>>> {
-        self.with_state(|s, _| s.list_get(state, &key))
+        self.check_key_len("state key", &key)?;
+        let list = self.with_state(|s, _| s.list_get(state, &key))?;
+        // Counted as the guest receives it: a list of (pointer, length)
+        // pairs plus the elements' bytes.
+        let bytes = list.iter().map(|e| 8 + e.len()).sum::<usize>();
+        self.check_read_len("a list", bytes)?;
+        Ok(list)
     }
 
     fn map_get(
@@ -44,7 +95,13 @@ impl Host for GuestState {
         key: Vec<u8>,
         map_key: Vec<u8>,
     ) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.with_state(|s, now| s.map_get(state, &key, &map_key, now))
+        self.check_key_len("state key", &key)?;
+        self.check_key_len("map key", &map_key)?;
+        let value = self.with_state(|s, now| s.map_get(state, &key, &map_key, now))?;
+        if let Some(v) = &value {
+            self.check_read_len("a map value", v.len())?;
+        }
+        Ok(value)
     }
 
     fn map_put(
@@ -54,19 +111,27 @@ impl Host for GuestState {
         map_key: Vec<u8>,
         value: Vec<u8>,
     ) -> wasmtime::Result<()> {
+        self.check_key_len("state key", &key)?;
+        self.check_key_len("map key", &map_key)?;
+        self.check_value_len(&value)?;
         self.with_state(|s, now| s.map_put(state, &key, &map_key, &value, now))
     }
 
     fn map_remove(&mut self, state: u32, key: Vec<u8>, map_key: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_key_len("state key", &key)?;
+        self.check_key_len("map key", &map_key)?;
         self.with_state(|s, _| s.map_remove(state, &key, &map_key))
     }
 
     fn map_entries(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        self.check_key_len("state key", &key)?;
         let entries = self.with_state(|s, now| s.map_entries(state, &key, now))?;
         let size = 4 + entries
             .iter()
             .map(|(k, v)| 8 + k.len() + v.len())
             .sum::<usize>();
+        // Checked before the encoded copy is made.
+        self.check_read_len("a map's entries", size)?;
         let mut out = Vec::with_capacity(size);
         out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
         for (k, v) in &entries {
@@ -79,6 +144,7 @@ impl Host for GuestState {
     }
 
     fn clear(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_key_len("state key", &key)?;
         self.with_state(|s, _| s.clear(state, &key))
     }
 }

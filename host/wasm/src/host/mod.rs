@@ -3,6 +3,11 @@
 //! One module per WIT interface. Every import that a guest can misuse (an
 //! undeclared state, a key this subtask does not own, a timer in a
 //! non-keyed operator) traps with a message naming the operator; none panics.
+//!
+//! Everything the host keeps or builds on a guest's behalf is bounded by
+//! the operator's [`GuestLimits`]: key and value sizes, bytes read back per
+//! call, pending timers, log lines per second. Going over one traps with
+//! [`GuestState::over_limit`], which names the limit and its job-file key.
 
 mod keyed_state;
 mod log;
@@ -11,17 +16,15 @@ mod timers;
 use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use weir_core::job::GuestLimits;
 use weir_core::timers::TimerQueue;
 use weir_core::watermark::MIN_WATERMARK;
 use weir_core::{KeyGroupRange, key_group_of};
 use weir_state::KeyedStateStore;
 
 use crate::bindings::Operator;
-
-/// Longest guest log message kept; longer ones are cut.
-const LOG_MESSAGE_BYTES_MAX: usize = 4096;
+use crate::limiter::GuestLimiter;
 
 /// Where a keyed operator's state and timers live.
 pub struct Keyed {
@@ -42,10 +45,15 @@ pub struct GuestState {
     pub watermark: i64,
     /// The processing time the guest sees, set by the runtime before each call.
     pub processing_time_ms: i64,
-    /// The last error the guest logged, attached to trap reports (SDK panic
-    /// hooks log the panic message before trapping).
+    /// The last error the guest logged, already cut, attached to trap
+    /// reports (SDK panic hooks log the panic message before trapping).
     pub(crate) last_guest_error: Option<String>,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: GuestLimits,
+    /// Memories and tables of the instance; wasmtime's store limiter.
+    pub(crate) limiter: GuestLimiter,
+    /// The limit a host call refused, for the error report.
+    pub(crate) limit_reached: Option<String>,
+    log_rate: log::LogRate,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -54,13 +62,10 @@ impl GuestState {
     pub(crate) fn new(
         label: Arc<str>,
         keyed: Option<Keyed>,
-        memory_max_bytes: usize,
+        limits: GuestLimits,
         seed: u64,
     ) -> Self {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(memory_max_bytes)
-            .trap_on_grow_failure(true)
-            .build();
+        let limiter = GuestLimiter::new(label.clone(), limits.memory_max_bytes);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
@@ -83,7 +88,10 @@ impl GuestState {
             watermark: MIN_WATERMARK,
             processing_time_ms: 0,
             last_guest_error: None,
+            log_rate: log::LogRate::new(limits.log_lines_per_second),
             limits,
+            limiter,
+            limit_reached: None,
             wasi,
             table: ResourceTable::new(),
         }
@@ -101,6 +109,29 @@ impl GuestState {
         })
     }
 
+    /// Fails the call: `what` (naming the limit and its job-file key) is
+    /// kept for the error report.
+    #[cold]
+    fn over_limit(&mut self, what: String) -> wasmtime::Error {
+        let error = wasmtime::format_err!("operator `{}`: {what}", self.label);
+        self.limit_reached = Some(what);
+        error
+    }
+
+    /// Refuses a state, map or timer key longer than `key_max_bytes`.
+    #[inline]
+    fn check_key_len(&mut self, what: &str, key: &[u8]) -> wasmtime::Result<()> {
+        if key.len() <= self.limits.key_max_bytes {
+            return Ok(());
+        }
+        let max = self.limits.key_max_bytes;
+        Err(self.over_limit(format!(
+            "a {what} of {} bytes is over the key limit of {max} bytes (key_max_bytes); \
+             raise `key_max_bytes` in the job file",
+            key.len()
+        )))
+    }
+
     /// Checks that `key` belongs to this subtask (for timers; the state store
     /// checks its own keys).
     fn check_key_owned(&mut self, key: &[u8]) -> wasmtime::Result<()> {
@@ -112,9 +143,15 @@ impl GuestState {
             let label = &self.label;
             Err(wasmtime::format_err!(
                 "operator `{label}` registered a timer for key {:?} of key group {group}, which this subtask does not own",
-                String::from_utf8_lossy(key)
+                weir_core::text::cut(&String::from_utf8_lossy(key), 256)
             ))
         }
+    }
+}
+
+impl Drop for GuestState {
+    fn drop(&mut self) {
+        self.log_rate.report_dropped(&self.label);
     }
 }
 
@@ -191,14 +228,11 @@ fn refuse_sleep(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn truncate_message(mut message: String) -> String {
-    if message.len() > LOG_MESSAGE_BYTES_MAX {
-        let mut cut = LOG_MESSAGE_BYTES_MAX;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-        message.push_str("…");
+/// `n MiB` for limits set in MiB in the job file, bytes otherwise.
+pub(crate) fn mib(bytes: usize) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
     }
-    message
 }

@@ -1,4 +1,10 @@
 //! `weir:operator/timers`: keyed event- and processing-time timers.
+//!
+//! Pending timers live in the host, so they are bounded per subtask, in
+//! count (`timers_max`) and in the memory they take
+//! (`timers_memory_max_bytes`, keys plus the queues' own overhead), over
+//! both time domains together. Re-registering a pending timer is always
+//! allowed: a window operator does it for every record.
 
 use weir_core::timers::TimerQueue;
 
@@ -9,11 +15,53 @@ use crate::bindings::weir::operator::timers::Host;
 impl GuestState {
     /// The queue for `domain`, once the key is known to belong here.
     fn timer_queue(&mut self, domain: TimeDomain, key: &[u8]) -> wasmtime::Result<&mut TimerQueue> {
+        self.check_key_len("timer key", key)?;
         self.check_key_owned(key)?;
-        Ok(match domain {
+        Ok(self.queue_mut(domain))
+    }
+
+    fn queue_mut(&mut self, domain: TimeDomain) -> &mut TimerQueue {
+        match domain {
             TimeDomain::EventTime => &mut self.event_timers,
             TimeDomain::ProcessingTime => &mut self.processing_timers,
-        })
+        }
+    }
+
+    /// Refuses a new pending timer over `timers_max` or
+    /// `timers_memory_max_bytes`. Two additions and two comparisons on the
+    /// common path; the lookup only near a limit.
+    #[inline]
+    fn check_timer_room(&mut self, domain: TimeDomain, key: &[u8], timestamp: i64) -> wasmtime::Result<()> {
+        let count = self.event_timers.len() + self.processing_timers.len();
+        let memory = self.event_timers.memory_bytes() + self.processing_timers.memory_bytes();
+        let limits = &self.limits;
+        let full = count >= limits.timers_max
+            || memory + TimerQueue::memory_bytes_of_one(key.len()) > limits.timers_memory_max_bytes;
+        if !full {
+            return Ok(());
+        }
+        let queue = match domain {
+            TimeDomain::EventTime => &self.event_timers,
+            TimeDomain::ProcessingTime => &self.processing_timers,
+        };
+        if queue.contains(timestamp, key) {
+            return Ok(());
+        }
+        let what = if count >= limits.timers_max {
+            format!(
+                "{} pending timers (timers_max) reached; raise `timers_max` in the job file",
+                limits.timers_max
+            )
+        } else {
+            format!(
+                "{} pending timers take {} MiB of host memory, the limit (timers_memory_max_mb) is {} MiB; \
+                 raise `timers_memory_max_mb` in the job file",
+                count,
+                memory >> 20,
+                limits.timers_memory_max_bytes >> 20
+            )
+        };
+        Err(self.over_limit(what))
     }
 }
 
@@ -24,7 +72,9 @@ impl Host for GuestState {
         key: Vec<u8>,
         timestamp_ms: i64,
     ) -> wasmtime::Result<()> {
-        self.timer_queue(domain, &key)?.register(timestamp_ms, &key);
+        self.timer_queue(domain, &key)?;
+        self.check_timer_room(domain, &key, timestamp_ms)?;
+        self.queue_mut(domain).register(timestamp_ms, &key);
         Ok(())
     }
 
