@@ -31,11 +31,13 @@ pub struct TimerQueue {
 /// Host memory one distinct timestamp takes beyond its timers: its entry in
 /// the timestamp map and the first node of its key set, with the
 /// allocator's per-block overhead. Measured (see the tests below) on the
-/// worst shape, ascending distinct timestamps with one key each.
-pub const TIMESTAMP_OVERHEAD_BYTES: usize = 400;
+/// worst shape, distinct timestamps with one 8-byte key each: 386 bytes
+/// per timer in all, of which this is the part beyond one timer.
+pub const TIMESTAMP_OVERHEAD_BYTES: usize = 320;
 /// Host memory one timer takes beyond its key bytes: its slot in a key-set
-/// node (nodes are about half full) and the key's own heap block. Measured
-/// on many keys under one timestamp (the shape of a window operator).
+/// node (nodes are about half full) and the key's own heap block, rounded
+/// up to the allocator's 16-byte granule. Measured on many keys under one
+/// timestamp (the shape of a window operator): 68 bytes beyond the key.
 pub const TIMER_OVERHEAD_BYTES: usize = 80;
 
 impl TimerQueue {
@@ -280,7 +282,10 @@ mod tests {
             // for), and not so far over that legitimate operators hit the
             // limit early.
             assert!(estimate >= real, "{shape}: estimate {estimate} < real {real}");
-            assert!(estimate <= real * 2, "{shape}: estimate {estimate} > 2 × real {real}");
+            assert!(
+                estimate <= real + real / 4,
+                "{shape}: estimate {estimate} > 1.25 × real {real}"
+            );
         }
     }
 
