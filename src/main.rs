@@ -65,9 +65,15 @@ enum Command {
         /// Drop savepoint state that no operator of the job declares.
         #[arg(long)]
         allow_non_restored_state: bool,
-        /// Address of the control API (savepoint, stop).
+        /// Address of the control API (savepoint, stop). Loopback only,
+        /// unless --api-bind-any; requests need the token the job keeps in
+        /// its registry file under the jobs directory.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
         api: std::net::SocketAddr,
+        /// Let --api listen on a non-loopback address (reachable from the
+        /// network; the token then travels in plain HTTP).
+        #[arg(long)]
+        api_bind_any: bool,
         /// Default directory for savepoints [default: <checkpoint dir>/savepoints].
         #[arg(long, value_name = "DIR")]
         savepoint_dir: Option<PathBuf>,
@@ -221,7 +227,8 @@ struct JobTarget {
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// The job's control API (e.g. http://127.0.0.1:8081) instead of
-    /// looking it up in the jobs directory.
+    /// looking it up in the jobs directory. The token still comes from the
+    /// job's registry file, else from --token-file or WEIR_TOKEN.
     #[arg(long, value_name = "URL")]
     api: Option<String>,
     /// A job on a cluster: the coordinator's REST API.
@@ -278,6 +285,7 @@ fn main() -> ExitCode {
             from_savepoint,
             allow_non_restored_state,
             api,
+            api_bind_any,
             savepoint_dir,
         } => {
             let mut o = overrides.to_overrides();
@@ -291,6 +299,7 @@ fn main() -> ExitCode {
                         allow_non_restored_state: *allow_non_restored_state,
                         control: Some(ControlOptions {
                             bind: *api,
+                            bind_any: *api_bind_any,
                             jobs_dir: jobs_dir.clone(),
                             savepoint_dir: savepoint_dir.clone(),
                         }),
@@ -419,7 +428,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors may carry a tenant's text (a guest's error, a reply
+            // from an API): a few KiB reach the terminal, never megabytes.
+            eprintln!("error: {}", weir_core::text::cut_message(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -445,12 +456,27 @@ fn request_savepoint(
         let client = target.cluster.client()?;
         Box::new(move || client.savepoint(job, target.dir.as_deref(), stop))
     } else {
-        let api = match (&target.api, jobs_dir) {
-            (Some(api), _) => api.clone(),
-            (None, Some(dir)) => client::find(dir, job)?,
+        let registered = jobs_dir.map(|dir| client::find(dir, job));
+        let (api, token) = match (&target.api, registered) {
+            (None, Some(found)) => {
+                let r = found?;
+                (r.api, r.token)
+            }
+            (Some(api), Some(Ok(r))) => (api.clone(), r.token),
+            (Some(api), _) => (
+                api.clone(),
+                cluster_cli::read_token(target.cluster.token_file.as_deref()).map_err(|_| {
+                    anyhow::anyhow!(
+                        "no token for {api}: job `{job}` is not registered in the jobs directory; \
+                         pass --token-file FILE or set WEIR_TOKEN"
+                    )
+                })?,
+            ),
             (None, None) => anyhow::bail!("no jobs directory: pass --api URL or --jobs-dir DIR"),
         };
-        Box::new(move || client::savepoint(&api, job, target.dir.as_deref(), stop))
+        // A relative directory means the caller's, not the job's, directory.
+        let dir = target.dir.as_deref().map(std::path::absolute).transpose()?;
+        Box::new(move || client::savepoint(&api, &token, job, dir.as_deref(), stop))
     };
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(

@@ -309,8 +309,13 @@ fn the_control_api_names_jobs_it_does_not_run() {
     let registration: serde_json::Value =
         serde_json::from_slice(&std::fs::read(jobs.join("collect.json")).unwrap()).unwrap();
     let api = registration["api"].as_str().unwrap().to_string();
+    let token = registration["token"].as_str().unwrap().to_string();
+    // `other` has no registry file: the token comes from WEIR_TOKEN.
     let mut other = weir();
-    other.args(["savepoint", "other", "--api", &api]);
+    other
+        .args(["savepoint", "other", "--api", &api, "--jobs-dir"])
+        .arg(&jobs)
+        .env("WEIR_TOKEN", &token);
     let out = run_with_deadline(other, LIMIT);
     assert!(!out.status.success());
     assert!(
@@ -330,7 +335,9 @@ fn the_control_api_names_jobs_it_does_not_run() {
         stderr(&out)
     );
     let mut savepoint = weir();
-    savepoint.args(["savepoint", "collect", "--api", &api]);
+    savepoint
+        .args(["savepoint", "collect", "--api", &api, "--jobs-dir"])
+        .arg(&jobs);
     let out = run_with_deadline(savepoint, LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());

@@ -1,33 +1,46 @@
-//! The control API a running job serves on localhost (JSON over HTTP):
+//! The control API a running job serves (JSON over HTTP):
 //!
 //! - `GET  /health`
 //! - `GET  /jobs` — the job, its status and last checkpoint
 //! - `POST /jobs/{job}/savepoints` `{"dir": optional}` — take a savepoint
 //! - `POST /jobs/{job}/stop` `{"dir": optional}` — savepoint, then stop
 //!
-//! The same API the cluster coordinator serves. The address is written to
-//! `<jobs dir>/<job>.json` so `weir savepoint JOB` can find it.
+//! The same API the cluster coordinator serves. It listens on loopback
+//! unless the operator explicitly asks for another address. Every request
+//! must name a loopback `Host` (see [`crate::control_guard`]), and every
+//! route but `/health` needs the bearer token that the job keeps, with its
+//! address, in the mode-0600 registry file `<jobs dir>/<job>.json`
+//! ([`crate::registry`]), where `weir savepoint JOB` finds both.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use axum::Json;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use crossbeam_channel::{Sender, bounded};
 use serde::{Deserialize, Serialize};
 use weir_core::job::JobSpec;
 
+use crate::control_guard::{BearerRefusal, HostCheck, check_bearer};
 use crate::coordinator::{JobStatus, SavepointRequest};
+use crate::registry::{self, Registration};
 
 /// Where the control API listens and announces itself.
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
     pub bind: SocketAddr,
-    /// Where `<job>.json` with the API address is written.
+    /// Listen on `bind` even though it is not a loopback address (the
+    /// operator asked for it; the token then crosses the network in plain
+    /// HTTP).
+    pub bind_any: bool,
+    /// Where `<job>.json` with the API address and token is written; with
+    /// none there is no way to learn the token, so the API is not served.
     pub jobs_dir: Option<PathBuf>,
     /// Default savepoint directory (else `<checkpoint dir>/savepoints`).
     pub savepoint_dir: Option<PathBuf>,
@@ -46,14 +59,23 @@ struct AppState {
 pub(crate) struct ControlServer {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    registry: Option<PathBuf>,
+    registry: Option<(PathBuf, Registration)>,
 }
 
-#[derive(Serialize, Deserialize)]
-pub struct Registration {
-    pub job: String,
-    pub api: String,
-    pub pid: u32,
+impl ControlOptions {
+    /// Refuses, before the job starts, an address the operator did not
+    /// explicitly open to the network.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.bind.ip().is_loopback() && !self.bind_any {
+            bail!(
+                "control API: {} is not a loopback address, so the API would be reachable from \
+                 other machines; use --api 127.0.0.1:PORT, or pass --api-bind-any to listen there \
+                 anyway",
+                self.bind
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -74,10 +96,33 @@ impl ControlServer {
         requests: Sender<SavepointRequest>,
         status: JobStatus,
     ) -> anyhow::Result<ControlServer> {
+        options.check()?;
+        let Some(jobs_dir) = &options.jobs_dir else {
+            tracing::warn!(
+                job = %job.name,
+                "no jobs directory (HOME is not set): the control API is off; pass --jobs-dir DIR"
+            );
+            return Ok(ControlServer {
+                shutdown: None,
+                thread: None,
+                registry: None,
+            });
+        };
+        // Checked before anything listens: the name becomes a file name.
+        registry::registry_file(jobs_dir, &job.name)?;
+        if !options.bind.ip().is_loopback() {
+            tracing::warn!(
+                job = %job.name,
+                "control API on the non-loopback address {} (--api-bind-any): reachable from the \
+                 network, and its token travels in plain HTTP",
+                options.bind
+            );
+        }
         let listener = std::net::TcpListener::bind(options.bind)
             .with_context(|| format!("control API: cannot listen on {}", options.bind))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let token = registry::new_token()?;
         let state = AppState {
             job: job.name.clone(),
             default_dir: options
@@ -87,11 +132,28 @@ impl ControlServer {
             requests,
             status,
         };
-        let app = axum::Router::new()
-            .route("/health", get(|| async { "ok" }))
+        let hosts = HostCheck::new(addr);
+        let protected = axum::Router::new()
             .route("/jobs", get(list_jobs))
             .route("/jobs/{job}/savepoints", post(savepoint))
             .route("/jobs/{job}/stop", post(stop))
+            .layer(axum::middleware::from_fn({
+                let token = token.clone();
+                move |request: Request, next: Next| {
+                    let token = token.clone();
+                    async move { authorize(&token, request, next).await }
+                }
+            }));
+        let app = axum::Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .merge(protected)
+            // Outermost: a foreign Host is refused before the token is looked at.
+            .layer(axum::middleware::from_fn(
+                move |request: Request, next: Next| {
+                    let hosts = hosts.clone();
+                    async move { check_host(&hosts, request, next).await }
+                },
+            ))
             .with_state(state);
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -112,35 +174,81 @@ impl ControlServer {
                         .await;
                 });
             })?;
-        tracing::info!(job = %job.name, "control API on http://{addr}");
-        let registry = match &options.jobs_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-                let path = dir.join(format!("{}.json", job.name));
-                let registration = Registration {
-                    job: job.name.clone(),
-                    api: format!("http://{addr}"),
-                    pid: std::process::id(),
-                };
-                std::fs::write(&path, serde_json::to_vec_pretty(&registration)?)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                Some(path)
-            }
-            None => None,
-        };
-        Ok(ControlServer {
+        let mut server = ControlServer {
             shutdown: Some(shutdown_tx),
             thread: Some(thread),
-            registry,
-        })
+            registry: None,
+        };
+        tracing::info!(job = %job.name, "control API on http://{addr}");
+        let registration = Registration {
+            job: job.name.clone(),
+            api: format!("http://{addr}"),
+            pid: std::process::id(),
+            token,
+        };
+        // On an error `server` is dropped, which stops the listener.
+        let path = registry::write(jobs_dir, &registration)?;
+        server.registry = Some((path, registration));
+        Ok(server)
     }
+}
+
+/// Serves only requests whose `Host` names this server by a loopback name.
+async fn check_host(hosts: &HostCheck, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    match host {
+        Some(host) if hosts.allows(host) => next.run(request).await,
+        _ => refusal(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host header {} is not this job's control API: address it as 127.0.0.1, \
+                 localhost or [::1] with its port",
+                host.map_or("(missing)".to_string(), |h| format!(
+                    "`{}`",
+                    weir_core::text::cut(h, 256)
+                ))
+            ),
+        ),
+    }
+}
+
+async fn authorize(token: &str, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match check_bearer(presented, token) {
+        Ok(()) => next.run(request).await,
+        Err(BearerRefusal::Missing) => refusal(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token: send `Authorization: Bearer <token>` with the token from the \
+             job's registry file (weir savepoint/stop JOB does)"
+                .into(),
+        ),
+        Err(BearerRefusal::Wrong) => {
+            refusal(StatusCode::UNAUTHORIZED, "wrong bearer token".into())
+        }
+    }
+}
+
+fn refusal(code: StatusCode, error: String) -> Response {
+    (
+        code,
+        Json(SavepointReply {
+            path: None,
+            error: Some(error),
+        }),
+    )
+        .into_response()
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        if let Some(path) = &self.registry {
-            let _ = std::fs::remove_file(path);
+        if let Some((path, ours)) = &self.registry {
+            registry::remove_if_ours(path, ours);
         }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -218,7 +326,7 @@ async fn take_savepoint(
                 error: None,
             }),
         ),
-        Ok(Ok(Err(e))) => fail(StatusCode::CONFLICT, e),
+        Ok(Ok(Err(e))) => fail(StatusCode::CONFLICT, weir_core::text::cut_message(&e)),
         _ => fail(
             StatusCode::CONFLICT,
             "the job ended before the savepoint completed".into(),
@@ -230,27 +338,25 @@ async fn take_savepoint(
 pub mod client {
     use super::*;
 
-    /// The API address a running job registered under `jobs_dir`.
-    pub fn find(jobs_dir: &Path, job: &str) -> anyhow::Result<String> {
-        let path = jobs_dir.join(format!("{job}.json"));
-        let text = std::fs::read(&path).with_context(|| {
-            format!(
-                "no running job `{job}` is registered in {} (is it running on this machine?)",
-                jobs_dir.display()
-            )
-        })?;
-        let registration: Registration = serde_json::from_slice(&text)
-            .with_context(|| format!("{}: not a job registration", path.display()))?;
-        Ok(registration.api)
+    /// Largest reply read from a control API.
+    const REPLY_BYTES_MAX: u64 = 1 << 20;
+
+    /// The API address and token a running job registered under `jobs_dir`.
+    pub fn find(jobs_dir: &Path, job: &str) -> anyhow::Result<Registration> {
+        registry::read(jobs_dir, job)
     }
 
-    /// Takes a savepoint (and stops the job with `stop`); returns its path.
+    /// Takes a savepoint (and stops the job with `stop`) through the API at
+    /// `api` with `token`; returns the savepoint's path.
     pub fn savepoint(
         api: &str,
+        token: &str,
         job: &str,
         dir: Option<&Path>,
         stop: bool,
     ) -> anyhow::Result<PathBuf> {
+        // The name goes into the URL: only names a job can have.
+        registry::registry_file(Path::new(""), job)?;
         let action = if stop { "stop" } else { "savepoints" };
         let url = format!("{}/jobs/{job}/{action}", api.trim_end_matches('/'));
         let body = serde_json::json!({ "dir": dir });
@@ -261,16 +367,20 @@ pub mod client {
             .into();
         let mut response = agent
             .post(&url)
+            .header("Authorization", &format!("Bearer {token}"))
             .send_json(&body)
             .with_context(|| format!("cannot reach the job's control API at {api}"))?;
+        let status = response.status();
         let reply: SavepointReply = response
             .body_mut()
+            .with_config()
+            .limit(REPLY_BYTES_MAX)
             .read_json()
-            .with_context(|| format!("{url}: unexpected reply"))?;
+            .with_context(|| format!("{url}: unexpected reply (HTTP {status})"))?;
         match (reply.path, reply.error) {
             (Some(path), _) => Ok(path),
-            (None, Some(e)) => anyhow::bail!("{e}"),
-            (None, None) => anyhow::bail!("{url}: empty reply"),
+            (None, Some(e)) => bail!("{}", weir_core::text::cut_message(&e)),
+            (None, None) => bail!("{url}: empty reply (HTTP {status})"),
         }
     }
 }

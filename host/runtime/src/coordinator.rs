@@ -110,6 +110,9 @@ struct Stopping {
 }
 
 const TICK: Duration = Duration::from_millis(20);
+/// Savepoint requests waiting behind the one in flight; more are refused
+/// (each holds an API connection open until it is answered).
+const SAVEPOINT_REQUESTS_QUEUED_MAX: usize = 16;
 
 impl Coordinator {
     /// Runs the coordinator on a thread of its own.
@@ -190,6 +193,11 @@ impl Coordinator {
                     Ok(r) if finished => {
                         let _ = r.reply.send(Err("the job reached the end of its input".into()));
                     }
+                    Ok(r) if queued.len() >= SAVEPOINT_REQUESTS_QUEUED_MAX => {
+                        let _ = r.reply.send(Err(format!(
+                            "{SAVEPOINT_REQUESTS_QUEUED_MAX} savepoint requests are already waiting; try again later"
+                        )));
+                    }
                     Ok(r) => queued.push(r),
                     // The control API went away; stop listening to it.
                     Err(_) => self.requests = crossbeam_channel::never(),
@@ -264,6 +272,8 @@ impl Coordinator {
     }
 
     fn abort(&mut self, p: Pending, reason: &str) {
+        // A task's reason may carry a guest's text (a failed snapshot hook).
+        let reason = weir_core::text::cut_message(reason);
         tracing::warn!(job = %self.job.name, "snapshot {} aborted: {reason}", p.id);
         // A tombstone: a barrier still in flight must not wait for it.
         self.snapshot_dirs

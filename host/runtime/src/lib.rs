@@ -25,12 +25,14 @@
 
 mod alignment;
 mod control;
+mod control_guard;
 mod coordinator;
 mod gate;
 mod message;
 mod metrics;
 mod operator_task;
 mod plan;
+pub mod registry;
 pub mod remote;
 mod runner;
 mod sink_task;
@@ -44,7 +46,8 @@ pub use coordinator::{
 };
 pub use message::Barrier;
 pub use metrics::{JobReport, NodeReport, Outcome};
-pub use plan::{TaskId, tasks};
+pub use plan::{CHANNEL_SLOTS_MAX, CHANNELS_MAX, PlanSize, TaskId, tasks};
+pub use plan::check as check_plan;
 pub use remote::{DataPlane, InboundChannels};
 pub use runner::{
     AttemptCancelled, RunOptions, StartedAttempt, WorkerAttempt, check_snapshot, run_job,

@@ -6,6 +6,13 @@
 //! Every other edge becomes one bounded channel per (producer subtask,
 //! consumer subtask) pair, so each consumer tracks each producer's
 //! watermark and a full channel blocks exactly the producer feeding it.
+//!
+//! Listing a plan's tasks ([`tasks`]) and checking its size ([`check`]) only
+//! count: nothing is allocated per channel. A bounded crossbeam channel
+//! allocates its whole capacity when it is made, so [`build`] refuses a plan
+//! whose channels would hold more than [`CHANNEL_SLOTS_MAX`] batch slots
+//! before it makes any (the job file bounds `channel_batches_max` too; this
+//! holds even for a `JobSpec` that did not come from a job file).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,15 +49,84 @@ impl TaskId {
     }
 }
 
-/// Every task of `job`'s plan, in a fixed order.
+/// Channels of one plan, whatever the job file says: a hash edge between
+/// parallelism p and q has p × q of them.
+pub const CHANNELS_MAX: u64 = 1 << 20;
+/// Batch slots all channels of one plan may allocate up front (channels ×
+/// `channel_batches_max`); a slot is a few dozen bytes before any batch is
+/// in it.
+pub const CHANNEL_SLOTS_MAX: u64 = 1 << 23;
+
+/// Every task of `job`'s plan, in the order [`build`] makes them. Counts
+/// only: no channel is made.
 pub fn tasks(job: &JobSpec) -> Vec<TaskId> {
-    let plan = build(job);
-    plan.sources
-        .iter()
-        .map(SourceTaskPlan::id)
-        .chain(plan.chains.iter().map(ChainTaskPlan::id))
-        .chain(plan.sinks.iter().map(SinkTaskPlan::id))
-        .collect()
+    let layout = Layout::new(job);
+    let sources = job.sources.iter().enumerate().flat_map(|(source, s)| {
+        (0..s.parallelism).map(move |split| TaskId::Source {
+            source: source as u32,
+            split,
+        })
+    });
+    let chains = layout.chains.iter().enumerate().flat_map(|(chain, ops)| {
+        (0..job.operators[ops[0]].parallelism).map(move |subtask| TaskId::Chain {
+            chain: chain as u32,
+            subtask,
+        })
+    });
+    let sinks = (0..job.sinks.len()).map(|sink| TaskId::Sink { sink: sink as u32 });
+    sources.chain(chains).chain(sinks).collect()
+}
+
+/// How much a plan would allocate for its channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanSize {
+    pub channels: u64,
+    /// Channels × `channel_batches_max`.
+    pub channel_slots: u64,
+}
+
+/// Counts `job`'s channels without making any, and refuses a plan over
+/// [`CHANNELS_MAX`] or [`CHANNEL_SLOTS_MAX`] with the field to lower.
+pub fn check(job: &JobSpec) -> anyhow::Result<PlanSize> {
+    let layout = Layout::new(job);
+    let channels: u64 = layout
+        .edges()
+        .map(|e| {
+            channel_count(
+                e.consumed.edge,
+                e.producer_parallelism,
+                e.consumed.consumer_parallelism,
+            )
+        })
+        .sum();
+    let channel_slots = channels.saturating_mul(job.channel_batches_max as u64);
+    let at = job.file.display();
+    if channels > CHANNELS_MAX {
+        anyhow::bail!(
+            "{at}: the job needs {channels} channels (every hash, rebalance or broadcast edge \
+             has one per pair of subtasks); at most {CHANNELS_MAX} are allowed: lower the parallelism"
+        );
+    }
+    if channel_slots > CHANNEL_SLOTS_MAX {
+        anyhow::bail!(
+            "{at}: [job] channel_batches_max = {} over {channels} channels would allocate \
+             {channel_slots} batch slots up front; at most {CHANNEL_SLOTS_MAX} are allowed: \
+             lower channel_batches_max or the parallelism",
+            job.channel_batches_max
+        );
+    }
+    Ok(PlanSize {
+        channels,
+        channel_slots,
+    })
+}
+
+fn channel_count(edge: Edge, producers: u32, consumers: u32) -> u64 {
+    if edge == Edge::Forward {
+        u64::from(producers.min(consumers))
+    } else {
+        u64::from(producers) * u64::from(consumers)
+    }
 }
 
 /// One channel between two tasks. The plan keeps a clone of both ends so
@@ -168,48 +244,106 @@ fn chains(job: &JobSpec, readers: &HashMap<StreamRef, usize>) -> Vec<Vec<usize>>
     chains
 }
 
-pub(crate) fn build(job: &JobSpec) -> Plan {
-    // Who reads each stream: (consumer, its input number, edge, parallelism).
-    let mut consumers: Vec<(StreamRef, ConsumerRef, u32, Edge, u32)> = Vec::new();
-    for (i, op) in job.operators.iter().enumerate() {
-        for (n, input) in op.inputs.iter().enumerate() {
-            consumers.push((
-                input.stream.clone(),
-                ConsumerRef::Operator(i),
-                n as u32,
-                input.edge,
-                op.parallelism,
-            ));
+/// One stream read by one consumer, with the consumer's input number.
+struct ConsumedStream {
+    stream: StreamRef,
+    consumer: ConsumerRef,
+    input: u32,
+    edge: Edge,
+    consumer_parallelism: u32,
+}
+
+/// An edge that becomes channels (a consumer not chained to its producer).
+struct ChannelEdge<'a> {
+    consumed: &'a ConsumedStream,
+    producer_parallelism: u32,
+}
+
+/// The plan's shape without any channel: who reads what, and the chains.
+struct Layout<'j> {
+    consumed: Vec<ConsumedStream>,
+    chains: Vec<Vec<usize>>,
+    /// Operator index -> head of the chain it was folded into (heads absent).
+    chained: HashMap<usize, usize>,
+    chain_of_operator: HashMap<&'j str, u32>,
+    job: &'j JobSpec,
+}
+
+impl<'j> Layout<'j> {
+    fn new(job: &'j JobSpec) -> Layout<'j> {
+        let mut consumed = Vec::new();
+        for (i, op) in job.operators.iter().enumerate() {
+            for (n, input) in op.inputs.iter().enumerate() {
+                consumed.push(ConsumedStream {
+                    stream: input.stream.clone(),
+                    consumer: ConsumerRef::Operator(i),
+                    input: n as u32,
+                    edge: input.edge,
+                    consumer_parallelism: op.parallelism,
+                });
+            }
+        }
+        for (i, sink) in job.sinks.iter().enumerate() {
+            for (n, stream) in sink.inputs.iter().enumerate() {
+                consumed.push(ConsumedStream {
+                    stream: stream.clone(),
+                    consumer: ConsumerRef::Sink(i),
+                    input: n as u32,
+                    edge: Edge::Rebalance,
+                    consumer_parallelism: 1,
+                });
+            }
+        }
+        let mut readers: HashMap<StreamRef, usize> = HashMap::new();
+        for c in &consumed {
+            *readers.entry(c.stream.clone()).or_default() += 1;
+        }
+        let chains = chains(job, &readers);
+        let chained = chains
+            .iter()
+            .flat_map(|c| c.iter().skip(1).map(move |&op| (op, c[0])))
+            .collect();
+        let chain_of_operator = chains
+            .iter()
+            .enumerate()
+            .flat_map(|(c, ops)| {
+                ops.iter()
+                    .map(move |&op| (job.operators[op].name.as_str(), c as u32))
+            })
+            .collect();
+        Layout {
+            consumed,
+            chains,
+            chained,
+            chain_of_operator,
+            job,
         }
     }
-    for (i, sink) in job.sinks.iter().enumerate() {
-        for (n, stream) in sink.inputs.iter().enumerate() {
-            consumers.push((
-                stream.clone(),
-                ConsumerRef::Sink(i),
-                n as u32,
-                Edge::Rebalance,
-                1,
-            ));
-        }
-    }
-    let mut readers: HashMap<StreamRef, usize> = HashMap::new();
-    for (stream, ..) in &consumers {
-        *readers.entry(stream.clone()).or_default() += 1;
-    }
-    let chains = chains(job, &readers);
-    let chained: HashMap<usize, usize> = chains
-        .iter()
-        .flat_map(|c| c.iter().skip(1).map(move |&op| (op, c[0])))
-        .collect();
-    let chain_of_operator: HashMap<&str, u32> = chains
-        .iter()
-        .enumerate()
-        .flat_map(|(c, ops)| {
-            ops.iter()
-                .map(move |&op| (job.operators[op].name.as_str(), c as u32))
+
+    /// The edges that become channels, in the order [`build`] wires them.
+    fn edges(&self) -> impl Iterator<Item = ChannelEdge<'_>> {
+        self.consumed.iter().filter_map(|c| {
+            if let ConsumerRef::Operator(op) = c.consumer
+                && self.chained.contains_key(&op)
+            {
+                return None; // fed by a direct call within its chain
+            }
+            Some(ChannelEdge {
+                consumed: c,
+                // A resolved job names only nodes it has; 0 subtasks make
+                // no channels rather than a panic if one slipped through.
+                producer_parallelism: self.job.parallelism_of(&c.stream.node).unwrap_or(0),
+            })
         })
-        .collect();
+    }
+}
+
+/// Makes every task and channel of `job`'s plan; refuses (before making
+/// any channel) a plan over the bounds [`check`] applies.
+pub(crate) fn build(job: &JobSpec) -> anyhow::Result<Plan> {
+    check(job)?;
+    let layout = Layout::new(job);
+    let chain_of_operator = &layout.chain_of_operator;
     let producer_task = |node: &str, subtask: u32| match chain_of_operator.get(node) {
         Some(&chain) => TaskId::Chain { chain, subtask },
         None => TaskId::Source {
@@ -217,7 +351,7 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
                 .sources
                 .iter()
                 .position(|s| s.name == node)
-                .expect("validated stream reference") as u32,
+                .unwrap_or(usize::MAX) as u32,
             split: subtask,
         },
     };
@@ -226,15 +360,15 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
     let mut outputs: HashMap<(StreamRef, u32), Gate> = HashMap::new();
     let mut operator_inputs: HashMap<(usize, u32), Vec<InputChannel>> = HashMap::new();
     let mut sink_inputs: HashMap<usize, Vec<InputChannel>> = HashMap::new();
-    for (stream, consumer, input, edge, consumer_parallelism) in consumers {
-        if let ConsumerRef::Operator(op) = consumer
-            && chained.contains_key(&op)
-        {
-            continue; // fed by a direct call within its chain
-        }
-        let producer_parallelism = job
-            .parallelism_of(&stream.node)
-            .expect("validated stream reference");
+    for e in layout.edges() {
+        let ConsumedStream {
+            ref stream,
+            consumer,
+            input,
+            edge,
+            consumer_parallelism,
+        } = *e.consumed;
+        let producer_parallelism = e.producer_parallelism;
         let capacity = job.channel_batches_max;
         // senders[k][j]: producer subtask k to consumer subtask j.
         let mut senders: Vec<Vec<Sender<Message>>> =
@@ -249,7 +383,7 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
                     producer: producer_task(&stream.node, k),
                     consumer: match consumer {
                         ConsumerRef::Operator(op) => TaskId::Chain {
-                            chain: chain_of_operator[job.operators[op].name.as_str()],
+                            chain: layout.chain_of_operator[job.operators[op].name.as_str()],
                             subtask: j,
                         },
                         ConsumerRef::Sink(sink) => TaskId::Sink { sink: sink as u32 },
@@ -287,7 +421,7 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
         }
     }
     let mut chain_tasks = Vec::new();
-    for (chain_index, chain) in chains.iter().enumerate() {
+    for (chain_index, chain) in layout.chains.iter().enumerate() {
         let head = &job.operators[chain[0]];
         let tail = &job.operators[*chain.last().expect("non-empty")];
         for subtask in 0..head.parallelism {
@@ -329,18 +463,19 @@ pub(crate) fn build(job: &JobSpec) -> Plan {
         .chain(job.sinks.iter().map(|s| &s.name))
         .map(|name| (name.clone(), Arc::new(NodeCounters::default())))
         .collect();
-    let chain_names = chains
+    let chain_names = layout
+        .chains
         .iter()
         .map(|c| c.iter().map(|&i| job.operators[i].name.clone()).collect())
         .collect();
-    Plan {
+    Ok(Plan {
         sources,
         chains: chain_tasks,
         sinks,
         channels,
         counters,
         chain_names,
-    }
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -388,7 +523,7 @@ input = "c"
 
     #[test]
     fn forward_operators_chain_and_hash_edges_wire_all_pairs() {
-        let plan = build(&job(PIPELINE));
+        let plan = build(&job(PIPELINE)).unwrap();
         assert_eq!(plan.chain_names, vec![vec!["a", "b"], vec!["c"]]);
         assert_eq!(plan.chains.len(), 4, "two chains at parallelism 2");
         let c0 = plan
@@ -416,7 +551,7 @@ input = "c"
 
     #[test]
     fn every_channel_names_its_producer_and_consumer_task() {
-        let plan = build(&job(PIPELINE));
+        let plan = build(&job(PIPELINE)).unwrap();
         // src -> a (forward, 2), c -> ... (hash from chain a-b: 2x2), c -> out (2).
         assert_eq!(plan.channels.len(), 2 + 4 + 2);
         let hash: Vec<_> = plan
@@ -452,7 +587,71 @@ input = "c"
     #[test]
     fn a_stream_with_two_readers_does_not_chain() {
         let text = PIPELINE.replace("input = \"c\"", "input = [\"c\", \"a\"]");
-        let plan = build(&job(&text));
+        let plan = build(&job(&text)).unwrap();
         assert_eq!(plan.chain_names, vec![vec!["a"], vec!["b"], vec!["c"]]);
+    }
+
+    /// The task ids of a built plan, in its order.
+    fn built_tasks(job: &JobSpec) -> Vec<TaskId> {
+        let plan = build(job).unwrap();
+        plan.sources
+            .iter()
+            .map(SourceTaskPlan::id)
+            .chain(plan.chains.iter().map(ChainTaskPlan::id))
+            .chain(plan.sinks.iter().map(SinkTaskPlan::id))
+            .collect()
+    }
+
+    #[test]
+    fn listing_tasks_matches_the_built_plan() {
+        for text in [
+            PIPELINE.to_string(),
+            PIPELINE.replace("input = \"c\"", "input = [\"c\", \"a\"]"),
+            PIPELINE.replace("edge = \"hash\"", "edge = \"broadcast\"\nparallelism = 3"),
+        ] {
+            let job = job(&text);
+            assert_eq!(tasks(&job), built_tasks(&job), "{text}");
+        }
+    }
+
+    #[test]
+    fn check_counts_channels_as_build_makes_them() {
+        let job = job(&PIPELINE.replace("edge = \"hash\"", "edge = \"hash\"\nparallelism = 3"));
+        let size = check(&job).unwrap();
+        // src -> a (forward, 2), b -> c (hash, 2 x 3), c -> out (3).
+        assert_eq!(size.channels, 2 + 6 + 3);
+        assert_eq!(size.channels, build(&job).unwrap().channels.len() as u64);
+        assert_eq!(size.channel_slots, size.channels * job.channel_batches_max as u64);
+    }
+
+    #[test]
+    fn a_huge_channel_capacity_is_an_error_not_an_abort() {
+        // What the coordinator once aborted on (SIGABRT in `build`): the
+        // bound holds even for a spec the job-file parser did not check.
+        let mut huge = job(PIPELINE);
+        huge.channel_batches_max = 1_000_000_000_000;
+        assert_eq!(tasks(&huge).len(), 2 + 4 + 1, "listing allocates nothing");
+        let err = format!("{:#}", build(&huge).err().expect("refused"));
+        assert!(
+            err.contains("channel_batches_max = 1000000000000")
+                && err.contains(&format!("at most {CHANNEL_SLOTS_MAX}")),
+            "{err}"
+        );
+        huge.channel_batches_max = usize::MAX;
+        assert!(check(&huge).is_err(), "slot count saturates, no overflow");
+    }
+
+    #[test]
+    fn too_many_channels_are_refused_by_count() {
+        let mut wide = job(PIPELINE);
+        for op in &mut wide.operators {
+            op.parallelism = 2048;
+        }
+        for source in &mut wide.sources {
+            source.parallelism = 2048;
+        }
+        // b -> c is a hash edge: 2048 x 2048 channels.
+        let err = check(&wide).unwrap_err().to_string();
+        assert!(err.contains("needs 4198400 channels"), "{err}");
     }
 }

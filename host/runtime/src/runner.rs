@@ -11,6 +11,7 @@ use anyhow::{Context as _, anyhow, bail};
 use crossbeam_channel::{Receiver, unbounded};
 use weir_core::KeyGroupRange;
 use weir_core::job::{JobSpec, SinkKind, StateBackendKind};
+use weir_core::text::cut_message;
 use weir_snapshot::rocks_files::{SharedFiles, download};
 use weir_snapshot::{CheckpointStorage, Snapshot, StateHandle};
 use weir_state::{KeyedStateStore, MemoryBackend, RocksDbBackend, StateBackend};
@@ -54,6 +55,7 @@ pub fn validate_job(
     job: &JobSpec,
     options: &RunOptions,
 ) -> anyhow::Result<Vec<(String, CompiledOperator)>> {
+    crate::plan::check(job)?;
     let engine = WasmEngine::new(options.cache_dir.clone())?;
     compile_all(&engine, job)
 }
@@ -114,6 +116,7 @@ pub struct StartedAttempt {
 /// savepoint), restarting it from its latest checkpoint as `[restart]` allows.
 pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport> {
     let started = Instant::now();
+    crate::plan::check(job)?;
     let engine = WasmEngine::new(options.cache_dir.clone())?;
     let compiled: HashMap<String, CompiledOperator> =
         compile_all(&engine, job)?.into_iter().collect();
@@ -164,27 +167,38 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
                     Some(Some(latest)) => Some(latest),
                     _ => restore.clone(),
                 };
+                // The cause may carry a guest's text (an error it returned):
+                // a few KiB per attempt reach the terminal, never all of it.
+                let cause = cut_message(&format!("{e:#}"));
                 tracing::warn!(
                     job = %job.name,
-                    "{e:#}; restart {restarts} of {} in {} ms from {}",
+                    "{cause}; restart {restarts} of {} in {} ms from {}",
                     job.restart.attempts,
                     job.restart.delay_ms,
                     from.as_ref().map_or("the beginning".to_string(), |s| s.dir.display().to_string())
                 );
                 eprintln!(
-                    "weir: job `{}` failed ({e:#}); restarting ({restarts}/{})",
+                    "weir: job `{}` failed ({cause}); restarting ({restarts}/{})",
                     job.name, job.restart.attempts
                 );
                 std::thread::sleep(Duration::from_millis(job.restart.delay_ms));
                 restore = from;
             }
+            // Cut here so no caller holds (or prints) a guest's megabytes.
             Err(e) if restarts > 0 => {
-                return Err(e.context(format!(
-                    "job `{}` failed after {restarts} restart(s)",
-                    job.name
-                )));
+                return Err(anyhow!(
+                    "job `{}` failed after {restarts} restart(s): {}",
+                    job.name,
+                    cut_message(&format!("{e:#}"))
+                ));
             }
-            Err(e) => return Err(e.context(format!("job `{}` failed", job.name))),
+            Err(e) => {
+                return Err(anyhow!(
+                    "job `{}` failed: {}",
+                    job.name,
+                    cut_message(&format!("{e:#}"))
+                ));
+            }
         }
     }
 }
@@ -389,7 +403,7 @@ fn check_restore(
 impl Attempt<'_> {
     fn run(self) -> anyhow::Result<(Outcome, HashMap<String, Arc<crate::metrics::NodeCounters>>)> {
         let job = self.job;
-        let mut plan = plan::build(job);
+        let mut plan = plan::build(job)?;
         let channels = std::mem::take(&mut plan.channels);
         if let Some(scope) = self.scope {
             plan.sources.retain(|t| scope.local.contains(&t.id()));
