@@ -34,7 +34,11 @@ impl FileRef {
             shared = true;
         }
         let rest: Vec<_> = components.collect();
-        if rest.is_empty() || !rest.iter().all(|c| matches!(c, Component::Normal(_))) {
+        let plain = |c: &Component<'_>| match c {
+            Component::Normal(name) => name.to_str().is_some_and(is_plain_name),
+            _ => false,
+        };
+        if rest.is_empty() || !rest.iter().all(plain) || self.path.contains('\0') {
             return Err(bad_path(snapshot_dir, &self.path));
         }
         let base = if shared {
@@ -51,9 +55,14 @@ impl FileRef {
     /// Checks that the file exists with the recorded size and checksum.
     pub fn verify(&self, snapshot_dir: &Path) -> Result<(), SnapshotError> {
         let path = self.resolve(snapshot_dir)?;
-        let size = std::fs::metadata(&path)
-            .map_err(|e| SnapshotError::damaged(&path, format!("cannot read it: {e}")))?
-            .len();
+        // Not followed: a snapshot holds only files weir wrote, and a
+        // symlink (or FIFO, or device) planted in one must not be read.
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(|e| SnapshotError::damaged(&path, format!("cannot read it: {e}")))?;
+        if !meta.is_file() {
+            return Err(SnapshotError::damaged(&path, "not a regular file"));
+        }
+        let size = meta.len();
         if size != self.size {
             return Err(SnapshotError::damaged(
                 &path,
@@ -72,6 +81,13 @@ impl FileRef {
         }
         Ok(())
     }
+}
+
+/// Whether `name` is one plain file name: not empty, not `.` or `..`, no
+/// separator, no NUL. Names read from metadata must be, before they are
+/// joined to a directory.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 fn bad_path(dir: &Path, path: &str) -> SnapshotError {
@@ -205,7 +221,16 @@ mod tests {
             r("../shared/x.sst").unwrap(),
             Path::new("/chk/job/shared/x.sst")
         );
-        for bad in ["../other/x", "/etc/passwd", "a/../../b", "", "../shared"] {
+        for bad in [
+            "../other/x",
+            "/etc/passwd",
+            "a/../../b",
+            "",
+            "../shared",
+            "../shared/../x",
+            "a\0b",
+            "a\\..\\b",
+        ] {
             assert!(r(bad).is_err(), "{bad}");
         }
     }

@@ -169,6 +169,9 @@ impl StateReader {
 }
 
 const CHUNK_MAX: usize = 1 << 30;
+/// Largest timer file read: one subtask's pending timers are bounded by
+/// `timers_memory_max_mb` (at most 4 GiB), which counts more than the file.
+const TIMERS_BYTES_MAX: u64 = 4 << 30;
 
 fn read_chunk(
     input: &mut impl Read,
@@ -191,10 +194,16 @@ fn read_chunk(
             format!("entry of {len} bytes"),
         ));
     }
-    let mut buf = vec![0u8; len];
+    // Grown as bytes arrive, not allocated from the (untrusted) length: a
+    // damaged length costs what the file holds, not what it claims.
+    let mut buf = Vec::with_capacity(len.min(1 << 16));
     input
-        .read_exact(&mut buf)
-        .map_err(|_| SnapshotError::damaged(path, "entry cut short"))?;
+        .take(len as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| SnapshotError::damaged(path, format!("cannot read an entry: {e}")))?;
+    if buf.len() != len {
+        return Err(SnapshotError::damaged(path, "entry cut short"));
+    }
     Ok(Some(buf))
 }
 
@@ -261,7 +270,8 @@ pub fn read_timers(
     max_parallelism: u32,
     owns: impl Fn(u32) -> bool,
 ) -> Result<Vec<(TimeDomain, i64, Vec<u8>)>, SnapshotError> {
-    let bytes = std::fs::read(path).map_err(|e| SnapshotError::io(path, e))?;
+    let bytes = crate::metadata::read_bounded(path, TIMERS_BYTES_MAX)
+        .map_err(|e| SnapshotError::damaged(path, format!("cannot read the timer file: {e}")))?;
     if bytes.get(..8) != Some(TIMERS_MAGIC) {
         return Err(SnapshotError::damaged(path, "not a weir timer file"));
     }
@@ -277,7 +287,8 @@ pub fn read_timers(
         };
         let timestamp = i64::from_le_bytes(header[1..9].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(header[9..13].try_into().expect("4 bytes")) as usize;
-        let key = bytes.get(at + 13..at + 13 + len).ok_or_else(cut)?;
+        let end = (at + 13).checked_add(len).ok_or_else(cut)?;
+        let key = bytes.get(at + 13..end).ok_or_else(cut)?;
         if owns(key_group_of(key, max_parallelism)) {
             timers.push((domain, timestamp, key.to_vec()));
         }

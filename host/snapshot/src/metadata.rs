@@ -15,6 +15,8 @@ use crate::checksum::{FileRef, hex128};
 /// Bumped on any change a reader of an older format could misread.
 pub const FORMAT_VERSION: u32 = 1;
 pub const METADATA_FILE: &str = "_metadata";
+/// Largest `_metadata` file read (it lists files, not state).
+pub const METADATA_BYTES_MAX: u64 = 64 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -153,7 +155,7 @@ impl Metadata {
     /// Reads and checks `dir/_metadata` (not yet the files it names).
     pub fn read(dir: &Path) -> Result<Metadata, SnapshotError> {
         let path = dir.join(METADATA_FILE);
-        let text = std::fs::read(&path).map_err(|e| {
+        let text = read_bounded(&path, METADATA_BYTES_MAX).map_err(|e| {
             SnapshotError::damaged(&path, format!("cannot read the snapshot's metadata: {e}"))
         })?;
         let envelope: Envelope = serde_json::from_slice(&text)
@@ -179,6 +181,31 @@ impl Metadata {
         serde_json::from_value(envelope.metadata)
             .map_err(|e| SnapshotError::damaged(&path, format!("unexpected metadata: {e}")))
     }
+}
+
+/// Reads a regular file (not followed if a symlink) of at most `max` bytes.
+/// A savepoint directory may come from a user: its `_metadata` must not be
+/// a FIFO that blocks, a device that never ends, or a huge file.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::other(format!(
+            "{} bytes; at most {max} are read",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!("more than {max} bytes")));
+    }
+    Ok(bytes)
 }
 
 pub fn now_unix_ms() -> u64 {

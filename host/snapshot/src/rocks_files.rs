@@ -110,7 +110,7 @@ pub fn download(
 ) -> Result<(), SnapshotError> {
     std::fs::create_dir_all(target).map_err(|e| SnapshotError::io(target, e))?;
     for f in files {
-        if f.name.contains('/') || f.name.contains("..") || f.name.is_empty() {
+        if !crate::is_plain_name(&f.name) {
             return Err(SnapshotError::damaged(
                 snapshot_dir,
                 format!("invalid RocksDB file name `{}`", f.name),

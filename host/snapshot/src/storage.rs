@@ -34,10 +34,19 @@ pub struct CheckpointStorage {
 }
 
 impl CheckpointStorage {
-    /// The checkpoints of job `job` under `dir`.
+    /// The checkpoints of job `job` under `dir`. Job names are checked
+    /// when a job file is parsed; a name that is not a safe path part
+    /// anyway (see [`weir_core::job::job_name_problem`]) is hex-encoded, so
+    /// the root is always one plain directory under `dir`.
     pub fn new(dir: &Path, job: &str) -> Self {
+        let part = if weir_core::job::job_name_problem(job).is_none() {
+            job.to_string()
+        } else {
+            let hex: String = job.bytes().map(|b| format!("{b:02x}")).collect();
+            format!("job-{hex}")
+        };
         CheckpointStorage {
-            root: dir.join(job),
+            root: dir.join(part),
         }
     }
 
@@ -137,7 +146,11 @@ impl CheckpointStorage {
                             _ => None,
                         })
                         .flatten()
-                        .filter_map(|f| f.file.path.strip_prefix("../shared/").map(String::from))
+                        .filter_map(|f| f.file.path.strip_prefix("../shared/"))
+                        // Only plain names: a damaged or planted metadata
+                        // file must not make prune delete outside `shared/`.
+                        .filter(|name| crate::is_plain_name(name))
+                        .map(String::from)
                         .collect()
                 })
                 .unwrap_or_default()
@@ -215,6 +228,61 @@ mod tests {
         let e = storage.latest_valid().unwrap_err().to_string();
         assert!(e.contains("no usable checkpoint"), "{e}");
         assert!(e.contains("chk-00000005/op-0.state"), "{e}");
+    }
+
+    #[test]
+    fn storage_roots_and_prune_stay_inside_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::new(tmp.path(), "../x");
+        assert_eq!(storage.root(), tmp.path().join("job-2e2e2f78"));
+        assert_eq!(
+            CheckpointStorage::new(tmp.path(), "wc").root(),
+            tmp.path().join("wc")
+        );
+
+        // A metadata file naming a shared file outside `shared/`.
+        let root = tmp.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let storage = CheckpointStorage::new(&root, "job");
+        for id in 1..=2 {
+            let dir = storage.create(id).unwrap();
+            let mut m = sample(id);
+            m.operators.push(OperatorSnapshot {
+                name: "op".into(),
+                parallelism: 1,
+                states: vec![],
+                subtasks: vec![SubtaskSnapshot {
+                    subtask: 0,
+                    key_groups: (0, 128),
+                    watermark: 0,
+                    timers: None,
+                    state: StateHandle::Rocksdb {
+                        files: vec![crate::metadata::RocksFile {
+                            name: "1.sst".into(),
+                            file: crate::FileRef {
+                                path: "../shared/../../../victim".into(),
+                                size: 7,
+                                xxh3: String::new(),
+                            },
+                        }],
+                    },
+                    stats: vec![],
+                }],
+            });
+            m.write(&dir).unwrap();
+        }
+        storage.prune(1, 2).unwrap();
+        assert_eq!(storage.ids(), vec![2]);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        let e = Snapshot::load(&storage.checkpoint_dir(2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("invalid file path `../shared/../../../victim`"),
+            "{e}"
+        );
     }
 
     #[test]
