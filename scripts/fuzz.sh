@@ -11,7 +11,7 @@ seconds_max="${FUZZ_SECONDS_MAX:-1200}"
 
 # Build once; the test binary is then run per target.
 binary=$(cargo test --release --test fuzz --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    grep '"name":"fuzz"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 [ -x "$binary" ] || { echo "fuzz: cannot build tests/fuzz.rs" >&2; exit 1; }
 
 targets=$("$binary" --list 2>/dev/null | sed -n 's/: test$//p' | grep -v -e '^deeply_' -e '^the_largest_')

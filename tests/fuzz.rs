@@ -42,10 +42,15 @@ fn mutation(tokens: &'static [&'static str]) -> impl Strategy<Value = Mutation> 
     prop_oneof![
         (any::<usize>(), 1u8..=255).prop_map(|(at, bits)| Mutation::Flip { at, bits }),
         (any::<usize>(), 1usize..64).prop_map(|(at, len)| Mutation::Delete { at, len }),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16))
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..16)
+        )
             .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-        (any::<usize>(), proptest::sample::select(tokens))
-            .prop_map(|(at, t)| Mutation::Insert { at, bytes: t.as_bytes().to_vec() }),
+        (any::<usize>(), proptest::sample::select(tokens)).prop_map(|(at, t)| Mutation::Insert {
+            at,
+            bytes: t.as_bytes().to_vec()
+        }),
         any::<usize>().prop_map(|at| Mutation::Truncate { at }),
     ]
 }
@@ -156,22 +161,70 @@ delay_ms = 10
 "#;
 
 const JOB_TOKENS: &[&str] = &[
-    "\n", "[", "]", "[[", "]]", "=", "\"", "'", "{", "}", ",", ".", "#", "\\u0000", "..", "/",
-    "../", "-1", "0", "1e300", "99999999999999999999", "9223372036854775807",
-    "-9223372036854775808", "1000000000000", "4294967296", "true", "\"\"\"", "[job]",
-    "[[source]]", "[[operator]]", "[[sink]]", "[checkpoint]", "[restart]", "name = \"x\"",
-    "input = \"op\"", "input = \"op.late\"", "edge = \"forward\"", "parallelism = 1024",
-    "max_parallelism = 32768", "kind = \"file\"", "kind = \"generator\"", "records = ",
-    "[[[[[[[[[[[[[[[[", "{a={a={a={a={a={a=", "\u{feff}", "é", "\r\n",
+    "\n",
+    "[",
+    "]",
+    "[[",
+    "]]",
+    "=",
+    "\"",
+    "'",
+    "{",
+    "}",
+    ",",
+    ".",
+    "#",
+    "\\u0000",
+    "..",
+    "/",
+    "../",
+    "-1",
+    "0",
+    "1e300",
+    "99999999999999999999",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "1000000000000",
+    "4294967296",
+    "true",
+    "\"\"\"",
+    "[job]",
+    "[[source]]",
+    "[[operator]]",
+    "[[sink]]",
+    "[checkpoint]",
+    "[restart]",
+    "name = \"x\"",
+    "input = \"op\"",
+    "input = \"op.late\"",
+    "edge = \"forward\"",
+    "parallelism = 1024",
+    "max_parallelism = 32768",
+    "kind = \"file\"",
+    "kind = \"generator\"",
+    "records = ",
+    "[[[[[[[[[[[[[[[[",
+    "{a={a={a={a={a={a=",
+    "\u{feff}",
+    "é",
+    "\r\n",
 ];
 
 /// Checks an error's shape: a line inside the file (when given) and a
 /// message short enough for a terminal or a control message.
 fn check_job_error(text: &str, e: &weir_core::job::JobError) {
     if let Some(line) = e.line {
-        assert!(line >= 1 && line <= text.lines().count() + 1, "line {line} of {text:?}: {e}");
+        assert!(
+            line >= 1 && line <= text.lines().count() + 1,
+            "line {line} of {text:?}: {e}"
+        );
     }
-    assert!(e.message.len() <= 16 << 10, "{} bytes: {}", e.message.len(), &e.message[..200]);
+    assert!(
+        e.message.len() <= 16 << 10,
+        "{} bytes: {}",
+        e.message.len(),
+        &e.message[..200]
+    );
 }
 
 fn parse_job(text: &str) {
@@ -346,7 +399,11 @@ fn timer_file(dir: &Path, timers: &[(bool, i64, Vec<u8>)]) -> Vec<u8> {
     let path = dir.join("timers-valid");
     keyed_file::write_timers(
         timers.iter().map(|(event, ts, key)| {
-            let domain = if *event { TimeDomain::EventTime } else { TimeDomain::ProcessingTime };
+            let domain = if *event {
+                TimeDomain::EventTime
+            } else {
+                TimeDomain::ProcessingTime
+            };
             (domain, *ts, key.as_slice())
         }),
         &path,
@@ -358,9 +415,22 @@ fn timer_file(dir: &Path, timers: &[(bool, i64, Vec<u8>)]) -> Vec<u8> {
 
 /// A file path as a damaged or planted `_metadata` could name it.
 fn file_path() -> impl Strategy<Value = String> {
-    let part = proptest::sample::select(&[
-        "a", "op-0.state", "x.sst", "..", ".", "shared", "", "/", "\0", "\\", "~", "chk-1",
-    ][..]);
+    let part = proptest::sample::select(
+        &[
+            "a",
+            "op-0.state",
+            "x.sst",
+            "..",
+            ".",
+            "shared",
+            "",
+            "/",
+            "\0",
+            "\\",
+            "~",
+            "chk-1",
+        ][..],
+    );
     proptest::collection::vec(part, 0..5).prop_map(|parts| parts.join("/"))
 }
 
@@ -420,7 +490,8 @@ fn check_metadata_paths(root: &Path, paths: &[String], rocks_names: &[String]) {
             );
             let rest = resolved.strip_prefix(root).unwrap();
             assert!(
-                rest.components().all(|c| matches!(c, std::path::Component::Normal(_))),
+                rest.components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_))),
                 "{} resolved to {}",
                 f.path,
                 resolved.display()
@@ -515,5 +586,9 @@ fn the_largest_job_file_parses_in_bounded_time() {
     let text = "[[source]]\nname = \"s\"\n".repeat(weir_core::job::JOB_TEXT_BYTES_MAX / 24);
     let started = std::time::Instant::now();
     parse_job(&text);
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -74,16 +74,13 @@ pub fn open_source(spec: &SourceSpec, split: u32) -> Result<Box<dyn Source>, Con
             timestamp_field,
             key_field,
             max_line_bytes,
-        } => Ok(Box::new(
-            FileSource::open(
-                path,
-                *format,
-                timestamp_field.clone(),
-                key_field.clone(),
-                *max_line_bytes,
-            )
-            .map_err(|e| ConnectorError(format!("source `{}`: {e}", spec.name)))?,
-        )),
+        } => Ok(Box::new(FileSource::open(
+            path,
+            *format,
+            timestamp_field.clone(),
+            key_field.clone(),
+            *max_line_bytes,
+        )?)),
         SourceKind::Generator(generator) => Ok(Box::new(GeneratorSource::new(
             generator.clone(),
             split,
