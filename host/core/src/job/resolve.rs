@@ -551,7 +551,7 @@ impl Resolver<'_> {
                     format!(
                         "`{owner}`: input `{}` names no source or operator (known: {})",
                         crate::text::cut(&name, 2 * NAME_CHARS_MAX),
-                        known.join(", ")
+                        crate::text::cut(&known.join(", "), 1024)
                     ),
                 ));
             }
