@@ -9,6 +9,7 @@ use std::process::ExitCode;
 mod cluster_cli;
 
 use clap::{Parser, Subcommand};
+use weir_core::data_roots::DataRoots;
 use weir_core::job::{self, JobSpec, LatePolicy, StateBackendKind};
 use weir_runtime::{ControlOptions, JobReport, Outcome, RunOptions, client};
 
@@ -77,6 +78,8 @@ enum Command {
         /// Default directory for savepoints [default: <checkpoint dir>/savepoints].
         #[arg(long, value_name = "DIR")]
         savepoint_dir: Option<PathBuf>,
+        #[command(flatten)]
+        roots: RootArgs,
     },
     /// Take a savepoint of a running job, or inspect one.
     #[command(args_conflicts_with_subcommands = true)]
@@ -181,6 +184,8 @@ enum Command {
         job: PathBuf,
         #[command(flatten)]
         overrides: OverrideArgs,
+        #[command(flatten)]
+        roots: RootArgs,
     },
 }
 
@@ -236,6 +241,52 @@ struct JobTarget {
     cluster: cluster_cli::ClusterTarget,
 }
 
+/// Where the job's files may be: the directory trees it may read and write.
+#[derive(clap::Args)]
+struct RootArgs {
+    /// Also let the job read and write under DIR (sinks, state, checkpoints,
+    /// savepoints); repeatable. The current directory's tree always may.
+    /// [env: WEIR_DATA_ROOTS, directories separated by ':']
+    #[arg(
+        long = "data-root",
+        value_name = "DIR",
+        env = "WEIR_DATA_ROOTS",
+        value_delimiter = ':',
+        hide_env = true
+    )]
+    data_roots: Vec<PathBuf>,
+    /// Let the job read under DIR (file sources, operator components,
+    /// savepoints to start from); repeatable.
+    /// [env: WEIR_READ_ROOTS, directories separated by ':']
+    #[arg(
+        long = "read-root",
+        value_name = "DIR",
+        env = "WEIR_READ_ROOTS",
+        value_delimiter = ':',
+        hide_env = true
+    )]
+    read_roots: Vec<PathBuf>,
+}
+
+impl RootArgs {
+    /// The current directory's tree plus the flags' roots.
+    fn data_roots(&self) -> anyhow::Result<DataRoots> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| anyhow::anyhow!("cannot find the current directory: {e}"))?;
+        let given = |roots: &[PathBuf]| -> Vec<PathBuf> {
+            // An empty entry (`WEIR_DATA_ROOTS=a::b`) names nothing, not the root of the disk.
+            roots
+                .iter()
+                .filter(|r| !r.as_os_str().is_empty())
+                .cloned()
+                .collect()
+        };
+        let mut read_write = vec![cwd];
+        read_write.extend(given(&self.data_roots));
+        DataRoots::new(&read_write, &given(&self.read_roots)).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
 /// Settings that take precedence over the job file.
 #[derive(clap::Args)]
 struct OverrideArgs {
@@ -287,28 +338,35 @@ fn main() -> ExitCode {
             api,
             api_bind_any,
             savepoint_dir,
+            roots,
         } => {
-            let mut o = overrides.to_overrides();
-            o.checkpoint_dir = resume.clone();
-            job::load_with(job, &o)
-                .map_err(anyhow::Error::from)
-                .and_then(|spec| {
-                    let options = RunOptions {
-                        resume: resume.is_some(),
-                        from_savepoint: from_savepoint.clone(),
-                        allow_non_restored_state: *allow_non_restored_state,
-                        control: Some(ControlOptions {
-                            bind: *api,
-                            bind_any: *api_bind_any,
-                            jobs_dir: jobs_dir.clone(),
-                            savepoint_dir: savepoint_dir.clone(),
-                        }),
-                        ..options.clone()
-                    };
-                    let report = weir_runtime::run_job(&spec, &options)?;
-                    print_report(&spec, &report);
-                    Ok(())
-                })
+            let run = || -> anyhow::Result<()> {
+                let data_roots = roots.data_roots()?;
+                if let Some(dir) = resume {
+                    weir_core::data_roots::check_dir(&data_roots, dir)
+                        .map_err(|reason| anyhow::anyhow!("--resume: {reason}"))?;
+                }
+                let mut o = overrides.to_overrides();
+                o.checkpoint_dir = resume.clone();
+                let spec = job::load_with(job, &o)?;
+                let options = RunOptions {
+                    resume: resume.is_some(),
+                    from_savepoint: from_savepoint.clone(),
+                    allow_non_restored_state: *allow_non_restored_state,
+                    data_roots: Some(data_roots),
+                    control: Some(ControlOptions {
+                        bind: *api,
+                        bind_any: *api_bind_any,
+                        jobs_dir: jobs_dir.clone(),
+                        savepoint_dir: savepoint_dir.clone(),
+                    }),
+                    ..options.clone()
+                };
+                let report = weir_runtime::run_job(&spec, &options)?;
+                print_report(&spec, &report);
+                Ok(())
+            };
+            run()
         }
         Command::Savepoint {
             inspect: Some(SavepointCommand::Inspect { path }),
@@ -406,7 +464,15 @@ fn main() -> ExitCode {
         ),
         Command::Jobs { target } => cluster_cli::jobs(target),
         Command::Cancel { job, target } => cluster_cli::cancel(target, job),
-        Command::Validate { job, overrides } => load(job, overrides).and_then(|spec| {
+        Command::Validate {
+            job,
+            overrides,
+            roots,
+        } => load(job, overrides).and_then(|spec| {
+            let options = RunOptions {
+                data_roots: Some(roots.data_roots()?),
+                ..options.clone()
+            };
             let compiled = weir_runtime::validate_job(&spec, &options)?;
             eprintln!(
                 "{}: job `{}` is valid: {} source(s), {} operator(s), {} sink(s)",

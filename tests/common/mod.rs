@@ -43,9 +43,24 @@ pub fn cache_dir() -> PathBuf {
     repo().join("target/wasm/component-cache")
 }
 
+/// The `weir` binary with the tests' shared cache. Tests keep their jobs in
+/// temporary directories, so `weir run` and `weir validate` get the system
+/// temp directory as a read-write data root besides the current directory
+/// (the repository, which holds the guests); [`weir_confined`] leaves it out.
 pub fn weir() -> Command {
+    let mut cmd = weir_confined();
+    cmd.env("WEIR_DATA_ROOTS", std::env::temp_dir());
+    cmd
+}
+
+/// The `weir` binary with only the data roots its arguments and current
+/// directory give (for tests of those roots).
+pub fn weir_confined() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
     cmd.arg("--cache-dir").arg(cache_dir());
+    for var in ["WEIR_DATA_ROOTS", "WEIR_READ_ROOTS"] {
+        cmd.env_remove(var);
+    }
     cmd
 }
 

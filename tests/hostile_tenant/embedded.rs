@@ -1,3 +1,454 @@
-//! Attacks: embedded (see ../hostile_tenant.rs).
-#![allow(unused_imports)]
+//! Attacks on embedded `weir run`: a job file whose paths leave the data
+//! roots (write, read, state, checkpoints, a symlink out of the tree, a
+//! savepoint directory given to `weir savepoint`), and requests to the
+//! control API without its token, under a foreign `Host`, or on a
+//! non-loopback address.
+//!
+//! Each run is confined: its current directory is a fresh temporary `work`
+//! directory (the default read-write root), the guests are granted with
+//! `--read-root`, and a second temporary directory plays "outside".
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::collect::Job;
 use crate::common::*;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A confined run's directories.
+struct Sandbox {
+    work: tempfile::TempDir,
+    outside: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        guest_dir();
+        Sandbox {
+            work: tempfile::tempdir().unwrap(),
+            outside: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn work(&self) -> &Path {
+        self.work.path()
+    }
+
+    fn outside(&self) -> &Path {
+        self.outside.path()
+    }
+
+    fn jobs(&self) -> PathBuf {
+        self.work().join("jobs")
+    }
+
+    /// `weir ARGS` in `work`; `run` and `validate` may read the guests,
+    /// nothing else is granted.
+    fn weir(&self, args: &[&str]) -> Command {
+        let mut cmd = weir_confined();
+        cmd.current_dir(self.work())
+            .arg("--jobs-dir")
+            .arg(self.jobs())
+            .args(args);
+        if matches!(args.first(), Some(&"run") | Some(&"validate")) {
+            cmd.arg("--read-root").arg(guest_dir());
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run_with_deadline(self.weir(args), DEADLINE)
+    }
+
+    fn write_job(&self, text: &str) -> PathBuf {
+        let path = self.work().join("job.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn outside_is_empty(&self) -> bool {
+        std::fs::read_dir(self.outside()).unwrap().next().is_none()
+    }
+}
+
+/// A small job: a generator through the upper-casing guest into a file sink
+/// at `sink_path`; `job_extra` lands in `[job]`, `tail` at the end.
+fn job_text(sink_path: &str, job_extra: &str, tail: &str) -> String {
+    format!(
+        r#"[job]
+name = "probe"
+{job_extra}
+
+[[source]]
+name = "gen"
+kind = "generator"
+records = 10
+
+[[operator]]
+name = "upper"
+wasm = "{wasm}"
+input = "gen"
+
+[[sink]]
+name = "out"
+kind = "file"
+path = "{sink_path}"
+input = "upper"
+{tail}"#,
+        wasm = guest("map_op").display()
+    )
+}
+
+/// The 1-based line of the first line of `text` starting with `prefix`.
+fn line_of(text: &str, prefix: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?}"))
+        + 1
+}
+
+/// Asserts `out` failed cleanly with every fragment in its stderr.
+fn refused(out: &Output, fragments: &[&str]) -> String {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected a refusal:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for f in fragments {
+        assert!(err.contains(f), "stderr lacks {f:?}:\n{err}");
+    }
+    eprintln!("refused as expected: {}", err.trim());
+    err
+}
+
+#[test]
+fn a_sink_outside_the_roots_is_refused_before_anything_runs() {
+    let sb = Sandbox::new();
+    let target = sb.outside().join("probe.txt");
+    let text = job_text(&target.display().to_string(), "", "");
+    let job = sb.write_job(&text);
+    let at = format!("job.toml:{}:", line_of(&text, "path ="));
+    for command in ["run", "validate"] {
+        let out = sb.run(&[command, job.to_str().unwrap()]);
+        refused(
+            &out,
+            &[
+                &at,
+                "sink `out` field `path`",
+                &format!("{} is outside the allowed data roots", target.display()),
+            ],
+        );
+    }
+    assert!(!target.exists(), "the sink wrote outside its roots");
+    assert!(sb.outside_is_empty());
+}
+
+#[test]
+fn data_root_widens_where_a_job_may_write() {
+    let sb = Sandbox::new();
+    let target = sb.outside().join("probe.txt");
+    let job = sb.write_job(&job_text(&target.display().to_string(), "", ""));
+    let mut cmd = sb.weir(&["run", job.to_str().unwrap()]);
+    cmd.arg("--data-root").arg(sb.outside());
+    let out = run_with_deadline(cmd, DEADLINE);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(target.exists(), "the widened root was not writable");
+    // A read-only root is not enough for a sink.
+    std::fs::remove_file(&target).unwrap();
+    let mut cmd = sb.weir(&["run", job.to_str().unwrap()]);
+    cmd.arg("--read-root").arg(sb.outside());
+    refused(
+        &run_with_deadline(cmd, DEADLINE),
+        &["is under a read-only data root; writing needs a read-write root"],
+    );
+    assert!(!target.exists());
+}
+
+#[test]
+fn a_source_outside_the_roots_is_refused() {
+    let sb = Sandbox::new();
+    let secret = sb.outside().join("secret.txt");
+    std::fs::write(&secret, "the operator's secret\n").unwrap();
+    let text = format!(
+        r#"[job]
+name = "reader"
+
+[[source]]
+name = "lines"
+kind = "file"
+path = "{}"
+
+[[sink]]
+name = "out"
+kind = "stdout"
+input = "lines"
+"#,
+        secret.display()
+    );
+    let job = sb.write_job(&text);
+    let out = sb.run(&["run", job.to_str().unwrap()]);
+    let err = refused(
+        &out,
+        &[
+            &format!("job.toml:{}:", line_of(&text, "path =")),
+            "source `lines` field `path`",
+            "is outside the allowed data roots",
+        ],
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !printed.contains("secret") && !err.contains("the operator's secret"),
+        "the file was read: {printed}"
+    );
+}
+
+#[test]
+fn state_and_checkpoint_directories_outside_the_roots_are_refused() {
+    let sb = Sandbox::new();
+    let state = sb.outside().join("state");
+    let text = job_text(
+        "out.txt",
+        &format!(
+            "state_backend = \"rocksdb\"\nstate_dir = \"{}\"",
+            state.display()
+        ),
+        "",
+    );
+    let job = sb.write_job(&text);
+    refused(
+        &sb.run(&["run", job.to_str().unwrap()]),
+        &[
+            &format!("job.toml:{}:", line_of(&text, "state_dir =")),
+            "[job] field `state_dir`",
+            "is outside the allowed data roots",
+        ],
+    );
+    let chk = sb.outside().join("chk");
+    let text = job_text(
+        "out.txt",
+        "",
+        &format!("\n[checkpoint]\ninterval_ms = 100\ndir = \"{}\"\n", chk.display()),
+    );
+    let job = sb.write_job(&text);
+    refused(
+        &sb.run(&["run", job.to_str().unwrap()]),
+        &[
+            &format!("job.toml:{}:", line_of(&text, "dir =")),
+            "[checkpoint] field `dir`",
+            "is outside the allowed data roots",
+        ],
+    );
+    // The same directory given as --resume is refused by its flag.
+    let text = job_text("out.txt", "", "\n[checkpoint]\ninterval_ms = 100\ndir = \"chk\"\n");
+    let job = sb.write_job(&text);
+    refused(
+        &sb.run(&["run", job.to_str().unwrap(), "--resume", chk.to_str().unwrap()]),
+        &["--resume: ", "is outside the allowed data roots"],
+    );
+    assert!(sb.outside_is_empty(), "something was created outside");
+    assert!(!sb.work().join("out.txt").exists(), "the job ran");
+}
+
+#[test]
+fn a_symlink_in_the_tree_that_leads_out_is_refused() {
+    let sb = Sandbox::new();
+    std::os::unix::fs::symlink(sb.outside(), sb.work().join("link")).unwrap();
+    let text = job_text("link/probe.txt", "", "");
+    let job = sb.write_job(&text);
+    refused(
+        &sb.run(&["run", job.to_str().unwrap()]),
+        &[
+            &format!("job.toml:{}:", line_of(&text, "path =")),
+            "sink `out` field `path`",
+            &format!("(resolved: {})", sb.outside().join("probe.txt").display()),
+            "is outside the allowed data roots",
+        ],
+    );
+    assert!(sb.outside_is_empty());
+}
+
+/// A long-running job (a rate-limited generator) in `sb`'s work directory,
+/// registered in its jobs directory; `args` go to `weir run`.
+struct Running {
+    child: Child,
+    registration: serde_json::Value,
+}
+
+impl Running {
+    fn start(sb: &Sandbox, args: &[&str]) -> Running {
+        let job = Job {
+            rate: Some(500),
+            ..Job::new(1_000_000)
+        }
+        .write(sb.work());
+        let mut cmd = sb.weir(&["run", job.to_str().unwrap()]);
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd.spawn().expect("weir starts");
+        let file = sb.jobs().join("collect.json");
+        let started = Instant::now();
+        let registration = loop {
+            if let Ok(bytes) = std::fs::read(&file)
+                && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            {
+                break value;
+            }
+            assert!(started.elapsed() < DEADLINE, "the job never registered");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the registry file holds the token");
+        Running {
+            child,
+            registration,
+        }
+    }
+
+    fn field(&self, name: &str) -> String {
+        self.registration[name].as_str().unwrap().to_string()
+    }
+
+    /// `host:port` of the API.
+    fn addr(&self) -> String {
+        self.field("api").trim_start_matches("http://").to_string()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request, written by hand so the `Host` header is exactly
+/// what the test says; returns the status and body.
+fn http(addr: &str, method: &str, path: &str, host: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let status = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP reply: {reply}"));
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn the_control_api_wants_its_token_and_a_loopback_host() {
+    let sb = Sandbox::new();
+    let job = Running::start(&sb, &[]);
+    let (addr, token) = (job.addr(), job.field("token"));
+    assert!(token.len() >= 32, "a token of at least 128 bits: {token}");
+    let port = addr.rsplit(':').next().unwrap().to_string();
+
+    let (status, body) = http(&addr, "GET", "/jobs", &addr, None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("missing bearer token"), "{body}");
+    eprintln!("no token: {status} {body}");
+    let (status, body) = http(&addr, "GET", "/jobs", &addr, Some("0".repeat(64).as_str()));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("wrong bearer token"), "{body}");
+
+    // DNS rebinding: a page's own name resolved to 127.0.0.1.
+    let foreign = format!("attacker.example:{port}");
+    let (status, body) = http(&addr, "GET", "/jobs", &foreign, Some(&token));
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("Host header `attacker.example:")
+            && body.contains("is not this job's control API"),
+        "{body}"
+    );
+    eprintln!("foreign Host: {status} {body}");
+    let (status, _) = http(&addr, "POST", "/jobs/collect/stop", &foreign, Some(&token));
+    assert_eq!(status, 403, "a foreign Host cannot stop the job");
+
+    for host in [addr.clone(), format!("localhost:{port}")] {
+        let (status, body) = http(&addr, "GET", "/jobs", &host, Some(&token));
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"collect\""), "{body}");
+    }
+    let (status, _) = http(&addr, "GET", "/health", &addr, None);
+    assert_eq!(status, 200, "health needs no token");
+}
+
+#[test]
+fn a_savepoint_directory_outside_the_roots_is_refused() {
+    let sb = Sandbox::new();
+    let _job = Running::start(&sb, &[]);
+    let outside = sb.outside().join("sp");
+    let out = sb.run(&["savepoint", "collect", "--dir", outside.to_str().unwrap()]);
+    refused(
+        &out,
+        &[
+            "savepoint directory: ",
+            &format!("{} is outside the allowed data roots", outside.display()),
+        ],
+    );
+    assert!(sb.outside_is_empty(), "the savepoint was written outside");
+    // Inside the tree, the same command (token from the registry) works.
+    let out = sb.run(&["savepoint", "collect", "--dir", "sp"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(path.starts_with(sb.work().join("sp")), "{}", path.display());
+    assert!(path.join("_metadata").exists());
+}
+
+#[test]
+fn a_savepoint_dir_flag_outside_the_roots_is_refused_at_start() {
+    let sb = Sandbox::new();
+    let text = job_text("out.txt", "", "");
+    let job = sb.write_job(&text);
+    let outside = sb.outside().to_str().unwrap().to_string();
+    refused(
+        &sb.run(&["run", job.to_str().unwrap(), "--savepoint-dir", &outside]),
+        &["--savepoint-dir: ", "is outside the allowed data roots"],
+    );
+    refused(
+        &sb.run(&["run", job.to_str().unwrap(), "--from-savepoint", &outside]),
+        &["--from-savepoint: ", "is outside the allowed data roots"],
+    );
+    assert!(!sb.work().join("out.txt").exists(), "the job ran");
+}
+
+#[test]
+fn the_control_api_listens_beyond_loopback_only_when_asked() {
+    let sb = Sandbox::new();
+    let job = sb.write_job(&job_text("out.txt", "", ""));
+    let out = sb.run(&["run", job.to_str().unwrap(), "--api", "0.0.0.0:0"]);
+    refused(
+        &out,
+        &[
+            "control API: 0.0.0.0:0 is not a loopback address",
+            "--api-bind-any",
+        ],
+    );
+    assert!(!sb.work().join("out.txt").exists(), "the job ran");
+    assert!(!sb.jobs().join("probe.json").exists());
+
+    let out = sb.run(&[
+        "run",
+        job.to_str().unwrap(),
+        "--api",
+        "0.0.0.0:0",
+        "--api-bind-any",
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("non-loopback address 0.0.0.0:0 (--api-bind-any)"),
+        "a warning says the API is reachable from the network:\n{err}"
+    );
+}

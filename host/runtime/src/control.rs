@@ -25,6 +25,7 @@ use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use crossbeam_channel::{Sender, bounded};
 use serde::{Deserialize, Serialize};
+use weir_core::data_roots::{DataRoots, check_dir};
 use weir_core::job::JobSpec;
 
 use crate::control_guard::{BearerRefusal, HostCheck, check_bearer};
@@ -50,6 +51,8 @@ pub struct ControlOptions {
 struct AppState {
     job: String,
     default_dir: Option<PathBuf>,
+    /// Where a requested savepoint directory must lie (`None`: anywhere).
+    roots: Option<DataRoots>,
     requests: Sender<SavepointRequest>,
     status: JobStatus,
 }
@@ -92,6 +95,7 @@ struct SavepointReply {
 impl ControlServer {
     pub(crate) fn start(
         options: &ControlOptions,
+        roots: Option<DataRoots>,
         job: &JobSpec,
         requests: Sender<SavepointRequest>,
         status: JobStatus,
@@ -129,6 +133,7 @@ impl ControlServer {
                 .savepoint_dir
                 .clone()
                 .or_else(|| job.checkpoint.as_ref().map(|c| c.dir.join("savepoints"))),
+            roots,
             requests,
             status,
         };
@@ -307,6 +312,16 @@ async fn take_savepoint(
             "no savepoint directory: give one (weir savepoint JOB --dir DIR)".into(),
         );
     };
+    // The client may be any token holder: its directory must lie in a
+    // read-write data root of this node, like every path a job writes.
+    if let Some(roots) = &state.roots
+        && let Err(reason) = check_dir(roots, &dir)
+    {
+        return fail(
+            StatusCode::FORBIDDEN,
+            format!("savepoint directory: {}", weir_core::text::cut_message(&reason)),
+        );
+    }
     let (reply_tx, reply_rx) = bounded(1);
     let request = SavepointRequest {
         dir,

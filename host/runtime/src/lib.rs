@@ -50,7 +50,7 @@ pub use plan::{CHANNEL_SLOTS_MAX, CHANNELS_MAX, PlanSize, TaskId, tasks};
 pub use plan::check as check_plan;
 pub use remote::{DataPlane, InboundChannels};
 pub use runner::{
-    AttemptCancelled, RunOptions, StartedAttempt, WorkerAttempt, check_snapshot, run_job,
+    AttemptCancelled, RunOptions, StartedAttempt, WorkerAttempt, check_data_paths, check_snapshot, run_job,
     run_worker_attempt, sink_target, starting_snapshot, validate_job,
 };
 pub use task_snapshot::SnapshotDirs;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use crossbeam_channel::{Receiver, unbounded};
 use weir_core::KeyGroupRange;
+use weir_core::data_roots::{Access, DataRoots, check_dir, check_paths};
 use weir_core::job::{JobSpec, SinkKind, StateBackendKind};
 use weir_core::text::cut_message;
 use weir_snapshot::rocks_files::{SharedFiles, download};
@@ -48,6 +49,30 @@ pub struct RunOptions {
     pub allow_non_restored_state: bool,
     /// Serve the control API (savepoint, stop) while the job runs.
     pub control: Option<ControlOptions>,
+    /// The only trees the job's paths (sources, sinks, artifacts, state,
+    /// checkpoints) and savepoint directories may lie in; checked before
+    /// anything starts. `None` checks nothing (a caller that trusts the
+    /// job, such as a benchmark).
+    pub data_roots: Option<DataRoots>,
+}
+
+/// Refuses, before anything starts, a path of `job` or of `options` that
+/// leaves the data roots; the error names the job-file line and field, or
+/// the flag.
+pub fn check_data_paths(job: &JobSpec, options: &RunOptions) -> anyhow::Result<()> {
+    let Some(roots) = &options.data_roots else {
+        return Ok(());
+    };
+    check_paths(job, roots)?;
+    if let Some(path) = &options.from_savepoint {
+        roots
+            .check(path, Access::Read)
+            .map_err(|reason| anyhow!("--from-savepoint: {reason}"))?;
+    }
+    if let Some(dir) = options.control.as_ref().and_then(|c| c.savepoint_dir.as_ref()) {
+        check_dir(roots, dir).map_err(|reason| anyhow!("--savepoint-dir: {reason}"))?;
+    }
+    Ok(())
 }
 
 /// Loads and checks every operator's component without running anything.
@@ -55,6 +80,7 @@ pub fn validate_job(
     job: &JobSpec,
     options: &RunOptions,
 ) -> anyhow::Result<Vec<(String, CompiledOperator)>> {
+    check_data_paths(job, options)?;
     crate::plan::check(job)?;
     let engine = WasmEngine::new(options.cache_dir.clone())?;
     compile_all(&engine, job)
@@ -116,6 +142,7 @@ pub struct StartedAttempt {
 /// savepoint), restarting it from its latest checkpoint as `[restart]` allows.
 pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport> {
     let started = Instant::now();
+    check_data_paths(job, options)?;
     crate::plan::check(job)?;
     let engine = WasmEngine::new(options.cache_dir.clone())?;
     let compiled: HashMap<String, CompiledOperator> =
@@ -131,6 +158,7 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
     let _control = match &options.control {
         Some(control) => Some(ControlServer::start(
             control,
+            options.data_roots.clone(),
             job,
             request_tx,
             status.clone(),
