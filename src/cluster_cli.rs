@@ -16,12 +16,16 @@ pub const DEFAULT_CLUSTER_DIR: &str = ".weir/cluster";
 /// How the CLI reaches a cluster's REST API.
 #[derive(clap::Args, Clone)]
 pub struct ClusterTarget {
-    /// The coordinator's REST API, e.g. http://127.0.0.1:8080 [env: WEIR_CLUSTER].
+    /// The coordinator's REST API, e.g. https://127.0.0.1:8080 [env: WEIR_CLUSTER].
     #[arg(long, value_name = "URL", env = "WEIR_CLUSTER")]
     pub cluster: Option<String>,
     /// File holding the bearer token [env: WEIR_TOKEN_FILE; or the token itself in WEIR_TOKEN].
     #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// The cluster CA the coordinator's HTTPS certificate must chain to
+    /// [env: WEIR_CA_FILE; default: ca.pem beside the token file, else .weir/cluster/ca.pem].
+    #[arg(long = "ca", value_name = "FILE", env = "WEIR_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClusterTarget {
@@ -32,7 +36,12 @@ impl ClusterTarget {
             );
         };
         let token = read_token(self.token_file.as_deref())?;
-        Ok(Client::new(api, &token))
+        let ca = match (&self.ca_file, &self.token_file) {
+            (Some(ca), _) => ca.clone(),
+            (None, Some(token)) => token.with_file_name("ca.pem"),
+            (None, None) => Path::new(DEFAULT_CLUSTER_DIR).join("ca.pem"),
+        };
+        Client::new(api, &token, &ca)
     }
 }
 
@@ -40,6 +49,12 @@ pub fn read_token(file: Option<&Path>) -> anyhow::Result<String> {
     if let Some(file) = file {
         let token = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read the token file {}", file.display()))?;
+        if token.trim().is_empty() {
+            bail!(
+                "the token file {} is empty: a REST API with an empty token would let anyone in (`weir cluster init` writes a random one)",
+                file.display()
+            );
+        }
         return Ok(token.trim().to_string());
     }
     match std::env::var("WEIR_TOKEN") {
@@ -48,11 +63,18 @@ pub fn read_token(file: Option<&Path>) -> anyhow::Result<String> {
     }
 }
 
-/// `weir cluster init`: the CA, a certificate per node, and a token.
-pub fn init(dir: &Path, workers: u32) -> anyhow::Result<()> {
-    let mut nodes = vec!["coordinator".to_string()];
-    nodes.extend((1..=workers).map(|i| format!("worker-{i}")));
-    let written = weir_net::init_cluster(dir, &nodes)?;
+/// `weir cluster init`: the CA, a certificate per node, and a token. The
+/// coordinator's certificate also names `rest_names` (host names or IP
+/// addresses clients reach its HTTPS API at; localhost and 127.0.0.1
+/// always).
+pub fn init(dir: &Path, workers: u32, rest_names: &[String]) -> anyhow::Result<()> {
+    let mut nodes = vec![weir_net::NodeCert {
+        extra_names: rest_names.to_vec(),
+        ..weir_net::NodeCert::named("coordinator")
+    }];
+    nodes.extend((1..=workers).map(|i| weir_net::NodeCert::named(&format!("worker-{i}"))));
+    let written = weir_net::init_cluster_with(dir, &nodes)?;
+    let nodes: Vec<String> = nodes.into_iter().map(|n| n.node).collect();
     let token = dir.join("token");
     if !token.exists() {
         write_private(&token, weir_cluster::new_token()?.as_bytes())?;
@@ -81,6 +103,130 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `weir coordinator`'s flags.
+#[derive(clap::Args)]
+pub struct CoordinatorArgs {
+    /// Directory with the cluster CA and this node's certificate (`weir cluster init`).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CLUSTER_DIR)]
+    pub certs: PathBuf,
+    /// This node's certificate name.
+    #[arg(long, default_value = "coordinator")]
+    pub node: String,
+    /// File holding the bearer token the REST API requires [env: WEIR_TOKEN_FILE; or WEIR_TOKEN].
+    #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Address of the REST API (HTTPS with the coordinator's certificate).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub rest: std::net::SocketAddr,
+    /// Serve the REST API over plain HTTP: the token and jobs cross the
+    /// network in clear text. For a loopback-only setup that wants no TLS.
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Address workers connect to (QUIC, UDP).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    pub quic: std::net::SocketAddr,
+    /// Where artifacts and compiled code are kept.
+    #[arg(long, value_name = "DIR", default_value = ".weir/coordinator")]
+    pub data_dir: PathBuf,
+    /// A directory tree jobs may read and write (sinks, state, checkpoints,
+    /// savepoints); repeat for several. Without any, jobs may use no files.
+    #[arg(long = "data-root", value_name = "DIR")]
+    pub data_roots: Vec<PathBuf>,
+    /// A directory tree jobs may only read (file sources, snapshots to start from).
+    #[arg(long = "read-root", value_name = "DIR")]
+    pub read_roots: Vec<PathBuf>,
+    /// Largest artifact accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = weir_cluster::artifacts::ARTIFACT_BYTES_MAX_DEFAULT)]
+    pub artifact_max_bytes: usize,
+    /// All stored artifacts together, in bytes (unnamed, unused ones are evicted first).
+    #[arg(long, value_name = "BYTES", default_value_t = weir_cluster::artifacts::ARTIFACTS_TOTAL_BYTES_MAX_DEFAULT)]
+    pub artifacts_max_total_bytes: u64,
+    /// Uploads received and checked at once; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = weir_cluster::coordinator::UPLOADS_MAX_DEFAULT)]
+    pub uploads_max: usize,
+    /// Finished jobs `weir jobs` keeps showing (the oldest go first).
+    #[arg(long, value_name = "N", default_value_t = weir_cluster::coordinator::FINISHED_JOBS_MAX_DEFAULT)]
+    pub finished_jobs_max: usize,
+    /// How long a finished job is kept, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = weir_cluster::coordinator::FINISHED_JOB_RETENTION_DEFAULT.as_secs())]
+    pub finished_job_retention_secs: u64,
+    /// Write the REST and QUIC addresses (JSON) here once listening.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// `weir coordinator`.
+pub fn coordinator(a: &CoordinatorArgs) -> anyhow::Result<()> {
+    let token = read_token(a.token_file.as_deref())?;
+    let data_roots = weir_core::data_roots::DataRoots::new(&a.data_roots, &a.read_roots)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    weir_cluster::run_coordinator(weir_cluster::CoordinatorOptions {
+        rest: a.rest,
+        quic: a.quic,
+        certs: a.certs.clone(),
+        node: a.node.clone(),
+        token,
+        data_dir: a.data_dir.clone(),
+        artifact_bytes_max: a.artifact_max_bytes,
+        artifacts_total_bytes_max: a.artifacts_max_total_bytes,
+        uploads_max: a.uploads_max,
+        finished_jobs_max: a.finished_jobs_max,
+        finished_job_retention: Duration::from_secs(a.finished_job_retention_secs),
+        data_roots,
+        insecure_http: a.insecure_http,
+        ready_file: a.ready_file.clone(),
+    })
+}
+
+/// `weir worker`'s flags.
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// The coordinator's QUIC address.
+    #[arg(long, value_name = "ADDR")]
+    pub coordinator: std::net::SocketAddr,
+    /// Directory with the cluster CA and this node's certificate.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CLUSTER_DIR)]
+    pub certs: PathBuf,
+    /// This node's certificate name (e.g. worker-1); the coordinator
+    /// registers it under this name only if its certificate carries it.
+    #[arg(long)]
+    pub name: String,
+    /// Task slots this worker offers.
+    #[arg(long, default_value_t = 4)]
+    pub slots: u32,
+    /// Address peers send data to (QUIC, UDP).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub bind: std::net::SocketAddr,
+    /// Where artifacts and compiled code are cached [default: .weir/<name>].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// A directory tree deployed jobs may read and write; repeat for
+    /// several. Checked again here whatever the coordinator allowed.
+    #[arg(long = "data-root", value_name = "DIR")]
+    pub data_roots: Vec<PathBuf>,
+    /// A directory tree deployed jobs may only read.
+    #[arg(long = "read-root", value_name = "DIR")]
+    pub read_roots: Vec<PathBuf>,
+}
+
+/// `weir worker`.
+pub fn worker(a: &WorkerArgs) -> anyhow::Result<()> {
+    let data_roots = weir_core::data_roots::DataRoots::new(&a.data_roots, &a.read_roots)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    weir_cluster::run_worker(weir_cluster::WorkerOptions {
+        coordinator: a.coordinator,
+        bind: a.bind,
+        certs: a.certs.clone(),
+        name: a.name.clone(),
+        slots: a.slots,
+        work_dir: a
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".weir").join(&a.name)),
+        data_roots,
+    })
+}
+
 pub struct UpOptions {
     pub dir: PathBuf,
     pub workers: u32,
@@ -95,8 +241,10 @@ pub fn up(o: &UpOptions, global_args: &[String]) -> anyhow::Result<()> {
     let missing = (1..=o.workers).any(|i| !o.dir.join(format!("worker-{i}.pem")).exists())
         || !o.dir.join("token").exists();
     if missing {
-        init(&o.dir, o.workers)?;
+        init(&o.dir, o.workers, &[])?;
     }
+    // Jobs may use this directory's tree, as `weir run` allows by default.
+    let root = std::env::current_dir().context("cannot find the current directory")?;
     let exe = std::env::current_exe().context("cannot find the weir binary")?;
     let ready = o.dir.join("coordinator.ready");
     let _ = std::fs::remove_file(&ready);
@@ -115,6 +263,8 @@ pub fn up(o: &UpOptions, global_args: &[String]) -> anyhow::Result<()> {
         .arg(o.quic.to_string())
         .arg("--data-dir")
         .arg(o.dir.join("coordinator-data"))
+        .arg("--data-root")
+        .arg(&root)
         .arg("--ready-file")
         .arg(&ready);
     children.0.push((
@@ -153,7 +303,9 @@ pub fn up(o: &UpOptions, global_args: &[String]) -> anyhow::Result<()> {
             ])
             .arg(&o.dir)
             .arg("--work-dir")
-            .arg(o.dir.join(&name));
+            .arg(o.dir.join(&name))
+            .arg("--data-root")
+            .arg(&root);
         children.0.push((
             name.clone(),
             worker
@@ -162,12 +314,15 @@ pub fn up(o: &UpOptions, global_args: &[String]) -> anyhow::Result<()> {
         ));
     }
     eprintln!(
-        "weir: cluster up: coordinator and {} worker(s) with {} slot(s) each",
-        o.workers, o.slots
+        "weir: cluster up: coordinator and {} worker(s) with {} slot(s) each; jobs may read and write under {}",
+        o.workers,
+        o.slots,
+        root.display()
     );
     println!(
-        "export WEIR_CLUSTER={rest} WEIR_TOKEN_FILE={}",
-        o.dir.join("token").display()
+        "export WEIR_CLUSTER={rest} WEIR_TOKEN_FILE={} WEIR_CA_FILE={}",
+        o.dir.join("token").display(),
+        o.dir.join("ca.pem").display()
     );
     loop {
         children.check()?;

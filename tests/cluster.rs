@@ -155,12 +155,24 @@ fn rest_calls_without_the_token_are_refused() {
         );
     }
     // The CLI says the same.
+    let wrong = cluster.dir.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let mut jobs = cluster.cli(&["jobs"]);
+    jobs.env("WEIR_TOKEN_FILE", &wrong);
+    let out = run_with_deadline(jobs, LIMIT);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("401") && stderr(&out).contains("bearer token"),
+        "{}",
+        stderr(&out)
+    );
+    // An empty token file is refused before anything is sent.
     let mut jobs = cluster.cli(&["jobs"]);
     jobs.env("WEIR_TOKEN_FILE", "/dev/null");
     let out = run_with_deadline(jobs, LIMIT);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("401") && stderr(&out).contains("bearer token"),
+        stderr(&out).contains("the token file /dev/null is empty"),
         "{}",
         stderr(&out)
     );
@@ -288,10 +300,15 @@ fn nodes_without_a_certificate_of_the_cluster_ca_are_refused() {
         stderr(&out)
     );
 
-    // A second worker with a proper certificate joins.
+    // A second worker with a certificate of the cluster's CA joins (init
+    // reuses the CA and adds worker-2's certificate).
     let certs = cluster.certs();
-    let cmd = cluster.worker_command("worker-1", &certs, 1);
-    cluster.spawn("worker-1-again", cmd);
+    let mut init = weir();
+    init.args(["cluster", "init", "--workers", "2", "--dir"])
+        .arg(&certs);
+    assert!(run_with_deadline(init, LIMIT).status.success());
+    let cmd = cluster.worker_command("worker-2", &certs, 1);
+    cluster.spawn("worker-2", cmd);
     wait_for(
         || (cluster.workers().len() == 2).then_some(()),
         "the second worker",

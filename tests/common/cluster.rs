@@ -1,6 +1,8 @@
 //! A real cluster for tests and benches: a coordinator and worker
 //! processes of the `weir` binary on loopback, killed when dropped. Their
-//! logs go to files, printed when a test fails.
+//! logs go to files, printed when a test fails. The REST API is HTTPS
+//! (trusting the cluster's CA) and every node's data root is the system
+//! temporary directory, where tests keep their jobs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +25,26 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(workers: u32, slots: u32, artifact_max_bytes: Option<usize>) -> Cluster {
+        let mut extra = Vec::new();
+        if let Some(max) = artifact_max_bytes {
+            extra.extend(["--artifact-max-bytes".to_string(), max.to_string()]);
+        }
+        Cluster::start_with(workers, slots, &extra)
+    }
+
+    /// The data root every node of a test cluster allows.
+    pub fn data_root() -> PathBuf {
+        std::env::temp_dir()
+    }
+
+    /// The read-only root every node allows: the repository, whose
+    /// examples hold the inputs of some jobs.
+    pub fn read_root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// A cluster whose coordinator gets `coordinator_args` besides the usual.
+    pub fn start_with(workers: u32, slots: u32, coordinator_args: &[String]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let mut init = weir();
@@ -56,11 +78,13 @@ impl Cluster {
             .arg(certs.join("token"))
             .arg("--data-dir")
             .arg(dir.path().join("coordinator"))
+            .arg("--data-root")
+            .arg(Cluster::data_root())
+            .arg("--read-root")
+            .arg(Cluster::read_root())
             .arg("--ready-file")
-            .arg(&ready);
-        if let Some(max) = artifact_max_bytes {
-            coordinator.args(["--artifact-max-bytes", &max.to_string()]);
-        }
+            .arg(&ready)
+            .args(coordinator_args);
         let mut cluster = Cluster {
             rest: String::new(),
             quic: String::new(),
@@ -116,13 +140,30 @@ impl Cluster {
             ])
             .arg(certs)
             .arg("--work-dir")
-            .arg(self.dir.path().join(name));
+            .arg(self.dir.path().join(name))
+            .arg("--data-root")
+            .arg(Cluster::data_root())
+            .arg("--read-root")
+            .arg(Cluster::read_root());
         worker
     }
 
     pub fn add_worker(&mut self, name: &str, certs: &Path, slots: u32) {
         let cmd = self.worker_command(name, certs, slots);
         self.spawn(name, cmd);
+    }
+
+    /// The REST API's URL (`https://...`).
+    pub fn rest(&self) -> &str {
+        &self.rest
+    }
+
+    /// Whether the process `name` (coordinator, worker-1, ...) still runs.
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .is_some_and(|(_, child)| matches!(child.try_wait(), Ok(None)))
     }
 
     pub fn token(&self) -> String {
@@ -144,16 +185,15 @@ impl Cluster {
         let mut cmd = weir();
         cmd.args(args)
             .env("WEIR_CLUSTER", &self.rest)
-            .env("WEIR_TOKEN_FILE", self.certs().join("token"));
+            .env("WEIR_TOKEN_FILE", self.certs().join("token"))
+            .env("WEIR_CA_FILE", self.certs().join("ca.pem"));
         cmd
     }
 
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into()
+    /// An HTTP agent trusting this cluster's CA.
+    pub fn agent(&self) -> ureq::Agent {
+        weir_cluster::client::agent(&self.certs().join("ca.pem"), Duration::from_secs(60))
+            .unwrap()
     }
 
     /// A REST call: (status, JSON body).
@@ -165,7 +205,7 @@ impl Cluster {
         body: Option<Vec<u8>>,
     ) -> (u16, serde_json::Value) {
         let url = format!("{}{path}", self.rest);
-        let agent = Cluster::agent();
+        let agent = self.agent();
         let response = match (method, body) {
             ("GET", _) => {
                 let mut request = agent.get(&url);

@@ -1,8 +1,13 @@
 //! Operator artifacts stored by content: `<dir>/<hex sha-256>.wasm`, plus
 //! `names.json` mapping the names users uploaded them under to digests.
 //! A client's file name is only ever a key in that map, never a path.
+//!
+//! The store's size is bounded: an upload that would take the stored bytes
+//! past `total_bytes_max` first evicts artifacts no name points to any
+//! more (a name uploaded again points to the new bytes) and no running job
+//! uses, oldest first, and is refused if that does not make room.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -13,6 +18,8 @@ use sha2::{Digest, Sha256};
 /// The largest artifact the coordinator accepts by default (a Python
 /// component is about 20 MB).
 pub const ARTIFACT_BYTES_MAX_DEFAULT: usize = 64 << 20;
+/// All stored artifacts together, by default.
+pub const ARTIFACTS_TOTAL_BYTES_MAX_DEFAULT: u64 = 4 << 30;
 /// Longest artifact name.
 const NAME_CHARS_MAX: usize = 128;
 
@@ -36,6 +43,15 @@ pub enum UploadError {
         name: String,
         bytes: usize,
         max: usize,
+    },
+    #[error(
+        "artifact `{name}` ({bytes} bytes) does not fit: the store holds {stored} bytes of at most {max} (--artifacts-max-total-bytes), and every stored artifact is named or in use"
+    )]
+    StoreFull {
+        name: String,
+        bytes: usize,
+        stored: u64,
+        max: u64,
     },
     #[error("{0}")]
     Invalid(String),
@@ -77,11 +93,12 @@ pub fn digest_hex(digest: &str) -> Option<&str> {
 pub struct ArtifactStore {
     dir: PathBuf,
     bytes_max: usize,
+    total_bytes_max: u64,
     names: Mutex<BTreeMap<String, ArtifactInfo>>,
 }
 
 impl ArtifactStore {
-    pub fn open(dir: &Path, bytes_max: usize) -> anyhow::Result<ArtifactStore> {
+    pub fn open(dir: &Path, bytes_max: usize, total_bytes_max: u64) -> anyhow::Result<ArtifactStore> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let index = dir.join("names.json");
         let names = match std::fs::read(&index) {
@@ -93,19 +110,74 @@ impl ArtifactStore {
         Ok(ArtifactStore {
             dir: dir.to_path_buf(),
             bytes_max,
+            total_bytes_max,
             names: Mutex::new(names),
         })
+    }
+
+    /// Stored artifacts: (modified, digest, bytes), oldest first.
+    fn stored(&self) -> Vec<(std::time::SystemTime, String, u64)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut stored: Vec<_> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let hex = name.strip_suffix(".wasm")?;
+                let digest = format!("sha256:{hex}");
+                digest_hex(&digest)?;
+                let meta = e.metadata().ok()?;
+                let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                Some((modified, digest, meta.len()))
+            })
+            .collect();
+        stored.sort();
+        stored
+    }
+
+    /// Makes room for `bytes` more, evicting artifacts that no name in
+    /// `names` and nothing in `in_use` refers to; false if it cannot.
+    fn make_room(
+        &self,
+        bytes: u64,
+        names: &BTreeMap<String, ArtifactInfo>,
+        in_use: &BTreeSet<String>,
+    ) -> Result<(), u64> {
+        let stored = self.stored();
+        let mut total: u64 = stored.iter().map(|(_, _, b)| b).sum();
+        if total + bytes <= self.total_bytes_max {
+            return Ok(());
+        }
+        let named: BTreeSet<&str> = names.values().map(|i| i.digest.as_str()).collect();
+        for (_, digest, size) in stored {
+            if named.contains(digest.as_str()) || in_use.contains(&digest) {
+                continue;
+            }
+            if let Some(path) = self.path_of(&digest)
+                && std::fs::remove_file(&path).is_ok()
+            {
+                tracing::info!("evicted artifact {digest} ({size} bytes): no name or job uses it");
+                total -= size;
+                if total + bytes <= self.total_bytes_max {
+                    return Ok(());
+                }
+            }
+        }
+        Err(total)
     }
 
     pub fn bytes_max(&self) -> usize {
         self.bytes_max
     }
 
-    /// Stores `bytes` under `name` once `validate` accepted them.
+    /// Stores `bytes` under `name` once `validate` accepted them. Artifacts
+    /// in `in_use` (running jobs') are never evicted to make room.
     pub fn put(
         &self,
         name: &str,
         bytes: &[u8],
+        in_use: &BTreeSet<String>,
         validate: impl FnOnce(&str, &[u8]) -> Result<(), String>,
     ) -> Result<ArtifactInfo, UploadError> {
         check_name(name)?;
@@ -119,15 +191,27 @@ impl ArtifactStore {
         validate(name, bytes).map_err(UploadError::Invalid)?;
         let digest = digest_of(bytes);
         let path = self.path_of(&digest).expect("a digest we made");
-        if !path.exists() {
-            write_atomically(&path, bytes).map_err(UploadError::Storage)?;
-        }
         let info = ArtifactInfo {
             name: name.to_string(),
             digest,
             bytes: bytes.len() as u64,
         };
+        // One lock over room, write and index, so two uploads cannot both
+        // count on the same free space.
         let mut names = self.names.lock().expect("not poisoned");
+        if !path.exists() {
+            // The name about to point elsewhere no longer holds its old bytes.
+            let mut after = names.clone();
+            after.insert(name.to_string(), info.clone());
+            self.make_room(bytes.len() as u64, &after, in_use)
+                .map_err(|stored| UploadError::StoreFull {
+                    name: name.to_string(),
+                    bytes: bytes.len(),
+                    stored,
+                    max: self.total_bytes_max,
+                })?;
+            write_atomically(&path, bytes).map_err(UploadError::Storage)?;
+        }
         names.insert(name.to_string(), info.clone());
         let index = serde_json::to_vec_pretty(&*names).expect("index serializes");
         write_atomically(&self.dir.join("names.json"), &index).map_err(UploadError::Storage)?;
@@ -210,8 +294,9 @@ mod tests {
     #[test]
     fn stores_by_content_and_resolves_names_and_digests() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ArtifactStore::open(dir.path(), 100).unwrap();
-        let info = store.put("op.wasm", b"bytes", |_, _| Ok(())).unwrap();
+        let store = ArtifactStore::open(dir.path(), 100, 1000).unwrap();
+        let none = BTreeSet::new();
+        let info = store.put("op.wasm", b"bytes", &none, |_, _| Ok(())).unwrap();
         assert_eq!(
             store.resolve("op.wasm").as_deref(),
             Some(info.digest.as_str())
@@ -223,15 +308,15 @@ mod tests {
         assert_eq!(store.read(&info.digest).unwrap(), b"bytes");
         assert!(store.resolve("other.wasm").is_none());
         // The index survives a restart.
-        let again = ArtifactStore::open(dir.path(), 100).unwrap();
+        let again = ArtifactStore::open(dir.path(), 100, 1000).unwrap();
         assert_eq!(again.list(), vec![info]);
         // Refusals write nothing.
         assert!(matches!(
-            store.put("big.wasm", &[0; 101], |_, _| Ok(())),
+            store.put("big.wasm", &[0; 101], &none, |_, _| Ok(())),
             Err(UploadError::TooLarge { .. })
         ));
         assert!(matches!(
-            store.put("bad.wasm", b"x", |_, _| Err("no".into())),
+            store.put("bad.wasm", b"x", &none, |_, _| Err("no".into())),
             Err(UploadError::Invalid(_))
         ));
         assert_eq!(
@@ -239,5 +324,26 @@ mod tests {
             2,
             "one artifact and the index"
         );
+    }
+
+    #[test]
+    fn a_full_store_evicts_unnamed_unused_artifacts_then_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path(), 100, 250).unwrap();
+        let none = BTreeSet::new();
+        let first = store.put("a.wasm", &[1; 100], &none, |_, _| Ok(())).unwrap();
+        store.put("b.wasm", &[2; 100], &none, |_, _| Ok(())).unwrap();
+        // `a.wasm` again with new bytes: its old bytes are unnamed now.
+        store.put("a.wasm", &[3; 100], &none, |_, _| Ok(())).unwrap();
+        assert!(!store.path_of(&first.digest).unwrap().exists(), "evicted");
+        // Everything left is named: no room.
+        let error = store
+            .put("c.wasm", &[4; 100], &none, |_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("does not fit: the store holds 200 bytes of at most 250"), "{error}");
+        // An unnamed artifact a running job uses is kept too.
+        let used: BTreeSet<String> = [store.resolve("b.wasm").unwrap()].into();
+        store.put("b.wasm", &[5; 60], &used, |_, _| Ok(())).unwrap_err();
     }
 }

@@ -1,4 +1,7 @@
-//! A client of the coordinator's REST API, for the CLI (blocking).
+//! A client of the coordinator's REST API, for the CLI (blocking). It
+//! speaks HTTPS trusting only the cluster CA (`ca.pem` from `weir cluster
+//! init`); plain `http://` URLs work only against a coordinator started
+//! with `--insecure-http`.
 
 use std::io::Read;
 use std::path::Path;
@@ -17,18 +20,39 @@ pub struct Client {
     agent: ureq::Agent,
 }
 
+/// An HTTP agent that trusts only the cluster CA in `ca_file` for HTTPS.
+pub fn agent(ca_file: &Path, timeout: Duration) -> anyhow::Result<ureq::Agent> {
+    let pem = std::fs::read(ca_file).with_context(|| {
+        format!(
+            "cannot read the cluster CA {} (pass --ca or set WEIR_CA_FILE; `weir cluster init` writes ca.pem beside the token)",
+            ca_file.display()
+        )
+    })?;
+    let ca = ureq::tls::Certificate::from_pem(&pem)
+        .with_context(|| format!("{}: not a PEM certificate", ca_file.display()))?;
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .build();
+    Ok(ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .tls_config(tls)
+        .build()
+        .into())
+}
+
 impl Client {
-    pub fn new(api: &str, token: &str) -> Client {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(3600)))
-            .build()
-            .into();
-        Client {
+    /// A client of the API at `api` (`https://...`) trusting the CA in `ca_file`.
+    pub fn new(api: &str, token: &str, ca_file: &Path) -> anyhow::Result<Client> {
+        Ok(Client {
             api: api.trim_end_matches('/').to_string(),
             token: token.trim().to_string(),
-            agent,
-        }
+            agent: agent(ca_file, Duration::from_secs(3600))?,
+        })
     }
 
     fn url(&self, path: &str) -> String {

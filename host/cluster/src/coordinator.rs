@@ -1,8 +1,14 @@
 //! `weir coordinator`: accepts workers over QUIC (mutual TLS), tracks
 //! their slots and heartbeats, serves them artifacts, routes their task
-//! events to the job masters, and serves the REST API.
+//! events to the job masters, and serves the REST API (HTTPS with the
+//! coordinator's certificate, unless plain HTTP is asked for).
+//!
+//! A worker is registered only under the node name its certificate carries
+//! in the worker role, and only if it speaks this protocol version. A
+//! message from a worker that is too long or does not decode is refused on
+//! its own; only a broken stream costs the worker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,8 +19,13 @@ use anyhow::Context as _;
 use crossbeam_channel::Sender;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use weir_net::stream::{read_message, write_blob, write_message};
-use weir_net::{Node, NodeIdentity};
+use weir_core::data_roots::DataRoots;
+use weir_core::text::cut_message;
+use weir_net::stream::{
+    Received, encode_message, read_control_message, read_message, write_blob, write_encoded,
+    write_message,
+};
+use weir_net::{Node, NodeIdentity, Role};
 use weir_wasm::WasmEngine;
 
 use crate::artifacts::ArtifactStore;
@@ -39,9 +50,28 @@ pub struct CoordinatorOptions {
     /// Artifacts, compiled code and state of the coordinator.
     pub data_dir: PathBuf,
     pub artifact_bytes_max: usize,
+    /// All stored artifacts together; see [`ArtifactStore`].
+    pub artifacts_total_bytes_max: u64,
+    /// Uploads received and checked (compiled) at once; more get 503.
+    pub uploads_max: usize,
+    /// Finished jobs kept for `GET /jobs`, newest first.
+    pub finished_jobs_max: usize,
+    /// How long a finished job is kept.
+    pub finished_job_retention: Duration,
+    /// Where jobs may read and write.
+    pub data_roots: DataRoots,
+    /// Serve the REST API over plain HTTP (token and jobs in clear text).
+    pub insecure_http: bool,
     /// Written once both listeners are up: `{"rest": ..., "quic": ...}`.
     pub ready_file: Option<PathBuf>,
 }
+
+/// Finished jobs kept by default.
+pub const FINISHED_JOBS_MAX_DEFAULT: usize = 100;
+/// How long a finished job is kept by default.
+pub const FINISHED_JOB_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+/// Concurrent uploads by default: each holds its body and a compile.
+pub const UPLOADS_MAX_DEFAULT: usize = 2;
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct WorkerInfo {
@@ -54,7 +84,8 @@ pub struct WorkerInfo {
 
 struct WorkerEntry {
     info: WorkerInfo,
-    outbox: mpsc::UnboundedSender<ToWorker>,
+    /// Encoded messages (see [`Cluster::send`]).
+    outbox: mpsc::UnboundedSender<Vec<u8>>,
     conn: quinn::Connection,
     last_heartbeat: Instant,
 }
@@ -68,6 +99,8 @@ pub struct Cluster {
     pub(crate) jobs: Mutex<BTreeMap<String, JobEntry>>,
     pub(crate) artifacts: ArtifactStore,
     pub(crate) engine: WasmEngine,
+    /// Permits for uploads in flight.
+    pub(crate) uploads: Arc<tokio::sync::Semaphore>,
     pub(crate) options: CoordinatorOptions,
 }
 
@@ -109,21 +142,55 @@ impl Cluster {
         }
     }
 
-    pub(crate) fn data_addr(&self, worker: WorkerId) -> Option<SocketAddr> {
+    /// A worker's data address and node name.
+    pub(crate) fn data_addr(&self, worker: WorkerId) -> Option<(SocketAddr, String)> {
         self.workers
             .lock()
             .expect("not poisoned")
             .get(&worker)
-            .map(|w| w.info.data_addr)
+            .map(|w| (w.info.data_addr, w.info.name.clone()))
     }
 
-    /// Sends to a worker; false if it is gone.
-    pub(crate) fn send(&self, worker: WorkerId, message: ToWorker) -> bool {
-        self.workers
+    /// Sends to a worker. A message that cannot be encoded within the
+    /// control message bound is refused here, before it is queued, so the
+    /// worker's control stream never sees it.
+    pub(crate) fn send(&self, worker: WorkerId, message: ToWorker) -> Result<(), String> {
+        let bytes = encode_message(&message).map_err(|e| {
+            format!("cannot send a control message to worker {worker}: {e}")
+        })?;
+        let sent = self
+            .workers
             .lock()
             .expect("not poisoned")
             .get(&worker)
-            .is_some_and(|w| w.outbox.send(message).is_ok())
+            .is_some_and(|w| w.outbox.send(bytes).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(format!("worker {worker} is gone"))
+        }
+    }
+
+    /// Digests of artifacts that jobs not yet ended use.
+    pub(crate) fn artifacts_in_use(&self) -> BTreeSet<String> {
+        self.jobs
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .filter(|j| !j.info.lock().expect("not poisoned").state.is_terminal())
+            .flat_map(|j| j.artifacts.iter().cloned())
+            .collect()
+    }
+
+    /// Forgets finished jobs beyond the retention: older than
+    /// `finished_job_retention`, and all but the newest `finished_jobs_max`.
+    pub(crate) fn prune_jobs(&self) {
+        prune_finished(
+            &mut self.jobs.lock().expect("not poisoned"),
+            self.options.finished_jobs_max,
+            self.options.finished_job_retention,
+            Instant::now(),
+        );
     }
 
     pub fn workers(&self) -> Vec<WorkerInfo> {
@@ -162,12 +229,39 @@ impl Cluster {
     }
 }
 
+/// Removes finished jobs past the age bound, then the oldest finished ones
+/// past the count bound. Running jobs are never removed.
+fn prune_finished(
+    jobs: &mut BTreeMap<String, JobEntry>,
+    kept_max: usize,
+    retention: Duration,
+    now: Instant,
+) {
+    let ended = |j: &JobEntry| j.info.lock().expect("not poisoned").ended_at;
+    jobs.retain(|_, j| ended(j).is_none_or(|at| now.saturating_duration_since(at) <= retention));
+    let mut finished: Vec<(Instant, String)> = jobs
+        .iter()
+        .filter_map(|(name, j)| ended(j).map(|at| (at, name.clone())))
+        .collect();
+    if finished.len() > kept_max {
+        finished.sort();
+        let excess = finished.len() - kept_max;
+        for (_, name) in finished.into_iter().take(excess) {
+            jobs.remove(&name);
+        }
+    }
+}
+
 /// Runs the coordinator until the process is killed.
 pub fn run_coordinator(options: CoordinatorOptions) -> anyhow::Result<()> {
+    if options.token.trim().is_empty() {
+        anyhow::bail!("the REST token is empty: refusing to serve an API anyone could use");
+    }
     let identity = NodeIdentity::load(&options.certs, &options.node)?;
     let artifacts = ArtifactStore::open(
         &options.data_dir.join("artifacts"),
         options.artifact_bytes_max,
+        options.artifacts_total_bytes_max,
     )?;
     let engine = WasmEngine::new(Some(options.data_dir.join("cache")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -183,25 +277,42 @@ pub fn run_coordinator(options: CoordinatorOptions) -> anyhow::Result<()> {
         jobs: Mutex::new(BTreeMap::new()),
         artifacts,
         engine,
+        uploads: Arc::new(tokio::sync::Semaphore::new(options.uploads_max.max(1))),
         options: options.clone(),
     });
     runtime.block_on(async move {
         let node = Node::bind(options.quic, &identity)?;
         let quic = node.local_addr()?;
-        let listener = tokio::net::TcpListener::bind(options.rest)
-            .await
+        let listener = std::net::TcpListener::bind(options.rest)
             .with_context(|| format!("REST API: cannot listen on {}", options.rest))?;
+        listener.set_nonblocking(true)?;
         let rest = listener.local_addr()?;
+        let scheme = if options.insecure_http { "http" } else { "https" };
         tokio::spawn(watch_heartbeats(cluster.clone()));
         tokio::spawn(accept_workers(cluster.clone(), node));
         if let Some(path) = &options.ready_file {
-            let ready =
-                serde_json::json!({ "rest": format!("http://{rest}"), "quic": quic.to_string() });
+            let ready = serde_json::json!({ "rest": format!("{scheme}://{rest}"), "quic": quic.to_string() });
             crate::artifacts::write_atomically(path, ready.to_string().as_bytes())?;
         }
-        tracing::info!("coordinator: REST API on http://{rest}, workers connect to {quic}");
-        eprintln!("weir: coordinator up: REST API on http://{rest}, workers connect to {quic}");
-        axum::serve(listener, crate::rest::router(cluster))
+        tracing::info!("coordinator: REST API on {scheme}://{rest}, workers connect to {quic}");
+        eprintln!(
+            "weir: coordinator up: REST API on {scheme}://{rest}, workers connect to {quic}; jobs may use {}",
+            options.data_roots.describe()
+        );
+        let app = crate::rest::router(cluster);
+        if options.insecure_http {
+            tracing::warn!("the REST API serves plain HTTP: the token and jobs cross the network in clear text");
+            eprintln!(
+                "weir: WARNING: the REST API serves plain HTTP (--insecure-http): the bearer token and every job travel in clear text"
+            );
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            return axum::serve(listener, app).await.context("REST API failed");
+        }
+        let tls = weir_net::tls::https_server_config(&identity)?;
+        let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+        axum_server::from_tcp_rustls(listener, config)
+            .context("REST API: cannot serve HTTPS")?
+            .serve(app.into_make_service())
             .await
             .context("REST API failed")
     })
@@ -225,6 +336,7 @@ async fn watch_heartbeats(cluster: Arc<Cluster>) {
                 &format!("no heartbeat for {} s", HEARTBEAT_TIMEOUT.as_secs()),
             );
         }
+        cluster.prune_jobs();
     }
 }
 
@@ -242,19 +354,58 @@ async fn accept_workers(cluster: Arc<Cluster>, node: Node) {
     }
 }
 
+/// Checks a registration: this protocol version, and a worker certificate
+/// that names the node it registers as.
+fn check_registration(conn: &quinn::Connection, protocol: u32, name: &str) -> Result<(), String> {
+    crate::protocol::check_version(&format!("worker `{name}`"), protocol)?;
+    weir_net::check_peer(conn, Role::Worker, name).map_err(|e| {
+        format!(
+            "registration as `{name}` refused: {e:#}; a worker registers under the name in its certificate (--name)"
+        )
+    })
+}
+
 async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.accept_bi().await.context("no control stream")?;
-    let (name, slots, data_addr) = match read_message::<FromWorker>(&mut recv).await? {
+    let (protocol, name, slots, data_addr) = match read_message::<FromWorker>(&mut recv).await? {
         Some(FromWorker::Register {
+            protocol,
             name,
             slots,
             data_addr,
-        }) => (name, slots, data_addr),
-        other => anyhow::bail!("expected a registration, got {other:?}"),
+        }) => (protocol, name, slots, data_addr),
+        other => anyhow::bail!(
+            "expected a registration, got {}",
+            cut_message(&format!("{other:?}"))
+        ),
     };
+    let name = cut_message(&name);
+    if let Err(reason) = check_registration(&conn, protocol, &name) {
+        tracing::warn!("worker at {}: {reason}", conn.remote_address());
+        eprintln!("weir: refused a worker at {}: {reason}", conn.remote_address());
+        let _ = write_message(&mut send, &ToWorker::Refused { reason: reason.clone() }).await;
+        let _ = send.finish();
+        // Give the refusal a moment to arrive before the close overtakes it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.close(3u32.into(), b"registration refused");
+        return Ok(());
+    }
+    // The certificate is the identity: a second registration under one
+    // name replaces the first (a restarted worker), never runs beside it.
+    let previous: Vec<WorkerId> = cluster
+        .workers
+        .lock()
+        .expect("not poisoned")
+        .values()
+        .filter(|w| w.info.name == name)
+        .map(|w| w.info.id)
+        .collect();
+    for old in previous {
+        cluster.lose(old, "a new worker registered under its name");
+    }
     let id = cluster.next_worker.fetch_add(1, Ordering::Relaxed);
     write_message(&mut send, &ToWorker::Registered { worker: id }).await?;
-    let (outbox, mut outgoing) = mpsc::unbounded_channel::<ToWorker>();
+    let (outbox, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
     cluster.workers.lock().expect("not poisoned").insert(
         id,
         WorkerEntry {
@@ -277,7 +428,7 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
     eprintln!("weir: worker {id} ({name}) joined with {slots} slot(s)");
     tokio::spawn(async move {
         while let Some(message) = outgoing.recv().await {
-            if write_message(&mut send, &message).await.is_err() {
+            if write_encoded(&mut send, &message).await.is_err() {
                 return;
             }
         }
@@ -308,8 +459,12 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
         }
     });
     loop {
-        let message = match read_message::<FromWorker>(&mut recv).await {
-            Ok(Some(m)) => m,
+        let message = match read_control_message::<FromWorker>(&mut recv).await {
+            Ok(Some(Received::Message(m))) => m,
+            Ok(Some(Received::Refused(e))) => {
+                tracing::warn!("worker {id} ({name}): refused one control message: {e}");
+                continue;
+            }
             Ok(None) => {
                 cluster.lose(id, "it closed its control stream");
                 return Ok(());
@@ -339,10 +494,58 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
                 JobInput::Ended {
                     worker: id,
                     attempt,
-                    result,
+                    // Cut here too: the worker cuts, but it is not trusted
+                    // to keep a job's status small for every REST client.
+                    result: result.cut(),
                 },
             ),
             FromWorker::Register { .. } => tracing::warn!("worker {id} registered twice"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job_master::{JobInfo, JobState};
+
+    fn entry(ended_at: Option<Instant>) -> JobEntry {
+        let (inbox, _) = crossbeam_channel::unbounded();
+        let (requests, _) = crossbeam_channel::unbounded();
+        JobEntry {
+            inbox,
+            info: Arc::new(Mutex::new(JobInfo {
+                name: String::new(),
+                state: if ended_at.is_some() {
+                    JobState::Finished
+                } else {
+                    JobState::Running
+                },
+                attempt: 0,
+                restarts: 0,
+                last_checkpoint: None,
+                workers: BTreeMap::new(),
+                savepoint: None,
+                error: None,
+                ended_at,
+            })),
+            requests,
+            savepoint_dir: None,
+            artifacts: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn finished_jobs_are_pruned_by_age_then_count_and_running_ones_kept() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        let mut jobs = BTreeMap::new();
+        jobs.insert("running".to_string(), entry(None));
+        jobs.insert("old".to_string(), entry(Some(now - Duration::from_secs(600))));
+        for (i, age) in [30, 20, 10].iter().enumerate() {
+            jobs.insert(format!("recent-{i}"), entry(Some(now - Duration::from_secs(*age))));
+        }
+        prune_finished(&mut jobs, 2, Duration::from_secs(300), now);
+        let left: Vec<&str> = jobs.keys().map(String::as_str).collect();
+        assert_eq!(left, ["recent-1", "recent-2", "running"]);
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 use weir_core::job::JobSpec;
+use weir_core::text::cut_message;
 use weir_runtime::{
     JobStatus, SavepointRequest, SourceCommand, TaskEvent, TaskId, check_snapshot,
     start_remote_coordinator,
@@ -60,6 +61,9 @@ pub struct JobInfo {
     pub workers: BTreeMap<WorkerId, u32>,
     pub savepoint: Option<PathBuf>,
     pub error: Option<String>,
+    /// When the job reached a terminal state, for pruning.
+    #[serde(skip)]
+    pub ended_at: Option<Instant>,
 }
 
 pub(crate) enum JobInput {
@@ -84,6 +88,8 @@ pub(crate) struct JobEntry {
     pub(crate) requests: Sender<SavepointRequest>,
     /// Default directory for savepoints.
     pub(crate) savepoint_dir: Option<PathBuf>,
+    /// Digests of the artifacts it runs (kept while it runs).
+    pub(crate) artifacts: BTreeSet<String>,
 }
 
 /// A job as submitted, with its artifacts resolved.
@@ -108,6 +114,7 @@ pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> 
         workers: BTreeMap::new(),
         savepoint: None,
         error: None,
+        ended_at: None,
     }));
     let status = JobStatus::default();
     {
@@ -129,9 +136,11 @@ pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> 
                 info: info.clone(),
                 requests: requests_tx,
                 savepoint_dir: s.job.checkpoint.as_ref().map(|c| c.dir.join("savepoints")),
+                artifacts: s.artifacts.values().cloned().collect(),
             },
         );
     }
+    cluster.prune_jobs();
     let master = JobMaster {
         cluster,
         s,
@@ -201,7 +210,7 @@ impl JobMaster {
                     self.update(|i| {
                         i.state = JobState::Restarting;
                         i.restarts = restarts;
-                        i.error = Some(e);
+                        i.error = Some(cut_message(&e));
                     });
                     std::thread::sleep(Duration::from_millis(job.restart.delay_ms));
                     continue;
@@ -229,8 +238,9 @@ impl JobMaster {
             );
             self.update(|i| {
                 i.state = state;
-                i.error = error;
+                i.error = error.as_deref().map(cut_message);
                 i.workers.clear();
+                i.ended_at = Some(Instant::now());
             });
             return;
         }
@@ -295,10 +305,12 @@ impl JobMaster {
         let job = &self.s.job;
         let workers: BTreeSet<WorkerId> = slots.keys().copied().collect();
         let mut peers = BTreeMap::new();
+        let mut peer_names = BTreeMap::new();
         for &w in &workers {
             match self.cluster.data_addr(w) {
-                Some(addr) => {
+                Some((addr, name)) => {
                     peers.insert(w, addr);
+                    peer_names.insert(w, name);
                 }
                 None => {
                     return AttemptEnd::Failed(format!("worker {w} left before the job started"));
@@ -340,7 +352,7 @@ impl JobMaster {
             let (name, worker, task) = (job.name.clone(), owner[task], *task);
             std::thread::spawn(move || {
                 for command in commands.iter() {
-                    cluster.send(
+                    let _ = cluster.send(
                         worker,
                         ToWorker::Sink {
                             job: name.clone(),
@@ -352,6 +364,7 @@ impl JobMaster {
                 }
             });
         }
+        let mut undeployed: BTreeMap<WorkerId, String> = BTreeMap::new();
         for &w in &workers {
             let deployment = Deployment {
                 job: job.name.clone(),
@@ -362,10 +375,13 @@ impl JobMaster {
                 artifacts: self.s.artifacts.clone(),
                 placement: placement.to_vec(),
                 peers: peers.clone(),
+                peer_names: peer_names.clone(),
                 restore: restore.map(|s| s.dir.clone()),
                 allow_non_restored_state: self.s.allow_non_restored_state,
             };
-            self.cluster.send(w, ToWorker::Deploy(Box::new(deployment)));
+            if let Err(e) = self.cluster.send(w, ToWorker::Deploy(Box::new(deployment))) {
+                undeployed.insert(w, e);
+            }
         }
         tracing::info!(job = %job.name, "attempt {attempt} deployed on worker(s) {workers:?}");
         self.update(|i| {
@@ -381,7 +397,7 @@ impl JobMaster {
             if cancelled_at.is_none() {
                 *cancelled_at = Some(Instant::now());
                 for &w in &workers {
-                    self.cluster.send(
+                    let _ = self.cluster.send(
                         w,
                         ToWorker::Cancel {
                             job: job.name.clone(),
@@ -391,6 +407,12 @@ impl JobMaster {
                 }
             }
         };
+        // A worker the deployment never reached has nothing to end.
+        for (w, e) in undeployed {
+            failure.get_or_insert_with(|| cut_message(&format!("cannot deploy: {e}")));
+            ended.insert(w, AttemptResult::Failed(e));
+            cancel_all(&mut cancelled_at);
+        }
         while ended.len() < workers.len() {
             let last = *self.status.last_checkpoint.lock().expect("not poisoned");
             self.update(|i| {
@@ -424,7 +446,9 @@ impl JobMaster {
                     result,
                 } if a == attempt => {
                     if let AttemptResult::Failed(e) = &result {
-                        failure.get_or_insert_with(|| format!("on worker {worker}: {e}"));
+                        failure.get_or_insert_with(|| {
+                            cut_message(&format!("on worker {worker}: {e}"))
+                        });
                         cancel_all(&mut cancelled_at);
                     }
                     ended.insert(worker, result);
@@ -499,7 +523,7 @@ impl Forwarder {
                     .cloned()
                     .flatten();
                 for &w in &self.workers {
-                    self.cluster.send(
+                    let _ = self.cluster.send(
                         w,
                         ToWorker::SnapshotDir {
                             job: self.job.clone(),
@@ -510,7 +534,7 @@ impl Forwarder {
                     );
                 }
             }
-            self.cluster.send(
+            let _ = self.cluster.send(
                 self.worker,
                 ToWorker::Source {
                     job: self.job.clone(),
@@ -520,7 +544,7 @@ impl Forwarder {
                 },
             );
         }
-        self.cluster.send(
+        let _ = self.cluster.send(
             self.worker,
             ToWorker::SourceClosed {
                 job: self.job.clone(),

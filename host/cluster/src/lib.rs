@@ -11,7 +11,8 @@
 //!   the tasks deployed to it through `weir-runtime`, and carries channels
 //!   that cross workers over one QUIC connection per worker pair.
 //! - [`protocol`]: the control messages between the two.
-//! - [`client`]: the REST client the CLI uses.
+//! - [`client`]: the REST client the CLI uses (HTTPS, trusting the cluster CA).
+//! - [`paths`]: which of a job's paths a node checks against its data roots.
 //!
 //! What it does not do: it keeps no state of its own across a coordinator
 //! restart (jobs are resubmitted with `--resume`), and checkpoints go to a
@@ -21,6 +22,7 @@ pub mod artifacts;
 pub mod client;
 pub mod coordinator;
 pub mod job_master;
+pub mod paths;
 pub mod placement;
 pub mod protocol;
 pub mod rest;

@@ -2,6 +2,10 @@
 //! messages on one bidirectional QUIC stream per worker (see
 //! `weir_net::stream::{write_message, read_message}`). Artifacts travel on
 //! a stream of their own, opened by the worker per artifact it lacks.
+//!
+//! Registration and the worker-to-worker hello carry [`PROTOCOL_VERSION`];
+//! a peer of another version is refused with both versions named. A peer
+//! from before versioning sends none, which reads as version 1.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,12 +16,35 @@ use weir_runtime::{SinkCommand, SourceCommand, TaskEvent, TaskId};
 
 pub type WorkerId = u32;
 
+/// The version of these messages; bump on any incompatible change.
+/// Version 1 was the protocol before versioning, certificate roles and
+/// data roots.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+fn unversioned() -> u32 {
+    1
+}
+
+/// Refusal of a peer that speaks another protocol version, naming both.
+pub fn check_version(who: &str, theirs: u32) -> Result<(), String> {
+    if theirs == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(format!(
+            "{who} speaks cluster protocol version {theirs}, this node speaks version {PROTOCOL_VERSION}: run the same weir release on every node"
+        ))
+    }
+}
+
 /// Worker → coordinator.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FromWorker {
     /// The first message: who the worker is and what it offers.
     Register {
+        #[serde(default = "unversioned")]
+        protocol: u32,
+        /// Must be the node name in the worker's certificate.
         name: String,
         slots: u32,
         /// Where peers open data connections to it.
@@ -46,12 +73,31 @@ pub enum AttemptResult {
     Failed(String),
 }
 
+impl AttemptResult {
+    /// The result with its error cut to a few KiB (it may hold a guest's
+    /// error text).
+    pub fn cut(self) -> AttemptResult {
+        match self {
+            AttemptResult::Failed(e) => {
+                AttemptResult::Failed(weir_core::text::cut_message(&e))
+            }
+            other => other,
+        }
+    }
+}
+
 /// Coordinator → worker.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ToWorker {
     Registered {
         worker: WorkerId,
+    },
+    /// The registration was refused (another protocol version, or a name
+    /// the worker's certificate does not carry); the coordinator closes
+    /// the connection after this.
+    Refused {
+        reason: String,
     },
     Deploy(Box<Deployment>),
     /// Where snapshot `id` of an attempt is written (`None`: aborted).
@@ -104,6 +150,9 @@ pub struct Deployment {
     pub placement: Vec<(TaskId, WorkerId)>,
     /// Every worker of the attempt and its data address.
     pub peers: BTreeMap<WorkerId, SocketAddr>,
+    /// Every worker of the attempt and its node (certificate) name.
+    #[serde(default)]
+    pub peer_names: BTreeMap<WorkerId, String>,
     pub restore: Option<PathBuf>,
     pub allow_non_restored_state: bool,
 }
@@ -117,5 +166,32 @@ pub struct FetchArtifact {
 /// Worker → worker, first message on a new peer connection.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PeerHello {
+    #[serde(default = "unversioned")]
+    pub protocol: u32,
     pub worker: WorkerId,
+    /// The node name in the dialing worker's certificate.
+    #[serde(default)]
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_without_a_version_is_version_1_and_refused() {
+        let old = r#"{"register":{"name":"w","slots":1,"data_addr":"127.0.0.1:1"}}"#;
+        let FromWorker::Register { protocol, .. } = serde_json::from_str(old).unwrap() else {
+            panic!("not a registration");
+        };
+        assert_eq!(protocol, 1);
+        let error = check_version("worker `w`", protocol).unwrap_err();
+        assert_eq!(
+            error,
+            format!(
+                "worker `w` speaks cluster protocol version 1, this node speaks version {PROTOCOL_VERSION}: run the same weir release on every node"
+            )
+        );
+        assert!(check_version("worker `w`", PROTOCOL_VERSION).is_ok());
+    }
 }

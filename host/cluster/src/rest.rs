@@ -11,6 +11,11 @@
 //! - `POST /jobs/{job}/cancel`
 //!
 //! Errors are `{"error": "..."}` with a status that says whose fault it is.
+//!
+//! Every path a job names (and every savepoint directory and snapshot a
+//! request names) must lie under the coordinator's data roots; uploads are
+//! throttled to `uploads_max` at once (503 beyond), each holding its body
+//! and a compile.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +29,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use weir_core::data_roots::Access;
 use weir_runtime::SavepointRequest;
 
 use crate::artifacts::UploadError;
@@ -47,9 +53,16 @@ fn bad(message: impl Into<String>) -> ApiError {
 pub(crate) fn router(cluster: Arc<Cluster>) -> axum::Router {
     let body_max = cluster.artifacts.bytes_max();
     let token = Arc::new(cluster.options.token.clone());
+    let uploads = cluster.uploads.clone();
+    let throttled_upload = post(upload).layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
+            let uploads = uploads.clone();
+            async move { throttle(&uploads, request, next).await }
+        },
+    ));
     let protected = axum::Router::new()
         .route("/workers", get(workers))
-        .route("/artifacts", post(upload).get(artifacts))
+        .route("/artifacts", throttled_upload.get(artifacts))
         .route("/jobs", post(submit).get(jobs))
         .route("/jobs/{job}", get(job))
         .route("/jobs/{job}/savepoints", post(savepoint))
@@ -88,6 +101,24 @@ async fn authorize(token: &str, request: Request, next: Next) -> Response {
     }
 }
 
+/// Lets a request through only with an upload permit, taken before its
+/// body is read, so at most `uploads_max` bodies and compiles are in
+/// memory at once.
+async fn throttle(uploads: &Arc<tokio::sync::Semaphore>, request: Request, next: Next) -> Response {
+    match uploads.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        Err(_) => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the coordinator is busy checking other uploads (--uploads-max at once); try again shortly".into(),
+        )
+        .into_response(),
+    }
+}
+
 /// Compares without an early exit, so timing says nothing about the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -111,8 +142,13 @@ async fn upload(
         .name
         .ok_or_else(|| bad("missing `name` query parameter (the artifact's file name)"))?;
     let stored = tokio::task::spawn_blocking(move || {
-        cluster.artifacts.put(&name, &body, |name, bytes| {
-            cluster.engine.load_bytes(name, bytes).map(|_| ())
+        let in_use = cluster.artifacts_in_use();
+        cluster.artifacts.put(&name, &body, &in_use, |name, bytes| {
+            cluster
+                .engine
+                .load_bytes(name, bytes)
+                .map(|_| ())
+                .map_err(|e| weir_core::text::cut_message(&e))
         })
     })
     .await
@@ -122,6 +158,9 @@ async fn upload(
         Err(e @ UploadError::BadName(_)) => Err(bad(e.to_string())),
         Err(e @ UploadError::TooLarge { .. }) => {
             Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))
+        }
+        Err(e @ UploadError::StoreFull { .. }) => {
+            Err(ApiError(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))
         }
         Err(e @ UploadError::Invalid(_)) => {
             Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
@@ -175,6 +214,11 @@ async fn submit(State(cluster): State<Arc<Cluster>>, Json(request): Json<SubmitR
 /// Parses the job, resolves its artifacts and the snapshot it starts from.
 fn prepare(cluster: &Cluster, r: SubmitRequest) -> Result<Submission, ApiError> {
     let job = weir_core::job::parse(&r.job_toml, &r.job_path).map_err(|e| bad(e.to_string()))?;
+    let roots = &cluster.options.data_roots;
+    crate::paths::check_job_paths(&job, roots).map_err(|e| bad(e.to_string()))?;
+    if let Some(savepoint) = &r.from_savepoint {
+        crate::paths::check_dir(roots, "from_savepoint", savepoint, Access::Read).map_err(bad)?;
+    }
     let mut artifacts = BTreeMap::new();
     for op in &job.operators {
         let reference = match r.artifacts.get(&op.name) {
@@ -280,6 +324,8 @@ async fn take_savepoint(
     let dir = body.dir.or(default_dir).ok_or_else(|| {
         bad("the job has no [checkpoint] dir; say where the savepoint goes with `dir`")
     })?;
+    crate::paths::check_dir(&cluster.options.data_roots, "savepoint dir", &dir, Access::ReadWrite)
+        .map_err(bad)?;
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     requests
         .send(SavepointRequest {

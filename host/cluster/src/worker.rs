@@ -2,6 +2,15 @@
 //! heartbeats, runs the tasks the coordinator deploys to it, and carries
 //! channels to and from its peers: one QUIC connection per worker pair
 //! (the worker with the lower id dials), one stream per channel.
+//!
+//! Whom it listens to: control messages only on its connection to the
+//! coordinator, dialed expecting the coordinator's certificate role; peer
+//! connections only from workers whose certificate names the worker they
+//! introduce themselves as, in this protocol version; channel streams only
+//! for attempts deployed here, from a worker of that attempt (see also
+//! `weir_runtime::InboundChannels` for the streams no task expects).
+//! A deployment whose paths leave this worker's data roots is refused and
+//! reported as a failed attempt naming the worker and the path.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -13,18 +22,23 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
+use weir_core::data_roots::{Access, DataRoots};
+use weir_core::text::cut_message;
 use weir_net::stream::{
-    ChannelHeader, FrameWriter, open_channel, read_blob, read_message, write_message,
+    ChannelHeader, FrameWriter, Received, open_channel, read_blob, read_control_message,
+    read_message, write_message,
 };
-use weir_net::{Node, NodeIdentity};
+use weir_net::{Node, NodeIdentity, Role};
+use weir_net::NetError;
 use weir_runtime::{
     AttemptCancelled, DataPlane, InboundChannels, SinkCommand, SnapshotDirs, SourceCommand,
-    StartedAttempt, TaskId, WorkerAttempt, run_worker_attempt,
+    StartedAttempt, TaskEvent, TaskId, WorkerAttempt, run_worker_attempt,
 };
 
 use crate::artifacts::{digest_hex, digest_of, write_atomically};
 use crate::protocol::{
-    AttemptResult, Deployment, FetchArtifact, FromWorker, PeerHello, ToWorker, WorkerId,
+    AttemptResult, Deployment, FetchArtifact, FromWorker, PROTOCOL_VERSION, PeerHello, ToWorker,
+    WorkerId,
 };
 
 /// How often a worker tells the coordinator it is alive.
@@ -33,6 +47,10 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 const SNAPSHOT_DIRS_KEPT: u64 = 16;
 /// How long a worker waits for a peer to dial it.
 const PEER_WAIT: Duration = Duration::from_secs(15);
+/// How long a channel stream may wait for its attempt's deployment to
+/// reach this worker (the coordinator deploys to all workers at once, so a
+/// peer's stream can overtake this worker's own Deploy message).
+const DEPLOYMENT_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -45,6 +63,8 @@ pub struct WorkerOptions {
     pub slots: u32,
     /// Artifacts and compiled code are cached here.
     pub work_dir: PathBuf,
+    /// Where deployed jobs may read and write.
+    pub data_roots: DataRoots,
 }
 
 type AttemptKey = (String, u32);
@@ -61,6 +81,8 @@ struct Started {
 struct AttemptState {
     placement: HashMap<TaskId, WorkerId>,
     peers: BTreeMap<WorkerId, SocketAddr>,
+    /// Each peer's node name (its certificate's).
+    peer_names: BTreeMap<WorkerId, String>,
     started: Option<Started>,
     /// Commands that arrived before the tasks were built.
     pending: Vec<ToWorker>,
@@ -68,12 +90,16 @@ struct AttemptState {
 }
 
 struct Worker {
+    /// Itself, for tasks spawned from `&self` methods.
+    this: std::sync::Weak<Worker>,
     id: WorkerId,
     runtime: tokio::runtime::Handle,
     node: Node,
     coordinator: quinn::Connection,
     outbox: mpsc::UnboundedSender<FromWorker>,
     peers: Mutex<HashMap<WorkerId, quinn::Connection>>,
+    /// The certificate-checked node name of each peer that dialed us.
+    peer_names: Mutex<HashMap<WorkerId, String>>,
     peers_changed: Condvar,
     dialing: Mutex<()>,
     attempts: Mutex<HashMap<AttemptKey, AttemptState>>,
@@ -95,7 +121,7 @@ pub fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         let node = Node::bind(options.bind, &identity)?;
         let data_addr = node.local_addr()?;
         let coordinator = node
-            .connect(options.coordinator)
+            .connect_to(options.coordinator, Role::Coordinator)
             .await
             .with_context(|| format!("cannot join the coordinator at {}", options.coordinator))?;
         let (mut send, mut recv) = coordinator
@@ -105,15 +131,25 @@ pub fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         write_message(
             &mut send,
             &FromWorker::Register {
+                protocol: PROTOCOL_VERSION,
                 name: options.name.clone(),
                 slots: options.slots,
                 data_addr,
             },
         )
         .await?;
-        let id = match read_message::<ToWorker>(&mut recv).await? {
-            Some(ToWorker::Registered { worker }) => worker,
-            other => bail!("the coordinator answered the registration with {other:?}"),
+        let id = match read_message::<ToWorker>(&mut recv).await {
+            Ok(Some(ToWorker::Registered { worker })) => worker,
+            Ok(Some(ToWorker::Refused { reason })) => {
+                bail!("the coordinator refused this worker: {}", cut_message(&reason))
+            }
+            Ok(other) => bail!(
+                "the coordinator answered the registration with {}",
+                cut_message(&format!("{other:?}"))
+            ),
+            Err(e) => bail!(
+                "the coordinator did not answer the registration ({e}); is it another weir release? This worker speaks cluster protocol version {PROTOCOL_VERSION}"
+            ),
         };
         tracing::info!(
             "registered with the coordinator at {} as worker {id} ({} slots, data on {data_addr})",
@@ -127,19 +163,31 @@ pub fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         let (outbox, mut outgoing) = mpsc::unbounded_channel::<FromWorker>();
         tokio::spawn(async move {
             while let Some(message) = outgoing.recv().await {
-                if let Err(e) = write_message(&mut send, &message).await {
+                let mut result = write_message(&mut send, &message).await;
+                if let Err(e @ (NetError::TooLong { .. } | NetError::Json { .. })) = &result {
+                    // Nothing was written: the stream is intact. Send what
+                    // can be said instead, so the job does not wait forever.
+                    tracing::warn!("a control message to the coordinator was refused: {e}");
+                    match replacement(message, e) {
+                        Some(instead) => result = write_message(&mut send, &instead).await,
+                        None => continue,
+                    }
+                }
+                if let Err(e) = result {
                     tracing::warn!("control stream to the coordinator broke: {e}");
                     return;
                 }
             }
         });
-        let worker = Arc::new(Worker {
+        let worker = Arc::new_cyclic(|this| Worker {
+            this: this.clone(),
             id,
             runtime: handle.clone(),
             node,
             coordinator,
             outbox,
             peers: Mutex::new(HashMap::new()),
+            peer_names: Mutex::new(HashMap::new()),
             peers_changed: Condvar::new(),
             dialing: Mutex::new(()),
             attempts: Mutex::new(HashMap::new()),
@@ -158,13 +206,41 @@ pub fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         });
         tokio::spawn(accept_peers(worker.clone()));
         loop {
-            match read_message::<ToWorker>(&mut recv).await {
-                Ok(Some(message)) => worker.clone().handle(message),
+            match read_control_message::<ToWorker>(&mut recv).await {
+                Ok(Some(Received::Message(message))) => worker.clone().handle(message),
+                Ok(Some(Received::Refused(e))) => {
+                    tracing::warn!("refused one control message from the coordinator: {e}")
+                }
                 Ok(None) => bail!("the coordinator closed the control stream"),
                 Err(e) => bail!("lost the coordinator: {e}"),
             }
         }
     })
+}
+
+/// What to send instead of a control message that could not be encoded
+/// within the bound: an attempt's end still has to be reported.
+fn replacement(message: FromWorker, error: &NetError) -> Option<FromWorker> {
+    match message {
+        FromWorker::AttemptEnded { job, attempt, .. } => Some(FromWorker::AttemptEnded {
+            job,
+            attempt,
+            result: AttemptResult::Failed(format!(
+                "the worker could not report how the attempt ended: {error}"
+            )),
+        }),
+        // An event too large to send fails its snapshot by timeout, which
+        // the checkpoint coordinator reports; heartbeats are small.
+        _ => None,
+    }
+}
+
+/// Checks a peer's introduction: this protocol version, and a worker
+/// certificate naming the worker it claims to be.
+fn check_hello(conn: &quinn::Connection, hello: &PeerHello) -> Result<(), String> {
+    crate::protocol::check_version(&format!("worker {}", hello.worker), hello.protocol)?;
+    weir_net::check_peer(conn, Role::Worker, &hello.name)
+        .map_err(|e| format!("worker {} (`{}`): {e:#}", hello.worker, cut_message(&hello.name)))
 }
 
 /// Accepts peers' connections and the channel streams they open.
@@ -180,8 +256,19 @@ async fn accept_peers(worker: Arc<Worker>) {
                 Ok::<_, anyhow::Error>(read_message::<PeerHello>(&mut recv).await?)
             };
             match tokio::time::timeout(PEER_WAIT, hello).await {
-                Ok(Ok(Some(PeerHello { worker: peer }))) => {
-                    tracing::debug!("worker {peer} connected from {}", conn.remote_address());
+                Ok(Ok(Some(hello))) => {
+                    if let Err(reason) = check_hello(&conn, &hello) {
+                        tracing::warn!("refused a peer at {}: {reason}", conn.remote_address());
+                        conn.close(3u32.into(), b"refused");
+                        return;
+                    }
+                    let peer = hello.worker;
+                    tracing::debug!("worker {peer} ({}) connected from {}", hello.name, conn.remote_address());
+                    worker
+                        .peer_names
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(peer, hello.name);
                     worker.add_peer(peer, conn);
                 }
                 _ => {
@@ -203,13 +290,23 @@ impl Worker {
             .expect("not poisoned")
             .insert(peer, conn.clone());
         self.peers_changed.notify_all();
-        let inbound = self.inbound.clone();
+        let Some(worker) = self.this.upgrade() else {
+            return; // shutting down
+        };
         self.runtime.spawn(async move {
             while let Ok(recv) = conn.accept_uni().await {
-                let inbound = inbound.clone();
+                let worker = worker.clone();
                 tokio::spawn(async move {
                     match weir_net::stream::accept_channel(recv).await {
-                        Ok((header, reader)) => inbound.deliver(header, reader),
+                        Ok((header, reader)) => match worker.stream_allowed(peer, &header).await {
+                            Ok(()) => worker.inbound.deliver(header, reader),
+                            Err(reason) => tracing::warn!(
+                                "refused channel {} of job `{}` attempt {} from worker {peer}: {reason}",
+                                header.channel,
+                                cut_message(&header.job),
+                                header.attempt
+                            ),
+                        },
                         Err(e) => {
                             tracing::warn!("a malformed channel stream from worker {peer}: {e}")
                         }
@@ -217,6 +314,47 @@ impl Worker {
                 });
             }
         });
+    }
+
+    /// A channel stream is taken only for an attempt deployed here, from a
+    /// worker of that attempt under the name the coordinator knows it by.
+    /// The deployment may lag a peer's stream by a moment; it gets
+    /// [`DEPLOYMENT_WAIT`].
+    async fn stream_allowed(&self, peer: WorkerId, header: &ChannelHeader) -> Result<(), String> {
+        let key = (header.job.clone(), header.attempt);
+        let deadline = Instant::now() + DEPLOYMENT_WAIT;
+        loop {
+            let known = {
+                let attempts = self.attempts.lock().expect("not poisoned");
+                attempts.get(&key).map(|s| {
+                    (
+                        s.peers.contains_key(&peer),
+                        s.peer_names.get(&peer).cloned(),
+                    )
+                })
+            };
+            match known {
+                Some((false, _)) => return Err("that worker is not part of the attempt".into()),
+                Some((true, expected)) => {
+                    let actual = self.peer_names.lock().expect("not poisoned").get(&peer).cloned();
+                    // Only the dialing side introduces itself; a connection
+                    // we dialed went to the address the coordinator gave.
+                    return match (expected, actual) {
+                        (Some(e), Some(a)) if e != a => Err(format!(
+                            "the coordinator knows worker {peer} as `{e}`, its certificate says `{a}`"
+                        )),
+                        _ => Ok(()),
+                    };
+                }
+                None if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "no such attempt is deployed here (waited {} s)",
+                        DEPLOYMENT_WAIT.as_secs()
+                    ));
+                }
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
     }
 
     /// The connection to `peer`: the lower id dials, the higher one waits.
@@ -251,13 +389,19 @@ impl Worker {
                     return Ok(conn);
                 }
                 let me = self.id;
+                let name = self.options.name.clone();
                 let node = self.node.clone();
                 let conn = self
                     .runtime
                     .block_on(async move {
-                        let conn = node.connect(addr).await?;
+                        let conn = node.connect_to(addr, Role::Worker).await?;
                         let mut send = conn.open_uni().await?;
-                        write_message(&mut send, &PeerHello { worker: me }).await?;
+                        let hello = PeerHello {
+                            protocol: PROTOCOL_VERSION,
+                            worker: me,
+                            name,
+                        };
+                        write_message(&mut send, &hello).await?;
                         send.finish()?;
                         Ok::<_, anyhow::Error>(conn)
                     })
@@ -292,6 +436,7 @@ impl Worker {
                     AttemptState {
                         placement: d.placement.iter().copied().collect(),
                         peers: d.peers.clone(),
+                        peer_names: d.peer_names.clone(),
                         ..AttemptState::default()
                     },
                 );
@@ -373,7 +518,7 @@ impl Worker {
         let result = match run {
             Ok(()) => AttemptResult::Finished,
             Err(e) if e.downcast_ref::<AttemptCancelled>().is_some() => AttemptResult::Cancelled,
-            Err(e) => AttemptResult::Failed(format!("{e:#}")),
+            Err(e) => AttemptResult::Failed(cut_message(&format!("{e:#}"))),
         };
         if let AttemptResult::Failed(e) = &result {
             tracing::warn!(job = %d.job, attempt = d.attempt, "attempt failed on this worker: {e}");
@@ -397,6 +542,7 @@ impl Worker {
     fn run_attempt(self: Arc<Self>, d: &Deployment) -> anyhow::Result<()> {
         let mut job =
             weir_core::job::parse(&d.job_toml, &d.job_path).map_err(|e| anyhow!("{e}"))?;
+        self.check_paths(&job, d)?;
         for op in &mut job.operators {
             let digest = d
                 .artifacts
@@ -427,12 +573,39 @@ impl Worker {
         })
     }
 
+    /// Defence in depth: the coordinator checked the job against its
+    /// roots; this worker checks it against its own.
+    fn check_paths(&self, job: &weir_core::job::JobSpec, d: &Deployment) -> anyhow::Result<()> {
+        let roots = &self.options.data_roots;
+        let refuse = |reason: String| {
+            anyhow!(
+                "worker `{}` refuses the deployment: {reason}",
+                self.options.name
+            )
+        };
+        crate::paths::check_job_paths(job, roots).map_err(|e| refuse(e.to_string()))?;
+        if let Some(restore) = &d.restore {
+            crate::paths::check_dir(roots, "the snapshot to restore", restore, Access::Read)
+                .map_err(refuse)?;
+        }
+        Ok(())
+    }
+
     fn started(self: Arc<Self>, key: AttemptKey, s: StartedAttempt) {
+        // Every local consumer is registered now: nothing else is expected.
+        self.inbound.seal(&key.0, key.1);
         let outbox = self.outbox.clone();
         let (job, attempt) = key.clone();
         let events = s.events;
         std::thread::spawn(move || {
             for event in events.iter() {
+                let event = match event {
+                    TaskEvent::Declined { id, reason } => TaskEvent::Declined {
+                        id,
+                        reason: cut_message(&reason),
+                    },
+                    other => other,
+                };
                 let _ = outbox.send(FromWorker::Event {
                     job: job.clone(),
                     attempt,

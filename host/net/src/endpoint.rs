@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use quinn::{Connection, ConnectionError, Endpoint, Incoming};
 
-use crate::tls::{self, IDLE_TIMEOUT, NodeIdentity, SERVER_NAME};
+use crate::tls::{self, IDLE_TIMEOUT, NodeIdentity, Role, SERVER_NAME};
 
 /// Kernel receive buffer asked for on a node's UDP socket. The Linux default
 /// (~208 KiB) overflows at a few hundred MB/s and every drop costs a
@@ -65,8 +65,22 @@ impl Node {
     }
 
     /// Connects to the node at `addr` with mutual TLS; see the module doc.
+    /// Any member of the cluster may answer; [`Node::connect_to`] asks for
+    /// one role.
     pub async fn connect(&self, addr: SocketAddr) -> anyhow::Result<Connection> {
         self.connect_with(addr, None).await
+    }
+
+    /// Connects to the node at `addr`, which must present a certificate of
+    /// `role` (e.g. a worker accepts control only from the coordinator).
+    pub async fn connect_to(&self, addr: SocketAddr, role: Role) -> anyhow::Result<Connection> {
+        self.dial(addr, None, role.dns_name()).await.map_err(|e| {
+            if e.to_string().contains("NotValidForName") {
+                anyhow!("{addr} is not the {role}: its certificate does not name {}", role.dns_name())
+            } else {
+                e
+            }
+        })
     }
 
     /// Like [`Node::connect`], with a client config other than the default.
@@ -75,9 +89,18 @@ impl Node {
         addr: SocketAddr,
         config: Option<quinn::ClientConfig>,
     ) -> anyhow::Result<Connection> {
+        self.dial(addr, config, SERVER_NAME).await
+    }
+
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        config: Option<quinn::ClientConfig>,
+        server_name: &str,
+    ) -> anyhow::Result<Connection> {
         let connecting = match config {
-            Some(config) => self.endpoint.connect_with(config, addr, SERVER_NAME),
-            None => self.endpoint.connect(addr, SERVER_NAME),
+            Some(config) => self.endpoint.connect_with(config, addr, server_name),
+            None => self.endpoint.connect(addr, server_name),
         }
         .map_err(|e| anyhow!("connecting to {addr}: {e}"))?;
         let confirmed = async {

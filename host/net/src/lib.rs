@@ -37,4 +37,4 @@ pub use endpoint::Node;
 pub use error::NetError;
 pub use frame::{FRAME_BYTES_MAX, Frame, FrameError};
 pub use stream::{ChannelHeader, FrameReader, FrameWriter};
-pub use tls::{NodeIdentity, SERVER_NAME, init_cluster};
+pub use tls::{NodeCert, NodeIdentity, Role, SERVER_NAME, check_peer, init_cluster, init_cluster_with};

@@ -25,8 +25,13 @@ pub const ZERO_COPY_BYTES_MIN: usize = 16 << 10;
 pub const READ_BUFFER_BYTES: usize = 256 << 10;
 /// Longest encoded [`ChannelHeader`].
 pub const HEADER_BYTES_MAX: usize = 4 << 10;
-/// Longest control message or blob (artifacts travel as blobs).
-pub const MESSAGE_BYTES_MAX: usize = 256 << 20;
+/// Longest control message. A message carries a job file and names, never
+/// bulk data; tenant text in it is cut to a few KiB before it gets here. A
+/// longer message is refused before a byte of it is sent, so the stream
+/// stays usable (see [`write_message`]).
+pub const CONTROL_MESSAGE_BYTES_MAX: usize = 16 << 20;
+/// Longest blob (artifacts travel as blobs).
+pub const BLOB_BYTES_MAX: usize = 256 << 20;
 /// Largest step by which a message buffer grows ahead of the data arriving,
 /// so a bogus length cannot make us allocate the whole maximum up front.
 const MESSAGE_GROWTH_BYTES_MAX: usize = 1 << 20;
@@ -260,20 +265,37 @@ pub async fn accept_channel(
     Ok((header, FrameReader::new(recv)))
 }
 
-/// Sends `msg` as `len:u32 LE` + JSON.
+/// Sends `msg` as `len:u32 LE` + JSON. A message over
+/// [`CONTROL_MESSAGE_BYTES_MAX`] (or one that does not encode) is refused
+/// with [`NetError::TooLong`] (or [`NetError::Json`]) before anything is
+/// written: the stream is intact and the caller may send something else.
 pub async fn write_message<T: Serialize>(send: &mut SendStream, msg: &T) -> Result<(), NetError> {
+    let json = encode_message(msg)?;
+    write_sized(send, "message", &json, CONTROL_MESSAGE_BYTES_MAX).await
+}
+
+/// Sends a message encoded by [`encode_message`].
+pub async fn write_encoded(send: &mut SendStream, json: &[u8]) -> Result<(), NetError> {
+    write_sized(send, "message", json, CONTROL_MESSAGE_BYTES_MAX).await
+}
+
+/// A message's JSON, refused if over [`CONTROL_MESSAGE_BYTES_MAX`].
+pub fn encode_message<T: Serialize>(msg: &T) -> Result<Vec<u8>, NetError> {
     let json = serde_json::to_vec(msg).map_err(|source| NetError::Json {
         what: "message",
         source,
     })?;
-    write_sized(send, "message", &json).await
+    encode_len("message", json.len(), CONTROL_MESSAGE_BYTES_MAX)?;
+    Ok(json)
 }
 
 /// Reads one JSON message; `None` if the stream ended cleanly before it.
+/// Any bad message is an error; see [`read_control_message`] to refuse one
+/// message and carry on.
 pub async fn read_message<T: DeserializeOwned>(
     recv: &mut RecvStream,
 ) -> Result<Option<T>, NetError> {
-    let Some(bytes) = read_sized(recv, "message", MESSAGE_BYTES_MAX).await? else {
+    let Some(bytes) = read_sized(recv, "message", CONTROL_MESSAGE_BYTES_MAX).await? else {
         return Ok(None);
     };
     let msg = serde_json::from_slice(&bytes).map_err(|source| NetError::Json {
@@ -283,14 +305,52 @@ pub async fn read_message<T: DeserializeOwned>(
     Ok(Some(msg))
 }
 
+/// One message off a stream that carries many: either the message, or why
+/// this one was refused while the stream stays usable.
+#[derive(Debug)]
+pub enum Received<T> {
+    Message(T),
+    /// Over [`CONTROL_MESSAGE_BYTES_MAX`] (its bytes were read and dropped
+    /// without being kept) or not valid JSON of the expected type.
+    Refused(NetError),
+}
+
+/// Reads one JSON message; `None` if the stream ended cleanly before it.
+/// A message that is too long or does not decode is refused on its own
+/// ([`Received::Refused`]): one bad message must not cost the connection
+/// that carries a whole worker. Errors are of the stream itself.
+pub async fn read_control_message<T: DeserializeOwned>(
+    recv: &mut RecvStream,
+) -> Result<Option<Received<T>>, NetError> {
+    let Some(len) = read_prefix(recv, "message").await? else {
+        return Ok(None);
+    };
+    if len > CONTROL_MESSAGE_BYTES_MAX {
+        skip(recv, "message", len).await?;
+        return Ok(Some(Received::Refused(NetError::TooLong {
+            what: "message",
+            bytes: len,
+            max_bytes: CONTROL_MESSAGE_BYTES_MAX,
+        })));
+    }
+    let bytes = read_body(recv, "message", len).await?;
+    Ok(Some(match serde_json::from_slice(&bytes) {
+        Ok(msg) => Received::Message(msg),
+        Err(source) => Received::Refused(NetError::Json {
+            what: "message",
+            source,
+        }),
+    }))
+}
+
 /// Sends raw bytes as `len:u32 LE` + bytes (no JSON escaping of artifacts).
 pub async fn write_blob(send: &mut SendStream, bytes: &[u8]) -> Result<(), NetError> {
-    write_sized(send, "blob", bytes).await
+    write_sized(send, "blob", bytes, BLOB_BYTES_MAX).await
 }
 
 /// Reads one blob; `None` if the stream ended cleanly before it.
 pub async fn read_blob(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, NetError> {
-    read_sized(recv, "blob", MESSAGE_BYTES_MAX).await
+    read_sized(recv, "blob", BLOB_BYTES_MAX).await
 }
 
 fn encode_len(what: &'static str, bytes: usize, max_bytes: usize) -> Result<[u8; 4], NetError> {
@@ -309,8 +369,9 @@ async fn write_sized(
     send: &mut SendStream,
     what: &'static str,
     bytes: &[u8],
+    max_bytes: usize,
 ) -> Result<(), NetError> {
-    let prefix = encode_len(what, bytes.len(), MESSAGE_BYTES_MAX)?;
+    let prefix = encode_len(what, bytes.len(), max_bytes)?;
     send.write_all(&prefix).await?;
     send.write_all(bytes).await?;
     Ok(())
@@ -321,6 +382,21 @@ async fn read_sized(
     what: &'static str,
     max_bytes: usize,
 ) -> Result<Option<Vec<u8>>, NetError> {
+    let Some(len) = read_prefix(recv, what).await? else {
+        return Ok(None);
+    };
+    if len > max_bytes {
+        return Err(NetError::TooLong {
+            what,
+            bytes: len,
+            max_bytes,
+        });
+    }
+    read_body(recv, what, len).await.map(Some)
+}
+
+/// The length prefix of the next message; `None` at a clean end.
+async fn read_prefix(recv: &mut RecvStream, what: &'static str) -> Result<Option<usize>, NetError> {
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -334,14 +410,32 @@ async fn read_sized(
         }
         Err(ReadExactError::ReadError(e)) => return Err(e.into()),
     }
-    let len = u32::from_le_bytes(prefix) as usize;
-    if len > max_bytes {
-        return Err(NetError::TooLong {
-            what,
-            bytes: len,
-            max_bytes,
-        });
+    Ok(Some(u32::from_le_bytes(prefix) as usize))
+}
+
+/// Reads and drops `len` bytes without keeping them.
+async fn skip(recv: &mut RecvStream, what: &'static str, len: usize) -> Result<(), NetError> {
+    let mut skipped = 0;
+    while skipped < len {
+        let want = (len - skipped).min(MESSAGE_GROWTH_BYTES_MAX);
+        let Some(chunk) = recv.read_chunk(want, true).await? else {
+            return Err(NetError::Truncated {
+                what,
+                expected_bytes: len,
+                got_bytes: skipped,
+            });
+        };
+        skipped += chunk.bytes.len();
     }
+    Ok(())
+}
+
+/// Reads a message body of `len` bytes (already checked against a bound).
+async fn read_body(
+    recv: &mut RecvStream,
+    what: &'static str,
+    len: usize,
+) -> Result<Vec<u8>, NetError> {
     let mut bytes = Vec::with_capacity(len.min(MESSAGE_GROWTH_BYTES_MAX));
     while bytes.len() < len {
         let want = (len - bytes.len()).min(MESSAGE_GROWTH_BYTES_MAX);
@@ -354,5 +448,5 @@ async fn read_sized(
         };
         bytes.extend_from_slice(&chunk.bytes);
     }
-    Ok(Some(bytes))
+    Ok(bytes)
 }

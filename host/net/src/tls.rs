@@ -3,8 +3,14 @@
 //! Every node holds a certificate signed by one cluster CA and trusts that CA
 //! alone, in both directions: a server refuses clients without a certificate
 //! from the CA, and a client refuses servers without one. Node certificates
-//! all carry the DNS name [`SERVER_NAME`], so a node's address (not its name)
-//! is what a peer dials, and any cluster member may answer there.
+//! all carry the DNS name [`SERVER_NAME`] (cluster membership).
+//!
+//! A certificate also names its node and role, as DNS names a peer can check
+//! with [`check_peer`]: `<role>.weir` and `<node>.<role>.weir`, where the role
+//! is `coordinator` or `worker`. A worker dials the coordinator expecting
+//! `coordinator.weir`, so no worker certificate can stand in for the
+//! coordinator; the coordinator and workers check that a peer's certificate
+//! carries `<name>.worker.weir` for the name it claims.
 
 use std::fs;
 use std::io::Write;
@@ -52,15 +58,88 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// A peer silent this long is dead; keep-alives make this a liveness bound.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The role a node certificate grants; see the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Coordinator,
+    Worker,
+}
+
+impl Role {
+    /// The DNS name every certificate of this role carries.
+    pub fn dns_name(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator.weir",
+            Role::Worker => "worker.weir",
+        }
+    }
+
+    /// The DNS name that names node `node` in this role.
+    pub fn node_dns_name(self, node: &str) -> String {
+        format!("{node}.{}", self.dns_name())
+    }
+
+    /// The role of a node named in `weir cluster init`: `coordinator` and
+    /// names starting with `coordinator-` are coordinators, others workers.
+    pub fn of_node_name(node: &str) -> Role {
+        if node == "coordinator" || node.starts_with("coordinator-") {
+            Role::Coordinator
+        } else {
+            Role::Worker
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Coordinator => "coordinator",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+/// What a node certificate is made for.
+#[derive(Debug, Clone)]
+pub struct NodeCert {
+    pub node: String,
+    pub role: Role,
+    /// More names it answers to (host names or IP addresses), e.g. where
+    /// clients reach the coordinator's REST API.
+    pub extra_names: Vec<String>,
+}
+
+impl NodeCert {
+    /// A certificate for `node` in the role its name implies
+    /// ([`Role::of_node_name`]).
+    pub fn named(node: &str) -> NodeCert {
+        NodeCert {
+            node: node.to_string(),
+            role: Role::of_node_name(node),
+            extra_names: Vec::new(),
+        }
+    }
+}
+
 const CA_CERT_FILE: &str = "ca.pem";
 const CA_KEY_FILE: &str = "ca.key";
 const CA_COMMON_NAME: &str = "weir cluster CA";
 
 /// Creates the cluster CA in `dir` (or reuses the one there) and a
-/// certificate and key for each node; returns the files written.
+/// certificate and key for each node, in the role its name implies
+/// ([`Role::of_node_name`]); returns the files written.
 pub fn init_cluster(dir: &Path, nodes: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let certs: Vec<NodeCert> = nodes.iter().map(|n| NodeCert::named(n)).collect();
+    init_cluster_with(dir, &certs)
+}
+
+/// [`init_cluster`] with each node's role and extra names given.
+pub fn init_cluster_with(dir: &Path, nodes: &[NodeCert]) -> anyhow::Result<Vec<PathBuf>> {
     for node in nodes {
-        check_node_name(node)?;
+        check_node_name(&node.node)?;
+        for name in &node.extra_names {
+            extra_san(name)?;
+        }
     }
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written = Vec::new();
@@ -79,9 +158,10 @@ pub fn init_cluster(dir: &Path, nodes: &[String]) -> anyhow::Result<Vec<PathBuf>
         let der = cert.der().clone();
         (Issuer::new(ca_params(&key), key), der)
     };
-    for node in nodes {
+    for spec in nodes {
+        let node = &spec.node;
         let key = KeyPair::generate().with_context(|| format!("generating the key of {node}"))?;
-        let cert = node_params(node)?
+        let cert = node_params(spec)?
             .signed_by(&key, &issuer)
             .with_context(|| format!("signing the certificate of {node}"))?;
         // A reused CA not made by this code could sign certificates that do
@@ -141,12 +221,33 @@ fn ca_params(key: &KeyPair) -> CertificateParams {
     params
 }
 
-fn node_params(node: &str) -> anyhow::Result<CertificateParams> {
+/// An extra certificate name: an IP address or a DNS name.
+fn extra_san(name: &str) -> anyhow::Result<SanType> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    if rustls_pki_types::DnsName::try_from(name).is_err() {
+        bail!("{name:?} is neither an IP address nor a DNS name");
+    }
+    let dns = name
+        .to_string()
+        .try_into()
+        .with_context(|| format!("{name:?} as a DNS name"))?;
+    Ok(SanType::DnsName(dns))
+}
+
+fn node_params(spec: &NodeCert) -> anyhow::Result<CertificateParams> {
+    let node = spec.node.as_str();
     let mut params = CertificateParams::default();
     params
         .distinguished_name
-        .push(DnType::CommonName, format!("weir node {node}"));
-    let mut names = vec![SERVER_NAME.to_string(), "localhost".to_string()];
+        .push(DnType::CommonName, spec.role.node_dns_name(node));
+    let mut names = vec![
+        SERVER_NAME.to_string(),
+        spec.role.dns_name().to_string(),
+        spec.role.node_dns_name(node),
+        "localhost".to_string(),
+    ];
     if rustls_pki_types::DnsName::try_from(node).is_ok() && !names.iter().any(|n| n == node) {
         names.push(node.to_string());
     }
@@ -160,6 +261,12 @@ fn node_params(node: &str) -> anyhow::Result<CertificateParams> {
     params
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    for name in &spec.extra_names {
+        let san = extra_san(name)?;
+        if !params.subject_alt_names.contains(&san) {
+            params.subject_alt_names.push(san);
+        }
+    }
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -273,6 +380,36 @@ impl NodeIdentity {
     }
 }
 
+/// Checks that the peer of `conn` presented a certificate naming `node` in
+/// `role` (see the module doc). The chain itself was verified against the
+/// cluster CA in the handshake; this checks whose it is.
+pub fn check_peer(conn: &quinn::Connection, role: Role, node: &str) -> anyhow::Result<()> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or_else(|| anyhow::anyhow!("the peer presented no certificate"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the peer presented no certificate"))?;
+    check_cert_names(leaf, role, node)
+}
+
+/// [`check_peer`] on a certificate.
+pub fn check_cert_names(cert: &CertificateDer<'_>, role: Role, node: &str) -> anyhow::Result<()> {
+    let expected = role.node_dns_name(node);
+    let name = rustls_pki_types::ServerName::try_from(expected.as_str())
+        .map_err(|_| anyhow::anyhow!("{node:?} is not a valid node name"))?;
+    let parsed = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| anyhow::anyhow!("unreadable peer certificate: {e}"))?;
+    parsed
+        .verify_is_valid_for_subject_name(&name)
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "its certificate is not the {role} certificate of `{node}` (it does not name {expected})"
+            )
+        })
+}
+
 /// The crypto provider, passed explicitly so no process-wide default is
 /// needed (or disturbed).
 fn provider() -> Arc<CryptoProvider> {
@@ -325,6 +462,20 @@ pub fn server_config(id: &NodeIdentity) -> anyhow::Result<quinn::ServerConfig> {
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport_config()));
     Ok(config)
+}
+
+/// A TLS server config for the REST API (HTTPS): the node's certificate,
+/// no client certificate (clients authenticate with the bearer token), and
+/// HTTP/1.1 by ALPN.
+pub fn https_server_config(id: &NodeIdentity) -> anyhow::Result<rustls::ServerConfig> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("selecting TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(id.chain.clone(), id.key.clone_key())
+        .with_context(|| format!("using the certificate of node {}", id.node))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
 }
 
 /// Client side: trusts only the cluster CA and presents the node certificate.

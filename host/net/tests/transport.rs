@@ -439,7 +439,7 @@ async fn hostile_bytes_on_streams_are_typed_errors() {
             );
         }
 
-        // A control message over 256 MiB is refused before any allocation.
+        // A control message over the bound is refused before any allocation.
         let (mut send, _recv) = client.open_bi().await.unwrap();
         send.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
         send.finish().unwrap();

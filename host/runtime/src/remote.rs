@@ -9,6 +9,14 @@
 //! carries backpressure between them: a full consumer stops its reader,
 //! the stream's window closes, and the producer's writes block.
 //!
+//! A stream is matched only with a channel some deployed task expects. A
+//! stream may arrive before its attempt's tasks are built (they compile
+//! guests first), so until the worker seals the attempt ([`InboundChannels::seal`],
+//! once every local consumer registered) it is parked, at most
+//! [`PARKED_STREAMS_MAX`] at once; after the seal, and for attempts
+//! forgotten, a stream nobody expects is refused. (The worker also refuses
+//! streams of attempts not deployed on it, from peers not in the attempt.)
+//!
 //! A channel ends cleanly only with an `End` frame. A stream that breaks or
 //! resets first drops the local sender without `End`, which the consumer
 //! sees as a disconnect: the attempt is cancelled, as for a local failure.
@@ -35,6 +43,9 @@ pub trait DataPlane: Send + Sync {
 
 type ChannelKey = (String, u32, u32);
 
+/// Streams parked for attempts still being built, on all peers together.
+pub const PARKED_STREAMS_MAX: usize = 4096;
+
 enum Slot {
     /// The local consumer's channel, waiting for the producer's stream.
     Expected(Sender<Message>),
@@ -53,6 +64,9 @@ pub struct InboundChannels {
     /// Per job, the newest attempt forgotten: streams and channels of it or
     /// older ones are refused on arrival (attempt ids only grow).
     forgotten: Mutex<HashMap<String, u32>>,
+    /// Attempts whose local consumers are all registered: a stream that
+    /// finds no consumer waiting is refused, not parked.
+    sealed: Mutex<std::collections::HashSet<(String, u32)>>,
 }
 
 impl InboundChannels {
@@ -62,7 +76,32 @@ impl InboundChannels {
             slots: Mutex::new(HashMap::new()),
             cancels: Mutex::new(HashMap::new()),
             forgotten: Mutex::new(HashMap::new()),
+            sealed: Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// Every local consumer of `attempt` is registered: refuses streams
+    /// parked for it that no consumer took, and any that come later
+    /// without a consumer waiting.
+    pub fn seal(&self, job: &str, attempt: u32) {
+        self.sealed
+            .lock()
+            .expect("not poisoned")
+            .insert((job.to_string(), attempt));
+        self.slots.lock().expect("not poisoned").retain(|(j, a, channel), slot| {
+            let junk = j == job && *a == attempt && matches!(slot, Slot::Arrived(_));
+            if junk {
+                tracing::warn!(job, attempt, channel, "refused a stream for a channel no task of the attempt reads");
+            }
+            !junk
+        });
+    }
+
+    fn is_sealed(&self, job: &str, attempt: u32) -> bool {
+        self.sealed
+            .lock()
+            .expect("not poisoned")
+            .contains(&(job.to_string(), attempt))
     }
 
     /// A peer opened the stream for a channel.
@@ -72,6 +111,7 @@ impl InboundChannels {
             // fails instead of waiting for credit that never comes.
             return;
         }
+        let sealed = self.is_sealed(&header.job, header.attempt);
         let key = (header.job, header.attempt, header.channel);
         let mut slots = self.slots.lock().expect("not poisoned");
         match slots.remove(&key) {
@@ -79,7 +119,18 @@ impl InboundChannels {
             Some(Slot::Arrived(_)) => {
                 tracing::warn!(job = %key.0, attempt = key.1, channel = key.2, "a second stream for one channel; dropping both");
             }
+            None if sealed => {
+                tracing::warn!(job = %key.0, attempt = key.1, channel = key.2, "refused a stream for a channel no task of the attempt reads");
+            }
             None => {
+                let parked = slots
+                    .values()
+                    .filter(|s| matches!(s, Slot::Arrived(_)))
+                    .count();
+                if parked >= PARKED_STREAMS_MAX {
+                    tracing::warn!(job = %key.0, attempt = key.1, channel = key.2, "refused a stream: {PARKED_STREAMS_MAX} streams already wait for their attempts");
+                    return;
+                }
                 slots.insert(key, Slot::Arrived(reader));
             }
         }
@@ -112,6 +163,10 @@ impl InboundChannels {
             .lock()
             .expect("not poisoned")
             .retain(|(j, a, _), _| j != job || *a > attempt);
+        self.sealed
+            .lock()
+            .expect("not poisoned")
+            .retain(|(j, a)| j != job || *a > attempt);
         self.cancels
             .lock()
             .expect("not poisoned")
