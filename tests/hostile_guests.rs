@@ -88,7 +88,13 @@ fn memory_bomb_is_stopped_by_the_cap() {
         "rebalance",
         "memory_max_mb = 64\nconfig = { behavior = \"memory-bomb\" }",
     ));
-    assert!(err.contains("memory past the cap of 64 MiB"), "{err}");
+    assert!(
+        err.contains(
+            "stopped in `process`: guest memory limit of 64 MiB reached (memories and tables \
+             together); raise `memory_max_mb` in the job file"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -264,7 +264,9 @@ mod tests {
             ),
             (
                 "one timestamp, many keys",
-                Box::new(move |q| (0..n).for_each(|k| q.register(7, format!("key-{k:08}").as_bytes()))),
+                Box::new(move |q| {
+                    (0..n).for_each(|k| q.register(7, format!("key-{k:08}").as_bytes()))
+                }),
             ),
             (
                 "descending timestamps",
@@ -281,7 +283,10 @@ mod tests {
             // Never under (a guest must not hold more than it is charged
             // for), and not so far over that legitimate operators hit the
             // limit early.
-            assert!(estimate >= real, "{shape}: estimate {estimate} < real {real}");
+            assert!(
+                estimate >= real,
+                "{shape}: estimate {estimate} < real {real}"
+            );
             assert!(
                 estimate <= real + real / 4,
                 "{shape}: estimate {estimate} > 1.25 × real {real}"

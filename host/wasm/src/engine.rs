@@ -264,7 +264,10 @@ mod tests {
     use super::*;
 
     fn component(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../tests/guests/bombs/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../tests/guests/bombs/{name}.wat",
+            env!("CARGO_MANIFEST_DIR")
+        );
         wat::parse_file(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -315,8 +318,14 @@ mod tests {
 
         // Raw native code as wasmtime serializes it, without our tag.
         let engine = WasmEngine::new(None).unwrap();
-        let native = Component::new(&engine.engine, &a).unwrap().serialize().unwrap();
+        let native = Component::new(&engine.engine, &a)
+            .unwrap()
+            .serialize()
+            .unwrap();
         std::fs::write(&a_file, native).unwrap();
-        assert!(!load(dir.path(), &a), "an untagged serialization is refused");
+        assert!(
+            !load(dir.path(), &a),
+            "an untagged serialization is refused"
+        );
     }
 }

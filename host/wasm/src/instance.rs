@@ -265,7 +265,10 @@ mod tests {
     use crate::WasmEngine;
 
     fn open_bomb(name: &str) -> GuestError {
-        let path = format!("{}/../../tests/guests/bombs/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../tests/guests/bombs/{name}.wat",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let bytes = wat::parse_file(&path).unwrap();
         let engine = WasmEngine::new(None).unwrap();
         let compiled = engine.load_bytes(name, &bytes).unwrap();
@@ -276,7 +279,9 @@ mod tests {
             config: Vec::new(),
             limits: weir_core::job::GuestLimits::default(),
         };
-        OperatorInstance::open(&compiled, &info, None).err().unwrap()
+        OperatorInstance::open(&compiled, &info, None)
+            .err()
+            .unwrap()
     }
 
     #[test]
@@ -293,7 +298,9 @@ mod tests {
     fn a_table_grow_bomb_is_refused_with_the_limit() {
         let err = open_bomb("table_grow").to_string();
         assert!(
-            err.starts_with("operator `villain` was stopped in `instantiate`: table limit of 1048576 elements"),
+            err.starts_with(
+                "operator `villain` was stopped in `instantiate`: table limit of 1048576 elements"
+            ),
             "{err}"
         );
     }

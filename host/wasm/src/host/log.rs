@@ -50,6 +50,10 @@ impl LogRate {
 
     /// Whether a line logged at `now_ms` may go out; if not, it is counted.
     pub(crate) fn admit(&mut self, now_ms: i64) -> bool {
+        if self.last_report_ms == i64::MIN {
+            // The first report comes an interval after the first line.
+            self.last_report_ms = now_ms;
+        }
         if now_ms > self.last_ms {
             // A clock that goes back refills nothing.
             let elapsed_ms = if self.last_ms == i64::MIN {
@@ -75,8 +79,7 @@ impl LogRate {
 
     /// The dropped lines not yet reported, if a report is due at `now_ms`.
     pub(crate) fn take_dropped(&mut self, now_ms: i64) -> Option<u64> {
-        let due = self.last_report_ms == i64::MIN
-            || now_ms.saturating_sub(self.last_report_ms) >= DROPPED_REPORT_INTERVAL_MS;
+        let due = now_ms.saturating_sub(self.last_report_ms) >= DROPPED_REPORT_INTERVAL_MS;
         if self.dropped == 0 || !due {
             return None;
         }
@@ -166,7 +169,10 @@ mod tests {
             .flat_map(|ms| std::iter::repeat_n(ms, 10))
             .filter(|&ms| rate.admit(ms))
             .count();
-        assert!((1000..=1000 + LOG_BURST_LINES as usize).contains(&admitted), "{admitted}");
+        assert!(
+            (1000..=1000 + LOG_BURST_LINES as usize).contains(&admitted),
+            "{admitted}"
+        );
     }
 
     #[test]
@@ -175,11 +181,23 @@ mod tests {
         for _ in 0..10 {
             rate.admit(0);
         }
-        assert_eq!(rate.take_dropped(0), Some(8));
-        rate.admit(1);
         assert_eq!(rate.take_dropped(1), None, "not due yet");
-        assert_eq!(rate.take_dropped(DROPPED_REPORT_INTERVAL_MS), Some(1));
-        assert_eq!(rate.take_dropped(10 * DROPPED_REPORT_INTERVAL_MS), None, "none dropped");
+        assert_eq!(rate.take_dropped(DROPPED_REPORT_INTERVAL_MS), Some(8));
+        // The burst of 2 refilled, the third line dropped.
+        for _ in 0..3 {
+            rate.admit(DROPPED_REPORT_INTERVAL_MS);
+        }
+        assert_eq!(
+            rate.take_dropped(DROPPED_REPORT_INTERVAL_MS + 1),
+            None,
+            "not due again yet"
+        );
+        assert_eq!(rate.take_dropped(2 * DROPPED_REPORT_INTERVAL_MS), Some(1));
+        assert_eq!(
+            rate.take_dropped(10 * DROPPED_REPORT_INTERVAL_MS),
+            None,
+            "none dropped"
+        );
     }
 
     #[test]

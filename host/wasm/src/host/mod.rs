@@ -13,6 +13,9 @@ mod keyed_state;
 mod log;
 mod timers;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};

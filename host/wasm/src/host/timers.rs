@@ -8,7 +8,7 @@
 
 use weir_core::timers::TimerQueue;
 
-use super::GuestState;
+use super::{GuestState, mib};
 use crate::bindings::TimeDomain;
 use crate::bindings::weir::operator::timers::Host;
 
@@ -31,7 +31,12 @@ impl GuestState {
     /// `timers_memory_max_bytes`. Two additions and two comparisons on the
     /// common path; the lookup only near a limit.
     #[inline]
-    fn check_timer_room(&mut self, domain: TimeDomain, key: &[u8], timestamp: i64) -> wasmtime::Result<()> {
+    fn check_timer_room(
+        &mut self,
+        domain: TimeDomain,
+        key: &[u8],
+        timestamp: i64,
+    ) -> wasmtime::Result<()> {
         let count = self.event_timers.len() + self.processing_timers.len();
         let memory = self.event_timers.memory_bytes() + self.processing_timers.memory_bytes();
         let limits = &self.limits;
@@ -54,11 +59,9 @@ impl GuestState {
             )
         } else {
             format!(
-                "{} pending timers take {} MiB of host memory, the limit (timers_memory_max_mb) is {} MiB; \
+                "{count} pending timers reached the timer memory limit of {} (timers_memory_max_mb); \
                  raise `timers_memory_max_mb` in the job file",
-                count,
-                memory >> 20,
-                limits.timers_memory_max_bytes >> 20
+                mib(limits.timers_memory_max_bytes)
             )
         };
         Err(self.over_limit(what))

@@ -3,14 +3,23 @@
 //! hook (`open`, `process` or `timer`; default `process`). With `on =
 //! "processing-timer"` it behaves: each record registers a processing-time
 //! timer for now, and each firing emits `fired`.
+//!
+//! The misdeeds against what the host keeps on a guest's behalf:
+//! `timer-flood` (distinct event-time timers, 100,000 per record, without
+//! end), `huge-key` (a 1 MiB key for a timer, or for state with `target =
+//! "state"`), `huge-error` (a 50 MB error string of control characters) and
+//! `log-flood` (64 KiB log lines in a loop).
 
-use weir_guest::{Context, OpenContext, Operator, Record, Result, Timer, ValueState};
+use weir_guest::{Context, LogLevel, OpenContext, Operator, Record, Result, Timer, ValueState};
 
 pub struct Hostile {
     behavior: String,
     on: String,
+    target: String,
     hoard: Vec<Vec<u8>>,
     state: ValueState<u64>,
+    /// The next timestamp `timer-flood` registers.
+    next_timer: i64,
 }
 
 impl Hostile {
@@ -54,6 +63,44 @@ impl Hostile {
                 let rogue = unsafe_rogue_state();
                 rogue.set(ctx, &1)
             }
+            "timer-flood" => {
+                // Far in the future, so none fires before the host gives up.
+                let ctx =
+                    ctx.ok_or_else(|| weir_guest::Error::msg("timer-flood needs a record"))?;
+                for _ in 0..100_000 {
+                    self.next_timer += 1;
+                    ctx.register_event_timer((1 << 50) + self.next_timer);
+                }
+                Ok(())
+            }
+            "huge-key" => {
+                // The raw imports: the SDK only uses the record's own key.
+                use weir_guest::bindings::weir::operator::{keyed_state, timers, types};
+                let key = vec![b'k'; 1 << 20];
+                if self.target == "state" {
+                    keyed_state::value_set(0, &key, b"1");
+                } else {
+                    for t in 0..10_000 {
+                        timers::register_timer(types::TimeDomain::EventTime, &key, (1 << 50) + t);
+                    }
+                }
+                Ok(())
+            }
+            "huge-error" => {
+                let message: String = "\u{1}\u{1b}[2J\u{7}\n\r"
+                    .chars()
+                    .cycle()
+                    .take(50_000_000)
+                    .collect();
+                Err(weir_guest::Error::msg(message))
+            }
+            "log-flood" => {
+                let ctx = ctx.ok_or_else(|| weir_guest::Error::msg("log-flood needs a record"))?;
+                let line = "\u{1b}[31mflood ".repeat(64 << 10 >> 4);
+                loop {
+                    ctx.log(LogLevel::Error, &line);
+                }
+            }
             "nothing" => Ok(()),
             other => Err(weir_guest::Error::msg(format!(
                 "unknown behavior {other:?}"
@@ -74,6 +121,7 @@ impl Operator for Hostile {
     fn open(ctx: &mut OpenContext) -> Result<Self> {
         let behavior = ctx.config("behavior").unwrap_or("nothing").to_string();
         let on = ctx.config("on").unwrap_or("process").to_string();
+        let target = ctx.config("target").unwrap_or("timer").to_string();
         let keyed = ctx.config("keyed").is_some();
         let state = if keyed {
             ctx.value_state("n")?
@@ -83,8 +131,10 @@ impl Operator for Hostile {
         let mut op = Hostile {
             behavior,
             on,
+            target,
             hoard: Vec::new(),
             state,
+            next_timer: 0,
         };
         if op.on == "open" {
             op.misbehave(None)?;

@@ -1,0 +1,179 @@
+//! The per-subtask limits on what the host keeps for a guest, called the
+//! way the guest's imports call them.
+
+use weir_core::KeyGroupRange;
+use weir_core::job::GuestLimits;
+use weir_state::{KeyedStateStore, MemoryBackend, StateDescriptor, StateKind};
+
+use super::{GuestState, Keyed};
+use crate::bindings::TimeDomain;
+use crate::bindings::weir::operator::keyed_state::Host as _;
+use crate::bindings::weir::operator::timers::Host as _;
+
+const MAX_PARALLELISM: u32 = 128;
+
+/// A keyed subtask owning every key group, with a value, a list and a map
+/// state (indices 0, 1, 2).
+fn guest(limits: GuestLimits) -> GuestState {
+    let key_groups = KeyGroupRange::for_subtask(0, 1, MAX_PARALLELISM);
+    let mut state =
+        KeyedStateStore::new(Box::new(MemoryBackend::new()), MAX_PARALLELISM, key_groups);
+    let declare = |name: &str, kind| StateDescriptor {
+        name: name.into(),
+        kind,
+        ttl_ms: None,
+    };
+    state
+        .declare(vec![
+            declare("v", StateKind::Value),
+            declare("l", StateKind::List),
+            declare("m", StateKind::Map),
+        ])
+        .unwrap();
+    let keyed = Keyed {
+        state,
+        key_groups,
+        max_parallelism: MAX_PARALLELISM,
+    };
+    GuestState::new("villain".into(), Some(keyed), limits, 1)
+}
+
+fn refused<T: std::fmt::Debug>(result: wasmtime::Result<T>, guest: &GuestState) -> String {
+    let err = result.unwrap_err().to_string();
+    assert!(err.starts_with("operator `villain`: "), "{err}");
+    let kept = guest
+        .limit_reached
+        .clone()
+        .expect("the limit is kept for the report");
+    assert!(err.ends_with(&kept), "{err} / {kept}");
+    kept
+}
+
+#[test]
+fn keys_over_key_max_bytes_are_refused_everywhere() {
+    let limits = GuestLimits {
+        key_max_bytes: 16,
+        ..GuestLimits::default()
+    };
+    let long = vec![b'k'; 17];
+    let mut g = guest(limits);
+    assert!(g.value_set(0, vec![b'k'; 16], b"ok".to_vec()).is_ok());
+    let err = refused(g.value_set(0, long.clone(), b"x".to_vec()), &g);
+    assert_eq!(
+        err,
+        "a state key of 17 bytes is over the key limit of 16 bytes (key_max_bytes); \
+         raise `key_max_bytes` in the job file"
+    );
+    let mut g = guest(limits);
+    let err = refused(g.map_put(2, b"k".to_vec(), long.clone(), b"x".to_vec()), &g);
+    assert!(err.starts_with("a map key of 17 bytes"), "{err}");
+    let mut g = guest(limits);
+    let err = refused(g.register_timer(TimeDomain::EventTime, long, 5), &g);
+    assert!(err.starts_with("a timer key of 17 bytes"), "{err}");
+    assert_eq!(g.event_timers.len(), 0);
+}
+
+#[test]
+fn values_over_state_value_max_bytes_are_refused() {
+    let limits = GuestLimits {
+        state_value_max_bytes: 1 << 20,
+        ..GuestLimits::default()
+    };
+    let mut g = guest(limits);
+    assert!(g.list_append(1, b"k".to_vec(), vec![0; 1 << 20]).is_ok());
+    let err = refused(g.list_append(1, b"k".to_vec(), vec![0; (1 << 20) + 1]), &g);
+    assert_eq!(
+        err,
+        "a state value of 1048577 bytes is over the limit of 1 MiB (state_value_max_mb); \
+         raise `state_value_max_mb` in the job file"
+    );
+}
+
+#[test]
+fn reads_over_state_read_max_bytes_fail_the_call() {
+    let limits = GuestLimits {
+        state_read_max_bytes: 1 << 20,
+        ..GuestLimits::default()
+    };
+    let mut g = guest(limits);
+    for _ in 0..3 {
+        g.list_append(1, b"k".to_vec(), vec![0; 400 << 10]).unwrap();
+    }
+    let err = refused(g.list_get(1, b"k".to_vec()), &g);
+    assert!(
+        err.starts_with("reading a list of 1228824 bytes in one call is over the limit of 1 MiB (state_read_max_mb)"),
+        "{err}"
+    );
+    let mut g2 = guest(limits);
+    for i in 0..3u8 {
+        g2.map_put(2, b"k".to_vec(), vec![i], vec![0; 400 << 10])
+            .unwrap();
+    }
+    let err = refused(g2.map_entries(2, b"k".to_vec()), &g2);
+    assert!(err.starts_with("reading a map's entries of "), "{err}");
+    // Under the limit, reads work.
+    g2.map_remove(2, b"k".to_vec(), vec![0]).unwrap();
+    assert_eq!(
+        g2.map_entries(2, b"k".to_vec()).unwrap().len(),
+        4 + 2 * (8 + 1 + (400 << 10))
+    );
+}
+
+#[test]
+fn pending_timers_are_capped_in_count_but_re_registering_is_free() {
+    let limits = GuestLimits {
+        timers_max: 3,
+        ..GuestLimits::default()
+    };
+    let mut g = guest(limits);
+    g.register_timer(TimeDomain::EventTime, b"a".to_vec(), 1)
+        .unwrap();
+    g.register_timer(TimeDomain::EventTime, b"b".to_vec(), 1)
+        .unwrap();
+    g.register_timer(TimeDomain::ProcessingTime, b"a".to_vec(), 1)
+        .unwrap();
+    // At the limit: a pending timer may be registered again (windows do
+    // it for every record), a new one may not, in either domain.
+    g.register_timer(TimeDomain::EventTime, b"a".to_vec(), 1)
+        .unwrap();
+    g.register_timer(TimeDomain::ProcessingTime, b"a".to_vec(), 1)
+        .unwrap();
+    let err = refused(
+        g.register_timer(TimeDomain::EventTime, b"c".to_vec(), 1),
+        &g,
+    );
+    assert_eq!(
+        err,
+        "3 pending timers (timers_max) reached; raise `timers_max` in the job file"
+    );
+    // Fired or deleted timers make room.
+    g.limit_reached = None;
+    g.delete_timer(TimeDomain::EventTime, b"b".to_vec(), 1)
+        .unwrap();
+    g.register_timer(TimeDomain::EventTime, b"c".to_vec(), 1)
+        .unwrap();
+}
+
+#[test]
+fn pending_timers_are_capped_in_memory() {
+    let limits = GuestLimits {
+        timers_memory_max_bytes: 1 << 20,
+        ..GuestLimits::default()
+    };
+    let mut g = guest(limits);
+    let mut registered = 0;
+    let err = loop {
+        match g.register_timer(TimeDomain::EventTime, vec![b'k'; 1000], registered) {
+            Ok(()) => registered += 1,
+            Err(e) => break e,
+        }
+        assert!(registered < 10_000, "never refused");
+    };
+    assert!(g.event_timers.memory_bytes() <= 1 << 20);
+    assert!(registered > 700, "{registered}");
+    assert!(
+        err.to_string()
+            .ends_with("pending timers reached the timer memory limit of 1 MiB (timers_memory_max_mb); raise `timers_memory_max_mb` in the job file"),
+        "{err}"
+    );
+}
