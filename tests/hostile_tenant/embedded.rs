@@ -145,6 +145,23 @@ fn a_sink_outside_the_roots_is_refused_before_anything_runs() {
 }
 
 #[test]
+fn a_sink_that_climbs_out_with_dot_dot_is_refused() {
+    let sb = Sandbox::new();
+    let text = job_text("out/../../escaped.txt", "", "");
+    let job = sb.write_job(&text);
+    let escaped = sb.work().parent().unwrap().join("escaped.txt");
+    refused(
+        &sb.run(&["run", job.to_str().unwrap()]),
+        &[
+            &format!("job.toml:{}:", line_of(&text, "path =")),
+            "sink `out` field `path`",
+            &format!("{} is outside the allowed data roots", escaped.display()),
+        ],
+    );
+    assert!(!escaped.exists());
+}
+
+#[test]
 fn data_root_widens_where_a_job_may_write() {
     let sb = Sandbox::new();
     let target = sb.outside().join("probe.txt");

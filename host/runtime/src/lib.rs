@@ -28,6 +28,7 @@ mod control;
 mod control_guard;
 mod coordinator;
 mod gate;
+mod job_paths;
 mod message;
 mod metrics;
 mod operator_task;
@@ -44,6 +45,7 @@ pub use coordinator::{
     AckPart, JobStatus, OperatorPart, RemoteCoordinator, SavepointRequest, SinkCommand,
     SourceCommand, TaskEvent, start_remote_coordinator, storage_of,
 };
+pub use job_paths::clean_job_paths;
 pub use message::Barrier;
 pub use metrics::{JobReport, NodeReport, Outcome};
 pub use plan::{CHANNEL_SLOTS_MAX, CHANNELS_MAX, PlanSize, TaskId, tasks};
