@@ -100,53 +100,9 @@ enum Command {
         command: ClusterCommand,
     },
     /// Run a cluster's coordinator: the REST API and the QUIC endpoint workers join.
-    Coordinator {
-        /// Directory with the cluster CA and this node's certificate (`weir cluster init`).
-        #[arg(long, value_name = "DIR", default_value = cluster_cli::DEFAULT_CLUSTER_DIR)]
-        certs: PathBuf,
-        /// This node's certificate name.
-        #[arg(long, default_value = "coordinator")]
-        node: String,
-        /// File holding the bearer token the REST API requires [env: WEIR_TOKEN_FILE; or WEIR_TOKEN].
-        #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
-        /// Address of the REST API.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-        rest: std::net::SocketAddr,
-        /// Address workers connect to (QUIC, UDP).
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
-        quic: std::net::SocketAddr,
-        /// Where artifacts and compiled code are kept.
-        #[arg(long, value_name = "DIR", default_value = ".weir/coordinator")]
-        data_dir: PathBuf,
-        /// Largest artifact accepted, in bytes.
-        #[arg(long, value_name = "BYTES", default_value_t = weir_cluster::artifacts::ARTIFACT_BYTES_MAX_DEFAULT)]
-        artifact_max_bytes: usize,
-        /// Write the REST and QUIC addresses (JSON) here once listening.
-        #[arg(long, value_name = "FILE")]
-        ready_file: Option<PathBuf>,
-    },
+    Coordinator(cluster_cli::CoordinatorArgs),
     /// Run a worker: joins the coordinator at ADDR and runs the tasks it is given.
-    Worker {
-        /// The coordinator's QUIC address.
-        #[arg(long, value_name = "ADDR")]
-        coordinator: std::net::SocketAddr,
-        /// Directory with the cluster CA and this node's certificate.
-        #[arg(long, value_name = "DIR", default_value = cluster_cli::DEFAULT_CLUSTER_DIR)]
-        certs: PathBuf,
-        /// This node's certificate name (e.g. worker-1).
-        #[arg(long)]
-        name: String,
-        /// Task slots this worker offers.
-        #[arg(long, default_value_t = 4)]
-        slots: u32,
-        /// Address peers send data to (QUIC, UDP).
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
-        bind: std::net::SocketAddr,
-        /// Where artifacts and compiled code are cached [default: .weir/<name>].
-        #[arg(long, value_name = "DIR")]
-        work_dir: Option<PathBuf>,
-    },
+    Worker(cluster_cli::WorkerArgs),
     /// Upload a job's operators to a cluster and start it.
     Submit {
         /// The job file (TOML); paths in it must be visible to every node.
@@ -197,6 +153,10 @@ enum ClusterCommand {
         dir: PathBuf,
         #[arg(long, default_value_t = 3)]
         workers: u32,
+        /// A host name or IP address clients reach the coordinator's HTTPS
+        /// API at, put in its certificate (localhost and 127.0.0.1 always are); repeatable.
+        #[arg(long = "rest-name", value_name = "NAME")]
+        rest_names: Vec<String>,
     },
     /// Start a coordinator and N workers on this machine (runs `init` if needed).
     Up {
@@ -381,8 +341,13 @@ fn main() -> ExitCode {
         } => request_savepoint(target, jobs_dir.as_deref(), false),
         Command::Stop { target } => request_savepoint(target, jobs_dir.as_deref(), true),
         Command::Cluster {
-            command: ClusterCommand::Init { dir, workers },
-        } => cluster_cli::init(dir, *workers),
+            command:
+                ClusterCommand::Init {
+                    dir,
+                    workers,
+                    rest_names,
+                },
+        } => cluster_cli::init(dir, *workers, rest_names),
         Command::Cluster {
             command:
                 ClusterCommand::Up {
@@ -408,44 +373,8 @@ fn main() -> ExitCode {
                 &global,
             )
         }
-        Command::Coordinator {
-            certs,
-            node,
-            token_file,
-            rest,
-            quic,
-            data_dir,
-            artifact_max_bytes,
-            ready_file,
-        } => cluster_cli::read_token(token_file.as_deref()).and_then(|token| {
-            weir_cluster::run_coordinator(weir_cluster::CoordinatorOptions {
-                rest: *rest,
-                quic: *quic,
-                certs: certs.clone(),
-                node: node.clone(),
-                token,
-                data_dir: data_dir.clone(),
-                artifact_bytes_max: *artifact_max_bytes,
-                ready_file: ready_file.clone(),
-            })
-        }),
-        Command::Worker {
-            coordinator,
-            certs,
-            name,
-            slots,
-            bind,
-            work_dir,
-        } => weir_cluster::run_worker(weir_cluster::WorkerOptions {
-            coordinator: *coordinator,
-            bind: *bind,
-            certs: certs.clone(),
-            name: name.clone(),
-            slots: *slots,
-            work_dir: work_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(".weir").join(name)),
-        }),
+        Command::Coordinator(args) => cluster_cli::coordinator(args),
+        Command::Worker(args) => cluster_cli::worker(args),
         Command::Submit {
             job,
             target,
