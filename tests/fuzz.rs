@@ -8,7 +8,7 @@
 //! 256, so the normal suite stays quick); `scripts/fuzz.sh` runs each with
 //! 100,000 or more. A crash found becomes a named regression test below.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -395,22 +395,19 @@ fn read_state(path: &Path) {
     }
 }
 
-fn timer_file(dir: &Path, timers: &[(bool, i64, Vec<u8>)]) -> Vec<u8> {
-    let path = dir.join("timers-valid");
-    keyed_file::write_timers(
-        timers.iter().map(|(event, ts, key)| {
-            let domain = if *event {
-                TimeDomain::EventTime
-            } else {
-                TimeDomain::ProcessingTime
-            };
-            (domain, *ts, key.as_slice())
-        }),
-        &path,
-        "t".into(),
-    )
-    .unwrap();
-    std::fs::read(path).unwrap()
+/// A timer file in the documented format (`"WEIRTM01"`, then per timer
+/// domain:u8 timestamp:i64 len:u32 key, little-endian), built in memory:
+/// `write_timers` syncs to disk, too slow for 100,000 cases.
+/// [`timer_files_match_the_writer`] checks the two agree.
+fn timer_file(timers: &[(bool, i64, Vec<u8>)]) -> Vec<u8> {
+    let mut bytes = b"WEIRTM01".to_vec();
+    for (event, ts, key) in timers {
+        bytes.push(if *event { 0 } else { 1 });
+        bytes.extend_from_slice(&ts.to_le_bytes());
+        bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(key);
+    }
+    bytes
 }
 
 /// A file path as a damaged or planted `_metadata` could name it.
@@ -434,86 +431,83 @@ fn file_path() -> impl Strategy<Value = String> {
     proptest::collection::vec(part, 0..5).prop_map(|parts| parts.join("/"))
 }
 
-/// Writes metadata naming `paths`, reads it back, and checks that every
-/// path it resolves stays in the snapshot directory or its `shared` sibling.
-fn check_metadata_paths(root: &Path, paths: &[String], rocks_names: &[String]) {
-    let dir = root.join("chk-1");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = |path: &String| FileRef {
-        path: path.clone(),
+/// Every path a snapshot resolves stays in its directory or the `shared`
+/// sibling, as plain names; every RocksDB name a download accepts is one
+/// plain name.
+fn check_resolved_paths(path: &str, rocks_name: &str) {
+    let root = Path::new("/storage/job");
+    let dir = root.join("chk-00000001");
+    let file = FileRef {
+        path: path.to_string(),
         size: 0,
         xxh3: String::new(),
     };
-    let metadata = Metadata {
-        format_version: weir_snapshot::FORMAT_VERSION,
-        job: "j".into(),
-        id: 1,
-        savepoint: false,
-        created_unix_ms: 0,
-        max_parallelism: 128,
-        state_backend: "rocksdb".into(),
-        sources: vec![],
-        operators: vec![OperatorSnapshot {
-            name: "op".into(),
-            parallelism: 1,
-            states: vec![],
-            subtasks: paths
-                .iter()
-                .zip(rocks_names.iter().cycle())
-                .map(|(path, name)| SubtaskSnapshot {
+    if let Ok(resolved) = file.resolve(&dir) {
+        assert!(
+            resolved.starts_with(&dir) || resolved.starts_with(root.join("shared")),
+            "{path:?} resolved to {}",
+            resolved.display()
+        );
+        let rest = resolved.strip_prefix(root).unwrap();
+        assert!(
+            rest.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_))),
+            "{path:?} resolved to {}",
+            resolved.display()
+        );
+    }
+    if weir_snapshot::is_plain_name(rocks_name) {
+        let mut parts = Path::new(rocks_name).components();
+        assert!(
+            matches!(parts.next(), Some(std::path::Component::Normal(_))),
+            "{rocks_name:?}"
+        );
+        assert!(parts.next().is_none(), "{rocks_name:?}");
+    }
+}
+
+/// A valid `_metadata` naming RocksDB and timer files, written once.
+fn valid_metadata() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = |path: &str| FileRef {
+            path: path.into(),
+            size: 3,
+            xxh3: "00".repeat(16),
+        };
+        let metadata = Metadata {
+            format_version: weir_snapshot::FORMAT_VERSION,
+            job: "j".into(),
+            id: 1,
+            savepoint: false,
+            created_unix_ms: 0,
+            max_parallelism: 128,
+            state_backend: "rocksdb".into(),
+            sources: vec![],
+            operators: vec![OperatorSnapshot {
+                name: "op".into(),
+                parallelism: 1,
+                states: vec![],
+                subtasks: vec![SubtaskSnapshot {
                     subtask: 0,
                     key_groups: (0, 128),
                     watermark: 0,
-                    timers: Some(file(path)),
+                    timers: Some(file("op-0.timers")),
                     state: StateHandle::Rocksdb {
                         files: vec![RocksFile {
-                            name: name.clone(),
-                            file: file(path),
+                            name: "1.sst".into(),
+                            file: file("../shared/p-1.sst"),
                         }],
                     },
                     stats: vec![],
-                })
-                .collect(),
-        }],
-        sinks: vec![],
-    };
-    metadata.write(&dir).unwrap();
-    let read = Metadata::read(&dir).unwrap();
-    let shared = root.join("shared");
-    for f in read.files() {
-        if let Ok(resolved) = f.resolve(&dir) {
-            assert!(
-                resolved.starts_with(&dir) || resolved.starts_with(&shared),
-                "{} resolved to {}",
-                f.path,
-                resolved.display()
-            );
-            let rest = resolved.strip_prefix(root).unwrap();
-            assert!(
-                rest.components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_))),
-                "{} resolved to {}",
-                f.path,
-                resolved.display()
-            );
-        }
-    }
-    // A RocksDB download only writes plain names into its target.
-    for op in &read.operators {
-        for s in &op.subtasks {
-            if let StateHandle::Rocksdb { files } = &s.state {
-                let target = root.join("db");
-                let _ = weir_snapshot::rocks_files::download(files, &dir, &target);
-                for entry in std::fs::read_dir(root).unwrap() {
-                    let name = entry.unwrap().file_name();
-                    assert!(
-                        ["chk-1", "db", "shared"].contains(&name.to_str().unwrap()),
-                        "download wrote {name:?} outside its target"
-                    );
-                }
-            }
-        }
-    }
+                }],
+            }],
+            sinks: vec![],
+        };
+        metadata.write(tmp.path()).unwrap();
+        std::fs::read(tmp.path().join(weir_snapshot::metadata::METADATA_FILE)).unwrap()
+    })
 }
 
 proptest! {
@@ -539,9 +533,8 @@ proptest! {
         mutations in proptest::collection::vec(mutation(BINARY_TOKENS), 1..4),
     ) {
         let tmp = tempfile::tempdir().unwrap();
-        let valid = timer_file(tmp.path(), &timers);
         let path = tmp.path().join("timers");
-        std::fs::write(&path, apply(&valid, &mutations)).unwrap();
+        std::fs::write(&path, apply(&timer_file(&timers), &mutations)).unwrap();
         let _ = keyed_file::read_timers(&path, 128, |_| true);
     }
 
@@ -550,23 +543,55 @@ proptest! {
         mutations in proptest::collection::vec(mutation(&["\"", "{", "}", ":", ",", "../", "null", "1e999"]), 1..4),
     ) {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("chk-1");
-        std::fs::create_dir(&dir).unwrap();
-        check_metadata_paths(tmp.path(), &["op-0.state".to_string()], &["1.sst".to_string()]);
-        let path = dir.join(weir_snapshot::metadata::METADATA_FILE);
-        let valid = std::fs::read(&path).unwrap();
-        std::fs::write(&path, apply(&valid, &mutations)).unwrap();
-        let _ = Metadata::read(&dir);
+        let path = tmp.path().join(weir_snapshot::metadata::METADATA_FILE);
+        std::fs::write(&path, apply(valid_metadata(), &mutations)).unwrap();
+        if let Ok(metadata) = Metadata::read(tmp.path()) {
+            for f in metadata.files() {
+                check_resolved_paths(&f.path, "x");
+            }
+        }
     }
 
     #[test]
-    fn snapshot_metadata_paths_stay_inside(
-        paths in proptest::collection::vec(file_path(), 1..4),
-        names in proptest::collection::vec(file_path(), 1..3),
-    ) {
-        let tmp = tempfile::tempdir().unwrap();
-        check_metadata_paths(tmp.path(), &paths, &names);
+    fn snapshot_paths_stay_inside(path in file_path(), rocks_name in file_path()) {
+        check_resolved_paths(&path, &rocks_name);
     }
+}
+
+#[test]
+fn timer_files_match_the_writer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("t");
+    let timers = vec![(true, -5, b"k".to_vec()), (false, i64::MAX, Vec::new())];
+    keyed_file::write_timers(
+        timers.iter().map(|(event, ts, key)| {
+            let domain = if *event {
+                TimeDomain::EventTime
+            } else {
+                TimeDomain::ProcessingTime
+            };
+            (domain, *ts, key.as_slice())
+        }),
+        &path,
+        "t".into(),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), timer_file(&timers));
+    assert_eq!(
+        keyed_file::read_timers(&path, 128, |_| true).unwrap().len(),
+        2
+    );
+}
+
+#[test]
+fn the_valid_metadata_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join(weir_snapshot::metadata::METADATA_FILE),
+        valid_metadata(),
+    )
+    .unwrap();
+    assert_eq!(Metadata::read(tmp.path()).unwrap().files().len(), 2);
 }
 
 // ---------------------------------------------------------------------------
@@ -582,7 +607,6 @@ fn deeply_nested_job_values_are_errors_not_stack_overflows() {
 
 #[test]
 fn the_largest_job_file_parses_in_bounded_time() {
-    let _ = PathBuf::new();
     let text = "[[source]]\nname = \"s\"\n".repeat(weir_core::job::JOB_TEXT_BYTES_MAX / 24);
     let started = std::time::Instant::now();
     parse_job(&text);
