@@ -10,7 +10,9 @@ use crate::bindings::{self, Operator, WitOperatorInfo};
 use crate::engine::{CompiledOperator, EPOCH_TICK_MS};
 use crate::error::{GuestError, GuestErrorKind};
 use crate::host::{GuestState, Keyed};
-use crate::limiter::{INSTANCES_MAX, MEMORIES_MAX, TABLES_MAX};
+use crate::limiter::{
+    COMPONENT_HANDLES_MAX, INSTANCES_MAX, MEMORIES_MAX, TABLES_MAX, hostcall_bytes_max,
+};
 use weir_core::text::cut_message;
 
 /// Who an instance is, handed to the guest's `open`.
@@ -56,6 +58,8 @@ impl OperatorInstance {
             GuestState::new(label.clone(), None, info.limits, seed),
         );
         store.limiter(|state| &mut state.limiter);
+        store.set_max_component_handles(COMPONENT_HANDLES_MAX);
+        store.set_hostcall_fuel(hostcall_bytes_max(&info.limits));
         store.set_epoch_deadline(deadline_ticks(info.limits.call_timeout_ms));
         let bindings = compiled
             .pre

@@ -29,6 +29,27 @@ pub(crate) const MEMORIES_MAX: usize = 8;
 /// Tables per component instance.
 pub(crate) const TABLES_MAX: usize = 256;
 
+/// WASI resources (streams, pollables...) the host holds for a guest at
+/// once; a guest asking for more traps. Guests hold a handful.
+pub(crate) const HOST_RESOURCES_MAX: usize = 100_000;
+/// Component-model handles live at once in a store (`resource.new` lets a
+/// guest fill host-side tables without a host call in the loop).
+pub(crate) const COMPONENT_HANDLES_MAX: usize = 100_000;
+/// Bytes one import call may move from the guest into the host (strings
+/// and lists, lifted before the import runs), at least: enough for the
+/// largest state value and keys the operator's limits allow, so that
+/// those limits, not this one, name what went wrong.
+pub(crate) const HOSTCALL_BYTES_MIN: usize = 128 << 20;
+
+/// The per-call transfer cap for an operator with `limits`.
+pub(crate) fn hostcall_bytes_max(limits: &weir_core::job::GuestLimits) -> usize {
+    limits
+        .state_value_max_bytes
+        .saturating_add(limits.key_max_bytes.saturating_mul(2))
+        .saturating_add(1 << 20)
+        .max(HOSTCALL_BYTES_MIN)
+}
+
 pub(crate) struct GuestLimiter {
     label: Arc<str>,
     memory_max_bytes: usize,

@@ -96,7 +96,11 @@ impl GuestState {
             limiter,
             limit_reached: None,
             wasi,
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(crate::limiter::HOST_RESOURCES_MAX);
+                table
+            },
         }
     }
 
