@@ -158,6 +158,11 @@ impl Cluster {
         &self.rest
     }
 
+    /// The coordinator's QUIC address, where workers join.
+    pub fn quic(&self) -> &str {
+        &self.quic
+    }
+
     /// Whether the process `name` (coordinator, worker-1, ...) still runs.
     pub fn is_running(&mut self, name: &str) -> bool {
         self.children
@@ -192,8 +197,7 @@ impl Cluster {
 
     /// An HTTP agent trusting this cluster's CA.
     pub fn agent(&self) -> ureq::Agent {
-        weir_cluster::client::agent(&self.certs().join("ca.pem"), Duration::from_secs(60))
-            .unwrap()
+        weir_cluster::client::agent(&self.certs().join("ca.pem"), Duration::from_secs(60)).unwrap()
     }
 
     /// A REST call: (status, JSON body).
