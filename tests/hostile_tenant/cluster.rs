@@ -54,7 +54,10 @@ impl Neighbour {
         // Parts are per subtask, so compare lines in order.
         let got = sorted(&committed_output(self.dir.path()));
         let expected = sorted(&committed_output(reference.path()));
-        assert!(got == expected, "the neighbour's output differs from a straight run");
+        assert!(
+            got == expected,
+            "the neighbour's output differs from a straight run"
+        );
         assert_exactly_once(&committed_output(self.dir.path()), NEIGHBOUR_RECORDS);
     }
 }
@@ -62,7 +65,11 @@ impl Neighbour {
 /// The coordinator and both workers still run and are registered.
 fn assert_all_up(cluster: &mut Cluster) {
     for node in ["coordinator", "worker-1", "worker-2"] {
-        assert!(cluster.is_running(node), "{node} exited\n{}", cluster.logs());
+        assert!(
+            cluster.is_running(node),
+            "{node} exited\n{}",
+            cluster.logs()
+        );
     }
     let names: Vec<String> = cluster
         .workers()
@@ -70,7 +77,11 @@ fn assert_all_up(cluster: &mut Cluster) {
         .filter_map(|w| w["name"].as_str().map(str::to_string))
         .collect();
     for worker in ["worker-1", "worker-2"] {
-        assert!(names.iter().any(|n| n == worker), "{worker} not registered\n{}", cluster.logs());
+        assert!(
+            names.iter().any(|n| n == worker),
+            "{worker} not registered\n{}",
+            cluster.logs()
+        );
     }
 }
 
@@ -122,14 +133,17 @@ fn paths_outside_the_data_roots_and_a_huge_channel_capacity_are_refused_at_submi
         "POST",
         "/jobs/collect/savepoints",
         Some(token.trim()),
-        Some(serde_json::json!({ "dir": savepoint }).to_string().into_bytes()),
+        Some(
+            serde_json::json!({ "dir": savepoint })
+                .to_string()
+                .into_bytes(),
+        ),
     );
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("savepoint dir: {savepoint} is outside the allowed data roots")),
+        body["error"].as_str().unwrap().starts_with(&format!(
+            "savepoint dir: {savepoint} is outside the allowed data roots"
+        )),
         "{body}"
     );
     assert!(!Path::new(&savepoint).exists());
@@ -150,7 +164,10 @@ fn paths_outside_the_data_roots_and_a_huge_channel_capacity_are_refused_at_submi
 
     // Write, by climbing out of the job's directory.
     let err = submit_refused(&cluster, &job_text("", "", "../../../root/.probe.txt"));
-    assert!(err.contains("job.toml:15: sink `out` field `path`"), "{err}");
+    assert!(
+        err.contains("job.toml:15: sink `out` field `path`"),
+        "{err}"
+    );
     assert!(err.contains("contains `..`"), "{err}");
 
     // Read: a file source outside the roots (its lines would come back in
@@ -158,7 +175,9 @@ fn paths_outside_the_data_roots_and_a_huge_channel_capacity_are_refused_at_submi
     let text = "[job]\nname = \"attack\"\n\n[[source]]\nname = \"keys\"\nkind = \"file\"\npath = \"/etc/shadow\"\n\n[[sink]]\nname = \"out\"\nkind = \"discard\"\ninput = \"keys\"\n";
     let err = submit_refused(&cluster, text);
     assert!(
-        err.contains("job.toml:7: source `keys` field `path`: /etc/shadow is outside the allowed data roots"),
+        err.contains(
+            "job.toml:7: source `keys` field `path`: /etc/shadow is outside the allowed data roots"
+        ),
         "{err}"
     );
 
@@ -169,7 +188,9 @@ fn paths_outside_the_data_roots_and_a_huge_channel_capacity_are_refused_at_submi
         &job_text(&format!("state_dir = \"{state}\""), "", "out.txt"),
     );
     assert!(
-        err.contains(&format!("job.toml:3: [job] field `state_dir`: {state} is outside the allowed data roots")),
+        err.contains(&format!(
+            "job.toml:3: [job] field `state_dir`: {state} is outside the allowed data roots"
+        )),
         "{err}"
     );
     assert!(!Path::new(&state).exists());
@@ -180,11 +201,17 @@ fn paths_outside_the_data_roots_and_a_huge_channel_capacity_are_refused_at_submi
         &job_text("channel_batches_max = 1000000000000", "", "out.txt"),
     );
     assert!(
-        err.contains("job.toml:3: [job] field `channel_batches_max` = 1000000000000 is out of range"),
+        err.contains(
+            "job.toml:3: [job] field `channel_batches_max` = 1000000000000 is out of range"
+        ),
         "{err}"
     );
     // The CLI refuses that before sending; the coordinator does the same.
-    let (greedy_dir, greedy) = job_file(&job_text("channel_batches_max = 1000000000000", "", "out.txt"));
+    let (greedy_dir, greedy) = job_file(&job_text(
+        "channel_batches_max = 1000000000000",
+        "",
+        "out.txt",
+    ));
     let request = serde_json::json!({
         "job_toml": std::fs::read_to_string(&greedy).unwrap(),
         "job_path": greedy,
@@ -246,12 +273,21 @@ fn a_worker_refuses_a_deployment_outside_its_own_roots() {
         .arg(&certs);
     assert!(run_with_deadline(init, LIMIT).status.success());
     let mut cmd = weir();
-    cmd.args(["worker", "--coordinator", cluster.quic(), "--name", "worker-3", "--slots", "8", "--certs"])
-        .arg(&certs)
-        .arg("--work-dir")
-        .arg(cluster.dir.path().join("worker-3"))
-        .arg("--data-root")
-        .arg(narrow.path());
+    cmd.args([
+        "worker",
+        "--coordinator",
+        cluster.quic(),
+        "--name",
+        "worker-3",
+        "--slots",
+        "8",
+        "--certs",
+    ])
+    .arg(&certs)
+    .arg("--work-dir")
+    .arg(cluster.dir.path().join("worker-3"))
+    .arg("--data-root")
+    .arg(narrow.path());
     cluster.spawn("worker-3", cmd);
     wait_for(
         || (cluster.workers().len() == 3).then_some(()),
@@ -358,7 +394,10 @@ fn rest_over_plain_http_is_refused_and_over_https_served() {
     let mut jobs = cluster.cli(&["jobs"]);
     jobs.env("WEIR_CA_FILE", stranger.path().join("ca.pem"));
     let out = run_with_deadline(jobs, LIMIT);
-    assert!(!out.status.success(), "a client of another CA trusted the coordinator");
+    assert!(
+        !out.status.success(),
+        "a client of another CA trusted the coordinator"
+    );
     assert!(
         stderr(&out).contains("cannot reach the coordinator"),
         "{}",
@@ -388,7 +427,14 @@ fn a_coordinator_with_an_empty_token_file_refuses_to_start() {
     std::fs::write(&empty, "\n").unwrap();
     let mut coordinator = weir();
     coordinator
-        .args(["coordinator", "--rest", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--certs"])
+        .args([
+            "coordinator",
+            "--rest",
+            "127.0.0.1:0",
+            "--quic",
+            "127.0.0.1:0",
+            "--certs",
+        ])
         .arg(&certs)
         .arg("--token-file")
         .arg(&empty)
@@ -433,7 +479,10 @@ fn a_huge_guest_error_leaves_the_cluster_up_and_the_job_list_small() {
     let error = status["error"].as_str().unwrap();
     assert!(error.len() < 8 << 10, "{} bytes of error", error.len());
     assert!(error.contains("more bytes cut)"), "{error}");
-    assert!(!error.contains('\u{1}') && !error.contains('\u{1b}'), "control characters escaped");
+    assert!(
+        !error.contains('\u{1}') && !error.contains('\u{1b}'),
+        "control characters escaped"
+    );
     let (code, jobs) = cluster.call("GET", "/jobs", Some(cluster.token().trim()), None);
     assert_eq!(code, 200);
     let bytes = jobs.to_string().len();

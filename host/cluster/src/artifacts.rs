@@ -98,7 +98,11 @@ pub struct ArtifactStore {
 }
 
 impl ArtifactStore {
-    pub fn open(dir: &Path, bytes_max: usize, total_bytes_max: u64) -> anyhow::Result<ArtifactStore> {
+    pub fn open(
+        dir: &Path,
+        bytes_max: usize,
+        total_bytes_max: u64,
+    ) -> anyhow::Result<ArtifactStore> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let index = dir.join("names.json");
         let names = match std::fs::read(&index) {
@@ -296,7 +300,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::open(dir.path(), 100, 1000).unwrap();
         let none = BTreeSet::new();
-        let info = store.put("op.wasm", b"bytes", &none, |_, _| Ok(())).unwrap();
+        let info = store
+            .put("op.wasm", b"bytes", &none, |_, _| Ok(()))
+            .unwrap();
         assert_eq!(
             store.resolve("op.wasm").as_deref(),
             Some(info.digest.as_str())
@@ -331,19 +337,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::open(dir.path(), 100, 250).unwrap();
         let none = BTreeSet::new();
-        let first = store.put("a.wasm", &[1; 100], &none, |_, _| Ok(())).unwrap();
-        store.put("b.wasm", &[2; 100], &none, |_, _| Ok(())).unwrap();
+        let first = store
+            .put("a.wasm", &[1; 100], &none, |_, _| Ok(()))
+            .unwrap();
+        store
+            .put("b.wasm", &[2; 100], &none, |_, _| Ok(()))
+            .unwrap();
         // `a.wasm` again with new bytes: its old bytes are unnamed now.
-        store.put("a.wasm", &[3; 100], &none, |_, _| Ok(())).unwrap();
+        store
+            .put("a.wasm", &[3; 100], &none, |_, _| Ok(()))
+            .unwrap();
         assert!(!store.path_of(&first.digest).unwrap().exists(), "evicted");
         // Everything left is named: no room.
         let error = store
             .put("c.wasm", &[4; 100], &none, |_, _| Ok(()))
             .unwrap_err()
             .to_string();
-        assert!(error.contains("does not fit: the store holds 200 bytes of at most 250"), "{error}");
+        assert!(
+            error.contains("does not fit: the store holds 200 bytes of at most 250"),
+            "{error}"
+        );
         // An unnamed artifact a running job uses is kept too.
         let used: BTreeSet<String> = [store.resolve("b.wasm").unwrap()].into();
-        store.put("b.wasm", &[5; 60], &used, |_, _| Ok(())).unwrap_err();
+        store
+            .put("b.wasm", &[5; 60], &used, |_, _| Ok(()))
+            .unwrap_err();
     }
 }

@@ -155,9 +155,8 @@ impl Cluster {
     /// control message bound is refused here, before it is queued, so the
     /// worker's control stream never sees it.
     pub(crate) fn send(&self, worker: WorkerId, message: ToWorker) -> Result<(), String> {
-        let bytes = encode_message(&message).map_err(|e| {
-            format!("cannot send a control message to worker {worker}: {e}")
-        })?;
+        let bytes = encode_message(&message)
+            .map_err(|e| format!("cannot send a control message to worker {worker}: {e}"))?;
         let sent = self
             .workers
             .lock()
@@ -382,8 +381,17 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
     let name = cut_message(&name);
     if let Err(reason) = check_registration(&conn, protocol, &name) {
         tracing::warn!("worker at {}: {reason}", conn.remote_address());
-        eprintln!("weir: refused a worker at {}: {reason}", conn.remote_address());
-        let _ = write_message(&mut send, &ToWorker::Refused { reason: reason.clone() }).await;
+        eprintln!(
+            "weir: refused a worker at {}: {reason}",
+            conn.remote_address()
+        );
+        let _ = write_message(
+            &mut send,
+            &ToWorker::Refused {
+                reason: reason.clone(),
+            },
+        )
+        .await;
         let _ = send.finish();
         // Give the refusal a moment to arrive before the close overtakes it.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -540,9 +548,15 @@ mod tests {
         let now = Instant::now() + Duration::from_secs(1000);
         let mut jobs = BTreeMap::new();
         jobs.insert("running".to_string(), entry(None));
-        jobs.insert("old".to_string(), entry(Some(now - Duration::from_secs(600))));
+        jobs.insert(
+            "old".to_string(),
+            entry(Some(now - Duration::from_secs(600))),
+        );
         for (i, age) in [30, 20, 10].iter().enumerate() {
-            jobs.insert(format!("recent-{i}"), entry(Some(now - Duration::from_secs(*age))));
+            jobs.insert(
+                format!("recent-{i}"),
+                entry(Some(now - Duration::from_secs(*age))),
+            );
         }
         prune_finished(&mut jobs, 2, Duration::from_secs(300), now);
         let left: Vec<&str> = jobs.keys().map(String::as_str).collect();

@@ -82,7 +82,10 @@ path = "{sink}"
         let error = check_job_paths(&job(root.path(), "/root/.probe.txt"), &roots)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("job.toml:18: sink `out` field `path`: /root/.probe.txt"), "{error}");
+        assert!(
+            error.contains("job.toml:18: sink `out` field `path`: /root/.probe.txt"),
+            "{error}"
+        );
         assert!(error.contains("outside the allowed data roots"), "{error}");
     }
 
@@ -90,9 +93,23 @@ path = "{sink}"
     fn a_savepoint_dir_outside_is_refused_by_name() {
         let root = tempfile::tempdir().unwrap();
         let roots = DataRoots::new(&[root.path().to_path_buf()], &[]).unwrap();
-        check_dir(&roots, "savepoint dir", &root.path().join("sp"), Access::ReadWrite).unwrap();
-        let error = check_dir(&roots, "savepoint dir", std::path::Path::new("/tmp/../etc"), Access::ReadWrite)
-            .unwrap_err();
-        assert!(error.starts_with("savepoint dir: /tmp/../etc contains `..`"), "{error}");
+        check_dir(
+            &roots,
+            "savepoint dir",
+            &root.path().join("sp"),
+            Access::ReadWrite,
+        )
+        .unwrap();
+        let error = check_dir(
+            &roots,
+            "savepoint dir",
+            std::path::Path::new("/tmp/../etc"),
+            Access::ReadWrite,
+        )
+        .unwrap_err();
+        assert!(
+            error.starts_with("savepoint dir: /tmp/../etc contains `..`"),
+            "{error}"
+        );
     }
 }

@@ -78,9 +78,7 @@ impl AttemptResult {
     /// error text).
     pub fn cut(self) -> AttemptResult {
         match self {
-            AttemptResult::Failed(e) => {
-                AttemptResult::Failed(weir_core::text::cut_message(&e))
-            }
+            AttemptResult::Failed(e) => AttemptResult::Failed(weir_core::text::cut_message(&e)),
             other => other,
         }
     }

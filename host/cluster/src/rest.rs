@@ -324,8 +324,13 @@ async fn take_savepoint(
     let dir = body.dir.or(default_dir).ok_or_else(|| {
         bad("the job has no [checkpoint] dir; say where the savepoint goes with `dir`")
     })?;
-    crate::paths::check_dir(&cluster.options.data_roots, "savepoint dir", &dir, Access::ReadWrite)
-        .map_err(bad)?;
+    crate::paths::check_dir(
+        &cluster.options.data_roots,
+        "savepoint dir",
+        &dir,
+        Access::ReadWrite,
+    )
+    .map_err(bad)?;
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     requests
         .send(SavepointRequest {

@@ -24,12 +24,12 @@ use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
 use weir_core::data_roots::{Access, DataRoots};
 use weir_core::text::cut_message;
+use weir_net::NetError;
 use weir_net::stream::{
     ChannelHeader, FrameWriter, Received, open_channel, read_blob, read_control_message,
     read_message, write_message,
 };
 use weir_net::{Node, NodeIdentity, Role};
-use weir_net::NetError;
 use weir_runtime::{
     AttemptCancelled, DataPlane, InboundChannels, SinkCommand, SnapshotDirs, SourceCommand,
     StartedAttempt, TaskEvent, TaskId, WorkerAttempt, run_worker_attempt,
@@ -239,8 +239,13 @@ fn replacement(message: FromWorker, error: &NetError) -> Option<FromWorker> {
 /// certificate naming the worker it claims to be.
 fn check_hello(conn: &quinn::Connection, hello: &PeerHello) -> Result<(), String> {
     crate::protocol::check_version(&format!("worker {}", hello.worker), hello.protocol)?;
-    weir_net::check_peer(conn, Role::Worker, &hello.name)
-        .map_err(|e| format!("worker {} (`{}`): {e:#}", hello.worker, cut_message(&hello.name)))
+    weir_net::check_peer(conn, Role::Worker, &hello.name).map_err(|e| {
+        format!(
+            "worker {} (`{}`): {e:#}",
+            hello.worker,
+            cut_message(&hello.name)
+        )
+    })
 }
 
 /// Accepts peers' connections and the channel streams they open.
@@ -263,7 +268,11 @@ async fn accept_peers(worker: Arc<Worker>) {
                         return;
                     }
                     let peer = hello.worker;
-                    tracing::debug!("worker {peer} ({}) connected from {}", hello.name, conn.remote_address());
+                    tracing::debug!(
+                        "worker {peer} ({}) connected from {}",
+                        hello.name,
+                        conn.remote_address()
+                    );
                     worker
                         .peer_names
                         .lock()
@@ -336,7 +345,12 @@ impl Worker {
             match known {
                 Some((false, _)) => return Err("that worker is not part of the attempt".into()),
                 Some((true, expected)) => {
-                    let actual = self.peer_names.lock().expect("not poisoned").get(&peer).cloned();
+                    let actual = self
+                        .peer_names
+                        .lock()
+                        .expect("not poisoned")
+                        .get(&peer)
+                        .cloned();
                     // Only the dialing side introduces itself; a connection
                     // we dialed went to the address the coordinator gave.
                     return match (expected, actual) {

@@ -75,8 +75,13 @@ impl Node {
     /// `role` (e.g. a worker accepts control only from the coordinator).
     pub async fn connect_to(&self, addr: SocketAddr, role: Role) -> anyhow::Result<Connection> {
         self.dial(addr, None, role.dns_name()).await.map_err(|e| {
-            if e.to_string().contains("NotValidForName") {
-                anyhow!("{addr} is not the {role}: its certificate does not name {}", role.dns_name())
+            if e.to_string().contains("not valid for name")
+                || e.to_string().contains("NotValidForName")
+            {
+                anyhow!(
+                    "{addr} is not the {role}: its certificate does not name {}",
+                    role.dns_name()
+                )
             } else {
                 e
             }

@@ -37,4 +37,6 @@ pub use endpoint::Node;
 pub use error::NetError;
 pub use frame::{FRAME_BYTES_MAX, Frame, FrameError};
 pub use stream::{ChannelHeader, FrameReader, FrameWriter};
-pub use tls::{NodeCert, NodeIdentity, Role, SERVER_NAME, check_peer, init_cluster, init_cluster_with};
+pub use tls::{
+    NodeCert, NodeIdentity, Role, SERVER_NAME, check_peer, init_cluster, init_cluster_with,
+};

@@ -11,7 +11,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use weir_net::endpoint::accept_incoming;
 use weir_net::stream::{
-    accept_channel, open_channel, read_blob, read_message, write_blob, write_message,
+    CONTROL_MESSAGE_BYTES_MAX, Received, accept_channel, open_channel, read_blob,
+    read_control_message, read_message, write_blob, write_message,
 };
 use weir_net::tls::ALPN;
 use weir_net::{ChannelHeader, Frame, Node, NodeIdentity, init_cluster};
@@ -439,6 +440,49 @@ async fn hostile_bytes_on_streams_are_typed_errors() {
             );
         }
 
+        // On a stream of many messages, a message over the bound or one that
+        // is not JSON is refused on its own and the next one still arrives;
+        // a message over the bound is refused before anything is sent.
+        let (mut send, _recv) = client.open_bi().await.unwrap();
+        let huge = "x".repeat(CONTROL_MESSAGE_BYTES_MAX + 1);
+        let error = write_message(&mut send, &huge).await.unwrap_err();
+        assert!(matches!(error, NetError::TooLong { .. }), "{error}");
+        let oversized = (CONTROL_MESSAGE_BYTES_MAX + 10) as u32;
+        // Written beside the reader: flow control stops a writer far ahead.
+        let writer = tokio::spawn(async move {
+            send.write_all(&oversized.to_le_bytes()).await.unwrap();
+            send.write_all(&vec![b'"'; oversized as usize])
+                .await
+                .unwrap();
+            send.write_all(&3u32.to_le_bytes()).await.unwrap();
+            send.write_all(b"{{{").await.unwrap();
+            write_message(&mut send, &"still here").await.unwrap();
+            send.finish().unwrap();
+            send
+        });
+        let (_send, mut recv) = server.accept_bi().await.unwrap();
+        match read_control_message::<String>(&mut recv).await.unwrap() {
+            Some(Received::Refused(NetError::TooLong { bytes, .. })) => {
+                assert_eq!(bytes, oversized as usize)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            read_control_message::<String>(&mut recv).await.unwrap(),
+            Some(Received::Refused(NetError::Json { .. }))
+        ));
+        match read_control_message::<String>(&mut recv).await.unwrap() {
+            Some(Received::Message(m)) => assert_eq!(m, "still here"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            read_control_message::<String>(&mut recv)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        drop(writer.await.unwrap());
+
         // A control message over the bound is refused before any allocation.
         let (mut send, _recv) = client.open_bi().await.unwrap();
         send.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
@@ -452,6 +496,50 @@ async fn hostile_bytes_on_streams_are_typed_errors() {
             "{error}"
         );
         client.close(0u32.into(), b"done");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_name_node_and_role() {
+    use weir_net::{Role, check_peer};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = cluster(dir.path(), &["coordinator", "worker-1", "worker-2"]);
+        // A worker answering where the coordinator is expected is refused.
+        let impostor = Node::bind(any_port(), &ids[2]).unwrap();
+        let addr = impostor.local_addr().unwrap();
+        let served = spawn_recording_server(impostor);
+        let client = Node::client_only(&ids[1]).unwrap();
+        let error = client
+            .connect_to(addr, Role::Coordinator)
+            .await
+            .unwrap_err()
+            .to_string();
+        eprintln!("{error}");
+        assert!(
+            error.contains(&format!("{addr} is not the coordinator: its certificate does not name coordinator.weir")),
+            "{error}"
+        );
+        let _ = served.await;
+
+        // The coordinator is accepted, and sees whose certificate dialed.
+        let server = Node::bind(any_port(), &ids[0]).unwrap();
+        let addr = server.local_addr().unwrap();
+        let accepting = tokio::spawn(async move {
+            accept_incoming(server.accept().await.unwrap()).await.unwrap()
+        });
+        let _conn = client.connect_to(addr, Role::Coordinator).await.unwrap();
+        let conn = accepting.await.unwrap();
+        check_peer(&conn, Role::Worker, "worker-1").unwrap();
+        let error = check_peer(&conn, Role::Worker, "worker-2").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "its certificate is not the worker certificate of `worker-2` (it does not name worker-2.worker.weir)"
+        );
+        let error = check_peer(&conn, Role::Coordinator, "worker-1").unwrap_err().to_string();
+        assert!(error.contains("not the coordinator certificate"), "{error}");
     })
     .await
     .expect("test timed out");

@@ -88,13 +88,21 @@ impl InboundChannels {
             .lock()
             .expect("not poisoned")
             .insert((job.to_string(), attempt));
-        self.slots.lock().expect("not poisoned").retain(|(j, a, channel), slot| {
-            let junk = j == job && *a == attempt && matches!(slot, Slot::Arrived(_));
-            if junk {
-                tracing::warn!(job, attempt, channel, "refused a stream for a channel no task of the attempt reads");
-            }
-            !junk
-        });
+        self.slots
+            .lock()
+            .expect("not poisoned")
+            .retain(|(j, a, channel), slot| {
+                let junk = j == job && *a == attempt && matches!(slot, Slot::Arrived(_));
+                if junk {
+                    tracing::warn!(
+                        job,
+                        attempt,
+                        channel,
+                        "refused a stream for a channel no task of the attempt reads"
+                    );
+                }
+                !junk
+            });
     }
 
     fn is_sealed(&self, job: &str, attempt: u32) -> bool {
