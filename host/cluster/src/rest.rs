@@ -42,9 +42,16 @@ pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        // Errors may quote the tenant (job files, guest errors): a few KiB.
+        let error = weir_core::text::cut_message(&self.1);
+        (self.0, Json(serde_json::json!({ "error": error }))).into_response()
     }
 }
+
+/// How much of a job's error `GET /jobs` shows per job (the full, already
+/// cut error is at `GET /jobs/{job}`), so the list stays small however
+/// many jobs failed.
+const LISTED_ERROR_BYTES_MAX: usize = 1024;
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
@@ -263,7 +270,13 @@ async fn jobs(State(cluster): State<Arc<Cluster>>) -> Reply {
         .lock()
         .expect("not poisoned")
         .values()
-        .map(|j| j.info.lock().expect("not poisoned").clone())
+        .map(|j| {
+            let mut info = j.info.lock().expect("not poisoned").clone();
+            info.error = info
+                .error
+                .map(|e| weir_core::text::cut(&e, LISTED_ERROR_BYTES_MAX));
+            info
+        })
         .collect();
     Ok(Json(jobs).into_response())
 }

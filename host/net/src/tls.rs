@@ -536,6 +536,45 @@ mod tests {
     }
 
     #[test]
+    fn certificates_carry_role_node_and_rest_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = NodeCert {
+            extra_names: vec!["10.0.0.5".into(), "weir.example.com".into()],
+            ..NodeCert::named("coordinator")
+        };
+        init_cluster_with(dir.path(), &[coordinator, NodeCert::named("worker-1")]).unwrap();
+        let c = NodeIdentity::load(dir.path(), "coordinator").unwrap();
+        let w = NodeIdentity::load(dir.path(), "worker-1").unwrap();
+        check_cert_names(&c.chain[0], Role::Coordinator, "coordinator").unwrap();
+        check_cert_names(&w.chain[0], Role::Worker, "worker-1").unwrap();
+        assert!(check_cert_names(&w.chain[0], Role::Coordinator, "worker-1").is_err());
+        assert!(check_cert_names(&c.chain[0], Role::Worker, "coordinator").is_err());
+        let leaf = webpki::EndEntityCert::try_from(&c.chain[0]).unwrap();
+        for name in [
+            "10.0.0.5",
+            "weir.example.com",
+            "127.0.0.1",
+            "localhost",
+            "coordinator.weir",
+        ] {
+            let server_name = rustls_pki_types::ServerName::try_from(name).unwrap();
+            leaf.verify_is_valid_for_subject_name(&server_name)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let bad = NodeCert {
+            extra_names: vec!["not a name!".into()],
+            ..NodeCert::named("coordinator")
+        };
+        let error = init_cluster_with(dir.path(), &[bad])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "\"not a name!\" is neither an IP address nor a DNS name"
+        );
+    }
+
+    #[test]
     fn second_init_reuses_the_ca() {
         let dir = tempfile::tempdir().unwrap();
         init_cluster(dir.path(), &names(&["a"])).unwrap();
