@@ -45,6 +45,8 @@ use crate::protocol::{
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 /// Snapshot directories a worker remembers per attempt (older are pruned).
 const SNAPSHOT_DIRS_KEPT: u64 = 16;
+/// Fetched artifacts a worker keeps on disk (see `Worker::prune_artifacts`).
+const ARTIFACTS_KEPT: usize = 64;
 /// How long a worker waits for a peer to dial it.
 const PEER_WAIT: Duration = Duration::from_secs(15);
 /// How long a channel stream may wait for its attempt's deployment to
@@ -83,6 +85,8 @@ struct AttemptState {
     peers: BTreeMap<WorkerId, SocketAddr>,
     /// Each peer's node name (its certificate's).
     peer_names: BTreeMap<WorkerId, String>,
+    /// Digests of the artifacts it runs (kept while it is deployed).
+    artifacts: BTreeSet<String>,
     started: Option<Started>,
     /// Commands that arrived before the tasks were built.
     pending: Vec<ToWorker>,
@@ -451,6 +455,7 @@ impl Worker {
                         placement: d.placement.iter().copied().collect(),
                         peers: d.peers.clone(),
                         peer_names: d.peer_names.clone(),
+                        artifacts: d.artifacts.values().cloned().collect(),
                         ..AttemptState::default()
                     },
                 );
@@ -681,7 +686,46 @@ impl Worker {
             bail!("artifact {digest} arrived damaged (its digest does not match)");
         }
         write_atomically(&path, &bytes)?;
+        self.prune_artifacts(&dir);
         Ok(path)
+    }
+
+    /// Keeps at most [`ARTIFACTS_KEPT`] fetched artifacts: the oldest that
+    /// no attempt deployed here uses go first (a job resubmitted later
+    /// fetches its artifact again).
+    fn prune_artifacts(&self, dir: &std::path::Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, PathBuf, String)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let digest = format!("sha256:{}", name.strip_suffix(".wasm")?);
+                let modified = e.metadata().ok()?.modified().ok()?;
+                Some((modified, e.path(), digest))
+            })
+            .collect();
+        if files.len() <= ARTIFACTS_KEPT {
+            return;
+        }
+        let in_use: BTreeSet<String> = self
+            .attempts
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .flat_map(|a| a.artifacts.iter().cloned())
+            .collect();
+        files.sort();
+        let mut excess = files.len() - ARTIFACTS_KEPT;
+        for (_, path, digest) in files {
+            if excess == 0 {
+                break;
+            }
+            if !in_use.contains(&digest) && std::fs::remove_file(&path).is_ok() {
+                excess -= 1;
+            }
+        }
     }
 }
 
