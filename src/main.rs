@@ -427,7 +427,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Errors may carry a tenant's text (a guest's error, a reply
             // from an API): a few KiB reach the terminal, never megabytes.
-            eprintln!("error: {}", weir_core::text::cut_message(&format!("{e:#}")));
+            eprintln!("error: {}", weir_runtime::cut_error(&e));
             ExitCode::FAILURE
         }
     }

@@ -245,7 +245,10 @@ fn state_and_checkpoint_directories_outside_the_roots_are_refused() {
     let text = job_text(
         "out.txt",
         "",
-        &format!("\n[checkpoint]\ninterval_ms = 100\ndir = \"{}\"\n", chk.display()),
+        &format!(
+            "\n[checkpoint]\ninterval_ms = 100\ndir = \"{}\"\n",
+            chk.display()
+        ),
     );
     let job = sb.write_job(&text);
     refused(
@@ -257,10 +260,19 @@ fn state_and_checkpoint_directories_outside_the_roots_are_refused() {
         ],
     );
     // The same directory given as --resume is refused by its flag.
-    let text = job_text("out.txt", "", "\n[checkpoint]\ninterval_ms = 100\ndir = \"chk\"\n");
+    let text = job_text(
+        "out.txt",
+        "",
+        "\n[checkpoint]\ninterval_ms = 100\ndir = \"chk\"\n",
+    );
     let job = sb.write_job(&text);
     refused(
-        &sb.run(&["run", job.to_str().unwrap(), "--resume", chk.to_str().unwrap()]),
+        &sb.run(&[
+            "run",
+            job.to_str().unwrap(),
+            "--resume",
+            chk.to_str().unwrap(),
+        ]),
         &["--resume: ", "is outside the allowed data roots"],
     );
     assert!(sb.outside_is_empty(), "something was created outside");
@@ -445,12 +457,16 @@ fn the_control_api_listens_beyond_loopback_only_when_asked() {
     let sb = Sandbox::new();
     let job = sb.write_job(&job_text("out.txt", "", ""));
     let out = sb.run(&["run", job.to_str().unwrap(), "--api", "0.0.0.0:0"]);
-    refused(
+    let err = refused(
         &out,
         &[
             "control API: 0.0.0.0:0 is not a loopback address",
             "--api-bind-any",
         ],
+    );
+    assert!(
+        !err.contains("compiled") && !err.contains("loaded"),
+        "refused before any operator was loaded:\n{err}"
     );
     assert!(!sb.work().join("out.txt").exists(), "the job ran");
     assert!(!sb.jobs().join("probe.json").exists());

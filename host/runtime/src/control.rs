@@ -233,9 +233,7 @@ async fn authorize(token: &str, request: Request, next: Next) -> Response {
              job's registry file (weir savepoint/stop JOB does)"
                 .into(),
         ),
-        Err(BearerRefusal::Wrong) => {
-            refusal(StatusCode::UNAUTHORIZED, "wrong bearer token".into())
-        }
+        Err(BearerRefusal::Wrong) => refusal(StatusCode::UNAUTHORIZED, "wrong bearer token".into()),
     }
 }
 
@@ -303,7 +301,11 @@ async fn take_savepoint(
     if job != state.job {
         return fail(
             StatusCode::NOT_FOUND,
-            format!("no running job `{job}` here (this is `{}`)", state.job),
+            format!(
+                "no running job `{}` here (this is `{}`)",
+                weir_core::text::cut(&job, 256),
+                state.job
+            ),
         );
     }
     let Some(dir) = body.and_then(|b| b.0.dir).or(state.default_dir.clone()) else {
@@ -319,7 +321,10 @@ async fn take_savepoint(
     {
         return fail(
             StatusCode::FORBIDDEN,
-            format!("savepoint directory: {}", weir_core::text::cut_message(&reason)),
+            format!(
+                "savepoint directory: {}",
+                weir_core::text::cut_message(&reason)
+            ),
         );
     }
     let (reply_tx, reply_rx) = bounded(1);

@@ -103,7 +103,12 @@ mod tests {
     #[test]
     fn loopback_names_with_the_port_are_served() {
         let check = HostCheck::new("127.0.0.1:8081".parse().unwrap());
-        for ok in ["127.0.0.1:8081", "localhost:8081", "LocalHost:8081", "[::1]:8081"] {
+        for ok in [
+            "127.0.0.1:8081",
+            "localhost:8081",
+            "LocalHost:8081",
+            "[::1]:8081",
+        ] {
             assert!(check.allows(ok), "{ok}");
         }
         for refused in [
@@ -152,7 +157,12 @@ mod tests {
             check_bearer(Some(b"Basic 0123abcd"), token),
             Err(BearerRefusal::Missing)
         );
-        for wrong in [&b"Bearer 0123abce"[..], b"Bearer 0123abcd ", b"Bearer ", b"Bearer 0123abc"] {
+        for wrong in [
+            &b"Bearer 0123abce"[..],
+            b"Bearer 0123abcd ",
+            b"Bearer ",
+            b"Bearer 0123abc",
+        ] {
             assert_eq!(check_bearer(Some(wrong), token), Err(BearerRefusal::Wrong));
         }
     }

@@ -125,10 +125,14 @@ input = "o"
             "/repo/examples/x/out.txt",
             "/repo/examples/x/chk",
         ] {
-            assert!(uses.contains(&PathBuf::from(expected)), "{expected} in {uses:?}");
+            assert!(
+                uses.contains(&PathBuf::from(expected)),
+                "{expected} in {uses:?}"
+            );
         }
         assert!(
-            uses.iter().all(|p| !p.components().any(|c| c == Component::ParentDir)),
+            uses.iter()
+                .all(|p| !p.components().any(|c| c == Component::ParentDir)),
             "{uses:?}"
         );
     }

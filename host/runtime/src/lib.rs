@@ -48,11 +48,12 @@ pub use coordinator::{
 pub use job_paths::clean_job_paths;
 pub use message::Barrier;
 pub use metrics::{JobReport, NodeReport, Outcome};
-pub use plan::{CHANNEL_SLOTS_MAX, CHANNELS_MAX, PlanSize, TaskId, tasks};
 pub use plan::check as check_plan;
+pub use plan::{CHANNEL_SLOTS_MAX, CHANNELS_MAX, PlanSize, TaskId, tasks};
 pub use remote::{DataPlane, InboundChannels};
 pub use runner::{
-    AttemptCancelled, RunOptions, StartedAttempt, WorkerAttempt, check_data_paths, check_snapshot, run_job,
-    run_worker_attempt, sink_target, starting_snapshot, validate_job,
+    AttemptCancelled, ERROR_BYTES_MAX, RunOptions, StartedAttempt, WorkerAttempt, check_data_paths,
+    check_snapshot, cut_error, run_job, run_worker_attempt, sink_target, starting_snapshot,
+    validate_job,
 };
 pub use task_snapshot::SnapshotDirs;

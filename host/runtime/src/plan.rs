@@ -621,7 +621,10 @@ input = "c"
         // src -> a (forward, 2), b -> c (hash, 2 x 3), c -> out (3).
         assert_eq!(size.channels, 2 + 6 + 3);
         assert_eq!(size.channels, build(&job).unwrap().channels.len() as u64);
-        assert_eq!(size.channel_slots, size.channels * job.channel_batches_max as u64);
+        assert_eq!(
+            size.channel_slots,
+            size.channels * job.channel_batches_max as u64
+        );
     }
 
     #[test]

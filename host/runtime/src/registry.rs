@@ -185,7 +185,10 @@ mod tests {
         let dir = Path::new("/jobs");
         for bad in ["", "../x", "a/b", ".", "a.json", "a\0b", &"x".repeat(65)] {
             let err = registry_file(dir, bad).unwrap_err().to_string();
-            assert!(err.contains("cannot name a registry file"), "{bad:?}: {err}");
+            assert!(
+                err.contains("cannot name a registry file"),
+                "{bad:?}: {err}"
+            );
         }
         assert_eq!(
             registry_file(dir, "word-count_2").unwrap(),

@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, unbounded};
 use weir_core::KeyGroupRange;
 use weir_core::data_roots::{Access, DataRoots, check_dir, check_paths};
 use weir_core::job::{JobSpec, SinkKind, StateBackendKind};
-use weir_core::text::cut_message;
+use weir_core::text::{MESSAGE_BYTES_MAX, cut};
 use weir_snapshot::rocks_files::{SharedFiles, download};
 use weir_snapshot::{CheckpointStorage, Snapshot, StateHandle};
 use weir_state::{KeyedStateStore, MemoryBackend, RocksDbBackend, StateBackend};
@@ -33,6 +33,17 @@ use crate::source_task::SourceTask;
 use crate::task_snapshot::SnapshotDirs;
 use crate::task_snapshot::{LinkIdentity, NativeState, SnapshotContext, restore_link};
 use weir_net::stream::ChannelHeader;
+
+/// Longest error (a chain of contexts around a cause) printed or returned
+/// for one attempt: room for a guest's message, already cut to
+/// [`MESSAGE_BYTES_MAX`] where it entered the host, and what names it.
+pub const ERROR_BYTES_MAX: usize = 2 * MESSAGE_BYTES_MAX;
+
+/// `e` with its causes, cut to [`ERROR_BYTES_MAX`] with control characters
+/// escaped: safe for a terminal, a log line or a reply.
+pub fn cut_error(e: &anyhow::Error) -> String {
+    cut(&format!("{e:#}"), ERROR_BYTES_MAX)
+}
 
 /// How to run a job, beyond what its file says.
 #[derive(Debug, Clone, Default)]
@@ -69,7 +80,11 @@ pub fn check_data_paths(job: &JobSpec, options: &RunOptions) -> anyhow::Result<(
             .check(path, Access::Read)
             .map_err(|reason| anyhow!("--from-savepoint: {reason}"))?;
     }
-    if let Some(dir) = options.control.as_ref().and_then(|c| c.savepoint_dir.as_ref()) {
+    if let Some(dir) = options
+        .control
+        .as_ref()
+        .and_then(|c| c.savepoint_dir.as_ref())
+    {
         check_dir(roots, dir).map_err(|reason| anyhow!("--savepoint-dir: {reason}"))?;
     }
     Ok(())
@@ -142,6 +157,9 @@ pub struct StartedAttempt {
 /// savepoint), restarting it from its latest checkpoint as `[restart]` allows.
 pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport> {
     let started = Instant::now();
+    if let Some(control) = &options.control {
+        control.check()?;
+    }
     check_data_paths(job, options)?;
     crate::plan::check(job)?;
     let engine = WasmEngine::new(options.cache_dir.clone())?;
@@ -197,10 +215,12 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
                 };
                 // The cause may carry a guest's text (an error it returned):
                 // a few KiB per attempt reach the terminal, never all of it.
-                let cause = cut_message(&format!("{e:#}"));
-                tracing::warn!(
+                let cause = cut_error(&e);
+                // The terminal gets the cause once (below); the log only
+                // the restart, so one attempt prints one copy of it.
+                tracing::info!(
                     job = %job.name,
-                    "{cause}; restart {restarts} of {} in {} ms from {}",
+                    "restart {restarts} of {} in {} ms from {}",
                     job.restart.attempts,
                     job.restart.delay_ms,
                     from.as_ref().map_or("the beginning".to_string(), |s| s.dir.display().to_string())
@@ -217,15 +237,11 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
                 return Err(anyhow!(
                     "job `{}` failed after {restarts} restart(s): {}",
                     job.name,
-                    cut_message(&format!("{e:#}"))
+                    cut_error(&e)
                 ));
             }
             Err(e) => {
-                return Err(anyhow!(
-                    "job `{}` failed: {}",
-                    job.name,
-                    cut_message(&format!("{e:#}"))
-                ));
+                return Err(anyhow!("job `{}` failed: {}", job.name, cut_error(&e)));
             }
         }
     }
