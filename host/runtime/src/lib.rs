@@ -49,7 +49,7 @@ pub use job_paths::clean_job_paths;
 pub use message::Barrier;
 pub use metrics::{JobReport, NodeReport, Outcome};
 pub use plan::check as check_plan;
-pub use plan::{CHANNEL_SLOTS_MAX, CHANNELS_MAX, PlanSize, TaskId, tasks};
+pub use plan::{PlanSize, TaskId, tasks};
 pub use remote::{DataPlane, InboundChannels};
 pub use runner::{
     AttemptCancelled, ERROR_BYTES_MAX, RunOptions, StartedAttempt, WorkerAttempt, check_data_paths,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use serde::{Deserialize, Serialize};
-use weir_core::job::{Edge, JobSpec, StreamRef};
+use weir_core::job::{CHANNEL_SLOTS_MAX, CHANNELS_MAX, Edge, JobSpec, StreamRef};
 
 use crate::gate::{Gate, OutputEdge};
 use crate::message::Message;
@@ -48,14 +48,6 @@ impl TaskId {
         }
     }
 }
-
-/// Channels of one plan, whatever the job file says: a hash edge between
-/// parallelism p and q has p × q of them.
-pub const CHANNELS_MAX: u64 = 1 << 20;
-/// Batch slots all channels of one plan may allocate up front (channels ×
-/// `channel_batches_max`); a slot is a few dozen bytes before any batch is
-/// in it.
-pub const CHANNEL_SLOTS_MAX: u64 = 1 << 23;
 
 /// Every task of `job`'s plan, in the order [`build`] makes them. Counts
 /// only: no channel is made.

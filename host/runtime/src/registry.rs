@@ -5,8 +5,8 @@
 //! so the file is created with mode 0600 from the start (a new file opened
 //! with `O_CREAT|O_EXCL` and that mode, then renamed into place; never a
 //! chmod after a write, which would leave a window) in a directory made
-//! with mode 0700. A job name becomes a file name only when it is one plain
-//! path part (the job-file parser allows the same set).
+//! with mode 0700. A job name becomes a file name only when it is a valid
+//! job name, one plain path part.
 
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
+use weir_core::job::job_name_problem;
 
-/// Longest job name that becomes a registry file name.
-const JOB_NAME_CHARS_MAX: usize = 64;
 /// Bytes of random token (256 bits).
 const TOKEN_BYTES: usize = 32;
 /// Largest registry file read back (a registration is a few hundred bytes).
@@ -41,20 +40,12 @@ pub fn new_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// `<jobs_dir>/<job>.json`, if `job` is a name that can be one: 1 to 64
-/// letters, digits, '-' or '_' (no '/', '.', NUL or anything a shell or a
-/// URL would read differently).
+/// `<jobs_dir>/<job>.json`, if `job` is a valid job name (the job-file
+/// parser's rule: one plain path part, no `..`, separator or NUL), which
+/// also makes it one plain URL path segment.
 pub fn registry_file(jobs_dir: &Path, job: &str) -> anyhow::Result<PathBuf> {
-    let plain = !job.is_empty()
-        && job.chars().count() <= JOB_NAME_CHARS_MAX
-        && job
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !plain {
-        bail!(
-            "job name `{}` cannot name a registry file: use 1 to {JOB_NAME_CHARS_MAX} letters, digits, '-' or '_'",
-            weir_core::text::cut(job, 256)
-        );
+    if let Some(problem) = job_name_problem(job) {
+        bail!("{problem}; it cannot name a registry file");
     }
     Ok(jobs_dir.join(format!("{job}.json")))
 }
@@ -183,7 +174,16 @@ mod tests {
     #[test]
     fn names_that_are_not_one_plain_path_part_are_refused() {
         let dir = Path::new("/jobs");
-        for bad in ["", "../x", "a/b", ".", "a.json", "a\0b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".",
+            "..",
+            ".hidden",
+            "a\0b",
+            &"x".repeat(65),
+        ] {
             let err = registry_file(dir, bad).unwrap_err().to_string();
             assert!(
                 err.contains("cannot name a registry file"),
@@ -191,8 +191,8 @@ mod tests {
             );
         }
         assert_eq!(
-            registry_file(dir, "word-count_2").unwrap(),
-            Path::new("/jobs/word-count_2.json")
+            registry_file(dir, "word-count_2.v1").unwrap(),
+            Path::new("/jobs/word-count_2.v1.json")
         );
     }
 
