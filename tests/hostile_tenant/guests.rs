@@ -281,3 +281,50 @@ fn log_flood_is_rate_limited_and_the_drops_reported() {
         failure.elapsed
     );
 }
+
+/// Runs a job that succeeds with its own component cache; returns stderr.
+fn run_with_cache(cache: &std::path::Path) -> String {
+    let (checkpoints, text) = hostile("nothing", "rebalance", "");
+    let (_dir, path) = job_file(&text);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.current_dir(repo())
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("run")
+        .arg(&path);
+    let out = run_with_deadline(cmd, DEADLINE);
+    drop(checkpoints);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{}", shorten(&err));
+    err
+}
+
+#[test]
+fn planted_cwasm_is_not_loaded() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = run_with_cache(cache.path());
+    assert!(first.contains("compiled "), "{first}");
+    let entry = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("the first run caches the compiled component");
+    assert!(run_with_cache(cache.path()).contains("from cache"));
+
+    // Native code someone else wrote, under the name weir would load: it
+    // must be refused (with a warning naming the file), recompiled and
+    // replaced, never deserialized.
+    std::fs::write(&entry, vec![0xccu8; 64 << 10]).unwrap();
+    let planted = run_with_cache(cache.path());
+    assert!(
+        planted
+            .contains("refusing cached component, recompiling: authentication tag does not match")
+            && planted.contains(&entry.display().to_string()),
+        "{planted}"
+    );
+    assert!(planted.contains("compiled "), "{planted}");
+    assert!(
+        run_with_cache(cache.path()).contains("from cache"),
+        "replaced by a good entry"
+    );
+}
