@@ -495,3 +495,62 @@ fn a_huge_guest_error_leaves_the_cluster_up_and_the_job_list_small() {
     assert_all_up(&mut cluster);
     drop(dir);
 }
+
+/// A request body that trickles: `bytes` bytes over about `duration`.
+struct Trickle {
+    left: usize,
+    pause: Duration,
+}
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        std::thread::sleep(self.pause);
+        self.left -= 1;
+        buf[0] = 0;
+        Ok(1)
+    }
+}
+
+#[test]
+fn uploads_beyond_the_limit_are_turned_away_while_one_is_received() {
+    let mut cluster = Cluster::start_with(2, 4, &["--uploads-max".to_string(), "1".to_string()]);
+    let neighbour = Neighbour::start(&cluster);
+    // One upload that takes about three seconds to arrive holds the only permit.
+    let slow = {
+        let agent = cluster.agent();
+        let url = format!("{}/artifacts?name=slow.wasm", cluster.rest());
+        let token = cluster.token().trim().to_string();
+        std::thread::spawn(move || {
+            let body = Trickle {
+                left: 30,
+                pause: Duration::from_millis(100),
+            };
+            let response = agent
+                .post(&url)
+                .header("Authorization", &format!("Bearer {token}"))
+                .header("Content-Length", "30")
+                .send(ureq::SendBody::from_owned_reader(body))
+                .unwrap();
+            response.status().as_u16()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    let (status, body) = cluster.call(
+        "POST",
+        "/artifacts?name=other.wasm",
+        Some(cluster.token().trim()),
+        Some(b"\0asm".to_vec()),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["error"],
+        "the coordinator is busy checking other uploads (--uploads-max at once); try again shortly"
+    );
+    // The slow one is checked in its turn (and refused: it is no component).
+    assert_eq!(slow.join().unwrap(), 422);
+    assert_all_up(&mut cluster);
+    neighbour.finish(&cluster);
+}
