@@ -265,7 +265,7 @@ fn log_flood_is_rate_limited_and_the_drops_reported() {
     // of at most 4 KiB per attempt, not gigabytes.
     let failure = fails(
         hostile("log-flood", "rebalance", "call_timeout_ms = 3000"),
-        2 * (20 * 5 << 10) + STDERR_BYTES_MAX,
+        2 * 20 * (5 << 10) + STDERR_BYTES_MAX,
     );
     let err = &failure.stderr;
     assert!(err.contains("call deadline of 3000 ms"), "{}", shorten(err));
