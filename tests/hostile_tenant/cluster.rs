@@ -554,3 +554,50 @@ fn uploads_beyond_the_limit_are_turned_away_while_one_is_received() {
     assert_all_up(&mut cluster);
     neighbour.finish(&cluster);
 }
+
+#[test]
+fn a_worker_of_another_protocol_version_is_refused_naming_both() {
+    use weir_cluster::protocol::{FromWorker, PROTOCOL_VERSION, ToWorker};
+    use weir_net::stream::{read_message, write_message};
+    let mut cluster = Cluster::start(2, 4, None);
+    let neighbour = Neighbour::start(&cluster);
+    // worker-1's own certificate, speaking protocol version 1.
+    let identity = weir_net::NodeIdentity::load(&cluster.certs(), "worker-1").unwrap();
+    let coordinator: std::net::SocketAddr = cluster.quic().parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reply = runtime.block_on(async {
+        let node = weir_net::Node::client_only(&identity).unwrap();
+        let conn = node
+            .connect_to(coordinator, weir_net::Role::Coordinator)
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let register = FromWorker::Register {
+            protocol: 1,
+            name: "worker-1".into(),
+            slots: 1,
+            data_addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        write_message(&mut send, &register).await.unwrap();
+        read_message::<ToWorker>(&mut recv).await.unwrap()
+    });
+    match reply {
+        Some(ToWorker::Refused { reason }) => {
+            println!("old worker: {reason}");
+            assert_eq!(
+                reason,
+                format!(
+                    "worker `worker-1` speaks cluster protocol version 1, this node speaks version {PROTOCOL_VERSION}: run the same weir release on every node"
+                )
+            );
+        }
+        other => panic!("an old worker was answered {other:?}"),
+    }
+    // The real worker-1 was not replaced.
+    assert_all_up(&mut cluster);
+    neighbour.finish(&cluster);
+}
