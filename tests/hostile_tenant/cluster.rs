@@ -601,3 +601,79 @@ fn a_worker_of_another_protocol_version_is_refused_naming_both() {
     assert_all_up(&mut cluster);
     neighbour.finish(&cluster);
 }
+
+#[test]
+fn peer_connections_and_streams_are_refused_unless_certified_and_expected() {
+    use weir_cluster::protocol::{PROTOCOL_VERSION, PeerHello};
+    use weir_net::stream::{ChannelHeader, open_channel, write_message};
+    let mut cluster = Cluster::start(2, 4, None);
+    let neighbour = Neighbour::start(&cluster);
+    let target: std::net::SocketAddr = cluster
+        .workers()
+        .iter()
+        .find(|w| w["name"] == "worker-2")
+        .and_then(|w| w["data_addr"].as_str()?.parse().ok())
+        .unwrap();
+    // worker-1's certificate, used by someone else.
+    let identity = weir_net::NodeIdentity::load(&cluster.certs(), "worker-1").unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let node = weir_net::Node::client_only(&identity).unwrap();
+        let hello = |worker, name: &str| PeerHello {
+            protocol: PROTOCOL_VERSION,
+            worker,
+            name: name.to_string(),
+        };
+        // Introducing itself as worker-2: the certificate says otherwise.
+        let conn = node
+            .connect_to(target, weir_net::Role::Worker)
+            .await
+            .unwrap();
+        let mut send = conn.open_uni().await.unwrap();
+        write_message(&mut send, &hello(77, "worker-2"))
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+        assert!(
+            closed.is_ok(),
+            "a peer with a borrowed name stayed connected"
+        );
+        // Honest about its name, but streaming for an attempt nobody deployed.
+        let conn = node
+            .connect_to(target, weir_net::Role::Worker)
+            .await
+            .unwrap();
+        let mut send = conn.open_uni().await.unwrap();
+        write_message(&mut send, &hello(77, "worker-1"))
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        let header = ChannelHeader {
+            job: "ghost".into(),
+            attempt: 99,
+            channel: 0,
+        };
+        let mut writer = open_channel(&conn, &header).await.unwrap();
+        writer.write(&weir_net::Frame::End).await.unwrap();
+        writer.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(7)).await;
+    });
+    let log = std::fs::read_to_string(cluster.dir.path().join("worker-2.log")).unwrap();
+    assert!(
+        log.contains(
+            "worker 77 (`worker-2`): its certificate is not the worker certificate of `worker-2`"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("refused channel 0 of job `ghost` attempt 99 from worker 77: no such attempt is deployed here (waited 5 s)"),
+        "{log}"
+    );
+    assert_all_up(&mut cluster);
+    neighbour.finish(&cluster);
+}

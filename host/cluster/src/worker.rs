@@ -272,6 +272,23 @@ async fn accept_peers(worker: Arc<Worker>) {
                         return;
                     }
                     let peer = hello.worker;
+                    let known = worker
+                        .peer_names
+                        .lock()
+                        .expect("not poisoned")
+                        .get(&peer)
+                        .cloned();
+                    let live_elsewhere =
+                        live(&worker.peers.lock().expect("not poisoned"), peer).is_some();
+                    if live_elsewhere && known.as_deref().is_some_and(|k| k != hello.name) {
+                        tracing::warn!(
+                            "refused a peer at {}: it claims worker {peer}, which is connected as `{}`",
+                            conn.remote_address(),
+                            known.unwrap_or_default()
+                        );
+                        conn.close(3u32.into(), b"refused");
+                        return;
+                    }
                     tracing::debug!(
                         "worker {peer} ({}) connected from {}",
                         hello.name,
@@ -764,7 +781,7 @@ fn apply(started: &mut Started, command: ToWorker) {
 
 impl DataPlane for Worker {
     fn open(&self, header: &ChannelHeader, consumer: TaskId) -> anyhow::Result<FrameWriter> {
-        let (peer, addr) = {
+        let (peer, addr, name) = {
             let attempts = self.attempts.lock().expect("not poisoned");
             let state = attempts
                 .get(&(header.job.clone(), header.attempt))
@@ -777,10 +794,17 @@ impl DataPlane for Worker {
                 .peers
                 .get(&peer)
                 .with_context(|| format!("worker {peer} has no address"))?;
-            (peer, addr)
+            (peer, addr, state.peer_names.get(&peer).cloned())
         };
         let key = (header.job.clone(), header.attempt);
         let conn = self.peer_connection(peer, addr, Some(&key))?;
+        // Data goes only to the worker the coordinator placed the consumer
+        // on: whoever holds the connection must hold that worker's
+        // certificate (a peer could claim another's id in its hello).
+        if let Some(name) = &name {
+            weir_net::check_peer(&conn, Role::Worker, name)
+                .with_context(|| format!("the connection to worker {peer} at {addr}"))?;
+        }
         let header = header.clone();
         Ok(self
             .runtime
