@@ -205,7 +205,9 @@ struct JobTarget {
 #[derive(clap::Args)]
 struct RootArgs {
     /// Also let the job read and write under DIR (sinks, state, checkpoints,
-    /// savepoints); repeatable. The current directory's tree always may.
+    /// savepoints); repeatable. The current directory's tree always may,
+    /// unless it is / or your home directory (then name the roots with this
+    /// flag). Weir's cache and jobs directories are never reachable.
     /// [env: WEIR_DATA_ROOTS, directories separated by ':']
     #[arg(
         long = "data-root",
@@ -229,8 +231,11 @@ struct RootArgs {
 }
 
 impl RootArgs {
-    /// The current directory's tree plus the flags' roots.
-    fn data_roots(&self) -> anyhow::Result<DataRoots> {
+    /// The current directory's tree (unless it is `/` or the home
+    /// directory) plus the flags' roots, minus weir's own directories: the
+    /// compiled-code cache (its key authenticates cached machine code) and
+    /// the job registry (control tokens).
+    fn data_roots(&self, own_dirs: &[PathBuf]) -> anyhow::Result<DataRoots> {
         let cwd = std::env::current_dir()
             .map_err(|e| anyhow::anyhow!("cannot find the current directory: {e}"))?;
         let given = |roots: &[PathBuf]| -> Vec<PathBuf> {
@@ -241,9 +246,43 @@ impl RootArgs {
                 .cloned()
                 .collect()
         };
-        let mut read_write = vec![cwd];
-        read_write.extend(given(&self.data_roots));
-        DataRoots::new(&read_write, &given(&self.read_roots)).map_err(|e| anyhow::anyhow!("{e}"))
+        let mut read_write = given(&self.data_roots);
+        match too_wide_to_default(&cwd) {
+            None => read_write.insert(0, cwd),
+            Some(what) if read_write.is_empty() => anyhow::bail!(
+                "the current directory {} is {what}, too wide to let a job read and write all of it; \
+                 pass --data-root DIR (and --read-root DIR) naming the directories the job may use, \
+                 or run weir from a project directory",
+                cwd.display()
+            ),
+            // The flags name the roots; the current directory is not one.
+            Some(_) => {}
+        }
+        let mut roots = DataRoots::new(&read_write, &given(&self.read_roots))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for dir in own_dirs {
+            roots.deny(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(roots)
+    }
+}
+
+/// Why `cwd` may not be a data root by default: the root of the disk, or
+/// the home directory or one of its ancestors (`~/.ssh`, `~/.cache/weir`
+/// and the job registry's tokens would all be in reach).
+fn too_wide_to_default(cwd: &Path) -> Option<&'static str> {
+    let canonical = std::fs::canonicalize(cwd).unwrap_or_else(|_| cwd.to_path_buf());
+    if canonical.parent().is_none() {
+        return Some("the root of the file system");
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    let home = std::fs::canonicalize(&home).unwrap_or_else(|_| PathBuf::from(home));
+    if home == canonical {
+        Some("your home directory")
+    } else if home.starts_with(&canonical) {
+        Some("an ancestor of your home directory")
+    } else {
+        None
     }
 }
 
@@ -288,6 +327,14 @@ fn main() -> ExitCode {
         ..RunOptions::default()
     };
     let jobs_dir = cli.jobs_dir.clone().or_else(default_jobs_dir);
+    // Jobs may never reach these, whether or not this run uses them.
+    let own_dirs: Vec<PathBuf> = [
+        cli.cache_dir.clone().or_else(default_cache_dir),
+        jobs_dir.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let result = match &cli.command {
         Command::Run {
             job,
@@ -301,7 +348,7 @@ fn main() -> ExitCode {
             roots,
         } => {
             let run = || -> anyhow::Result<()> {
-                let data_roots = roots.data_roots()?;
+                let data_roots = roots.data_roots(&own_dirs)?;
                 if let Some(dir) = resume {
                     weir_core::data_roots::check_dir(&data_roots, dir)
                         .map_err(|reason| anyhow::anyhow!("--resume: {reason}"))?;
@@ -401,7 +448,7 @@ fn main() -> ExitCode {
         } => load(job, overrides).and_then(|mut spec| {
             weir_runtime::clean_job_paths(&mut spec);
             let options = RunOptions {
-                data_roots: Some(roots.data_roots()?),
+                data_roots: Some(roots.data_roots(&own_dirs)?),
                 ..options.clone()
             };
             let compiled = weir_runtime::validate_job(&spec, &options)?;

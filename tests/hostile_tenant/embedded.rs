@@ -2,7 +2,8 @@
 //! roots (write, read, state, checkpoints, a symlink out of the tree, a
 //! savepoint directory given to `weir savepoint`), and requests to the
 //! control API without its token, under a foreign `Host`, or on a
-//! non-loopback address.
+//! non-loopback address; weir's own directories (job registry, compiled
+//! code cache) inside a root, and the home directory as a default root.
 //!
 //! Each run is confined: its current directory is a fresh temporary `work`
 //! directory (the default read-write root), the guests are granted with
@@ -180,6 +181,110 @@ fn data_root_widens_where_a_job_may_write() {
         &["is under a read-only data root; writing needs a read-write root"],
     );
     assert!(!target.exists());
+}
+
+/// A file-source job reading `path` (a source is read before any sink
+/// writes, and a read is what would leak a key or a token).
+fn reading_job(path: &Path) -> String {
+    format!(
+        r#"[job]
+name = "probe"
+
+[[source]]
+name = "secrets"
+kind = "file"
+path = "{}"
+
+[[sink]]
+name = "out"
+kind = "file"
+path = "out.txt"
+input = "secrets"
+"#,
+        path.display()
+    )
+}
+
+#[test]
+fn weirs_own_directories_are_out_of_reach_inside_a_root() {
+    let sb = Sandbox::new();
+    // The job registry (control tokens) lies inside the current directory,
+    // the default read-write root.
+    std::fs::create_dir_all(sb.jobs()).unwrap();
+    let token = sb.jobs().join("other-job.json");
+    std::fs::write(&token, "{\"token\":\"secret\"}\n").unwrap();
+    let jobs = std::fs::canonicalize(sb.jobs()).unwrap();
+    let job = sb.write_job(&reading_job(&token));
+    for command in ["run", "validate"] {
+        refused(
+            &sb.run(&[command, job.to_str().unwrap()]),
+            &[
+                "source `secrets` field `path`",
+                &format!(
+                    "is inside weir's own directory {} (certificates, caches, work dirs), which jobs may never use",
+                    jobs.display()
+                ),
+            ],
+        );
+    }
+    // A sink writing into it, or a directory sink holding it.
+    let text = job_text("jobs/probe.json", "", "");
+    refused(
+        &sb.run(&["run", sb.write_job(&text).to_str().unwrap()]),
+        &["sink `out` field `path`", "is inside weir's own directory"],
+    );
+    let text = job_text("out", "state_dir = \".\"", "");
+    refused(
+        &sb.run(&["run", sb.write_job(&text).to_str().unwrap()]),
+        &[
+            "[job] field `state_dir`",
+            &format!("contains weir's own directory {}", jobs.display()),
+        ],
+    );
+    // The compiled-code cache (its key authenticates machine code), even
+    // with its parent granted explicitly.
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).unwrap();
+    let job = sb.write_job(&reading_job(&cache.join("key")));
+    let mut cmd = sb.weir(&["run", job.to_str().unwrap()]);
+    cmd.arg("--read-root").arg(cache.parent().unwrap());
+    refused(
+        &run_with_deadline(cmd, DEADLINE),
+        &[&format!(
+            "is inside weir's own directory {}",
+            std::fs::canonicalize(&cache).unwrap().display()
+        )],
+    );
+    assert!(!sb.work().join("out.txt").exists());
+}
+
+#[test]
+fn the_home_directory_is_not_a_default_root() {
+    let sb = Sandbox::new();
+    let job = sb.write_job(&job_text("out.txt", "", ""));
+    // `work` plays the home directory.
+    let mut cmd = sb.weir(&["run", job.to_str().unwrap()]);
+    cmd.env("HOME", sb.work());
+    refused(
+        &run_with_deadline(cmd, DEADLINE),
+        &[
+            "is your home directory, too wide to let a job read and write all of it",
+            "pass --data-root DIR",
+        ],
+    );
+    assert!(!sb.work().join("out.txt").exists());
+    let mut cmd = sb.weir(&["validate", job.to_str().unwrap()]);
+    cmd.env("HOME", sb.work()).current_dir("/");
+    refused(
+        &run_with_deadline(cmd, DEADLINE),
+        &["the current directory / is the root of the file system"],
+    );
+    // Naming the roots explicitly is the way out.
+    let mut cmd = sb.weir(&["run", job.to_str().unwrap()]);
+    cmd.env("HOME", sb.work()).arg("--data-root").arg(sb.work());
+    let out = run_with_deadline(cmd, DEADLINE);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sb.work().join("out.txt").exists());
 }
 
 #[test]

@@ -34,11 +34,17 @@ impl fmt::Display for Access {
     }
 }
 
-/// The directory trees a node lets jobs use, canonicalized.
+/// The directory trees a node lets jobs use, canonicalized, and the trees
+/// of weir's own files inside them that jobs may never use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataRoots {
     read_write: Vec<PathBuf>,
     read_only: Vec<PathBuf>,
+    /// Weir's own directories (certificates, caches with their keys, work
+    /// dirs, the job registry with control tokens): often inside a root
+    /// (`weir cluster up` keeps `.weir/cluster` under the directory it
+    /// passes as data root), so they are carved out of every root.
+    denied: Vec<PathBuf>,
 }
 
 impl DataRoots {
@@ -56,7 +62,43 @@ impl DataRoots {
         Ok(DataRoots {
             read_write: canonical(read_write, "read-write")?,
             read_only: canonical(read_only, "read-only")?,
+            denied: Vec::new(),
         })
+    }
+
+    /// Carves `dir`, one of weir's own directories, out of every root: a
+    /// job may not read or write anything inside it, nor write a directory
+    /// that contains it. `dir` need not exist yet (a cache made on first
+    /// use): its existing prefix is resolved like a job path's, so a
+    /// symlink to it is caught too. An empty path denies nothing.
+    pub fn deny(&mut self, dir: &Path) -> Result<(), String> {
+        if dir.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let absolute = if dir.is_absolute() {
+            clean_path(dir)
+        } else {
+            let cwd = std::env::current_dir().map_err(|e| {
+                format!("{}: cannot find the current directory: {e}", dir.display())
+            })?;
+            clean_path(&cwd.join(dir))
+        };
+        let resolved = resolve_existing_prefix(&absolute)?;
+        if !self.denied.contains(&resolved) {
+            self.denied.push(resolved);
+        }
+        Ok(())
+    }
+
+    /// [`DataRoots::deny`] as a builder.
+    pub fn denying(mut self, dir: &Path) -> Result<DataRoots, String> {
+        self.deny(dir)?;
+        Ok(self)
+    }
+
+    /// Weir's own directories carved out of the roots.
+    pub fn denied(&self) -> &[PathBuf] {
+        &self.denied
     }
 
     /// Resolves `path` and checks it lies inside a root that allows
@@ -83,6 +125,7 @@ impl DataRoots {
                 .join(path)
         };
         let resolved = resolve_existing_prefix(&absolute)?;
+        self.check_not_denied(path, &resolved, access)?;
         let inside = |roots: &[PathBuf]| roots.iter().any(|root| resolved.starts_with(root));
         if inside(&self.read_write) || (access == Access::Read && inside(&self.read_only)) {
             return Ok(resolved);
@@ -104,6 +147,36 @@ impl DataRoots {
         ))
     }
 
+    /// Refuses a resolved path inside a denied tree, and (for writing) one
+    /// that contains a denied tree: a sink or state directory there would
+    /// write next to, or prune, weir's own files.
+    fn check_not_denied(&self, path: &Path, resolved: &Path, access: Access) -> Result<(), String> {
+        let shown = || {
+            if resolved == path {
+                path.display().to_string()
+            } else {
+                format!("{} (resolved: {})", path.display(), resolved.display())
+            }
+        };
+        if let Some(own) = self.denied.iter().find(|d| resolved.starts_with(d)) {
+            return Err(format!(
+                "{} is inside weir's own directory {} (certificates, caches, work dirs), which jobs may never use",
+                shown(),
+                own.display()
+            ));
+        }
+        if access == Access::ReadWrite {
+            if let Some(own) = self.denied.iter().find(|d| d.starts_with(resolved)) {
+                return Err(format!(
+                    "{} contains weir's own directory {} (certificates, caches, work dirs), which jobs may never use; write to a directory beside it",
+                    shown(),
+                    own.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// "read-write: /a, /b; read-only: /c" for error messages.
     pub fn describe(&self) -> String {
         let list = |roots: &[PathBuf]| {
@@ -122,6 +195,68 @@ impl DataRoots {
             text.push_str(&format!("; read-only: {}", list(&self.read_only)));
         }
         text
+    }
+}
+
+/// `path` with `.` dropped and each `..` cancelling the name before it,
+/// lexically (no file system access). A `..` that would climb above the
+/// start of a relative path is kept (and [`DataRoots::check`] refuses it);
+/// `/..` is `/`.
+///
+/// A job file names paths relative to its own directory, so a job in
+/// `examples/wordcount` reaches its guests as `../../target/wasm/...`;
+/// joined, that is `examples/wordcount/../../target/wasm/...`. The check
+/// refuses every `..` (after a symlink, `..` means something else to the
+/// kernel than to a reader), so callers fold them first with
+/// [`clean_job_paths`]: the path the job then opens is exactly the path
+/// that was checked.
+pub fn clean_path(path: &Path) -> PathBuf {
+    let mut parts: Vec<Component<'_>> = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match parts.last() {
+                Some(Component::Normal(_)) => {
+                    parts.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => parts.push(component),
+            },
+            _ => parts.push(component),
+        }
+    }
+    if parts.is_empty() {
+        return PathBuf::from(".");
+    }
+    parts.iter().collect()
+}
+
+/// Folds `.` and `..` (with [`clean_path`]) in every path of `job` that the
+/// data roots govern; call it before [`check_paths`], on every node that
+/// checks and then opens the paths.
+pub fn clean_job_paths(job: &mut JobSpec) {
+    let clean_in_place = |path: &mut PathBuf| *path = clean_path(path);
+    for source in &mut job.sources {
+        if let SourceKind::File { path, .. } = &mut source.kind {
+            clean_in_place(path);
+        }
+    }
+    for op in &mut job.operators {
+        clean_in_place(&mut op.wasm);
+    }
+    for sink in &mut job.sinks {
+        match &mut sink.kind {
+            SinkKind::File { path } | SinkKind::TransactionalFile { dir: path } => {
+                clean_in_place(path)
+            }
+            SinkKind::Stdout | SinkKind::Discard => {}
+        }
+    }
+    if let Some(dir) = &mut job.state_dir {
+        clean_in_place(dir);
+    }
+    if let Some(checkpoint) = &mut job.checkpoint {
+        clean_in_place(&mut checkpoint.dir);
     }
 }
 
@@ -363,6 +498,118 @@ mod tests {
         assert!(
             e.contains("is under a read-only data root; writing needs a read-write root"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn denied_trees_are_refused_inside_a_root_even_before_they_exist() {
+        let t = tree();
+        let own = t.rw.join(".weir/cluster");
+        std::fs::create_dir_all(own.join("certs")).unwrap();
+        std::fs::write(own.join("certs/ca.key"), "k").unwrap();
+        let cache = t.rw.join("cache/weir");
+        let roots = t.roots.clone().denying(&own).unwrap().denying(&cache).unwrap();
+        for (path, access) in [
+            (own.join("certs/ca.key"), Access::Read),
+            (own.join("worker-0/artifacts/x"), Access::ReadWrite),
+            (cache.join("key"), Access::Read),
+        ] {
+            let e = roots.check(&path, access).unwrap_err();
+            assert!(
+                e.contains("is inside weir's own directory")
+                    && e.contains("which jobs may never use"),
+                "{e}"
+            );
+        }
+        // Through a symlink inside the root.
+        std::os::unix::fs::symlink(&own, t.rw.join("innocent")).unwrap();
+        let e = roots
+            .check(&t.rw.join("innocent/certs/ca.key"), Access::Read)
+            .unwrap_err();
+        assert!(e.contains(&format!("weir's own directory {}", own.display())), "{e}");
+        // A directory that would hold weir's files may be read but not written.
+        let e = roots.check(&t.rw.join(".weir"), Access::ReadWrite).unwrap_err();
+        assert!(e.contains("contains weir's own directory"), "{e}");
+        let e = roots.check(&t.rw, Access::ReadWrite).unwrap_err();
+        assert!(e.contains("contains weir's own directory"), "{e}");
+        // Beside it is fine.
+        roots.check(&t.rw.join("out/part-0"), Access::ReadWrite).unwrap();
+        roots.check(&t.rw.join(".weir-not"), Access::ReadWrite).unwrap();
+        // Without the deny list the same paths pass.
+        t.roots.check(&own.join("certs/ca.key"), Access::Read).unwrap();
+    }
+
+    #[test]
+    fn a_relative_denied_dir_with_dot_dot_is_cleaned() {
+        let t = tree();
+        let mut roots = t.roots.clone();
+        roots.deny(&t.rw.join("a/../own")).unwrap();
+        assert_eq!(roots.denied(), [t.rw.join("own")]);
+        assert!(roots.check(&t.rw.join("own/x"), Access::Read).is_err());
+        roots.deny(Path::new("")).unwrap();
+        assert_eq!(roots.denied().len(), 1);
+    }
+
+    #[test]
+    fn dot_dot_cancels_the_name_before_it() {
+        for (input, cleaned) in [
+            (
+                "examples/wordcount/../../target/wasm/t.wasm",
+                "target/wasm/t.wasm",
+            ),
+            ("/srv/jobs/../data/./in.txt", "/srv/data/in.txt"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("a/..", "."),
+            ("plain/path", "plain/path"),
+            ("a/../../x", "../x"),
+            ("../../x", "../../x"),
+        ] {
+            assert_eq!(clean_path(Path::new(input)), Path::new(cleaned), "{input}");
+        }
+    }
+
+    #[test]
+    fn every_governed_path_of_a_job_is_cleaned() {
+        let text = r#"
+[job]
+name = "j"
+state_dir = "state/../st"
+[checkpoint]
+interval_ms = 100
+dir = "./chk"
+[[source]]
+name = "s"
+kind = "file"
+path = "../data/in.txt"
+[[operator]]
+name = "o"
+wasm = "../../target/o.wasm"
+input = "s"
+[[sink]]
+name = "k"
+kind = "file"
+path = "out/../out.txt"
+input = "o"
+"#;
+        let mut job = crate::job::parse(text, Path::new("/repo/examples/x/job.toml")).unwrap();
+        clean_job_paths(&mut job);
+        let uses: Vec<PathBuf> = job.path_uses().into_iter().map(|u| u.path).collect();
+        for expected in [
+            "/repo/examples/x/st",
+            "/repo/examples/data/in.txt",
+            "/repo/target/o.wasm",
+            "/repo/examples/x/out.txt",
+            "/repo/examples/x/chk",
+        ] {
+            assert!(
+                uses.contains(&PathBuf::from(expected)),
+                "{expected} in {uses:?}"
+            );
+        }
+        assert!(
+            uses.iter()
+                .all(|p| !p.components().any(|c| c == Component::ParentDir)),
+            "{uses:?}"
         );
     }
 

@@ -28,7 +28,6 @@ mod control;
 mod control_guard;
 mod coordinator;
 mod gate;
-mod job_paths;
 mod message;
 mod metrics;
 mod operator_task;
@@ -45,7 +44,8 @@ pub use coordinator::{
     AckPart, JobStatus, OperatorPart, RemoteCoordinator, SavepointRequest, SinkCommand,
     SourceCommand, TaskEvent, start_remote_coordinator, storage_of,
 };
-pub use job_paths::clean_job_paths;
+/// Lives in weir-core so the cluster's nodes fold paths the same way.
+pub use weir_core::data_roots::clean_job_paths;
 pub use message::Barrier;
 pub use metrics::{JobReport, NodeReport, Outcome};
 pub use plan::check as check_plan;
