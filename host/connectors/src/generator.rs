@@ -5,7 +5,7 @@ use std::io::Write;
 use weir_core::BatchBuilder;
 use weir_core::job::GeneratorSpec;
 
-use crate::{ConnectorError, Source, SourceStatus};
+use crate::{BATCH_BYTES_MAX, ConnectorError, Source, SourceStatus};
 
 /// Split `split` of `splits`: emits the records whose sequence number is
 /// congruent to `split` modulo `splits`.
@@ -50,6 +50,9 @@ impl Source for GeneratorSource {
         for _ in 0..max_records {
             if self.next_seq >= self.spec.records {
                 return Ok(SourceStatus::Finished);
+            }
+            if batch.encoded_bytes() >= BATCH_BYTES_MAX {
+                break;
             }
             let seq = self.next_seq;
             let ts = Self::timestamp_of(&self.spec, seq);
@@ -158,6 +161,25 @@ mod tests {
         resumed.seek(&position).unwrap();
         assert_eq!(drain(resumed), all[2..]);
         assert!(g.seek(&serde_json::json!({"next_seq": 4})).is_err());
+    }
+
+    #[test]
+    fn a_batch_closes_at_the_byte_budget_whatever_max_records_allows() {
+        let mut s = spec(20);
+        s.value_bytes = 1 << 20;
+        let mut g = GeneratorSource::new(s, 0, 1);
+        let mut b = BatchBuilder::default();
+        assert_eq!(g.next_batch(&mut b, 1_000_000).unwrap(), SourceStatus::More);
+        // Four records pass 4 MiB with their headers; the batch closes there.
+        assert_eq!(b.len(), 4);
+        assert!(b.encoded_bytes() <= BATCH_BYTES_MAX + (1 << 20) + 64);
+        b.take();
+        let mut total = 4;
+        while g.next_batch(&mut b, 1_000_000).unwrap() == SourceStatus::More {
+            total += b.take().len();
+        }
+        total += b.take().len();
+        assert_eq!(total, 20, "no record is lost across closed batches");
     }
 
     #[test]

@@ -37,9 +37,17 @@ pub enum SourceStatus {
     Finished,
 }
 
+/// A source closes its batch once it holds this many encoded bytes (after
+/// at least one record), whatever `max_records` allows: the job file's
+/// `batch_records_max` (up to 1 M) times a generator's `value_bytes` (up to
+/// 16 MiB) would otherwise make one batch of 16 TiB. A batch is therefore
+/// at most 4 MiB plus one record.
+pub const BATCH_BYTES_MAX: usize = 4 << 20;
+
 /// One split of a source.
 pub trait Source: Send {
-    /// Appends up to `max_records` records to `batch`.
+    /// Appends up to `max_records` records to `batch`, stopping early once
+    /// it holds [`BATCH_BYTES_MAX`] bytes.
     fn next_batch(
         &mut self,
         batch: &mut BatchBuilder,

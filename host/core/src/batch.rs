@@ -227,6 +227,12 @@ impl BatchBuilder {
         self.len == 0
     }
 
+    /// Bytes the batch holds so far, encoded (what a source's byte budget
+    /// counts).
+    pub fn encoded_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Finishes the batch and leaves the builder empty for reuse.
     pub fn take(&mut self) -> Batch {
         let capacity = self.bytes.capacity();

@@ -109,7 +109,13 @@ impl SourceTask {
     }
 
     pub(crate) fn run(mut self) -> TaskResult {
-        let mut builder = BatchBuilder::with_capacity(self.batch_records_max * 64);
+        // A guess from the job file's record count, never beyond what a
+        // source may put in one batch.
+        let mut builder = BatchBuilder::with_capacity(
+            self.batch_records_max
+                .saturating_mul(64)
+                .min(weir_connectors::BATCH_BYTES_MAX),
+        );
         let mut watermarks = BoundedOutOfOrderness::new(self.spec.watermark_delay_ms);
         let mut sent_watermark = MIN_WATERMARK;
         if let Some(restore) = self.restore.take() {
