@@ -166,6 +166,7 @@ pub fn coordinator(a: &CoordinatorArgs) -> anyhow::Result<()> {
         certs: a.certs.clone(),
         node: a.node.clone(),
         token,
+        token_file: a.token_file.clone(),
         data_dir: a.data_dir.clone(),
         artifact_bytes_max: a.artifact_max_bytes,
         artifacts_total_bytes_max: a.artifacts_max_total_bytes,

@@ -47,6 +47,8 @@ pub struct CoordinatorOptions {
     pub node: String,
     /// The bearer token every REST call but `/health` must carry.
     pub token: String,
+    /// The file the token was read from, if any: kept out of jobs' reach.
+    pub token_file: Option<PathBuf>,
     /// Artifacts, compiled code and state of the coordinator.
     pub data_dir: PathBuf,
     pub artifact_bytes_max: usize,
@@ -64,6 +66,21 @@ pub struct CoordinatorOptions {
     pub insecure_http: bool,
     /// Written once both listeners are up: `{"rest": ..., "quic": ...}`.
     pub ready_file: Option<PathBuf>,
+}
+
+impl CoordinatorOptions {
+    /// Weir's own directories and files on this node, carved out of the
+    /// data roots (see [`crate::paths::without_own`]). The token file is
+    /// carved out by itself, not its directory, which may be a data root.
+    pub fn own_paths(&self) -> Vec<PathBuf> {
+        let mut own = vec![
+            self.certs.clone(),
+            self.data_dir.clone(),
+            self.data_dir.join("cache"),
+        ];
+        own.extend(self.token_file.clone());
+        own
+    }
 }
 
 /// Finished jobs kept by default.
@@ -101,6 +118,8 @@ pub struct Cluster {
     pub(crate) engine: WasmEngine,
     /// Permits for uploads in flight.
     pub(crate) uploads: Arc<tokio::sync::Semaphore>,
+    /// Permits for savepoint requests waiting for their answer.
+    pub(crate) savepoints: Arc<tokio::sync::Semaphore>,
     pub(crate) options: CoordinatorOptions,
 }
 
@@ -252,10 +271,11 @@ fn prune_finished(
 }
 
 /// Runs the coordinator until the process is killed.
-pub fn run_coordinator(options: CoordinatorOptions) -> anyhow::Result<()> {
+pub fn run_coordinator(mut options: CoordinatorOptions) -> anyhow::Result<()> {
     if options.token.trim().is_empty() {
         anyhow::bail!("the REST token is empty: refusing to serve an API anyone could use");
     }
+    options.data_roots = crate::paths::without_own(&options.data_roots, &options.own_paths())?;
     let identity = NodeIdentity::load(&options.certs, &options.node)?;
     let artifacts = ArtifactStore::open(
         &options.data_dir.join("artifacts"),
@@ -277,6 +297,9 @@ pub fn run_coordinator(options: CoordinatorOptions) -> anyhow::Result<()> {
         artifacts,
         engine,
         uploads: Arc::new(tokio::sync::Semaphore::new(options.uploads_max.max(1))),
+        savepoints: Arc::new(tokio::sync::Semaphore::new(
+            crate::rest::SAVEPOINTS_IN_FLIGHT_MAX,
+        )),
         options: options.clone(),
     });
     runtime.block_on(async move {

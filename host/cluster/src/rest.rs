@@ -29,6 +29,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+// Compares without an early exit, so timing says nothing about the token
+// (the same crate the embedded control API uses).
+use subtle::ConstantTimeEq as _;
 use weir_core::data_roots::Access;
 use weir_runtime::SavepointRequest;
 
@@ -57,6 +60,15 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
+/// Largest JSON request body (a job file is bounded well below this).
+pub const JSON_BODY_BYTES_MAX: usize = 2 << 20;
+/// Savepoints (and stops) asked for over REST and not yet answered, over
+/// all jobs; more get 503. Each holds a thread while it waits.
+pub const SAVEPOINTS_IN_FLIGHT_MAX: usize = 16;
+/// How long a savepoint request waits for its savepoint (as the embedded
+/// control API does); the savepoint may still complete after.
+pub const SAVEPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pub(crate) fn router(cluster: Arc<Cluster>) -> axum::Router {
     let body_max = cluster.artifacts.bytes_max();
     let token = Arc::new(cluster.options.token.clone());
@@ -67,15 +79,20 @@ pub(crate) fn router(cluster: Arc<Cluster>) -> axum::Router {
             async move { throttle(&uploads, request, next).await }
         },
     ));
+    // Only an upload's body may be as large as an artifact.
     let protected = axum::Router::new()
         .route("/workers", get(workers))
-        .route("/artifacts", throttled_upload.get(artifacts))
         .route("/jobs", post(submit).get(jobs))
         .route("/jobs/{job}", get(job))
         .route("/jobs/{job}/savepoints", post(savepoint))
         .route("/jobs/{job}/stop", post(stop))
         .route("/jobs/{job}/cancel", post(cancel))
-        .layer(DefaultBodyLimit::max(body_max))
+        .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX))
+        .merge(
+            axum::Router::new()
+                .route("/artifacts", throttled_upload.get(artifacts))
+                .layer(DefaultBodyLimit::max(body_max)),
+        )
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| {
                 let token = token.clone();
@@ -98,7 +115,7 @@ async fn authorize(token: &str, request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(request).await,
+        Some(p) if bool::from(p.as_bytes().ct_eq(token.as_bytes())) => next.run(request).await,
         Some(_) => ApiError(StatusCode::UNAUTHORIZED, "wrong bearer token".into()).into_response(),
         None => ApiError(
             StatusCode::UNAUTHORIZED,
@@ -124,11 +141,6 @@ async fn throttle(uploads: &Arc<tokio::sync::Semaphore>, request: Request, next:
         )
         .into_response(),
     }
-}
-
-/// Compares without an early exit, so timing says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn workers(State(cluster): State<Arc<Cluster>>) -> Reply {
@@ -220,7 +232,8 @@ async fn submit(State(cluster): State<Arc<Cluster>>, Json(request): Json<SubmitR
 
 /// Parses the job, resolves its artifacts and the snapshot it starts from.
 fn prepare(cluster: &Cluster, r: SubmitRequest) -> Result<Submission, ApiError> {
-    let job = weir_core::job::parse(&r.job_toml, &r.job_path).map_err(|e| bad(e.to_string()))?;
+    crate::paths::check_job_path(&r.job_path).map_err(bad)?;
+    let job = crate::paths::parse_job(&r.job_toml, &r.job_path).map_err(|e| bad(e.to_string()))?;
     let roots = &cluster.options.data_roots;
     crate::paths::check_job_paths(&job, roots).map_err(|e| bad(e.to_string()))?;
     if let Some(savepoint) = &r.from_savepoint {
@@ -337,13 +350,9 @@ async fn take_savepoint(
     let dir = body.dir.or(default_dir).ok_or_else(|| {
         bad("the job has no [checkpoint] dir; say where the savepoint goes with `dir`")
     })?;
-    crate::paths::check_dir(
-        &cluster.options.data_roots,
-        "savepoint dir",
-        &dir,
-        Access::ReadWrite,
-    )
-    .map_err(bad)?;
+    // The resolved path goes on: the one checked is the one written.
+    let dir = crate::paths::check_savepoint_dir(&cluster.options.data_roots, &dir).map_err(bad)?;
+    let _permit = savepoint_permit(&cluster.savepoints)?;
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     requests
         .send(SavepointRequest {
@@ -352,13 +361,45 @@ async fn take_savepoint(
             reply: reply_tx,
         })
         .map_err(|_| ApiError(StatusCode::CONFLICT, format!("job `{job}` is not running")))?;
-    let reply = tokio::task::spawn_blocking(move || reply_rx.recv())
+    let reply = wait_for_savepoint(reply_rx, SAVEPOINT_WAIT, &job).await?;
+    Ok(Json(serde_json::json!({ "path": reply })).into_response())
+}
+
+/// One of [`SAVEPOINTS_IN_FLIGHT_MAX`] places for a savepoint request
+/// waiting for its answer, or 503.
+fn savepoint_permit(
+    savepoints: &Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    savepoints.clone().try_acquire_owned().map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{SAVEPOINTS_IN_FLIGHT_MAX} savepoint requests are already waiting for their savepoints; try again once one is answered"
+            ),
+        )
+    })
+}
+
+/// The savepoint's path, or why there is none; gives up after `wait`.
+async fn wait_for_savepoint(
+    reply: crossbeam_channel::Receiver<Result<PathBuf, String>>,
+    wait: std::time::Duration,
+    job: &str,
+) -> Result<PathBuf, ApiError> {
+    let reply = tokio::task::spawn_blocking(move || reply.recv_timeout(wait))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     match reply {
-        Ok(Ok(path)) => Ok(Json(serde_json::json!({ "path": path })).into_response()),
+        Ok(Ok(path)) => Ok(path),
         Ok(Err(e)) => Err(ApiError(StatusCode::CONFLICT, e)),
-        Err(_) => Err(ApiError(
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "job `{job}`: the savepoint did not complete within {} s; it may still complete (see GET /jobs/{job})",
+                wait.as_secs()
+            ),
+        )),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(ApiError(
             StatusCode::CONFLICT,
             format!("job `{job}` ended before the savepoint completed"),
         )),
@@ -378,11 +419,49 @@ async fn cancel(State(cluster): State<Arc<Cluster>>, UrlPath(job): UrlPath<Strin
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn token_comparison_is_exact() {
-        assert!(super::constant_time_eq(b"secret", b"secret"));
-        assert!(!super::constant_time_eq(b"secret", b"secreT"));
-        assert!(!super::constant_time_eq(b"secret", b"secret2"));
-        assert!(!super::constant_time_eq(b"", b"x"));
+    fn savepoint_requests_beyond_the_cap_are_turned_away() {
+        let savepoints = Arc::new(tokio::sync::Semaphore::new(SAVEPOINTS_IN_FLIGHT_MAX));
+        let held: Vec<_> = (0..SAVEPOINTS_IN_FLIGHT_MAX)
+            .map(|_| savepoint_permit(&savepoints).ok().unwrap())
+            .collect();
+        let ApiError(status, message) = savepoint_permit(&savepoints).unwrap_err();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            message,
+            "16 savepoint requests are already waiting for their savepoints; try again once one is answered"
+        );
+        drop(held);
+        drop(savepoint_permit(&savepoints).ok().unwrap());
+    }
+
+    #[test]
+    fn a_savepoint_that_never_answers_times_out() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let ApiError(status, message) = runtime
+            .block_on(wait_for_savepoint(
+                reply_rx,
+                std::time::Duration::from_millis(50),
+                "j",
+            ))
+            .unwrap_err();
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            message,
+            "job `j`: the savepoint did not complete within 0 s; it may still complete (see GET /jobs/j)"
+        );
+        drop(reply_tx);
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        reply_tx.send(Ok(PathBuf::from("/sp"))).unwrap();
+        let path = runtime
+            .block_on(wait_for_savepoint(reply_rx, SAVEPOINT_WAIT, "j"))
+            .ok()
+            .unwrap();
+        assert_eq!(path, PathBuf::from("/sp"));
     }
 }

@@ -69,6 +69,19 @@ pub struct WorkerOptions {
     pub data_roots: DataRoots,
 }
 
+impl WorkerOptions {
+    /// Weir's own directories on this node (certificates and keys, fetched
+    /// artifacts, the compiled-code cache and its key), carved out of the
+    /// data roots (see [`crate::paths::without_own`]).
+    pub fn own_paths(&self) -> Vec<PathBuf> {
+        vec![
+            self.certs.clone(),
+            self.work_dir.clone(),
+            self.work_dir.join("cache"),
+        ]
+    }
+}
+
 type AttemptKey = (String, u32);
 
 /// A running attempt's handles, once its tasks are built.
@@ -112,7 +125,8 @@ struct Worker {
 }
 
 /// Runs a worker until the coordinator goes away.
-pub fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
+pub fn run_worker(mut options: WorkerOptions) -> anyhow::Result<()> {
+    options.data_roots = crate::paths::without_own(&options.data_roots, &options.own_paths())?;
     let identity = NodeIdentity::load(&options.certs, &options.name)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -502,23 +516,57 @@ impl Worker {
                 }
                 self.inbound.forget(&job, attempt);
             }
-            command => {
-                let (job, attempt) = match &command {
-                    ToWorker::SnapshotDir { job, attempt, .. }
-                    | ToWorker::Source { job, attempt, .. }
-                    | ToWorker::SourceClosed { job, attempt, .. }
-                    | ToWorker::Sink { job, attempt, .. } => (job.clone(), *attempt),
-                    _ => return,
+            ToWorker::SnapshotDir {
+                job,
+                attempt,
+                id,
+                dir: Some(dir),
+            } => {
+                // Checked on arrival against this worker's own roots: the
+                // coordinator's roots are not this worker's operator's word.
+                let dir = match crate::paths::check_snapshot_dir(
+                    &self.options.data_roots,
+                    &self.options.name,
+                    &dir,
+                ) {
+                    Ok(resolved) => Some(resolved),
+                    Err(reason) => {
+                        tracing::warn!(job = %job, attempt, "snapshot {id}: {reason}");
+                        let _ = self.outbox.send(FromWorker::Event {
+                            job: job.clone(),
+                            attempt,
+                            event: TaskEvent::Declined { id, reason },
+                        });
+                        None // a tombstone: local tasks abort their part
+                    }
                 };
-                let mut attempts = self.attempts.lock().expect("not poisoned");
-                let Some(state) = attempts.get_mut(&(job, attempt)) else {
-                    return; // an attempt that already ended
-                };
-                match &mut state.started {
-                    Some(started) => apply(started, command),
-                    None => state.pending.push(command),
-                }
+                self.handle_command(ToWorker::SnapshotDir {
+                    job,
+                    attempt,
+                    id,
+                    dir,
+                });
             }
+            command => self.handle_command(command),
+        }
+    }
+
+    /// A command for an attempt: applied, or kept until its tasks are built.
+    fn handle_command(&self, command: ToWorker) {
+        let (job, attempt) = match &command {
+            ToWorker::SnapshotDir { job, attempt, .. }
+            | ToWorker::Source { job, attempt, .. }
+            | ToWorker::SourceClosed { job, attempt, .. }
+            | ToWorker::Sink { job, attempt, .. } => (job.clone(), *attempt),
+            _ => return,
+        };
+        let mut attempts = self.attempts.lock().expect("not poisoned");
+        let Some(state) = attempts.get_mut(&(job, attempt)) else {
+            return; // an attempt that already ended
+        };
+        match &mut state.started {
+            Some(started) => apply(started, command),
+            None => state.pending.push(command),
         }
     }
 
@@ -577,7 +625,7 @@ impl Worker {
 
     fn run_attempt(self: Arc<Self>, d: &Deployment) -> anyhow::Result<()> {
         let mut job =
-            weir_core::job::parse(&d.job_toml, &d.job_path).map_err(|e| anyhow!("{e}"))?;
+            crate::paths::parse_job(&d.job_toml, &d.job_path).map_err(|e| anyhow!("{e}"))?;
         self.check_paths(&job, d)?;
         for op in &mut job.operators {
             let digest = d
@@ -679,8 +727,13 @@ impl Worker {
             digest_hex(digest).with_context(|| format!("`{digest}` is not an artifact digest"))?;
         let dir = self.options.work_dir.join("artifacts");
         let path = dir.join(format!("{hex}.wasm"));
-        if path.exists() {
-            return Ok(path);
+        match intact(&path, digest) {
+            Some(true) => return Ok(path),
+            Some(false) => tracing::warn!(
+                "{} does not hold artifact {digest} (changed on disk); fetching it again",
+                path.display()
+            ),
+            None => {}
         }
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -743,6 +796,19 @@ impl Worker {
                 excess -= 1;
             }
         }
+    }
+}
+
+/// Whether the file at `path` holds exactly the artifact `digest`
+/// (`None`: there is no such file). A file in the work directory is
+/// checked every time it is used: something may have overwritten it since
+/// it was fetched (before jobs were kept out of work directories, a job
+/// could), and a worker must run exactly the artifact deployed.
+fn intact(path: &std::path::Path, digest: &str) -> Option<bool> {
+    match std::fs::read(path) {
+        Ok(bytes) => Some(digest_of(&bytes) == digest),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => Some(false),
     }
 }
 
@@ -813,5 +879,25 @@ impl DataPlane for Worker {
 
     fn runtime(&self) -> &tokio::runtime::Handle {
         &self.runtime
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_artifact_changed_on_disk_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = b"\0asm component bytes";
+        let digest = digest_of(bytes);
+        let path = dir
+            .path()
+            .join(format!("{}.wasm", digest_hex(&digest).unwrap()));
+        assert_eq!(intact(&path, &digest), None);
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(intact(&path, &digest), Some(true));
+        std::fs::write(&path, b"\0asm planted by a job").unwrap();
+        assert_eq!(intact(&path, &digest), Some(false));
     }
 }
