@@ -764,6 +764,7 @@ impl Attempt<'_> {
                 job.max_parallelism,
                 self.allow_non_restored,
                 native_files.is_some(),
+                &spec.limits,
             )?;
         }
         Ok(ChainLink {

@@ -19,8 +19,10 @@ use weir_core::KeyGroupRange;
 use weir_core::key_group::subtask_for_key_group;
 use weir_core::timers::TimeDomain;
 use weir_core::watermark::MIN_WATERMARK;
+use weir_core::job::GuestLimits;
+use weir_core::timers::TimerQueue;
 use weir_snapshot::keyed_file::{
-    StateFileWriter, StateMapping, read_timers, restore_state, write_encoded, write_state,
+    StateFileWriter, StateMapping, for_each_timer, restore_state, write_encoded, write_state,
     write_timers,
 };
 use weir_snapshot::rocks_files::{SharedFiles, upload};
@@ -311,6 +313,50 @@ pub(crate) fn finish_and_ack(context: &SnapshotContext, id: u64, parts: Vec<Link
     }
 }
 
+/// A subtask's timer queues filling from a snapshot under the operator's
+/// limits: the same count and memory accounting as a guest's
+/// registrations (keys plus [`TimerQueue::memory_bytes_of_one`]'s
+/// overhead), so a snapshot cannot restore more than the guest could have
+/// registered (a crafted or foreign snapshot, or limits lowered since).
+struct RestoredTimers<'a> {
+    event: &'a mut TimerQueue,
+    processing: &'a mut TimerQueue,
+    limits: &'a GuestLimits,
+    label: &'a str,
+}
+
+impl RestoredTimers<'_> {
+    fn register(&mut self, domain: TimeDomain, timestamp: i64, key: &[u8]) -> anyhow::Result<()> {
+        let count = self.event.len() + self.processing.len();
+        let memory = self.event.memory_bytes() + self.processing.memory_bytes();
+        let queue = match domain {
+            TimeDomain::EventTime => &mut *self.event,
+            TimeDomain::ProcessingTime => &mut *self.processing,
+        };
+        let full = count >= self.limits.timers_max
+            || memory + TimerQueue::memory_bytes_of_one(key.len())
+                > self.limits.timers_memory_max_bytes;
+        if full && !queue.contains(timestamp, key) {
+            let label = self.label;
+            if count >= self.limits.timers_max {
+                bail!(
+                    "operator `{label}`: the snapshot holds more than {} pending timers for this subtask \
+                     (timers_max); raise `timers_max` in the job file to restore it",
+                    self.limits.timers_max
+                );
+            }
+            bail!(
+                "operator `{label}`: the snapshot's pending timers for this subtask need more than \
+                 the timer memory limit of {} MiB (timers_memory_max_mb) after {count} timers; \
+                 raise `timers_memory_max_mb` in the job file to restore it",
+                self.limits.timers_memory_max_bytes >> 20
+            );
+        }
+        queue.register(timestamp, key);
+        Ok(())
+    }
+}
+
 /// Restores one link from a snapshot after its guest declared its states.
 /// Native RocksDB files were already put in place before the backend opened
 /// (`native_restored`).
@@ -322,6 +368,7 @@ pub(crate) fn restore_link(
     max_parallelism: u32,
     allow_non_restored: bool,
     native_restored: bool,
+    limits: &GuestLimits,
 ) -> anyhow::Result<()> {
     let label = instance.label().to_string();
     let owners: Vec<&SubtaskSnapshot> = op
@@ -382,12 +429,15 @@ pub(crate) fn restore_link(
             let owns = |group| {
                 subtask_for_key_group(group, max_parallelism, who.parallelism) == who.subtask
             };
-            for (domain, timestamp, key) in read_timers(&path, max_parallelism, owns)? {
-                match domain {
-                    TimeDomain::EventTime => state.event_timers.register(timestamp, &key),
-                    TimeDomain::ProcessingTime => state.processing_timers.register(timestamp, &key),
-                }
-            }
+            let mut queues = RestoredTimers {
+                event: &mut state.event_timers,
+                processing: &mut state.processing_timers,
+                limits,
+                label: &label,
+            };
+            for_each_timer(&path, max_parallelism, owns, |domain, timestamp, key| {
+                queues.register(domain, timestamp, key)
+            })?;
         }
     }
     state.watermark = owners
@@ -396,4 +446,73 @@ pub(crate) fn restore_link(
         .min()
         .unwrap_or(MIN_WATERMARK);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(timers_max: usize, timers_memory_max_bytes: usize) -> GuestLimits {
+        GuestLimits {
+            timers_max,
+            timers_memory_max_bytes,
+            ..GuestLimits::default()
+        }
+    }
+
+    /// Writes `count` timers (alternating domains, distinct keys) and
+    /// restores them under `limits`.
+    fn restore(count: usize, limits: &GuestLimits) -> (anyhow::Result<()>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let keys: Vec<Vec<u8>> = (0..count).map(|i| format!("key-{i}").into_bytes()).collect();
+        write_timers(
+            keys.iter().enumerate().map(|(i, k)| {
+                let domain = if i % 2 == 0 {
+                    TimeDomain::EventTime
+                } else {
+                    TimeDomain::ProcessingTime
+                };
+                (domain, i as i64, k.as_slice())
+            }),
+            &path,
+            "t".into(),
+        )
+        .unwrap();
+        let (mut event, mut processing) = (TimerQueue::default(), TimerQueue::default());
+        let mut queues = RestoredTimers {
+            event: &mut event,
+            processing: &mut processing,
+            limits,
+            label: "windows[1]",
+        };
+        let result = for_each_timer(&path, 128, |_| true, |d, t, k| queues.register(d, t, k));
+        (result, event.len() + processing.len())
+    }
+
+    #[test]
+    fn restored_timers_stop_at_timers_max() {
+        let (result, held) = restore(100, &limits(40, 1 << 30));
+        let e = result.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "operator `windows[1]`: the snapshot holds more than 40 pending timers for this subtask \
+             (timers_max); raise `timers_max` in the job file to restore it"
+        );
+        assert_eq!(held, 40);
+        let (result, held) = restore(100, &limits(100, 1 << 30));
+        result.unwrap();
+        assert_eq!(held, 100);
+    }
+
+    #[test]
+    fn restored_timers_stop_at_the_timer_memory_limit() {
+        let (result, held) = restore(10_000, &limits(1_000_000, 1 << 20));
+        let e = result.unwrap_err().to_string();
+        assert!(
+            e.starts_with("operator `windows[1]`: the snapshot's pending timers for this subtask need more than the timer memory limit of 1 MiB (timers_memory_max_mb) after "),
+            "{e}"
+        );
+        assert!(held > 0 && held < 10_000, "{held}");
+    }
 }

@@ -169,9 +169,6 @@ impl StateReader {
 }
 
 const CHUNK_MAX: usize = 1 << 30;
-/// Largest timer file read: one subtask's pending timers are bounded by
-/// `timers_memory_max_mb` (at most 4 GiB), which counts more than the file.
-const TIMERS_BYTES_MAX: u64 = 4 << 30;
 
 fn read_chunk(
     input: &mut impl Read,
@@ -264,36 +261,99 @@ pub fn write_timers<'a>(
     out.finish(relative)
 }
 
-/// Reads the timers of a timer file whose key falls in `owns`.
+/// Calls `each` with every timer of a timer file whose key falls in
+/// `owns`, reading the file as it goes: nothing is allocated from a length
+/// the file claims (a key grows as its bytes arrive, and is at most
+/// [`TIMER_KEY_BYTES_MAX`]), so the caller's limits on pending timers bound
+/// what a restore holds, whatever the file's size. `each` stops the read
+/// with its own error.
+pub fn for_each_timer<E: From<SnapshotError>>(
+    path: &Path,
+    max_parallelism: u32,
+    owns: impl Fn(u32) -> bool,
+    mut each: impl FnMut(TimeDomain, i64, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| SnapshotError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(SnapshotError::damaged(path, "the timer file is not a regular file").into());
+    }
+    let file = std::fs::File::open(path).map_err(|e| SnapshotError::io(path, e))?;
+    let mut input = BufReader::with_capacity(1 << 16, file);
+    let mut magic = [0u8; 8];
+    input
+        .read_exact(&mut magic)
+        .map_err(|_| SnapshotError::damaged(path, "not a weir timer file"))?;
+    if &magic != TIMERS_MAGIC {
+        return Err(SnapshotError::damaged(path, "not a weir timer file").into());
+    }
+    let cut = || SnapshotError::damaged(path, "timer cut short");
+    let mut key = Vec::new();
+    loop {
+        let mut header = [0u8; 13];
+        match read_full(&mut input, &mut header) {
+            Ok(0) => return Ok(()),
+            Ok(13) => {}
+            Ok(_) => return Err(cut().into()),
+            Err(e) => return Err(SnapshotError::io(path, e).into()),
+        }
+        let domain = match header[0] {
+            0 => TimeDomain::EventTime,
+            1 => TimeDomain::ProcessingTime,
+            d => return Err(SnapshotError::damaged(path, format!("timer domain {d}")).into()),
+        };
+        let timestamp = i64::from_le_bytes(header[1..9].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(header[9..13].try_into().expect("4 bytes")) as usize;
+        if len > TIMER_KEY_BYTES_MAX {
+            return Err(SnapshotError::damaged(
+                path,
+                format!("a timer key of {len} bytes (at most {TIMER_KEY_BYTES_MAX})"),
+            )
+            .into());
+        }
+        key.clear();
+        (&mut input)
+            .take(len as u64)
+            .read_to_end(&mut key)
+            .map_err(|e| SnapshotError::io(path, e))?;
+        if key.len() != len {
+            return Err(cut().into());
+        }
+        if owns(key_group_of(&key, max_parallelism)) {
+            each(domain, timestamp, &key)?;
+        }
+    }
+}
+
+/// Longest timer key read back: the largest `key_max_bytes` a job file may
+/// set, so no key a guest could register is refused.
+pub const TIMER_KEY_BYTES_MAX: usize = 16 << 20;
+
+/// Fills `buf` unless the input ends first; returns how many bytes came.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// All timers of a timer file whose key falls in `owns` (for tools and
+/// tests; a restore uses [`for_each_timer`] under its limits).
 pub fn read_timers(
     path: &Path,
     max_parallelism: u32,
     owns: impl Fn(u32) -> bool,
 ) -> Result<Vec<(TimeDomain, i64, Vec<u8>)>, SnapshotError> {
-    let bytes = crate::metadata::read_bounded(path, TIMERS_BYTES_MAX)
-        .map_err(|e| SnapshotError::damaged(path, format!("cannot read the timer file: {e}")))?;
-    if bytes.get(..8) != Some(TIMERS_MAGIC) {
-        return Err(SnapshotError::damaged(path, "not a weir timer file"));
-    }
-    let mut at = 8;
     let mut timers = Vec::new();
-    let cut = || SnapshotError::damaged(path, "timer cut short");
-    while at < bytes.len() {
-        let header = bytes.get(at..at + 13).ok_or_else(cut)?;
-        let domain = match header[0] {
-            0 => TimeDomain::EventTime,
-            1 => TimeDomain::ProcessingTime,
-            d => return Err(SnapshotError::damaged(path, format!("timer domain {d}"))),
-        };
-        let timestamp = i64::from_le_bytes(header[1..9].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(header[9..13].try_into().expect("4 bytes")) as usize;
-        let end = (at + 13).checked_add(len).ok_or_else(cut)?;
-        let key = bytes.get(at + 13..end).ok_or_else(cut)?;
-        if owns(key_group_of(key, max_parallelism)) {
-            timers.push((domain, timestamp, key.to_vec()));
-        }
-        at += 13 + len;
-    }
+    for_each_timer(path, max_parallelism, owns, |domain, timestamp, key| {
+        timers.push((domain, timestamp, key.to_vec()));
+        Ok::<(), SnapshotError>(())
+    })?;
     Ok(timers)
 }
 
@@ -393,5 +453,44 @@ mod tests {
         let bytes = std::fs::read(&tpath).unwrap();
         std::fs::write(&tpath, &bytes[..bytes.len() - 1]).unwrap();
         assert!(read_timers(&tpath, 128, |_| true).is_err());
+    }
+
+    #[test]
+    fn a_timer_file_is_read_as_it_goes_and_stops_at_the_callers_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let tpath = dir.path().join("t");
+        let keys: Vec<Vec<u8>> = (0..1000).map(|i| format!("k{i}").into_bytes()).collect();
+        write_timers(
+            keys.iter()
+                .map(|k| (TimeDomain::ProcessingTime, 7, k.as_slice())),
+            &tpath,
+            "t".into(),
+        )
+        .unwrap();
+        let mut seen = 0;
+        let e = for_each_timer(&tpath, 128, |_| true, |_, _, _| {
+            seen += 1;
+            if seen == 3 {
+                return Err(SnapshotError::damaged(&tpath, "enough"));
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(seen, 3);
+        assert!(e.to_string().contains("enough"), "{e}");
+        // A key claiming 4 GiB is refused from its header, not allocated.
+        let mut claim = TIMERS_MAGIC.to_vec();
+        claim.push(0);
+        claim.extend_from_slice(&5i64.to_le_bytes());
+        claim.extend_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&tpath, &claim).unwrap();
+        let e = read_timers(&tpath, 128, |_| true).unwrap_err().to_string();
+        assert!(e.contains("a timer key of 4294967295 bytes"), "{e}");
+        // A claim within the bound but beyond the file is cut short.
+        let len = claim.len();
+        claim[len - 4..].copy_from_slice(&1000u32.to_le_bytes());
+        std::fs::write(&tpath, &claim).unwrap();
+        let e = read_timers(&tpath, 128, |_| true).unwrap_err().to_string();
+        assert!(e.contains("timer cut short"), "{e}");
     }
 }

@@ -198,7 +198,9 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
             meta.len()
         )));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Grown as read: the length the file system reports may change (or
+    // lie, for some special files) before the read.
+    let mut bytes = Vec::with_capacity(meta.len().min(1 << 16) as usize);
     std::fs::File::open(path)?
         .take(max + 1)
         .read_to_end(&mut bytes)?;
