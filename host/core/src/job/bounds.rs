@@ -64,6 +64,7 @@ pub const OUTPUT_MAX_MB: RangeInclusive<u64> = 1..=4096;
 pub const KEY_MAX_BYTES: RangeInclusive<u64> = 1..=(16 << 20);
 pub const STATE_VALUE_MAX_MB: RangeInclusive<u64> = 1..=1024;
 pub const STATE_READ_MAX_MB: RangeInclusive<u64> = 1..=4096;
+pub const STATE_MEMORY_MAX_MB: RangeInclusive<u64> = 1..=65536;
 pub const TIMERS_MAX: RangeInclusive<u64> = 1..=100_000_000;
 pub const TIMERS_MEMORY_MAX_MB: RangeInclusive<u64> = 1..=4096;
 pub const LOG_LINES_PER_SECOND: RangeInclusive<u64> = 1..=100_000;

@@ -179,6 +179,9 @@ pub struct GuestLimits {
     pub state_value_max_bytes: usize,
     /// Bytes one call may read back from state (a list or map iteration).
     pub state_read_max_bytes: usize,
+    /// Keyed state (keys plus values) a subtask may hold in the memory
+    /// backend, which lives in the host's heap.
+    pub state_memory_max_bytes: usize,
     /// Pending timers (event- and processing-time) per subtask.
     pub timers_max: usize,
     /// Host memory charged for pending timers per subtask (keys plus a fixed
@@ -197,6 +200,7 @@ impl Default for GuestLimits {
             key_max_bytes: 64 << 10,
             state_value_max_bytes: 16 << 20,
             state_read_max_bytes: 64 << 20,
+            state_memory_max_bytes: 1 << 30,
             timers_max: 1_000_000,
             timers_memory_max_bytes: 128 << 20,
             log_lines_per_second: 100,

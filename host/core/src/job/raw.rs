@@ -121,6 +121,7 @@ pub(super) struct RawOperator {
     pub(super) key_max_bytes: Option<Spanned<u64>>,
     pub(super) state_value_max_mb: Option<Spanned<u64>>,
     pub(super) state_read_max_mb: Option<Spanned<u64>>,
+    pub(super) state_memory_max_mb: Option<Spanned<u64>>,
     pub(super) timers_max: Option<Spanned<u64>>,
     pub(super) timers_memory_max_mb: Option<Spanned<u64>>,
     pub(super) log_lines_per_second: Option<Spanned<u64>>,

@@ -828,6 +828,12 @@ fn guest_limits(cx: &Cx<'_>, raw: &RawOperator, owner: &str) -> Result<GuestLimi
             STATE_READ_MAX_MB,
             "state_read_max_mb",
         )?,
+        state_memory_max_bytes: mb(
+            &raw.state_memory_max_mb,
+            d.state_memory_max_bytes,
+            STATE_MEMORY_MAX_MB,
+            "state_memory_max_mb",
+        )?,
         timers_max: count(
             &raw.timers_max,
             d.timers_max as u64,

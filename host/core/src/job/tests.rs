@@ -309,6 +309,11 @@ fn every_number_has_an_upper_bound_named_with_line_and_field() {
             "field `state_read_max_mb` = 0",
         ),
         (
+            job_with("", "", "state_memory_max_mb = 65537", ""),
+            13,
+            "field `state_memory_max_mb` = 65537 is out of range: it must be between 1 and 65536",
+        ),
+        (
             job_with("", "", "timers_max = 100000001", ""),
             13,
             "field `timers_max` = 100000001",
@@ -376,7 +381,7 @@ fn limits_at_their_bounds_are_accepted_and_converted() {
     let text = job_with(
         "channel_batches_max = 1024\nbatch_records_max = 1000000",
         "value_bytes = 16777216\nstart_ms = -5\ninterval_ms = 2592000000\ndisorder_ms = 2592000000",
-        "key_max_bytes = 16777216\nstate_value_max_mb = 1024\nstate_read_max_mb = 4096\ntimers_max = 100000000\ntimers_memory_max_mb = 1\nlog_lines_per_second = 100000",
+        "key_max_bytes = 16777216\nstate_value_max_mb = 1024\nstate_read_max_mb = 4096\nstate_memory_max_mb = 65536\ntimers_max = 100000000\ntimers_memory_max_mb = 1\nlog_lines_per_second = 100000",
         "",
     );
     let job = parse(&text, Path::new("/jobs/job.toml")).unwrap();
@@ -388,6 +393,7 @@ fn limits_at_their_bounds_are_accepted_and_converted() {
     assert_eq!(limits.key_max_bytes, 16 << 20);
     assert_eq!(limits.state_value_max_bytes, 1 << 30);
     assert_eq!(limits.state_read_max_bytes, 4 << 30);
+    assert_eq!(limits.state_memory_max_bytes, 64 << 30);
     assert_eq!(limits.timers_max, 100_000_000);
     assert_eq!(limits.timers_memory_max_bytes, 1 << 20);
     assert_eq!(limits.log_lines_per_second, 100_000);
