@@ -38,5 +38,6 @@ pub use error::NetError;
 pub use frame::{FRAME_BYTES_MAX, Frame, FrameError};
 pub use stream::{ChannelHeader, FrameReader, FrameWriter};
 pub use tls::{
-    NodeCert, NodeIdentity, Role, SERVER_NAME, check_peer, init_cluster, init_cluster_with,
+    NODE_NAME_BYTES_MAX, NodeCert, NodeIdentity, Role, SERVER_NAME, check_node_name, check_peer,
+    init_cluster, init_cluster_with,
 };

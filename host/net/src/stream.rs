@@ -185,11 +185,16 @@ impl FrameReader {
     /// Receives a large frame (its prefix is buffered) into an allocation of
     /// its own, so that a batch needs no further copy.
     async fn next_large(&mut self, archive_bytes: usize) -> Result<Frame, NetError> {
-        let mut archive = Vec::with_capacity(archive_bytes);
+        // The length is the peer's word: the buffer grows as bytes arrive.
+        let mut archive = Vec::with_capacity(archive_bytes.min(MESSAGE_GROWTH_BYTES_MAX));
         let buffered_end = self
             .end
             .min(self.start + FRAME_PREFIX_BYTES + archive_bytes);
-        archive.extend_from_slice(&self.buf[self.start + FRAME_PREFIX_BYTES..buffered_end]);
+        extend_toward(
+            &mut archive,
+            &self.buf[self.start + FRAME_PREFIX_BYTES..buffered_end],
+            archive_bytes,
+        );
         self.start = buffered_end;
         while archive.len() < archive_bytes {
             let want = archive_bytes - archive.len();
@@ -200,7 +205,7 @@ impl FrameReader {
                     got_bytes: FRAME_PREFIX_BYTES + archive.len(),
                 });
             };
-            archive.extend_from_slice(&chunk.bytes);
+            extend_toward(&mut archive, &chunk.bytes, archive_bytes);
         }
         Ok(frame::decode_archive_owned(archive, &mut self.scratch)?)
     }
@@ -430,6 +435,19 @@ async fn skip(recv: &mut RecvStream, what: &'static str, len: usize) -> Result<(
     Ok(())
 }
 
+/// Appends `chunk` to `buf`, which is filling up to `total_bytes`: the
+/// capacity at most doubles per step and never passes `total_bytes`, so
+/// memory follows the bytes received, not the length a peer announced, and
+/// a full buffer has no slack (it becomes a batch as it is).
+fn extend_toward(buf: &mut Vec<u8>, chunk: &[u8], total_bytes: usize) {
+    let needed = buf.len() + chunk.len();
+    if needed > buf.capacity() {
+        let target = needed.max(buf.capacity() * 2).min(total_bytes.max(needed));
+        buf.reserve_exact(target - buf.len());
+    }
+    buf.extend_from_slice(chunk);
+}
+
 /// Reads a message body of `len` bytes (already checked against a bound).
 async fn read_body(
     recv: &mut RecvStream,
@@ -449,4 +467,38 @@ async fn read_body(
         bytes.extend_from_slice(&chunk.bytes);
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_frame_buffer_grows_with_the_bytes_received() {
+        // A peer announcing a 64 MiB frame and sending 64 KiB costs 1 MiB.
+        let claimed = 64 << 20;
+        let mut buf = Vec::with_capacity(claimed.min(MESSAGE_GROWTH_BYTES_MAX));
+        extend_toward(&mut buf, &[1u8; 64 << 10], claimed);
+        assert!(
+            buf.capacity() <= MESSAGE_GROWTH_BYTES_MAX,
+            "{}",
+            buf.capacity()
+        );
+        // Filled to the end: at most twice what arrived, and never past it.
+        let total = (3 << 20) + 5;
+        let mut buf = Vec::with_capacity(total.min(MESSAGE_GROWTH_BYTES_MAX));
+        let chunk = vec![7u8; 100_000];
+        while buf.len() < total {
+            let n = chunk.len().min(total - buf.len());
+            extend_toward(&mut buf, &chunk[..n], total);
+            assert!(
+                buf.capacity() <= (2 * buf.len()).max(MESSAGE_GROWTH_BYTES_MAX).min(total),
+                "{} bytes held for {} received",
+                buf.capacity(),
+                buf.len()
+            );
+        }
+        assert_eq!(buf.len(), total);
+        assert!(buf.iter().all(|&b| b == 7));
+    }
 }

@@ -181,15 +181,32 @@ pub fn init_cluster_with(dir: &Path, nodes: &[NodeCert]) -> anyhow::Result<Vec<P
     Ok(written)
 }
 
-fn check_node_name(node: &str) -> anyhow::Result<()> {
+/// Longest node name.
+pub const NODE_NAME_BYTES_MAX: usize = 64;
+
+/// A node name is 1 to [`NODE_NAME_BYTES_MAX`] lowercase ASCII letters,
+/// digits and `-`. Certificates name nodes as DNS names, which match
+/// case-insensitively, while the coordinator tells workers apart by exact
+/// name: `worker-1` and `WORKER-1` would pass as one certificate yet
+/// register as two workers.
+pub fn check_node_name(node: &str) -> anyhow::Result<()> {
     let valid = !node.is_empty()
+        && node.len() <= NODE_NAME_BYTES_MAX
         && node
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !valid {
-        bail!("invalid node name {node:?}: use only letters, digits, '_' and '-'");
+        bail!(
+            "invalid node name {:?}: use 1 to {NODE_NAME_BYTES_MAX} lowercase letters, digits and '-'",
+            cut_name(node)
+        );
     }
     Ok(())
+}
+
+/// At most 80 characters of a name for an error (a peer sends it).
+fn cut_name(name: &str) -> String {
+    name.chars().take(80).collect()
 }
 
 /// The CA's parameters, a function of its key alone, so an issuer rebuilt
@@ -396,6 +413,7 @@ pub fn check_peer(conn: &quinn::Connection, role: Role, node: &str) -> anyhow::R
 
 /// [`check_peer`] on a certificate.
 pub fn check_cert_names(cert: &CertificateDer<'_>, role: Role, node: &str) -> anyhow::Result<()> {
+    check_node_name(node)?;
     let expected = role.node_dns_name(node);
     let name = rustls_pki_types::ServerName::try_from(expected.as_str())
         .map_err(|_| anyhow::anyhow!("{node:?} is not a valid node name"))?;
@@ -504,7 +522,7 @@ mod tests {
     #[test]
     fn init_writes_ca_and_nodes_and_they_load() {
         let dir = tempfile::tempdir().unwrap();
-        let written = init_cluster(dir.path(), &names(&["a", "node_2"])).unwrap();
+        let written = init_cluster(dir.path(), &names(&["a", "node-2"])).unwrap();
         let files: Vec<_> = written
             .iter()
             .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
@@ -516,8 +534,8 @@ mod tests {
                 "ca.key",
                 "a.pem",
                 "a.key",
-                "node_2.pem",
-                "node_2.key"
+                "node-2.pem",
+                "node-2.key"
             ]
         );
         #[cfg(unix)]
@@ -529,7 +547,7 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
-        let id = NodeIdentity::load(dir.path(), "node_2").unwrap();
+        let id = NodeIdentity::load(dir.path(), "node-2").unwrap();
         verify_chains_to(&id.ca, &id.chain[0]).unwrap();
         server_config(&id).unwrap();
         client_config(&id).unwrap();
@@ -548,6 +566,15 @@ mod tests {
         check_cert_names(&c.chain[0], Role::Coordinator, "coordinator").unwrap();
         check_cert_names(&w.chain[0], Role::Worker, "worker-1").unwrap();
         assert!(check_cert_names(&w.chain[0], Role::Coordinator, "worker-1").is_err());
+        // DNS names match case-insensitively; node names are lowercase only,
+        // so one certificate cannot register as two workers.
+        let error = check_cert_names(&w.chain[0], Role::Worker, "WORKER-1")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "invalid node name \"WORKER-1\": use 1 to 64 lowercase letters, digits and '-'"
+        );
         assert!(check_cert_names(&c.chain[0], Role::Worker, "coordinator").is_err());
         let leaf = webpki::EndEntityCert::try_from(&c.chain[0]).unwrap();
         for name in [
@@ -590,7 +617,17 @@ mod tests {
     #[test]
     fn bad_node_names_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        for bad in ["", "a.b", "../x", "a b", "é"] {
+        let long = "a".repeat(NODE_NAME_BYTES_MAX + 1);
+        for bad in [
+            "",
+            "a.b",
+            "../x",
+            "a b",
+            "é",
+            "Worker-1",
+            "a_b",
+            long.as_str(),
+        ] {
             let error = init_cluster(dir.path(), &names(&["ok", bad])).unwrap_err();
             assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
         }
