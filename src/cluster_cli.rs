@@ -141,6 +141,9 @@ pub struct CoordinatorArgs {
     /// All stored artifacts together, in bytes (unnamed, unused ones are evicted first).
     #[arg(long, value_name = "BYTES", default_value_t = weir_cluster::artifacts::ARTIFACTS_TOTAL_BYTES_MAX_DEFAULT)]
     pub artifacts_max_total_bytes: u64,
+    /// Names artifacts are kept under (an upload under a new name beyond them is refused).
+    #[arg(long, value_name = "N", default_value_t = weir_cluster::artifacts::ARTIFACT_NAMES_MAX_DEFAULT)]
+    pub artifact_names_max: usize,
     /// Uploads received and checked at once; more are answered 503.
     #[arg(long, value_name = "N", default_value_t = weir_cluster::coordinator::UPLOADS_MAX_DEFAULT)]
     pub uploads_max: usize,
@@ -170,6 +173,7 @@ pub fn coordinator(a: &CoordinatorArgs) -> anyhow::Result<()> {
         data_dir: a.data_dir.clone(),
         artifact_bytes_max: a.artifact_max_bytes,
         artifacts_total_bytes_max: a.artifacts_max_total_bytes,
+        artifact_names_max: a.artifact_names_max,
         uploads_max: a.uploads_max,
         finished_jobs_max: a.finished_jobs_max,
         finished_job_retention: Duration::from_secs(a.finished_job_retention_secs),

@@ -181,6 +181,20 @@ fn paths_outside_the_data_roots_and_a_huge_channel_capacity_are_refused_at_submi
         "{err}"
     );
 
+    // Read: weir's own files inside the data root (the cluster's token,
+    // beside its CA key and node keys, lies under the temporary directory).
+    let token_file = cluster.certs().join("token");
+    let text = format!(
+        "[job]\nname = \"attack\"\n\n[[source]]\nname = \"keys\"\nkind = \"file\"\npath = \"{}\"\n\n[[sink]]\nname = \"out\"\nkind = \"discard\"\ninput = \"keys\"\n",
+        token_file.display()
+    );
+    let err = submit_refused(&cluster, &text);
+    assert!(
+        err.contains("job.toml:7: source `keys` field `path`: ")
+            && err.contains("is inside weir's own directory"),
+        "{err}"
+    );
+
     // Write: state_dir outside.
     let state = format!("/root/{}", unique(".state"));
     let err = submit_refused(
@@ -318,6 +332,50 @@ fn a_worker_refuses_a_deployment_outside_its_own_roots() {
         "{error}"
     );
     drop(dir);
+
+    // A savepoint directory the coordinator allows (under /tmp) but
+    // worker-3 does not: worker-3 declines it by name, the job runs on.
+    let (dir, path) = job_file(&format!(
+        "[job]\nname = \"quiet\"\nparallelism = 6\n\n[[source]]\nname = \"gen\"\nkind = \"generator\"\nrecords = 1000000\nrecords_per_second = 100\n\n[[operator]]\nname = \"op\"\nwasm = \"{}\"\ninput = \"gen\"\nconfig = {{ behavior = \"nothing\" }}\n\n[[sink]]\nname = \"out\"\nkind = \"discard\"\ninput = \"op\"\n",
+        guest("hostile").display()
+    ));
+    cluster.submit(&path);
+    wait_for(
+        || (cluster.job("quiet")["state"] == "running").then_some(()),
+        "the quiet job to run",
+        &cluster,
+    );
+    let savepoint = Cluster::data_root().join(unique("sp"));
+    let (status, body) = cluster.call(
+        "POST",
+        "/jobs/quiet/savepoints",
+        Some(cluster.token().trim()),
+        Some(
+            serde_json::json!({ "dir": savepoint })
+                .to_string()
+                .into_bytes(),
+        ),
+    );
+    assert_eq!(status, 409, "{body}\n{}", cluster.logs());
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "savepoint aborted: worker `worker-3` refuses to write the snapshot: snapshot dir: "
+        ) && error.contains("is outside the allowed data roots"),
+        "{body}"
+    );
+    assert_eq!(cluster.job("quiet")["state"], "running");
+    let (status, body) = cluster.call(
+        "POST",
+        "/jobs/quiet/cancel",
+        Some(cluster.token().trim()),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    cluster.wait_for_end("quiet");
+    drop(dir);
+    let _ = std::fs::remove_dir_all(&savepoint);
+
     assert_all_up(&mut cluster);
     assert!(cluster.is_running("worker-3"));
     neighbour.finish(&cluster);

@@ -20,6 +20,9 @@ use sha2::{Digest, Sha256};
 pub const ARTIFACT_BYTES_MAX_DEFAULT: usize = 64 << 20;
 /// All stored artifacts together, by default.
 pub const ARTIFACTS_TOTAL_BYTES_MAX_DEFAULT: u64 = 4 << 30;
+/// Artifact names kept by default. Every upload under a new name adds one
+/// and `names.json` is rewritten whole on each upload.
+pub const ARTIFACT_NAMES_MAX_DEFAULT: usize = 1024;
 /// Longest artifact name.
 const NAME_CHARS_MAX: usize = 128;
 
@@ -53,6 +56,10 @@ pub enum UploadError {
         stored: u64,
         max: u64,
     },
+    #[error(
+        "artifact `{name}` would be a new name, and the coordinator keeps at most {max} artifact names (--artifact-names-max); upload under a name already used, or by digest"
+    )]
+    TooManyNames { name: String, max: usize },
     #[error("{0}")]
     Invalid(String),
     #[error("cannot store the artifact: {0:#}")]
@@ -94,6 +101,7 @@ pub struct ArtifactStore {
     dir: PathBuf,
     bytes_max: usize,
     total_bytes_max: u64,
+    names_max: usize,
     names: Mutex<BTreeMap<String, ArtifactInfo>>,
 }
 
@@ -102,6 +110,7 @@ impl ArtifactStore {
         dir: &Path,
         bytes_max: usize,
         total_bytes_max: u64,
+        names_max: usize,
     ) -> anyhow::Result<ArtifactStore> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let index = dir.join("names.json");
@@ -115,6 +124,7 @@ impl ArtifactStore {
             dir: dir.to_path_buf(),
             bytes_max,
             total_bytes_max,
+            names_max,
             names: Mutex::new(names),
         })
     }
@@ -192,6 +202,8 @@ impl ArtifactStore {
                 max: self.bytes_max,
             });
         }
+        // Before the costly validation; again under the lock below.
+        self.check_name_room(&self.names.lock().expect("not poisoned"), name)?;
         validate(name, bytes).map_err(UploadError::Invalid)?;
         let digest = digest_of(bytes);
         let path = self.path_of(&digest).expect("a digest we made");
@@ -203,6 +215,7 @@ impl ArtifactStore {
         // One lock over room, write and index, so two uploads cannot both
         // count on the same free space.
         let mut names = self.names.lock().expect("not poisoned");
+        self.check_name_room(&names, name)?;
         if !path.exists() {
             // The name about to point elsewhere no longer holds its old bytes.
             let mut after = names.clone();
@@ -220,6 +233,21 @@ impl ArtifactStore {
         let index = serde_json::to_vec_pretty(&*names).expect("index serializes");
         write_atomically(&self.dir.join("names.json"), &index).map_err(UploadError::Storage)?;
         Ok(info)
+    }
+
+    /// A name already kept may point elsewhere; a new one needs room.
+    fn check_name_room(
+        &self,
+        names: &BTreeMap<String, ArtifactInfo>,
+        name: &str,
+    ) -> Result<(), UploadError> {
+        if names.contains_key(name) || names.len() < self.names_max {
+            return Ok(());
+        }
+        Err(UploadError::TooManyNames {
+            name: name.to_string(),
+            max: self.names_max,
+        })
     }
 
     pub fn list(&self) -> Vec<ArtifactInfo> {
@@ -298,7 +326,7 @@ mod tests {
     #[test]
     fn stores_by_content_and_resolves_names_and_digests() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ArtifactStore::open(dir.path(), 100, 1000).unwrap();
+        let store = ArtifactStore::open(dir.path(), 100, 1000, 10).unwrap();
         let none = BTreeSet::new();
         let info = store
             .put("op.wasm", b"bytes", &none, |_, _| Ok(()))
@@ -314,7 +342,7 @@ mod tests {
         assert_eq!(store.read(&info.digest).unwrap(), b"bytes");
         assert!(store.resolve("other.wasm").is_none());
         // The index survives a restart.
-        let again = ArtifactStore::open(dir.path(), 100, 1000).unwrap();
+        let again = ArtifactStore::open(dir.path(), 100, 1000, 10).unwrap();
         assert_eq!(again.list(), vec![info]);
         // Refusals write nothing.
         assert!(matches!(
@@ -335,7 +363,7 @@ mod tests {
     #[test]
     fn a_full_store_evicts_unnamed_unused_artifacts_then_refuses() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ArtifactStore::open(dir.path(), 100, 250).unwrap();
+        let store = ArtifactStore::open(dir.path(), 100, 250, 10).unwrap();
         let none = BTreeSet::new();
         let first = store
             .put("a.wasm", &[1; 100], &none, |_, _| Ok(()))
@@ -362,5 +390,32 @@ mod tests {
         store
             .put("b.wasm", &[5; 60], &used, |_, _| Ok(()))
             .unwrap_err();
+    }
+
+    #[test]
+    fn new_names_beyond_the_limit_are_refused_and_known_ones_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path(), 100, 1000, 2).unwrap();
+        let none = BTreeSet::new();
+        store.put("a.wasm", b"a", &none, |_, _| Ok(())).unwrap();
+        store.put("b.wasm", b"b", &none, |_, _| Ok(())).unwrap();
+        let mut validated = false;
+        let error = store
+            .put("c.wasm", b"c", &none, |_, _| {
+                validated = true;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(error, UploadError::TooManyNames { .. }));
+        assert_eq!(
+            error.to_string(),
+            "artifact `c.wasm` would be a new name, and the coordinator keeps at most 2 artifact names (--artifact-names-max); upload under a name already used, or by digest"
+        );
+        assert!(!validated, "refused before the costly check");
+        assert!(store.resolve("c.wasm").is_none());
+        // A kept name may point to new bytes.
+        let info = store.put("a.wasm", b"a2", &none, |_, _| Ok(())).unwrap();
+        assert_eq!(store.resolve("a.wasm"), Some(info.digest));
+        assert_eq!(store.list().len(), 2);
     }
 }

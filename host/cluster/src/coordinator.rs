@@ -31,7 +31,9 @@ use weir_wasm::WasmEngine;
 use crate::artifacts::ArtifactStore;
 use crate::job_master::{JobEntry, JobInput};
 use crate::placement::Offer;
-use crate::protocol::{FetchArtifact, FromWorker, ToWorker, WorkerId};
+use crate::protocol::{
+    FetchArtifact, FromWorker, OUTBOX_MESSAGES_MAX, Queued, ToWorker, WorkerId, queue,
+};
 
 /// A worker that has not sent a heartbeat for this long is lost.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -54,6 +56,9 @@ pub struct CoordinatorOptions {
     pub artifact_bytes_max: usize,
     /// All stored artifacts together; see [`ArtifactStore`].
     pub artifacts_total_bytes_max: u64,
+    /// Names artifacts are kept under; an upload under a new name beyond
+    /// them gets 507.
+    pub artifact_names_max: usize,
     /// Uploads received and checked (compiled) at once; more get 503.
     pub uploads_max: usize,
     /// Finished jobs kept for `GET /jobs`, newest first.
@@ -101,8 +106,9 @@ pub struct WorkerInfo {
 
 struct WorkerEntry {
     info: WorkerInfo,
-    /// Encoded messages (see [`Cluster::send`]).
-    outbox: mpsc::UnboundedSender<Vec<u8>>,
+    /// Encoded messages (see [`Cluster::send`]), at most
+    /// [`OUTBOX_MESSAGES_MAX`] waiting.
+    outbox: mpsc::Sender<Vec<u8>>,
     conn: quinn::Connection,
     last_heartbeat: Instant,
 }
@@ -176,16 +182,20 @@ impl Cluster {
     pub(crate) fn send(&self, worker: WorkerId, message: ToWorker) -> Result<(), String> {
         let bytes = encode_message(&message)
             .map_err(|e| format!("cannot send a control message to worker {worker}: {e}"))?;
-        let sent = self
-            .workers
-            .lock()
-            .expect("not poisoned")
-            .get(&worker)
-            .is_some_and(|w| w.outbox.send(bytes).is_ok());
-        if sent {
-            Ok(())
-        } else {
-            Err(format!("worker {worker} is gone"))
+        let queued = match self.workers.lock().expect("not poisoned").get(&worker) {
+            Some(w) => queue(&w.outbox, bytes),
+            None => Queued::Gone,
+        };
+        match queued {
+            Queued::Sent => Ok(()),
+            Queued::Gone => Err(format!("worker {worker} is gone")),
+            Queued::Stalled => {
+                let why = format!(
+                    "it stopped reading its control stream ({OUTBOX_MESSAGES_MAX} messages waiting); they are dropped with it"
+                );
+                self.lose(worker, &why);
+                Err(format!("worker {worker} was given up: {why}"))
+            }
         }
     }
 
@@ -281,6 +291,7 @@ pub fn run_coordinator(mut options: CoordinatorOptions) -> anyhow::Result<()> {
         &options.data_dir.join("artifacts"),
         options.artifact_bytes_max,
         options.artifacts_total_bytes_max,
+        options.artifact_names_max,
     )?;
     let engine = WasmEngine::new(Some(options.data_dir.join("cache")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -436,7 +447,7 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
     }
     let id = cluster.next_worker.fetch_add(1, Ordering::Relaxed);
     write_message(&mut send, &ToWorker::Registered { worker: id }).await?;
-    let (outbox, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (outbox, mut outgoing) = mpsc::channel::<Vec<u8>>(OUTBOX_MESSAGES_MAX);
     cluster.workers.lock().expect("not poisoned").insert(
         id,
         WorkerEntry {
@@ -535,12 +546,48 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
     }
 }
 
+/// A coordinator's state without its listeners, for tests of the REST API.
 #[cfg(test)]
-mod tests {
+pub(crate) fn test_cluster(dir: &std::path::Path, token: &str) -> Arc<Cluster> {
+    let options = CoordinatorOptions {
+        rest: "127.0.0.1:0".parse().unwrap(),
+        quic: "127.0.0.1:0".parse().unwrap(),
+        certs: dir.join("certs"),
+        node: "coordinator".into(),
+        token: token.into(),
+        token_file: None,
+        data_dir: dir.join("data"),
+        artifact_bytes_max: 8 << 20,
+        artifacts_total_bytes_max: 64 << 20,
+        artifact_names_max: 8,
+        uploads_max: 2,
+        finished_jobs_max: 10,
+        finished_job_retention: Duration::from_secs(60),
+        data_roots: DataRoots::new(&[dir.to_path_buf()], &[]).unwrap(),
+        insecure_http: true,
+        ready_file: None,
+    };
+    Arc::new(Cluster {
+        workers: Mutex::new(BTreeMap::new()),
+        next_worker: AtomicU32::new(1),
+        next_attempt: AtomicU32::new(1),
+        jobs: Mutex::new(BTreeMap::new()),
+        artifacts: ArtifactStore::open(&dir.join("data/artifacts"), 8 << 20, 64 << 20, 8).unwrap(),
+        engine: WasmEngine::new(None).unwrap(),
+        uploads: Arc::new(tokio::sync::Semaphore::new(2)),
+        savepoints: Arc::new(tokio::sync::Semaphore::new(
+            crate::rest::SAVEPOINTS_IN_FLIGHT_MAX,
+        )),
+        options,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
     use crate::job_master::{JobInfo, JobState};
 
-    fn entry(ended_at: Option<Instant>) -> JobEntry {
+    pub(crate) fn entry(ended_at: Option<Instant>) -> JobEntry {
         let (inbox, _) = crossbeam_channel::unbounded();
         let (requests, _) = crossbeam_channel::unbounded();
         JobEntry {

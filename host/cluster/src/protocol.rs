@@ -36,6 +36,32 @@ pub fn check_version(who: &str, theirs: u32) -> Result<(), String> {
     }
 }
 
+/// Control messages queued for one peer (coordinator → a worker, a worker
+/// → the coordinator) and not yet written. A peer that stops reading its
+/// control stream stalls the writer on flow control; past this many
+/// messages it is given up (its messages dropped with it), so a stalled
+/// peer costs a bounded amount of memory.
+pub const OUTBOX_MESSAGES_MAX: usize = 4096;
+
+/// What became of a message put in a bounded outbox.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Queued {
+    Sent,
+    /// The outbox is full: the peer is to be given up.
+    Stalled,
+    /// The peer is gone already.
+    Gone,
+}
+
+/// Puts `message` in `outbox` without waiting.
+pub fn queue<T>(outbox: &tokio::sync::mpsc::Sender<T>, message: T) -> Queued {
+    match outbox.try_send(message) {
+        Ok(()) => Queued::Sent,
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => Queued::Stalled,
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
+    }
+}
+
 /// Worker → coordinator.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -175,6 +201,16 @@ pub struct PeerHello {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_outbox_says_stalled_and_a_dropped_one_gone() {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        assert_eq!(queue(&tx, 1), Queued::Sent);
+        assert_eq!(queue(&tx, 2), Queued::Sent);
+        assert_eq!(queue(&tx, 3), Queued::Stalled);
+        drop(rx);
+        assert_eq!(queue(&tx, 4), Queued::Gone);
+    }
 
     #[test]
     fn a_registration_without_a_version_is_version_1_and_refused() {

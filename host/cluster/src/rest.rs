@@ -178,7 +178,7 @@ async fn upload(
         Err(e @ UploadError::TooLarge { .. }) => {
             Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))
         }
-        Err(e @ UploadError::StoreFull { .. }) => {
+        Err(e @ (UploadError::StoreFull { .. } | UploadError::TooManyNames { .. })) => {
             Err(ApiError(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))
         }
         Err(e @ UploadError::Invalid(_)) => {
@@ -463,5 +463,122 @@ mod tests {
             .ok()
             .unwrap();
         assert_eq!(path, PathBuf::from("/sp"));
+    }
+
+    /// Serves the REST API of a coordinator without workers over plain
+    /// HTTP on loopback; calls return (status, body).
+    struct Api {
+        url: String,
+        agent: ureq::Agent,
+        _runtime: tokio::runtime::Runtime,
+        cluster: Arc<Cluster>,
+        dir: tempfile::TempDir,
+    }
+
+    impl Api {
+        fn start() -> Api {
+            let dir = tempfile::tempdir().unwrap();
+            let cluster = crate::coordinator::test_cluster(dir.path(), "secret");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let app = router(cluster.clone());
+            runtime.spawn(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+            let agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            Api {
+                url,
+                agent,
+                _runtime: runtime,
+                cluster,
+                dir,
+            }
+        }
+
+        fn post(&self, path: &str, token: &str, body: Vec<u8>) -> (u16, String) {
+            let response = self
+                .agent
+                .post(format!("{}{path}", self.url))
+                .header("Authorization", &format!("Bearer {token}"))
+                .header("Content-Type", "application/json")
+                .send(&body[..]);
+            match response {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    (status, r.into_body().read_to_string().unwrap_or_default())
+                }
+                // The server may answer 413 and close before the body is sent.
+                Err(e) => (0, e.to_string()),
+            }
+        }
+    }
+
+    #[test]
+    fn json_routes_take_small_bodies_and_uploads_large_ones() {
+        let api = Api::start();
+        let padding = " ".repeat(JSON_BODY_BYTES_MAX + 1);
+        let body = format!("{{\"job_toml\": \"\", \"job_path\": \"/j.toml\"{padding}}}");
+        let (status, reply) = api.post("/jobs", "secret", body.into_bytes());
+        assert!(status == 413 || status == 0, "{status} {reply}");
+        // An upload may still be larger than a JSON body: it is refused
+        // for what it is (not wasm), not for its size.
+        let (status, reply) = api.post(
+            "/artifacts?name=big.wasm",
+            "secret",
+            vec![0u8; JSON_BODY_BYTES_MAX + 1],
+        );
+        assert_eq!(status, 422, "{reply}");
+    }
+
+    #[test]
+    fn the_token_is_checked_and_job_paths_must_be_absolute() {
+        let api = Api::start();
+        let (status, reply) = api.post("/jobs", "secreT", b"{}".to_vec());
+        assert_eq!(status, 401, "{reply}");
+        assert!(reply.contains("wrong bearer token"), "{reply}");
+        let request = serde_json::json!({ "job_toml": "", "job_path": "job.toml" });
+        let (status, reply) = api.post("/jobs", "secret", request.to_string().into_bytes());
+        assert_eq!(status, 400, "{reply}");
+        assert!(
+            reply.contains("job_path job.toml is relative; send the job file's absolute path"),
+            "{reply}"
+        );
+    }
+
+    #[test]
+    fn a_relative_savepoint_dir_is_refused() {
+        let api = Api::start();
+        api.cluster
+            .jobs
+            .lock()
+            .unwrap()
+            .insert("j".into(), crate::coordinator::tests::entry(None));
+        let body = serde_json::json!({ "dir": "sp" }).to_string().into_bytes();
+        let (status, reply) = api.post("/jobs/j/savepoints", "secret", body);
+        assert_eq!(status, 400, "{reply}");
+        assert!(
+            reply.contains("savepoint dir: sp is relative; give an absolute path"),
+            "{reply}"
+        );
+        let outside = serde_json::json!({ "dir": "/etc/sp" })
+            .to_string()
+            .into_bytes();
+        let (status, reply) = api.post("/jobs/j/savepoints", "secret", outside);
+        assert_eq!(status, 400, "{reply}");
+        assert!(
+            reply.contains("is outside the allowed data roots"),
+            "{reply}"
+        );
+        assert!(api.dir.path().exists());
     }
 }

@@ -37,8 +37,8 @@ use weir_runtime::{
 
 use crate::artifacts::{digest_hex, digest_of, write_atomically};
 use crate::protocol::{
-    AttemptResult, Deployment, FetchArtifact, FromWorker, PROTOCOL_VERSION, PeerHello, ToWorker,
-    WorkerId,
+    AttemptResult, Deployment, FetchArtifact, FromWorker, OUTBOX_MESSAGES_MAX, PROTOCOL_VERSION,
+    PeerHello, Queued, ToWorker, WorkerId, queue,
 };
 
 /// How often a worker tells the coordinator it is alive.
@@ -113,7 +113,7 @@ struct Worker {
     runtime: tokio::runtime::Handle,
     node: Node,
     coordinator: quinn::Connection,
-    outbox: mpsc::UnboundedSender<FromWorker>,
+    outbox: Outbox,
     peers: Mutex<HashMap<WorkerId, quinn::Connection>>,
     /// The certificate-checked node name of each peer that dialed us.
     peer_names: Mutex<HashMap<WorkerId, String>>,
@@ -178,7 +178,11 @@ pub fn run_worker(mut options: WorkerOptions) -> anyhow::Result<()> {
             "weir: worker {} registered as worker {id} with {} slot(s); data on {data_addr}",
             options.name, options.slots
         );
-        let (outbox, mut outgoing) = mpsc::unbounded_channel::<FromWorker>();
+        let (outbox, mut outgoing) = mpsc::channel::<FromWorker>(OUTBOX_MESSAGES_MAX);
+        let outbox = Outbox {
+            messages: outbox,
+            coordinator: coordinator.clone(),
+        };
         tokio::spawn(async move {
             while let Some(message) = outgoing.recv().await {
                 let mut result = write_message(&mut send, &message).await;
@@ -217,7 +221,7 @@ pub fn run_worker(mut options: WorkerOptions) -> anyhow::Result<()> {
             let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
             loop {
                 ticks.tick().await;
-                if heartbeat.send(FromWorker::Heartbeat).is_err() {
+                if !heartbeat.send(FromWorker::Heartbeat) {
                     return;
                 }
             }
@@ -234,6 +238,35 @@ pub fn run_worker(mut options: WorkerOptions) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Messages to the coordinator, at most [`OUTBOX_MESSAGES_MAX`] waiting.
+#[derive(Clone)]
+struct Outbox {
+    messages: mpsc::Sender<FromWorker>,
+    coordinator: quinn::Connection,
+}
+
+impl Outbox {
+    /// Queues `message`; false once the coordinator is gone. A coordinator
+    /// that stopped reading is given up (this worker then exits as if it
+    /// had lost the coordinator), its queued messages dropped with it.
+    fn send(&self, message: FromWorker) -> bool {
+        match queue(&self.messages, message) {
+            Queued::Sent => true,
+            Queued::Gone => false,
+            Queued::Stalled => {
+                let why = format!(
+                    "the coordinator stopped reading this worker's control stream ({OUTBOX_MESSAGES_MAX} messages waiting); giving it up and dropping them"
+                );
+                tracing::error!("{why}");
+                eprintln!("weir: {why}");
+                self.coordinator
+                    .close(4u32.into(), b"control stream stalled");
+                false
+            }
+        }
+    }
 }
 
 /// What to send instead of a control message that could not be encoded
