@@ -10,6 +10,12 @@ use weir_core::{KeyGroupRange, key_group_of};
 
 use crate::backend::{StateBackend, StateError, decode_list, encode_list_element};
 
+/// What a map's entries cost the guest receiving them: a 4-byte count, then
+/// per entry two 4-byte lengths and the bytes (the encoding of
+/// `map-entries`).
+const MAP_ENTRIES_READ_HEADER: usize = 4;
+const MAP_ENTRY_READ_OVERHEAD: usize = 8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateKind {
     Value,
@@ -93,6 +99,13 @@ impl KeyedStateStore {
 
     pub fn max_parallelism(&self) -> u32 {
         self.max_parallelism
+    }
+
+    /// Bounds the bytes the backend may hold in host memory (the memory
+    /// backend; on-disk backends ignore it). Writes that would pass it fail
+    /// with [`StateError::MemoryFull`].
+    pub fn set_memory_max_bytes(&mut self, max_bytes: usize) {
+        self.backend.set_memory_max_bytes(max_bytes);
     }
 
     /// The backend, for snapshots: every stored entry, in the layout above.
@@ -205,12 +218,21 @@ impl KeyedStateStore {
         self.backend.append(&self.scratch, &element)
     }
 
-    pub fn list_get(&mut self, state: u32, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+    /// The list's elements, or [`StateError::ReadOverLimit`] as soon as they
+    /// would cost the guest more than `read_max_bytes` (8 bytes per element
+    /// plus its bytes), before they are copied.
+    pub fn list_get(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        read_max_bytes: usize,
+    ) -> Result<Vec<Vec<u8>>, StateError> {
         self.prefix(state, StateKind::List, key)?;
-        match self.backend.get(&self.scratch)? {
-            Some(bytes) => decode_list(&bytes),
-            None => Ok(Vec::new()),
-        }
+        let mut list = Ok(Vec::new());
+        self.backend.get_with(&self.scratch, &mut |bytes| {
+            list = decode_list(bytes, read_max_bytes);
+        })?;
+        list
     }
 
     pub fn map_get(
@@ -244,35 +266,58 @@ impl KeyedStateStore {
         self.backend.delete(&self.scratch)
     }
 
-    /// Live entries of a map, ordered by map key bytes.
+    /// Live entries of a map, ordered by map key bytes, or
+    /// [`StateError::ReadOverLimit`] as soon as they would cost the guest
+    /// more than `read_max_bytes` (see [`MAP_ENTRY_READ_OVERHEAD`]): the
+    /// scan stops there, before copying more.
     pub fn map_entries(
         &mut self,
         state: u32,
         key: &[u8],
         now_ms: i64,
+        read_max_bytes: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         let ttl = self.prefix(state, StateKind::Map, key)?;
         let prefix_len = self.scratch.len();
         let mut entries = Vec::new();
+        let mut read = MAP_ENTRIES_READ_HEADER;
         let mut corrupt = false;
-        self.backend.scan_prefix(&self.scratch, &mut |k, v| {
-            let map_key = k[prefix_len..].to_vec();
-            match ttl {
-                None => entries.push((map_key, v.to_vec())),
-                Some(_) if v.len() < TTL_HEADER_LEN => corrupt = true,
+        let mut over = false;
+        self.backend.scan_prefix_while(&self.scratch, &mut |k, v| {
+            let v = match ttl {
+                None => v,
+                Some(_) if v.len() < TTL_HEADER_LEN => {
+                    corrupt = true;
+                    return false;
+                }
                 Some(_) => {
                     let expires_at =
                         i64::from_le_bytes(v[..TTL_HEADER_LEN].try_into().expect("8 bytes"));
-                    if now_ms < expires_at {
-                        entries.push((map_key, v[TTL_HEADER_LEN..].to_vec()));
+                    if now_ms >= expires_at {
+                        return true;
                     }
+                    &v[TTL_HEADER_LEN..]
                 }
+            };
+            let map_key = &k[prefix_len..];
+            read = read.saturating_add(MAP_ENTRY_READ_OVERHEAD + map_key.len() + v.len());
+            if read > read_max_bytes {
+                over = true;
+                return false;
             }
+            entries.push((map_key.to_vec(), v.to_vec()));
+            true
         })?;
         if corrupt {
             return Err(StateError::Corrupt(
                 "TTL map value shorter than its header".into(),
             ));
+        }
+        if over {
+            return Err(StateError::ReadOverLimit {
+                what: "a map's entries",
+                max_bytes: read_max_bytes,
+            });
         }
         Ok(entries)
     }
@@ -297,6 +342,9 @@ impl KeyedStateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use crate::{MemoryBackend, RocksDbBackend};
 
     fn descriptors() -> Vec<StateDescriptor> {
@@ -350,10 +398,10 @@ mod tests {
         store.list_append(1, b"a", b"").unwrap();
         store.list_append(1, b"a", b"yz").unwrap();
         assert_eq!(
-            store.list_get(1, b"a").unwrap(),
+            store.list_get(1, b"a", usize::MAX).unwrap(),
             vec![b"x".to_vec(), vec![], b"yz".to_vec()]
         );
-        assert!(store.list_get(1, b"b").unwrap().is_empty());
+        assert!(store.list_get(1, b"b", usize::MAX).unwrap().is_empty());
 
         store.map_put(2, b"a", b"2", b"two", 0).unwrap();
         store.map_put(2, b"a", b"1", b"one", 0).unwrap();
@@ -364,17 +412,25 @@ mod tests {
             Some(b"one".to_vec())
         );
         assert_eq!(
-            store.map_entries(2, b"a", 0).unwrap(),
+            store.map_entries(2, b"a", 0, usize::MAX).unwrap(),
             vec![
                 (b"1".to_vec(), b"one".to_vec()),
                 (b"2".to_vec(), b"two".to_vec())
             ]
         );
         store.map_remove(2, b"a", b"1").unwrap();
-        assert_eq!(store.map_entries(2, b"a", 0).unwrap().len(), 1);
+        assert_eq!(store.map_entries(2, b"a", 0, usize::MAX).unwrap().len(), 1);
         store.clear(2, b"a").unwrap();
-        assert!(store.map_entries(2, b"a", 0).unwrap().is_empty());
-        assert_eq!(store.map_entries(2, b"a\0", 0).unwrap().len(), 1);
+        assert!(
+            store
+                .map_entries(2, b"a", 0, usize::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.map_entries(2, b"a\0", 0, usize::MAX).unwrap().len(),
+            1
+        );
 
         store.value_set(3, b"k", b"v", 1000).unwrap();
         assert_eq!(store.value_get(3, b"k", 1099).unwrap(), Some(b"v".to_vec()));
@@ -384,8 +440,129 @@ mod tests {
             "expired at write time + ttl"
         );
         store.map_put(4, b"k", b"m", b"v", 1000).unwrap();
-        assert_eq!(store.map_entries(4, b"k", 1050).unwrap().len(), 1);
-        assert!(store.map_entries(4, b"k", 1100).unwrap().is_empty());
+        assert_eq!(
+            store.map_entries(4, b"k", 1050, usize::MAX).unwrap().len(),
+            1
+        );
+        assert!(
+            store
+                .map_entries(4, b"k", 1100, usize::MAX)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// A backend that counts the entries a scan visits.
+    struct Counting<B> {
+        inner: B,
+        visited: Arc<AtomicUsize>,
+    }
+
+    impl<B: StateBackend> StateBackend for Counting<B> {
+        fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+            self.inner.get(key)
+        }
+        fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+            self.inner.put(key, value)
+        }
+        fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
+            self.inner.delete(key)
+        }
+        fn append(&mut self, key: &[u8], element: &[u8]) -> Result<(), StateError> {
+            self.inner.append(key, element)
+        }
+        fn scan_prefix(
+            &mut self,
+            prefix: &[u8],
+            visit: &mut dyn FnMut(&[u8], &[u8]),
+        ) -> Result<(), StateError> {
+            self.inner.scan_prefix(prefix, visit)
+        }
+        fn scan_prefix_while(
+            &mut self,
+            prefix: &[u8],
+            visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<(), StateError> {
+            let visited = &self.visited;
+            self.inner.scan_prefix_while(prefix, &mut |k, v| {
+                visited.fetch_add(1, Ordering::Relaxed);
+                visit(k, v)
+            })
+        }
+        fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
+            self.inner.delete_prefix(prefix)
+        }
+    }
+
+    /// Reads over their budget fail, and a map scan stops at the entry that
+    /// passes it.
+    fn reads_stop_at_their_budget(backend: impl StateBackend + 'static) {
+        let visited = Arc::new(AtomicUsize::new(0));
+        let backend = Counting {
+            inner: backend,
+            visited: visited.clone(),
+        };
+        let mut store = KeyedStateStore::new(Box::new(backend), 128, all_groups());
+        store.declare(descriptors()).unwrap();
+        for i in 0..100u8 {
+            store.list_append(1, b"k", &[i; 1000]).unwrap();
+            store.map_put(2, b"k", &[i], &[i; 1000], 0).unwrap();
+        }
+        // Stored: 100 x (4 + 1000) bytes; received: 100 x (8 + 1000).
+        assert_eq!(store.list_get(1, b"k", 100_800).unwrap().len(), 100);
+        let err = store.list_get(1, b"k", 100_799).unwrap_err();
+        assert!(matches!(
+            err,
+            StateError::ReadOverLimit { what: "a list", .. }
+        ));
+        let err = store.list_get(1, b"k", 10_000).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "reading a list in one call would return more than the limit of 10000 bytes \
+             (state_read_max_mb); raise `state_read_max_mb` in the job file"
+        );
+        // Received: 4 + 100 x (8 + 1 + 1000).
+        assert_eq!(store.map_entries(2, b"k", 0, 100_904).unwrap().len(), 100);
+        visited.store(0, Ordering::Relaxed);
+        let err = store.map_entries(2, b"k", 0, 10 * 1009).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("reading a map's entries in one call")
+        );
+        assert_eq!(
+            visited.load(Ordering::Relaxed),
+            10,
+            "the scan went on past the budget"
+        );
+    }
+
+    #[test]
+    fn reads_stop_at_their_budget_in_memory() {
+        reads_stop_at_their_budget(MemoryBackend::new());
+    }
+
+    #[test]
+    fn reads_stop_at_their_budget_in_rocksdb() {
+        let dir = tempfile::tempdir().unwrap();
+        reads_stop_at_their_budget(RocksDbBackend::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn the_memory_bound_fails_writes_through_the_store() {
+        let mut store = KeyedStateStore::new(Box::new(MemoryBackend::new()), 128, all_groups());
+        store.declare(descriptors()).unwrap();
+        store.set_memory_max_bytes(1 << 20);
+        let err = (0..100)
+            .find_map(|_| store.list_append(1, b"k", &[0; 100 << 10]).err())
+            .expect("refused before 10 MiB");
+        assert!(err.is_over_limit());
+        assert!(
+            err.to_string().starts_with("keyed state would hold 1."),
+            "{err}"
+        );
+        // Clearing makes room.
+        store.clear(1, b"k").unwrap();
+        store.list_append(1, b"k", &[0; 100 << 10]).unwrap();
     }
 
     #[test]
@@ -412,7 +589,7 @@ mod tests {
         );
         assert!(
             store
-                .list_get(0, b"a")
+                .list_get(0, b"a", usize::MAX)
                 .unwrap_err()
                 .to_string()
                 .contains("`count` is Value state")

@@ -5,15 +5,82 @@
 //! data); a sorted index of the keys serves prefix scans. A write to an
 //! existing key touches only the hash map, which is what keyed operators
 //! do most.
+//!
+//! The backend lives in the host's heap, so it counts what it holds
+//! (see [`MemoryBackend::held_bytes`]) and refuses a write that would take
+//! it over its bound: the count is kept on every write and delete, so the
+//! check is one compare.
 
 use std::collections::{BTreeSet, HashMap};
 
 use crate::backend::{StateBackend, StateError};
 
-#[derive(Debug, Default)]
+/// Estimated heap bytes of one entry besides its key and value bytes: a
+/// hash-map bucket (two `Vec` headers, control byte, load factor), a B-tree
+/// slot (one `Vec` header, node overhead) and the allocator's headers of
+/// three allocations. Without it a flood of empty entries would cost the
+/// host several times what it is charged.
+pub const ENTRY_OVERHEAD_BYTES: usize = 160;
+
+#[derive(Debug)]
 pub struct MemoryBackend {
     entries: HashMap<Vec<u8>, Vec<u8>>,
     order: BTreeSet<Vec<u8>>,
+    /// Heap bytes charged: for each entry its key twice (map and index),
+    /// its value's capacity, and [`ENTRY_OVERHEAD_BYTES`].
+    held_bytes: usize,
+    max_bytes: usize,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        MemoryBackend {
+            entries: HashMap::new(),
+            order: BTreeSet::new(),
+            held_bytes: 0,
+            max_bytes: usize::MAX,
+        }
+    }
+}
+
+/// What an entry with this key and value capacity is charged.
+fn entry_bytes(key_len: usize, value_capacity: usize) -> usize {
+    ENTRY_OVERHEAD_BYTES
+        .saturating_add(key_len.saturating_mul(2))
+        .saturating_add(value_capacity)
+}
+
+/// Refuses a write that takes one entry's charge from `old` to `new` bytes
+/// if the total would pass `max_bytes`. Shrinking is always allowed.
+fn check_growth(
+    held_bytes: usize,
+    max_bytes: usize,
+    old: usize,
+    new: usize,
+) -> Result<(), StateError> {
+    if new <= old {
+        return Ok(());
+    }
+    let held = held_bytes.saturating_add(new - old);
+    if held > max_bytes {
+        return Err(StateError::MemoryFull {
+            held_bytes: held,
+            max_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The capacity a value grows to when `extra` bytes are appended: doubling
+/// (amortised appends), but never less than needed. Reserved exactly, so
+/// the charge checked up front is the allocation made.
+fn grown_capacity(len: usize, capacity: usize, extra: usize) -> usize {
+    let needed = len.saturating_add(extra);
+    if needed <= capacity {
+        capacity
+    } else {
+        needed.max(capacity.saturating_mul(2))
+    }
 }
 
 impl MemoryBackend {
@@ -29,10 +96,62 @@ impl MemoryBackend {
         self.entries.is_empty()
     }
 
+    /// Heap bytes the entries are charged (keys, values, per-entry overhead).
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
     fn keys_with_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = &'a Vec<u8>> + 'a {
         self.order
             .range(prefix.to_vec()..)
             .take_while(move |k| k.starts_with(prefix))
+    }
+
+    fn recharge(&mut self, old: usize, new: usize) {
+        // `old` was added when charged, so it is at most `held_bytes`.
+        self.held_bytes = self.held_bytes.saturating_sub(old).saturating_add(new);
+    }
+
+    /// Writes into `key`'s value: `replace` overwrites it, otherwise `bytes`
+    /// are appended. Checked against the bound before anything allocates.
+    fn write(&mut self, key: &[u8], bytes: &[u8], replace: bool) -> Result<(), StateError> {
+        match self.entries.get_mut(key) {
+            Some(existing) => {
+                let capacity = if replace {
+                    existing.capacity().max(bytes.len())
+                } else {
+                    grown_capacity(existing.len(), existing.capacity(), bytes.len())
+                };
+                let old = entry_bytes(key.len(), existing.capacity());
+                let new = entry_bytes(key.len(), capacity);
+                check_growth(self.held_bytes, self.max_bytes, old, new)?;
+                if replace {
+                    existing.clear();
+                }
+                existing.reserve_exact(capacity - existing.len());
+                existing.extend_from_slice(bytes);
+                let new = entry_bytes(key.len(), existing.capacity());
+                // `old` was added when charged, so it is at most `held_bytes`.
+                self.held_bytes = self.held_bytes.saturating_sub(old).saturating_add(new);
+            }
+            None => {
+                let new = entry_bytes(key.len(), bytes.len());
+                check_growth(self.held_bytes, self.max_bytes, 0, new)?;
+                let value = bytes.to_vec();
+                let new = entry_bytes(key.len(), value.capacity());
+                self.entries.insert(key.to_vec(), value);
+                self.order.insert(key.to_vec());
+                self.recharge(0, new);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(value) = self.entries.remove(key) {
+            self.order.remove(key);
+            self.recharge(entry_bytes(key.len(), value.capacity()), 0);
+        }
     }
 }
 
@@ -41,36 +160,21 @@ impl StateBackend for MemoryBackend {
         Ok(self.entries.get(key).cloned())
     }
 
+    fn get_with(&mut self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool, StateError> {
+        Ok(self.entries.get(key).map(|v| visit(v)).is_some())
+    }
+
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        match self.entries.get_mut(key) {
-            Some(existing) => {
-                existing.clear();
-                existing.extend_from_slice(value);
-            }
-            None => {
-                self.entries.insert(key.to_vec(), value.to_vec());
-                self.order.insert(key.to_vec());
-            }
-        }
-        Ok(())
+        self.write(key, value, true)
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
-        if self.entries.remove(key).is_some() {
-            self.order.remove(key);
-        }
+        self.remove(key);
         Ok(())
     }
 
     fn append(&mut self, key: &[u8], element: &[u8]) -> Result<(), StateError> {
-        match self.entries.get_mut(key) {
-            Some(existing) => existing.extend_from_slice(element),
-            None => {
-                self.entries.insert(key.to_vec(), element.to_vec());
-                self.order.insert(key.to_vec());
-            }
-        }
-        Ok(())
+        self.write(key, element, false)
     }
 
     fn scan_prefix(
@@ -78,20 +182,126 @@ impl StateBackend for MemoryBackend {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StateError> {
+        self.scan_prefix_while(prefix, &mut |k, v| {
+            visit(k, v);
+            true
+        })
+    }
+
+    fn scan_prefix_while(
+        &mut self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError> {
         for key in self.keys_with_prefix(prefix) {
-            if let Some(value) = self.entries.get(key) {
-                visit(key, value);
+            if let Some(value) = self.entries.get(key)
+                && !visit(key, value)
+            {
+                break;
             }
         }
         Ok(())
     }
 
+    fn set_memory_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
+    }
+
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
         let doomed: Vec<Vec<u8>> = self.keys_with_prefix(prefix).cloned().collect();
         for key in doomed {
-            self.entries.remove(&key);
-            self.order.remove(&key);
+            self.remove(&key);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The charge recomputed from scratch.
+    fn recount(b: &MemoryBackend) -> usize {
+        b.entries
+            .iter()
+            .map(|(k, v)| entry_bytes(k.len(), v.capacity()))
+            .sum()
+    }
+
+    #[test]
+    fn the_charge_follows_every_write_and_delete() {
+        let mut b = MemoryBackend::new();
+        b.put(b"a", b"12345").unwrap();
+        b.append(b"l", &[7; 100]).unwrap();
+        for _ in 0..50 {
+            b.append(b"l", &[7; 33]).unwrap();
+            assert_eq!(b.held_bytes(), recount(&b));
+        }
+        b.put(b"a", &[1; 1000]).unwrap();
+        b.put(b"a", b"x").unwrap();
+        assert_eq!(b.held_bytes(), recount(&b));
+        b.put(b"p1", b"v").unwrap();
+        b.put(b"p2", b"v").unwrap();
+        b.delete_prefix(b"p").unwrap();
+        b.delete(b"missing").unwrap();
+        assert_eq!(b.held_bytes(), recount(&b));
+        b.delete(b"a").unwrap();
+        b.delete(b"l").unwrap();
+        assert_eq!(b.held_bytes(), 0);
+    }
+
+    #[test]
+    fn appends_stop_at_the_bound_and_leave_state_unchanged() {
+        let mut b = MemoryBackend::new();
+        b.set_memory_max_bytes(1 << 20);
+        let element = vec![0u8; 64 << 10];
+        let mut appended = 0;
+        let err = loop {
+            match b.append(b"list", &element) {
+                Ok(()) => appended += 1,
+                Err(e) => break e,
+            }
+            assert!(appended < 1000, "never refused");
+        };
+        assert!(b.held_bytes() <= 1 << 20, "{}", b.held_bytes());
+        // Doubling reserves ahead: at least half the bound was usable.
+        assert!(appended >= 8, "{appended}");
+        let before = b.get(b"list").unwrap().unwrap().len();
+        assert_eq!(before, appended * element.len());
+        assert!(
+            err.to_string().ends_with(
+                "over the limit of 1 MiB (state_memory_max_mb); raise `state_memory_max_mb` in the job file"
+            ),
+            "{err}"
+        );
+        assert!(matches!(err, StateError::MemoryFull { .. }));
+        // Deleting makes room again.
+        b.delete(b"list").unwrap();
+        b.append(b"list", &element).unwrap();
+    }
+
+    #[test]
+    fn many_small_entries_are_charged_their_overhead() {
+        let mut b = MemoryBackend::new();
+        b.set_memory_max_bytes(1 << 20);
+        let mut n = 0u32;
+        while b.put(&n.to_be_bytes(), b"").is_ok() {
+            n += 1;
+            assert!(n < 1 << 20, "never refused");
+        }
+        let per_entry = (1 << 20) / n as usize;
+        assert!(per_entry >= ENTRY_OVERHEAD_BYTES, "{per_entry}");
+    }
+
+    #[test]
+    fn restored_state_counts_against_the_bound() {
+        let mut b = MemoryBackend::new();
+        b.set_memory_max_bytes(8192);
+        // A restore writes through `put` like any other write.
+        assert!(b.put(b"big", &[0; 7000]).is_ok());
+        assert!(matches!(
+            b.put(b"more", &[0; 1000]),
+            Err(StateError::MemoryFull { .. })
+        ));
     }
 }

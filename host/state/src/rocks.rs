@@ -80,20 +80,35 @@ impl StateBackend for RocksDbBackend {
             .map_err(|e| self.err(e))
     }
 
+    fn get_with(&mut self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool, StateError> {
+        let value = self.db.get_pinned(key).map_err(|e| self.err(e))?;
+        Ok(value.map(|v| visit(&v)).is_some())
+    }
+
     fn scan_prefix(
         &mut self,
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StateError> {
+        self.scan_prefix_while(prefix, &mut |k, v| {
+            visit(k, v);
+            true
+        })
+    }
+
+    fn scan_prefix_while(
+        &mut self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StateError> {
         for item in self
             .db
             .iterator(IteratorMode::From(prefix, Direction::Forward))
         {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            if !k.starts_with(prefix) {
+            if !k.starts_with(prefix) || !visit(&k, &v) {
                 break;
             }
-            visit(&k, &v);
         }
         Ok(())
     }

@@ -3,7 +3,10 @@
 //! Keys and map keys are at most `key_max_bytes`, each value written at
 //! most `state_value_max_bytes`, and what one call reads back (a value, a
 //! whole list, a map's entries) at most `state_read_max_bytes`: a read that
-//! would return more fails the call rather than copy it into the guest.
+//! would return more fails the call rather than copy it into the guest (a
+//! list or map read stops as soon as it passes the budget). What the
+//! subtask holds in the memory backend is bounded by
+//! `state_memory_max_bytes`, set on the store when the instance is made.
 
 use weir_state::StateError;
 
@@ -11,7 +14,11 @@ use super::{GuestState, mib};
 use crate::bindings::weir::operator::keyed_state::Host;
 
 impl GuestState {
-    fn state_error(&self, e: StateError) -> wasmtime::Error {
+    fn state_error(&mut self, e: StateError) -> wasmtime::Error {
+        if e.is_over_limit() {
+            // Names the limit and its job-file key; quotes nothing the guest chose.
+            return self.over_limit(e.to_string());
+        }
         // Store errors quote the key, which the guest chose.
         let e = weir_core::text::cut_message(&e.to_string());
         wasmtime::format_err!("operator `{}`: keyed state: {e}", self.label)
@@ -81,12 +88,10 @@ impl Host for GuestState {
 
     fn list_get(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<Vec<Vec<u8>>> {
         self.check_key_len("state key", &key)?;
-        let list = self.with_state(|s, _| s.list_get(state, &key))?;
-        // Counted as the guest receives it: a list of (pointer, length)
-        // pairs plus the elements' bytes.
-        let bytes = list.iter().map(|e| 8 + e.len()).sum::<usize>();
-        self.check_read_len("a list", bytes)?;
-        Ok(list)
+        // The store counts the list as the guest receives it ((pointer,
+        // length) pairs plus the elements' bytes) and stops at the budget.
+        let max = self.limits.state_read_max_bytes;
+        self.with_state(|s, _| s.list_get(state, &key, max))
     }
 
     fn map_get(
@@ -125,13 +130,13 @@ impl Host for GuestState {
 
     fn map_entries(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
         self.check_key_len("state key", &key)?;
-        let entries = self.with_state(|s, now| s.map_entries(state, &key, now))?;
+        // The store stops at the budget, counting the encoding below.
+        let max = self.limits.state_read_max_bytes;
+        let entries = self.with_state(|s, now| s.map_entries(state, &key, now, max))?;
         let size = 4 + entries
             .iter()
             .map(|(k, v)| 8 + k.len() + v.len())
             .sum::<usize>();
-        // Checked before the encoded copy is made.
-        self.check_read_len("a map's entries", size)?;
         let mut out = Vec::with_capacity(size);
         out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
         for (k, v) in &entries {

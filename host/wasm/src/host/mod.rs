@@ -6,7 +6,7 @@
 //!
 //! Everything the host keeps or builds on a guest's behalf is bounded by
 //! the operator's [`GuestLimits`]: key and value sizes, bytes read back per
-//! call, pending timers, log lines per second. Going over one traps with
+//! call, keyed state held in memory, pending timers, log lines per second. Going over one traps with
 //! [`GuestState::over_limit`], which names the limit and its job-file key.
 
 mod keyed_state;
@@ -64,10 +64,16 @@ pub struct GuestState {
 impl GuestState {
     pub(crate) fn new(
         label: Arc<str>,
-        keyed: Option<Keyed>,
+        mut keyed: Option<Keyed>,
         limits: GuestLimits,
         seed: u64,
     ) -> Self {
+        if let Some(keyed) = &mut keyed {
+            // Before any restore writes into it: restored state counts too.
+            keyed
+                .state
+                .set_memory_max_bytes(limits.state_memory_max_bytes);
+        }
         let limiter = GuestLimiter::new(label.clone(), limits.memory_max_bytes);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .wall_clock(FrozenClock)
