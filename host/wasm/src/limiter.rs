@@ -111,13 +111,21 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // A refused growth grants nothing: a later `*_grow_failed` must not
+        // take back an earlier grant.
+        self.granted_bytes = 0;
         self.granted_elements = 0;
         self.charge(desired.saturating_sub(current))?;
         Ok(true)
     }
 
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.used_bytes -= std::mem::take(&mut self.granted_bytes);
+        // The grant was added to `used_bytes` and is taken back at most once
+        // (it is reset here and on every growth), so this cannot underflow;
+        // saturating anyway, since a wrapped count would refuse all growth.
+        self.used_bytes = self
+            .used_bytes
+            .saturating_sub(std::mem::take(&mut self.granted_bytes));
         Ok(())
     }
 
@@ -127,6 +135,8 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        self.granted_bytes = 0;
+        self.granted_elements = 0;
         let added = desired.saturating_sub(current);
         let elements = self.table_elements.saturating_add(added);
         if elements > TABLE_ELEMENTS_MAX {
@@ -141,8 +151,13 @@ impl ResourceLimiter for GuestLimiter {
     }
 
     fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.used_bytes -= std::mem::take(&mut self.granted_bytes);
-        self.table_elements -= std::mem::take(&mut self.granted_elements);
+        // As in `memory_grow_failed`: each grant is taken back at most once.
+        self.used_bytes = self
+            .used_bytes
+            .saturating_sub(std::mem::take(&mut self.granted_bytes));
+        self.table_elements = self
+            .table_elements
+            .saturating_sub(std::mem::take(&mut self.granted_elements));
         Ok(())
     }
 
@@ -180,6 +195,44 @@ mod tests {
                 .call(&mut store, ())
         });
         (store, result)
+    }
+
+    /// wasmtime reports a failed growth after the limiter granted it; a
+    /// refused growth, or a second report, must not take back more.
+    #[test]
+    fn failed_growth_takes_back_only_its_own_grant() {
+        let mut l = GuestLimiter::new("op".into(), CAP_BYTES);
+        assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(l.memory_growing(1 << 20, 2 * CAP_BYTES, None).is_err());
+        l.memory_grow_failed(wasmtime::Error::msg("refused"))
+            .unwrap();
+        assert_eq!(
+            l.used_bytes(),
+            1 << 20,
+            "the refused growth took back a grant"
+        );
+        assert!(l.table_growing(0, 10, None).unwrap());
+        assert!(l.table_growing(10, TABLE_ELEMENTS_MAX + 11, None).is_err());
+        l.table_grow_failed(wasmtime::Error::msg("refused"))
+            .unwrap();
+        assert_eq!(l.used_bytes(), (1 << 20) + 10 * TABLE_ELEMENT_BYTES);
+        assert_eq!(l.table_elements, 10);
+        // A grant reported failed twice is taken back once.
+        assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+        l.memory_grow_failed(wasmtime::Error::msg("failed"))
+            .unwrap();
+        l.memory_grow_failed(wasmtime::Error::msg("failed"))
+            .unwrap();
+        assert_eq!(l.used_bytes(), (1 << 20) + 10 * TABLE_ELEMENT_BYTES);
+        // Nothing ever granted: no underflow.
+        let mut fresh = GuestLimiter::new("op".into(), CAP_BYTES);
+        fresh
+            .memory_grow_failed(wasmtime::Error::msg("failed"))
+            .unwrap();
+        fresh
+            .table_grow_failed(wasmtime::Error::msg("failed"))
+            .unwrap();
+        assert_eq!((fresh.used_bytes(), fresh.table_elements), (0, 0));
     }
 
     #[test]
