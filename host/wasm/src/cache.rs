@@ -9,7 +9,10 @@
 //! tag does not verify is never deserialized: the caller recompiles and
 //! overwrites it. The bytes that are verified are the bytes that are
 //! deserialized (read once into memory), so the file cannot change between
-//! the check and the load.
+//! the check and the load. Before that read, a file larger than its entry
+//! can be (see [`CodeCache::load`]) or not a regular file is refused, and
+//! it is opened without blocking (a FIFO under an entry's name would
+//! otherwise hang the loader) and without following a symlink.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -24,6 +27,19 @@ type HmacSha256 = Hmac<Sha256>;
 const KEY_FILE: &str = "cache.key";
 const KEY_BYTES: usize = 32;
 const TAG_BYTES: usize = 32;
+/// Native code of one entry, at most, whatever the artifact: the largest
+/// artifact (256 MiB) compiles to well under this.
+pub(crate) const NATIVE_BYTES_MAX: u64 = 1 << 30;
+
+/// The native code an artifact of `artifact_bytes` may compile to, at
+/// most: Rust guests compile to about 2 to 4 times their size, Python and
+/// JavaScript components less; 16 times plus 64 MiB leaves room for both.
+pub(crate) fn native_bytes_max(artifact_bytes: usize) -> u64 {
+    (artifact_bytes as u64)
+        .saturating_mul(16)
+        .saturating_add(64 << 20)
+        .min(NATIVE_BYTES_MAX)
+}
 
 /// A cache directory and the key that authenticates its entries.
 pub(crate) struct CodeCache {
@@ -59,14 +75,20 @@ impl CodeCache {
         mac
     }
 
-    /// The native code cached under `name`, if there is an entry and it
-    /// verifies. `Err` explains a rejected entry (for a warning); a missing
-    /// entry is `Ok(None)`.
-    pub(crate) fn load(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+    /// The native code cached under `name`, if there is an entry of at
+    /// most `native_max_bytes` (plus its tag) and it verifies. `Err`
+    /// explains a rejected entry (for a warning); a missing entry is
+    /// `Ok(None)`.
+    pub(crate) fn load(
+        &self,
+        name: &str,
+        native_max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, String> {
         let path = self.path(name);
         let mut file = match OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            // Non-blocking: opening a FIFO for reading waits for a writer.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
         {
             Ok(file) => file,
@@ -77,9 +99,23 @@ impl CodeCache {
         if !meta.is_file() {
             return Err("not a regular file".into());
         }
+        let max_bytes = native_max_bytes.saturating_add(TAG_BYTES as u64);
+        if meta.len() > max_bytes {
+            return Err(format!(
+                "{} bytes, more than an entry for this artifact can be ({max_bytes} bytes)",
+                meta.len()
+            ));
+        }
         let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut bytes)
+        // The file may grow after the check: read one byte past the bound
+        // at most.
+        (&mut file)
+            .take(max_bytes + 1)
+            .read_to_end(&mut bytes)
             .map_err(|e| format!("cannot read: {e}"))?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(format!("grew past {max_bytes} bytes while being read"));
+        }
         if bytes.len() < TAG_BYTES {
             return Err("too short to carry an authentication tag".into());
         }
@@ -190,13 +226,19 @@ mod tests {
     fn an_entry_round_trips_and_a_forged_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cache = CodeCache::open(dir.path()).unwrap();
-        assert_eq!(cache.load("a.cwasm").unwrap(), None);
+        assert_eq!(cache.load("a.cwasm", 1 << 20).unwrap(), None);
         cache.store("a.cwasm", b"native code").unwrap();
-        assert_eq!(cache.load("a.cwasm").unwrap().unwrap(), b"native code");
+        assert_eq!(
+            cache.load("a.cwasm", 1 << 20).unwrap().unwrap(),
+            b"native code"
+        );
 
         // Another process of the same host shares the key.
         let again = CodeCache::open(dir.path()).unwrap();
-        assert_eq!(again.load("a.cwasm").unwrap().unwrap(), b"native code");
+        assert_eq!(
+            again.load("a.cwasm", 1 << 20).unwrap().unwrap(),
+            b"native code"
+        );
 
         // Planted bytes, a valid entry under another name, a flipped bit.
         std::fs::write(dir.path().join("b.cwasm"), [7u8; 100]).unwrap();
@@ -206,7 +248,7 @@ mod tests {
         std::fs::write(dir.path().join("d.cwasm"), flipped).unwrap();
         std::fs::write(dir.path().join("e.cwasm"), b"short").unwrap();
         for name in ["b.cwasm", "c.cwasm", "d.cwasm", "e.cwasm"] {
-            let err = cache.load(name).unwrap_err();
+            let err = cache.load(name, 1 << 20).unwrap_err();
             assert!(err.contains("tag"), "{name}: {err}");
         }
     }
@@ -241,5 +283,50 @@ mod tests {
         assert_eq!(meta.len(), KEY_BYTES as u64);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary files left");
+    }
+
+    const NAME: &str = "0123-abcd.cwasm";
+
+    #[test]
+    fn an_oversized_entry_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CodeCache::open(dir.path()).unwrap();
+        // Sparse: 64 GiB that would be read into memory whole.
+        let file = File::create(cache.path(NAME)).unwrap();
+        file.set_len(64 << 30).unwrap();
+        let err = cache.load(NAME, 1 << 20).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "{} bytes, more than an entry for this artifact can be ({} bytes)",
+                64u64 << 30,
+                (1 << 20) + TAG_BYTES
+            )
+        );
+        // A genuine entry at the bound loads.
+        cache.store(NAME, &vec![7u8; 1 << 20]).unwrap();
+        assert!(cache.load(NAME, 1 << 20).unwrap().is_some());
+        assert!(cache.load(NAME, (1 << 20) - 1).is_err());
+    }
+
+    #[test]
+    fn a_fifo_or_directory_under_an_entry_name_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CodeCache::open(dir.path()).unwrap();
+        let fifo =
+            std::ffi::CString::new(cache.path(NAME).into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert_eq!(cache.load(NAME, 1 << 20).unwrap_err(), "not a regular file");
+        std::fs::create_dir(cache.path("dir.cwasm")).unwrap();
+        assert!(cache.load("dir.cwasm", 1 << 20).is_err());
+    }
+
+    #[test]
+    fn the_native_bound_follows_the_artifact_up_to_a_ceiling() {
+        assert_eq!(native_bytes_max(0), 64 << 20);
+        assert_eq!(native_bytes_max(1 << 20), 80 << 20);
+        assert_eq!(native_bytes_max(256 << 20), NATIVE_BYTES_MAX);
+        assert_eq!(native_bytes_max(usize::MAX), NATIVE_BYTES_MAX);
     }
 }

@@ -1,6 +1,13 @@
 //! The shared wasmtime engine, its epoch ticker and the component cache
 //! (in memory, and on disk through [`CodeCache`], which loads only native
 //! code this host wrote).
+//!
+//! The in-memory cache is bounded ([`COMPILED_MAX`] components,
+//! [`COMPILED_CODE_BYTES_MAX`] bytes of native code), least recently used
+//! first out: a coordinator compiles every upload and a worker every
+//! deployed artifact, for the life of the process. Evicting drops only the
+//! cache's reference; instances and jobs holding a [`CompiledOperator`]
+//! keep theirs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +20,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::bindings::OperatorPre;
-use crate::cache::CodeCache;
+use crate::cache::{CodeCache, native_bytes_max};
 use crate::error::{GuestError, GuestErrorKind};
 use crate::host::GuestState;
 
@@ -21,6 +28,11 @@ use crate::host::GuestState;
 pub(crate) const EPOCH_TICK_MS: u64 = 10;
 /// Uploading a larger artifact is refused before it is compiled.
 const ARTIFACT_BYTES_MAX: usize = 256 << 20;
+/// Components kept compiled in memory at most (a job's operators are a
+/// handful; more are compiled again when used again).
+pub(crate) const COMPILED_MAX: usize = 64;
+/// Native code of the components kept compiled in memory, at most.
+pub(crate) const COMPILED_CODE_BYTES_MAX: usize = 2 << 30;
 /// The operator world exports one interface; its version must match ours.
 const HOOKS_EXPORT: &str = "weir:operator/hooks@0.1.0";
 
@@ -42,7 +54,7 @@ pub struct WasmEngine {
     engine: Engine,
     linker: Linker<GuestState>,
     cache: Option<CodeCache>,
-    compiled: Mutex<HashMap<String, CompiledOperator>>,
+    compiled: Mutex<CompiledCache>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -92,7 +104,7 @@ impl WasmEngine {
             engine,
             linker,
             cache,
-            compiled: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(CompiledCache::new(COMPILED_MAX, COMPILED_CODE_BYTES_MAX)),
             ticker_stop,
         })
     }
@@ -121,11 +133,13 @@ impl WasmEngine {
             .map_err(|_| "component cache lock poisoned".to_string())?
             .get(&digest)
         {
-            return Ok(hit.clone());
+            return Ok(hit);
         }
         let started = Instant::now();
         let (component, from_cache) = self.compile(artifact, bytes, &digest)?;
         let compile_time = started.elapsed();
+        let code = component.image_range();
+        let code_bytes = (code.end as usize).saturating_sub(code.start as usize);
         check_exports(&self.engine, artifact, &component)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             format!("artifact {artifact} needs imports weir does not provide (it must target the weir:operator world): {e:#}")
@@ -158,7 +172,7 @@ impl WasmEngine {
         self.compiled
             .lock()
             .map_err(|_| "component cache lock poisoned".to_string())?
-            .insert(digest, compiled.clone());
+            .insert(digest, compiled.clone(), code_bytes);
         Ok(compiled)
     }
 
@@ -175,7 +189,7 @@ impl WasmEngine {
             format!("{digest}-{engine_hash:016x}.cwasm")
         });
         if let (Some(cache), Some(name)) = (&self.cache, &name) {
-            match cache.load(name) {
+            match cache.load(name, native_bytes_max(bytes.len())) {
                 Ok(Some(native)) => {
                     // SAFETY: these are the exact bytes whose tag verified
                     // under this host's cache key, so this host's weir wrote
@@ -200,6 +214,13 @@ impl WasmEngine {
             .map_err(|e| format!("artifact {artifact} is not a valid component: {e:#}"))?;
         if let (Some(cache), Some(name)) = (&self.cache, &name) {
             match component.serialize() {
+                Ok(native) if native.len() as u64 > native_bytes_max(bytes.len()) => {
+                    tracing::warn!(
+                        "not caching compiled {artifact}: {} bytes of native code, more than \
+                         the cache accepts for it",
+                        native.len()
+                    );
+                }
                 Ok(native) => {
                     if let Err(e) = cache.store(name, &native) {
                         tracing::warn!("cannot cache compiled component: {e}");
@@ -209,6 +230,79 @@ impl WasmEngine {
             }
         }
         Ok((component, false))
+    }
+}
+
+/// The compiled components of [`WasmEngine`], by artifact digest, bounded
+/// in count and native code bytes; the least recently used leave first.
+struct CompiledCache {
+    entries: HashMap<String, CachedOperator>,
+    count_max: usize,
+    code_bytes_max: usize,
+    code_bytes: usize,
+    /// Advances on every use; an entry's stamp is its last use.
+    clock: u64,
+}
+
+struct CachedOperator {
+    compiled: CompiledOperator,
+    code_bytes: usize,
+    used: u64,
+}
+
+impl CompiledCache {
+    fn new(count_max: usize, code_bytes_max: usize) -> Self {
+        CompiledCache {
+            entries: HashMap::new(),
+            count_max,
+            code_bytes_max,
+            code_bytes: 0,
+            clock: 0,
+        }
+    }
+
+    fn get(&mut self, digest: &str) -> Option<CompiledOperator> {
+        self.clock += 1;
+        let entry = self.entries.get_mut(digest)?;
+        entry.used = self.clock;
+        Some(entry.compiled.clone())
+    }
+
+    /// Keeps `compiled`, evicting the least recently used entries until
+    /// both bounds hold. One entry over the byte bound alone is not kept.
+    fn insert(&mut self, digest: String, compiled: CompiledOperator, code_bytes: usize) {
+        if code_bytes > self.code_bytes_max {
+            return;
+        }
+        self.clock += 1;
+        if let Some(old) = self.entries.remove(&digest) {
+            self.code_bytes = self.code_bytes.saturating_sub(old.code_bytes);
+        }
+        while self.entries.len() >= self.count_max
+            || self.code_bytes.saturating_add(code_bytes) > self.code_bytes_max
+        {
+            // A linear scan: the cache holds at most `count_max` (64) entries.
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(d, _)| d.clone())
+            else {
+                break;
+            };
+            if let Some(evicted) = self.entries.remove(&oldest) {
+                self.code_bytes = self.code_bytes.saturating_sub(evicted.code_bytes);
+            }
+        }
+        self.code_bytes += code_bytes;
+        self.entries.insert(
+            digest,
+            CachedOperator {
+                compiled,
+                code_bytes,
+                used: self.clock,
+            },
+        );
     }
 }
 
@@ -284,6 +378,44 @@ mod tests {
     fn load(dir: &Path, bytes: &[u8]) -> bool {
         let engine = WasmEngine::new(Some(dir.to_path_buf())).unwrap();
         engine.load_bytes("bomb.wasm", bytes).unwrap().from_cache
+    }
+
+    #[test]
+    fn compiled_components_are_bounded_least_recently_used_first() {
+        let engine = WasmEngine::new(None).unwrap();
+        let a = engine.load_bytes("a", &component("multi_memory")).unwrap();
+        let b = engine.load_bytes("b", &component("table_grow")).unwrap();
+        let mut cache = CompiledCache::new(2, 1000);
+        cache.insert("a".into(), a.clone(), 100);
+        cache.insert("b".into(), b.clone(), 100);
+        assert!(cache.get("a").is_some());
+        // Over the count: b, least recently used, leaves.
+        cache.insert("c".into(), b.clone(), 100);
+        assert!(cache.get("b").is_none());
+        assert!(cache.get("a").is_some() && cache.get("c").is_some());
+        // Over the bytes: both leave for one large entry.
+        cache.insert("d".into(), a.clone(), 901);
+        assert_eq!(cache.entries.len(), 1);
+        assert_eq!(cache.code_bytes, 901);
+        // An entry larger than the bound is not kept; nothing is evicted.
+        cache.insert("e".into(), a.clone(), 1001);
+        assert!(cache.get("e").is_none() && cache.get("d").is_some());
+        // Re-inserting replaces without counting twice.
+        cache.insert("d".into(), a.clone(), 901);
+        assert_eq!(cache.code_bytes, 901);
+    }
+
+    #[test]
+    fn the_engine_cache_is_bounded() {
+        let engine = WasmEngine::new(None).unwrap();
+        engine.load_bytes("a", &component("multi_memory")).unwrap();
+        let cache = engine.compiled.lock().unwrap();
+        assert_eq!(cache.entries.len(), 1);
+        assert!(cache.code_bytes > 0);
+        assert_eq!(
+            (cache.count_max, cache.code_bytes_max),
+            (COMPILED_MAX, COMPILED_CODE_BYTES_MAX)
+        );
     }
 
     #[test]
