@@ -288,6 +288,31 @@ fn the_home_directory_is_not_a_default_root() {
 }
 
 #[test]
+fn a_checkpoints_shared_files_are_checked_against_the_roots_too() {
+    let sb = Sandbox::new();
+    // `chk-00000001` lies inside the root, but its `../shared` files would
+    // be read from wherever the sibling `shared` leads.
+    let storage = sb.work().join("storage");
+    std::fs::create_dir_all(storage.join("chk-00000001")).unwrap();
+    std::os::unix::fs::symlink(sb.outside(), storage.join("shared")).unwrap();
+    let job = sb.write_job(&job_text("out.txt", "", ""));
+    let from = storage.join("chk-00000001");
+    refused(
+        &sb.run(&[
+            "run",
+            job.to_str().unwrap(),
+            "--from-savepoint",
+            from.to_str().unwrap(),
+        ]),
+        &[
+            "--from-savepoint: the checkpoint's shared files: ",
+            "is outside the allowed data roots",
+        ],
+    );
+    assert!(!sb.work().join("out.txt").exists());
+}
+
+#[test]
 fn a_source_outside_the_roots_is_refused() {
     let sb = Sandbox::new();
     let secret = sb.outside().join("secret.txt");

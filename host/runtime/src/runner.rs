@@ -79,6 +79,13 @@ pub fn check_data_paths(job: &JobSpec, options: &RunOptions) -> anyhow::Result<(
         roots
             .check(path, Access::Read)
             .map_err(|reason| anyhow!("--from-savepoint: {reason}"))?;
+        // A checkpoint's shared files lie beside it, outside the directory
+        // just checked.
+        if let Some(shared) = weir_snapshot::shared_dir_of(path) {
+            roots.check(&shared, Access::Read).map_err(|reason| {
+                anyhow!("--from-savepoint: the checkpoint's shared files: {reason}")
+            })?;
+        }
     }
     if let Some(dir) = options
         .control

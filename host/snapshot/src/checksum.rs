@@ -21,7 +21,8 @@ pub struct FileRef {
 
 impl FileRef {
     /// The file's location under `snapshot_dir`, refusing paths that escape
-    /// it other than into the sibling `shared` directory.
+    /// it other than into the sibling `shared` directory, and that only when
+    /// `snapshot_dir` is a checkpoint (see [`shared_dir_of`]).
     pub fn resolve(&self, snapshot_dir: &Path) -> Result<PathBuf, SnapshotError> {
         let relative = Path::new(&self.path);
         let mut components = relative.components().peekable();
@@ -42,10 +43,16 @@ impl FileRef {
             return Err(bad_path(snapshot_dir, &self.path));
         }
         let base = if shared {
-            snapshot_dir
-                .parent()
-                .ok_or_else(|| bad_path(snapshot_dir, &self.path))?
-                .join("shared")
+            shared_dir_of(snapshot_dir).ok_or_else(|| {
+                SnapshotError::damaged(
+                    snapshot_dir,
+                    format!(
+                        "metadata names a shared file `{}`, but only a checkpoint (a `chk-<id>` directory \
+                         beside its storage's `shared`) has shared files; a savepoint holds all of its own",
+                        self.path
+                    ),
+                )
+            })?
         } else {
             snapshot_dir.to_path_buf()
         };
@@ -81,6 +88,21 @@ impl FileRef {
         }
         Ok(())
     }
+}
+
+/// Where the `../shared/...` files of the snapshot in `snapshot_dir` lie:
+/// `<storage>/shared` when `snapshot_dir` is a checkpoint of a checkpoint
+/// storage (`<storage>/chk-<digits>`), else `None` (a savepoint is
+/// self-contained: savepoints never write native RocksDB files). Whoever
+/// checks a snapshot directory against data roots checks this one too: it
+/// lies outside the snapshot directory.
+pub fn shared_dir_of(snapshot_dir: &Path) -> Option<PathBuf> {
+    let name = snapshot_dir.file_name()?.to_str()?;
+    let id = name.strip_prefix("chk-")?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(snapshot_dir.parent()?.join("shared"))
 }
 
 /// Whether `name` is one plain file name: not empty, not `.` or `..`, no
@@ -221,6 +243,20 @@ mod tests {
             r("../shared/x.sst").unwrap(),
             Path::new("/chk/job/shared/x.sst")
         );
+        // Outside a checkpoint storage, `../shared` would be any sibling.
+        for savepoint in ["/srv/savepoints/sp-1", "/srv/chk-", "/srv/chk-1x"] {
+            let e = FileRef {
+                path: "../shared/x.sst".into(),
+                size: 0,
+                xxh3: String::new(),
+            }
+            .resolve(Path::new(savepoint))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("only a checkpoint"), "{savepoint}: {e}");
+        }
+        assert_eq!(shared_dir_of(dir), Some(PathBuf::from("/chk/job/shared")));
+        assert_eq!(shared_dir_of(Path::new("/srv/sp-1")), None);
         for bad in [
             "../other/x",
             "/etc/passwd",

@@ -21,7 +21,7 @@ pub mod metadata;
 pub mod rocks_files;
 pub mod storage;
 
-pub use checksum::{FileRef, is_plain_name};
+pub use checksum::{FileRef, is_plain_name, shared_dir_of};
 pub use metadata::{
     FORMAT_VERSION, Metadata, OperatorSnapshot, SinkSnapshot, SourceSnapshot, StateHandle,
     StateInfo, StateStats, SubtaskSnapshot,
