@@ -3,15 +3,16 @@
 //! Records and the batch wire format, key groups, watermarks, timer queues
 //! and the job graph parsed from a job file. Everything here is plain data
 //! and pure functions: no threads, no files, no clocks. Time comes in as a
-//! parameter so protocols can be tested deterministically. Two exceptions
-//! only look at the file system: [`job::load`] reads the job file (bounded),
-//! and [`data_roots`] canonicalizes paths to check them against the node's
-//! data roots.
+//! parameter so protocols can be tested deterministically. The exceptions
+//! that touch the file system: [`job::load`] reads the job file (bounded),
+//! [`data_roots`] canonicalizes paths to check them against the node's
+//! data roots, and [`private_file`] writes a private file atomically.
 
 pub mod batch;
 pub mod data_roots;
 pub mod job;
 pub mod key_group;
+pub mod private_file;
 pub mod text;
 pub mod timers;
 pub mod watermark;

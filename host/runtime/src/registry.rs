@@ -2,14 +2,14 @@
 //! holding the address of its control API and the token that API requires.
 //!
 //! The token is the only thing between another local user and `weir stop`,
-//! so the file is created with mode 0600 from the start (a new file opened
-//! with `O_CREAT|O_EXCL` and that mode, then renamed into place; never a
-//! chmod after a write, which would leave a window) in a directory made
-//! with mode 0700. A job name becomes a file name only when it is a valid
+//! so the file is created with mode 0600 from the start
+//! ([`weir_core::private_file::write_private`]: a new file opened with
+//! `O_CREAT|O_EXCL` and that mode, then renamed into place; never a chmod
+//! after a write, which would leave a window) in a directory made with mode
+//! 0700. A job name becomes a file name only when it is a valid
 //! job name, one plain path part.
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -60,23 +60,8 @@ pub fn write(jobs_dir: &Path, registration: &Registration) -> anyhow::Result<Pat
         .create(jobs_dir)
         .with_context(|| format!("cannot create the jobs directory {}", jobs_dir.display()))?;
     let bytes = serde_json::to_vec_pretty(registration)?;
-    // A new name each time: O_EXCL never follows a planted symlink and never
-    // opens a file someone else made.
-    let temp = jobs_dir.join(format!(".{}.{}.tmp", registration.job, &new_token()?[..16]));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .and_then(|mut file| {
-            file.write_all(&bytes)?;
-            file.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&temp, &path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(anyhow::Error::new(e).context(format!("cannot write {}", path.display())));
-    }
+    weir_core::private_file::write_private(&path, &bytes)
+        .with_context(|| format!("cannot write the job registration {}", path.display()))?;
     Ok(path)
 }
 
