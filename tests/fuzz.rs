@@ -2,9 +2,9 @@
 //! the network controls is fed arbitrary and mutated-valid inputs, and must
 //! return an error, never panic, hang or allocate without bound.
 //!
-//! Targets: the job-file parser, the batch codec, rkyv frame decoding, and
-//! the snapshot readers (state and timer files, `_metadata` and the paths it
-//! names). Cases per target come from `PROPTEST_CASES` (proptest's default:
+//! Targets: the job-file parser, the batch codec, rkyv frame decoding, the
+//! lexical clean-up of job paths, and the snapshot readers (state and timer
+//! files, `_metadata` and the paths it names). Cases per target come from `PROPTEST_CASES` (proptest's default:
 //! 256, so the normal suite stays quick); `scripts/fuzz.sh` runs each with
 //! 100,000 or more. A crash found becomes a named regression test below.
 
@@ -615,4 +615,36 @@ fn the_largest_job_file_parses_in_bounded_time() {
         "{:?}",
         started.elapsed()
     );
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The lexical clean-up before the data-root check: what it returns is
+    /// clean (idempotent), an absolute path keeps no `..`, a relative one
+    /// keeps `..` only at its start (where the check refuses it), and it
+    /// never names more than the input did.
+    #[test]
+    fn cleaned_job_paths_keep_no_inner_dot_dot(absolute in any::<bool>(), path in file_path()) {
+        use std::path::Component;
+        use weir_core::data_roots::clean_path;
+        let input = if absolute { format!("/{path}") } else { path };
+        if input.is_empty() || input.contains('\0') {
+            return Ok(());
+        }
+        let cleaned = clean_path(Path::new(&input));
+        prop_assert_eq!(clean_path(&cleaned), cleaned.clone());
+        let parts: Vec<Component<'_>> = cleaned.components().collect();
+        let leading = parts.iter().take_while(|c| **c == Component::ParentDir).count();
+        prop_assert!(
+            !parts[leading..].iter().any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+                || cleaned == Path::new("."),
+            "{} -> {}", input, cleaned.display()
+        );
+        if absolute {
+            prop_assert_eq!(leading, 0, "{} -> {}", input, cleaned.display());
+        }
+        let names = |p: &Path| p.components().filter(|c| matches!(c, Component::Normal(_))).count();
+        prop_assert!(names(&cleaned) <= names(Path::new(&input)));
+    }
 }

@@ -165,14 +165,14 @@ impl DataRoots {
                 own.display()
             ));
         }
-        if access == Access::ReadWrite {
-            if let Some(own) = self.denied.iter().find(|d| d.starts_with(resolved)) {
-                return Err(format!(
-                    "{} contains weir's own directory {} (certificates, caches, work dirs), which jobs may never use; write to a directory beside it",
-                    shown(),
-                    own.display()
-                ));
-            }
+        if access == Access::ReadWrite
+            && let Some(own) = self.denied.iter().find(|d| d.starts_with(resolved))
+        {
+            return Err(format!(
+                "{} contains weir's own directory {} (certificates, caches, work dirs), which jobs may never use; write to a directory beside it",
+                shown(),
+                own.display()
+            ));
         }
         Ok(())
     }
@@ -508,7 +508,13 @@ mod tests {
         std::fs::create_dir_all(own.join("certs")).unwrap();
         std::fs::write(own.join("certs/ca.key"), "k").unwrap();
         let cache = t.rw.join("cache/weir");
-        let roots = t.roots.clone().denying(&own).unwrap().denying(&cache).unwrap();
+        let roots = t
+            .roots
+            .clone()
+            .denying(&own)
+            .unwrap()
+            .denying(&cache)
+            .unwrap();
         for (path, access) in [
             (own.join("certs/ca.key"), Access::Read),
             (own.join("worker-0/artifacts/x"), Access::ReadWrite),
@@ -526,17 +532,28 @@ mod tests {
         let e = roots
             .check(&t.rw.join("innocent/certs/ca.key"), Access::Read)
             .unwrap_err();
-        assert!(e.contains(&format!("weir's own directory {}", own.display())), "{e}");
+        assert!(
+            e.contains(&format!("weir's own directory {}", own.display())),
+            "{e}"
+        );
         // A directory that would hold weir's files may be read but not written.
-        let e = roots.check(&t.rw.join(".weir"), Access::ReadWrite).unwrap_err();
+        let e = roots
+            .check(&t.rw.join(".weir"), Access::ReadWrite)
+            .unwrap_err();
         assert!(e.contains("contains weir's own directory"), "{e}");
         let e = roots.check(&t.rw, Access::ReadWrite).unwrap_err();
         assert!(e.contains("contains weir's own directory"), "{e}");
         // Beside it is fine.
-        roots.check(&t.rw.join("out/part-0"), Access::ReadWrite).unwrap();
-        roots.check(&t.rw.join(".weir-not"), Access::ReadWrite).unwrap();
+        roots
+            .check(&t.rw.join("out/part-0"), Access::ReadWrite)
+            .unwrap();
+        roots
+            .check(&t.rw.join(".weir-not"), Access::ReadWrite)
+            .unwrap();
         // Without the deny list the same paths pass.
-        t.roots.check(&own.join("certs/ca.key"), Access::Read).unwrap();
+        t.roots
+            .check(&own.join("certs/ca.key"), Access::Read)
+            .unwrap();
     }
 
     #[test]

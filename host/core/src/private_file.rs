@@ -21,7 +21,8 @@ const TEMP_NAMES_MAX: u32 = 16;
 /// docs). The directory must exist. On error nothing is left behind and
 /// `path` is untouched; the error names `path`.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     let (temp, mut file) = create_temp(path).map_err(named)?;
     let written = file
         .write_all(bytes)
@@ -45,9 +46,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// mode 0600.
 fn create_temp(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
     let mut last = None;
     for _ in 0..TEMP_NAMES_MAX {
         let nanos = std::time::SystemTime::now()

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context as _, anyhow, bail};
 use crossbeam_channel::Sender;
 use weir_core::KeyGroupRange;
+use weir_core::job::GuestLimits;
 use weir_core::key_group::subtask_for_key_group;
 use weir_core::timers::TimeDomain;
-use weir_core::watermark::MIN_WATERMARK;
-use weir_core::job::GuestLimits;
 use weir_core::timers::TimerQueue;
+use weir_core::watermark::MIN_WATERMARK;
 use weir_snapshot::keyed_file::{
     StateFileWriter, StateMapping, for_each_timer, restore_state, write_encoded, write_state,
     write_timers,
@@ -465,7 +465,9 @@ mod tests {
     fn restore(count: usize, limits: &GuestLimits) -> (anyhow::Result<()>, usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t");
-        let keys: Vec<Vec<u8>> = (0..count).map(|i| format!("key-{i}").into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = (0..count)
+            .map(|i| format!("key-{i}").into_bytes())
+            .collect();
         write_timers(
             keys.iter().enumerate().map(|(i, k)| {
                 let domain = if i % 2 == 0 {

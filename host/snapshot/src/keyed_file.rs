@@ -468,13 +468,18 @@ mod tests {
         )
         .unwrap();
         let mut seen = 0;
-        let e = for_each_timer(&tpath, 128, |_| true, |_, _, _| {
-            seen += 1;
-            if seen == 3 {
-                return Err(SnapshotError::damaged(&tpath, "enough"));
-            }
-            Ok(())
-        })
+        let e = for_each_timer(
+            &tpath,
+            128,
+            |_| true,
+            |_, _, _| {
+                seen += 1;
+                if seen == 3 {
+                    return Err(SnapshotError::damaged(&tpath, "enough"));
+                }
+                Ok(())
+            },
+        )
         .unwrap_err();
         assert_eq!(seen, 3);
         assert!(e.to_string().contains("enough"), "{e}");
