@@ -244,6 +244,40 @@ fn huge_state_key_is_refused() {
 }
 
 #[test]
+fn state_flood_is_stopped_by_the_state_memory_limit() {
+    // 16 MiB list elements in a loop, under the default limits: the memory
+    // backend refuses the write that would take it past 1 GiB.
+    let failure = fails(hostile("state-flood", "hash", ""), STDERR_BYTES_MAX);
+    assert!(
+        failure
+            .stderr
+            .contains("operator `villain` was stopped in `process`: keyed state would hold ")
+            && failure.stderr.contains(
+                " with this write, over the limit of 1024 MiB (state_memory_max_mb); \
+                 raise `state_memory_max_mb` in the job file"
+            ),
+        "{}",
+        failure.stderr
+    );
+}
+
+#[test]
+fn state_flood_is_stopped_at_a_lower_state_memory_limit() {
+    let failure = fails(
+        hostile("state-flood", "hash", "state_memory_max_mb = 64"),
+        STDERR_BYTES_MAX,
+    );
+    assert!(
+        failure.stderr.contains(
+            " with this write, over the limit of 64 MiB (state_memory_max_mb); \
+             raise `state_memory_max_mb` in the job file"
+        ),
+        "{}",
+        failure.stderr
+    );
+}
+
+#[test]
 fn huge_error_string_is_cut_and_escaped() {
     // Two attempts, each reporting the error: both cut to a few KiB.
     let failure = fails(hostile("huge-error", "rebalance", ""), STDERR_BYTES_MAX);

@@ -102,6 +102,11 @@ impl OperatorInstance {
             .collect();
         match declared_keyed {
             Some(mut keyed) => {
+                // Attached after `open`, so not bounded by `GuestState::new`;
+                // before any restore writes into it (restored state counts).
+                keyed
+                    .state
+                    .set_memory_max_bytes(info.limits.state_memory_max_bytes);
                 keyed.state.declare(descriptors).map_err(|e| {
                     error(GuestErrorKind::Failed {
                         export: "open",

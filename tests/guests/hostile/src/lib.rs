@@ -7,10 +7,13 @@
 //! The misdeeds against what the host keeps on a guest's behalf:
 //! `timer-flood` (distinct event-time timers, 100,000 per record, without
 //! end), `huge-key` (a 1 MiB key for a timer, or for state with `target =
-//! "state"`), `huge-error` (a 50 MB error string of control characters) and
-//! `log-flood` (64 KiB log lines in a loop).
+//! "state"`), `huge-error` (a 50 MB error string of control characters),
+//! `log-flood` (64 KiB log lines in a loop) and `state-flood` (16 MiB list
+//! elements appended to keyed state without end; needs `keyed`).
 
-use weir_guest::{Context, LogLevel, OpenContext, Operator, Record, Result, Timer, ValueState};
+use weir_guest::{
+    Context, ListState, LogLevel, OpenContext, Operator, Record, Result, Timer, ValueState,
+};
 
 pub struct Hostile {
     behavior: String,
@@ -18,6 +21,8 @@ pub struct Hostile {
     target: String,
     hoard: Vec<Vec<u8>>,
     state: ValueState<u64>,
+    /// Declared when keyed, for `state-flood`.
+    flood: Option<ListState<Vec<u8>>>,
     /// The next timestamp `timer-flood` registers.
     next_timer: i64,
 }
@@ -101,6 +106,19 @@ impl Hostile {
                     ctx.log(LogLevel::Error, &line);
                 }
             }
+            "state-flood" => {
+                let ctx =
+                    ctx.ok_or_else(|| weir_guest::Error::msg("state-flood needs a record"))?;
+                let flood = self
+                    .flood
+                    .as_ref()
+                    .ok_or_else(|| weir_guest::Error::msg("state-flood needs keyed = \"yes\""))?;
+                // Just under the 16 MiB value limit once encoded.
+                let element = vec![b'f'; (16 << 20) - 64];
+                loop {
+                    flood.add(ctx, &element)?;
+                }
+            }
             "nothing" => Ok(()),
             other => Err(weir_guest::Error::msg(format!(
                 "unknown behavior {other:?}"
@@ -123,10 +141,10 @@ impl Operator for Hostile {
         let on = ctx.config("on").unwrap_or("process").to_string();
         let target = ctx.config("target").unwrap_or("timer").to_string();
         let keyed = ctx.config("keyed").is_some();
-        let state = if keyed {
-            ctx.value_state("n")?
+        let (state, flood) = if keyed {
+            (ctx.value_state("n")?, Some(ctx.list_state("flood")?))
         } else {
-            weir_guest::testing::rogue_value_state(0)
+            (weir_guest::testing::rogue_value_state(0), None)
         };
         let mut op = Hostile {
             behavior,
@@ -134,6 +152,7 @@ impl Operator for Hostile {
             target,
             hoard: Vec::new(),
             state,
+            flood,
             next_timer: 0,
         };
         if op.on == "open" {
