@@ -16,6 +16,9 @@ use crate::backend::{StateBackend, StateError, decode_list, encode_list_element}
 const MAP_ENTRIES_READ_HEADER: usize = 4;
 const MAP_ENTRY_READ_OVERHEAD: usize = 8;
 
+/// A map's (map key, value) pairs.
+pub type MapEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateKind {
     Value,
@@ -276,7 +279,7 @@ impl KeyedStateStore {
         key: &[u8],
         now_ms: i64,
         read_max_bytes: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<MapEntries, StateError> {
         let ttl = self.prefix(state, StateKind::Map, key)?;
         let prefix_len = self.scratch.len();
         let mut entries = Vec::new();
