@@ -31,7 +31,9 @@ use crate::remote::{DataPlane, InboundChannels, write_channel};
 use crate::sink_task::SinkTask;
 use crate::source_task::SourceTask;
 use crate::task_snapshot::SnapshotDirs;
-use crate::task_snapshot::{LinkIdentity, NativeState, SnapshotContext, restore_link};
+use crate::task_snapshot::{
+    LinkIdentity, NativeState, RestoreSettings, SnapshotContext, restore_link,
+};
 use weir_net::stream::ChannelHeader;
 
 /// Longest error (a chain of contexts around a cause) printed or returned
@@ -768,10 +770,12 @@ impl Attempt<'_> {
                 &identity,
                 op,
                 &snapshot.dir,
-                job.max_parallelism,
-                self.allow_non_restored,
-                native_files.is_some(),
-                &spec.limits,
+                &RestoreSettings {
+                    max_parallelism: job.max_parallelism,
+                    allow_non_restored: self.allow_non_restored,
+                    native_restored: native_files.is_some(),
+                    limits: &spec.limits,
+                },
             )?;
         }
         Ok(ChainLink {

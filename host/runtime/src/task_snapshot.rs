@@ -357,19 +357,32 @@ impl RestoredTimers<'_> {
     }
 }
 
+/// How a link is restored, beyond what it is restored from.
+pub(crate) struct RestoreSettings<'a> {
+    pub(crate) max_parallelism: u32,
+    /// Drop snapshot state the operator no longer declares.
+    pub(crate) allow_non_restored: bool,
+    /// Native RocksDB files were already put in place before the backend
+    /// opened.
+    pub(crate) native_restored: bool,
+    /// The operator's limits, which restored timers count against.
+    pub(crate) limits: &'a GuestLimits,
+}
+
 /// Restores one link from a snapshot after its guest declared its states.
-/// Native RocksDB files were already put in place before the backend opened
-/// (`native_restored`).
 pub(crate) fn restore_link(
     instance: &mut OperatorInstance,
     who: &LinkIdentity,
     op: &OperatorSnapshot,
     snapshot_dir: &Path,
-    max_parallelism: u32,
-    allow_non_restored: bool,
-    native_restored: bool,
-    limits: &GuestLimits,
+    settings: &RestoreSettings<'_>,
 ) -> anyhow::Result<()> {
+    let RestoreSettings {
+        max_parallelism,
+        allow_non_restored,
+        native_restored,
+        limits,
+    } = *settings;
     let label = instance.label().to_string();
     let owners: Vec<&SubtaskSnapshot> = op
         .subtasks
