@@ -163,12 +163,14 @@ fn paths_outside_the_data_roots_and_a_huge_channel_capacity_are_refused_at_submi
     assert!(!probe.exists(), "{} was created", probe.display());
 
     // Write, by climbing out of the job's directory.
+    // `..` is folded as `weir run` does; the path it leads to is checked.
     let err = submit_refused(&cluster, &job_text("", "", "../../../root/.probe.txt"));
     assert!(
-        err.contains("job.toml:15: sink `out` field `path`"),
+        err.contains(
+            "job.toml:15: sink `out` field `path`: /root/.probe.txt is outside the allowed data roots"
+        ),
         "{err}"
     );
-    assert!(err.contains("contains `..`"), "{err}");
 
     // Read: a file source outside the roots (its lines would come back in
     // a guest's error message).
@@ -372,7 +374,11 @@ fn a_worker_refuses_a_deployment_outside_its_own_roots() {
         None,
     );
     assert_eq!(status, 202, "{body}");
-    cluster.wait_for_end("quiet");
+    wait_for(
+        || (cluster.job("quiet")["state"] == "cancelled").then_some(()),
+        "the quiet job to be cancelled",
+        &cluster,
+    );
     drop(dir);
     let _ = std::fs::remove_dir_all(&savepoint);
 
