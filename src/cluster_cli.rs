@@ -433,7 +433,13 @@ pub fn submit(target: &ClusterTarget, o: &SubmitOptions) -> anyhow::Result<()> {
         job_toml,
         job_path,
         artifacts,
-        from_savepoint: o.from_savepoint.clone(),
+        // Relative to this shell, not the coordinator's working directory.
+        from_savepoint: o
+            .from_savepoint
+            .as_deref()
+            .map(std::path::absolute)
+            .transpose()
+            .context("cannot resolve --from-savepoint")?,
         resume: o.resume,
         allow_non_restored_state: o.allow_non_restored_state,
     })?;

@@ -157,6 +157,12 @@ impl Client {
         stop: bool,
     ) -> anyhow::Result<std::path::PathBuf> {
         let action = if stop { "stop" } else { "savepoints" };
+        // The coordinator takes absolute directories only: a relative one
+        // means this shell's working directory.
+        let dir = dir
+            .map(std::path::absolute)
+            .transpose()
+            .context("cannot resolve the savepoint directory")?;
         let reply: serde_json::Value = self.post(
             &format!("/jobs/{}/{action}", percent_encode(job)),
             &serde_json::json!({ "dir": dir }),

@@ -231,13 +231,23 @@ async fn submit(State(cluster): State<Arc<Cluster>>, Json(request): Json<SubmitR
 }
 
 /// Parses the job, resolves its artifacts and the snapshot it starts from.
-fn prepare(cluster: &Cluster, r: SubmitRequest) -> Result<Submission, ApiError> {
+fn prepare(cluster: &Cluster, mut r: SubmitRequest) -> Result<Submission, ApiError> {
     crate::paths::check_job_path(&r.job_path).map_err(bad)?;
     let job = crate::paths::parse_job(&r.job_toml, &r.job_path).map_err(|e| bad(e.to_string()))?;
     let roots = &cluster.options.data_roots;
     crate::paths::check_job_paths(&job, roots).map_err(|e| bad(e.to_string()))?;
     if let Some(savepoint) = &r.from_savepoint {
-        crate::paths::check_dir(roots, "from_savepoint", savepoint, Access::Read).map_err(bad)?;
+        if !savepoint.is_absolute() {
+            return Err(bad(format!(
+                "from_savepoint: {} is relative; give an absolute path",
+                weir_core::text::cut(&savepoint.display().to_string(), 256)
+            )));
+        }
+        // The resolved path goes on, to the job master and the workers.
+        r.from_savepoint = Some(
+            crate::paths::check_dir(roots, "from_savepoint", savepoint, Access::Read)
+                .map_err(bad)?,
+        );
     }
     let mut artifacts = BTreeMap::new();
     for op in &job.operators {
@@ -551,6 +561,18 @@ mod tests {
         assert_eq!(status, 400, "{reply}");
         assert!(
             reply.contains("job_path job.toml is relative; send the job file's absolute path"),
+            "{reply}"
+        );
+        let job_toml = "[job]\nname = \"j\"\n[[source]]\nname = \"s\"\nkind = \"generator\"\nrecords = 1\n[[operator]]\nname = \"op\"\nwasm = \"/nowhere/op.wasm\"\ninput = \"s\"\n[[sink]]\nname = \"k\"\nkind = \"discard\"\ninput = \"op\"\n";
+        let request = serde_json::json!({
+            "job_toml": job_toml,
+            "job_path": "/jobs/job.toml",
+            "from_savepoint": "savepoints/sp-1",
+        });
+        let (status, reply) = api.post("/jobs", "secret", request.to_string().into_bytes());
+        assert_eq!(status, 400, "{reply}");
+        assert!(
+            reply.contains("from_savepoint: savepoints/sp-1 is relative; give an absolute path"),
             "{reply}"
         );
     }
