@@ -110,7 +110,7 @@ impl CodeCache {
         // The file may grow after the check: read one byte past the bound
         // at most.
         (&mut file)
-            .take(max_bytes + 1)
+            .take(max_bytes.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|e| format!("cannot read: {e}"))?;
         if bytes.len() as u64 > max_bytes {
