@@ -69,11 +69,29 @@ pub struct RunOptions {
     pub data_roots: Option<DataRoots>,
 }
 
+/// `options.data_roots` with the directories this run keeps its own files
+/// in carved out: the compiled-code cache (its key authenticates machine
+/// code) and the jobs directory (control tokens). Whoever builds the roots
+/// may have denied them already; this holds for every caller.
+fn roots_without_own(options: &RunOptions) -> anyhow::Result<Option<DataRoots>> {
+    let Some(roots) = &options.data_roots else {
+        return Ok(None);
+    };
+    let mut roots = roots.clone();
+    let jobs_dir = options.control.as_ref().and_then(|c| c.jobs_dir.as_ref());
+    for dir in options.cache_dir.iter().chain(jobs_dir) {
+        roots
+            .deny(dir)
+            .map_err(|e| anyhow!("cannot keep jobs out of {}: {e}", dir.display()))?;
+    }
+    Ok(Some(roots))
+}
+
 /// Refuses, before anything starts, a path of `job` or of `options` that
-/// leaves the data roots; the error names the job-file line and field, or
+/// leaves the data roots (or enters weir's own directories); the error names the job-file line and field, or
 /// the flag.
 pub fn check_data_paths(job: &JobSpec, options: &RunOptions) -> anyhow::Result<()> {
-    let Some(roots) = &options.data_roots else {
+    let Some(roots) = &roots_without_own(options)? else {
         return Ok(());
     };
     check_paths(job, roots)?;
@@ -185,7 +203,7 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
     let _control = match &options.control {
         Some(control) => Some(ControlServer::start(
             control,
-            options.data_roots.clone(),
+            roots_without_own(options)?,
             job,
             request_tx,
             status.clone(),
@@ -901,5 +919,40 @@ fn report(
         nodes,
         outcome: Outcome::Finished,
         restarts: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_and_jobs_dirs_are_denied_whoever_built_the_roots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let job_for = |path: &str| {
+            let text = format!(
+                "[job]\nname = \"j\"\n[[source]]\nname = \"s\"\nkind = \"file\"\npath = \"{path}\"\n[[sink]]\nname = \"k\"\nkind = \"discard\"\ninput = \"s\"\n"
+            );
+            weir_core::job::parse(&text, &root.join("job.toml")).unwrap()
+        };
+        let options = RunOptions {
+            cache_dir: Some(root.join("cache")),
+            control: Some(ControlOptions {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                bind_any: false,
+                jobs_dir: Some(root.join("jobs")),
+                savepoint_dir: None,
+            }),
+            data_roots: Some(DataRoots::new(std::slice::from_ref(&root), &[]).unwrap()),
+            ..RunOptions::default()
+        };
+        for own in ["cache/key", "jobs/other.json"] {
+            let e = check_data_paths(&job_for(own), &options)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is inside weir's own directory"), "{e}");
+        }
+        check_data_paths(&job_for("data/in.txt"), &options).unwrap();
     }
 }
