@@ -319,10 +319,11 @@ pub fn up(o: &UpOptions, global_args: &[String]) -> anyhow::Result<()> {
         ));
     }
     eprintln!(
-        "weir: cluster up: coordinator and {} worker(s) with {} slot(s) each; jobs may read and write under {}",
+        "weir: cluster up: coordinator and {} worker(s) with {} slot(s) each; jobs may read and write under {} except in {} (certificates, keys, token, work dirs)",
         o.workers,
         o.slots,
-        root.display()
+        root.display(),
+        o.dir.display()
     );
     println!(
         "export WEIR_CLUSTER={rest} WEIR_TOKEN_FILE={} WEIR_CA_FILE={}",
