@@ -278,6 +278,28 @@ fn state_flood_is_stopped_at_a_lower_state_memory_limit() {
 }
 
 #[test]
+fn state_flood_on_rocksdb_is_stopped_before_a_list_is_merged_whole() {
+    // On disk the total is not bounded, but RocksDB merges a list into one
+    // value in memory to read or compact it: that merge is refused.
+    let (checkpoints, job) = hostile("state-flood", "hash", "state_memory_max_mb = 64");
+    let job = job.replace(
+        "name = \"hostile\"\n",
+        "name = \"hostile\"\nstate_backend = \"rocksdb\"\n",
+    );
+    assert!(job.contains("rocksdb"));
+    let failure = fails((checkpoints, job), STDERR_BYTES_MAX);
+    assert!(
+        failure.stderr.contains(
+            "operator `villain` was stopped in `process`: a list in keyed state has grown to "
+        ) && failure.stderr.contains(
+            "over the limit of 64 MiB (state_memory_max_mb); raise `state_memory_max_mb` in the job file"
+        ),
+        "{}",
+        failure.stderr
+    );
+}
+
+#[test]
 fn huge_error_string_is_cut_and_escaped() {
     // Two attempts, each reporting the error: both cut to a few KiB.
     let failure = fails(hostile("huge-error", "rebalance", ""), STDERR_BYTES_MAX);

@@ -19,6 +19,15 @@ pub enum StateError {
         size(*max_bytes)
     )]
     MemoryFull { held_bytes: usize, max_bytes: usize },
+    /// RocksDB refused to merge a list over the memory bound into one value.
+    #[error(
+        "a list in keyed state has grown to {} (RocksDB builds it whole in memory to read or \
+         compact it), over the limit of {} (state_memory_max_mb); raise `state_memory_max_mb` \
+         in the job file",
+        size(*list_bytes),
+        size(*max_bytes)
+    )]
+    ListTooLarge { list_bytes: usize, max_bytes: usize },
     /// A list or map read stopped as soon as it passed its byte budget.
     #[error(
         "reading {what} in one call would return more than the limit of {} (state_read_max_mb); \
@@ -37,7 +46,9 @@ impl StateError {
     pub fn is_over_limit(&self) -> bool {
         matches!(
             self,
-            StateError::MemoryFull { .. } | StateError::ReadOverLimit { .. }
+            StateError::MemoryFull { .. }
+                | StateError::ListTooLarge { .. }
+                | StateError::ReadOverLimit { .. }
         )
     }
 }
