@@ -2,7 +2,9 @@
 //!
 //! A [`StateBackend`] is an ordered byte map with list appends (in memory or
 //! RocksDB). [`KeyedStateStore`] lays an operator's declared value, list and
-//! map states over it, keyed by (key group, state, key), with TTL. This crate
+//! map states over it, keyed by (key group, state, key), with TTL. The
+//! memory backend bounds what it holds, RocksDB the lists it merges in
+//! memory, and list and map reads stop at a byte budget. This crate
 //! knows nothing of Wasm or threads; snapshot files are weir-snapshot's job.
 
 mod backend;
