@@ -6,11 +6,11 @@
 
 mod common;
 
-#[path = "hostile_tenant/job_files.rs"]
-mod job_files;
-#[path = "hostile_tenant/guests.rs"]
-mod guests;
 #[path = "hostile_tenant/cluster.rs"]
 mod cluster;
 #[path = "hostile_tenant/embedded.rs"]
 mod embedded;
+#[path = "hostile_tenant/guests.rs"]
+mod guests;
+#[path = "hostile_tenant/job_files.rs"]
+mod job_files;

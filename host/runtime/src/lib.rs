@@ -44,8 +44,6 @@ pub use coordinator::{
     AckPart, JobStatus, OperatorPart, RemoteCoordinator, SavepointRequest, SinkCommand,
     SourceCommand, TaskEvent, start_remote_coordinator, storage_of,
 };
-/// Lives in weir-core so the cluster's nodes fold paths the same way.
-pub use weir_core::data_roots::clean_job_paths;
 pub use message::Barrier;
 pub use metrics::{JobReport, NodeReport, Outcome};
 pub use plan::check as check_plan;
@@ -57,3 +55,5 @@ pub use runner::{
     validate_job,
 };
 pub use task_snapshot::SnapshotDirs;
+/// Lives in weir-core so the cluster's nodes fold paths the same way.
+pub use weir_core::data_roots::clean_job_paths;
