@@ -77,7 +77,7 @@ pub fn init(dir: &Path, workers: u32, rest_names: &[String]) -> anyhow::Result<(
     let nodes: Vec<String> = nodes.into_iter().map(|n| n.node).collect();
     let token = dir.join("token");
     if !token.exists() {
-        write_private(&token, weir_cluster::new_token()?.as_bytes())?;
+        weir_core::private_file::write_private(&token, weir_cluster::new_token()?.as_bytes())?;
     }
     eprintln!(
         "cluster files in {}: CA, {} node certificate(s) ({}), token",
@@ -86,20 +86,6 @@ pub fn init(dir: &Path, workers: u32, rest_names: &[String]) -> anyhow::Result<(
         nodes.join(", ")
     );
     tracing::debug!("wrote {written:?}");
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(bytes)?;
     Ok(())
 }
 

@@ -81,7 +81,12 @@ pub trait StateBackend: Send {
         &mut self,
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]),
-    ) -> Result<(), StateError>;
+    ) -> Result<(), StateError> {
+        self.scan_prefix_while(prefix, &mut |k, v| {
+            visit(k, v);
+            true
+        })
+    }
     /// Like [`StateBackend::scan_prefix`], stopping as soon as `visit`
     /// returns `false` (a read that went over its budget).
     fn scan_prefix_while(

@@ -177,17 +177,6 @@ impl StateBackend for MemoryBackend {
         self.write(key, element, false)
     }
 
-    fn scan_prefix(
-        &mut self,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]),
-    ) -> Result<(), StateError> {
-        self.scan_prefix_while(prefix, &mut |k, v| {
-            visit(k, v);
-            true
-        })
-    }
-
     fn scan_prefix_while(
         &mut self,
         prefix: &[u8],

@@ -140,17 +140,6 @@ impl StateBackend for RocksDbBackend {
         Ok(value.map(|v| visit(&v)).is_some())
     }
 
-    fn scan_prefix(
-        &mut self,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]),
-    ) -> Result<(), StateError> {
-        self.scan_prefix_while(prefix, &mut |k, v| {
-            visit(k, v);
-            true
-        })
-    }
-
     fn scan_prefix_while(
         &mut self,
         prefix: &[u8],
