@@ -9,6 +9,7 @@
 use weir_core::{KeyGroupRange, key_group_of};
 
 use crate::backend::{StateBackend, StateError, decode_list, encode_list_element};
+use crate::redeclare::{plan_redeclare, renumber};
 
 /// What a map's entries cost the guest receiving them: a 4-byte count, then
 /// per entry two 4-byte lengths and the bytes (the encoding of
@@ -47,6 +48,35 @@ const STATES_MAX: usize = u16::MAX as usize;
 pub const STORAGE_KEY_HEADER: usize = 8;
 const TTL_HEADER_LEN: usize = 8;
 
+/// Checks a declaration as `open` returned it: at most [`STATES_MAX`]
+/// states, named, each name once, no TTL on a list.
+pub(crate) fn validate_declaration(states: &[StateDescriptor]) -> Result<(), StateError> {
+    if states.len() > STATES_MAX {
+        return Err(StateError::Usage(format!(
+            "declared {} states; at most {STATES_MAX} are allowed",
+            states.len()
+        )));
+    }
+    for (i, s) in states.iter().enumerate() {
+        if s.name.is_empty() {
+            return Err(StateError::Usage(format!("state #{i} has an empty name")));
+        }
+        if states[..i].iter().any(|earlier| earlier.name == s.name) {
+            return Err(StateError::Usage(format!(
+                "state `{}` is declared twice",
+                s.name
+            )));
+        }
+        if s.kind == StateKind::List && s.ttl_ms.is_some() {
+            return Err(StateError::Usage(format!(
+                "state `{}`: a TTL is supported on value and map state, not on list state",
+                s.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl KeyedStateStore {
     pub fn new(
         backend: Box<dyn StateBackend>,
@@ -64,30 +94,31 @@ impl KeyedStateStore {
 
     /// Registers the states an operator declared in `open`.
     pub fn declare(&mut self, states: Vec<StateDescriptor>) -> Result<(), StateError> {
-        if states.len() > STATES_MAX {
-            return Err(StateError::Usage(format!(
-                "declared {} states; at most {STATES_MAX} are allowed",
-                states.len()
-            )));
-        }
-        for (i, s) in states.iter().enumerate() {
-            if s.name.is_empty() {
-                return Err(StateError::Usage(format!("state #{i} has an empty name")));
-            }
-            if states[..i].iter().any(|earlier| earlier.name == s.name) {
-                return Err(StateError::Usage(format!(
-                    "state `{}` is declared twice",
-                    s.name
-                )));
-            }
-            if s.kind == StateKind::List && s.ttl_ms.is_some() {
-                return Err(StateError::Usage(format!(
-                    "state `{}`: a TTL is supported on value and map state, not on list state",
-                    s.name
-                )));
-            }
-        }
+        validate_declaration(&states)?;
         self.states = states;
+        Ok(())
+    }
+
+    /// Replaces the declared states with `new` (a new version of the
+    /// operator's code), keeping every state by name: see
+    /// [`plan_redeclare`] for what is refused. When every kept state keeps
+    /// its index and none is dropped, only the list changes (no IO);
+    /// otherwise the stored entries of this subtask's key groups are
+    /// renumbered and those of dropped states deleted.
+    ///
+    /// A refused plan leaves the store unchanged. A backend error while
+    /// moving entries leaves them partly moved under the old declaration:
+    /// the store must then be dropped and restored from a checkpoint.
+    pub fn redeclare(
+        &mut self,
+        new: Vec<StateDescriptor>,
+        allow_dropping_state: bool,
+    ) -> Result<(), StateError> {
+        let plan = plan_redeclare(&self.states, &new, allow_dropping_state)?;
+        if !plan.is_in_place() {
+            renumber(self.backend.as_mut(), self.key_groups, &plan)?;
+        }
+        self.states = new;
         Ok(())
     }
 
