@@ -10,6 +10,20 @@ cargo build --release --target wasm32-wasip2 --target-dir target/wasm \
     -p window-collect
 # The "upgraded" operator for the savepoint tests: same crate, new behaviour.
 cargo build --release --target wasm32-wasip2 --target-dir target/wasm-v2 -p window-collect --features v2
+# The live-upgrade operator (tests/guests/versioned): v1, then one build per
+# variant feature, each in its own target dir, copied beside the others.
+cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p versioned
+while read -r feature name; do
+    cargo build --release --target wasm32-wasip2 --target-dir "target/wasm-versioned-$feature" \
+        -p versioned --features "$feature"
+    cp "target/wasm-versioned-$feature/wasm32-wasip2/release/versioned.wasm" \
+        "target/wasm/wasm32-wasip2/release/$name.wasm"
+done <<'VARIANTS'
+v2 versioned_v2
+fail-open versioned_fail_open
+map-state versioned_map
+no-state versioned_stateless
+VARIANTS
 
 # Python and JavaScript operators (componentize-py, componentize-js); each
 # is skipped when its sources, the SDK and the toolchain are unchanged.
@@ -21,6 +35,7 @@ examples/fraud-detection/operators/fraud-detector-py/fraud_detector.py fraud_det
 examples/polyglot/operators/window-count-py/window_count.py window_count_py
 tests/guests/hostile-py/hostile.py hostile_py
 benches/guests/map-op-py/map_op.py map_op_py
+tests/guests/versioned-py/versioned.py versioned_py
 examples/wordcount/operators/tokenizer-js/tokenizer.js tokenizer_js
 examples/polyglot/operators/running-total-js/running_total.js running_total_js
 tests/guests/hostile-js/hostile.js hostile_js
