@@ -34,25 +34,94 @@ pub struct OperatorInstance {
     limits: weir_core::job::GuestLimits,
 }
 
+/// An instance whose `open` has run, not yet given its keyed state: what a
+/// new version of the code is before it takes over a running instance's
+/// state ([`OperatorInstance::swap`]), or before [`PreparedInstance::attach`].
+/// Built on any thread and handed to the task's.
+pub struct PreparedInstance {
+    instance: OperatorInstance,
+    /// The states its `open` declared, by index.
+    declared: Vec<StateDescriptor>,
+}
+
+// The runtime prepares a new version off the task thread.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<PreparedInstance>();
+};
+
+impl PreparedInstance {
+    /// The states the guest's `open` declared, by index.
+    pub fn declared(&self) -> &[StateDescriptor] {
+        &self.declared
+    }
+
+    pub fn label(&self) -> &str {
+        &self.instance.label
+    }
+
+    /// Declares the states in `keyed` (when the operator is keyed) and
+    /// attaches it: the instance is then ready for `process`. Refuses
+    /// declared state without `keyed`.
+    pub fn attach(self, keyed: Option<Keyed>) -> Result<OperatorInstance, GuestError> {
+        let PreparedInstance {
+            mut instance,
+            declared,
+        } = self;
+        match keyed {
+            Some(mut keyed) => {
+                // Attached after `open`, so not bounded by `GuestState::new`;
+                // before any restore writes into it (restored state counts).
+                keyed
+                    .state
+                    .set_memory_max_bytes(instance.limits.state_memory_max_bytes);
+                keyed
+                    .state
+                    .declare(declared)
+                    .map_err(|e| instance.open_failed(format!("invalid state declaration: {e}")))?;
+                instance.store.data_mut().keyed = Some(keyed);
+            }
+            None if !declared.is_empty() => {
+                return Err(instance.open_failed(not_keyed(&declared)));
+            }
+            None => {}
+        }
+        Ok(instance)
+    }
+}
+
+/// Why an operator that is not keyed cannot declare state.
+fn not_keyed(declared: &[StateDescriptor]) -> String {
+    format!(
+        "it declares keyed state (`{}`), but it is not keyed: give it a hash edge (edge = \"hash\")",
+        weir_core::text::cut(&declared[0].name, 256)
+    )
+}
+
 impl OperatorInstance {
     /// Instantiates `compiled`, calls its `open`, and declares the states it
-    /// returns in `keyed` (when the operator is keyed).
+    /// returns in `keyed` (when the operator is keyed): [`Self::prepare`]
+    /// then [`PreparedInstance::attach`].
     pub fn open(
         compiled: &CompiledOperator,
         info: &OperatorInfo,
         keyed: Option<Keyed>,
     ) -> Result<OperatorInstance, GuestError> {
+        Self::prepare(compiled, info)?.attach(keyed)
+    }
+
+    /// Instantiates `compiled` and calls its `open`, keeping the states it
+    /// declares; no keyed state is attached (`open` cannot touch state).
+    pub fn prepare(
+        compiled: &CompiledOperator,
+        info: &OperatorInfo,
+    ) -> Result<PreparedInstance, GuestError> {
         let label: Arc<str> = if info.parallelism > 1 {
             format!("{}[{}]", info.name, info.subtask_index).into()
         } else {
             info.name.clone().into()
         };
-        let error = |kind| GuestError {
-            operator: label.to_string(),
-            kind,
-        };
         let seed = seed_for(&info.name, info.subtask_index);
-        let declared_keyed = keyed;
         let mut store = Store::new(
             &compiled.engine,
             GuestState::new(label.clone(), None, info.limits, seed),
@@ -68,7 +137,7 @@ impl OperatorInstance {
         let mut instance = OperatorInstance {
             store,
             bindings,
-            label: label.clone(),
+            label,
             limits: info.limits,
         };
         let wit_info = WitOperatorInfo {
@@ -82,13 +151,16 @@ impl OperatorInstance {
             .bindings
             .weir_operator_hooks()
             .call_open(&mut instance.store, &wit_info);
-        let declared = instance.finish("open", declared)?.map_err(|message| {
-            error(GuestErrorKind::Failed {
-                export: "open",
-                message: cut_message(&message),
-            })
-        })?;
-        let descriptors: Vec<StateDescriptor> = declared
+        let declared = instance
+            .finish("open", declared)?
+            .map_err(|message| GuestError {
+                operator: instance.label.to_string(),
+                kind: GuestErrorKind::Failed {
+                    export: "open",
+                    message: cut_message(&message),
+                },
+            })?;
+        let declared = declared
             .into_iter()
             .map(|d| StateDescriptor {
                 name: d.name,
@@ -100,33 +172,80 @@ impl OperatorInstance {
                 ttl_ms: d.ttl_ms,
             })
             .collect();
-        match declared_keyed {
-            Some(mut keyed) => {
-                // Attached after `open`, so not bounded by `GuestState::new`;
-                // before any restore writes into it (restored state counts).
+        Ok(PreparedInstance { instance, declared })
+    }
+
+    /// Replaces this instance with `next` (a new version of the code, or
+    /// the same one afresh), handing it this instance's host state: keyed
+    /// state (redeclared to `next`'s states by name, see
+    /// [`weir_state::plan_redeclare`]), event and processing timers,
+    /// watermark and processing time. The old instance is dropped.
+    ///
+    /// A refusal (state that cannot be kept, state declared by an operator
+    /// that is not keyed) leaves `self` unchanged and usable. A backend
+    /// error while renumbering stored entries leaves them partly moved:
+    /// `self` must then be dropped and the task restored from a checkpoint.
+    pub fn swap(
+        &mut self,
+        next: PreparedInstance,
+        allow_dropping_state: bool,
+    ) -> Result<(), GuestError> {
+        let PreparedInstance {
+            instance: mut next,
+            declared,
+        } = next;
+        let refused = |reason: String| GuestError {
+            operator: self.label.to_string(),
+            kind: GuestErrorKind::Failed {
+                export: "open",
+                message: format!("the new version cannot take over: {}", cut_message(&reason)),
+            },
+        };
+        let old = self.store.data_mut();
+        match &mut old.keyed {
+            None if !declared.is_empty() => return Err(refused(not_keyed(&declared))),
+            None => {}
+            Some(keyed) => {
+                // `redeclare` plans before it moves anything: a refusal
+                // leaves the store as it was.
                 keyed
                     .state
-                    .set_memory_max_bytes(info.limits.state_memory_max_bytes);
-                keyed.state.declare(descriptors).map_err(|e| {
-                    error(GuestErrorKind::Failed {
-                        export: "open",
-                        message: cut_message(&format!("invalid state declaration: {e}")),
-                    })
-                })?;
-                instance.store.data_mut().keyed = Some(keyed);
+                    .redeclare(declared, allow_dropping_state)
+                    .map_err(|e| refused(e.to_string()))?;
+                keyed
+                    .state
+                    .set_memory_max_bytes(next.limits.state_memory_max_bytes);
             }
-            None if !descriptors.is_empty() => {
-                return Err(error(GuestErrorKind::Failed {
-                    export: "open",
-                    message: format!(
-                        "it declares keyed state (`{}`), but it is not keyed: give it a hash edge (edge = \"hash\")",
-                        weir_core::text::cut(&descriptors[0].name, 256)
-                    ),
-                }));
-            }
-            None => {}
         }
-        Ok(instance)
+        let new = next.store.data_mut();
+        new.keyed = old.keyed.take();
+        new.event_timers = std::mem::take(&mut old.event_timers);
+        new.processing_timers = std::mem::take(&mut old.processing_timers);
+        new.watermark = old.watermark;
+        new.processing_time_ms = old.processing_time_ms;
+        *self = next;
+        Ok(())
+    }
+
+    /// The states of this instance's keyed state, by index (empty when it
+    /// is not keyed).
+    pub fn declared(&self) -> &[StateDescriptor] {
+        self.store
+            .data()
+            .keyed
+            .as_ref()
+            .map_or(&[], |keyed| keyed.state.descriptors())
+    }
+
+    /// A refusal of what `open` returned, naming this operator.
+    fn open_failed(&self, message: String) -> GuestError {
+        GuestError {
+            operator: self.label.to_string(),
+            kind: GuestErrorKind::Failed {
+                export: "open",
+                message: cut_message(&message),
+            },
+        }
     }
 
     pub fn label(&self) -> &str {
@@ -291,6 +410,211 @@ mod tests {
         OperatorInstance::open(&compiled, &info, None)
             .err()
             .unwrap()
+    }
+
+    mod swap {
+        //! Swapping in new code keeps the host state, on real guests
+        //! (built by `scripts/build-guests.sh`).
+
+        use std::path::PathBuf;
+        use std::sync::OnceLock;
+
+        use weir_core::timers::{TimeDomain, encode_timers};
+        use weir_core::{BatchBuilder, KeyGroupRange};
+        use weir_state::{KeyedStateStore, MemoryBackend, StateKind};
+
+        use super::super::*;
+        use crate::WasmEngine;
+
+        const MAX_PARALLELISM: u32 = 128;
+
+        /// One engine for every test: each guest is compiled once.
+        fn engine() -> &'static WasmEngine {
+            static ENGINE: OnceLock<WasmEngine> = OnceLock::new();
+            ENGINE.get_or_init(|| WasmEngine::new(None).unwrap())
+        }
+
+        fn compiled(dir: &str, name: &str) -> CompiledOperator {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(dir)
+                .join("wasm32-wasip2/release")
+                .join(format!("{name}.wasm"));
+            assert!(
+                path.exists(),
+                "{} is missing: run `bash scripts/build-guests.sh`",
+                path.display()
+            );
+            engine().load(name, &path).unwrap()
+        }
+
+        fn guest(name: &str) -> CompiledOperator {
+            compiled("target/wasm", name)
+        }
+
+        fn info() -> OperatorInfo {
+            OperatorInfo {
+                name: "op".into(),
+                subtask_index: 0,
+                parallelism: 1,
+                config: vec![("window_ms".into(), "100".into())],
+                limits: weir_core::job::GuestLimits::default(),
+            }
+        }
+
+        fn keyed() -> Keyed {
+            let key_groups = KeyGroupRange::for_subtask(0, 1, MAX_PARALLELISM);
+            Keyed {
+                state: KeyedStateStore::new(
+                    Box::new(MemoryBackend::new()),
+                    MAX_PARALLELISM,
+                    key_groups,
+                ),
+                key_groups,
+                max_parallelism: MAX_PARALLELISM,
+            }
+        }
+
+        fn process(op: &mut OperatorInstance, records: &[(&str, &str, i64)]) {
+            let mut batch = BatchBuilder::default();
+            for (key, value, ts) in records {
+                batch.push(Some(*ts), key.as_bytes(), value.as_bytes());
+            }
+            let out = op.process(0, &batch.take()).unwrap();
+            assert!(out.is_empty(), "{out:?}");
+        }
+
+        /// Advances the watermark to `watermark` and fires the event timers
+        /// due, as the runtime does: what the guest emitted, as text.
+        fn fire(op: &mut OperatorInstance, watermark: i64) -> Vec<(String, String)> {
+            let state = op.state();
+            state.watermark = watermark;
+            let due = state.event_timers.pop_due(watermark, usize::MAX);
+            let out = op
+                .on_timers(&encode_timers(TimeDomain::EventTime, &due))
+                .unwrap();
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let mut out: Vec<_> = out.iter().map(|r| (text(r.key), text(r.value))).collect();
+            out.sort();
+            out
+        }
+
+        fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+            expected
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        }
+
+        #[test]
+        fn keyed_state_timers_and_watermark_survive_a_swap() {
+            let count = guest("count_op");
+            let mut op = OperatorInstance::open(&count, &info(), Some(keyed())).unwrap();
+            // Window [0, 100): `a` only before the swap, `b` before and after.
+            process(&mut op, &[("a", "", 10), ("a", "", 20), ("b", "", 30)]);
+            op.state().watermark = 50;
+            op.state().processing_time_ms = 7;
+            op.state().processing_timers.register(1000, b"a");
+            assert_eq!(op.state().event_timers.len(), 2);
+
+            op.swap(OperatorInstance::prepare(&count, &info()).unwrap(), false)
+                .unwrap();
+            assert_eq!(op.state().watermark, 50);
+            assert_eq!(op.state().processing_time_ms, 7);
+            assert_eq!(op.state().event_timers.len(), 2, "event timers lost");
+            assert!(op.state().processing_timers.contains(1000, b"a"));
+            assert_eq!(op.declared()[0].name, "counts");
+
+            process(&mut op, &[("b", "", 40), ("b", "", 99)]);
+            assert_eq!(fire(&mut op, 99), pairs(&[("a", "2"), ("b", "3")]));
+        }
+
+        #[test]
+        fn a_new_version_takes_over_state_and_timers() {
+            let v1 = guest("window_collect");
+            let v2 = compiled("target/wasm-v2", "window_collect");
+            let mut op = OperatorInstance::open(&v1, &info(), Some(keyed())).unwrap();
+            process(&mut op, &[("k", r#"{"seq":1}"#, 10)]);
+            op.swap(OperatorInstance::prepare(&v2, &info()).unwrap(), false)
+                .unwrap();
+            process(&mut op, &[("k", r#"{"seq":2}"#, 20)]);
+            assert_eq!(fire(&mut op, 99), pairs(&[("k", "v2 k 100: 1,2")]));
+        }
+
+        #[test]
+        fn a_refused_swap_leaves_the_old_instance_working() {
+            let count = guest("count_op");
+            let mut op = OperatorInstance::open(&count, &info(), Some(keyed())).unwrap();
+            process(&mut op, &[("a", "", 10)]);
+            op.state().watermark = 5;
+
+            // window-collect declares `windows`, not `counts`.
+            let other = guest("window_collect");
+            let next = OperatorInstance::prepare(&other, &info()).unwrap();
+            assert_eq!(next.label(), "op");
+            assert_eq!(next.declared().len(), 1);
+            let err = op.swap(next, false).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "operator `op` failed in `open`: the new version cannot take over: state \
+                 `counts` is not declared by the new version, so its stored values would be \
+                 lost; pass --allow-dropping-state to drop it"
+            );
+            assert_eq!(op.declared()[0].name, "counts");
+            assert_eq!(op.state().watermark, 5);
+            process(&mut op, &[("a", "", 20)]);
+            assert_eq!(fire(&mut op, 99), pairs(&[("a", "2")]));
+
+            // Allowed, the counts go and the new version starts empty.
+            process(&mut op, &[("a", "", 110)]);
+            let next = OperatorInstance::prepare(&other, &info()).unwrap();
+            op.swap(next, true).unwrap();
+            assert_eq!(op.declared().len(), 1);
+            assert_eq!(op.declared()[0].name, "windows");
+            assert_eq!(op.declared()[0].kind, StateKind::Map);
+            process(&mut op, &[("a", r#"{"seq":7}"#, 120)]);
+            assert_eq!(fire(&mut op, 199), pairs(&[("a", "a 200: 7")]));
+        }
+
+        #[test]
+        fn state_cannot_be_swapped_into_an_operator_that_is_not_keyed() {
+            let map = guest("map_op");
+            let mut op = OperatorInstance::open(&map, &info(), None).unwrap();
+            assert!(op.declared().is_empty());
+            let next = OperatorInstance::prepare(&guest("count_op"), &info()).unwrap();
+            let err = op.swap(next, true).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "operator `op` failed in `open`: the new version cannot take over: it declares \
+                 keyed state (`counts`), but it is not keyed: give it a hash edge (edge = \"hash\")"
+            );
+            let mut batch = BatchBuilder::default();
+            batch.push(None, b"k", b"up");
+            let out = op.process(0, &batch.take()).unwrap();
+            assert_eq!(out.iter().next().unwrap().value, b"UP");
+            // And `open` refuses the same.
+            let err = OperatorInstance::open(&guest("count_op"), &info(), None)
+                .err()
+                .unwrap();
+            assert!(
+                err.to_string()
+                    .ends_with("it declares keyed state (`counts`), but it is not keyed: give it a hash edge (edge = \"hash\")"),
+                "{err}"
+            );
+        }
+
+        #[test]
+        fn prepared_then_attached_is_open() {
+            let count = guest("count_op");
+            let prepared = OperatorInstance::prepare(&count, &info()).unwrap();
+            assert_eq!(prepared.declared()[0].name, "counts");
+            // Built on one thread, attached on another.
+            let mut op = std::thread::spawn(move || prepared.attach(Some(keyed())).unwrap())
+                .join()
+                .unwrap();
+            process(&mut op, &[("a", "", 10)]);
+            assert_eq!(fire(&mut op, 99), pairs(&[("a", "1")]));
+        }
     }
 
     #[test]

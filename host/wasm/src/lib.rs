@@ -5,7 +5,10 @@
 //! world. [`OperatorInstance`] is one live instance: it calls the guest's
 //! exports with encoded batches under a deadline, a memory cap and an output
 //! cap, and serves the guest's imports (keyed state, timers, log) from
-//! [`GuestState`], one host module per WIT interface under `host/`. Every
+//! [`GuestState`], one host module per WIT interface under `host/`. A new
+//! version of the code ([`OperatorInstance::prepare`] -> [`PreparedInstance`])
+//! takes over a running instance's host state with [`OperatorInstance::swap`].
+//! Every
 //! memory, table and host-side structure a guest can grow is bounded by its
 //! operator's `GuestLimits` (`limiter` for memories and tables); every
 //! message from a guest is cut before it leaves the crate.
@@ -26,4 +29,4 @@ mod limiter;
 pub use engine::{CompiledOperator, WasmEngine};
 pub use error::GuestError;
 pub use host::{GuestState, Keyed};
-pub use instance::{OperatorInfo, OperatorInstance};
+pub use instance::{OperatorInfo, OperatorInstance, PreparedInstance};
