@@ -504,6 +504,7 @@ fn valid_metadata() -> &'static [u8] {
                 }],
             }],
             sinks: vec![],
+            versions: vec![],
         };
         metadata.write(tmp.path()).unwrap();
         std::fs::read(tmp.path().join(weir_snapshot::metadata::METADATA_FILE)).unwrap()

@@ -4,6 +4,11 @@
 //! - `GET  /jobs` — the job, its status and last checkpoint
 //! - `POST /jobs/{job}/savepoints` `{"dir": optional}` — take a savepoint
 //! - `POST /jobs/{job}/stop` `{"dir": optional}` — savepoint, then stop
+//! - `POST /jobs/{job}/cancel` — end the job, no savepoint
+//! - `POST /jobs/{job}/upgrade` `{"operator", "artifact": path to a .wasm,
+//!   "allow_dropping_state", "rollback"}` — swap an operator's code live
+//! - `POST /jobs/{job}/rescale` `{"parallelism", "operator": optional,
+//!   "dir": optional}` — savepoint, and go on at another parallelism
 //!
 //! The same API the cluster coordinator serves. It listens on loopback
 //! unless the operator explicitly asks for another address. Every request
@@ -14,7 +19,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use axum::Json;
@@ -23,13 +27,14 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
-use crossbeam_channel::{Sender, bounded};
-use serde::{Deserialize, Serialize};
-use weir_core::data_roots::{DataRoots, check_dir};
+use crossbeam_channel::Sender;
+use weir_core::data_roots::{Access, DataRoots, check_dir};
 use weir_core::job::JobSpec;
 
 use crate::control_guard::{BearerRefusal, HostCheck, check_bearer};
-use crate::coordinator::{JobStatus, SavepointRequest};
+use crate::master::api::{CommandResponse, refusal as command_refusal, run_command};
+use crate::master::command::{Command, CommandBody, CommandReply};
+use crate::master::driver::{CommandRequest, SharedView};
 use crate::registry::{self, Registration};
 
 /// Where the control API listens and announces itself.
@@ -51,10 +56,12 @@ pub struct ControlOptions {
 struct AppState {
     job: String,
     default_dir: Option<PathBuf>,
-    /// Where a requested savepoint directory must lie (`None`: anywhere).
+    /// Where upgrades keep artifacts: `<checkpoint dir>/<job>`.
+    storage_root: Option<PathBuf>,
+    /// Where a requested directory or artifact must lie (`None`: anywhere).
     roots: Option<DataRoots>,
-    requests: Sender<SavepointRequest>,
-    status: JobStatus,
+    requests: Sender<CommandRequest>,
+    view: SharedView,
 }
 
 /// The running server; dropping it shuts the server down and removes the
@@ -81,24 +88,13 @@ impl ControlOptions {
     }
 }
 
-#[derive(Deserialize, Default)]
-struct SavepointBody {
-    dir: Option<PathBuf>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SavepointReply {
-    path: Option<PathBuf>,
-    error: Option<String>,
-}
-
 impl ControlServer {
     pub(crate) fn start(
         options: &ControlOptions,
         roots: Option<DataRoots>,
         job: &JobSpec,
-        requests: Sender<SavepointRequest>,
-        status: JobStatus,
+        requests: Sender<CommandRequest>,
+        view: SharedView,
     ) -> anyhow::Result<ControlServer> {
         options.check()?;
         let Some(jobs_dir) = &options.jobs_dir else {
@@ -133,15 +129,19 @@ impl ControlServer {
                 .savepoint_dir
                 .clone()
                 .or_else(|| job.checkpoint.as_ref().map(|c| c.dir.join("savepoints"))),
+            storage_root: crate::storage_of(job).map(|s| s.root().to_path_buf()),
             roots,
             requests,
-            status,
+            view,
         };
         let hosts = HostCheck::new(addr);
         let protected = axum::Router::new()
             .route("/jobs", get(list_jobs))
             .route("/jobs/{job}/savepoints", post(savepoint))
             .route("/jobs/{job}/stop", post(stop))
+            .route("/jobs/{job}/cancel", post(cancel))
+            .route("/jobs/{job}/upgrade", post(upgrade))
+            .route("/jobs/{job}/rescale", post(rescale))
             .layer(axum::middleware::from_fn({
                 let token = token.clone();
                 move |request: Request, next: Next| {
@@ -238,14 +238,7 @@ async fn authorize(token: &str, request: Request, next: Next) -> Response {
 }
 
 fn refusal(code: StatusCode, error: String) -> Response {
-    (
-        code,
-        Json(SavepointReply {
-            path: None,
-            error: Some(error),
-        }),
-    )
-        .into_response()
+    command_refusal(code, error).into_response()
 }
 
 impl Drop for ControlServer {
@@ -263,95 +256,167 @@ impl Drop for ControlServer {
 }
 
 async fn list_jobs(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let last = *state.status.last_checkpoint.lock().expect("not poisoned");
-    Json(serde_json::json!([{ "name": state.job, "status": "running", "last_checkpoint": last }]))
+    let view = state.view.lock().expect("not poisoned").clone();
+    Json(serde_json::json!([view]))
 }
 
-async fn savepoint(
-    state: State<AppState>,
-    job: UrlPath<String>,
-    body: Option<Json<SavepointBody>>,
-) -> (StatusCode, Json<SavepointReply>) {
+type Body = Option<Json<CommandBody>>;
+
+async fn savepoint(state: State<AppState>, job: UrlPath<String>, body: Body) -> CommandResponse {
     take_savepoint(state, job, body, false).await
 }
 
-async fn stop(
-    state: State<AppState>,
-    job: UrlPath<String>,
-    body: Option<Json<SavepointBody>>,
-) -> (StatusCode, Json<SavepointReply>) {
+async fn stop(state: State<AppState>, job: UrlPath<String>, body: Body) -> CommandResponse {
     take_savepoint(state, job, body, true).await
+}
+
+/// Refuses a request for another job than the one this API serves.
+fn this_job(state: &AppState, job: &str) -> Result<(), CommandResponse> {
+    if job == state.job {
+        return Ok(());
+    }
+    Err(command_refusal(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no running job `{}` here (this is `{}`)",
+            weir_core::text::cut(job, 256),
+            state.job
+        ),
+    ))
+}
+
+/// The directory a savepoint goes to: the request's or the default, inside
+/// a read-write data root of this node (the client may be any token
+/// holder, so it gets no more than a job file does).
+fn savepoint_dir(state: &AppState, body: &CommandBody) -> Result<PathBuf, CommandResponse> {
+    let Some(dir) = body.dir.clone().or(state.default_dir.clone()) else {
+        return Err(command_refusal(
+            StatusCode::BAD_REQUEST,
+            "no savepoint directory: give one (weir savepoint JOB --dir DIR)",
+        ));
+    };
+    if let Some(roots) = &state.roots
+        && let Err(reason) = check_dir(roots, &dir)
+    {
+        return Err(command_refusal(
+            StatusCode::FORBIDDEN,
+            format!("savepoint directory: {reason}"),
+        ));
+    }
+    Ok(dir)
 }
 
 async fn take_savepoint(
     State(state): State<AppState>,
     UrlPath(job): UrlPath<String>,
-    body: Option<Json<SavepointBody>>,
+    body: Body,
     stop: bool,
-) -> (StatusCode, Json<SavepointReply>) {
-    let fail = |code, error: String| {
-        (
-            code,
-            Json(SavepointReply {
-                path: None,
-                error: Some(error),
-            }),
+) -> CommandResponse {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    if let Err(refused) = this_job(&state, &job) {
+        return refused;
+    }
+    let dir = match savepoint_dir(&state, &body) {
+        Ok(dir) => dir,
+        Err(refused) => return refused,
+    };
+    run_command(&state.requests, Command::Savepoint { dir, stop }).await
+}
+
+async fn cancel(State(state): State<AppState>, UrlPath(job): UrlPath<String>) -> CommandResponse {
+    if let Err(refused) = this_job(&state, &job) {
+        return refused;
+    }
+    run_command(&state.requests, Command::Cancel).await
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    UrlPath(job): UrlPath<String>,
+    body: Body,
+) -> CommandResponse {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    if let Err(refused) = this_job(&state, &job) {
+        return refused;
+    }
+    let Some(operator) = body.operator.clone() else {
+        return command_refusal(StatusCode::BAD_REQUEST, "name the operator to upgrade");
+    };
+    let allow_dropping_state = body.allow_dropping_state;
+    if body.rollback {
+        return run_command(
+            &state.requests,
+            Command::Rollback {
+                operator,
+                allow_dropping_state,
+            },
         )
-    };
-    if job != state.job {
-        return fail(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no running job `{}` here (this is `{}`)",
-                weir_core::text::cut(&job, 256),
-                state.job
-            ),
-        );
+        .await;
     }
-    let Some(dir) = body.and_then(|b| b.0.dir).or(state.default_dir.clone()) else {
-        return fail(
+    let Some(artifact) = body.artifact.map(PathBuf::from) else {
+        return command_refusal(
             StatusCode::BAD_REQUEST,
-            "no savepoint directory: give one (weir savepoint JOB --dir DIR)".into(),
+            "give the new version's .wasm (weir upgrade JOB --operator NAME --wasm FILE)",
         );
     };
-    // The client may be any token holder: its directory must lie in a
-    // read-write data root of this node, like every path a job writes.
     if let Some(roots) = &state.roots
-        && let Err(reason) = check_dir(roots, &dir)
+        && let Err(reason) = roots.check(&artifact, Access::Read)
     {
-        return fail(
-            StatusCode::FORBIDDEN,
-            format!(
-                "savepoint directory: {}",
-                weir_core::text::cut_message(&reason)
-            ),
-        );
+        return command_refusal(StatusCode::FORBIDDEN, format!("artifact: {reason}"));
     }
-    let (reply_tx, reply_rx) = bounded(1);
-    let request = SavepointRequest {
-        dir,
-        stop,
-        reply: reply_tx,
-    };
-    if state.requests.send(request).is_err() {
-        return fail(StatusCode::CONFLICT, "the job is no longer running".into());
-    }
-    let waited =
-        tokio::task::spawn_blocking(move || reply_rx.recv_timeout(Duration::from_secs(3600))).await;
-    match waited {
-        Ok(Ok(Ok(path))) => (
-            StatusCode::OK,
-            Json(SavepointReply {
-                path: Some(path),
-                error: None,
-            }),
-        ),
-        Ok(Ok(Err(e))) => fail(StatusCode::CONFLICT, weir_core::text::cut_message(&e)),
-        _ => fail(
+    let Some(storage_root) = state.storage_root.clone() else {
+        return command_refusal(
             StatusCode::CONFLICT,
-            "the job ended before the savepoint completed".into(),
-        ),
+            "an upgrade needs checkpoints: add a [checkpoint] section to the job file",
+        );
+    };
+    // Kept beside the checkpoints, which record its digest: a resume after
+    // the process died finds it there.
+    let kept = tokio::task::spawn_blocking(move || {
+        crate::artifacts::keep(&storage_root, &artifact).map_err(|e| format!("{e:#}"))
+    })
+    .await;
+    let digest = match kept {
+        Ok(Ok(digest)) => digest,
+        Ok(Err(e)) => return command_refusal(StatusCode::BAD_REQUEST, e),
+        Err(e) => return command_refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    run_command(
+        &state.requests,
+        Command::Upgrade {
+            operator,
+            digest,
+            allow_dropping_state,
+        },
+    )
+    .await
+}
+
+async fn rescale(
+    State(state): State<AppState>,
+    UrlPath(job): UrlPath<String>,
+    body: Body,
+) -> CommandResponse {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    if let Err(refused) = this_job(&state, &job) {
+        return refused;
     }
+    let Some(parallelism) = body.parallelism else {
+        return command_refusal(StatusCode::BAD_REQUEST, "give the new parallelism");
+    };
+    let dir = match savepoint_dir(&state, &body) {
+        Ok(dir) => dir,
+        Err(refused) => return refused,
+    };
+    run_command(
+        &state.requests,
+        Command::Rescale {
+            parallelism,
+            operator: body.operator,
+            dir,
+        },
+    )
+    .await
 }
 
 /// The CLI's side of the control API.
@@ -375,32 +440,55 @@ pub mod client {
         dir: Option<&Path>,
         stop: bool,
     ) -> anyhow::Result<PathBuf> {
+        let body = CommandBody {
+            dir: dir.map(Path::to_path_buf),
+            ..CommandBody::default()
+        };
+        let reply = command(
+            api,
+            token,
+            job,
+            if stop { "stop" } else { "savepoints" },
+            &body,
+        )?;
+        reply
+            .path
+            .ok_or_else(|| anyhow::anyhow!("{api}: the reply names no savepoint"))
+    }
+
+    /// Sends the command `action` (`savepoints`, `stop`, `cancel`,
+    /// `upgrade`, `rescale`) with `body` and returns the job's answer.
+    pub fn command(
+        api: &str,
+        token: &str,
+        job: &str,
+        action: &str,
+        body: &CommandBody,
+    ) -> anyhow::Result<CommandReply> {
         // The name goes into the URL: only names a job can have.
         registry::registry_file(Path::new(""), job)?;
-        let action = if stop { "stop" } else { "savepoints" };
         let url = format!("{}/jobs/{job}/{action}", api.trim_end_matches('/'));
-        let body = serde_json::json!({ "dir": dir });
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(3600)))
+            .timeout_global(Some(crate::master::api::COMMAND_WAIT))
             .build()
             .into();
         let mut response = agent
             .post(&url)
             .header("Authorization", &format!("Bearer {token}"))
-            .send_json(&body)
+            .send_json(body)
             .with_context(|| format!("cannot reach the job's control API at {api}"))?;
         let status = response.status();
-        let reply: SavepointReply = response
+        let reply: CommandReply = response
             .body_mut()
             .with_config()
             .limit(REPLY_BYTES_MAX)
             .read_json()
             .with_context(|| format!("{url}: unexpected reply (HTTP {status})"))?;
-        match (reply.path, reply.error) {
-            (Some(path), _) => Ok(path),
-            (None, Some(e)) => bail!("{}", weir_core::text::cut_message(&e)),
-            (None, None) => bail!("{url}: empty reply (HTTP {status})"),
+        match (&reply.error, status.is_success()) {
+            (Some(e), _) => bail!("{}", weir_core::text::cut_message(e)),
+            (None, true) => Ok(reply),
+            (None, false) => bail!("{url}: HTTP {status}"),
         }
     }
 }

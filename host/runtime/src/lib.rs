@@ -1,4 +1,5 @@
-//! weir-runtime: runs a job graph on one machine.
+//! weir-runtime: runs a job graph on one machine, and the job master that
+//! drives it there and on a cluster.
 //!
 //! [`plan`] turns a [`weir_core::job::JobSpec`] into tasks: source splits,
 //! chains of operators joined by forward edges, and sinks, wired by bounded
@@ -8,52 +9,84 @@
 //! and end of input, so operator code never races with anything.
 //!
 //! Checkpoints follow Chandy-Lamport with aligned barriers, as in Flink:
-//! the [`coordinator`] triggers sources, every task aligns the barrier on its
-//! inputs and snapshots ([`task_snapshot`]), and the metadata written after
-//! the last acknowledgement is what makes a checkpoint exist; sinks commit
-//! only then. A failed task restarts the job from the latest complete
-//! checkpoint; the [`control`] API takes savepoints and stops jobs.
+//! the job master ([`master`]) triggers sources, every task aligns the
+//! barrier on its inputs and snapshots ([`task_snapshot`]), and the
+//! metadata written after the last acknowledgement is what makes a
+//! checkpoint exist; sinks commit only then. The master also restarts a
+//! failed job from its latest checkpoint, and carries out users' commands:
+//! savepoint, stop, cancel, upgrade (an operator's code swapped at a
+//! barrier, [`swaps`]) and rescale. Its decisions are a state machine with
+//! no IO ([`master::machine`]); `weir run` drives it with local threads
+//! ([`embedded`]), the cluster with workers.
 //!
 //! On a cluster, a worker runs its share of an attempt
 //! ([`run_worker_attempt`]): it builds the whole plan, keeps the tasks
 //! placed on it, and hands channels that cross workers to the network
-//! ([`remote`]); the cluster's coordinator runs the checkpoint coordinator
-//! ([`start_remote_coordinator`]) and carries commands and events.
+//! ([`remote`]).
 //!
 //! This crate decides nothing about Wasm (that is `weir-wasm`), storage
 //! (`weir-state`) or snapshot files (`weir-snapshot`).
 
 mod alignment;
+pub mod artifacts;
+mod attempt;
 mod control;
 mod control_guard;
-mod coordinator;
+pub mod embedded;
+pub mod events;
 mod gate;
+pub mod master;
 mod message;
 mod metrics;
 mod operator_task;
 mod plan;
 pub mod registry;
 pub mod remote;
-mod runner;
+pub mod rescale;
+mod restore;
 mod sink_task;
 mod source_task;
+mod state_root;
+pub mod swaps;
 mod task_snapshot;
+mod worker_attempt;
+
+use weir_core::job::JobSpec;
+use weir_core::text::{MESSAGE_BYTES_MAX, cut};
+use weir_snapshot::CheckpointStorage;
 
 pub use control::{ControlOptions, client};
-pub use coordinator::{
-    AckPart, JobStatus, OperatorPart, RemoteCoordinator, SavepointRequest, SinkCommand,
-    SourceCommand, TaskEvent, start_remote_coordinator, storage_of,
+pub use embedded::{RunOptions, check_data_paths, run_job, sink_target, validate_job};
+pub use events::{
+    AckPart, OperatorPart, SinkCommand, SnapshotPlan, SourceCommand, Swap, TaskEvent,
 };
 pub use message::Barrier;
 pub use metrics::{JobReport, NodeReport, Outcome};
 pub use plan::check as check_plan;
 pub use plan::{PlanSize, TaskId, tasks};
 pub use remote::{DataPlane, InboundChannels};
-pub use runner::{
-    AttemptCancelled, ERROR_BYTES_MAX, RunOptions, StartedAttempt, WorkerAttempt, check_data_paths,
-    check_snapshot, cut_error, run_job, run_worker_attempt, sink_target, starting_snapshot,
-    validate_job,
-};
-pub use task_snapshot::SnapshotDirs;
+pub use restore::{check_snapshot, starting_snapshot};
+pub use task_snapshot::SnapshotPlans;
 /// Lives in weir-core so the cluster's nodes fold paths the same way.
 pub use weir_core::data_roots::clean_job_paths;
+pub use worker_attempt::{
+    AttemptCancelled, OnStarted, StartedAttempt, WorkerAttempt, run_worker_attempt,
+};
+
+/// Longest error (a chain of contexts around a cause) printed or returned
+/// for one attempt: room for a guest's message, already cut to
+/// [`MESSAGE_BYTES_MAX`] where it entered the host, and what names it.
+pub const ERROR_BYTES_MAX: usize = 2 * MESSAGE_BYTES_MAX;
+
+/// `e` with its causes, cut to [`ERROR_BYTES_MAX`] with control characters
+/// escaped: safe for a terminal, a log line or a reply.
+pub fn cut_error(e: &anyhow::Error) -> String {
+    cut(&format!("{e:#}"), ERROR_BYTES_MAX)
+}
+
+/// Where `job`'s checkpoints go, if it takes any.
+pub fn storage_of(job: &JobSpec) -> Option<CheckpointStorage> {
+    job.checkpoint
+        .as_ref()
+        .map(|c| CheckpointStorage::new(&c.dir, &job.name))
+}

@@ -43,6 +43,8 @@ pub enum Outcome {
     Finished,
     /// Stopped on request after this savepoint completed.
     Stopped { savepoint: std::path::PathBuf },
+    /// Cancelled on request, without a savepoint.
+    Cancelled,
 }
 
 /// What a job did (counts cover the last attempt only).

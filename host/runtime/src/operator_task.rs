@@ -23,7 +23,7 @@ use weir_core::{Batch, BatchBuilder};
 use weir_wasm::OperatorInstance;
 
 use crate::alignment::Alignment;
-use crate::coordinator::TaskEvent;
+use crate::events::TaskEvent;
 use crate::gate::Gate;
 use crate::message::{Barrier, Message, TaskError, TaskResult};
 use crate::metrics::NodeCounters;
@@ -143,21 +143,35 @@ impl ChainTask {
         Ok(())
     }
 
-    /// Every input delivered the barrier: snapshot, forward, acknowledge.
+    /// Every input delivered the barrier: snapshot, swap in a new version
+    /// where the snapshot's plan says so, forward, acknowledge.
+    ///
+    /// The swap comes after the link's snapshot and before anything else
+    /// it processes, so records before the barrier met the old code and
+    /// records after it meet the new one, over the same state and timers.
     fn on_barrier(&mut self, barrier: Barrier) -> TaskResult {
-        let dir = self.snapshots.dir(barrier.id);
+        let plan = self.snapshots.plan(barrier.id);
         let mut parts = Vec::new();
         let mut failure = None;
-        if let Ok(dir) = &dir {
+        if let Ok(plan) = &plan {
             for link in &mut self.links {
                 match snapshot_link(
                     &mut link.instance,
                     &link.identity,
                     barrier,
-                    dir,
+                    &plan.dir,
                     self.snapshots.incremental,
                 ) {
-                    Ok(part) => parts.push(part),
+                    Ok(mut part) => {
+                        if let Some(swap) = plan
+                            .swaps
+                            .iter()
+                            .find(|s| s.operator == link.identity.operator)
+                        {
+                            part.part.swapped = Some(swap_link(link, swap, &self.snapshots));
+                        }
+                        parts.push(part);
+                    }
                     Err(e) => {
                         failure = Some(format!("operator `{}`: {e:#}", link.instance.label()));
                         break;
@@ -169,7 +183,7 @@ impl ChainTask {
         for link in &self.links {
             link.late_gate.send_barrier(barrier)?;
         }
-        match (dir, failure) {
+        match (plan, failure) {
             (Err(e), _) => self.snapshots.decline(barrier.id, e.to_string()),
             (_, Some(reason)) => self.snapshots.decline(barrier.id, reason),
             (Ok(_), None) => finish_and_ack(&self.snapshots, barrier.id, parts),
@@ -307,4 +321,31 @@ fn split_late(link: &mut ChainLink, batch: Batch, watermark: i64) -> Result<Batc
             Ok(on_time.take())
         }
     }
+}
+
+/// Replaces `link`'s instance with the prepared new version; on any
+/// refusal the old instance goes on unchanged. Returns the digest now
+/// running, or why the old one stays.
+fn swap_link(
+    link: &mut ChainLink,
+    swap: &crate::events::Swap,
+    snapshots: &crate::task_snapshot::SnapshotContext,
+) -> Result<String, String> {
+    let key = (swap.operator.clone(), link.identity.subtask);
+    let prepared = snapshots
+        .prepared
+        .lock()
+        .expect("not poisoned")
+        .remove(&key)
+        .filter(|p| p.digest == swap.digest)
+        .ok_or_else(|| "its new version was not prepared on this node".to_string())?;
+    link.instance
+        .swap(prepared.instance, swap.allow_dropping_state)
+        .map_err(|e| weir_core::text::cut_message(&e.to_string()))?;
+    tracing::info!(
+        operator = %link.instance.label(),
+        "now runs {}",
+        &swap.digest[..swap.digest.len().min(12)]
+    );
+    Ok(swap.digest.clone())
 }

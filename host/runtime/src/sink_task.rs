@@ -10,7 +10,7 @@ use weir_connectors::Sink;
 use weir_snapshot::SinkSnapshot;
 
 use crate::alignment::Alignment;
-use crate::coordinator::{AckPart, SinkCommand, TaskEvent};
+use crate::events::{AckPart, SinkCommand, TaskEvent};
 use crate::message::{Message, TaskError, TaskResult};
 use crate::metrics::NodeCounters;
 use crate::plan::InputChannel;

@@ -15,7 +15,7 @@ use weir_core::job::SourceSpec;
 use weir_core::watermark::{BoundedOutOfOrderness, MIN_WATERMARK};
 use weir_snapshot::SourceSnapshot;
 
-use crate::coordinator::{AckPart, SourceCommand, TaskEvent};
+use crate::events::{AckPart, SourceCommand, TaskEvent};
 use crate::gate::Gate;
 use crate::message::{TaskError, TaskResult};
 use crate::metrics::NodeCounters;

@@ -30,28 +30,32 @@ use weir_snapshot::{OperatorSnapshot, StateHandle, StateInfo, SubtaskSnapshot};
 use weir_state::{StateDescriptor, StateKind};
 use weir_wasm::OperatorInstance;
 
-use crate::coordinator::{AckPart, OperatorPart, TaskEvent};
+use crate::events::{AckPart, OperatorPart, SnapshotPlan, TaskEvent};
 use crate::message::Barrier;
+use crate::swaps::PreparedSwaps;
 
-/// Where each snapshot in flight is written, by id; `None` once aborted.
-pub type SnapshotDirs = Arc<Mutex<BTreeMap<u64, Option<PathBuf>>>>;
+/// Where each snapshot in flight is written and what swaps at its
+/// barrier, by id; `None` once aborted.
+pub type SnapshotPlans = Arc<Mutex<BTreeMap<u64, Option<SnapshotPlan>>>>;
 
 /// What a task needs to take its part in snapshots.
 #[derive(Clone)]
 pub(crate) struct SnapshotContext {
-    pub(crate) dirs: SnapshotDirs,
+    pub(crate) plans: SnapshotPlans,
     pub(crate) events: Sender<TaskEvent>,
     pub(crate) incremental: bool,
+    /// New versions of operators, opened and waiting for their barrier.
+    pub(crate) prepared: PreparedSwaps,
 }
 
 impl SnapshotContext {
-    pub(crate) fn dir(&self, id: u64) -> anyhow::Result<PathBuf> {
-        // On a cluster the directory comes from the coordinator over the
+    pub(crate) fn plan(&self, id: u64) -> anyhow::Result<SnapshotPlan> {
+        // On a cluster the plan comes from the coordinator over the
         // control stream, which a barrier on a data stream may overtake.
         let deadline = std::time::Instant::now() + DIR_WAIT;
         loop {
-            match self.dirs.lock().expect("not poisoned").get(&id) {
-                Some(Some(dir)) => return Ok(dir.clone()),
+            match self.plans.lock().expect("not poisoned").get(&id) {
+                Some(Some(plan)) => return Ok(plan.clone()),
                 Some(None) => return Err(anyhow!("snapshot {id} was aborted")),
                 None => {}
             }
@@ -245,6 +249,7 @@ pub(crate) fn snapshot_link(
                 state: handle,
                 stats,
             },
+            swapped: None,
         },
         deferred,
     })

@@ -23,8 +23,8 @@ pub mod storage;
 
 pub use checksum::{FileRef, is_plain_name, shared_dir_of};
 pub use metadata::{
-    FORMAT_VERSION, Metadata, OperatorSnapshot, SinkSnapshot, SourceSnapshot, StateHandle,
-    StateInfo, StateStats, SubtaskSnapshot,
+    FORMAT_VERSION, Metadata, OperatorSnapshot, OperatorVersion, SinkSnapshot, SourceSnapshot,
+    StateHandle, StateInfo, StateStats, SubtaskSnapshot, VersionRecord,
 };
 pub use storage::{CheckpointStorage, Snapshot};
 

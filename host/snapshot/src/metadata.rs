@@ -33,6 +33,32 @@ pub struct Metadata {
     pub sources: Vec<SourceSnapshot>,
     pub operators: Vec<OperatorSnapshot>,
     pub sinks: Vec<SinkSnapshot>,
+    /// The code each operator runs after this snapshot's barrier, with the
+    /// versions it ran before: a restore of this snapshot runs these.
+    /// Empty in snapshots taken before versions were recorded.
+    #[serde(default)]
+    pub versions: Vec<OperatorVersion>,
+}
+
+/// Which artifact an operator runs, and which it ran before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorVersion {
+    pub operator: String,
+    /// SHA-256 of the artifact, hex.
+    pub digest: String,
+    /// Oldest first; the last entry is `digest`.
+    pub history: Vec<VersionRecord>,
+}
+
+/// One version an operator ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// SHA-256 of the artifact, hex.
+    pub digest: String,
+    /// The checkpoint at whose barrier it took over; `None` for the
+    /// version the job started with.
+    pub checkpoint: Option<u64>,
+    pub since_unix_ms: u64,
 }
 
 /// Where one source split was.
@@ -236,6 +262,7 @@ pub(crate) fn sample(id: u64) -> Metadata {
         }],
         operators: vec![],
         sinks: vec![],
+        versions: vec![],
     }
 }
 

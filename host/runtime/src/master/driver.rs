@@ -1,0 +1,605 @@
+//! Runs a [`JobMachine`] on the calling thread: feeds it events, commands
+//! and the clock, and carries out its actions with files (snapshot
+//! directories, metadata, pruning) and a [`Deployer`] (the tasks).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, never, select};
+use serde::{Deserialize, Serialize};
+use weir_core::job::JobSpec;
+use weir_snapshot::metadata::now_unix_ms;
+use weir_snapshot::{CheckpointStorage, OperatorVersion, Snapshot};
+
+use super::command::{Command, CommandId, CommandResult};
+use super::machine::{
+    Action, AttemptEnd, Input, JobEnd, JobMachine, Parts, Phase, Restore, Settings, Shape, Swap,
+    Target,
+};
+use super::metadata::assemble;
+pub use crate::events::SnapshotPlan;
+use crate::events::TaskEvent;
+use crate::message::Barrier;
+
+/// What one attempt runs.
+pub struct AttemptPlan {
+    /// 0 first; guests see it as `weir.attempt`.
+    pub number: u32,
+    /// The job at this attempt's parallelism.
+    pub job: JobSpec,
+    pub restore: Option<Snapshot>,
+    pub allow_non_restored_state: bool,
+    /// The artifact each operator runs.
+    pub versions: Vec<OperatorVersion>,
+}
+
+/// Where the tasks of an attempt run, and how to reach them.
+pub trait Deployer {
+    /// What the nodes tell the driver besides task events (an attempt
+    /// ended, an upgrade was prepared, a worker was lost).
+    type Note: Send + 'static;
+
+    fn notes(&self) -> Receiver<Self::Note>;
+    /// Turns a note into what the master needs to know.
+    fn note(&mut self, note: Self::Note, now: Instant) -> Vec<Input>;
+    /// Called at least every [`TICK`]: a deployer's own deadlines.
+    fn tick(&mut self, _now: Instant) -> Vec<Input> {
+        Vec::new()
+    }
+    /// Deploys the attempt. Once this returns `Ok`, the attempt's end must
+    /// arrive as exactly one note that becomes [`Input::AttemptEnded`]; after
+    /// an `Err` nothing of it may be left running, and no note follows.
+    fn start(&mut self, plan: &AttemptPlan) -> Result<(Shape, Receiver<TaskEvent>), String>;
+    /// Tells every node where snapshot `barrier.id` goes, then triggers
+    /// every source.
+    fn trigger(&mut self, barrier: Barrier, stop: bool, plan: &SnapshotPlan);
+    /// Snapshot `id` was aborted: no task may wait for it.
+    fn abort(&mut self, id: u64);
+    fn commit(&mut self, id: u64);
+    /// A stop's savepoint is committed: the parked sources may end.
+    fn release_sources(&mut self);
+    /// Builds and opens the new version on every node that runs the
+    /// operator; the result arrives as a note.
+    fn prepare(&mut self, upgrade: CommandId, swap: &Swap, plan: &AttemptPlan);
+    fn discard(&mut self, upgrade: CommandId);
+    fn cancel(&mut self);
+}
+
+/// How often the driver looks at the clock when nothing happens.
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A user's command and where its answer goes.
+pub struct CommandRequest {
+    pub command: Command,
+    pub reply: Sender<CommandResult>,
+}
+
+/// What the APIs show of a running job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobView {
+    pub name: String,
+    pub state: String,
+    pub attempt: u32,
+    pub restarts: u32,
+    pub last_checkpoint: Option<u64>,
+    /// Each operator's artifact and the versions it ran before.
+    pub versions: Vec<OperatorVersion>,
+    /// Each operator's parallelism in the current attempt.
+    pub parallelism: BTreeMap<String, u32>,
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint: Option<PathBuf>,
+}
+
+pub type SharedView = Arc<Mutex<JobView>>;
+
+/// Rewrites the job for an attempt: parallelism, and the artifact each
+/// operator runs. Embedded and cluster resolve artifacts differently.
+pub type Reshape = dyn Fn(&JobSpec, &AttemptInputs) -> Result<JobSpec, String>;
+
+/// What shapes an attempt's job besides the submitted file.
+pub struct AttemptInputs<'a> {
+    pub rescale: Option<(Option<String>, u32)>,
+    pub versions: &'a [OperatorVersion],
+}
+
+pub struct Driver<D: Deployer> {
+    pub job: JobSpec,
+    pub deployer: D,
+    pub storage: Option<CheckpointStorage>,
+    /// The snapshot the first attempt restores from (`--from-savepoint`,
+    /// `--resume`, or a submission's).
+    pub initial_restore: Option<Snapshot>,
+    /// Whether the initial snapshot's recorded versions replace the job
+    /// file's artifacts (a resume; not a savepoint restored into a new
+    /// job file, whose artifacts are what the user asks for).
+    pub initial_versions_from_snapshot: bool,
+    pub allow_non_restored_state: bool,
+    pub commands: Receiver<CommandRequest>,
+    pub view: SharedView,
+    /// Builds an attempt's job (parallelism, artifacts).
+    pub reshape: Box<Reshape>,
+    /// The artifact each operator of the submitted job runs.
+    pub initial_versions: Vec<OperatorVersion>,
+}
+
+/// How the job ended, with the attempt count.
+#[derive(Debug, Clone)]
+pub struct DriverEnd {
+    pub end: JobEnd,
+    pub restarts: u32,
+}
+
+struct Running {
+    events: Receiver<TaskEvent>,
+    plan: AttemptPlan,
+}
+
+impl<D: Deployer> Driver<D> {
+    pub fn run(self) -> DriverEnd {
+        let Driver {
+            job,
+            mut deployer,
+            storage,
+            initial_restore,
+            initial_versions_from_snapshot,
+            allow_non_restored_state,
+            commands,
+            view,
+            reshape,
+            initial_versions,
+        } = self;
+        let settings = Settings {
+            checkpoint_interval: job
+                .checkpoint
+                .as_ref()
+                .map(|c| std::time::Duration::from_millis(c.interval_ms)),
+            checkpoint_timeout: job
+                .checkpoint
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(600), |c| {
+                    std::time::Duration::from_millis(c.timeout_ms)
+                }),
+            checkpoints: storage.is_some(),
+            restart_attempts: job.restart.attempts,
+            restart_delay: std::time::Duration::from_millis(job.restart.delay_ms),
+            operators: job
+                .operators
+                .iter()
+                .map(|o| (o.name.clone(), o.parallelism))
+                .collect(),
+        };
+        let mut versions = initial_versions;
+        if let Some(s) = &initial_restore {
+            versions = carry_versions(versions, s, initial_versions_from_snapshot);
+        }
+        let mut machine = JobMachine::new(
+            settings,
+            initial_restore.as_ref().map_or(1, |s| s.metadata.id + 1),
+            versions,
+        );
+        if let Some(s) = &initial_restore {
+            machine.restored_from(s.metadata.id);
+        }
+        let mut state = DriverState {
+            job: &job,
+            storage: storage.as_ref(),
+            previous_restore: initial_restore,
+            allow_non_restored_state,
+            reshape: &*reshape,
+            running: None,
+            dirs: HashMap::new(),
+            replies: HashMap::new(),
+            next_command: 1,
+            view: &view,
+        };
+        let notes = deployer.notes();
+        let mut commands = commands;
+        loop {
+            if let Some(end) = state.execute(&mut machine, &mut deployer) {
+                state.publish(&machine, Some(&end));
+                for (_, reply) in state.replies.drain() {
+                    let _ = reply.send(Err("the job has ended".into()));
+                }
+                return DriverEnd {
+                    end,
+                    restarts: machine.restarts(),
+                };
+            }
+            state.publish(&machine, None);
+            let events = state
+                .running
+                .as_ref()
+                .map_or_else(never, |r| r.events.clone());
+            let wait = machine
+                .next_wakeup()
+                .map(|at| at.saturating_duration_since(Instant::now()))
+                .unwrap_or(TICK)
+                .min(TICK);
+            let mut inputs = Vec::new();
+            select! {
+                recv(events) -> event => match event {
+                    Ok(event) => inputs.push(Input::Task(event)),
+                    // Every task of the attempt is gone; its end follows as a note.
+                    Err(_) => if let Some(r) = &mut state.running { r.events = never() },
+                },
+                recv(notes) -> note => if let Ok(note) = note {
+                    inputs.extend(deployer.note(note, Instant::now()));
+                },
+                recv(commands) -> request => match request {
+                    Ok(CommandRequest { command, reply }) => {
+                        let id = state.next_command;
+                        state.next_command += 1;
+                        state.replies.insert(id, reply);
+                        inputs.push(Input::Command { id, command });
+                    }
+                    Err(_) => commands = never(),
+                },
+                default(wait) => {}
+            }
+            let now = Instant::now();
+            inputs.extend(deployer.tick(now));
+            for input in inputs {
+                machine.handle(input, now);
+            }
+            machine.poll(now);
+        }
+    }
+}
+
+struct DriverState<'a> {
+    job: &'a JobSpec,
+    storage: Option<&'a CheckpointStorage>,
+    /// What the last attempt restored from: a failover with no newer
+    /// checkpoint restores from it again.
+    previous_restore: Option<Snapshot>,
+    allow_non_restored_state: bool,
+    reshape: &'a Reshape,
+    running: Option<Running>,
+    dirs: HashMap<u64, PathBuf>,
+    replies: HashMap<CommandId, Sender<CommandResult>>,
+    next_command: CommandId,
+    view: &'a SharedView,
+}
+
+impl DriverState<'_> {
+    /// Carries out everything the machine decided (and what that leads
+    /// to); returns how the job ended once it has.
+    fn execute<D: Deployer>(
+        &mut self,
+        machine: &mut JobMachine,
+        deployer: &mut D,
+    ) -> Option<JobEnd> {
+        let mut ended = None;
+        loop {
+            let actions = machine.drain();
+            if actions.is_empty() {
+                return ended;
+            }
+            for action in actions {
+                if let Action::JobEnded(end) = action {
+                    ended = Some(end);
+                    continue;
+                }
+                if let Some(input) = self.act(action, machine, deployer) {
+                    if let Input::AttemptEnded(_) = &input {
+                        self.running = None;
+                    }
+                    machine.handle(input, Instant::now());
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, command: CommandId, result: CommandResult) {
+        if let Some(reply) = self.replies.remove(&command) {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn act<D: Deployer>(
+        &mut self,
+        action: Action,
+        machine: &mut JobMachine,
+        deployer: &mut D,
+    ) -> Option<Input> {
+        let job = self.job;
+        match action {
+            Action::StartAttempt {
+                number,
+                restore,
+                rescale,
+                versions,
+            } => Some(self.start(number, restore, rescale, versions, machine, deployer)),
+            Action::CancelAttempt => {
+                deployer.cancel();
+                None
+            }
+            Action::Trigger {
+                id,
+                savepoint,
+                stop,
+                target,
+                swaps,
+            } => {
+                let dir = match (&target, self.storage) {
+                    (Target::Savepoint(root), _) => {
+                        let dir = root.join(format!("savepoint-{}-{id}", job.name));
+                        std::fs::create_dir_all(&dir)
+                            .map(|_| dir)
+                            .map_err(|e| e.to_string())
+                    }
+                    (Target::Checkpoint, Some(storage)) => {
+                        storage.create(id).map_err(|e| e.to_string())
+                    }
+                    (Target::Checkpoint, None) => Err("the job has no checkpoint storage".into()),
+                };
+                match dir {
+                    Ok(dir) => {
+                        tracing::debug!(job = %job.name, "triggering {} {id}", if savepoint { "savepoint" } else { "checkpoint" });
+                        self.dirs.insert(id, dir.clone());
+                        deployer.trigger(
+                            Barrier { id, savepoint },
+                            stop,
+                            &SnapshotPlan { dir, swaps },
+                        );
+                        None
+                    }
+                    Err(reason) => Some(Input::SnapshotFailed { id, reason }),
+                }
+            }
+            Action::Abort { id, reason } => {
+                tracing::warn!(job = %job.name, "snapshot {id} aborted: {reason}");
+                deployer.abort(id);
+                if let Some(dir) = self.dirs.remove(&id) {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                None
+            }
+            Action::WriteMetadata {
+                id,
+                savepoint,
+                parts,
+                versions,
+            } => Some(self.write_metadata(id, savepoint, parts, versions)),
+            Action::Prune { id } => {
+                if let (Some(storage), Some(spec)) = (self.storage, &job.checkpoint)
+                    && let Err(e) = storage.prune(spec.retain, id)
+                {
+                    tracing::warn!(job = %job.name, "cannot delete old checkpoints: {e}");
+                }
+                None
+            }
+            Action::CommitSinks { id } => {
+                deployer.commit(id);
+                None
+            }
+            Action::ReleaseSources => {
+                deployer.release_sources();
+                None
+            }
+            Action::Prepare { upgrade, swap } => {
+                match &self.running {
+                    Some(running) => deployer.prepare(upgrade, &swap, &running.plan),
+                    None => {
+                        return Some(Input::Prepared {
+                            upgrade,
+                            result: Err("the job is not running".into()),
+                        });
+                    }
+                }
+                None
+            }
+            Action::DiscardPrepared { upgrade } => {
+                deployer.discard(upgrade);
+                None
+            }
+            Action::Reply { command, result } => {
+                if let Err(e) = &result {
+                    tracing::warn!(job = %job.name, "command failed: {e}");
+                }
+                self.reply(command, result);
+                None
+            }
+            Action::Restarting { restarts, reason } => {
+                let reason = weir_core::text::cut_message(&reason);
+                tracing::info!(job = %job.name, "restart {restarts} of {} in {} ms", job.restart.attempts, job.restart.delay_ms);
+                eprintln!(
+                    "weir: job `{}` failed ({reason}); restarting ({restarts}/{})",
+                    job.name, job.restart.attempts
+                );
+                let mut view = self.view.lock().expect("not poisoned");
+                view.error = Some(reason);
+                None
+            }
+            Action::JobEnded(_) => None, // `execute` takes it
+        }
+    }
+
+    fn start<D: Deployer>(
+        &mut self,
+        number: u32,
+        restore: Restore,
+        rescale: Option<(Option<String>, u32)>,
+        versions: Vec<OperatorVersion>,
+        machine: &mut JobMachine,
+        deployer: &mut D,
+    ) -> Input {
+        let failed = |e: String| Input::AttemptEnded(AttemptEnd::Failed(e));
+        let snapshot = match restore {
+            Restore::Savepoint(path) => match Snapshot::load(&path) {
+                Ok(s) => Some(s),
+                Err(e) => return failed(format!("cannot restore from {}: {e}", path.display())),
+            },
+            // The first attempt starts from what the run was given.
+            Restore::Latest if number == 0 => self.previous_restore.clone(),
+            Restore::Latest => match self.storage.map(CheckpointStorage::latest_valid) {
+                Some(Ok(Some(latest))) => Some(latest),
+                Some(Err(e)) => return failed(format!("cannot look for checkpoints: {e}")),
+                _ => self.previous_restore.clone(),
+            },
+        };
+        let mut versions = versions;
+        if let Some(s) = &snapshot
+            && number > 0
+        {
+            // A failover: the snapshot says which code its state belongs to.
+            versions = carry_versions(versions, s, true);
+            machine.set_versions(versions.clone());
+            machine.restored_from(s.metadata.id);
+        }
+        let inputs = AttemptInputs {
+            rescale,
+            versions: &versions,
+        };
+        let job = match (self.reshape)(self.job, &inputs) {
+            Ok(job) => job,
+            Err(e) => return failed(e),
+        };
+        if let Some(s) = &snapshot
+            && let Err(e) = crate::restore::check_restore(&job, s, self.allow_non_restored_state)
+        {
+            return failed(crate::cut_error(&e));
+        }
+        if number > 0 {
+            tracing::info!(
+                job = %job.name,
+                "attempt {number} from {}",
+                snapshot.as_ref().map_or("the beginning".to_string(), |s| s.dir.display().to_string())
+            );
+        }
+        self.previous_restore = snapshot.clone();
+        let plan = AttemptPlan {
+            number,
+            job,
+            restore: snapshot,
+            allow_non_restored_state: self.allow_non_restored_state,
+            versions,
+        };
+        match deployer.start(&plan) {
+            Ok((shape, events)) => {
+                {
+                    let mut view = self.view.lock().expect("not poisoned");
+                    view.parallelism = plan
+                        .job
+                        .operators
+                        .iter()
+                        .map(|o| (o.name.clone(), o.parallelism))
+                        .collect();
+                }
+                self.running = Some(Running { events, plan });
+                Input::AttemptStarted { shape }
+            }
+            Err(e) => {
+                tracing::warn!(job = %plan.job.name, "attempt {number} could not start: {e}");
+                Input::AttemptEnded(AttemptEnd::Failed(e))
+            }
+        }
+    }
+
+    fn write_metadata(
+        &mut self,
+        id: u64,
+        savepoint: bool,
+        parts: Parts,
+        mut versions: Vec<OperatorVersion>,
+    ) -> Input {
+        let unix_ms = now_unix_ms();
+        for v in &mut versions {
+            for record in &mut v.history {
+                if record.checkpoint == Some(id) && record.since_unix_ms == 0 {
+                    record.since_unix_ms = unix_ms;
+                }
+            }
+        }
+        let Some(dir) = self.dirs.remove(&id) else {
+            return Input::MetadataWritten {
+                id,
+                dir: PathBuf::new(),
+                unix_ms,
+                result: Err("no directory was created for it".into()),
+            };
+        };
+        let metadata = assemble(self.job, id, savepoint, parts, versions, unix_ms);
+        let result = metadata.write(&dir).map_err(|e| e.to_string());
+        if result.is_ok() {
+            tracing::info!(
+                job = %self.job.name,
+                "{} {id} complete: {}",
+                if savepoint { "savepoint" } else { "checkpoint" },
+                dir.display()
+            );
+        } else {
+            // Keep the directory known so the abort that follows deletes it.
+            self.dirs.insert(id, dir.clone());
+        }
+        Input::MetadataWritten {
+            id,
+            dir,
+            unix_ms,
+            result,
+        }
+    }
+
+    fn publish(&self, machine: &JobMachine, end: Option<&JobEnd>) {
+        let mut view = self.view.lock().expect("not poisoned");
+        view.name = self.job.name.clone();
+        view.attempt = machine.attempt();
+        view.restarts = machine.restarts();
+        view.last_checkpoint = machine.last_checkpoint();
+        view.versions = machine.versions();
+        view.state = match (end, machine.phase()) {
+            (Some(JobEnd::Finished), _) => "finished",
+            (Some(JobEnd::Stopped { savepoint }), _) => {
+                view.savepoint = Some(savepoint.clone());
+                "stopped"
+            }
+            (Some(JobEnd::Cancelled), _) => "cancelled",
+            (Some(JobEnd::Failed(e)), _) => {
+                view.error = Some(weir_core::text::cut_message(e));
+                "failed"
+            }
+            (None, Phase::Starting) => "scheduling",
+            (None, Phase::Running) => "running",
+            (None, Phase::Restarting) => "restarting",
+            (None, Phase::Ended) => "ended",
+        }
+        .to_string();
+    }
+}
+
+/// The versions an attempt starting from `snapshot` runs: the snapshot's
+/// (when `from_snapshot`: a resume or failover) or the job file's, with the
+/// snapshot's history before them.
+pub fn carry_versions(
+    current: Vec<OperatorVersion>,
+    snapshot: &Snapshot,
+    from_snapshot: bool,
+) -> Vec<OperatorVersion> {
+    let recorded: BTreeMap<&str, &OperatorVersion> = snapshot
+        .metadata
+        .versions
+        .iter()
+        .map(|v| (v.operator.as_str(), v))
+        .collect();
+    current
+        .into_iter()
+        .map(|mine| match recorded.get(mine.operator.as_str()) {
+            Some(theirs) if from_snapshot => (*theirs).clone(),
+            Some(theirs) if theirs.digest == mine.digest => (*theirs).clone(),
+            Some(theirs) => {
+                let mut v = (*theirs).clone();
+                v.digest = mine.digest.clone();
+                v.history.push(weir_snapshot::VersionRecord {
+                    digest: mine.digest,
+                    checkpoint: Some(snapshot.metadata.id),
+                    since_unix_ms: now_unix_ms(),
+                });
+                v
+            }
+            None => mine,
+        })
+        .collect()
+}
