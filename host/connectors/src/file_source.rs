@@ -8,9 +8,18 @@
 //! files are opened (a FIFO, a device such as `/dev/zero` or a directory
 //! would block or never end), a line longer than `max_line_bytes` fails the
 //! job instead of being buffered, and one call reads at most
-//! [`CALL_BYTES_MAX`] (plus one line) so the task gets back to its cancel
-//! flag between chunks however the file looks.
+//! [`CALL_BYTES_MAX`] (plus one line) and scans at most [`SCAN_BYTES_MAX`]
+//! so the task gets back to its cancel flag between chunks however the file
+//! looks.
+//!
+//! One source reads one split: a list of byte ranges, each owning the lines
+//! whose first byte lies in it (see [`crate::splits`]). Before its first
+//! line a split starting mid-file counts the newlines before its start, so
+//! errors still name the right line, and skips the line that straddles its
+//! start (an earlier range owns it). Every CSV split reads the header from
+//! the start of the file; the header line itself is never a record.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -19,11 +28,42 @@ use serde_json::{Map, Value};
 use weir_core::BatchBuilder;
 use weir_core::job::FileFormat;
 
+use crate::splits::{FilePosition, split_range};
 use crate::{ConnectorError, Source, SourceStatus};
 
 /// Bytes one [`Source::next_batch`] call reads before it returns (the line
 /// that crosses the mark is finished first).
 pub const CALL_BYTES_MAX: u64 = 4 << 20;
+
+/// Bytes one call scans for newlines without parsing them (counting lines
+/// up to a split's start, skipping the line that straddles it) before it
+/// returns. Counting is much cheaper than parsing, hence the larger budget.
+pub const SCAN_BYTES_MAX: u64 = 256 << 20;
+
+/// The CSV header, found lazily: every split needs it, only one holds it.
+enum Header {
+    /// Still looking, from byte `at`, which starts line `number`.
+    Unread { at: u64, number: u64 },
+    /// The file has no non-blank line.
+    Absent,
+    /// The first non-blank line, starting at byte `start`.
+    At { start: u64, fields: Vec<String> },
+}
+
+/// A record's timestamp and key (its value is in `FileSource::value`).
+type Fields = (Option<i64>, Vec<u8>);
+
+/// How aligning to the current range ended.
+enum Align {
+    /// `offset` is the range's first line start.
+    Ready,
+    /// The scan budget of this call is spent.
+    Pending,
+    /// No line starts in the range.
+    Empty,
+    /// The file ended: no line starts anywhere further.
+    EndOfFile,
+}
 
 pub struct FileSource {
     path: PathBuf,
@@ -32,19 +72,32 @@ pub struct FileSource {
     timestamp_field: Option<String>,
     key_field: Option<String>,
     max_line_bytes: usize,
-    line_number: u64,
-    /// Bytes of whole lines consumed so far.
+    /// Byte ranges still to read, ascending; the first is the current one.
+    ranges: VecDeque<(u64, u64)>,
+    /// Whether `offset` is a line start within (or just past) `ranges[0]`
+    /// and every line of it before `offset` has been read.
+    aligned: bool,
+    /// Where the reader is.
     offset: u64,
+    /// Newlines in `[0, offset)`: the number of the line ending before it.
+    newlines: u64,
+    /// Start of the line holding `offset` (`offset` itself at a line start).
+    line_start: u64,
+    /// The current line's number, for errors.
+    line_number: u64,
     /// The current line's bytes (with its newline, if any).
     line_bytes: Vec<u8>,
     line: String,
-    csv_header: Option<Vec<String>>,
+    header: Header,
     value: Vec<u8>,
+    /// [`CALL_BYTES_MAX`] and [`SCAN_BYTES_MAX`], smaller in tests.
+    call_bytes_max: u64,
+    scan_bytes_max: u64,
 }
 
 impl FileSource {
-    /// Opens the regular file at `path` (following symlinks); anything else
-    /// is refused before it is opened, since opening a FIFO blocks.
+    /// Opens the regular file at `path` (following symlinks) to read all of
+    /// it, as the only split.
     pub fn open(
         path: &Path,
         format: FileFormat,
@@ -52,6 +105,37 @@ impl FileSource {
         key_field: Option<String>,
         max_line_bytes: usize,
     ) -> Result<Self, ConnectorError> {
+        Self::open_split(
+            path,
+            format,
+            timestamp_field,
+            key_field,
+            max_line_bytes,
+            0,
+            1,
+        )
+    }
+
+    /// Opens split `split` of `splits` of the regular file at `path`
+    /// (following symlinks): the lines starting in
+    /// [`split_range`]`(len, split, splits)`, `len` being the file's size
+    /// now. Anything but a regular file is refused before it is opened,
+    /// since opening a FIFO blocks.
+    pub fn open_split(
+        path: &Path,
+        format: FileFormat,
+        timestamp_field: Option<String>,
+        key_field: Option<String>,
+        max_line_bytes: usize,
+        split: u32,
+        splits: u32,
+    ) -> Result<Self, ConnectorError> {
+        if split >= splits {
+            return Err(ConnectorError(format!(
+                "source file {}: split {split} of {splits} does not exist",
+                path.display()
+            )));
+        }
         let cannot = |e: &dyn std::fmt::Display| {
             ConnectorError(format!("cannot open source file {}: {e}", path.display()))
         };
@@ -85,20 +169,64 @@ impl FileSource {
         if !meta.is_file() {
             return Err(not_regular(kind_of(meta.file_type())));
         }
-        Ok(FileSource {
+        let (start, end) = split_range(meta.len(), split, splits);
+        let mut source = FileSource {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(1 << 16, file),
             format,
             timestamp_field,
             key_field,
             max_line_bytes,
-            line_number: 0,
+            ranges: VecDeque::new(),
+            aligned: false,
             offset: 0,
+            newlines: 0,
+            line_start: 0,
+            line_number: 0,
             line_bytes: Vec::new(),
             line: String::new(),
-            csv_header: None,
+            header: Header::Unread { at: 0, number: 1 },
             value: Vec::new(),
-        })
+            call_bytes_max: CALL_BYTES_MAX,
+            scan_bytes_max: SCAN_BYTES_MAX,
+        };
+        let ranges = if start < end {
+            vec![(start, end)]
+        } else {
+            Vec::new()
+        };
+        source.restart(ranges, None)?;
+        Ok(source)
+    }
+
+    /// Reads `ranges` from now on; `line` counts the newlines before the
+    /// first range's start, which is then a line start. Without it, lines
+    /// are counted from the start of the file.
+    fn restart(
+        &mut self,
+        ranges: Vec<(u64, u64)>,
+        line: Option<u64>,
+    ) -> Result<(), ConnectorError> {
+        self.ranges = ranges.into();
+        let known = self.ranges.front().zip(line);
+        (self.offset, self.newlines) = match known {
+            Some((&(start, _), line)) => (start, line),
+            None => (0, 0),
+        };
+        self.line_start = self.offset;
+        self.line_number = self.newlines;
+        self.aligned = known.is_some();
+        let offset = self.offset;
+        self.reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| self.error(format!("cannot seek to byte {offset}: {e}")))?;
+        Ok(())
+    }
+
+    /// Tiny budgets make every path that stops mid-way run in tests.
+    #[cfg(test)]
+    pub(crate) fn set_budgets(&mut self, call_bytes: u64, scan_bytes: u64) {
+        (self.call_bytes_max, self.scan_bytes_max) = (call_bytes, scan_bytes);
     }
 
     fn error(&self, message: impl std::fmt::Display) -> ConnectorError {
@@ -109,8 +237,13 @@ impl FileSource {
         ))
     }
 
-    /// Turns the current line into (timestamp, key, value); `None` skips it.
-    fn record(&mut self) -> Result<Option<(Option<i64>, Vec<u8>)>, ConnectorError> {
+    fn read_error(&self, e: std::io::Error) -> ConnectorError {
+        self.error(format!("cannot read: {e}"))
+    }
+
+    /// Turns the current line, which starts at byte `start`, into
+    /// (timestamp, key, value); `None` skips it.
+    fn record(&mut self, start: u64) -> Result<Option<Fields>, ConnectorError> {
         let line = self.line.trim_end_matches(['\n', '\r']);
         match self.format {
             FileFormat::Lines => {
@@ -135,11 +268,14 @@ impl FileSource {
                 if line.trim().is_empty() {
                     return Ok(None);
                 }
-                let fields = parse_csv_line(line).map_err(|e| self.error(e))?;
-                let Some(header) = &self.csv_header else {
-                    self.csv_header = Some(fields);
-                    return Ok(None);
+                let header = match &self.header {
+                    Header::At { start: at, .. } if *at == start => return Ok(None),
+                    Header::At { fields, .. } => fields,
+                    // The header is the first non-blank line: only a file
+                    // changed under the reader gets here.
+                    _ => return Err(self.error("no CSV header before this line")),
                 };
+                let fields = parse_csv_line(line).map_err(|e| self.error(e))?;
                 if fields.len() != header.len() {
                     return Err(self.error(format!(
                         "{} fields, but the header has {}",
@@ -158,10 +294,7 @@ impl FileSource {
         }
     }
 
-    fn fields(
-        &self,
-        object: &Map<String, Value>,
-    ) -> Result<(Option<i64>, Vec<u8>), ConnectorError> {
+    fn fields(&self, object: &Map<String, Value>) -> Result<Fields, ConnectorError> {
         let timestamp = match &self.timestamp_field {
             None => None,
             Some(field) => Some(match object.get(field) {
@@ -195,21 +328,22 @@ impl FileSource {
     }
 }
 
+/// Reading lines and scanning past them.
 impl FileSource {
-    /// Reads the next line into `self.line` without ever holding more than
-    /// `max_line_bytes` (plus a buffer) of it; returns the bytes consumed,
-    /// 0 at the end of the file.
-    fn read_line(&mut self) -> Result<usize, ConnectorError> {
+    /// Reads the line at the reader, line `number`, into `self.line` without
+    /// ever holding more than `max_line_bytes` (plus a buffer) of it;
+    /// returns the bytes consumed, 0 at the end of the file.
+    fn read_line(&mut self, number: u64) -> Result<usize, ConnectorError> {
         self.line_bytes.clear();
         self.line.clear();
-        let line_number = self.line_number + 1;
+        self.line_number = number;
         loop {
             let available = match self.reader.fill_buf() {
                 Ok(available) => available,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(ConnectorError(format!(
-                        "{}:{line_number}: cannot read: {e}",
+                        "{}:{number}: cannot read: {e}",
                         self.path.display()
                     )));
                 }
@@ -225,11 +359,7 @@ impl FileSource {
             self.reader.consume(take);
             let content = self.line_bytes.len() - usize::from(done);
             if content > self.max_line_bytes {
-                return Err(ConnectorError(format!(
-                    "{}:{line_number}: line longer than max_line_bytes ({})",
-                    self.path.display(),
-                    self.max_line_bytes
-                )));
+                return Err(self.too_long());
             }
             if done {
                 break;
@@ -238,7 +368,6 @@ impl FileSource {
         if self.line_bytes.is_empty() {
             return Ok(0);
         }
-        self.line_number = line_number;
         match std::str::from_utf8(&self.line_bytes) {
             Ok(text) => self.line.push_str(text),
             Err(e) => {
@@ -250,6 +379,137 @@ impl FileSource {
         }
         Ok(self.line_bytes.len())
     }
+
+    fn too_long(&self) -> ConnectorError {
+        self.error(format!(
+            "line longer than max_line_bytes ({})",
+            self.max_line_bytes
+        ))
+    }
+
+    /// Moves the reader on, counting newlines, until `offset` reaches
+    /// `target` (`Some`) or is just past a newline (`None`); stops early at
+    /// the end of the file or once `budget` is spent. Returns whether it
+    /// got there.
+    fn scan(&mut self, target: Option<u64>, budget: &mut u64) -> Result<bool, ConnectorError> {
+        loop {
+            if target.is_some_and(|t| self.offset >= t) {
+                return Ok(true);
+            }
+            if *budget == 0 {
+                return Ok(false);
+            }
+            let available = match self.reader.fill_buf() {
+                Ok(available) => available,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.read_error(e)),
+            };
+            if available.is_empty() {
+                return Ok(false);
+            }
+            let mut take = available
+                .len()
+                .min(usize::try_from(*budget).unwrap_or(usize::MAX));
+            let mut found = false;
+            match target {
+                Some(t) => {
+                    take = take.min(usize::try_from(t - self.offset).unwrap_or(usize::MAX));
+                    let chunk = &available[..take];
+                    let newlines = chunk.iter().filter(|&&b| b == b'\n').count();
+                    if let Some(last) = chunk.iter().rposition(|&b| b == b'\n') {
+                        self.line_start = self.offset + last as u64 + 1;
+                    }
+                    self.newlines += newlines as u64;
+                }
+                None => {
+                    if let Some(at) = available[..take].iter().position(|&b| b == b'\n') {
+                        take = at + 1;
+                        found = true;
+                    }
+                }
+            }
+            self.reader.consume(take);
+            self.offset += take as u64;
+            *budget -= take as u64;
+            let content = self.offset - self.line_start - u64::from(found);
+            if target.is_none() && content > self.max_line_bytes as u64 {
+                // The split that owns this line fails on it the same way.
+                self.line_number = self.newlines + 1;
+                return Err(self.too_long());
+            }
+            if found {
+                self.newlines += 1;
+                self.line_start = self.offset;
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Moves to the first line start of the current range: counts the
+    /// newlines up to its start, then skips the rest of a line straddling it.
+    fn align(&mut self, budget: &mut u64) -> Result<Align, ConnectorError> {
+        let Some(&(start, end)) = self.ranges.front() else {
+            return Ok(Align::EndOfFile);
+        };
+        if self.offset < start && !self.scan(Some(start), budget)? {
+            return Ok(if *budget == 0 {
+                Align::Pending
+            } else {
+                Align::EndOfFile
+            });
+        }
+        // Past the start without a line start in between (a line of an
+        // earlier range ran over it), or at it: the next line start is the
+        // first of the range.
+        if self.line_start != self.offset && !self.scan(None, budget)? {
+            return Ok(if *budget == 0 {
+                Align::Pending
+            } else {
+                Align::EndOfFile
+            });
+        }
+        if self.offset >= end {
+            return Ok(Align::Empty);
+        }
+        self.aligned = true;
+        Ok(Align::Ready)
+    }
+
+    /// Finds the CSV header (the file's first non-blank line), reading from
+    /// the start of the file within `budget`; returns whether it is known.
+    fn read_header(&mut self, budget: &mut u64) -> Result<bool, ConnectorError> {
+        let Header::Unread { mut at, mut number } = self.header else {
+            return Ok(true);
+        };
+        self.reader
+            .seek(SeekFrom::Start(at))
+            .map_err(|e| self.error(format!("cannot seek to byte {at}: {e}")))?;
+        let found = loop {
+            if *budget == 0 {
+                self.header = Header::Unread { at, number };
+                break false;
+            }
+            let read = self.read_line(number)?;
+            if read == 0 {
+                self.header = Header::Absent;
+                break true;
+            }
+            if !self.line.trim().is_empty() {
+                let text = self.line.trim_end_matches(['\n', '\r']);
+                let fields = parse_csv_line(text).map_err(|e| self.error(e))?;
+                self.header = Header::At { start: at, fields };
+                break true;
+            }
+            at += read as u64;
+            number += 1;
+            *budget = budget.saturating_sub(read as u64);
+        };
+        let offset = self.offset;
+        self.reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| self.error(format!("cannot seek to byte {offset}: {e}")))?;
+        Ok(found)
+    }
 }
 
 impl Source for FileSource {
@@ -259,56 +519,89 @@ impl Source for FileSource {
         max_records: usize,
     ) -> Result<SourceStatus, ConnectorError> {
         let mut added = 0;
-        let mut read_this_call = 0u64;
-        while added < max_records && read_this_call < CALL_BYTES_MAX {
-            let read = self.read_line()?;
+        let mut read_budget = self.call_bytes_max;
+        let mut scan_budget = self.scan_bytes_max;
+        loop {
+            let Some(&(_, end)) = self.ranges.front() else {
+                return Ok(SourceStatus::Finished);
+            };
+            if self.aligned && self.offset >= end {
+                self.ranges.pop_front();
+                self.aligned = false;
+                continue;
+            }
+            if added >= max_records || read_budget == 0 {
+                return Ok(SourceStatus::More);
+            }
+            if !self.aligned {
+                match self.align(&mut scan_budget)? {
+                    Align::Ready => {}
+                    Align::Pending => return Ok(SourceStatus::More),
+                    Align::Empty => {
+                        self.ranges.pop_front();
+                        continue;
+                    }
+                    Align::EndOfFile => {
+                        self.ranges.clear();
+                        return Ok(SourceStatus::Finished);
+                    }
+                }
+            }
+            if self.format == FileFormat::Csv && !self.read_header(&mut read_budget)? {
+                return Ok(SourceStatus::More);
+            }
+            let start = self.offset;
+            let read = self.read_line(self.newlines + 1)?;
             if read == 0 {
+                // The file is shorter than when the ranges were cut.
+                self.ranges.clear();
                 return Ok(SourceStatus::Finished);
             }
-            read_this_call += read as u64;
+            read_budget = read_budget.saturating_sub(read as u64);
             self.offset += read as u64;
-            if let Some((timestamp, key)) = self.record()? {
+            if self.line_bytes.last() == Some(&b'\n') {
+                self.newlines += 1;
+                self.line_start = self.offset;
+            }
+            if let Some((timestamp, key)) = self.record(start)? {
                 batch.push(timestamp, &key, &self.value);
                 added += 1;
             }
         }
-        Ok(SourceStatus::More)
     }
 
-    fn position(&self) -> serde_json::Value {
-        serde_json::json!({ "offset": self.offset, "line": self.line_number })
+    /// `{"ranges": [[start, end], ...], "line": n}` (see [`crate::splits`]).
+    fn position(&self) -> Value {
+        let mut ranges: Vec<(u64, u64)> = self.ranges.iter().copied().collect();
+        let mut line = None;
+        if let Some(first) = ranges.first_mut() {
+            if self.aligned {
+                first.0 = self.offset;
+                line = Some(self.newlines);
+            } else if first.0 == self.offset && self.line_start == self.offset {
+                line = Some(self.newlines);
+            }
+            if first.0 >= first.1 {
+                // Read to its end: the next range's line is not known yet.
+                ranges.remove(0);
+                line = None;
+            }
+        }
+        FilePosition { ranges, line }.to_json()
     }
 
-    fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
-        let field = |name: &str| {
-            position
-                .get(name)
-                .and_then(Value::as_u64)
-                .ok_or_else(|| self.error(format!("invalid source position {position}")))
+    /// Accepts [`Source::position`]'s form and the older single-split
+    /// `{"offset": o, "line": n}`, which reads from `o` to the end.
+    fn seek(&mut self, position: &Value) -> Result<(), ConnectorError> {
+        let file = self.reader.get_ref();
+        let mut len = || {
+            file.metadata()
+                .map(|m| m.len())
+                .map_err(|e| format!("cannot read the file's size: {e}"))
         };
-        let (offset, line) = (field("offset")?, field("line")?);
-        let len = self
-            .reader
-            .get_ref()
-            .metadata()
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if offset > len {
-            return Err(self.error(format!(
-                "the checkpoint read up to byte {offset}, but the file now has {len} bytes"
-            )));
-        }
-        // A CSV file's header comes first: read it again.
-        while self.format == FileFormat::Csv && self.csv_header.is_none() && self.offset < offset {
-            let mut batch = BatchBuilder::default();
-            self.next_batch(&mut batch, 1)?;
-        }
-        self.reader
-            .seek(SeekFrom::Start(offset))
-            .map_err(|e| self.error(format!("cannot seek to byte {offset}: {e}")))?;
-        self.offset = offset;
-        self.line_number = line;
-        Ok(())
+        let position = FilePosition::parse(position, &mut len)
+            .map_err(|e| ConnectorError(format!("{}: {e}", self.path.display())))?;
+        self.restart(position.ranges, position.line)
     }
 }
 
@@ -533,10 +826,11 @@ mod tests {
         std::fs::write(&path, "\n".repeat(3 * CALL_BYTES_MAX as usize)).unwrap();
         let mut source = FileSource::open(&path, FileFormat::Jsonl, None, None, 100).unwrap();
         let mut b = BatchBuilder::default();
-        let mut calls = 0;
+        let mut calls = 1;
         while source.next_batch(&mut b, 1000).unwrap() == SourceStatus::More {
             calls += 1;
         }
+        // The third call reads the last chunk and sees the end.
         assert_eq!(calls, 3);
         assert!(b.take().is_empty());
     }

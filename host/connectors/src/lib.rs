@@ -4,13 +4,16 @@
 //! ([`Sink::write`]); both are plain blocking objects driven by the runtime,
 //! which owns threads, watermarks and backpressure. Sources: files (lines,
 //! JSON lines, CSV) and a deterministic generator; each reports a position
-//! for checkpoints and can seek back to it. Sinks: a file (cut back to the
+//! for checkpoints and can seek back to it. A file is read as byte-range
+//! splits whose positions can be redistributed to another number of splits
+//! ([`rescale_positions`]). Sinks: a file (cut back to the
 //! checkpointed length on restore), an exactly-once directory of part files
 //! committed per checkpoint, stdout, and a discarding sink for benchmarks.
 
 mod file_sink;
 mod file_source;
 mod generator;
+mod splits;
 mod transactional_sink;
 
 use weir_core::BatchBuilder;
@@ -82,18 +85,75 @@ pub fn open_source(spec: &SourceSpec, split: u32) -> Result<Box<dyn Source>, Con
             timestamp_field,
             key_field,
             max_line_bytes,
-        } => Ok(Box::new(FileSource::open(
+        } => Ok(Box::new(FileSource::open_split(
             path,
             *format,
             timestamp_field.clone(),
             key_field.clone(),
             *max_line_bytes,
+            split,
+            spec.parallelism,
         )?)),
         SourceKind::Generator(generator) => Ok(Box::new(GeneratorSource::new(
             generator.clone(),
             split,
             spec.parallelism,
         ))),
+    }
+}
+
+/// Redistributes the positions of a checkpoint taken with `old.len()`
+/// splits (`old[i]` from split `i`) to `new_splits` splits, for
+/// [`Source::seek`] on the splits of `spec` opened with that parallelism.
+/// A file source's remaining byte ranges are cut into `new_splits` shares
+/// of about equal bytes; every line not yet read is read exactly once. A
+/// generator's splits are fixed by its parallelism: it cannot be rescaled
+/// (an unchanged split count returns `old` as is, for any source).
+pub fn rescale_positions(
+    spec: &SourceSpec,
+    old: &[Value],
+    new_splits: u32,
+) -> Result<Vec<Value>, ConnectorError> {
+    let name = &spec.name;
+    if new_splits == 0 {
+        return Err(ConnectorError(format!(
+            "source `{name}`: cannot rescale to 0 splits"
+        )));
+    }
+    if old.len() == new_splits as usize {
+        return Ok(old.to_vec());
+    }
+    match &spec.kind {
+        SourceKind::Generator(_) => Err(ConnectorError(format!(
+            "source `{name}`: a generator source cannot be rescaled (its checkpoint has {} splits, the job {new_splits}); run it with parallelism {} or start without the checkpoint",
+            old.len(),
+            old.len()
+        ))),
+        SourceKind::File { path, .. } => {
+            if old.is_empty() {
+                return Err(ConnectorError(format!(
+                    "source `{name}`: the checkpoint has no split positions to rescale"
+                )));
+            }
+            // The file's length bounds every range (and ends the older
+            // single-split form).
+            let mut len = || {
+                std::fs::metadata(path)
+                    .map(|m| m.len())
+                    .map_err(|e| format!("cannot read the size of {}: {e}", path.display()))
+            };
+            let positions = old
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    splits::FilePosition::parse(p, &mut len)
+                        .map_err(|e| ConnectorError(format!("source `{name}` split {i}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let new = splits::rescale(&positions, new_splits)
+                .map_err(|e| ConnectorError(format!("source `{name}`: {e}")))?;
+            Ok(new.iter().map(splits::FilePosition::to_json).collect())
+        }
     }
 }
 

@@ -347,14 +347,6 @@ impl Resolver<'_> {
                 ] {
                     not_for(field, present, "file")?;
                 }
-                if let Some(p) = &raw.parallelism
-                    && *p.get_ref() != 1
-                {
-                    return Err(cx.err_at(
-                        p.span().start,
-                        format!("source `{name}`: a file source has parallelism 1"),
-                    ));
-                }
                 let path = raw.path.as_ref().ok_or_else(|| {
                     cx.err_at(at, format!("source `{name}`: a file source needs `path`"))
                 })?;

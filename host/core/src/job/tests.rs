@@ -105,6 +105,34 @@ fn forward_edge_needs_equal_parallelism() {
 }
 
 #[test]
+fn a_file_source_takes_parallelism_within_bounds() {
+    // Split into byte ranges, a file source runs with any parallelism.
+    let text = GOOD.replace("path = \"in.txt\"", "path = \"in.txt\"\nparallelism = 3");
+    let job = parse_str(&text).unwrap();
+    assert_eq!(job.sources[0].parallelism, 3);
+    assert_eq!(job.parallelism_of("lines"), Some(3));
+    // Unset, it stays 1 (not the job's default).
+    assert_eq!(parse_str(GOOD).unwrap().sources[0].parallelism, 1);
+    // The bounds still hold.
+    for p in [0, 200] {
+        let text = GOOD
+            .replace("[job]\n", "[job]\nmax_parallelism = 128\n")
+            .replace(
+                "path = \"in.txt\"",
+                &format!("path = \"in.txt\"\nparallelism = {p}"),
+            );
+        let e = error_of(&text);
+        assert!(
+            e.message.contains(&format!(
+                "parallelism {p} is out of range: it must be between 1 and 128 (max_parallelism)"
+            )),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(11), "{e}");
+    }
+}
+
+#[test]
 fn cycles_are_rejected() {
     let text = GOOD.replace("input = \"lines\"", "input = [\"lines\", \"count\"]");
     assert!(error_of(&text).message.contains("cycle"));
