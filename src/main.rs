@@ -11,6 +11,7 @@ mod cluster_cli;
 use clap::{Parser, Subcommand};
 use weir_core::data_roots::DataRoots;
 use weir_core::job::{self, JobSpec, LatePolicy, StateBackendKind};
+use weir_runtime::master::command::{CommandBody, CommandReply};
 use weir_runtime::{ControlOptions, JobReport, Outcome, RunOptions, client};
 
 /// weir: a stateful stream processor whose operators are sandboxed
@@ -93,6 +94,36 @@ enum Command {
     Stop {
         #[command(flatten)]
         target: JobTarget,
+    },
+    /// Swap a running operator's code for a new version at the next
+    /// checkpoint, keeping its state (or return to the previous version).
+    Upgrade {
+        #[command(flatten)]
+        target: JobTarget,
+        /// The operator to upgrade.
+        #[arg(long, value_name = "NAME")]
+        operator: String,
+        /// The new version's component.
+        #[arg(long, value_name = "FILE", required_unless_present = "rollback")]
+        wasm: Option<PathBuf>,
+        /// Return to the version the operator ran before its last upgrade.
+        #[arg(long, conflicts_with = "wasm")]
+        rollback: bool,
+        /// Let the new version go without state the old one declared (its
+        /// stored values are deleted).
+        #[arg(long)]
+        allow_dropping_state: bool,
+    },
+    /// Change a running job's parallelism: savepoint, redeploy, restore.
+    Rescale {
+        #[command(flatten)]
+        target: JobTarget,
+        /// The new parallelism.
+        #[arg(long, value_name = "N")]
+        parallelism: u32,
+        /// Rescale only this operator (default: every operator and file source).
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
     },
     /// Start a coordinator and workers on this machine, or make a cluster's certificates.
     Cluster {
@@ -387,6 +418,25 @@ fn main() -> ExitCode {
             target,
         } => request_savepoint(target, jobs_dir.as_deref(), false),
         Command::Stop { target } => request_savepoint(target, jobs_dir.as_deref(), true),
+        Command::Upgrade {
+            target,
+            operator,
+            wasm,
+            rollback,
+            allow_dropping_state,
+        } => upgrade(
+            target,
+            jobs_dir.as_deref(),
+            operator,
+            wasm.as_deref(),
+            *rollback,
+            *allow_dropping_state,
+        ),
+        Command::Rescale {
+            target,
+            parallelism,
+            operator,
+        } => rescale(target, jobs_dir.as_deref(), *parallelism, operator.clone()),
         Command::Cluster {
             command:
                 ClusterCommand::Init {
@@ -439,7 +489,25 @@ fn main() -> ExitCode {
                 wait: *wait,
             },
         ),
+        Command::Jobs { target } if target.cluster.is_none() => jobs_here(jobs_dir.as_deref()),
         Command::Jobs { target } => cluster_cli::jobs(target),
+        Command::Cancel { job, target } if target.cluster.is_none() => {
+            let target = JobTarget {
+                job: Some(job.clone()),
+                dir: None,
+                api: None,
+                cluster: cluster_cli::ClusterTarget {
+                    cluster: None,
+                    token_file: target.token_file.clone(),
+                    ca_file: target.ca_file.clone(),
+                },
+            };
+            embedded_api(&target, jobs_dir.as_deref(), job).and_then(|(api, token)| {
+                client::command(&api, &token, job, "cancel", &CommandBody::default())?;
+                eprintln!("job `{job}` cancelled");
+                Ok(())
+            })
+        }
         Command::Cancel { job, target } => cluster_cli::cancel(target, job),
         Command::Validate {
             job,
@@ -500,24 +568,7 @@ fn request_savepoint(
         let client = target.cluster.client()?;
         Box::new(move || client.savepoint(job, target.dir.as_deref(), stop))
     } else {
-        let registered = jobs_dir.map(|dir| client::find(dir, job));
-        let (api, token) = match (&target.api, registered) {
-            (None, Some(found)) => {
-                let r = found?;
-                (r.api, r.token)
-            }
-            (Some(api), Some(Ok(r))) => (api.clone(), r.token),
-            (Some(api), _) => (
-                api.clone(),
-                cluster_cli::read_token(target.cluster.token_file.as_deref()).map_err(|_| {
-                    anyhow::anyhow!(
-                        "no token for {api}: job `{job}` is not registered in the jobs directory; \
-                         pass --token-file FILE or set WEIR_TOKEN"
-                    )
-                })?,
-            ),
-            (None, None) => anyhow::bail!("no jobs directory: pass --api URL or --jobs-dir DIR"),
-        };
+        let (api, token) = embedded_api(target, jobs_dir, job)?;
         // A relative directory means the caller's, not the job's, directory.
         let dir = target.dir.as_deref().map(std::path::absolute).transpose()?;
         Box::new(move || client::savepoint(&api, &token, job, dir.as_deref(), stop))
@@ -542,6 +593,209 @@ fn request_savepoint(
     }
     println!("{}", path.display());
     Ok(())
+}
+
+/// The control API address and token of job `job` running on this
+/// machine: from its registry file, or `--api` with a token from there or
+/// from `--token-file` / `WEIR_TOKEN`.
+fn embedded_api(
+    target: &JobTarget,
+    jobs_dir: Option<&Path>,
+    job: &str,
+) -> anyhow::Result<(String, String)> {
+    let registered = jobs_dir.map(|dir| client::find(dir, job));
+    Ok(match (&target.api, registered) {
+        (None, Some(found)) => {
+            let r = found?;
+            (r.api, r.token)
+        }
+        (Some(api), Some(Ok(r))) => (api.clone(), r.token),
+        (Some(api), _) => (
+            api.clone(),
+            cluster_cli::read_token(target.cluster.token_file.as_deref()).map_err(|_| {
+                anyhow::anyhow!(
+                    "no token for {api}: job `{job}` is not registered in the jobs directory; \
+                     pass --token-file FILE or set WEIR_TOKEN"
+                )
+            })?,
+        ),
+        (None, None) => anyhow::bail!("no jobs directory: pass --api URL or --jobs-dir DIR"),
+    })
+}
+
+/// Sends `action` with `body` to job `job`, wherever it runs; shows a
+/// spinner while the job works on it.
+fn send_command(
+    target: &JobTarget,
+    jobs_dir: Option<&Path>,
+    job: &str,
+    action: &str,
+    body: CommandBody,
+    doing: &str,
+) -> anyhow::Result<CommandReply> {
+    let send: Box<dyn FnOnce() -> anyhow::Result<CommandReply>> =
+        if target.cluster.cluster.is_some() {
+            let client = target.cluster.client()?;
+            let job = job.to_string();
+            let action = action.to_string();
+            Box::new(move || client.command(&job, &action, &body))
+        } else {
+            let (api, token) = embedded_api(target, jobs_dir, job)?;
+            let job = job.to_string();
+            let action = action.to_string();
+            Box::new(move || client::command(&api, &token, &job, &action, &body))
+        };
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!("{doing} job `{job}`"));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    let result = send();
+    spinner.finish_and_clear();
+    result
+}
+
+/// `weir upgrade`.
+fn upgrade(
+    target: &JobTarget,
+    jobs_dir: Option<&Path>,
+    operator: &str,
+    wasm: Option<&Path>,
+    rollback: bool,
+    allow_dropping_state: bool,
+) -> anyhow::Result<()> {
+    let Some(job) = &target.job else {
+        anyhow::bail!("name the job: weir upgrade JOB --operator NAME --wasm FILE");
+    };
+    let artifact = match wasm {
+        None => None,
+        // A cluster gets the artifact uploaded, as `weir submit` does.
+        Some(path) if target.cluster.cluster.is_some() => {
+            let client = target.cluster.client()?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| anyhow::anyhow!("{} names no file", path.display()))?;
+            let uploaded = client.upload(&name, path, |_| {})?;
+            Some(uploaded.digest)
+        }
+        // A job on this machine reads it itself: the path must be absolute.
+        Some(path) => Some(std::path::absolute(path)?.display().to_string()),
+    };
+    let body = CommandBody {
+        operator: Some(operator.to_string()),
+        artifact,
+        allow_dropping_state,
+        rollback,
+        ..CommandBody::default()
+    };
+    let reply = send_command(target, jobs_dir, job, "upgrade", body, "upgrading")?;
+    eprintln!(
+        "job `{job}`: operator `{operator}` runs {} since checkpoint {}",
+        reply
+            .digest
+            .as_deref()
+            .map_or("?", |d| &d[..d.len().min(12)]),
+        reply.checkpoint.map_or("?".to_string(), |c| c.to_string())
+    );
+    Ok(())
+}
+
+/// `weir rescale`.
+fn rescale(
+    target: &JobTarget,
+    jobs_dir: Option<&Path>,
+    parallelism: u32,
+    operator: Option<String>,
+) -> anyhow::Result<()> {
+    let Some(job) = &target.job else {
+        anyhow::bail!("name the job: weir rescale JOB --parallelism N");
+    };
+    let dir = target.dir.as_deref().map(std::path::absolute).transpose()?;
+    let body = CommandBody {
+        parallelism: Some(parallelism),
+        operator: operator.clone(),
+        dir,
+        ..CommandBody::default()
+    };
+    let reply = send_command(target, jobs_dir, job, "rescale", body, "rescaling")?;
+    eprintln!(
+        "job `{job}` runs {} at parallelism {parallelism} (attempt {}, from savepoint {})",
+        operator.map_or("every operator".to_string(), |o| format!("operator `{o}`")),
+        reply.attempt.map_or("?".to_string(), |a| a.to_string()),
+        reply
+            .path
+            .as_deref()
+            .map_or("?".to_string(), |p| p.display().to_string())
+    );
+    Ok(())
+}
+
+/// `weir jobs` without a cluster: the jobs running on this machine.
+fn jobs_here(jobs_dir: Option<&Path>) -> anyhow::Result<()> {
+    let Some(dir) = jobs_dir else {
+        anyhow::bail!(
+            "no jobs directory: pass --jobs-dir DIR, or --cluster URL for a cluster's jobs"
+        );
+    };
+    let mut found = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("no jobs");
+            return Ok(());
+        }
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", dir.display())),
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(job) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let Ok(r) = client::find(dir, job) else {
+            continue;
+        };
+        match client::jobs(&r.api, &r.token) {
+            Ok(views) => {
+                for view in views {
+                    found += 1;
+                    print!("{}", describe_view(&view));
+                }
+            }
+            Err(e) => eprintln!("job `{job}`: not answering ({e:#})"),
+        }
+    }
+    if found == 0 {
+        eprintln!("no jobs");
+    }
+    Ok(())
+}
+
+/// One job and its operators' versions, for `weir jobs`.
+fn describe_view(view: &weir_runtime::master::driver::JobView) -> String {
+    let mut out = format!("job `{}` {}", view.name, view.state);
+    if view.restarts > 0 {
+        out.push_str(&format!(", {} restart(s)", view.restarts));
+    }
+    if let Some(c) = view.last_checkpoint {
+        out.push_str(&format!(", last checkpoint {c}"));
+    }
+    out.push('\n');
+    for v in &view.versions {
+        let p = view.parallelism.get(&v.operator).copied().unwrap_or(0);
+        out.push_str(&format!("  operator {} p={p}: ", v.operator));
+        let history: Vec<String> = v
+            .history
+            .iter()
+            .map(|r| {
+                let at = r
+                    .checkpoint
+                    .map_or("start".to_string(), |c| format!("checkpoint {c}"));
+                format!("{} ({at})", &r.digest[..r.digest.len().min(12)])
+            })
+            .collect();
+        out.push_str(&history.join(" -> "));
+        out.push('\n');
+    }
+    out
 }
 
 fn default_jobs_dir() -> Option<PathBuf> {
@@ -585,6 +839,7 @@ fn print_report(spec: &JobSpec, report: &JobReport) {
         Outcome::Stopped { savepoint } => {
             format!("stopped with savepoint {}", savepoint.display())
         }
+        Outcome::Cancelled => "cancelled".to_string(),
     };
     let restarts = match report.restarts {
         0 => String::new(),

@@ -170,6 +170,19 @@ impl Client {
         Ok(reply["path"].as_str().unwrap_or_default().into())
     }
 
+    /// Sends a command (`upgrade`, `rescale`, ...) to a job and returns its answer.
+    pub fn command(
+        &self,
+        job: &str,
+        action: &str,
+        body: &weir_runtime::master::command::CommandBody,
+    ) -> anyhow::Result<weir_runtime::master::command::CommandReply> {
+        self.post(
+            &format!("/jobs/{}/{action}", percent_encode(job)),
+            &serde_json::to_value(body)?,
+        )
+    }
+
     pub fn cancel(&self, job: &str) -> anyhow::Result<()> {
         let _: serde_json::Value = self.post(
             &format!("/jobs/{}/cancel", percent_encode(job)),

@@ -205,8 +205,8 @@ impl Cluster {
             .lock()
             .expect("not poisoned")
             .values()
-            .filter(|j| !j.info.lock().expect("not poisoned").state.is_terminal())
-            .flat_map(|j| j.artifacts.iter().cloned())
+            .filter(|j| j.placement.lock().expect("not poisoned").ended_at.is_none())
+            .flat_map(|j| j.artifacts.lock().expect("not poisoned").clone())
             .collect()
     }
 
@@ -265,7 +265,7 @@ fn prune_finished(
     retention: Duration,
     now: Instant,
 ) {
-    let ended = |j: &JobEntry| j.info.lock().expect("not poisoned").ended_at;
+    let ended = |j: &JobEntry| j.placement.lock().expect("not poisoned").ended_at;
     jobs.retain(|_, j| ended(j).is_none_or(|at| now.saturating_duration_since(at) <= retention));
     let mut finished: Vec<(Instant, String)> = jobs
         .iter()
@@ -541,6 +541,20 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
                     result: result.cut(),
                 },
             ),
+            FromWorker::Prepared {
+                job,
+                attempt,
+                upgrade,
+                result,
+            } => cluster.to_job(
+                &job,
+                JobInput::Prepared {
+                    worker: id,
+                    attempt,
+                    upgrade,
+                    result: result.map_err(|e| cut_message(&e)),
+                },
+            ),
             FromWorker::Register { .. } => tracing::warn!("worker {id} registered twice"),
         }
     }
@@ -585,31 +599,28 @@ pub(crate) fn test_cluster(dir: &std::path::Path, token: &str) -> Arc<Cluster> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::job_master::{JobInfo, JobState};
 
     pub(crate) fn entry(ended_at: Option<Instant>) -> JobEntry {
         let (inbox, _) = crossbeam_channel::unbounded();
         let (requests, _) = crossbeam_channel::unbounded();
         JobEntry {
             inbox,
-            info: Arc::new(Mutex::new(JobInfo {
-                name: String::new(),
+            view: Arc::new(Mutex::new(weir_runtime::master::driver::JobView {
                 state: if ended_at.is_some() {
-                    JobState::Finished
+                    "finished"
                 } else {
-                    JobState::Running
-                },
-                attempt: 0,
-                restarts: 0,
-                last_checkpoint: None,
+                    "running"
+                }
+                .into(),
+                ..Default::default()
+            })),
+            placement: Arc::new(Mutex::new(crate::job_master::Placement {
                 workers: BTreeMap::new(),
-                savepoint: None,
-                error: None,
                 ended_at,
             })),
             requests,
             savepoint_dir: None,
-            artifacts: BTreeSet::new(),
+            artifacts: Arc::new(Mutex::new(BTreeSet::new())),
         }
     }
 

@@ -1,23 +1,27 @@
-//! One thread per submitted job: places its tasks in slots, deploys them,
-//! runs its checkpoint coordinator, and when a task fails or a worker is
-//! lost, cancels the attempt everywhere and starts the next one from the
-//! latest complete checkpoint on whatever slots are left (or on a
-//! replacement worker, once one registers).
+//! One thread per submitted job, running the runtime's job master
+//! ([`weir_runtime::master`]) with a [`ClusterDeployer`]: each attempt is
+//! placed in slots and deployed to workers; commands and events cross the
+//! workers' control streams; a lost worker or a failed task cancels the
+//! attempt everywhere, and the master starts the next one from the newest
+//! checkpoint on whatever slots are left (or on a replacement worker, once
+//! one registers).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender, never};
 use serde::{Deserialize, Serialize};
 use weir_core::job::JobSpec;
 use weir_core::text::cut_message;
-use weir_runtime::{
-    JobStatus, SavepointRequest, SourceCommand, TaskEvent, TaskId, check_snapshot,
-    start_remote_coordinator,
+use weir_runtime::master::command::CommandId;
+use weir_runtime::master::driver::{
+    AttemptInputs, AttemptPlan, CommandRequest, Deployer, Driver, JobView, SharedView, SnapshotPlan,
 };
-use weir_snapshot::{CheckpointStorage, Snapshot};
+use weir_runtime::master::machine::{AttemptEnd, Input, JobEnd, Shape};
+use weir_runtime::{Barrier, SinkCommand, SourceCommand, Swap, TaskEvent, TaskId};
+use weir_snapshot::{OperatorVersion, Snapshot, VersionRecord};
 
 use crate::coordinator::Cluster;
 use crate::placement::slots_used;
@@ -47,6 +51,18 @@ impl JobState {
             JobState::Finished | JobState::Stopped | JobState::Cancelled | JobState::Failed
         )
     }
+
+    fn of(view: &str) -> JobState {
+        match view {
+            "running" => JobState::Running,
+            "restarting" => JobState::Restarting,
+            "finished" => JobState::Finished,
+            "stopped" => JobState::Stopped,
+            "cancelled" => JobState::Cancelled,
+            "failed" => JobState::Failed,
+            _ => JobState::Scheduling,
+        }
+    }
 }
 
 /// What `GET /jobs` shows of a job.
@@ -61,6 +77,12 @@ pub struct JobInfo {
     pub workers: BTreeMap<WorkerId, u32>,
     pub savepoint: Option<PathBuf>,
     pub error: Option<String>,
+    /// Each operator's artifact and the versions it ran before.
+    #[serde(default)]
+    pub versions: Vec<OperatorVersion>,
+    /// Each operator's parallelism in the current attempt.
+    #[serde(default)]
+    pub parallelism: BTreeMap<String, u32>,
     /// When the job reached a terminal state, for pruning.
     #[serde(skip)]
     pub ended_at: Option<Instant>,
@@ -79,17 +101,51 @@ pub(crate) enum JobInput {
     WorkerLost {
         worker: WorkerId,
     },
-    Cancel,
+    Prepared {
+        worker: WorkerId,
+        attempt: u32,
+        upgrade: CommandId,
+        result: Result<(), String>,
+    },
+}
+
+/// What the cluster adds to the job master's view.
+#[derive(Default)]
+pub(crate) struct Placement {
+    pub(crate) workers: BTreeMap<WorkerId, u32>,
+    pub(crate) ended_at: Option<Instant>,
 }
 
 pub(crate) struct JobEntry {
     pub(crate) inbox: Sender<JobInput>,
-    pub(crate) info: Arc<Mutex<JobInfo>>,
-    pub(crate) requests: Sender<SavepointRequest>,
+    pub(crate) view: SharedView,
+    pub(crate) placement: Arc<Mutex<Placement>>,
+    pub(crate) requests: Sender<CommandRequest>,
     /// Default directory for savepoints.
     pub(crate) savepoint_dir: Option<PathBuf>,
-    /// Digests of the artifacts it runs (kept while it runs).
-    pub(crate) artifacts: BTreeSet<String>,
+    /// Digests of the artifacts it may run (kept while it runs): the
+    /// submitted ones and every upgrade's.
+    pub(crate) artifacts: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl JobEntry {
+    pub(crate) fn info(&self) -> JobInfo {
+        let view = self.view.lock().expect("not poisoned").clone();
+        let placement = self.placement.lock().expect("not poisoned");
+        JobInfo {
+            name: view.name,
+            state: JobState::of(&view.state),
+            attempt: view.attempt,
+            restarts: view.restarts,
+            last_checkpoint: view.last_checkpoint,
+            workers: placement.workers.clone(),
+            savepoint: view.savepoint,
+            error: view.error,
+            versions: view.versions,
+            parallelism: view.parallelism,
+            ended_at: placement.ended_at,
+        }
+    }
 }
 
 /// A job as submitted, with its artifacts resolved.
@@ -97,35 +153,35 @@ pub(crate) struct Submission {
     pub(crate) job: JobSpec,
     pub(crate) job_toml: String,
     pub(crate) job_path: PathBuf,
+    /// Operator → artifact digest (`sha256:<hex>`).
     pub(crate) artifacts: BTreeMap<String, String>,
     pub(crate) restore: Option<Snapshot>,
+    /// The restore continues the job (`--resume`): its recorded versions
+    /// win over the submitted artifacts.
+    pub(crate) resume: bool,
     pub(crate) allow_non_restored_state: bool,
+}
+
+/// `sha256:<hex>` (the cluster's artifact names) → `<hex>` (versions).
+fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
 }
 
 pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> {
     let (inbox, inputs) = crossbeam_channel::unbounded();
     let (requests_tx, requests) = crossbeam_channel::unbounded();
-    let info = Arc::new(Mutex::new(JobInfo {
+    let view = Arc::new(Mutex::new(JobView {
         name: s.job.name.clone(),
-        state: JobState::Scheduling,
-        attempt: 0,
-        restarts: 0,
+        state: "scheduling".into(),
         last_checkpoint: s.restore.as_ref().map(|r| r.metadata.id),
-        workers: BTreeMap::new(),
-        savepoint: None,
-        error: None,
-        ended_at: None,
+        ..JobView::default()
     }));
-    let status = JobStatus::default();
+    let placement = Arc::new(Mutex::new(Placement::default()));
+    let artifacts = Arc::new(Mutex::new(s.artifacts.values().cloned().collect()));
     {
         let mut jobs = cluster.jobs.lock().expect("not poisoned");
         if let Some(existing) = jobs.get(&s.job.name)
-            && !existing
-                .info
-                .lock()
-                .expect("not poisoned")
-                .state
-                .is_terminal()
+            && !existing.info().state.is_terminal()
         {
             anyhow::bail!("a job named `{}` is already running", s.job.name);
         }
@@ -133,176 +189,277 @@ pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> 
             s.job.name.clone(),
             JobEntry {
                 inbox,
-                info: info.clone(),
+                view: view.clone(),
+                placement: placement.clone(),
                 requests: requests_tx,
                 savepoint_dir: s.job.checkpoint.as_ref().map(|c| c.dir.join("savepoints")),
-                artifacts: s.artifacts.values().cloned().collect(),
+                artifacts,
             },
         );
     }
     cluster.prune_jobs();
-    let master = JobMaster {
-        cluster,
-        s,
+    let now = weir_snapshot::metadata::now_unix_ms();
+    let initial_versions = s
+        .job
+        .operators
+        .iter()
+        .filter_map(|op| {
+            let digest = hex_of(s.artifacts.get(&op.name)?).to_string();
+            Some(OperatorVersion {
+                operator: op.name.clone(),
+                digest: digest.clone(),
+                history: vec![VersionRecord {
+                    digest,
+                    checkpoint: None,
+                    since_unix_ms: now,
+                }],
+            })
+        })
+        .collect();
+    let deployer = ClusterDeployer {
+        cluster: cluster.clone(),
+        job: s.job.name.clone(),
+        job_toml: s.job_toml,
+        job_path: s.job_path,
         inputs,
-        requests,
-        info,
-        status,
+        placement: placement.clone(),
+        current: None,
     };
+    let driver = Driver {
+        job: s.job.clone(),
+        deployer,
+        storage: weir_runtime::storage_of(&s.job),
+        initial_restore: s.restore,
+        initial_versions_from_snapshot: s.resume,
+        allow_non_restored_state: s.allow_non_restored_state,
+        commands: requests,
+        view,
+        reshape: Box::new(
+            |job: &JobSpec, inputs: &AttemptInputs| match &inputs.rescale {
+                Some((operator, p)) => {
+                    weir_runtime::rescale::rescaled(job, operator.as_deref(), *p)
+                }
+                None => Ok(job.clone()),
+            },
+        ),
+        initial_versions,
+    };
+    let name = s.job.name.clone();
     std::thread::Builder::new()
-        .name(format!("job-{}", master.s.job.name))
-        .spawn(move || master.run())?;
+        .name(format!("job-{name}"))
+        .spawn(move || {
+            let end = driver.run();
+            let message = match &end.end {
+                JobEnd::Failed(e) => format!("{e}"),
+                JobEnd::Finished => "finished".into(),
+                JobEnd::Stopped { savepoint } => {
+                    format!("stopped with savepoint {}", savepoint.display())
+                }
+                JobEnd::Cancelled => "cancelled".into(),
+            };
+            tracing::info!(job = %name, "job ended: {message}");
+            eprintln!("weir: job `{name}` {message}");
+            let mut placement = placement.lock().expect("not poisoned");
+            placement.workers.clear();
+            placement.ended_at = Some(Instant::now());
+        })?;
     Ok(())
 }
 
-struct JobMaster {
+/// One attempt deployed on workers.
+struct ClusterAttempt {
+    /// The attempt's id on the wire, unique in this coordinator, so nothing
+    /// of an earlier attempt (or an earlier job of the same name) is taken
+    /// for this one's.
+    id: u32,
+    workers: BTreeSet<WorkerId>,
+    slots: BTreeMap<WorkerId, u32>,
+    sources: Vec<(TaskId, WorkerId)>,
+    sinks: Vec<(TaskId, WorkerId)>,
+    /// Workers that run a subtask of each operator's chain.
+    chain_workers: BTreeMap<u32, BTreeSet<WorkerId>>,
+    ended: BTreeMap<WorkerId, AttemptResult>,
+    failure: Option<String>,
+    cancelled_at: Option<Instant>,
+    /// An upgrade being prepared: the workers still to answer, and the
+    /// first refusal.
+    preparing: Option<(CommandId, BTreeSet<WorkerId>, Option<String>)>,
+}
+
+/// Runs attempts on the cluster's workers.
+struct ClusterDeployer {
     cluster: Arc<Cluster>,
-    s: Submission,
+    job: String,
+    job_toml: String,
+    job_path: PathBuf,
     inputs: Receiver<JobInput>,
-    requests: Receiver<SavepointRequest>,
-    info: Arc<Mutex<JobInfo>>,
-    status: JobStatus,
+    placement: Arc<Mutex<Placement>>,
+    current: Option<ClusterAttempt>,
 }
 
-enum AttemptEnd {
-    Finished,
-    Stopped(PathBuf),
-    Cancelled,
-    Failed(String),
-}
-
-impl JobMaster {
-    fn update(&self, f: impl FnOnce(&mut JobInfo)) {
-        f(&mut self.info.lock().expect("not poisoned"));
-    }
-
-    fn run(self) {
-        let job = &self.s.job;
-        let storage = weir_runtime::storage_of(job);
-        let mut restore = self.s.restore.clone();
-        let mut attempt = 0;
-        let mut restarts = 0;
-        loop {
-            let end = self.attempt(attempt, restore.as_ref());
-            let (state, error) = match end {
-                AttemptEnd::Finished => (JobState::Finished, None),
-                AttemptEnd::Stopped(path) => {
-                    self.update(|i| i.savepoint = Some(path));
-                    (JobState::Stopped, None)
-                }
-                AttemptEnd::Cancelled => (JobState::Cancelled, None),
-                AttemptEnd::Failed(e) if restarts < job.restart.attempts => {
-                    restarts += 1;
-                    attempt += 1;
-                    if let Some(Ok(Some(latest))) =
-                        storage.as_ref().map(CheckpointStorage::latest_valid)
-                    {
-                        restore = Some(latest);
-                    }
-                    let from = restore
-                        .as_ref()
-                        .map_or("the beginning".to_string(), |s| s.dir.display().to_string());
-                    tracing::warn!(job = %job.name, "{e}; restart {restarts} of {} from {from}", job.restart.attempts);
-                    eprintln!(
-                        "weir: job `{}` failed ({e}); restarting ({restarts}/{}) from {from}",
-                        job.name, job.restart.attempts
-                    );
-                    self.update(|i| {
-                        i.state = JobState::Restarting;
-                        i.restarts = restarts;
-                        i.error = Some(cut_message(&e));
-                    });
-                    std::thread::sleep(Duration::from_millis(job.restart.delay_ms));
-                    continue;
-                }
-                AttemptEnd::Failed(e) if restarts > 0 => (
-                    JobState::Failed,
-                    Some(format!(
-                        "job `{}` failed after {restarts} restart(s): {e}",
-                        job.name
-                    )),
-                ),
-                AttemptEnd::Failed(e) => (
-                    JobState::Failed,
-                    Some(format!("job `{}` failed: {e}", job.name)),
-                ),
-            };
-            tracing::info!(job = %job.name, "job ended: {state:?}");
-            eprintln!(
-                "weir: job `{}` {}",
-                job.name,
-                match &error {
-                    Some(e) => e.clone(),
-                    None => format!("{state:?}").to_lowercase(),
-                }
-            );
-            self.update(|i| {
-                i.state = state;
-                i.error = error.as_deref().map(cut_message);
-                i.workers.clear();
-                i.ended_at = Some(Instant::now());
-            });
-            return;
+impl ClusterDeployer {
+    fn send_all(&self, message: impl Fn() -> ToWorker) {
+        if let Some(a) = &self.current {
+            for &w in &a.workers {
+                let _ = self.cluster.send(w, message());
+            }
         }
     }
 
+    fn cancel_all(&mut self) {
+        let Some(a) = &mut self.current else { return };
+        if a.cancelled_at.is_some() {
+            return;
+        }
+        a.cancelled_at = Some(Instant::now());
+        for &w in &a.workers {
+            let _ = self.cluster.send(
+                w,
+                ToWorker::Cancel {
+                    job: self.job.clone(),
+                    attempt: a.id,
+                },
+            );
+        }
+    }
+
+    /// The attempt's end, once every worker has ended its share.
+    fn check_ended(&mut self) -> Vec<Input> {
+        let Some(a) = &self.current else {
+            return Vec::new();
+        };
+        if a.ended.len() < a.workers.len() {
+            return Vec::new();
+        }
+        let a = self.current.take().expect("checked");
+        self.cluster.release(&a.slots);
+        self.placement.lock().expect("not poisoned").workers.clear();
+        let end = match a.failure {
+            Some(e) => AttemptEnd::Failed(e),
+            None if a.ended.values().all(|r| *r == AttemptResult::Finished) => AttemptEnd::Finished,
+            None => AttemptEnd::Cancelled,
+        };
+        vec![Input::AttemptEnded(end)]
+    }
+
     /// Waits for slots and reserves them.
-    fn placement(&self, tasks: &[TaskId]) -> Result<Vec<(TaskId, WorkerId)>, AttemptEnd> {
+    fn place(&self, tasks: &[TaskId]) -> Result<Vec<(TaskId, WorkerId)>, String> {
         let deadline = Instant::now() + SLOT_WAIT;
         loop {
             match self.cluster.place_and_reserve(tasks) {
                 Ok(p) => return Ok(p),
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(AttemptEnd::Failed(format!(
-                        "{e} after waiting {} s",
-                        SLOT_WAIT.as_secs()
-                    )));
+                    return Err(format!("{e} after waiting {} s", SLOT_WAIT.as_secs()));
                 }
-                Err(_) => {}
-            }
-            if let Ok(JobInput::Cancel) = self.inputs.recv_timeout(Duration::from_millis(200)) {
-                return Err(AttemptEnd::Cancelled);
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }
     }
+}
 
-    /// Runs attempt `number` of the job (0 first). On the wire an attempt
-    /// is known by an id unique in this coordinator, so nothing of an
-    /// earlier attempt or of an earlier job of the same name can be taken
-    /// for this one's.
-    fn attempt(&self, number: u32, restore: Option<&Snapshot>) -> AttemptEnd {
-        let job = &self.s.job;
-        let attempt = self.cluster.next_attempt_id();
-        self.update(|i| {
-            i.attempt = number;
-            i.state = JobState::Scheduling;
-        });
-        if let Some(snapshot) = restore
-            && let Err(e) = check_snapshot(job, snapshot, self.s.allow_non_restored_state)
-        {
-            return AttemptEnd::Failed(format!("{e:#}"));
-        }
-        let tasks = weir_runtime::tasks(job);
-        let placement = match self.placement(&tasks) {
-            Ok(p) => p,
-            Err(end) => return end,
+impl Deployer for ClusterDeployer {
+    type Note = JobInput;
+
+    fn notes(&self) -> Receiver<JobInput> {
+        self.inputs.clone()
+    }
+
+    fn note(&mut self, note: JobInput, _now: Instant) -> Vec<Input> {
+        let Some(current) = self.current.as_ref().map(|a| a.id) else {
+            return Vec::new();
         };
-        let slots = slots_used(&placement);
-        let end = self.run_attempt(attempt, number, restore, &tasks, &placement, &slots);
-        self.cluster.release(&slots);
-        end
+        match note {
+            JobInput::Event { attempt, event } if attempt == current => vec![Input::Task(event)],
+            JobInput::Ended {
+                worker,
+                attempt,
+                result,
+            } if attempt == current => {
+                let failed = matches!(result, AttemptResult::Failed(_));
+                if let Some(a) = &mut self.current {
+                    if let AttemptResult::Failed(e) = &result {
+                        a.failure.get_or_insert_with(|| {
+                            cut_message(&format!("on worker {worker}: {e}"))
+                        });
+                    }
+                    a.ended.insert(worker, result);
+                }
+                if failed {
+                    self.cancel_all();
+                }
+                self.check_ended()
+            }
+            JobInput::WorkerLost { worker } => {
+                let Some(a) = &mut self.current else {
+                    return Vec::new();
+                };
+                if !a.workers.contains(&worker) || a.ended.contains_key(&worker) {
+                    return Vec::new();
+                }
+                a.ended.insert(worker, AttemptResult::Failed("lost".into()));
+                a.failure
+                    .get_or_insert_with(|| format!("worker {worker} was lost"));
+                self.cancel_all();
+                self.check_ended()
+            }
+            JobInput::Prepared {
+                worker,
+                attempt,
+                upgrade,
+                result,
+            } if attempt == current => {
+                let Some(a) = &mut self.current else {
+                    return Vec::new();
+                };
+                let Some((id, waiting, refusal)) = &mut a.preparing else {
+                    return Vec::new();
+                };
+                if *id != upgrade {
+                    return Vec::new();
+                }
+                waiting.remove(&worker);
+                if let Err(e) = result {
+                    refusal.get_or_insert(format!("on worker {worker}: {e}"));
+                }
+                if !waiting.is_empty() {
+                    return Vec::new();
+                }
+                let Some((upgrade, _, refusal)) = a.preparing.take() else {
+                    return Vec::new();
+                };
+                vec![Input::Prepared {
+                    upgrade,
+                    result: refusal.map_or(Ok(()), Err),
+                }]
+            }
+            _ => Vec::new(), // an earlier attempt's, or another worker's
+        }
     }
 
-    fn run_attempt(
-        &self,
-        attempt: u32,
-        number: u32,
-        restore: Option<&Snapshot>,
-        tasks: &[TaskId],
-        placement: &[(TaskId, WorkerId)],
-        slots: &BTreeMap<WorkerId, u32>,
-    ) -> AttemptEnd {
-        let job = &self.s.job;
+    fn tick(&mut self, _now: Instant) -> Vec<Input> {
+        let Some(a) = &mut self.current else {
+            return Vec::new();
+        };
+        if let Some(at) = a.cancelled_at
+            && at.elapsed() > CANCEL_WAIT
+        {
+            for &w in &a.workers {
+                a.ended
+                    .entry(w)
+                    .or_insert_with(|| AttemptResult::Failed("did not wind down".into()));
+            }
+            a.failure
+                .get_or_insert_with(|| "workers did not wind down after a cancel".into());
+        }
+        self.check_ended()
+    }
+
+    fn start(&mut self, plan: &AttemptPlan) -> Result<(Shape, Receiver<TaskEvent>), String> {
+        let job = &plan.job;
+        let id = self.cluster.next_attempt_id();
+        let tasks = weir_runtime::tasks(job);
+        let placement = self.place(&tasks)?;
+        let slots = slots_used(&placement);
         let workers: BTreeSet<WorkerId> = slots.keys().copied().collect();
         let mut peers = BTreeMap::new();
         let mut peer_names = BTreeMap::new();
@@ -313,244 +470,203 @@ impl JobMaster {
                     peer_names.insert(w, name);
                 }
                 None => {
-                    return AttemptEnd::Failed(format!("worker {w} left before the job started"));
+                    self.cluster.release(&slots);
+                    return Err(format!("worker {w} left before the job started"));
                 }
+            }
+        }
+        let artifacts: BTreeMap<String, String> = plan
+            .versions
+            .iter()
+            .map(|v| (v.operator.clone(), format!("sha256:{}", v.digest)))
+            .collect();
+        let owner: BTreeMap<TaskId, WorkerId> = placement.iter().copied().collect();
+        let mut chain_workers: BTreeMap<u32, BTreeSet<WorkerId>> = BTreeMap::new();
+        for (task, worker) in &placement {
+            if let TaskId::Chain { chain, .. } = task {
+                chain_workers.entry(*chain).or_default().insert(*worker);
             }
         }
         let count = |f: fn(&TaskId) -> bool| tasks.iter().filter(|t| f(t)).count();
-        let coordinator = match start_remote_coordinator(
-            job,
-            restore.map_or(1, |s| s.metadata.id + 1),
-            self.status.clone(),
-            self.requests.clone(),
-            count(|t| matches!(t, TaskId::Source { .. })),
-            count(|t| matches!(t, TaskId::Chain { .. })),
-            count(|t| matches!(t, TaskId::Sink { .. })),
-        ) {
-            Ok(c) => c,
-            Err(e) => return AttemptEnd::Failed(format!("{e:#}")),
+        let shape = Shape {
+            sources: count(|t| matches!(t, TaskId::Source { .. })),
+            chains: count(|t| matches!(t, TaskId::Chain { .. })),
+            sinks: count(|t| matches!(t, TaskId::Sink { .. })),
         };
-        let owner: BTreeMap<TaskId, WorkerId> = placement.iter().copied().collect();
-        let announced = Arc::new(Mutex::new(HashSet::new()));
-        let sources = tasks.iter().filter(|t| matches!(t, TaskId::Source { .. }));
-        for (task, commands) in sources.zip(coordinator.source_commands) {
-            let forward = Forwarder {
-                cluster: self.cluster.clone(),
-                job: job.name.clone(),
-                attempt,
-                task: *task,
-                worker: owner[task],
-                workers: workers.clone(),
-                dirs: coordinator.snapshot_dirs.clone(),
-                announced: announced.clone(),
-            };
-            std::thread::spawn(move || forward.sources(commands));
-        }
-        let sinks = tasks.iter().filter(|t| matches!(t, TaskId::Sink { .. }));
-        for (task, commands) in sinks.zip(coordinator.sink_commands) {
-            let cluster = self.cluster.clone();
-            let (name, worker, task) = (job.name.clone(), owner[task], *task);
-            std::thread::spawn(move || {
-                for command in commands.iter() {
-                    let _ = cluster.send(
-                        worker,
-                        ToWorker::Sink {
-                            job: name.clone(),
-                            attempt,
-                            task,
-                            command,
-                        },
-                    );
-                }
-            });
-        }
-        let mut undeployed: BTreeMap<WorkerId, String> = BTreeMap::new();
+        let parallelism: BTreeMap<String, u32> = job
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.parallelism))
+            .chain(
+                job.operators
+                    .iter()
+                    .map(|o| (o.name.clone(), o.parallelism)),
+            )
+            .collect();
+        let mut attempt = ClusterAttempt {
+            id,
+            workers: workers.clone(),
+            slots: slots.clone(),
+            sources: tasks
+                .iter()
+                .filter(|t| matches!(t, TaskId::Source { .. }))
+                .map(|t| (*t, owner[t]))
+                .collect(),
+            sinks: tasks
+                .iter()
+                .filter(|t| matches!(t, TaskId::Sink { .. }))
+                .map(|t| (*t, owner[t]))
+                .collect(),
+            chain_workers,
+            ended: BTreeMap::new(),
+            failure: None,
+            cancelled_at: None,
+            preparing: None,
+        };
+        let mut undeployed = false;
         for &w in &workers {
             let deployment = Deployment {
                 job: job.name.clone(),
-                attempt,
-                attempt_number: number,
-                job_toml: self.s.job_toml.clone(),
-                job_path: self.s.job_path.clone(),
-                artifacts: self.s.artifacts.clone(),
-                placement: placement.to_vec(),
+                attempt: id,
+                attempt_number: plan.number,
+                job_toml: self.job_toml.clone(),
+                job_path: self.job_path.clone(),
+                artifacts: artifacts.clone(),
+                placement: placement.clone(),
                 peers: peers.clone(),
                 peer_names: peer_names.clone(),
-                restore: restore.map(|s| s.dir.clone()),
-                allow_non_restored_state: self.s.allow_non_restored_state,
+                restore: plan.restore.as_ref().map(|s| s.dir.clone()),
+                allow_non_restored_state: plan.allow_non_restored_state,
+                parallelism: parallelism.clone(),
             };
             if let Err(e) = self.cluster.send(w, ToWorker::Deploy(Box::new(deployment))) {
-                undeployed.insert(w, e);
+                // A worker the deployment never reached has nothing to end.
+                attempt
+                    .failure
+                    .get_or_insert_with(|| cut_message(&format!("cannot deploy: {e}")));
+                attempt.ended.insert(w, AttemptResult::Failed(e));
+                undeployed = true;
             }
         }
-        tracing::info!(job = %job.name, "attempt {attempt} deployed on worker(s) {workers:?}");
-        self.update(|i| {
-            i.state = JobState::Running;
-            i.workers = slots.clone();
-        });
-
-        let mut ended: BTreeMap<WorkerId, AttemptResult> = BTreeMap::new();
-        let mut failure: Option<String> = None;
-        let mut cancel_requested = false;
-        let mut cancelled_at: Option<Instant> = None;
-        let cancel_all = |cancelled_at: &mut Option<Instant>| {
-            if cancelled_at.is_none() {
-                *cancelled_at = Some(Instant::now());
-                for &w in &workers {
-                    let _ = self.cluster.send(
-                        w,
-                        ToWorker::Cancel {
-                            job: job.name.clone(),
-                            attempt,
-                        },
-                    );
-                }
-            }
-        };
-        // A worker the deployment never reached has nothing to end.
-        for (w, e) in undeployed {
-            failure.get_or_insert_with(|| cut_message(&format!("cannot deploy: {e}")));
-            ended.insert(w, AttemptResult::Failed(e));
-            cancel_all(&mut cancelled_at);
+        tracing::info!(job = %job.name, "attempt {id} deployed on worker(s) {workers:?}");
+        self.placement.lock().expect("not poisoned").workers = slots;
+        self.current = Some(attempt);
+        if undeployed {
+            self.cancel_all();
         }
-        while ended.len() < workers.len() {
-            let last = *self.status.last_checkpoint.lock().expect("not poisoned");
-            self.update(|i| {
-                if last.is_some() {
-                    i.last_checkpoint = last;
-                }
-            });
-            if let Some(at) = cancelled_at
-                && at.elapsed() > CANCEL_WAIT
-            {
-                for &w in &workers {
-                    ended
-                        .entry(w)
-                        .or_insert_with(|| AttemptResult::Failed("did not wind down".into()));
-                }
-                failure.get_or_insert_with(|| "workers did not wind down after a cancel".into());
-                break;
-            }
-            let input = match self.inputs.recv_timeout(Duration::from_millis(200)) {
-                Ok(input) => input,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            match input {
-                JobInput::Event { attempt: a, event } if a == attempt => {
-                    let _ = coordinator.events.send(event);
-                }
-                JobInput::Ended {
-                    worker,
-                    attempt: a,
-                    result,
-                } if a == attempt => {
-                    if let AttemptResult::Failed(e) = &result {
-                        failure.get_or_insert_with(|| {
-                            cut_message(&format!("on worker {worker}: {e}"))
-                        });
-                        cancel_all(&mut cancelled_at);
-                    }
-                    ended.insert(worker, result);
-                }
-                JobInput::WorkerLost { worker }
-                    if workers.contains(&worker) && !ended.contains_key(&worker) =>
-                {
-                    ended.insert(worker, AttemptResult::Failed("lost".into()));
-                    failure.get_or_insert_with(|| format!("worker {worker} was lost"));
-                    cancel_all(&mut cancelled_at);
-                }
-                JobInput::Cancel => {
-                    cancel_requested = true;
-                    cancel_all(&mut cancelled_at);
-                }
-                _ => {} // an earlier attempt's, or another worker's
-            }
-        }
-        drop(coordinator.events);
-        let _ = coordinator.thread.join();
-        let last = *self.status.last_checkpoint.lock().expect("not poisoned");
-        self.update(|i| {
-            if last.is_some() {
-                i.last_checkpoint = last;
-            }
-        });
-        if cancel_requested {
-            return AttemptEnd::Cancelled;
-        }
-        if let Some(e) = failure {
-            return AttemptEnd::Failed(e);
-        }
-        if let Some(path) = self.status.stopped_at.lock().expect("not poisoned").take() {
-            return AttemptEnd::Stopped(path);
-        }
-        if ended.values().all(|r| *r == AttemptResult::Finished) {
-            AttemptEnd::Finished
-        } else {
-            AttemptEnd::Failed("the attempt was cancelled by a worker (a peer went away)".into())
-        }
+        // Task events arrive as notes, through the coordinator.
+        Ok((shape, never()))
     }
-}
 
-/// Carries one source's commands to its worker. Before the first trigger
-/// of a snapshot, every worker of the attempt learns where it goes.
-struct Forwarder {
-    cluster: Arc<Cluster>,
-    job: String,
-    attempt: u32,
-    task: TaskId,
-    worker: WorkerId,
-    workers: BTreeSet<WorkerId>,
-    dirs: weir_runtime::SnapshotDirs,
-    announced: Arc<Mutex<HashSet<u64>>>,
-}
-
-impl Forwarder {
-    fn sources(self, commands: Receiver<SourceCommand>) {
-        for command in commands.iter() {
-            let SourceCommand::Trigger { barrier, .. } = &command;
-            if self
-                .announced
-                .lock()
-                .expect("not poisoned")
-                .insert(barrier.id)
-            {
-                let dir = self
-                    .dirs
-                    .lock()
-                    .expect("not poisoned")
-                    .get(&barrier.id)
-                    .cloned()
-                    .flatten();
-                for &w in &self.workers {
-                    let _ = self.cluster.send(
-                        w,
-                        ToWorker::SnapshotDir {
-                            job: self.job.clone(),
-                            attempt: self.attempt,
-                            id: barrier.id,
-                            dir: dir.clone(),
-                        },
-                    );
-                }
-            }
+    fn trigger(&mut self, barrier: Barrier, stop: bool, plan: &SnapshotPlan) {
+        let Some(a) = &self.current else { return };
+        let (job, attempt) = (self.job.clone(), a.id);
+        // Before the first trigger: every worker learns where the snapshot
+        // goes (a barrier from another worker may still overtake it; tasks wait).
+        self.send_all(|| ToWorker::SnapshotDir {
+            job: job.clone(),
+            attempt,
+            id: barrier.id,
+            dir: Some(plan.dir.clone()),
+            swaps: plan.swaps.clone(),
+        });
+        for &(task, worker) in &a.sources {
             let _ = self.cluster.send(
-                self.worker,
+                worker,
                 ToWorker::Source {
-                    job: self.job.clone(),
-                    attempt: self.attempt,
-                    task: self.task,
-                    command,
+                    job: job.clone(),
+                    attempt,
+                    task,
+                    command: SourceCommand::Trigger { barrier, stop },
                 },
             );
         }
-        let _ = self.cluster.send(
-            self.worker,
-            ToWorker::SourceClosed {
-                job: self.job.clone(),
-                attempt: self.attempt,
-                task: self.task,
-            },
-        );
+    }
+
+    fn abort(&mut self, id: u64) {
+        let Some(a) = &self.current else { return };
+        let (job, attempt) = (self.job.clone(), a.id);
+        self.send_all(|| ToWorker::SnapshotDir {
+            job: job.clone(),
+            attempt,
+            id,
+            dir: None,
+            swaps: Vec::new(),
+        });
+    }
+
+    fn commit(&mut self, id: u64) {
+        let Some(a) = &self.current else { return };
+        for &(task, worker) in &a.sinks {
+            let _ = self.cluster.send(
+                worker,
+                ToWorker::Sink {
+                    job: self.job.clone(),
+                    attempt: a.id,
+                    task,
+                    command: SinkCommand::Commit(id),
+                },
+            );
+        }
+    }
+
+    fn release_sources(&mut self) {
+        let Some(a) = &self.current else { return };
+        for &(task, worker) in &a.sources {
+            let _ = self.cluster.send(
+                worker,
+                ToWorker::SourceClosed {
+                    job: self.job.clone(),
+                    attempt: a.id,
+                    task,
+                },
+            );
+        }
+    }
+
+    fn prepare(
+        &mut self,
+        upgrade: CommandId,
+        swap: &Swap,
+        plan: &AttemptPlan,
+    ) -> Result<(), String> {
+        let Some(a) = &mut self.current else {
+            return Err("the job is not running".into());
+        };
+        let workers = weir_runtime::chain_of(&plan.job, &swap.operator)
+            .and_then(|chain| a.chain_workers.get(&chain).cloned())
+            .unwrap_or_default();
+        if workers.is_empty() {
+            return Err(format!("no worker runs operator `{}`", swap.operator));
+        }
+        for &w in &workers {
+            self.cluster
+                .send(
+                    w,
+                    ToWorker::Prepare {
+                        job: self.job.clone(),
+                        attempt: a.id,
+                        upgrade,
+                        swap: swap.clone(),
+                        artifact: format!("sha256:{}", swap.digest),
+                    },
+                )
+                .map_err(|e| format!("worker {w}: {e}"))?;
+        }
+        a.preparing = Some((upgrade, workers, None));
+        Ok(())
+    }
+
+    fn discard(&mut self, _upgrade: CommandId) {
+        let Some(a) = &self.current else { return };
+        let (job, attempt) = (self.job.clone(), a.id);
+        self.send_all(|| ToWorker::Discard {
+            job: job.clone(),
+            attempt,
+        });
+    }
+
+    fn cancel(&mut self) {
+        self.cancel_all();
     }
 }

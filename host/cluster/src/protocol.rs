@@ -12,14 +12,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use weir_runtime::{SinkCommand, SourceCommand, TaskEvent, TaskId};
+use weir_runtime::{SinkCommand, SourceCommand, Swap, TaskEvent, TaskId};
 
 pub type WorkerId = u32;
 
 /// The version of these messages; bump on any incompatible change.
 /// Version 1 was the protocol before versioning, certificate roles and
 /// data roots.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 fn unversioned() -> u32 {
     1
@@ -89,6 +89,14 @@ pub enum FromWorker {
         attempt: u32,
         result: AttemptResult,
     },
+    /// The new version of an operator is open on every local subtask of
+    /// it (or why not); see [`ToWorker::Prepare`].
+    Prepared {
+        job: String,
+        attempt: u32,
+        upgrade: u64,
+        result: Result<(), String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -130,6 +138,23 @@ pub enum ToWorker {
         attempt: u32,
         id: u64,
         dir: Option<PathBuf>,
+        /// Operators whose code is swapped at this snapshot's barrier.
+        #[serde(default)]
+        swaps: Vec<Swap>,
+    },
+    /// Fetch `artifact`, compile it and open it for every local subtask of
+    /// `swap.operator`, ready for the barrier that swaps it in.
+    Prepare {
+        job: String,
+        attempt: u32,
+        upgrade: u64,
+        swap: Swap,
+        artifact: String,
+    },
+    /// Drop the prepared versions of an upgrade that will not happen.
+    Discard {
+        job: String,
+        attempt: u32,
     },
     Source {
         job: String,
@@ -179,6 +204,10 @@ pub struct Deployment {
     pub peer_names: BTreeMap<WorkerId, String>,
     pub restore: Option<PathBuf>,
     pub allow_non_restored_state: bool,
+    /// Each source's and operator's parallelism in this attempt (a rescale
+    /// changes it from what the job file says).
+    #[serde(default)]
+    pub parallelism: BTreeMap<String, u32>,
 }
 
 /// Worker → coordinator, on a stream of its own: send me this artifact.

@@ -9,6 +9,11 @@
 //! - `GET  /jobs`, `GET /jobs/{job}`
 //! - `POST /jobs/{job}/savepoints` `{dir?}`, `POST /jobs/{job}/stop` `{dir?}`
 //! - `POST /jobs/{job}/cancel`
+//! - `POST /jobs/{job}/upgrade` `{operator, artifact (an uploaded name or digest), allow_dropping_state?, rollback?}`
+//! - `POST /jobs/{job}/rescale` `{parallelism, operator?, dir?}`
+//!
+//! Commands answer in the embedded control API's shape
+//! ([`weir_runtime::master::command::CommandReply`]).
 //!
 //! Errors are `{"error": "..."}` with a status that says whose fault it is.
 //!
@@ -33,11 +38,12 @@ use serde::{Deserialize, Serialize};
 // (the same crate the embedded control API uses).
 use subtle::ConstantTimeEq as _;
 use weir_core::data_roots::Access;
-use weir_runtime::SavepointRequest;
+use weir_runtime::master::api::{CommandResponse, refusal, run_command};
+use weir_runtime::master::command::{Command, CommandBody};
 
 use crate::artifacts::UploadError;
 use crate::coordinator::Cluster;
-use crate::job_master::{self, JobInput, Submission};
+use crate::job_master::{self, Submission};
 
 type Reply = Result<Response, ApiError>;
 
@@ -87,6 +93,8 @@ pub(crate) fn router(cluster: Arc<Cluster>) -> axum::Router {
         .route("/jobs/{job}/savepoints", post(savepoint))
         .route("/jobs/{job}/stop", post(stop))
         .route("/jobs/{job}/cancel", post(cancel))
+        .route("/jobs/{job}/upgrade", post(upgrade))
+        .route("/jobs/{job}/rescale", post(rescale))
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX))
         .merge(
             axum::Router::new()
@@ -283,6 +291,7 @@ fn prepare(cluster: &Cluster, mut r: SubmitRequest) -> Result<Submission, ApiErr
         job_path: r.job_path,
         artifacts,
         restore,
+        resume: r.resume,
         allow_non_restored_state: r.allow_non_restored_state,
     })
 }
@@ -294,7 +303,7 @@ async fn jobs(State(cluster): State<Arc<Cluster>>) -> Reply {
         .expect("not poisoned")
         .values()
         .map(|j| {
-            let mut info = j.info.lock().expect("not poisoned").clone();
+            let mut info = j.info();
             info.error = info
                 .error
                 .map(|e| weir_core::text::cut(&e, LISTED_ERROR_BYTES_MAX));
@@ -314,69 +323,81 @@ fn no_job(job: &str) -> ApiError {
 async fn job(State(cluster): State<Arc<Cluster>>, UrlPath(job): UrlPath<String>) -> Reply {
     let jobs = cluster.jobs.lock().expect("not poisoned");
     let entry = jobs.get(&job).ok_or_else(|| no_job(&job))?;
-    let info = entry.info.lock().expect("not poisoned").clone();
-    Ok(Json(info).into_response())
+    Ok(Json(entry.info()).into_response())
 }
 
-#[derive(Deserialize, Default)]
-struct SavepointBody {
-    dir: Option<PathBuf>,
-}
+type Body = Option<Json<CommandBody>>;
 
-async fn savepoint(
-    state: State<Arc<Cluster>>,
-    job: UrlPath<String>,
-    body: Option<Json<SavepointBody>>,
-) -> Reply {
+async fn savepoint(state: State<Arc<Cluster>>, job: UrlPath<String>, body: Body) -> Reply {
     take_savepoint(state, job, body, false).await
 }
 
-async fn stop(
-    state: State<Arc<Cluster>>,
-    job: UrlPath<String>,
-    body: Option<Json<SavepointBody>>,
-) -> Reply {
+async fn stop(state: State<Arc<Cluster>>, job: UrlPath<String>, body: Body) -> Reply {
     take_savepoint(state, job, body, true).await
+}
+
+/// The job master's command channel and default savepoint directory of a
+/// running job.
+fn running(
+    cluster: &Cluster,
+    job: &str,
+) -> Result<
+    (
+        crossbeam_channel::Sender<weir_runtime::master::driver::CommandRequest>,
+        Option<PathBuf>,
+    ),
+    ApiError,
+> {
+    let jobs = cluster.jobs.lock().expect("not poisoned");
+    let entry = jobs.get(job).ok_or_else(|| no_job(job))?;
+    if entry.info().state.is_terminal() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("job `{job}` is not running"),
+        ));
+    }
+    Ok((entry.requests.clone(), entry.savepoint_dir.clone()))
+}
+
+/// A savepoint directory from the request or the job's default, checked
+/// against the coordinator's roots (the resolved path goes on: the one
+/// checked is the one written).
+fn savepoint_dir(
+    cluster: &Cluster,
+    body: &CommandBody,
+    default_dir: Option<PathBuf>,
+) -> Result<PathBuf, ApiError> {
+    let dir = body.dir.clone().or(default_dir).ok_or_else(|| {
+        bad("the job has no [checkpoint] dir; say where the savepoint goes with `dir`")
+    })?;
+    crate::paths::check_savepoint_dir(&cluster.options.data_roots, &dir).map_err(bad)
+}
+
+/// Runs a command, holding one of the places for commands in flight.
+async fn command(
+    cluster: &Cluster,
+    requests: &crossbeam_channel::Sender<weir_runtime::master::driver::CommandRequest>,
+    command: Command,
+) -> Reply {
+    let _permit = savepoint_permit(&cluster.savepoints)?;
+    let response: CommandResponse = run_command(requests, command).await;
+    Ok(response.into_response())
 }
 
 async fn take_savepoint(
     State(cluster): State<Arc<Cluster>>,
     UrlPath(job): UrlPath<String>,
-    body: Option<Json<SavepointBody>>,
+    body: Body,
     stop: bool,
 ) -> Reply {
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let (requests, default_dir) = {
-        let jobs = cluster.jobs.lock().expect("not poisoned");
-        let entry = jobs.get(&job).ok_or_else(|| no_job(&job))?;
-        if entry.info.lock().expect("not poisoned").state.is_terminal() {
-            return Err(ApiError(
-                StatusCode::CONFLICT,
-                format!("job `{job}` is not running"),
-            ));
-        }
-        (entry.requests.clone(), entry.savepoint_dir.clone())
-    };
-    let dir = body.dir.or(default_dir).ok_or_else(|| {
-        bad("the job has no [checkpoint] dir; say where the savepoint goes with `dir`")
-    })?;
-    // The resolved path goes on: the one checked is the one written.
-    let dir = crate::paths::check_savepoint_dir(&cluster.options.data_roots, &dir).map_err(bad)?;
-    let _permit = savepoint_permit(&cluster.savepoints)?;
-    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-    requests
-        .send(SavepointRequest {
-            dir,
-            stop,
-            reply: reply_tx,
-        })
-        .map_err(|_| ApiError(StatusCode::CONFLICT, format!("job `{job}` is not running")))?;
-    let reply = wait_for_savepoint(reply_rx, SAVEPOINT_WAIT, &job).await?;
-    Ok(Json(serde_json::json!({ "path": reply })).into_response())
+    let (requests, default_dir) = running(&cluster, &job)?;
+    let dir = savepoint_dir(&cluster, &body, default_dir)?;
+    command(&cluster, &requests, Command::Savepoint { dir, stop }).await
 }
 
-/// One of [`SAVEPOINTS_IN_FLIGHT_MAX`] places for a savepoint request
-/// waiting for its answer, or 503.
+/// One of [`SAVEPOINTS_IN_FLIGHT_MAX`] places for a command waiting for
+/// its answer, or 503.
 fn savepoint_permit(
     savepoints: &Arc<tokio::sync::Semaphore>,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
@@ -384,47 +405,115 @@ fn savepoint_permit(
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "{SAVEPOINTS_IN_FLIGHT_MAX} savepoint requests are already waiting for their savepoints; try again once one is answered"
+                "{SAVEPOINTS_IN_FLIGHT_MAX} commands are already waiting for their answers; try again once one is answered"
             ),
         )
     })
 }
 
-/// The savepoint's path, or why there is none; gives up after `wait`.
-async fn wait_for_savepoint(
-    reply: crossbeam_channel::Receiver<Result<PathBuf, String>>,
-    wait: std::time::Duration,
-    job: &str,
-) -> Result<PathBuf, ApiError> {
-    let reply = tokio::task::spawn_blocking(move || reply.recv_timeout(wait))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    match reply {
-        Ok(Ok(path)) => Ok(path),
-        Ok(Err(e)) => Err(ApiError(StatusCode::CONFLICT, e)),
-        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(ApiError(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!(
-                "job `{job}`: the savepoint did not complete within {} s; it may still complete (see GET /jobs/{job})",
-                wait.as_secs()
-            ),
-        )),
-        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(ApiError(
-            StatusCode::CONFLICT,
-            format!("job `{job}` ended before the savepoint completed"),
-        )),
-    }
-}
-
 async fn cancel(State(cluster): State<Arc<Cluster>>, UrlPath(job): UrlPath<String>) -> Reply {
-    let jobs = cluster.jobs.lock().expect("not poisoned");
-    let entry = jobs.get(&job).ok_or_else(|| no_job(&job))?;
-    let _ = entry.inbox.send(JobInput::Cancel);
+    let requests = {
+        let jobs = cluster.jobs.lock().expect("not poisoned");
+        let entry = jobs.get(&job).ok_or_else(|| no_job(&job))?;
+        entry.requests.clone()
+    };
+    // Not waited for: the job winds down on its own.
+    let (reply, _answer) = crossbeam_channel::bounded(1);
+    let _ = requests.send(weir_runtime::master::driver::CommandRequest {
+        command: Command::Cancel,
+        reply,
+    });
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "job": job, "cancelling": true })),
     )
         .into_response())
+}
+
+async fn upgrade(
+    State(cluster): State<Arc<Cluster>>,
+    UrlPath(job): UrlPath<String>,
+    body: Body,
+) -> Reply {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let (requests, _) = running(&cluster, &job)?;
+    let operator = body
+        .operator
+        .clone()
+        .ok_or_else(|| bad("name the operator to upgrade (`operator`)"))?;
+    let allow_dropping_state = body.allow_dropping_state;
+    if body.rollback {
+        return command(
+            &cluster,
+            &requests,
+            Command::Rollback {
+                operator,
+                allow_dropping_state,
+            },
+        )
+        .await;
+    }
+    let reference = body
+        .artifact
+        .ok_or_else(|| bad("give the new version: `artifact`, an uploaded name or digest"))?;
+    let digest = cluster.artifacts.resolve(&reference).ok_or_else(|| {
+        bad(format!(
+            "no artifact `{}` was uploaded (upload it with POST /artifacts, or use `weir upgrade`, which does)",
+            weir_core::text::cut(&reference, 256)
+        ))
+    })?;
+    // Kept while the job runs: a failover after the upgrade deploys it.
+    if let Some(entry) = cluster.jobs.lock().expect("not poisoned").get(&job) {
+        entry
+            .artifacts
+            .lock()
+            .expect("not poisoned")
+            .insert(digest.clone());
+    }
+    let hex = digest
+        .strip_prefix("sha256:")
+        .unwrap_or(&digest)
+        .to_string();
+    command(
+        &cluster,
+        &requests,
+        Command::Upgrade {
+            operator,
+            digest: hex,
+            allow_dropping_state,
+        },
+    )
+    .await
+}
+
+async fn rescale(
+    State(cluster): State<Arc<Cluster>>,
+    UrlPath(job): UrlPath<String>,
+    body: Body,
+) -> Reply {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let (requests, default_dir) = running(&cluster, &job)?;
+    let parallelism = body
+        .parallelism
+        .ok_or_else(|| bad("give the new `parallelism`"))?;
+    let dir = savepoint_dir(&cluster, &body, default_dir)?;
+    command(
+        &cluster,
+        &requests,
+        Command::Rescale {
+            parallelism,
+            operator: body.operator,
+            dir,
+        },
+    )
+    .await
+}
+
+/// Keeps the unused-import lint honest where `refusal` is only needed by
+/// handlers that build replies by hand.
+#[allow(dead_code)]
+fn refused(code: StatusCode, e: &str) -> CommandResponse {
+    refusal(code, e)
 }
 
 #[cfg(test)]

@@ -30,10 +30,12 @@ use weir_net::stream::{
     read_message, write_message,
 };
 use weir_net::{Node, NodeIdentity, Role};
+use weir_runtime::swaps::PreparedSwaps;
 use weir_runtime::{
-    AttemptCancelled, DataPlane, InboundChannels, SinkCommand, SnapshotDirs, SourceCommand,
-    StartedAttempt, TaskEvent, TaskId, WorkerAttempt, run_worker_attempt,
+    AttemptCancelled, DataPlane, InboundChannels, SinkCommand, SnapshotPlan, SnapshotPlans,
+    SourceCommand, StartedAttempt, Swap, TaskEvent, TaskId, WorkerAttempt, run_worker_attempt,
 };
+use weir_wasm::WasmEngine;
 
 use crate::artifacts::{digest_hex, digest_of, write_atomically};
 use crate::protocol::{
@@ -88,7 +90,8 @@ type AttemptKey = (String, u32);
 struct Started {
     sources: HashMap<TaskId, Sender<SourceCommand>>,
     sinks: HashMap<TaskId, Sender<SinkCommand>>,
-    dirs: SnapshotDirs,
+    plans: SnapshotPlans,
+    prepared: PreparedSwaps,
     cancel: Arc<AtomicBool>,
 }
 
@@ -101,6 +104,9 @@ struct AttemptState {
     /// Digests of the artifacts it runs (kept while it is deployed).
     artifacts: BTreeSet<String>,
     started: Option<Started>,
+    /// The job as this attempt runs it (for preparing upgrades), and its
+    /// attempt number.
+    job: Option<(weir_core::job::JobSpec, u32)>,
     /// Commands that arrived before the tasks were built.
     pending: Vec<ToWorker>,
     cancelled: bool,
@@ -121,6 +127,8 @@ struct Worker {
     dialing: Mutex<()>,
     attempts: Mutex<HashMap<AttemptKey, AttemptState>>,
     inbound: Arc<InboundChannels>,
+    /// One engine for every attempt: a component compiles once per worker.
+    engine: Arc<WasmEngine>,
     options: WorkerOptions,
 }
 
@@ -135,6 +143,7 @@ pub fn run_worker(mut options: WorkerOptions) -> anyhow::Result<()> {
         .build()
         .context("cannot start the network runtime")?;
     let handle = runtime.handle().clone();
+    let engine = Arc::new(WasmEngine::new(Some(options.work_dir.join("cache")))?);
     runtime.block_on(async move {
         let node = Node::bind(options.bind, &identity)?;
         let data_addr = node.local_addr()?;
@@ -214,6 +223,7 @@ pub fn run_worker(mut options: WorkerOptions) -> anyhow::Result<()> {
             dialing: Mutex::new(()),
             attempts: Mutex::new(HashMap::new()),
             inbound: InboundChannels::new(handle.clone()),
+            engine: engine.clone(),
             options,
         });
         let heartbeat = worker.outbox.clone();
@@ -554,6 +564,7 @@ impl Worker {
                 attempt,
                 id,
                 dir: Some(dir),
+                swaps,
             } => {
                 // Checked on arrival against this worker's own roots: the
                 // coordinator's roots are not this worker's operator's word.
@@ -578,7 +589,40 @@ impl Worker {
                     attempt,
                     id,
                     dir,
+                    swaps,
                 });
+            }
+            ToWorker::Prepare {
+                job,
+                attempt,
+                upgrade,
+                swap,
+                artifact,
+            } => {
+                let worker = self.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("prepare-{upgrade}"))
+                    .spawn(move || {
+                        let result = worker.prepare(&job, attempt, &swap, &artifact);
+                        let _ = worker.outbox.send(FromWorker::Prepared {
+                            job,
+                            attempt,
+                            upgrade,
+                            result: result.map_err(|e| cut_message(&e)),
+                        });
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("cannot start a thread to prepare an upgrade: {e}");
+                }
+            }
+            ToWorker::Discard { job, attempt } => {
+                let attempts = self.attempts.lock().expect("not poisoned");
+                if let Some(started) = attempts
+                    .get(&(job, attempt))
+                    .and_then(|s| s.started.as_ref())
+                {
+                    weir_runtime::swaps::discard(&started.prepared);
+                }
             }
             command => self.handle_command(command),
         }
@@ -660,6 +704,17 @@ impl Worker {
         let mut job =
             crate::paths::parse_job(&d.job_toml, &d.job_path).map_err(|e| anyhow!("{e}"))?;
         self.check_paths(&job, d)?;
+        // A rescaled attempt: the coordinator checked the new shape.
+        for source in &mut job.sources {
+            if let Some(&p) = d.parallelism.get(&source.name) {
+                source.parallelism = p;
+            }
+        }
+        for op in &mut job.operators {
+            if let Some(&p) = d.parallelism.get(&op.name) {
+                op.parallelism = p;
+            }
+        }
         for op in &mut job.operators {
             let digest = d
                 .artifacts
@@ -673,6 +728,14 @@ impl Worker {
             .filter(|(_, w)| *w == self.id)
             .map(|(t, _)| *t)
             .collect();
+        if let Some(state) = self
+            .attempts
+            .lock()
+            .expect("not poisoned")
+            .get_mut(&(d.job.clone(), d.attempt))
+        {
+            state.job = Some((job.clone(), d.attempt_number));
+        }
         let worker = self.clone();
         let key = (d.job.clone(), d.attempt);
         let on_started = Box::new(move |started: StartedAttempt| worker.started(key, started));
@@ -683,7 +746,7 @@ impl Worker {
             local,
             restore: d.restore.clone(),
             allow_non_restored_state: d.allow_non_restored_state,
-            cache_dir: Some(self.options.work_dir.join("cache")),
+            engine: self.engine.clone(),
             data_plane: self.clone(),
             inbound: self.inbound.clone(),
             on_started,
@@ -733,7 +796,8 @@ impl Worker {
         let mut started = Started {
             sources: s.source_commands.into_iter().collect(),
             sinks: s.sink_commands.into_iter().collect(),
-            dirs: s.snapshot_dirs,
+            plans: s.snapshot_plans,
+            prepared: s.prepared,
             cancel: s.cancel,
         };
         let mut attempts = self.attempts.lock().expect("not poisoned");
@@ -752,6 +816,44 @@ impl Worker {
             apply(&mut started, command);
         }
         state.started = Some(started);
+    }
+
+    /// Opens the new version of `swap.operator` for every subtask of it
+    /// that runs here, while the old version goes on processing.
+    fn prepare(&self, job: &str, attempt: u32, swap: &Swap, artifact: &str) -> Result<(), String> {
+        let path = self.artifact(artifact).map_err(|e| format!("{e:#}"))?;
+        let compiled = self
+            .engine
+            .load(&swap.operator, &path)
+            .map_err(|e| e.to_string())?;
+        let key = (job.to_string(), attempt);
+        let (spec, number, prepared, subtasks) = {
+            let attempts = self.attempts.lock().expect("not poisoned");
+            let state = attempts
+                .get(&key)
+                .ok_or("the attempt is no longer running on this worker")?;
+            let (spec, number) = state
+                .job
+                .clone()
+                .ok_or("the attempt is still starting on this worker")?;
+            let started = state
+                .started
+                .as_ref()
+                .ok_or("the attempt is still starting on this worker")?;
+            let chain = weir_runtime::chain_of(&spec, &swap.operator)
+                .ok_or_else(|| format!("the job has no operator `{}`", swap.operator))?;
+            let subtasks: Vec<u32> = state
+                .placement
+                .iter()
+                .filter(|(_, w)| **w == self.id)
+                .filter_map(|(t, _)| match t {
+                    TaskId::Chain { chain: c, subtask } if *c == chain => Some(*subtask),
+                    _ => None,
+                })
+                .collect();
+            (spec, number, started.prepared.clone(), subtasks)
+        };
+        weir_runtime::swaps::prepare(&spec, &compiled, swap, &subtasks, number, &prepared)
     }
 
     /// The local path of an artifact, fetched from the coordinator once.
@@ -855,11 +957,11 @@ fn live(peers: &HashMap<WorkerId, quinn::Connection>, peer: WorkerId) -> Option<
 
 fn apply(started: &mut Started, command: ToWorker) {
     match command {
-        ToWorker::SnapshotDir { id, dir, .. } => {
-            let mut dirs = started.dirs.lock().expect("not poisoned");
+        ToWorker::SnapshotDir { id, dir, swaps, .. } => {
+            let mut plans = started.plans.lock().expect("not poisoned");
             // One snapshot is in flight at a time; keep a few for stragglers.
-            dirs.retain(|&known, _| known + SNAPSHOT_DIRS_KEPT > id);
-            dirs.insert(id, dir);
+            plans.retain(|&known, _| known + SNAPSHOT_DIRS_KEPT > id);
+            plans.insert(id, dir.map(|dir| SnapshotPlan { dir, swaps }));
         }
         ToWorker::Source { task, command, .. } => {
             if let Some(tx) = started.sources.get(&task) {

@@ -34,7 +34,7 @@ use weir_core::job::JobSpec;
 use crate::control_guard::{BearerRefusal, HostCheck, check_bearer};
 use crate::master::api::{CommandResponse, refusal as command_refusal, run_command};
 use crate::master::command::{Command, CommandBody, CommandReply};
-use crate::master::driver::{CommandRequest, SharedView};
+use crate::master::driver::{CommandRequest, JobView, SharedView};
 use crate::registry::{self, Registration};
 
 /// Where the control API listens and announces itself.
@@ -454,6 +454,30 @@ pub mod client {
         reply
             .path
             .ok_or_else(|| anyhow::anyhow!("{api}: the reply names no savepoint"))
+    }
+
+    /// What the job's API says about it (`GET /jobs`).
+    pub fn jobs(api: &str, token: &str) -> anyhow::Result<Vec<JobView>> {
+        let url = format!("{}/jobs", api.trim_end_matches('/'));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut response = agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .with_context(|| format!("cannot reach the job's control API at {api}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("{url}: HTTP {status}");
+        }
+        Ok(response
+            .body_mut()
+            .with_config()
+            .limit(REPLY_BYTES_MAX)
+            .read_json()?)
     }
 
     /// Sends the command `action` (`savepoints`, `stop`, `cancel`,

@@ -444,8 +444,15 @@ impl Deployer for LocalDeployer {
         }
     }
 
-    fn prepare(&mut self, upgrade: CommandId, swap: &Swap, plan: &AttemptPlan) {
-        let Some(live) = &self.live else { return };
+    fn prepare(
+        &mut self,
+        upgrade: CommandId,
+        swap: &Swap,
+        plan: &AttemptPlan,
+    ) -> Result<(), String> {
+        let Some(live) = &self.live else {
+            return Err("the job is not running".into());
+        };
         let notes = self.notes.0.clone();
         let generation = live.generation;
         let prepared = live.prepared.clone();
@@ -463,8 +470,7 @@ impl Deployer for LocalDeployer {
             let subtasks: Vec<u32> = (0..parallelism).collect();
             swaps::prepare(&job, &compiled, &swap, &subtasks, number, &prepared)
         };
-        let notes_on_error = notes.clone();
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("prepare-{upgrade}"))
             .spawn(move || {
                 let started = Instant::now();
@@ -479,14 +485,9 @@ impl Deployer for LocalDeployer {
                     upgrade,
                     result,
                 });
-            });
-        if let Err(e) = spawned {
-            let _ = notes_on_error.send(LocalNote::Prepared {
-                generation,
-                upgrade,
-                result: Err(format!("cannot start a thread: {e}")),
-            });
-        }
+            })
+            .map(|_| ())
+            .map_err(|e| format!("cannot start a thread: {e}"))
     }
 
     fn discard(&mut self, _upgrade: CommandId) {

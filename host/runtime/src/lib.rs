@@ -63,7 +63,7 @@ pub use events::{
 pub use message::Barrier;
 pub use metrics::{JobReport, NodeReport, Outcome};
 pub use plan::check as check_plan;
-pub use plan::{PlanSize, TaskId, tasks};
+pub use plan::{PlanSize, TaskId, chain_of, tasks};
 pub use remote::{DataPlane, InboundChannels};
 pub use restore::{check_snapshot, starting_snapshot};
 pub use task_snapshot::SnapshotPlans;

@@ -69,6 +69,17 @@ pub fn tasks(job: &JobSpec) -> Vec<TaskId> {
     sources.chain(chains).chain(sinks).collect()
 }
 
+/// The chain that runs `operator`, by its index in [`tasks`]' chain ids.
+pub fn chain_of(job: &JobSpec, operator: &str) -> Option<u32> {
+    let index = job.operators.iter().position(|o| o.name == operator)?;
+    let layout = Layout::new(job);
+    layout
+        .chains
+        .iter()
+        .position(|ops| ops.contains(&index))
+        .map(|chain| chain as u32)
+}
+
 /// How much a plan would allocate for its channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanSize {

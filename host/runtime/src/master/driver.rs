@@ -61,8 +61,13 @@ pub trait Deployer {
     /// A stop's savepoint is committed: the parked sources may end.
     fn release_sources(&mut self);
     /// Builds and opens the new version on every node that runs the
-    /// operator; the result arrives as a note.
-    fn prepare(&mut self, upgrade: CommandId, swap: &Swap, plan: &AttemptPlan);
+    /// operator; the result arrives as a note (after an `Err` here, none).
+    fn prepare(
+        &mut self,
+        upgrade: CommandId,
+        swap: &Swap,
+        plan: &AttemptPlan,
+    ) -> Result<(), String>;
     fn discard(&mut self, upgrade: CommandId);
     fn cancel(&mut self);
 }
@@ -97,7 +102,7 @@ pub type SharedView = Arc<Mutex<JobView>>;
 
 /// Rewrites the job for an attempt: parallelism, and the artifact each
 /// operator runs. Embedded and cluster resolve artifacts differently.
-pub type Reshape = dyn Fn(&JobSpec, &AttemptInputs) -> Result<JobSpec, String>;
+pub type Reshape = dyn Fn(&JobSpec, &AttemptInputs) -> Result<JobSpec, String> + Send;
 
 /// What shapes an attempt's job besides the submitted file.
 pub struct AttemptInputs<'a> {
@@ -381,16 +386,14 @@ impl DriverState<'_> {
                 None
             }
             Action::Prepare { upgrade, swap } => {
-                match &self.running {
+                let result = match &self.running {
                     Some(running) => deployer.prepare(upgrade, &swap, &running.plan),
-                    None => {
-                        return Some(Input::Prepared {
-                            upgrade,
-                            result: Err("the job is not running".into()),
-                        });
-                    }
-                }
-                None
+                    None => Err("the job is not running".into()),
+                };
+                result.err().map(|e| Input::Prepared {
+                    upgrade,
+                    result: Err(e),
+                })
             }
             Action::DiscardPrepared { upgrade } => {
                 deployer.discard(upgrade);
