@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use weir_cluster::client::Client;
-use weir_cluster::job_master::{JobInfo, JobState};
+use weir_cluster::jobs::{JobInfo, JobState};
 use weir_cluster::rest::SubmitRequest;
 
 /// Where `weir cluster init` puts certificates and the token by default.

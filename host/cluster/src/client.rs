@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use serde::de::DeserializeOwned;
 
 use crate::artifacts::ArtifactInfo;
-use crate::job_master::JobInfo;
+use crate::jobs::JobInfo;
 use crate::rest::SubmitRequest;
 
 pub struct Client {
@@ -145,7 +145,7 @@ impl Client {
         self.get(&format!("/jobs/{}", percent_encode(job)))
     }
 
-    pub fn workers(&self) -> anyhow::Result<Vec<crate::coordinator::WorkerInfo>> {
+    pub fn workers(&self) -> anyhow::Result<Vec<crate::cluster::WorkerInfo>> {
         self.get("/workers")
     }
 

@@ -8,279 +8,32 @@
 //! message from a worker that is too long or does not decode is refused on
 //! its own; only a broken stream costs the worker.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use crossbeam_channel::Sender;
-use serde::Serialize;
 use tokio::sync::mpsc;
-use weir_core::data_roots::DataRoots;
 use weir_core::text::cut_message;
 use weir_net::stream::{
-    Received, encode_message, read_control_message, read_message, write_blob, write_encoded,
-    write_message,
+    Received, read_control_message, read_message, write_blob, write_encoded, write_message,
 };
 use weir_net::{Node, NodeIdentity, Role};
 use weir_wasm::WasmEngine;
 
 use crate::artifacts::ArtifactStore;
-use crate::job_master::{JobEntry, JobInput};
-use crate::placement::Offer;
-use crate::protocol::{
-    FetchArtifact, FromWorker, OUTBOX_MESSAGES_MAX, Queued, ToWorker, WorkerId, queue,
+use crate::cluster::{Cluster, WorkerEntry, WorkerInfo};
+use crate::jobs::JobInput;
+pub use crate::options::{
+    CoordinatorOptions, FINISHED_JOB_RETENTION_DEFAULT, FINISHED_JOBS_MAX_DEFAULT,
+    UPLOADS_MAX_DEFAULT,
 };
+use crate::protocol::{FetchArtifact, FromWorker, OUTBOX_MESSAGES_MAX, ToWorker, WorkerId};
 
 /// A worker that has not sent a heartbeat for this long is lost.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 
-#[derive(Debug, Clone)]
-pub struct CoordinatorOptions {
-    /// The REST API's address.
-    pub rest: SocketAddr,
-    /// Where workers connect (QUIC).
-    pub quic: SocketAddr,
-    pub certs: PathBuf,
-    /// This node's certificate name in `certs`.
-    pub node: String,
-    /// The bearer token every REST call but `/health` must carry.
-    pub token: String,
-    /// The file the token was read from, if any: kept out of jobs' reach.
-    pub token_file: Option<PathBuf>,
-    /// Artifacts, compiled code and state of the coordinator.
-    pub data_dir: PathBuf,
-    pub artifact_bytes_max: usize,
-    /// All stored artifacts together; see [`ArtifactStore`].
-    pub artifacts_total_bytes_max: u64,
-    /// Names artifacts are kept under; an upload under a new name beyond
-    /// them gets 507.
-    pub artifact_names_max: usize,
-    /// Uploads received and checked (compiled) at once; more get 503.
-    pub uploads_max: usize,
-    /// Finished jobs kept for `GET /jobs`, newest first.
-    pub finished_jobs_max: usize,
-    /// How long a finished job is kept.
-    pub finished_job_retention: Duration,
-    /// Where jobs may read and write.
-    pub data_roots: DataRoots,
-    /// Serve the REST API over plain HTTP (token and jobs in clear text).
-    pub insecure_http: bool,
-    /// Written once both listeners are up: `{"rest": ..., "quic": ...}`.
-    pub ready_file: Option<PathBuf>,
-}
-
-impl CoordinatorOptions {
-    /// Weir's own directories and files on this node, carved out of the
-    /// data roots (see [`crate::paths::without_own`]). The token file is
-    /// carved out by itself, not its directory, which may be a data root.
-    pub fn own_paths(&self) -> Vec<PathBuf> {
-        let mut own = vec![
-            self.certs.clone(),
-            self.data_dir.clone(),
-            self.data_dir.join("cache"),
-        ];
-        own.extend(self.token_file.clone());
-        own
-    }
-}
-
-/// Finished jobs kept by default.
-pub const FINISHED_JOBS_MAX_DEFAULT: usize = 100;
-/// How long a finished job is kept by default.
-pub const FINISHED_JOB_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 3600);
-/// Concurrent uploads by default: each holds its body and a compile.
-pub const UPLOADS_MAX_DEFAULT: usize = 2;
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct WorkerInfo {
-    pub id: WorkerId,
-    pub name: String,
-    pub slots: u32,
-    pub free_slots: u32,
-    pub data_addr: SocketAddr,
-}
-
-struct WorkerEntry {
-    info: WorkerInfo,
-    /// Encoded messages (see [`Cluster::send`]), at most
-    /// [`OUTBOX_MESSAGES_MAX`] waiting.
-    outbox: mpsc::Sender<Vec<u8>>,
-    conn: quinn::Connection,
-    last_heartbeat: Instant,
-}
-
-/// What the coordinator knows, shared by its QUIC side, REST side and job
-/// masters.
-pub struct Cluster {
-    workers: Mutex<BTreeMap<WorkerId, WorkerEntry>>,
-    next_worker: AtomicU32,
-    next_attempt: AtomicU32,
-    pub(crate) jobs: Mutex<BTreeMap<String, JobEntry>>,
-    pub(crate) artifacts: ArtifactStore,
-    pub(crate) engine: WasmEngine,
-    /// Permits for uploads in flight.
-    pub(crate) uploads: Arc<tokio::sync::Semaphore>,
-    /// Permits for savepoint requests waiting for their answer.
-    pub(crate) savepoints: Arc<tokio::sync::Semaphore>,
-    pub(crate) options: CoordinatorOptions,
-}
-
-impl Cluster {
-    pub(crate) fn next_attempt_id(&self) -> u32 {
-        self.next_attempt.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Places `tasks` on free slots and takes those slots, in one step so
-    /// that two jobs never get the same slot.
-    pub(crate) fn place_and_reserve(
-        &self,
-        tasks: &[weir_runtime::TaskId],
-    ) -> Result<Vec<(weir_runtime::TaskId, WorkerId)>, String> {
-        let mut workers = self.workers.lock().expect("not poisoned");
-        let offers: Vec<Offer> = workers
-            .values()
-            .map(|w| Offer {
-                worker: w.info.id,
-                free_slots: w.info.free_slots,
-            })
-            .collect();
-        let placement = crate::placement::place(tasks, &offers)?;
-        for (id, n) in crate::placement::slots_used(&placement) {
-            if let Some(w) = workers.get_mut(&id) {
-                w.info.free_slots -= n;
-            }
-        }
-        Ok(placement)
-    }
-
-    /// Gives back slots of workers that a job held.
-    pub(crate) fn release(&self, slots: &BTreeMap<WorkerId, u32>) {
-        let mut workers = self.workers.lock().expect("not poisoned");
-        for (id, n) in slots {
-            if let Some(w) = workers.get_mut(id) {
-                w.info.free_slots += n;
-            }
-        }
-    }
-
-    /// A worker's data address and node name.
-    pub(crate) fn data_addr(&self, worker: WorkerId) -> Option<(SocketAddr, String)> {
-        self.workers
-            .lock()
-            .expect("not poisoned")
-            .get(&worker)
-            .map(|w| (w.info.data_addr, w.info.name.clone()))
-    }
-
-    /// Sends to a worker. A message that cannot be encoded within the
-    /// control message bound is refused here, before it is queued, so the
-    /// worker's control stream never sees it.
-    pub(crate) fn send(&self, worker: WorkerId, message: ToWorker) -> Result<(), String> {
-        let bytes = encode_message(&message)
-            .map_err(|e| format!("cannot send a control message to worker {worker}: {e}"))?;
-        let queued = match self.workers.lock().expect("not poisoned").get(&worker) {
-            Some(w) => queue(&w.outbox, bytes),
-            None => Queued::Gone,
-        };
-        match queued {
-            Queued::Sent => Ok(()),
-            Queued::Gone => Err(format!("worker {worker} is gone")),
-            Queued::Stalled => {
-                let why = format!(
-                    "it stopped reading its control stream ({OUTBOX_MESSAGES_MAX} messages waiting); they are dropped with it"
-                );
-                self.lose(worker, &why);
-                Err(format!("worker {worker} was given up: {why}"))
-            }
-        }
-    }
-
-    /// Digests of artifacts that jobs not yet ended use.
-    pub(crate) fn artifacts_in_use(&self) -> BTreeSet<String> {
-        self.jobs
-            .lock()
-            .expect("not poisoned")
-            .values()
-            .filter(|j| j.placement.lock().expect("not poisoned").ended_at.is_none())
-            .flat_map(|j| j.artifacts.lock().expect("not poisoned").clone())
-            .collect()
-    }
-
-    /// Forgets finished jobs beyond the retention: older than
-    /// `finished_job_retention`, and all but the newest `finished_jobs_max`.
-    pub(crate) fn prune_jobs(&self) {
-        prune_finished(
-            &mut self.jobs.lock().expect("not poisoned"),
-            self.options.finished_jobs_max,
-            self.options.finished_job_retention,
-            Instant::now(),
-        );
-    }
-
-    pub fn workers(&self) -> Vec<WorkerInfo> {
-        self.workers
-            .lock()
-            .expect("not poisoned")
-            .values()
-            .map(|w| w.info.clone())
-            .collect()
-    }
-
-    fn to_job(&self, job: &str, input: JobInput) {
-        if let Some(entry) = self.jobs.lock().expect("not poisoned").get(job) {
-            let _ = entry.inbox.send(input);
-        }
-    }
-
-    /// Forgets a worker and tells every job, once.
-    fn lose(&self, worker: WorkerId, why: &str) {
-        let Some(entry) = self.workers.lock().expect("not poisoned").remove(&worker) else {
-            return;
-        };
-        tracing::warn!("worker {worker} ({}) lost: {why}", entry.info.name);
-        eprintln!("weir: worker {worker} ({}) lost: {why}", entry.info.name);
-        entry.conn.close(2u32.into(), b"lost");
-        let inboxes: Vec<Sender<JobInput>> = self
-            .jobs
-            .lock()
-            .expect("not poisoned")
-            .values()
-            .map(|j| j.inbox.clone())
-            .collect();
-        for inbox in inboxes {
-            let _ = inbox.send(JobInput::WorkerLost { worker });
-        }
-    }
-}
-
-/// Removes finished jobs past the age bound, then the oldest finished ones
-/// past the count bound. Running jobs are never removed.
-fn prune_finished(
-    jobs: &mut BTreeMap<String, JobEntry>,
-    kept_max: usize,
-    retention: Duration,
-    now: Instant,
-) {
-    let ended = |j: &JobEntry| j.placement.lock().expect("not poisoned").ended_at;
-    jobs.retain(|_, j| ended(j).is_none_or(|at| now.saturating_duration_since(at) <= retention));
-    let mut finished: Vec<(Instant, String)> = jobs
-        .iter()
-        .filter_map(|(name, j)| ended(j).map(|at| (at, name.clone())))
-        .collect();
-    if finished.len() > kept_max {
-        finished.sort();
-        let excess = finished.len() - kept_max;
-        for (_, name) in finished.into_iter().take(excess) {
-            jobs.remove(&name);
-        }
-    }
-}
-
-/// Runs the coordinator until the process is killed.
 pub fn run_coordinator(mut options: CoordinatorOptions) -> anyhow::Result<()> {
     if options.token.trim().is_empty() {
         anyhow::bail!("the REST token is empty: refusing to serve an API anyone could use");
@@ -557,90 +310,5 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
             ),
             FromWorker::Register { .. } => tracing::warn!("worker {id} registered twice"),
         }
-    }
-}
-
-/// A coordinator's state without its listeners, for tests of the REST API.
-#[cfg(test)]
-pub(crate) fn test_cluster(dir: &std::path::Path, token: &str) -> Arc<Cluster> {
-    let options = CoordinatorOptions {
-        rest: "127.0.0.1:0".parse().unwrap(),
-        quic: "127.0.0.1:0".parse().unwrap(),
-        certs: dir.join("certs"),
-        node: "coordinator".into(),
-        token: token.into(),
-        token_file: None,
-        data_dir: dir.join("data"),
-        artifact_bytes_max: 8 << 20,
-        artifacts_total_bytes_max: 64 << 20,
-        artifact_names_max: 8,
-        uploads_max: 2,
-        finished_jobs_max: 10,
-        finished_job_retention: Duration::from_secs(60),
-        data_roots: DataRoots::new(&[dir.to_path_buf()], &[]).unwrap(),
-        insecure_http: true,
-        ready_file: None,
-    };
-    Arc::new(Cluster {
-        workers: Mutex::new(BTreeMap::new()),
-        next_worker: AtomicU32::new(1),
-        next_attempt: AtomicU32::new(1),
-        jobs: Mutex::new(BTreeMap::new()),
-        artifacts: ArtifactStore::open(&dir.join("data/artifacts"), 8 << 20, 64 << 20, 8).unwrap(),
-        engine: WasmEngine::new(None).unwrap(),
-        uploads: Arc::new(tokio::sync::Semaphore::new(2)),
-        savepoints: Arc::new(tokio::sync::Semaphore::new(
-            crate::rest::SAVEPOINTS_IN_FLIGHT_MAX,
-        )),
-        options,
-    })
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    pub(crate) fn entry(ended_at: Option<Instant>) -> JobEntry {
-        let (inbox, _) = crossbeam_channel::unbounded();
-        let (requests, _) = crossbeam_channel::unbounded();
-        JobEntry {
-            inbox,
-            view: Arc::new(Mutex::new(weir_runtime::master::driver::JobView {
-                state: if ended_at.is_some() {
-                    "finished"
-                } else {
-                    "running"
-                }
-                .into(),
-                ..Default::default()
-            })),
-            placement: Arc::new(Mutex::new(crate::job_master::Placement {
-                workers: BTreeMap::new(),
-                ended_at,
-            })),
-            requests,
-            savepoint_dir: None,
-            artifacts: Arc::new(Mutex::new(BTreeSet::new())),
-        }
-    }
-
-    #[test]
-    fn finished_jobs_are_pruned_by_age_then_count_and_running_ones_kept() {
-        let now = Instant::now() + Duration::from_secs(1000);
-        let mut jobs = BTreeMap::new();
-        jobs.insert("running".to_string(), entry(None));
-        jobs.insert(
-            "old".to_string(),
-            entry(Some(now - Duration::from_secs(600))),
-        );
-        for (i, age) in [30, 20, 10].iter().enumerate() {
-            jobs.insert(
-                format!("recent-{i}"),
-                entry(Some(now - Duration::from_secs(*age))),
-            );
-        }
-        prune_finished(&mut jobs, 2, Duration::from_secs(300), now);
-        let left: Vec<&str> = jobs.keys().map(String::as_str).collect();
-        assert_eq!(left, ["recent-1", "recent-2", "running"]);
     }
 }

@@ -11,19 +11,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, never};
-use serde::{Deserialize, Serialize};
+use crossbeam_channel::{Receiver, never};
 use weir_core::job::JobSpec;
 use weir_core::text::cut_message;
 use weir_runtime::master::command::CommandId;
 use weir_runtime::master::driver::{
-    AttemptInputs, AttemptPlan, CommandRequest, Deployer, Driver, JobView, SharedView, SnapshotPlan,
+    AttemptInputs, AttemptPlan, Deployer, Driver, JobView, SnapshotPlan,
 };
 use weir_runtime::master::machine::{AttemptEnd, Input, JobEnd, Shape};
 use weir_runtime::{Barrier, SinkCommand, SourceCommand, Swap, TaskEvent, TaskId};
 use weir_snapshot::{OperatorVersion, Snapshot, VersionRecord};
 
-use crate::coordinator::Cluster;
+use crate::cluster::Cluster;
+use crate::jobs::{JobEntry, JobInput, Placement};
 use crate::placement::slots_used;
 use crate::protocol::{AttemptResult, Deployment, ToWorker, WorkerId};
 
@@ -31,122 +31,6 @@ use crate::protocol::{AttemptResult, Deployment, ToWorker, WorkerId};
 pub const SLOT_WAIT: Duration = Duration::from_secs(60);
 /// How long a cancelled attempt's workers get to wind down.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobState {
-    Scheduling,
-    Running,
-    Restarting,
-    Finished,
-    Stopped,
-    Cancelled,
-    Failed,
-}
-
-impl JobState {
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobState::Finished | JobState::Stopped | JobState::Cancelled | JobState::Failed
-        )
-    }
-
-    fn of(view: &str) -> JobState {
-        match view {
-            "running" => JobState::Running,
-            "restarting" => JobState::Restarting,
-            "finished" => JobState::Finished,
-            "stopped" => JobState::Stopped,
-            "cancelled" => JobState::Cancelled,
-            "failed" => JobState::Failed,
-            _ => JobState::Scheduling,
-        }
-    }
-}
-
-/// What `GET /jobs` shows of a job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobInfo {
-    pub name: String,
-    pub state: JobState,
-    pub attempt: u32,
-    pub restarts: u32,
-    pub last_checkpoint: Option<u64>,
-    /// Workers of the current attempt, with the number of slots each gives.
-    pub workers: BTreeMap<WorkerId, u32>,
-    pub savepoint: Option<PathBuf>,
-    pub error: Option<String>,
-    /// Each operator's artifact and the versions it ran before.
-    #[serde(default)]
-    pub versions: Vec<OperatorVersion>,
-    /// Each operator's parallelism in the current attempt.
-    #[serde(default)]
-    pub parallelism: BTreeMap<String, u32>,
-    /// When the job reached a terminal state, for pruning.
-    #[serde(skip)]
-    pub ended_at: Option<Instant>,
-}
-
-pub(crate) enum JobInput {
-    Event {
-        attempt: u32,
-        event: TaskEvent,
-    },
-    Ended {
-        worker: WorkerId,
-        attempt: u32,
-        result: AttemptResult,
-    },
-    WorkerLost {
-        worker: WorkerId,
-    },
-    Prepared {
-        worker: WorkerId,
-        attempt: u32,
-        upgrade: CommandId,
-        result: Result<(), String>,
-    },
-}
-
-/// What the cluster adds to the job master's view.
-#[derive(Default)]
-pub(crate) struct Placement {
-    pub(crate) workers: BTreeMap<WorkerId, u32>,
-    pub(crate) ended_at: Option<Instant>,
-}
-
-pub(crate) struct JobEntry {
-    pub(crate) inbox: Sender<JobInput>,
-    pub(crate) view: SharedView,
-    pub(crate) placement: Arc<Mutex<Placement>>,
-    pub(crate) requests: Sender<CommandRequest>,
-    /// Default directory for savepoints.
-    pub(crate) savepoint_dir: Option<PathBuf>,
-    /// Digests of the artifacts it may run (kept while it runs): the
-    /// submitted ones and every upgrade's.
-    pub(crate) artifacts: Arc<Mutex<BTreeSet<String>>>,
-}
-
-impl JobEntry {
-    pub(crate) fn info(&self) -> JobInfo {
-        let view = self.view.lock().expect("not poisoned").clone();
-        let placement = self.placement.lock().expect("not poisoned");
-        JobInfo {
-            name: view.name,
-            state: JobState::of(&view.state),
-            attempt: view.attempt,
-            restarts: view.restarts,
-            last_checkpoint: view.last_checkpoint,
-            workers: placement.workers.clone(),
-            savepoint: view.savepoint,
-            error: view.error,
-            versions: view.versions,
-            parallelism: view.parallelism,
-            ended_at: placement.ended_at,
-        }
-    }
-}
 
 /// A job as submitted, with its artifacts resolved.
 pub(crate) struct Submission {

@@ -20,8 +20,11 @@
 
 pub mod artifacts;
 pub mod client;
+pub mod cluster;
 pub mod coordinator;
 pub mod job_master;
+pub mod jobs;
+pub mod options;
 pub mod paths;
 pub mod placement;
 pub mod protocol;

@@ -42,7 +42,7 @@ use weir_runtime::master::api::{CommandResponse, refusal, run_command};
 use weir_runtime::master::command::{Command, CommandBody};
 
 use crate::artifacts::UploadError;
-use crate::coordinator::Cluster;
+use crate::cluster::Cluster;
 use crate::job_master::{self, Submission};
 
 type Reply = Result<Response, ApiError>;
@@ -577,7 +577,7 @@ mod tests {
     impl Api {
         fn start() -> Api {
             let dir = tempfile::tempdir().unwrap();
-            let cluster = crate::coordinator::test_cluster(dir.path(), "secret");
+            let cluster = crate::cluster::test_cluster(dir.path(), "secret");
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -673,7 +673,7 @@ mod tests {
             .jobs
             .lock()
             .unwrap()
-            .insert("j".into(), crate::coordinator::tests::entry(None));
+            .insert("j".into(), crate::jobs::tests::entry(None));
         let body = serde_json::json!({ "dir": "sp" }).to_string().into_bytes();
         let (status, reply) = api.post("/jobs/j/savepoints", "secret", body);
         assert_eq!(status, 400, "{reply}");

@@ -438,8 +438,18 @@ impl DriverState<'_> {
             },
             // The first attempt starts from what the run was given.
             Restore::Latest if number == 0 => self.previous_restore.clone(),
+            // The newest snapshot: a checkpoint, or what the previous
+            // attempt restored (a rescale's savepoint is newer than every
+            // checkpoint before it, and holds the new shape).
             Restore::Latest => match self.storage.map(CheckpointStorage::latest_valid) {
-                Some(Ok(Some(latest))) => Some(latest),
+                Some(Ok(Some(latest)))
+                    if self
+                        .previous_restore
+                        .as_ref()
+                        .is_none_or(|p| p.metadata.id < latest.metadata.id) =>
+                {
+                    Some(latest)
+                }
                 Some(Err(e)) => return failed(format!("cannot look for checkpoints: {e}")),
                 _ => self.previous_restore.clone(),
             },

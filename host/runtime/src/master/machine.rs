@@ -419,6 +419,13 @@ impl JobMachine {
         if self.in_flight.is_some() || self.input_ended || self.failing.is_some() {
             return;
         }
+        // A stop's sources are parked or gone: nothing would answer.
+        if matches!(
+            self.active,
+            Some(Active::Committing { .. } | Active::Released { .. } | Active::Rescaling { .. })
+        ) {
+            return;
+        }
         self.next_command(now);
         if self.in_flight.is_some() {
             return;
