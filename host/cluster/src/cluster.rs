@@ -183,6 +183,8 @@ impl Cluster {
 
 #[cfg(test)]
 pub(crate) fn test_cluster(dir: &std::path::Path, token: &str) -> Arc<Cluster> {
+    use std::time::Duration;
+    use weir_core::data_roots::DataRoots;
     let options = CoordinatorOptions {
         rest: "127.0.0.1:0".parse().unwrap(),
         quic: "127.0.0.1:0".parse().unwrap(),

@@ -16,10 +16,10 @@ use weir_core::job::JobSpec;
 use weir_core::text::cut_message;
 use weir_runtime::master::command::CommandId;
 use weir_runtime::master::driver::{
-    AttemptInputs, AttemptPlan, Deployer, Driver, JobView, SnapshotPlan,
+    AttemptInputs, AttemptPlan, Deployer, Driver, JobView, SnapshotPlan, Starting, apply_rescales,
 };
 use weir_runtime::master::machine::{AttemptEnd, Input, JobEnd, Shape};
-use weir_runtime::{Barrier, SinkCommand, SourceCommand, Swap, TaskEvent, TaskId};
+use weir_runtime::{Barrier, SinkCommand, SourceCommand, Swap, TaskId};
 use weir_snapshot::{OperatorVersion, Snapshot, VersionRecord};
 
 use crate::cluster::Cluster;
@@ -108,6 +108,8 @@ pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> 
         inputs,
         placement: placement.clone(),
         current: None,
+        waiting: None,
+        reports: Vec::new(),
     };
     let driver = Driver {
         job: s.job.clone(),
@@ -118,14 +120,9 @@ pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> 
         allow_non_restored_state: s.allow_non_restored_state,
         commands: requests,
         view,
-        reshape: Box::new(
-            |job: &JobSpec, inputs: &AttemptInputs| match &inputs.rescale {
-                Some((operator, p)) => {
-                    weir_runtime::rescale::rescaled(job, operator.as_deref(), *p)
-                }
-                None => Ok(job.clone()),
-            },
-        ),
+        reshape: Box::new(|job: &JobSpec, inputs: &AttemptInputs| {
+            apply_rescales(job, inputs.rescales)
+        }),
         initial_versions,
     };
     let name = s.job.name.clone();
@@ -179,6 +176,10 @@ struct ClusterDeployer {
     inputs: Receiver<JobInput>,
     placement: Arc<Mutex<Placement>>,
     current: Option<ClusterAttempt>,
+    /// An attempt waiting for slots, and until when it may wait.
+    waiting: Option<(AttemptPlan, Instant)>,
+    /// What the next tick reports (a wait that was cancelled).
+    reports: Vec<Input>,
 }
 
 impl ClusterDeployer {
@@ -225,124 +226,18 @@ impl ClusterDeployer {
         };
         vec![Input::AttemptEnded(end)]
     }
-
-    /// Waits for slots and reserves them.
-    fn place(&self, tasks: &[TaskId]) -> Result<Vec<(TaskId, WorkerId)>, String> {
-        let deadline = Instant::now() + SLOT_WAIT;
-        loop {
-            match self.cluster.place_and_reserve(tasks) {
-                Ok(p) => return Ok(p),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(format!("{e} after waiting {} s", SLOT_WAIT.as_secs()));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
-    }
 }
 
-impl Deployer for ClusterDeployer {
-    type Note = JobInput;
-
-    fn notes(&self) -> Receiver<JobInput> {
-        self.inputs.clone()
-    }
-
-    fn note(&mut self, note: JobInput, _now: Instant) -> Vec<Input> {
-        let Some(current) = self.current.as_ref().map(|a| a.id) else {
-            return Vec::new();
-        };
-        match note {
-            JobInput::Event { attempt, event } if attempt == current => vec![Input::Task(event)],
-            JobInput::Ended {
-                worker,
-                attempt,
-                result,
-            } if attempt == current => {
-                let failed = matches!(result, AttemptResult::Failed(_));
-                if let Some(a) = &mut self.current {
-                    if let AttemptResult::Failed(e) = &result {
-                        a.failure.get_or_insert_with(|| {
-                            cut_message(&format!("on worker {worker}: {e}"))
-                        });
-                    }
-                    a.ended.insert(worker, result);
-                }
-                if failed {
-                    self.cancel_all();
-                }
-                self.check_ended()
-            }
-            JobInput::WorkerLost { worker } => {
-                let Some(a) = &mut self.current else {
-                    return Vec::new();
-                };
-                if !a.workers.contains(&worker) || a.ended.contains_key(&worker) {
-                    return Vec::new();
-                }
-                a.ended.insert(worker, AttemptResult::Failed("lost".into()));
-                a.failure
-                    .get_or_insert_with(|| format!("worker {worker} was lost"));
-                self.cancel_all();
-                self.check_ended()
-            }
-            JobInput::Prepared {
-                worker,
-                attempt,
-                upgrade,
-                result,
-            } if attempt == current => {
-                let Some(a) = &mut self.current else {
-                    return Vec::new();
-                };
-                let Some((id, waiting, refusal)) = &mut a.preparing else {
-                    return Vec::new();
-                };
-                if *id != upgrade {
-                    return Vec::new();
-                }
-                waiting.remove(&worker);
-                if let Err(e) = result {
-                    refusal.get_or_insert(format!("on worker {worker}: {e}"));
-                }
-                if !waiting.is_empty() {
-                    return Vec::new();
-                }
-                let Some((upgrade, _, refusal)) = a.preparing.take() else {
-                    return Vec::new();
-                };
-                vec![Input::Prepared {
-                    upgrade,
-                    result: refusal.map_or(Ok(()), Err),
-                }]
-            }
-            _ => Vec::new(), // an earlier attempt's, or another worker's
-        }
-    }
-
-    fn tick(&mut self, _now: Instant) -> Vec<Input> {
-        let Some(a) = &mut self.current else {
-            return Vec::new();
-        };
-        if let Some(at) = a.cancelled_at
-            && at.elapsed() > CANCEL_WAIT
-        {
-            for &w in &a.workers {
-                a.ended
-                    .entry(w)
-                    .or_insert_with(|| AttemptResult::Failed("did not wind down".into()));
-            }
-            a.failure
-                .get_or_insert_with(|| "workers did not wind down after a cancel".into());
-        }
-        self.check_ended()
-    }
-
-    fn start(&mut self, plan: &AttemptPlan) -> Result<(Shape, Receiver<TaskEvent>), String> {
+impl ClusterDeployer {
+    /// Places and deploys the attempt if there are slots for it
+    /// (`Ok(None)`: not yet).
+    fn deploy(&mut self, plan: &AttemptPlan) -> Result<Option<Shape>, String> {
         let job = &plan.job;
-        let id = self.cluster.next_attempt_id();
         let tasks = weir_runtime::tasks(job);
-        let placement = self.place(&tasks)?;
+        let Ok(placement) = self.cluster.place_and_reserve(&tasks) else {
+            return Ok(None);
+        };
+        let id = self.cluster.next_attempt_id();
         let slots = slots_used(&placement);
         let workers: BTreeSet<WorkerId> = slots.keys().copied().collect();
         let mut peers = BTreeMap::new();
@@ -439,7 +334,141 @@ impl Deployer for ClusterDeployer {
             self.cancel_all();
         }
         // Task events arrive as notes, through the coordinator.
-        Ok((shape, never()))
+        Ok(Some(shape))
+    }
+}
+
+impl Deployer for ClusterDeployer {
+    type Note = JobInput;
+
+    fn notes(&self) -> Receiver<JobInput> {
+        self.inputs.clone()
+    }
+
+    fn note(&mut self, note: JobInput, _now: Instant) -> Vec<Input> {
+        let Some(current) = self.current.as_ref().map(|a| a.id) else {
+            return Vec::new();
+        };
+        match note {
+            JobInput::Event { attempt, event } if attempt == current => vec![Input::Task(event)],
+            JobInput::Ended {
+                worker,
+                attempt,
+                result,
+            } if attempt == current => {
+                let failed = matches!(result, AttemptResult::Failed(_));
+                if let Some(a) = &mut self.current {
+                    if let AttemptResult::Failed(e) = &result {
+                        a.failure.get_or_insert_with(|| {
+                            cut_message(&format!("on worker {worker}: {e}"))
+                        });
+                    }
+                    a.ended.insert(worker, result);
+                }
+                if failed {
+                    self.cancel_all();
+                }
+                self.check_ended()
+            }
+            JobInput::WorkerLost { worker } => {
+                let Some(a) = &mut self.current else {
+                    return Vec::new();
+                };
+                if !a.workers.contains(&worker) || a.ended.contains_key(&worker) {
+                    return Vec::new();
+                }
+                a.ended.insert(worker, AttemptResult::Failed("lost".into()));
+                a.failure
+                    .get_or_insert_with(|| format!("worker {worker} was lost"));
+                self.cancel_all();
+                self.check_ended()
+            }
+            JobInput::Prepared {
+                worker,
+                attempt,
+                upgrade,
+                result,
+            } if attempt == current => {
+                let Some(a) = &mut self.current else {
+                    return Vec::new();
+                };
+                let Some((id, waiting, refusal)) = &mut a.preparing else {
+                    return Vec::new();
+                };
+                if *id != upgrade {
+                    return Vec::new();
+                }
+                waiting.remove(&worker);
+                if let Err(e) = result {
+                    refusal.get_or_insert(format!("on worker {worker}: {e}"));
+                }
+                if !waiting.is_empty() {
+                    return Vec::new();
+                }
+                let Some((upgrade, _, refusal)) = a.preparing.take() else {
+                    return Vec::new();
+                };
+                vec![Input::Prepared {
+                    upgrade,
+                    result: refusal.map_or(Ok(()), Err),
+                }]
+            }
+            _ => Vec::new(), // an earlier attempt's, or another worker's
+        }
+    }
+
+    fn tick(&mut self, now: Instant) -> Vec<Input> {
+        if !self.reports.is_empty() {
+            return std::mem::take(&mut self.reports);
+        }
+        if let Some((plan, deadline)) = self.waiting.take() {
+            return match self.deploy(&plan) {
+                Ok(Some(shape)) => vec![Input::AttemptStarted { shape }],
+                Ok(None) if now < deadline => {
+                    self.waiting = Some((plan, deadline));
+                    Vec::new()
+                }
+                Ok(None) => {
+                    let free = self
+                        .cluster
+                        .place_and_reserve(&weir_runtime::tasks(&plan.job));
+                    let why = free.err().unwrap_or_else(|| "no slots".into());
+                    vec![Input::AttemptEnded(AttemptEnd::Failed(format!(
+                        "{why} after waiting {} s",
+                        SLOT_WAIT.as_secs()
+                    )))]
+                }
+                Err(e) => vec![Input::AttemptEnded(AttemptEnd::Failed(e))],
+            };
+        }
+        let Some(a) = &mut self.current else {
+            return Vec::new();
+        };
+        if let Some(at) = a.cancelled_at
+            && at.elapsed() > CANCEL_WAIT
+        {
+            for &w in &a.workers {
+                a.ended
+                    .entry(w)
+                    .or_insert_with(|| AttemptResult::Failed("did not wind down".into()));
+            }
+            a.failure
+                .get_or_insert_with(|| "workers did not wind down after a cancel".into());
+        }
+        self.check_ended()
+    }
+
+    fn start(&mut self, plan: &AttemptPlan) -> Result<Starting, String> {
+        match self.deploy(plan)? {
+            // Task events arrive as notes, through the coordinator.
+            Some(shape) => Ok(Starting::Ready(shape, never())),
+            None => {
+                // Not enough slots: a tick deploys once there are (a
+                // replacement worker registers), or gives up after SLOT_WAIT.
+                self.waiting = Some((plan.clone(), Instant::now() + SLOT_WAIT));
+                Ok(Starting::Pending)
+            }
+        }
     }
 
     fn trigger(&mut self, barrier: Barrier, stop: bool, plan: &SnapshotPlan) {
@@ -551,6 +580,10 @@ impl Deployer for ClusterDeployer {
     }
 
     fn cancel(&mut self) {
+        if self.waiting.take().is_some() {
+            self.reports
+                .push(Input::AttemptEnded(AttemptEnd::Cancelled));
+        }
         self.cancel_all();
     }
 }

@@ -71,9 +71,6 @@ pub const JSON_BODY_BYTES_MAX: usize = 2 << 20;
 /// Savepoints (and stops) asked for over REST and not yet answered, over
 /// all jobs; more get 503. Each holds a thread while it waits.
 pub const SAVEPOINTS_IN_FLIGHT_MAX: usize = 16;
-/// How long a savepoint request waits for its savepoint (as the embedded
-/// control API does); the savepoint may still complete after.
-pub const SAVEPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 pub(crate) fn router(cluster: Arc<Cluster>) -> axum::Router {
     let body_max = cluster.artifacts.bytes_max();
@@ -530,38 +527,10 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             message,
-            "16 savepoint requests are already waiting for their savepoints; try again once one is answered"
+            "16 commands are already waiting for their answers; try again once one is answered"
         );
         drop(held);
         drop(savepoint_permit(&savepoints).ok().unwrap());
-    }
-
-    #[test]
-    fn a_savepoint_that_never_answers_times_out() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        let ApiError(status, message) = runtime
-            .block_on(wait_for_savepoint(
-                reply_rx,
-                std::time::Duration::from_millis(50),
-                "j",
-            ))
-            .unwrap_err();
-        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(
-            message,
-            "job `j`: the savepoint did not complete within 0 s; it may still complete (see GET /jobs/j)"
-        );
-        drop(reply_tx);
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        reply_tx.send(Ok(PathBuf::from("/sp"))).unwrap();
-        let path = runtime
-            .block_on(wait_for_savepoint(reply_rx, SAVEPOINT_WAIT, "j"))
-            .ok()
-            .unwrap();
-        assert_eq!(path, PathBuf::from("/sp"));
     }
 
     /// Serves the REST API of a coordinator without workers over plain

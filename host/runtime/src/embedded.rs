@@ -18,14 +18,15 @@ use weir_wasm::{CompiledOperator, WasmEngine};
 
 use crate::attempt::{Attempt, Ended};
 use crate::control::{ControlOptions, ControlServer};
-use crate::events::{SinkCommand, SourceCommand, Swap, TaskEvent};
+use crate::events::{SinkCommand, SourceCommand, Swap};
 use crate::master::command::CommandId;
-use crate::master::driver::{AttemptInputs, AttemptPlan, Deployer, Driver, JobView, SnapshotPlan};
-use crate::master::machine::{AttemptEnd, Input, JobEnd, Shape};
+use crate::master::driver::{
+    AttemptInputs, AttemptPlan, Deployer, Driver, JobView, SnapshotPlan, Starting, apply_rescales,
+};
+use crate::master::machine::{AttemptEnd, Input, JobEnd};
 use crate::message::Barrier;
 use crate::metrics::{JobReport, NodeCounters, NodeReport, Outcome};
 use crate::plan::TaskId;
-use crate::rescale::rescaled;
 use crate::state_root::StateRoot;
 use crate::swaps::{self, PreparedSwaps};
 use crate::task_snapshot::SnapshotPlans;
@@ -218,14 +219,11 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
     Ok(report)
 }
 
-/// An attempt's job: the submitted one at the parallelism of the last rescale.
+/// An attempt's job: the submitted one after every rescale so far.
+/// Artifacts are found by digest when the attempt starts; the job keeps
+/// its file's paths, which messages name.
 fn reshape(job: &JobSpec, inputs: &AttemptInputs) -> Result<JobSpec, String> {
-    // Artifacts are found by digest when the attempt starts; the job keeps
-    // its file's paths, which messages name.
-    match &inputs.rescale {
-        Some((operator, parallelism)) => rescaled(job, operator.as_deref(), *parallelism),
-        None => Ok(job.clone()),
-    }
+    apply_rescales(job, inputs.rescales)
 }
 
 /// Where each artifact digest can be read.
@@ -350,7 +348,7 @@ impl Deployer for LocalDeployer {
         }
     }
 
-    fn start(&mut self, plan: &AttemptPlan) -> Result<(Shape, Receiver<TaskEvent>), String> {
+    fn start(&mut self, plan: &AttemptPlan) -> Result<Starting, String> {
         let job = &plan.job;
         let mut compiled = HashMap::new();
         for op in &job.operators {
@@ -405,7 +403,7 @@ impl Deployer for LocalDeployer {
             cancel: live.cancel,
             generation,
         });
-        Ok((live.shape, live.events))
+        Ok(Starting::Ready(live.shape, live.events))
     }
 
     fn trigger(&mut self, barrier: Barrier, stop: bool, plan: &SnapshotPlan) {

@@ -24,6 +24,7 @@ use crate::events::TaskEvent;
 use crate::message::Barrier;
 
 /// What one attempt runs.
+#[derive(Clone)]
 pub struct AttemptPlan {
     /// 0 first; guests see it as `weir.attempt`.
     pub number: u32,
@@ -49,9 +50,12 @@ pub trait Deployer {
         Vec::new()
     }
     /// Deploys the attempt. Once this returns `Ok`, the attempt's end must
-    /// arrive as exactly one note that becomes [`Input::AttemptEnded`]; after
-    /// an `Err` nothing of it may be left running, and no note follows.
-    fn start(&mut self, plan: &AttemptPlan) -> Result<(Shape, Receiver<TaskEvent>), String>;
+    /// arrive as exactly one note (or tick) that becomes
+    /// [`Input::AttemptEnded`]; after an `Err` nothing of it may be left
+    /// running, and no note follows. [`Starting::Pending`]: the deployer
+    /// waits for resources and reports [`Input::AttemptStarted`] (or the
+    /// end) from a later note or tick; a cancel meanwhile ends it.
+    fn start(&mut self, plan: &AttemptPlan) -> Result<Starting, String>;
     /// Tells every node where snapshot `barrier.id` goes, then triggers
     /// every source.
     fn trigger(&mut self, barrier: Barrier, stop: bool, plan: &SnapshotPlan);
@@ -70,6 +74,14 @@ pub trait Deployer {
     ) -> Result<(), String>;
     fn discard(&mut self, upgrade: CommandId);
     fn cancel(&mut self);
+}
+
+/// How a deployment began.
+pub enum Starting {
+    /// The tasks run; their events arrive here.
+    Ready(Shape, Receiver<TaskEvent>),
+    /// Waiting (for slots); the start is reported later.
+    Pending,
 }
 
 /// How often the driver looks at the clock when nothing happens.
@@ -106,8 +118,21 @@ pub type Reshape = dyn Fn(&JobSpec, &AttemptInputs) -> Result<JobSpec, String> +
 
 /// What shapes an attempt's job besides the submitted file.
 pub struct AttemptInputs<'a> {
-    pub rescale: Option<(Option<String>, u32)>,
+    /// Every rescale so far, oldest first: (operator or all, parallelism).
+    pub rescales: &'a [(Option<String>, u32)],
     pub versions: &'a [OperatorVersion],
+}
+
+/// The submitted job after `rescales`, applied in order.
+pub fn apply_rescales(
+    job: &JobSpec,
+    rescales: &[(Option<String>, u32)],
+) -> Result<JobSpec, String> {
+    let mut job = job.clone();
+    for (operator, parallelism) in rescales {
+        job = crate::rescale::rescaled(&job, operator.as_deref(), *parallelism)?;
+    }
+    Ok(job)
 }
 
 pub struct Driver<D: Deployer> {
@@ -235,6 +260,17 @@ impl<D: Deployer> Driver<D> {
                 },
                 recv(commands) -> request => match request {
                     Ok(CommandRequest { command, reply }) => {
+                        // A shape the job cannot take is refused before
+                        // any savepoint is taken for it.
+                        if let Command::Rescale { parallelism, operator, .. } = &command {
+                            let mut rescales = machine.rescales().to_vec();
+                            rescales.push((operator.clone(), *parallelism));
+                            let inputs = AttemptInputs { rescales: &rescales, versions: &[] };
+                            if let Err(e) = (state.reshape)(state.job, &inputs) {
+                                let _ = reply.send(Err(e));
+                                continue;
+                            }
+                        }
                         let id = state.next_command;
                         state.next_command += 1;
                         state.replies.insert(id, reply);
@@ -315,9 +351,16 @@ impl DriverState<'_> {
             Action::StartAttempt {
                 number,
                 restore,
-                rescale,
+                rescales,
                 versions,
-            } => Some(self.start(number, restore, rescale, versions, machine, deployer)),
+            } => {
+                {
+                    let mut view = self.view.lock().expect("not poisoned");
+                    view.state = "scheduling".into();
+                    view.attempt = number;
+                }
+                self.start(number, restore, rescales, versions, machine, deployer)
+            }
             Action::CancelAttempt => {
                 deployer.cancel();
                 None
@@ -425,12 +468,12 @@ impl DriverState<'_> {
         &mut self,
         number: u32,
         restore: Restore,
-        rescale: Option<(Option<String>, u32)>,
+        rescales: Vec<(Option<String>, u32)>,
         versions: Vec<OperatorVersion>,
         machine: &mut JobMachine,
         deployer: &mut D,
-    ) -> Input {
-        let failed = |e: String| Input::AttemptEnded(AttemptEnd::Failed(e));
+    ) -> Option<Input> {
+        let failed = |e: String| Some(Input::AttemptEnded(AttemptEnd::Failed(e)));
         let snapshot = match restore {
             Restore::Savepoint(path) => match Snapshot::load(&path) {
                 Ok(s) => Some(s),
@@ -454,6 +497,9 @@ impl DriverState<'_> {
                 _ => self.previous_restore.clone(),
             },
         };
+        // What a failover of this attempt falls back to, whether or not
+        // it gets to run.
+        self.previous_restore = snapshot.clone();
         let mut versions = versions;
         if let Some(s) = &snapshot
             && number > 0
@@ -464,7 +510,7 @@ impl DriverState<'_> {
             machine.restored_from(s.metadata.id);
         }
         let inputs = AttemptInputs {
-            rescale,
+            rescales: &rescales,
             versions: &versions,
         };
         let job = match (self.reshape)(self.job, &inputs) {
@@ -483,7 +529,6 @@ impl DriverState<'_> {
                 snapshot.as_ref().map_or("the beginning".to_string(), |s| s.dir.display().to_string())
             );
         }
-        self.previous_restore = snapshot.clone();
         let plan = AttemptPlan {
             number,
             job,
@@ -492,22 +537,20 @@ impl DriverState<'_> {
             versions,
         };
         match deployer.start(&plan) {
-            Ok((shape, events)) => {
-                {
-                    let mut view = self.view.lock().expect("not poisoned");
-                    view.parallelism = plan
-                        .job
-                        .operators
-                        .iter()
-                        .map(|o| (o.name.clone(), o.parallelism))
-                        .collect();
-                }
+            Ok(Starting::Ready(shape, events)) => {
                 self.running = Some(Running { events, plan });
-                Input::AttemptStarted { shape }
+                Some(Input::AttemptStarted { shape })
+            }
+            Ok(Starting::Pending) => {
+                self.running = Some(Running {
+                    events: never(),
+                    plan,
+                });
+                None
             }
             Err(e) => {
                 tracing::warn!(job = %plan.job.name, "attempt {number} could not start: {e}");
-                Input::AttemptEnded(AttemptEnd::Failed(e))
+                Some(Input::AttemptEnded(AttemptEnd::Failed(e)))
             }
         }
     }

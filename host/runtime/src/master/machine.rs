@@ -139,9 +139,9 @@ pub enum Action {
     StartAttempt {
         number: u32,
         restore: Restore,
-        /// Parallelism changes (operator name → parallelism; `None` as
-        /// the name: every source and operator).
-        rescale: Option<(Option<String>, u32)>,
+        /// Parallelism changes so far, oldest first (operator name and
+        /// parallelism; `None` as the name: every operator and file source).
+        rescales: Vec<(Option<String>, u32)>,
         versions: Vec<OperatorVersion>,
     },
     /// Cancel every task of the current attempt.
@@ -286,8 +286,8 @@ pub struct JobMachine {
     failing: Option<String>,
     last_checkpoint: Option<u64>,
     versions: BTreeMap<String, OperatorVersion>,
-    /// A rescale's change, applied to every later attempt.
-    rescale: Option<(Option<String>, u32)>,
+    /// Every rescale's change, applied in order to every later attempt.
+    rescales: Vec<(Option<String>, u32)>,
     actions: Vec<Action>,
 }
 
@@ -315,7 +315,7 @@ impl JobMachine {
                 .into_iter()
                 .map(|v| (v.operator.clone(), v))
                 .collect(),
-            rescale: None,
+            rescales: Vec::new(),
             actions: Vec::new(),
         };
         machine.start_attempt(Restore::Latest);
@@ -332,6 +332,11 @@ impl JobMachine {
 
     pub fn restarts(&self) -> u32 {
         self.restarts
+    }
+
+    /// Every rescale so far, oldest first.
+    pub fn rescales(&self) -> &[(Option<String>, u32)] {
+        &self.rescales
     }
 
     pub fn last_checkpoint(&self) -> Option<u64> {
@@ -460,7 +465,7 @@ impl JobMachine {
         self.actions.push(Action::StartAttempt {
             number: self.attempt,
             restore,
-            rescale: self.rescale.clone(),
+            rescales: self.rescales.clone(),
             versions: self.versions(),
         });
     }
@@ -593,7 +598,7 @@ impl JobMachine {
                 operator,
                 dir,
             } => {
-                self.rescale = Some((operator, parallelism));
+                self.rescales.push((operator, parallelism));
                 self.active = Some(Active::Snapshotting);
                 self.trigger(
                     now,
@@ -1068,7 +1073,11 @@ impl JobMachine {
                 self.drop_commands("the job stopped");
                 self.end(JobEnd::Stopped { savepoint: path });
             }
-            (Some(Active::Rescaling { command, path }), None, _) => {
+            // The old attempt stopped for the rescale (an end while the new
+            // one starts is the new one failing: handled below).
+            (Some(Active::Rescaling { command, path }), None, _)
+                if self.phase == Phase::Running =>
+            {
                 // Not a restart: the job goes on at its new parallelism.
                 self.attempt += 1;
                 self.active = Some(Active::Rescaling {
@@ -1099,7 +1108,14 @@ impl JobMachine {
                     Active::Rescaling { command, .. } | Active::Committing { command, .. },
                 ) = active
                 {
-                    self.reply(command, Err("the job failed while rescaling".into()));
+                    // Back to the shape that ran; the failover restores the
+                    // rescale's savepoint (the newest snapshot) at it.
+                    self.rescales.pop();
+                    self.reply(
+                        command,
+                        Err("the job failed while rescaling; it goes on at its previous parallelism"
+                            .into()),
+                    );
                 }
                 let reason = match (failing, end) {
                     (Some(reason), _) => reason,

@@ -656,7 +656,7 @@ fn a_rescale_stops_with_a_savepoint_and_restores_from_it_at_the_new_parallelism(
     m.handle(Input::AttemptEnded(AttemptEnd::Finished), t0);
     let actions = m.drain();
     assert!(
-        matches!(actions.as_slice(), [Action::StartAttempt { number: 1, restore: Restore::Savepoint(p), rescale: Some((None, 3)), .. }] if p == &PathBuf::from("/snap/1")),
+        matches!(actions.as_slice(), [Action::StartAttempt { number: 1, restore: Restore::Savepoint(p), rescales, .. }] if p == &PathBuf::from("/snap/1") && rescales == &[(None, 3)]),
         "{actions:?}"
     );
     assert_eq!(m.restarts(), 0, "a rescale is not a restart");
@@ -668,10 +668,7 @@ fn a_rescale_stops_with_a_savepoint_and_restores_from_it_at_the_new_parallelism(
     m.poll(t0 + DELAY);
     assert!(matches!(
         m.drain().as_slice(),
-        [Action::StartAttempt {
-            rescale: Some((None, 3)),
-            ..
-        }]
+        [Action::StartAttempt { rescales, .. }] if rescales == &[(None, 3)]
     ));
 }
 
