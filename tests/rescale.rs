@@ -417,9 +417,6 @@ fn one_operator_behind_a_hash_edge_rescales_alone() {
 /// rescaling it alone is refused with an error naming the edge, and the
 /// job goes on as it was.
 #[test]
-#[ignore = "weir bug: the refusal comes only after the rescale's stop-savepoint; the job master \
-            then retries the attempt from that savepoint in a tight loop (100% CPU, no log, \
-            no reply), so `weir rescale` never answers and the job never ends"]
 fn a_forward_edge_operator_rescaled_alone_is_refused_and_the_job_goes_on() {
     let work = tempfile::tempdir().unwrap();
     let expected = write_input(work.path(), 3_000, 11);
@@ -473,9 +470,6 @@ fn a_forward_edge_operator_rescaled_alone_is_refused_and_the_job_goes_on() {
 /// after `--parallelism 2` and then `--operator count --parallelism 3`,
 /// `upper` still runs at 2.
 #[test]
-#[ignore = "weir bug: the job master keeps only the last rescale and applies it to the submitted \
-            job, so `--operator count` after a whole-job rescale to 2 puts `upper` (and the \
-            source) back at the job file's parallelism 1"]
 fn rescaling_one_operator_keeps_an_earlier_whole_job_rescale() {
     let work = tempfile::tempdir().unwrap();
     let expected = write_input(work.path(), 3_000, 11);

@@ -536,6 +536,12 @@ impl DriverState<'_> {
             allow_non_restored_state: self.allow_non_restored_state,
             versions,
         };
+        self.view.lock().expect("not poisoned").parallelism = plan
+            .job
+            .operators
+            .iter()
+            .map(|o| (o.name.clone(), o.parallelism))
+            .collect();
         match deployer.start(&plan) {
             Ok(Starting::Ready(shape, events)) => {
                 self.running = Some(Running { events, plan });
