@@ -806,20 +806,8 @@ impl JobMachine {
         if let Purpose::Upgrade { swap, .. } = &f.purpose {
             let outcome = swap_outcome(swap, &parts.chains);
             if outcome == SwapOutcome::All {
-                let v = versions
-                    .entry(swap.operator.clone())
-                    .or_insert_with(|| OperatorVersion {
-                        operator: swap.operator.clone(),
-                        digest: swap.previous.clone(),
-                        history: Vec::new(),
-                    });
-                v.digest = swap.digest.clone();
-                v.history.push(VersionRecord {
-                    digest: swap.digest.clone(),
-                    checkpoint: Some(id),
-                    // The driver stamps the wall-clock time as it writes.
-                    since_unix_ms: 0,
-                });
+                // The driver stamps the wall-clock time as it writes.
+                record_version(&mut versions, swap, id, 0);
             }
             f.swapped = Some(outcome);
         }
@@ -902,20 +890,7 @@ impl JobMachine {
     ) {
         match outcome {
             SwapOutcome::All => {
-                let v = self
-                    .versions
-                    .entry(swap.operator.clone())
-                    .or_insert_with(|| OperatorVersion {
-                        operator: swap.operator.clone(),
-                        digest: swap.previous.clone(),
-                        history: Vec::new(),
-                    });
-                v.digest = swap.digest.clone();
-                v.history.push(VersionRecord {
-                    digest: swap.digest.clone(),
-                    checkpoint: Some(id),
-                    since_unix_ms: unix_ms,
-                });
+                record_version(&mut self.versions, &swap, id, unix_ms);
                 self.reply(
                     command,
                     Ok(CommandReply {
@@ -1159,6 +1134,28 @@ impl JobMachine {
     fn reply(&mut self, command: CommandId, result: CommandResult) {
         self.actions.push(Action::Reply { command, result });
     }
+}
+
+/// `swap`'s new version took over at checkpoint `id`.
+fn record_version(
+    versions: &mut BTreeMap<String, OperatorVersion>,
+    swap: &Swap,
+    id: u64,
+    unix_ms: u64,
+) {
+    let v = versions
+        .entry(swap.operator.clone())
+        .or_insert_with(|| OperatorVersion {
+            operator: swap.operator.clone(),
+            digest: swap.previous.clone(),
+            history: Vec::new(),
+        });
+    v.digest = swap.digest.clone();
+    v.history.push(VersionRecord {
+        digest: swap.digest.clone(),
+        checkpoint: Some(id),
+        since_unix_ms: unix_ms,
+    });
 }
 
 /// How the subtasks of `swap.operator` fared at the barrier.
