@@ -491,6 +491,20 @@ pub fn jobs(target: &ClusterTarget) -> anyhow::Result<()> {
     }
     for info in jobs {
         println!("{}", describe(&info));
+        for v in &info.versions {
+            let p = info.parallelism.get(&v.operator).copied().unwrap_or(0);
+            let history: Vec<String> = v
+                .history
+                .iter()
+                .map(|r| {
+                    let at = r
+                        .checkpoint
+                        .map_or("start".to_string(), |c| format!("checkpoint {c}"));
+                    format!("{} ({at})", &r.digest[..r.digest.len().min(12)])
+                })
+                .collect();
+            println!("  operator {} p={p}: {}", v.operator, history.join(" -> "));
+        }
         if let Some(e) = &info.error {
             println!("  error: {e}");
         }
