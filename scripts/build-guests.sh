@@ -11,12 +11,14 @@ cargo build --release --target wasm32-wasip2 --target-dir target/wasm \
 # The "upgraded" operator for the savepoint tests: same crate, new behaviour.
 cargo build --release --target wasm32-wasip2 --target-dir target/wasm-v2 -p window-collect --features v2
 # The live-upgrade operator (tests/guests/versioned): v1, then one build per
-# variant feature, each in its own target dir, copied beside the others.
+# variant feature, copied beside the others. The variants share one target
+# dir: cargo keeps each feature set's build (only `versioned` differs, its
+# dependencies compile once) and copies the one just asked for into place.
 cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p versioned
 while read -r feature name; do
-    cargo build --release --target wasm32-wasip2 --target-dir "target/wasm-versioned-$feature" \
+    cargo build --release --target wasm32-wasip2 --target-dir target/wasm-versioned \
         -p versioned --features "$feature"
-    cp "target/wasm-versioned-$feature/wasm32-wasip2/release/versioned.wasm" \
+    cp target/wasm-versioned/wasm32-wasip2/release/versioned.wasm \
         "target/wasm/wasm32-wasip2/release/$name.wasm"
 done <<'VARIANTS'
 v2 versioned_v2
