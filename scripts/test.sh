@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup-test-systems.sh
 bash scripts/build-guests.sh
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the real systems the end-to-end tests start on loopback:
+# Chromium (headless, for the dashboard test) and Prometheus with promtool
+# (the scrape test and the metrics-format check). Debian packages, the
+# versions bookworm ships (checked below, so a drift shows in the log).
+# Idempotent; tests/observe.rs needs them.
+set -euo pipefail
+
+want_chromium=156
+want_prometheus=2.42
+
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "==> installing ${missing[*]} (for the dashboard and Prometheus tests)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+chromium_version=$(chromium --version 2>/dev/null | awk '{print $2}')
+prometheus_version=$(prometheus --version 2>&1 | awk 'NR==1 {print $3}')
+case "$chromium_version" in
+    "$want_chromium".*) ;;
+    *) echo "note: chromium $chromium_version (tested with $want_chromium.x)" ;;
+esac
+case "$prometheus_version" in
+    "$want_prometheus".*) ;;
+    *) echo "note: prometheus $prometheus_version (tested with $want_prometheus.x)" ;;
+esac
