@@ -34,6 +34,7 @@ use crate::swaps::{PreparedSwaps, operator_config};
 use crate::task_snapshot::{
     LinkIdentity, NativeState, RestoreSettings, SnapshotContext, SnapshotPlans, restore_link,
 };
+use crate::telemetry::{AttemptRegistration, NodeKind, TaskTimes};
 
 /// A worker's share of one attempt.
 pub(crate) struct WorkerScope {
@@ -73,6 +74,9 @@ pub(crate) struct LiveAttempt {
 pub(crate) struct AttemptThreads {
     handles: Vec<(String, JoinHandle<TaskResult>)>,
     pub(crate) counters: HashMap<String, Arc<NodeCounters>>,
+    /// The subtasks' metrics in this process's registry, until the
+    /// attempt ends (dropped when joined).
+    metrics: AttemptRegistration,
 }
 
 /// How the tasks of an attempt ended.
@@ -102,6 +106,7 @@ impl AttemptThreads {
                 }
             }
         }
+        drop(self.metrics); // the next attempt starts counting from zero
         Ended {
             failure,
             cancelled,
@@ -152,7 +157,8 @@ impl Attempt<'_> {
             Some(s) => source_positions(job, s)?,
             None => Vec::new(),
         };
-        let mut built = self.build_tasks(plan, &cancel, &snapshots, &restored_sources)?;
+        let metrics = AttemptRegistration::new(&job.name);
+        let mut built = self.build_tasks(plan, &cancel, &snapshots, &restored_sources, &metrics)?;
         match self.scope {
             Some(scope) => self.bridge(scope, channels, &mut built),
             None => drop(channels), // every end is in a task now
@@ -177,7 +183,12 @@ impl Attempt<'_> {
                     drop(built.source_commands);
                     drop(built.sink_commands);
                     drop(snapshots);
-                    let _ = AttemptThreads { handles, counters }.join();
+                    let _ = AttemptThreads {
+                        handles,
+                        counters,
+                        metrics,
+                    }
+                    .join();
                     return Err(anyhow!("cannot start thread for {name}: {e}"));
                 }
             }
@@ -190,7 +201,11 @@ impl Attempt<'_> {
             prepared: snapshots.prepared.clone(),
             cancel,
             shape,
-            threads: AttemptThreads { handles, counters },
+            threads: AttemptThreads {
+                handles,
+                counters,
+                metrics,
+            },
         })
     }
 
@@ -233,6 +248,7 @@ impl Attempt<'_> {
         cancel: &Arc<AtomicBool>,
         snapshots: &SnapshotContext,
         restored_sources: &[SourceSnapshot],
+        metrics: &AttemptRegistration,
     ) -> anyhow::Result<BuiltTasks> {
         let job = self.job;
         let counters = &plan.counters;
@@ -243,8 +259,17 @@ impl Attempt<'_> {
                 format!("{:?}{}{}", Instant::now(), std::process::id(), self.number).as_bytes()
             )
         );
-        for source_plan in plan.sources {
+        for mut source_plan in plan.sources {
             let spec = job.sources[source_plan.source].clone();
+            let times = Arc::new(TaskTimes::default());
+            let subtask = metrics.add(
+                &spec.name,
+                NodeKind::Source,
+                source_plan.split,
+                times.clone(),
+            );
+            counters[&spec.name].attach(subtask.clone());
+            source_plan.gate.times = Some(times);
             let source = weir_connectors::open_source(&spec, source_plan.split).map_err(|e| {
                 anyhow!(
                     "{}:{}: source `{}`: {e}",
@@ -264,7 +289,7 @@ impl Attempt<'_> {
                 source,
                 gate: source_plan.gate,
                 batch_records_max: job.batch_records_max,
-                counters: counters[&spec.name].clone(),
+                metrics: subtask,
                 cancel: cancel.clone(),
                 commands: command_rx,
                 snapshots: snapshots.clone(),
@@ -276,24 +301,27 @@ impl Attempt<'_> {
                 Box::new(move || task.run()),
             ));
         }
-        for chain in plan.chains {
+        for mut chain in plan.chains {
+            // One thread: its links share its times (busy, idle, blocked).
+            let times = Arc::new(TaskTimes::default());
             let mut links = Vec::new();
-            for link in chain.links {
-                links.push(self.open_link(
-                    &job.operators[link.operator],
-                    chain.subtask,
-                    &uid,
-                    link.late_gate,
-                    counters,
-                )?);
+            for mut link in chain.links {
+                let spec = &job.operators[link.operator];
+                let subtask =
+                    metrics.add(&spec.name, NodeKind::Operator, chain.subtask, times.clone());
+                counters[&spec.name].attach(subtask.clone());
+                link.late_gate.times = Some(times.clone());
+                links.push(self.open_link(spec, chain.subtask, &uid, link.late_gate, subtask)?);
             }
             let name = format!("chain-{}-{}", links[0].instance.label(), chain.subtask);
+            chain.gate.times = Some(times.clone());
             let task = ChainTask {
                 links,
                 inputs: chain.inputs,
                 gate: chain.gate,
                 batch_records_max: job.batch_records_max,
                 snapshots: snapshots.clone(),
+                times,
             };
             built.tasks.push((name, Box::new(move || task.run())));
         }
@@ -316,11 +344,13 @@ impl Attempt<'_> {
             })?;
             let (command_tx, command_rx) = unbounded();
             built.sink_commands.push((sink_plan.id(), command_tx));
+            let subtask = metrics.add(&spec.name, NodeKind::Sink, 0, Arc::default());
+            counters[&spec.name].attach(subtask.clone());
             let task = SinkTask {
                 name: spec.name.clone(),
                 sink,
                 inputs: sink_plan.inputs,
-                counters: counters[&spec.name].clone(),
+                metrics: subtask,
                 commands: command_rx,
                 snapshots: snapshots.clone(),
             };
@@ -337,7 +367,7 @@ impl Attempt<'_> {
         subtask: u32,
         uid: &str,
         late_gate: crate::gate::Gate,
-        counters: &HashMap<String, Arc<NodeCounters>>,
+        metrics: Arc<crate::telemetry::SubtaskMetrics>,
     ) -> anyhow::Result<ChainLink> {
         let job = self.job;
         let key_groups = KeyGroupRange::for_subtask(subtask, spec.parallelism, job.max_parallelism);
@@ -415,7 +445,7 @@ impl Attempt<'_> {
             late_policy: spec.late_records,
             keyed: spec.is_keyed(),
             late_gate,
-            counters: counters[&spec.name].clone(),
+            metrics,
         })
     }
 }

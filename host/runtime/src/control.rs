@@ -1,7 +1,10 @@
 //! The control API a running job serves (JSON over HTTP):
 //!
 //! - `GET  /health`
-//! - `GET  /jobs` — the job, its status and last checkpoint
+//! - `GET  /jobs` — the job, its status, graph and checkpoints
+//! - `GET  /jobs/{job}/metrics` — its subtasks' metrics
+//!   ([`crate::telemetry::JobMetrics`])
+//! - `GET  /metrics` — this process's metrics in the Prometheus text format
 //! - `POST /jobs/{job}/savepoints` `{"dir": optional}` — take a savepoint
 //! - `POST /jobs/{job}/stop` `{"dir": optional}` — savepoint, then stop
 //! - `POST /jobs/{job}/cancel` — end the job, no savepoint
@@ -137,6 +140,8 @@ impl ControlServer {
         let hosts = HostCheck::new(addr);
         let protected = axum::Router::new()
             .route("/jobs", get(list_jobs))
+            .route("/jobs/{job}/metrics", get(job_metrics))
+            .route("/metrics", get(prometheus_metrics))
             .route("/jobs/{job}/savepoints", post(savepoint))
             .route("/jobs/{job}/stop", post(stop))
             .route("/jobs/{job}/cancel", post(cancel))
@@ -258,6 +263,30 @@ impl Drop for ControlServer {
 async fn list_jobs(State(state): State<AppState>) -> Json<serde_json::Value> {
     let view = state.view.lock().expect("not poisoned").clone();
     Json(serde_json::json!([view]))
+}
+
+async fn job_metrics(State(state): State<AppState>, UrlPath(job): UrlPath<String>) -> Response {
+    if let Err(refused) = this_job(&state, &job) {
+        return refused.into_response();
+    }
+    match crate::telemetry::job_metrics(&job) {
+        Some(metrics) => Json(metrics).into_response(),
+        // The job has no subtasks between attempts: an empty sample.
+        None => Json(crate::telemetry::JobMetrics {
+            job,
+            unix_ms: weir_snapshot::metadata::now_unix_ms(),
+            nodes: Vec::new(),
+        })
+        .into_response(),
+    }
+}
+
+async fn prometheus_metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::telemetry::CONTENT_TYPE)],
+        crate::telemetry::render_prometheus(),
+    )
+        .into_response()
 }
 
 type Body = Option<Json<CommandBody>>;

@@ -1,12 +1,17 @@
 //! The output side of a subtask: routes batches to downstream subtasks by
 //! edge type, and broadcasts watermarks and end of input to all of them.
+//! Time spent blocked on a full channel is the subtask's backpressure.
 
-use crossbeam_channel::Sender;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Sender, TrySendError};
 use weir_core::job::Edge;
 use weir_core::key_group::subtask_for_key_group;
 use weir_core::{Batch, BatchBuilder, key_group_of};
 
 use crate::message::{Disconnected, Message};
+use crate::telemetry::TaskTimes;
 
 /// One consumer of a stream: its subtasks' channels and how to pick one.
 pub(crate) struct OutputEdge {
@@ -34,7 +39,8 @@ impl OutputEdge {
         }
     }
 
-    fn send_batch(&mut self, batch: Batch) -> Result<(), Disconnected> {
+    fn send_batch(&mut self, batch: Batch, times: Option<&TaskTimes>) -> Result<(), Disconnected> {
+        let send = |target: &Sender<Message>, message| send(target, message, times);
         match self.edge {
             Edge::Forward => send(&self.targets[0], Message::Data(batch)),
             Edge::Rebalance => {
@@ -68,14 +74,33 @@ impl OutputEdge {
     }
 }
 
-fn send(target: &Sender<Message>, message: Message) -> Result<(), Disconnected> {
-    target.send(message).map_err(|_| Disconnected)
+/// Sends `message`; a full channel blocks, and the wait counts as
+/// backpressure in `times` (a free channel costs no clock reading).
+fn send(
+    target: &Sender<Message>,
+    message: Message,
+    times: Option<&TaskTimes>,
+) -> Result<(), Disconnected> {
+    match target.try_send(message) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Disconnected(_)) => Err(Disconnected),
+        Err(TrySendError::Full(message)) => {
+            let blocked = Instant::now();
+            let sent = target.send(message).map_err(|_| Disconnected);
+            if let Some(times) = times {
+                times.add_backpressured(blocked.elapsed());
+            }
+            sent
+        }
+    }
 }
 
 /// All consumers of one stream of one subtask.
 #[derive(Default)]
 pub(crate) struct Gate {
     pub(crate) edges: Vec<OutputEdge>,
+    /// The sending task's times, where its backpressure is counted.
+    pub(crate) times: Option<Arc<TaskTimes>>,
 }
 
 impl Gate {
@@ -83,19 +108,20 @@ impl Gate {
         if batch.is_empty() {
             return Ok(());
         }
+        let times = self.times.as_deref();
         let Some((last, rest)) = self.edges.split_last_mut() else {
             return Ok(());
         };
         for edge in rest {
-            edge.send_batch(batch.clone())?;
+            edge.send_batch(batch.clone(), times)?;
         }
-        last.send_batch(batch)
+        last.send_batch(batch, times)
     }
 
     fn broadcast(&self, make: impl Fn() -> Message) -> Result<(), Disconnected> {
         for edge in &self.edges {
             for target in &edge.targets {
-                send(target, make())?;
+                send(target, make(), self.times.as_deref())?;
             }
         }
         Ok(())
@@ -144,6 +170,7 @@ mod tests {
         let (tx, rx) = channels(3);
         let mut gate = Gate {
             edges: vec![OutputEdge::new(Edge::Hash, tx, 128)],
+            times: None,
         };
         let mut b = BatchBuilder::default();
         for i in 0..100 {
@@ -166,6 +193,7 @@ mod tests {
         let (tx, rx) = channels(2);
         let mut gate = Gate {
             edges: vec![OutputEdge::new(Edge::Broadcast, tx, 128)],
+            times: None,
         };
         let mut b = BatchBuilder::default();
         b.push(None, b"a", b"v");
@@ -183,7 +211,27 @@ mod tests {
         drop(rx);
         let gate = Gate {
             edges: vec![OutputEdge::new(Edge::Forward, tx, 128)],
+            times: None,
         };
         assert!(gate.send_end().is_err());
+    }
+
+    #[test]
+    fn a_full_channel_counts_as_backpressure() {
+        let (tx, rx) = bounded(1);
+        let times = Arc::new(TaskTimes::default());
+        let gate = Gate {
+            edges: vec![OutputEdge::new(Edge::Forward, vec![tx], 128)],
+            times: Some(times.clone()),
+        };
+        gate.send_watermark(1).unwrap();
+        assert_eq!(times.read().2, std::time::Duration::ZERO, "not full yet");
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            rx.iter().take(2).count()
+        });
+        gate.send_watermark(2).unwrap(); // blocks until the reader drains
+        assert_eq!(reader.join().unwrap(), 2);
+        assert!(times.read().2 >= std::time::Duration::from_millis(30));
     }
 }

@@ -49,6 +49,7 @@ mod source_task;
 mod state_root;
 pub mod swaps;
 mod task_snapshot;
+pub mod telemetry;
 pub mod ui;
 mod worker_attempt;
 

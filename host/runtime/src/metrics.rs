@@ -1,25 +1,33 @@
-//! Counters the tasks update and the report a finished job returns.
+//! The report a finished job returns, summed from its subtasks' metrics
+//! ([`crate::telemetry`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Counters of one node (source, operator or sink), shared by its subtasks.
+use crate::telemetry::SubtaskMetrics;
+
+/// The subtasks of one node (source, operator or sink) in an attempt, for
+/// the run's report; they outlive the attempt's registration.
 #[derive(Debug, Default)]
 pub(crate) struct NodeCounters {
-    pub(crate) records_in: AtomicU64,
-    pub(crate) records_out: AtomicU64,
-    pub(crate) late_records: AtomicU64,
+    subtasks: Mutex<Vec<Arc<SubtaskMetrics>>>,
 }
 
 impl NodeCounters {
-    pub(crate) fn add_in(&self, n: usize) {
-        self.records_in.fetch_add(n as u64, Ordering::Relaxed);
+    pub(crate) fn attach(&self, subtask: Arc<SubtaskMetrics>) {
+        self.subtasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(subtask);
     }
-    pub(crate) fn add_out(&self, n: usize) {
-        self.records_out.fetch_add(n as u64, Ordering::Relaxed);
-    }
-    pub(crate) fn add_late(&self, n: usize) {
-        self.late_records.fetch_add(n as u64, Ordering::Relaxed);
+
+    fn sum(&self, f: impl Fn(&SubtaskMetrics) -> u64) -> u64 {
+        self.subtasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|s| f(s))
+            .sum()
     }
 }
 
@@ -69,9 +77,29 @@ impl NodeReport {
             name: name.to_string(),
             kind,
             parallelism,
-            records_in: c.records_in.load(Ordering::Relaxed),
-            records_out: c.records_out.load(Ordering::Relaxed),
-            late_records: c.late_records.load(Ordering::Relaxed),
+            records_in: c.sum(SubtaskMetrics::records_in),
+            records_out: c.sum(SubtaskMetrics::records_out),
+            late_records: c.sum(SubtaskMetrics::late_records),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::NodeKind;
+
+    #[test]
+    fn a_node_report_sums_its_subtasks() {
+        let node = NodeCounters::default();
+        for n in [3, 4] {
+            let m = Arc::new(SubtaskMetrics::new(NodeKind::Operator, Arc::default()));
+            m.add_in(n, 0);
+            m.add_out(n * 2, 0);
+            m.add_late(1);
+            node.attach(m);
+        }
+        let r = NodeReport::from_counters("op", "operator", 2, &node);
+        assert_eq!((r.records_in, r.records_out, r.late_records), (7, 14, 2));
     }
 }

@@ -13,7 +13,7 @@
 //! acknowledges.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Select, SelectTimeoutError};
 use weir_core::job::LatePolicy;
@@ -26,9 +26,9 @@ use crate::alignment::Alignment;
 use crate::events::TaskEvent;
 use crate::gate::Gate;
 use crate::message::{Barrier, Message, TaskError, TaskResult};
-use crate::metrics::NodeCounters;
 use crate::plan::InputChannel;
 use crate::task_snapshot::{LinkIdentity, SnapshotContext, finish_and_ack, snapshot_link};
+use crate::telemetry::{SubtaskMetrics, TaskClock, TaskTimes};
 
 pub(crate) struct ChainLink {
     pub(crate) instance: OperatorInstance,
@@ -36,7 +36,7 @@ pub(crate) struct ChainLink {
     pub(crate) late_policy: LatePolicy,
     pub(crate) keyed: bool,
     pub(crate) late_gate: Gate,
-    pub(crate) counters: Arc<NodeCounters>,
+    pub(crate) metrics: Arc<SubtaskMetrics>,
 }
 
 pub(crate) struct ChainTask {
@@ -45,11 +45,16 @@ pub(crate) struct ChainTask {
     pub(crate) gate: Gate,
     pub(crate) batch_records_max: usize,
     pub(crate) snapshots: SnapshotContext,
+    /// The chain's thread times, shared by its links' metrics.
+    pub(crate) times: Arc<TaskTimes>,
 }
 
 /// Timers a guest may register for an already-due time while its timers
 /// fire, in one watermark (or processing-time) step.
 const REFIRED_TIMERS_MAX: usize = 100_000;
+
+/// How often a chain samples its links' state size, timers and memory.
+const SAMPLE_EVERY_MS: i64 = 1_000;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -66,6 +71,9 @@ impl ChainTask {
         let restored = self.links[0].instance.state().watermark;
         if restored > weir_core::watermark::MIN_WATERMARK {
             watermarks.resume_at(restored);
+            for link in &self.links {
+                link.metrics.set_watermark(restored);
+            }
             self.gate.send_watermark(restored)?;
             for link in &self.links {
                 link.late_gate.send_watermark(restored)?;
@@ -78,19 +86,30 @@ impl ChainTask {
         for input in &inputs {
             select.recv(&input.rx);
         }
+        let mut clock = TaskClock::new(self.times.clone());
+        let mut next_sample = i64::MIN;
         while open > 0 {
             let now = now_ms();
             self.fire_processing_timers(now)?;
+            if now >= next_sample {
+                next_sample = now.saturating_add(SAMPLE_EVERY_MS);
+                self.sample();
+            }
+            clock.wait_starts();
             let ready = match self.next_processing_timer() {
                 Some(at) => {
                     let wait = Duration::from_millis(at.saturating_sub(now).max(0) as u64);
                     match select.select_timeout(wait) {
                         Ok(ready) => ready,
-                        Err(SelectTimeoutError) => continue,
+                        Err(SelectTimeoutError) => {
+                            clock.wait_ends();
+                            continue;
+                        }
                     }
                 }
                 None => select.select(),
             };
+            clock.wait_ends();
             let index = readable[ready.index()];
             let message = ready
                 .recv(&inputs[index].rx)
@@ -135,12 +154,25 @@ impl ChainTask {
                 }
             }
         }
+        self.sample();
         self.gate.send_end()?;
         for link in &self.links {
             link.late_gate.send_end()?;
         }
         let _ = self.snapshots.events.send(TaskEvent::Finished);
         Ok(())
+    }
+
+    /// Publishes each link's host-side gauges: keyed state size, pending
+    /// timers, guest memory (each O(1), or a RocksDB property read).
+    fn sample(&mut self) {
+        for link in &mut self.links {
+            let state = link.instance.state();
+            let timers = state.event_timers.len() + state.processing_timers.len();
+            let size = state.keyed.as_ref().and_then(|k| k.state.size_estimate());
+            let memory = state.memory_bytes();
+            link.metrics.set_sampled(size, timers as u64, memory as u64);
+        }
     }
 
     /// Every input delivered the barrier: snapshot, swap in a new version
@@ -209,13 +241,14 @@ impl ChainTask {
             if current.is_empty() {
                 return Ok(());
             }
-            link.counters.add_in(current.len());
+            link.metrics.add_in(current.len(), current.as_bytes().len());
             link.instance.state().processing_time_ms = now_ms();
-            current = link
-                .instance
-                .process(input, &current)
-                .map_err(anyhow::Error::from)?;
-            link.counters.add_out(current.len());
+            let called = Instant::now();
+            let result = link.instance.process(input, &current);
+            link.metrics.calls.record(called.elapsed());
+            current = result.map_err(anyhow::Error::from)?;
+            link.metrics
+                .add_out(current.len(), current.as_bytes().len());
             input = 0;
         }
         self.gate.send_batch(current)?;
@@ -225,6 +258,7 @@ impl ChainTask {
     fn advance_watermark(&mut self, watermark: i64) -> TaskResult {
         for i in 0..self.links.len() {
             self.links[i].instance.state().watermark = watermark;
+            self.links[i].metrics.set_watermark(watermark);
             self.fire_timers(i, TimeDomain::EventTime, watermark)?;
         }
         self.gate.send_watermark(watermark)?;
@@ -270,11 +304,12 @@ impl ChainTask {
             *budget -= due.len();
             state.processing_time_ms = now_ms();
             let link = &mut self.links[i];
-            let out = link
-                .instance
-                .on_timers(&encode_timers(domain, &due))
-                .map_err(anyhow::Error::from)?;
-            link.counters.add_out(out.len());
+            let timers = encode_timers(domain, &due);
+            let called = Instant::now();
+            let result = link.instance.on_timers(&timers);
+            link.metrics.calls.record(called.elapsed());
+            let out = result.map_err(anyhow::Error::from)?;
+            link.metrics.add_out(out.len(), out.as_bytes().len());
             self.push_through(i + 1, 0, out)?;
         }
     }
@@ -302,7 +337,7 @@ fn split_late(link: &mut ChainLink, batch: Batch, watermark: i64) -> Result<Batc
     if late_count == 0 {
         return Ok(batch);
     }
-    link.counters.add_late(late_count);
+    link.metrics.add_late(late_count);
     match link.late_policy {
         LatePolicy::Process => Ok(batch),
         LatePolicy::Drop | LatePolicy::SideOutput => {

@@ -7,20 +7,21 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use crossbeam_channel::{Receiver, Select};
 use weir_connectors::Sink;
+use weir_core::watermark::InputWatermarks;
 use weir_snapshot::SinkSnapshot;
 
 use crate::alignment::Alignment;
 use crate::events::{AckPart, SinkCommand, TaskEvent};
 use crate::message::{Message, TaskError, TaskResult};
-use crate::metrics::NodeCounters;
 use crate::plan::InputChannel;
 use crate::task_snapshot::SnapshotContext;
+use crate::telemetry::{SubtaskMetrics, TaskClock};
 
 pub(crate) struct SinkTask {
     pub(crate) name: String,
     pub(crate) sink: Box<dyn Sink>,
     pub(crate) inputs: Vec<InputChannel>,
-    pub(crate) counters: Arc<NodeCounters>,
+    pub(crate) metrics: Arc<SubtaskMetrics>,
     pub(crate) commands: Receiver<SinkCommand>,
     pub(crate) snapshots: SnapshotContext,
 }
@@ -36,6 +37,8 @@ impl SinkTask {
         let mut select = Select::new();
         let mut command_index = None;
         let mut reselect = true;
+        let mut watermarks = InputWatermarks::new(inputs.len());
+        let mut clock = TaskClock::new(self.metrics.times.clone());
         while open > 0 {
             // Rebuilt only when the set of readable channels changes.
             if reselect {
@@ -47,7 +50,9 @@ impl SinkTask {
                 command_index = commands_open.then(|| select.recv(&commands));
                 reselect = false;
             }
+            clock.wait_starts();
             let op = select.select();
+            clock.wait_ends();
             if Some(op.index()) == command_index {
                 match op.recv(&commands) {
                     Ok(SinkCommand::Commit(id)) => {
@@ -66,13 +71,26 @@ impl SinkTask {
             let index = readable[op.index()];
             match op.recv(&inputs[index].rx) {
                 Ok(Message::Data(batch)) => {
-                    self.counters.add_in(batch.len());
+                    watermarks.on_activity(index);
+                    self.metrics.add_in(batch.len(), batch.as_bytes().len());
                     self.sink
                         .write(&batch)
                         .with_context(|| format!("sink `{}`", self.name))?;
                 }
-                Ok(Message::Watermark(_) | Message::Idle) => {}
+                Ok(Message::Watermark(w)) => {
+                    if let Some(w) = watermarks.on_watermark(index, w) {
+                        self.metrics.set_watermark(w);
+                    }
+                }
+                Ok(Message::Idle) => {
+                    if let Some(w) = watermarks.on_idle(index) {
+                        self.metrics.set_watermark(w);
+                    }
+                }
                 Ok(Message::End) => {
+                    if let Some(w) = watermarks.on_end(index) {
+                        self.metrics.set_watermark(w);
+                    }
                     alignment.on_end(index);
                     open -= 1;
                     reselect = true;

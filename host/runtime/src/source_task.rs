@@ -18,8 +18,8 @@ use weir_snapshot::SourceSnapshot;
 use crate::events::{AckPart, SourceCommand, TaskEvent};
 use crate::gate::Gate;
 use crate::message::{TaskError, TaskResult};
-use crate::metrics::NodeCounters;
 use crate::task_snapshot::SnapshotContext;
+use crate::telemetry::{SubtaskMetrics, TaskClock};
 
 pub(crate) struct SourceTask {
     pub(crate) spec: SourceSpec,
@@ -27,7 +27,7 @@ pub(crate) struct SourceTask {
     pub(crate) source: Box<dyn Source>,
     pub(crate) gate: Gate,
     pub(crate) batch_records_max: usize,
-    pub(crate) counters: Arc<NodeCounters>,
+    pub(crate) metrics: Arc<SubtaskMetrics>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) commands: Receiver<SourceCommand>,
     pub(crate) snapshots: SnapshotContext,
@@ -129,6 +129,7 @@ impl SourceTask {
             sent_watermark = restore.sent_watermark;
             if sent_watermark > MIN_WATERMARK {
                 self.gate.send_watermark(sent_watermark)?;
+                self.metrics.set_watermark(sent_watermark);
             }
         }
         // Throttling: a batch at most every 10 ms, so rates stay smooth.
@@ -140,6 +141,8 @@ impl SourceTask {
         let mut emitted: u64 = 0;
         let mut last_data = Instant::now();
         let mut idle = false;
+        // Sleeping (throttled, or nothing to read) is the source's idle time.
+        let mut clock = TaskClock::new(self.metrics.times.clone());
         loop {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(TaskError::Cancelled);
@@ -152,7 +155,9 @@ impl SourceTask {
             if let Some(rate) = self.spec.records_per_second {
                 let due = Duration::from_secs_f64(emitted as f64 / rate as f64);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    clock.wait_starts();
                     std::thread::sleep(wait.min(IDLE_POLL));
+                    clock.wait_ends();
                     continue;
                 }
             }
@@ -172,20 +177,23 @@ impl SourceTask {
                         idle = true;
                         self.gate.send_idle()?;
                     }
+                    clock.wait_starts();
                     std::thread::sleep(IDLE_POLL);
+                    clock.wait_ends();
                     continue;
                 }
             } else {
                 idle = false;
                 last_data = Instant::now();
                 emitted += batch.len() as u64;
-                self.counters.add_out(batch.len());
+                self.metrics.add_out(batch.len(), batch.as_bytes().len());
                 self.send_with_watermarks(batch, &mut watermarks, &mut sent_watermark)?;
                 let watermark = watermarks.current();
                 if watermark > sent_watermark {
                     sent_watermark = watermark;
                     self.gate.send_watermark(watermark)?;
                 }
+                self.metrics.set_watermark(sent_watermark);
             }
             if status == SourceStatus::Finished {
                 self.gate.send_end()?;

@@ -112,6 +112,11 @@ pub trait StateBackend: Send {
     fn native_checkpoint(&mut self, _dir: &std::path::Path) -> Result<bool, StateError> {
         Ok(false)
     }
+    /// Entries and bytes held, for metrics: exact or the backend's cheap
+    /// estimate; `None` when it has none.
+    fn size_estimate(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// Encodes one list element for [`StateBackend::append`].

@@ -142,6 +142,11 @@ impl KeyedStateStore {
         self.backend.set_memory_max_bytes(max_bytes);
     }
 
+    /// Entries and bytes of the store (see [`StateBackend::size_estimate`]).
+    pub fn size_estimate(&self) -> Option<(u64, u64)> {
+        self.backend.size_estimate()
+    }
+
     /// The backend, for snapshots: every stored entry, in the layout above.
     pub fn backend_mut(&mut self) -> &mut dyn StateBackend {
         self.backend.as_mut()

@@ -156,6 +156,9 @@ impl MemoryBackend {
 }
 
 impl StateBackend for MemoryBackend {
+    fn size_estimate(&self) -> Option<(u64, u64)> {
+        Some((self.entries.len() as u64, self.held_bytes as u64))
+    }
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self.entries.get(key).cloned())
     }

@@ -110,6 +110,15 @@ impl RocksDbBackend {
 }
 
 impl StateBackend for RocksDbBackend {
+    /// RocksDB's own estimates (in memory, no IO): keys, and live data
+    /// plus what the memtables hold.
+    fn size_estimate(&self) -> Option<(u64, u64)> {
+        let property = |name: &str| self.db.property_int_value(name).ok().flatten();
+        let keys = property("rocksdb.estimate-num-keys")?;
+        let live = property("rocksdb.estimate-live-data-size")?;
+        let memtables = property("rocksdb.cur-size-all-mem-tables").unwrap_or(0);
+        Some((keys, live.saturating_add(memtables)))
+    }
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         self.db
             .get_pinned(key)

@@ -77,7 +77,6 @@ impl GuestLimiter {
     }
 
     /// Bytes charged so far (memories and tables).
-    #[cfg(test)]
     pub(crate) fn used_bytes(&self) -> usize {
         self.used_bytes
     }

@@ -2,7 +2,7 @@
 //! and the clock, and carries out its actions with files (snapshot
 //! directories, metadata, pruning) and a [`Deployer`] (the tasks).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -22,6 +22,7 @@ use super::metadata::assemble;
 pub use crate::events::SnapshotPlan;
 use crate::events::TaskEvent;
 use crate::message::Barrier;
+use crate::telemetry::JobRegistration;
 
 /// What one attempt runs.
 #[derive(Clone)]
@@ -108,6 +109,121 @@ pub struct JobView {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savepoint: Option<PathBuf>,
+    /// When the job master started.
+    #[serde(default)]
+    pub started_unix_ms: u64,
+    /// The current attempt's graph.
+    #[serde(default)]
+    pub graph: JobGraph,
+    /// The last [`CHECKPOINTS_KEPT`] snapshots tried, newest last.
+    #[serde(default)]
+    pub checkpoints: Vec<CheckpointRecord>,
+}
+
+/// How many snapshots [`JobView::checkpoints`] remembers.
+pub const CHECKPOINTS_KEPT: usize = 50;
+
+/// Sources, operators and sinks, and the streams between them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobGraph {
+    pub nodes: Vec<GraphNode>,
+    pub edges: Vec<GraphEdge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphNode {
+    pub name: String,
+    /// "source", "operator" or "sink".
+    pub kind: String,
+    pub parallelism: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphEdge {
+    pub from: String,
+    pub to: String,
+    /// "forward", "rebalance", "hash" or "broadcast".
+    pub kind: String,
+    /// The edge carries `from`'s late records (its side output).
+    pub late: bool,
+}
+
+/// One checkpoint or savepoint the job master started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub id: u64,
+    pub savepoint: bool,
+    pub started_unix_ms: u64,
+    /// Trigger to metadata written (completed) or to the abort.
+    pub duration_ms: u64,
+    /// Bytes of the files its metadata lists (0 when aborted).
+    pub bytes: u64,
+    /// "completed" or "aborted".
+    pub status: String,
+    /// Why it was aborted.
+    pub reason: Option<String>,
+}
+
+impl JobGraph {
+    /// The graph of `job` at its parallelism.
+    pub fn of(job: &JobSpec) -> JobGraph {
+        let node = |name: &str, kind: &str, parallelism| GraphNode {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            parallelism,
+        };
+        let nodes = job
+            .sources
+            .iter()
+            .map(|s| node(&s.name, "source", s.parallelism))
+            .chain(
+                job.operators
+                    .iter()
+                    .map(|o| node(&o.name, "operator", o.parallelism)),
+            )
+            .chain(job.sinks.iter().map(|s| node(&s.name, "sink", 1)))
+            .collect();
+        let mut edges = Vec::new();
+        for op in &job.operators {
+            for input in &op.inputs {
+                edges.push(GraphEdge {
+                    from: input.stream.node.clone(),
+                    to: op.name.clone(),
+                    kind: edge_name(input.edge).into(),
+                    late: input.stream.late,
+                });
+            }
+        }
+        for sink in &job.sinks {
+            for stream in &sink.inputs {
+                // A sink has one subtask: every producer subtask feeds it
+                // (the plan round-robins over that one), forward from one.
+                let producers = job.parallelism_of(&stream.node).unwrap_or(1);
+                edges.push(GraphEdge {
+                    from: stream.node.clone(),
+                    to: sink.name.clone(),
+                    kind: if producers > 1 {
+                        "rebalance"
+                    } else {
+                        "forward"
+                    }
+                    .into(),
+                    late: stream.late,
+                });
+            }
+        }
+        JobGraph { nodes, edges }
+    }
+}
+
+fn edge_name(edge: weir_core::job::Edge) -> &'static str {
+    use weir_core::job::Edge;
+    match edge {
+        Edge::Forward => "forward",
+        Edge::Rebalance => "rebalance",
+        Edge::Hash => "hash",
+        Edge::Broadcast => "broadcast",
+    }
 }
 
 pub type SharedView = Arc<Mutex<JobView>>;
@@ -224,7 +340,11 @@ impl<D: Deployer> Driver<D> {
             replies: HashMap::new(),
             next_command: 1,
             view: &view,
+            started: HashMap::new(),
+            checkpoints: VecDeque::new(),
+            metrics: JobRegistration::new(&job.name),
         };
+        view.lock().expect("not poisoned").started_unix_ms = now_unix_ms();
         let notes = deployer.notes();
         let mut commands = commands;
         loop {
@@ -303,6 +423,11 @@ struct DriverState<'a> {
     replies: HashMap<CommandId, Sender<CommandResult>>,
     next_command: CommandId,
     view: &'a SharedView,
+    /// Snapshots in flight: when each was triggered (clock, wall ms) and
+    /// whether it is a savepoint.
+    started: HashMap<u64, (Instant, u64, bool)>,
+    checkpoints: VecDeque<CheckpointRecord>,
+    metrics: JobRegistration,
 }
 
 impl DriverState<'_> {
@@ -387,6 +512,8 @@ impl DriverState<'_> {
                 match dir {
                     Ok(dir) => {
                         tracing::debug!(job = %job.name, "triggering {} {id}", if savepoint { "savepoint" } else { "checkpoint" });
+                        self.started
+                            .insert(id, (Instant::now(), now_unix_ms(), savepoint));
                         self.dirs.insert(id, dir.clone());
                         deployer.trigger(
                             Barrier { id, savepoint },
@@ -400,6 +527,7 @@ impl DriverState<'_> {
             }
             Action::Abort { id, reason } => {
                 tracing::warn!(job = %job.name, "snapshot {id} aborted: {reason}");
+                self.finished_snapshot(id, 0, Some(reason));
                 deployer.abort(id);
                 if let Some(dir) = self.dirs.remove(&id) {
                     let _ = std::fs::remove_dir_all(dir);
@@ -536,12 +664,16 @@ impl DriverState<'_> {
             allow_non_restored_state: self.allow_non_restored_state,
             versions,
         };
-        self.view.lock().expect("not poisoned").parallelism = plan
-            .job
-            .operators
-            .iter()
-            .map(|o| (o.name.clone(), o.parallelism))
-            .collect();
+        {
+            let mut view = self.view.lock().expect("not poisoned");
+            view.parallelism = plan
+                .job
+                .operators
+                .iter()
+                .map(|o| (o.name.clone(), o.parallelism))
+                .collect();
+            view.graph = JobGraph::of(&plan.job);
+        }
         match deployer.start(&plan) {
             Ok(Starting::Ready(shape, events)) => {
                 self.running = Some(Running { events, plan });
@@ -587,6 +719,8 @@ impl DriverState<'_> {
         let metadata = assemble(self.job, id, savepoint, parts, versions, unix_ms);
         let result = metadata.write(&dir).map_err(|e| e.to_string());
         if result.is_ok() {
+            let bytes = metadata.files().iter().map(|f| f.size).sum();
+            self.finished_snapshot(id, bytes, None);
             tracing::info!(
                 job = %self.job.name,
                 "{} {id} complete: {}",
@@ -605,8 +739,54 @@ impl DriverState<'_> {
         }
     }
 
+    /// Records how snapshot `id` ended: completed with `bytes` of files,
+    /// or aborted for `reason`.
+    fn finished_snapshot(&mut self, id: u64, bytes: u64, reason: Option<String>) {
+        let Some((started, started_unix_ms, savepoint)) = self.started.remove(&id) else {
+            return; // aborted before it was triggered, or already recorded
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        if reason.is_none() {
+            self.metrics.update(|stats| {
+                stats.checkpoint_duration_ms = Some(duration_ms);
+                stats.checkpoint_bytes = Some(bytes);
+            });
+        }
+        if self.checkpoints.len() == CHECKPOINTS_KEPT {
+            self.checkpoints.pop_front();
+        }
+        self.checkpoints.push_back(CheckpointRecord {
+            id,
+            savepoint,
+            started_unix_ms,
+            duration_ms,
+            bytes,
+            status: if reason.is_none() {
+                "completed"
+            } else {
+                "aborted"
+            }
+            .into(),
+            reason: reason.map(|r| weir_core::text::cut_message(&r)),
+        });
+    }
+
     fn publish(&self, machine: &JobMachine, end: Option<&JobEnd>) {
+        self.metrics.update(|stats| {
+            stats.restarts = machine.restarts();
+            stats.last_checkpoint = machine.last_checkpoint();
+            stats.versions = machine
+                .versions()
+                .into_iter()
+                .map(|v| (v.operator, v.digest))
+                .collect();
+        });
         let mut view = self.view.lock().expect("not poisoned");
+        if view.checkpoints.len() != self.checkpoints.len()
+            || view.checkpoints.last() != self.checkpoints.back()
+        {
+            view.checkpoints = self.checkpoints.iter().cloned().collect();
+        }
         view.name = self.job.name.clone();
         view.attempt = machine.attempt();
         view.restarts = machine.restarts();

@@ -62,6 +62,11 @@ pub struct GuestState {
 }
 
 impl GuestState {
+    /// Bytes of the instance's memories and tables, as its limiter granted.
+    pub fn memory_bytes(&self) -> usize {
+        self.limiter.used_bytes()
+    }
+
     pub(crate) fn new(
         label: Arc<str>,
         mut keyed: Option<Keyed>,
