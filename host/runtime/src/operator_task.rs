@@ -88,6 +88,8 @@ impl ChainTask {
         }
         let mut clock = TaskClock::new(self.times.clone());
         let mut next_sample = i64::MIN;
+        // When the first input delivered the barrier being aligned.
+        let mut aligning: Option<Instant> = None;
         while open > 0 {
             let now = now_ms();
             self.fire_processing_timers(now)?;
@@ -134,6 +136,7 @@ impl ChainTask {
                     watermarks.on_end(index)
                 }
                 Message::Barrier(barrier) => {
+                    aligning.get_or_insert_with(Instant::now);
                     alignment.on_barrier(index, barrier)?;
                     reselect = true;
                     None
@@ -143,6 +146,12 @@ impl ChainTask {
                 self.advance_watermark(watermark)?;
             }
             if let Some(barrier) = alignment.take_aligned() {
+                if let Some(since) = aligning.take() {
+                    let took = since.elapsed();
+                    for link in &self.links {
+                        link.metrics.set_alignment(took);
+                    }
+                }
                 self.on_barrier(barrier)?;
                 reselect = true;
             }

@@ -39,6 +39,8 @@ impl SinkTask {
         let mut reselect = true;
         let mut watermarks = InputWatermarks::new(inputs.len());
         let mut clock = TaskClock::new(self.metrics.times.clone());
+        // When the first input delivered the barrier being aligned.
+        let mut aligning = None;
         while open > 0 {
             // Rebuilt only when the set of readable channels changes.
             if reselect {
@@ -96,12 +98,16 @@ impl SinkTask {
                     reselect = true;
                 }
                 Ok(Message::Barrier(barrier)) => {
+                    aligning.get_or_insert_with(std::time::Instant::now);
                     alignment.on_barrier(index, barrier)?;
                     reselect = true;
                 }
                 Err(_) => return Err(TaskError::Cancelled),
             }
             if let Some(barrier) = alignment.take_aligned() {
+                if let Some(since) = aligning.take() {
+                    self.metrics.set_alignment(since.elapsed());
+                }
                 reselect = true;
                 match self.sink.snapshot(barrier.id) {
                     Ok(state) => self.snapshots.ack(

@@ -845,3 +845,102 @@ pub fn carry_versions(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(text: &str) -> JobSpec {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(&path, text).unwrap();
+        weir_core::job::load(&path).expect("job parses")
+    }
+
+    #[test]
+    fn the_graph_has_every_node_and_edge_with_its_kind() {
+        let spec = job(r#"
+[job]
+name = "graph"
+
+[[source]]
+name = "events"
+kind = "generator"
+records = 10
+parallelism = 2
+
+[[operator]]
+name = "count"
+wasm = "count.wasm"
+input = "events"
+edge = "hash"
+parallelism = 3
+late_records = "side-output"
+
+[[sink]]
+name = "out"
+kind = "discard"
+input = "count"
+
+[[sink]]
+name = "late"
+kind = "discard"
+input = "count.late"
+"#);
+        let graph = JobGraph::of(&spec);
+        let nodes: Vec<(&str, &str, u32)> = graph
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.kind.as_str(), n.parallelism))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("events", "source", 2),
+                ("count", "operator", 3),
+                ("out", "sink", 1),
+                ("late", "sink", 1)
+            ]
+        );
+        let edges: Vec<(&str, &str, &str, bool)> = graph
+            .edges
+            .iter()
+            .map(|e| (e.from.as_str(), e.to.as_str(), e.kind.as_str(), e.late))
+            .collect();
+        assert_eq!(
+            edges,
+            [
+                ("events", "count", "hash", false),
+                ("count", "out", "rebalance", false),
+                ("count", "late", "rebalance", true)
+            ]
+        );
+        let view = JobView {
+            graph,
+            started_unix_ms: 5,
+            checkpoints: vec![CheckpointRecord {
+                id: 3,
+                savepoint: false,
+                started_unix_ms: 6,
+                duration_ms: 7,
+                bytes: 8,
+                status: "completed".into(),
+                reason: None,
+            }],
+            ..JobView::default()
+        };
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["graph"]["edges"][2]["late"], true);
+        assert_eq!(json["checkpoints"][0]["status"], "completed");
+        assert!(json["checkpoints"][0]["reason"].is_null());
+        let back: JobView = serde_json::from_value(json).unwrap();
+        assert_eq!(back.checkpoints, view.checkpoints);
+        // A reply from an older node, without the new fields, still reads.
+        let old: JobView = serde_json::from_str(
+            r#"{"name":"j","state":"running","attempt":0,"restarts":0,"last_checkpoint":null,
+                "versions":[],"parallelism":{},"error":null}"#,
+        )
+        .unwrap();
+        assert!(old.checkpoints.is_empty());
+    }
+}

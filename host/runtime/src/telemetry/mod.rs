@@ -62,6 +62,10 @@ pub struct SubtaskSample {
     pub guest_memory_bytes: Option<u64>,
     /// Upper bound of the latency bucket of the 99th percentile guest call.
     pub call_p99_us: Option<u64>,
+    /// How long the last checkpoint barrier took to align over the
+    /// subtask's inputs (first to last arrival); sources: null.
+    #[serde(default)]
+    pub alignment_ms: Option<u64>,
 }
 
 fn now_unix_ms() -> u64 {
@@ -89,6 +93,7 @@ fn sample(subtask: u32, m: &SubtaskMetrics) -> SubtaskSample {
         timers: v.timers,
         guest_memory_bytes: v.guest_memory_bytes,
         call_p99_us: m.calls.p99_us(),
+        alignment_ms: v.alignment.map(ms),
     }
 }
 
@@ -196,10 +201,11 @@ mod tests {
             "timers",
             "guest_memory_bytes",
             "call_p99_us",
+            "alignment_ms",
         ] {
             assert!(keys.contains(&k), "missing {k}");
         }
-        assert_eq!(keys.len(), 15);
+        assert_eq!(keys.len(), 16);
         assert!(json["unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
         let back: JobMetrics = serde_json::from_value(json).unwrap();
         assert_eq!(back, m);

@@ -163,6 +163,11 @@ const GUEST_MEMORY: Family = family(
     "Bytes of the Wasm instance's memories and tables.",
     Kind::Gauge,
 );
+const ALIGNMENT: Family = family(
+    "weir_checkpoint_alignment_seconds",
+    "How long the subtask's last checkpoint barrier took to align over its inputs.",
+    Kind::Gauge,
+);
 const CALLS: Family = family(
     "weir_guest_call_duration_seconds",
     "Duration of each call into the guest (process, on-timers).",
@@ -199,7 +204,7 @@ const VERSIONS: Family = family(
     Kind::Info,
 );
 
-const FAMILIES: [&Family; 21] = [
+const FAMILIES: [&Family; 22] = [
     &RECORDS_IN,
     &RECORDS_OUT,
     &BYTES_IN,
@@ -214,6 +219,7 @@ const FAMILIES: [&Family; 21] = [
     &STATE_BYTES,
     &TIMERS,
     &GUEST_MEMORY,
+    &ALIGNMENT,
     &CALLS,
     &CHECKPOINT_DURATION,
     &CHECKPOINT_SIZE,
@@ -418,6 +424,10 @@ impl Weir {
             some(|v| v.guest_memory_bytes),
             |m, l, v| gauge(m, l, v as f64),
         )?;
+        let aligned = rows
+            .iter()
+            .filter_map(|r| r.values.alignment.map(|d| (&r.labels, d)));
+        write_family(e, &ALIGNMENT, aligned, |m, l, d| gauge(m, l, secs(d)))?;
         let calls = rows
             .iter()
             .filter(|r| r.kind == NodeKind::Operator)
@@ -566,6 +576,7 @@ mod tests {
         op.add_out(3, 30);
         op.set_sampled(Some((4, 400)), 2, 65536);
         op.calls.record(Duration::from_micros(30));
+        op.set_alignment(Duration::from_millis(250));
         let text = render_prometheus();
         let (types, samples) = parse(&text);
         assert_eq!(types["weir_records_out_total"], "counter");

@@ -168,6 +168,8 @@ pub(crate) struct SubtaskMetrics {
     state_bytes: AtomicU64,
     timers: AtomicU64,
     guest_memory_bytes: AtomicU64,
+    /// How long the last barrier took to align over the inputs.
+    alignment_ns: AtomicU64,
     pub(crate) calls: CallHistogram,
 }
 
@@ -187,6 +189,7 @@ pub(crate) struct SubtaskValues {
     pub(crate) state_bytes: Option<u64>,
     pub(crate) timers: Option<u64>,
     pub(crate) guest_memory_bytes: Option<u64>,
+    pub(crate) alignment: Option<Duration>,
 }
 
 fn gauge(a: &AtomicU64) -> Option<u64> {
@@ -208,6 +211,7 @@ impl SubtaskMetrics {
             state_bytes: AtomicU64::new(UNSET),
             timers: AtomicU64::new(UNSET),
             guest_memory_bytes: AtomicU64::new(UNSET),
+            alignment_ns: AtomicU64::new(UNSET),
             calls: CallHistogram::default(),
         }
     }
@@ -226,6 +230,10 @@ impl SubtaskMetrics {
 
     pub(crate) fn add_late(&self, records: usize) {
         self.late_records.fetch_add(records as u64, Relaxed);
+    }
+
+    pub(crate) fn set_alignment(&self, took: Duration) {
+        self.alignment_ns.store(nanos(took).min(UNSET - 1), Relaxed);
     }
 
     pub(crate) fn set_watermark(&self, watermark: i64) {
@@ -272,6 +280,7 @@ impl SubtaskMetrics {
             state_bytes: gauge(&self.state_bytes),
             timers: gauge(&self.timers),
             guest_memory_bytes: gauge(&self.guest_memory_bytes),
+            alignment: gauge(&self.alignment_ns).map(Duration::from_nanos),
         }
     }
 }
@@ -300,6 +309,9 @@ mod tests {
         assert_eq!((v.timers, v.guest_memory_bytes), (Some(2), Some(1 << 20)));
         m.set_sampled(None, 0, 0);
         assert_eq!(m.values().state_bytes, None);
+        assert_eq!(v.alignment, None);
+        m.set_alignment(Duration::from_millis(3));
+        assert_eq!(m.values().alignment, Some(Duration::from_millis(3)));
     }
 
     #[test]
