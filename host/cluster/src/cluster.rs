@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 use weir_net::stream::encode_message;
 use weir_wasm::WasmEngine;
 
+use weir_runtime::telemetry::JobMetrics;
+
 use crate::artifacts::ArtifactStore;
 use crate::jobs::{JobEntry, JobInput, prune_finished};
 use crate::options::CoordinatorOptions;
@@ -44,6 +46,8 @@ pub struct Cluster {
     pub(crate) next_worker: AtomicU32,
     pub(crate) next_attempt: AtomicU32,
     pub(crate) jobs: Mutex<BTreeMap<String, JobEntry>>,
+    /// Each worker's latest metrics of the jobs it runs, and when they came.
+    pub(crate) worker_metrics: Mutex<BTreeMap<WorkerId, (Instant, Vec<JobMetrics>)>>,
     pub(crate) artifacts: ArtifactStore,
     pub(crate) engine: WasmEngine,
     /// Permits for uploads in flight.
@@ -160,8 +164,29 @@ impl Cluster {
         }
     }
 
+    /// The metrics of `job` over every worker that reported it within the
+    /// last few seconds (a lost or silent worker's samples drop out).
+    pub(crate) fn job_metrics(&self, job: &str) -> JobMetrics {
+        let fresh = std::time::Duration::from_secs(5);
+        let samples: Vec<JobMetrics> = self
+            .worker_metrics
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .filter(|(at, _)| at.elapsed() <= fresh)
+            .flat_map(|(_, jobs)| jobs.iter().filter(|m| m.job == job).cloned())
+            .collect();
+        let mut merged = weir_runtime::telemetry::merge(samples);
+        merged.job = job.to_string();
+        merged
+    }
+
     /// Forgets a worker and tells every job, once.
     pub(crate) fn lose(&self, worker: WorkerId, why: &str) {
+        self.worker_metrics
+            .lock()
+            .expect("not poisoned")
+            .remove(&worker);
         let Some(entry) = self.workers.lock().expect("not poisoned").remove(&worker) else {
             return;
         };
@@ -208,6 +233,7 @@ pub(crate) fn test_cluster(dir: &std::path::Path, token: &str) -> Arc<Cluster> {
         next_worker: AtomicU32::new(1),
         next_attempt: AtomicU32::new(1),
         jobs: Mutex::new(BTreeMap::new()),
+        worker_metrics: Mutex::new(BTreeMap::new()),
         artifacts: ArtifactStore::open(&dir.join("data/artifacts"), 8 << 20, 64 << 20, 8).unwrap(),
         engine: WasmEngine::new(None).unwrap(),
         uploads: Arc::new(tokio::sync::Semaphore::new(2)),

@@ -58,6 +58,7 @@ pub fn run_coordinator(mut options: CoordinatorOptions) -> anyhow::Result<()> {
         next_worker: AtomicU32::new(1),
         next_attempt: AtomicU32::new(1),
         jobs: Mutex::new(BTreeMap::new()),
+        worker_metrics: Mutex::new(BTreeMap::new()),
         artifacts,
         engine,
         uploads: Arc::new(tokio::sync::Semaphore::new(options.uploads_max.max(1))),
@@ -308,6 +309,13 @@ async fn serve_worker(cluster: Arc<Cluster>, conn: quinn::Connection) -> anyhow:
                     result: result.map_err(|e| cut_message(&e)),
                 },
             ),
+            FromWorker::Metrics { jobs } => {
+                cluster
+                    .worker_metrics
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(id, (Instant::now(), jobs));
+            }
             FromWorker::Register { .. } => tracing::warn!("worker {id} registered twice"),
         }
     }

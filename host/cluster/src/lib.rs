@@ -30,9 +30,11 @@ pub mod placement;
 pub mod protocol;
 pub mod rest;
 pub mod worker;
+pub mod worker_metrics;
 
 pub use coordinator::{CoordinatorOptions, run_coordinator};
-pub use worker::{WorkerOptions, run_worker};
+pub use worker::{WorkerOptions, run_worker, run_worker_with};
+pub use worker_metrics::MetricsListen;
 
 /// A fresh random bearer token (32 bytes from the OS, hex).
 pub fn new_token() -> anyhow::Result<String> {

@@ -19,7 +19,7 @@ pub type WorkerId = u32;
 /// The version of these messages; bump on any incompatible change.
 /// Version 1 was the protocol before versioning, certificate roles and
 /// data roots.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 fn unversioned() -> u32 {
     1
@@ -88,6 +88,11 @@ pub enum FromWorker {
         job: String,
         attempt: u32,
         result: AttemptResult,
+    },
+    /// This worker's metrics of every job it runs, every second (the
+    /// coordinator's `GET /jobs/{job}/metrics` and dashboard merge them).
+    Metrics {
+        jobs: Vec<weir_runtime::telemetry::JobMetrics>,
     },
     /// The new version of an operator is open on every local subtask of
     /// it (or why not); see [`ToWorker::Prepare`].

@@ -92,6 +92,8 @@ pub(crate) fn router(cluster: Arc<Cluster>) -> axum::Router {
         .route("/jobs/{job}/cancel", post(cancel))
         .route("/jobs/{job}/upgrade", post(upgrade))
         .route("/jobs/{job}/rescale", post(rescale))
+        .route("/jobs/{job}/metrics", get(job_metrics))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX))
         .merge(
             axum::Router::new()
@@ -109,6 +111,9 @@ pub(crate) fn router(cluster: Arc<Cluster>) -> axum::Router {
             "/health",
             get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
         )
+        // The dashboard's files are static and public; every data call it
+        // makes carries the token (from the URL fragment).
+        .merge(weir_runtime::ui::router())
         .merge(protected)
         .with_state(cluster)
 }
@@ -406,6 +411,32 @@ fn savepoint_permit(
             ),
         )
     })
+}
+
+/// The coordinator's own metrics (its job masters: checkpoints, restarts,
+/// versions); each worker serves its tasks' on `--metrics`.
+async fn metrics() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            weir_runtime::telemetry::CONTENT_TYPE,
+        )],
+        weir_runtime::telemetry::render_prometheus(),
+    )
+        .into_response()
+}
+
+/// The job's metrics as its workers last reported them, merged.
+async fn job_metrics(State(cluster): State<Arc<Cluster>>, UrlPath(job): UrlPath<String>) -> Reply {
+    if !cluster
+        .jobs
+        .lock()
+        .expect("not poisoned")
+        .contains_key(&job)
+    {
+        return Err(no_job(&job));
+    }
+    Ok(Json(cluster.job_metrics(&job)).into_response())
 }
 
 async fn cancel(State(cluster): State<Arc<Cluster>>, UrlPath(job): UrlPath<String>) -> Reply {

@@ -133,7 +133,18 @@ struct Worker {
 }
 
 /// Runs a worker until the coordinator goes away.
-pub fn run_worker(mut options: WorkerOptions) -> anyhow::Result<()> {
+pub fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
+    run_worker_with(options, None)
+}
+
+/// [`run_worker`], serving its metrics on `metrics` if given.
+pub fn run_worker_with(
+    mut options: WorkerOptions,
+    metrics: Option<crate::worker_metrics::MetricsListen>,
+) -> anyhow::Result<()> {
+    if let Some(listen) = &metrics {
+        listen.check()?;
+    }
     options.data_roots = crate::paths::without_own(&options.data_roots, &options.own_paths())?;
     let identity = NodeIdentity::load(&options.certs, &options.name)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -236,6 +247,21 @@ pub fn run_worker(mut options: WorkerOptions) -> anyhow::Result<()> {
                 }
             }
         });
+        let samples = worker.outbox.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(crate::worker_metrics::SAMPLE_INTERVAL);
+            loop {
+                ticks.tick().await;
+                let jobs = weir_runtime::telemetry::all_job_metrics();
+                if !jobs.is_empty() && !samples.send(FromWorker::Metrics { jobs }) {
+                    return;
+                }
+            }
+        });
+        if let Some(listen) = metrics {
+            let facts: Arc<dyn crate::worker_metrics::WorkerFacts> = worker.clone();
+            crate::worker_metrics::serve(listen, worker.options.name.clone(), facts).await?;
+        }
         tokio::spawn(accept_peers(worker.clone()));
         loop {
             match read_control_message::<ToWorker>(&mut recv).await {
@@ -931,6 +957,37 @@ impl Worker {
                 excess -= 1;
             }
         }
+    }
+}
+
+impl crate::worker_metrics::WorkerFacts for Worker {
+    fn slots(&self) -> (u32, u32) {
+        let attempts = self.attempts.lock().expect("not poisoned");
+        // Slot sharing: subtask `i` of every node runs in slot `i`.
+        let used: usize = attempts
+            .values()
+            .map(|a| {
+                a.placement
+                    .iter()
+                    .filter(|(_, w)| **w == self.id)
+                    .map(|(t, _)| t.subtask())
+                    .collect::<BTreeSet<u32>>()
+                    .len()
+            })
+            .sum();
+        (self.options.slots, used as u32)
+    }
+
+    fn connections(&self) -> Vec<(String, quinn::Connection)> {
+        let mut all = vec![("coordinator".to_string(), self.coordinator.clone())];
+        let peers = self.peers.lock().expect("not poisoned");
+        all.extend(
+            peers
+                .iter()
+                .filter(|(_, c)| c.close_reason().is_none())
+                .map(|(id, c)| (format!("worker-{id}"), c.clone())),
+        );
+        all
     }
 }
 
