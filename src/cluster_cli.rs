@@ -10,6 +10,8 @@ use weir_cluster::client::Client;
 use weir_cluster::jobs::{JobInfo, JobState};
 use weir_cluster::rest::SubmitRequest;
 
+use crate::status;
+
 /// Where `weir cluster init` puts certificates and the token by default.
 pub const DEFAULT_CLUSTER_DIR: &str = ".weir/cluster";
 
@@ -36,12 +38,51 @@ impl ClusterTarget {
             );
         };
         let token = read_token(self.token_file.as_deref())?;
-        let ca = match (&self.ca_file, &self.token_file) {
+        Client::new(api, &token, &self.ca())
+    }
+
+    /// The CA the coordinator's certificate must chain to.
+    fn ca(&self) -> PathBuf {
+        match (&self.ca_file, &self.token_file) {
             (Some(ca), _) => ca.clone(),
             (None, Some(token)) => token.with_file_name("ca.pem"),
             (None, None) => Path::new(DEFAULT_CLUSTER_DIR).join("ca.pem"),
+        }
+    }
+
+    /// `GET path` of the REST API as JSON, for what [`Client`] has no
+    /// method for (the raw job list, a job's metrics).
+    pub fn get_json(&self) -> anyhow::Result<impl Fn(&str) -> anyhow::Result<serde_json::Value>> {
+        let Some(api) = &self.cluster else {
+            bail!(
+                "which cluster? pass --cluster URL or set WEIR_CLUSTER (`weir cluster up` prints both)"
+            );
         };
-        Client::new(api, &token, &ca)
+        let api = api.trim_end_matches('/').to_string();
+        let auth = format!("Bearer {}", read_token(self.token_file.as_deref())?);
+        let agent = weir_cluster::client::agent(&self.ca(), Duration::from_secs(30))?;
+        Ok(move |path: &str| {
+            let url = format!("{api}{path}");
+            let mut response = agent
+                .get(&url)
+                .header("Authorization", &auth)
+                .call()
+                .with_context(|| format!("cannot reach the coordinator at {api}"))?;
+            let status = response.status();
+            let text = response
+                .body_mut()
+                .read_to_string()
+                .with_context(|| format!("{url}: cannot read the reply"))?;
+            let reply: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+            if !status.is_success() {
+                let message = reply
+                    .as_ref()
+                    .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+                    .unwrap_or_else(|| weir_core::text::cut_message(&text));
+                bail!("the coordinator refused ({status}): {message}");
+            }
+            reply.with_context(|| format!("{url}: unexpected reply (not JSON)"))
+        })
     }
 }
 
@@ -434,17 +475,7 @@ pub fn submit(target: &ClusterTarget, o: &SubmitOptions) -> anyhow::Result<()> {
     if !o.wait {
         return Ok(());
     }
-    let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.enable_steady_tick(Duration::from_millis(100));
-    let info = loop {
-        let info = client.job(&name)?;
-        spinner.set_message(describe(&info));
-        if info.state.is_terminal() {
-            break info;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    spinner.finish_and_clear();
+    let info = follow(&client, &target.get_json()?, &spec, &name)?;
     eprintln!("{}", describe(&info));
     match info.state {
         JobState::Finished | JobState::Stopped => Ok(()),
@@ -454,6 +485,50 @@ pub fn submit(target: &ClusterTarget, o: &SubmitOptions) -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("job `{name}` {:?}", info.state))
         ),
     }
+}
+
+/// Follows job `name` to its end, showing its line and, from `GET
+/// /jobs/{name}/metrics`, its nodes' (see [`crate::status`]).
+fn follow(
+    client: &Client,
+    get_json: &impl Fn(&str) -> anyhow::Result<serde_json::Value>,
+    spec: &weir_core::job::JobSpec,
+    name: &str,
+) -> anyhow::Result<JobInfo> {
+    use std::io::IsTerminal as _;
+    let mut status = status::Status::new(
+        name,
+        status::input_sizes(spec),
+        std::io::stderr().is_terminal(),
+    );
+    let metrics = format!("/jobs/{}/metrics", percent_encode(name));
+    let result = loop {
+        let info = match client.job(name) {
+            Ok(info) => info,
+            Err(e) => break Err(e),
+        };
+        // A job not deployed yet has no metrics; the line shows regardless.
+        let sample = get_json(&metrics).ok().and_then(|m| status::parse(&m));
+        status.update(&describe(&info), sample);
+        if info.state.is_terminal() {
+            break Ok(info);
+        }
+        std::thread::sleep(status::POLL);
+    };
+    status.finish();
+    result
+}
+
+/// Escapes everything but unreserved URL characters.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn describe(info: &JobInfo) -> String {
@@ -482,13 +557,24 @@ fn describe(info: &JobInfo) -> String {
     line
 }
 
-/// `weir jobs`.
-pub fn jobs(target: &ClusterTarget) -> anyhow::Result<()> {
-    let client = target.client()?;
-    let jobs = client.jobs()?;
+/// `weir jobs`: a table, then each job's line and operator versions; or
+/// the coordinator's JSON array with `json`.
+pub fn jobs(target: &ClusterTarget, json: bool) -> anyhow::Result<()> {
+    let raw = target.get_json()?("/jobs")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&raw)?);
+        return Ok(());
+    }
+    let rows = raw
+        .as_array()
+        .context("the coordinator's job list is not a JSON array")?;
+    let jobs: Vec<JobInfo> = serde_json::from_value(raw.clone())
+        .context("the coordinator's job list has unexpected fields")?;
     if jobs.is_empty() {
         eprintln!("no jobs");
+        return Ok(());
     }
+    println!("{}", crate::jobs_table::render(rows, status::now_ms()));
     for info in jobs {
         println!("{}", describe(&info));
         for v in &info.versions {

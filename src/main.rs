@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod cluster_cli;
+mod jobs_table;
+mod logging;
+mod status;
 
 use clap::{Parser, Subcommand};
 use weir_core::data_roots::DataRoots;
@@ -26,6 +29,17 @@ struct Cli {
     /// Log more: -v for info, -vv for debug (or set RUST_LOG).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+
+    /// Log lines as text, or as JSON objects (one a line) carrying the
+    /// job, operator and subtask they come from.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    log_format: logging::LogFormat,
 
     /// Where compiled components are cached between runs
     /// [default: $WEIR_CACHE_DIR, else $XDG_CACHE_HOME/weir, else ~/.cache/weir].
@@ -153,10 +167,14 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// List a cluster's jobs and their status.
+    /// List jobs (on this machine, or a cluster's) and their status: a
+    /// table, then each operator's parallelism and versions.
     Jobs {
         #[command(flatten)]
         target: cluster_cli::ClusterTarget,
+        /// Print the jobs as a JSON array instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Cancel a job on a cluster (no savepoint).
     Cancel {
@@ -347,7 +365,7 @@ impl OverrideArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    logging::init(cli.verbose, cli.log_format);
     let cache_dir = if cli.no_cache {
         None
     } else {
@@ -401,8 +419,10 @@ fn main() -> ExitCode {
                     }),
                     ..options.clone()
                 };
-                let report = weir_runtime::run_job(&spec, &options)?;
-                print_report(&spec, &report);
+                let watch = watch_run(&spec, jobs_dir.clone());
+                let report = weir_runtime::run_job(&spec, &options);
+                watch.stop();
+                print_report(&spec, &report?);
                 Ok(())
             };
             run()
@@ -459,6 +479,9 @@ fn main() -> ExitCode {
             if cli.verbose > 0 {
                 global.push(format!("-{}", "v".repeat(cli.verbose as usize)));
             }
+            if cli.log_format == logging::LogFormat::Json {
+                global.push("--log-format=json".to_string());
+            }
             cluster_cli::up(
                 &cluster_cli::UpOptions {
                     dir: dir.clone(),
@@ -489,8 +512,10 @@ fn main() -> ExitCode {
                 wait: *wait,
             },
         ),
-        Command::Jobs { target } if target.cluster.is_none() => jobs_here(jobs_dir.as_deref()),
-        Command::Jobs { target } => cluster_cli::jobs(target),
+        Command::Jobs { target, json } if target.cluster.is_none() => {
+            jobs_here(jobs_dir.as_deref(), *json)
+        }
+        Command::Jobs { target, json } => cluster_cli::jobs(target, *json),
         Command::Cancel { job, target } if target.cluster.is_none() => {
             let target = JobTarget {
                 job: Some(job.clone()),
@@ -729,23 +754,21 @@ fn rescale(
     Ok(())
 }
 
-/// `weir jobs` without a cluster: the jobs running on this machine.
-fn jobs_here(jobs_dir: Option<&Path>) -> anyhow::Result<()> {
+/// `weir jobs` without a cluster: the jobs running on this machine, as a
+/// table followed by each job's line and operator versions, or as JSON.
+fn jobs_here(jobs_dir: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let Some(dir) = jobs_dir else {
         anyhow::bail!(
             "no jobs directory: pass --jobs-dir DIR, or --cluster URL for a cluster's jobs"
         );
     };
-    let mut found = 0;
     let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("no jobs");
-            return Ok(());
-        }
+        Ok(entries) => entries.filter_map(Result::ok).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", dir.display())),
     };
-    for entry in entries.filter_map(Result::ok) {
+    let mut views = Vec::new();
+    for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(job) = name.strip_suffix(".json") else {
             continue;
@@ -754,17 +777,26 @@ fn jobs_here(jobs_dir: Option<&Path>) -> anyhow::Result<()> {
             continue;
         };
         match client::jobs(&r.api, &r.token) {
-            Ok(views) => {
-                for view in views {
-                    found += 1;
-                    print!("{}", describe_view(&view));
-                }
-            }
+            Ok(found) => views.extend(found),
             Err(e) => eprintln!("job `{job}`: not answering ({e:#})"),
         }
     }
-    if found == 0 {
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(());
+    }
+    if views.is_empty() {
         eprintln!("no jobs");
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = views
+        .iter()
+        .filter_map(|v| serde_json::to_value(v).ok())
+        .collect();
+    println!("{}", jobs_table::render(&rows, status::now_ms()));
+    for view in &views {
+        print!("{}", describe_view(view));
     }
     Ok(())
 }
@@ -816,21 +848,81 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("weir"))
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        // Compile and cache-load times of the operators are shown at job
-        // start even without -v: a Python or JS component compiles for seconds.
-        0 => "warn,weir_wasm::engine=info",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+/// The live status of a `weir run` (see [`status`]), on its own thread
+/// until [`Watch::stop`].
+struct Watch {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Watch {
+    /// Stops the display and waits until it cleared its lines.
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+/// Shows the job's nodes from this process's telemetry every
+/// [`status::POLL`]; on a terminal the job's line also gets its state and
+/// last checkpoint from its control API (found in `jobs_dir`).
+fn watch_run(spec: &JobSpec, jobs_dir: Option<PathBuf>) -> Watch {
+    const VIEW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+    let job = spec.name.clone();
+    let inputs = status::input_sizes(spec);
+    let terminal = std::io::stderr().is_terminal();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let mut status = status::Status::new(&job, inputs, terminal);
+        let mut view: Option<serde_json::Value> = None;
+        let mut view_at: Option<std::time::Instant> = None;
+        loop {
+            if terminal && view_at.is_none_or(|at| at.elapsed() >= VIEW_EVERY) {
+                view_at = Some(std::time::Instant::now());
+                view = jobs_dir
+                    .as_deref()
+                    .and_then(|dir| client::find(dir, &job).ok())
+                    .and_then(|r| client::jobs(&r.api, &r.token).ok())
+                    .and_then(|views| views.into_iter().find(|v| v.name == job))
+                    .and_then(|v| serde_json::to_value(v).ok())
+                    .or(view);
+            }
+            let sample = job_metrics(&job).and_then(|m| status::parse(&m));
+            status.update(&run_header(&job, started.elapsed(), view.as_ref()), sample);
+            match stopped.recv_timeout(status::POLL) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => break,
+            }
+        }
+        status.finish();
+    });
+    Watch { stop, thread }
+}
+
+/// This process's telemetry of `job` as JSON (what a coordinator's `GET
+/// /jobs/{job}/metrics` returns, so both are shown by the same code).
+fn job_metrics(job: &str) -> Option<serde_json::Value> {
+    serde_json::to_value(weir_runtime::telemetry::job_metrics(job)?).ok()
+}
+
+/// The job's status line during `weir run`.
+fn run_header(job: &str, up: std::time::Duration, view: Option<&serde_json::Value>) -> String {
+    let field = |name: &str| view.and_then(|v| v.get(name));
+    let state = field("state")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("starting");
+    let mut line = format!("job `{job}` {state} {}", status::duration(up));
+    if let Some(n) = field("restarts")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|&n| n > 0)
+    {
+        line.push_str(&format!(", {n} restart(s)"));
+    }
+    if let Some(c) = view.and_then(|v| status::last_checkpoint(v, status::now_ms())) {
+        line.push_str(&format!(", last checkpoint {c}"));
+    }
+    line
 }
 
 fn print_report(spec: &JobSpec, report: &JobReport) {
