@@ -239,24 +239,39 @@ pub struct WorkerArgs {
     /// A directory tree deployed jobs may only read.
     #[arg(long = "read-root", value_name = "DIR")]
     pub read_roots: Vec<PathBuf>,
+    /// Serve this worker's metrics (its tasks', slots, QUIC traffic) as
+    /// Prometheus text at http://ADDR/metrics; loopback only unless
+    /// --metrics-bind-any.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Let --metrics listen on a non-loopback address (no token guards it).
+    #[arg(long, requires = "metrics")]
+    pub metrics_bind_any: bool,
 }
 
 /// `weir worker`.
 pub fn worker(a: &WorkerArgs) -> anyhow::Result<()> {
     let data_roots = weir_core::data_roots::DataRoots::new(&a.data_roots, &a.read_roots)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    weir_cluster::run_worker(weir_cluster::WorkerOptions {
-        coordinator: a.coordinator,
-        bind: a.bind,
-        certs: a.certs.clone(),
-        name: a.name.clone(),
-        slots: a.slots,
-        work_dir: a
-            .work_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(".weir").join(&a.name)),
-        data_roots,
-    })
+    let metrics = a.metrics.map(|addr| weir_cluster::MetricsListen {
+        addr,
+        bind_any: a.metrics_bind_any,
+    });
+    weir_cluster::run_worker_with(
+        weir_cluster::WorkerOptions {
+            coordinator: a.coordinator,
+            bind: a.bind,
+            certs: a.certs.clone(),
+            name: a.name.clone(),
+            slots: a.slots,
+            work_dir: a
+                .work_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(".weir").join(&a.name)),
+            data_roots,
+        },
+        metrics,
+    )
 }
 
 pub struct UpOptions {

@@ -144,8 +144,29 @@ impl Cluster {
             .arg("--data-root")
             .arg(Cluster::data_root())
             .arg("--read-root")
-            .arg(Cluster::read_root());
+            .arg(Cluster::read_root())
+            .args(["--metrics", "127.0.0.1:0"]);
         worker
+    }
+
+    /// The base URL of worker `name`'s metrics listener, from its log.
+    pub fn worker_metrics(&self, name: &str) -> Option<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                .unwrap_or_default();
+            if let Some(at) = log.find("metrics on http://") {
+                let url: String = log[at + "metrics on ".len()..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                return Some(url.trim_end_matches("/metrics").to_string());
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     pub fn add_worker(&mut self, name: &str, certs: &Path, slots: u32) {

@@ -67,6 +67,15 @@ pub struct JobInfo {
     /// Each operator's parallelism in the current attempt.
     #[serde(default)]
     pub parallelism: BTreeMap<String, u32>,
+    /// When the job was submitted.
+    #[serde(default)]
+    pub started_unix_ms: u64,
+    /// Sources, operators, sinks and the edges between them.
+    #[serde(default)]
+    pub graph: weir_runtime::master::driver::JobGraph,
+    /// The newest checkpoints and savepoints (at most 50).
+    #[serde(default)]
+    pub checkpoints: Vec<weir_runtime::master::driver::CheckpointRecord>,
     /// When the job reached a terminal state, for pruning.
     #[serde(skip)]
     pub ended_at: Option<Instant>,
@@ -127,6 +136,9 @@ impl JobEntry {
             error: view.error,
             versions: view.versions,
             parallelism: view.parallelism,
+            started_unix_ms: view.started_unix_ms,
+            graph: view.graph,
+            checkpoints: view.checkpoints,
             ended_at: placement.ended_at,
         }
     }
