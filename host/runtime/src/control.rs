@@ -545,3 +545,74 @@ pub mod client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::driver::JobView;
+    use std::sync::{Arc, Mutex};
+
+    fn get(url: &str, token: Option<&str>) -> (u16, String, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut request = agent.get(url);
+        if let Some(token) = token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.call().expect("the API answers");
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let status = response.status().as_u16();
+        (status, kind, response.body_mut().read_to_string().unwrap())
+    }
+
+    #[test]
+    fn metrics_are_served_behind_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            "[job]\nname = \"served\"\n[[source]]\nname = \"events\"\nkind = \"generator\"\n\
+             records = 1\n[[sink]]\nname = \"out\"\nkind = \"discard\"\ninput = \"events\"\n",
+        )
+        .unwrap();
+        let job = weir_core::job::load(&path).unwrap();
+        let options = ControlOptions {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            bind_any: false,
+            jobs_dir: Some(dir.path().join("jobs")),
+            savepoint_dir: None,
+        };
+        let (requests, _keep) = crossbeam_channel::unbounded();
+        let view = Arc::new(Mutex::new(JobView::default()));
+        let _server = ControlServer::start(&options, None, &job, requests, view).unwrap();
+        let attempt = crate::telemetry::AttemptRegistration::new("served");
+        let sink = attempt.add("out", crate::telemetry::NodeKind::Sink, 0, Arc::default());
+        sink.add_in(4, 40);
+        let reg = registry::read(&dir.path().join("jobs"), "served").unwrap();
+        let (status, _, _) = get(&format!("{}/metrics", reg.api), None);
+        assert_eq!(status, 401, "no token, no metrics");
+        let (status, kind, text) = get(&format!("{}/metrics", reg.api), Some(&reg.token));
+        assert_eq!(status, 200);
+        assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+        assert!(
+            text.contains(r#"weir_records_in_total{job_name="served",node="out",subtask="0"} 4"#),
+            "{text}"
+        );
+        let (status, _, json) = get(
+            &format!("{}/jobs/served/metrics", reg.api),
+            Some(&reg.token),
+        );
+        assert_eq!(status, 200);
+        let m: crate::telemetry::JobMetrics = serde_json::from_str(&json).unwrap();
+        assert_eq!(m.nodes[0].subtasks[0].bytes_in, 40);
+        let (status, _, _) = get(&format!("{}/jobs/other/metrics", reg.api), Some(&reg.token));
+        assert_eq!(status, 404);
+    }
+}
