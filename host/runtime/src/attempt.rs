@@ -119,7 +119,8 @@ type Task = Box<dyn FnOnce() -> TaskResult + Send>;
 
 #[derive(Default)]
 struct BuiltTasks {
-    tasks: Vec<(String, Task)>,
+    /// Thread name, what its log lines name (node and subtask), the work.
+    tasks: Vec<(String, (String, u32), Task)>,
     source_commands: Vec<(TaskId, Sender<SourceCommand>)>,
     sink_commands: Vec<(TaskId, Sender<SinkCommand>)>,
 }
@@ -164,11 +165,15 @@ impl Attempt<'_> {
             None => drop(channels), // every end is in a task now
         }
         let mut handles = Vec::new();
-        for (name, task) in built.tasks {
+        for (name, (node, subtask), task) in built.tasks {
+            let job_name = job.name.clone();
             let cancel_on_failure = cancel.clone();
             let spawned = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
+                    // Every log line of the task names its job, node and subtask.
+                    let span = tracing::info_span!("task", job = %job_name, operator = %node, subtask);
+                    let _entered = span.enter();
                     let result = task();
                     if matches!(result, Err(TaskError::Failed(_))) {
                         cancel_on_failure.store(true, Ordering::Relaxed);
@@ -229,6 +234,7 @@ impl Attempt<'_> {
                     let rx = channel.rx;
                     built.tasks.push((
                         format!("net-out-{number}"),
+                        (format!("net-out-{number}"), 0),
                         Box::new(move || write_channel(data_plane, header, consumer, rx)),
                     ));
                 }
@@ -298,6 +304,7 @@ impl Attempt<'_> {
             };
             built.tasks.push((
                 format!("source-{}-{}", task.spec.name, task.split),
+                (task.spec.name.clone(), task.split),
                 Box::new(move || task.run()),
             ));
         }
@@ -314,6 +321,7 @@ impl Attempt<'_> {
                 links.push(self.open_link(spec, chain.subtask, &uid, link.late_gate, subtask)?);
             }
             let name = format!("chain-{}-{}", links[0].instance.label(), chain.subtask);
+            let head = (links[0].identity.operator.clone(), chain.subtask);
             chain.gate.times = Some(times.clone());
             let task = ChainTask {
                 links,
@@ -323,7 +331,7 @@ impl Attempt<'_> {
                 snapshots: snapshots.clone(),
                 times,
             };
-            built.tasks.push((name, Box::new(move || task.run())));
+            built.tasks.push((name, head, Box::new(move || task.run())));
         }
         for sink_plan in plan.sinks {
             let spec = &job.sinks[sink_plan.sink];
@@ -354,9 +362,11 @@ impl Attempt<'_> {
                 commands: command_rx,
                 snapshots: snapshots.clone(),
             };
-            built
-                .tasks
-                .push((format!("sink-{}", spec.name), Box::new(move || task.run())));
+            built.tasks.push((
+                format!("sink-{}", spec.name),
+                (spec.name.clone(), 0),
+                Box::new(move || task.run()),
+            ));
         }
         Ok(built)
     }

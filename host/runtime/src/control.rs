@@ -156,6 +156,9 @@ impl ControlServer {
             }));
         let app = axum::Router::new()
             .route("/health", get(|| async { "ok" }))
+            // The dashboard's files are static and public; every data call
+            // it makes carries the token (from the URL fragment).
+            .merge(crate::ui::router())
             .merge(protected)
             // Outermost: a foreign Host is refused before the token is looked at.
             .layer(axum::middleware::from_fn(
