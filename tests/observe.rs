@@ -33,9 +33,13 @@ dir = "{dir}/chk"
 [[source]]
 name = "events"
 kind = "generator"
-records = 600000
+records = 90000
 keys = 50
-records_per_second = 10000
+records_per_second = 1000
+# Event time starts now and advances 1 ms per record, as fast as the wall
+# clock, so the watermark lag the dashboard shows means something.
+start_ms = {now}
+interval_ms = 1
 
 [[operator]]
 name = "shape"
@@ -56,6 +60,10 @@ path = "{dir}/out"
 input = "count"
 "#,
         dir = dir.display(),
+        now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
         map = guest("map_op").display(),
         count = guest("versioned").display(),
     )
@@ -178,6 +186,8 @@ fn drive_dashboard(url: &str, screenshot: &str, log: &dyn Fn() -> String) -> Str
         eprintln!("--- job log ---\n{}", log());
         std::panic::resume_unwind(e);
     }
+    // A few more seconds of history for the charts, then the picture.
+    std::thread::sleep(Duration::from_secs(6));
     browser.screenshot(&screenshot_path(screenshot));
     // The page asks before it acts; say yes.
     browser.eval(
