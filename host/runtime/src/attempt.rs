@@ -171,8 +171,11 @@ impl Attempt<'_> {
             let spawned = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
-                    // Every log line of the task names its job, node and subtask.
-                    let span = tracing::info_span!("task", job = %job_name, operator = %node, subtask);
+                    // Every log line of the task names its job, node and
+                    // subtask. At error level so no log filter that lets
+                    // any line through drops the span (and its fields).
+                    let span =
+                        tracing::error_span!("task", job = %job_name, operator = %node, subtask);
                     let _entered = span.enter();
                     let result = task();
                     if matches!(result, Err(TaskError::Failed(_))) {
