@@ -49,41 +49,6 @@ impl ClusterTarget {
             (None, None) => Path::new(DEFAULT_CLUSTER_DIR).join("ca.pem"),
         }
     }
-
-    /// `GET path` of the REST API as JSON, for what [`Client`] has no
-    /// method for (the raw job list, a job's metrics).
-    pub fn get_json(&self) -> anyhow::Result<impl Fn(&str) -> anyhow::Result<serde_json::Value>> {
-        let Some(api) = &self.cluster else {
-            bail!(
-                "which cluster? pass --cluster URL or set WEIR_CLUSTER (`weir cluster up` prints both)"
-            );
-        };
-        let api = api.trim_end_matches('/').to_string();
-        let auth = format!("Bearer {}", read_token(self.token_file.as_deref())?);
-        let agent = weir_cluster::client::agent(&self.ca(), Duration::from_secs(30))?;
-        Ok(move |path: &str| {
-            let url = format!("{api}{path}");
-            let mut response = agent
-                .get(&url)
-                .header("Authorization", &auth)
-                .call()
-                .with_context(|| format!("cannot reach the coordinator at {api}"))?;
-            let status = response.status();
-            let text = response
-                .body_mut()
-                .read_to_string()
-                .with_context(|| format!("{url}: cannot read the reply"))?;
-            let reply: Option<serde_json::Value> = serde_json::from_str(&text).ok();
-            if !status.is_success() {
-                let message = reply
-                    .as_ref()
-                    .and_then(|v| v.get("error")?.as_str().map(str::to_string))
-                    .unwrap_or_else(|| weir_core::text::cut_message(&text));
-                bail!("the coordinator refused ({status}): {message}");
-            }
-            reply.with_context(|| format!("{url}: unexpected reply (not JSON)"))
-        })
-    }
 }
 
 pub fn read_token(file: Option<&Path>) -> anyhow::Result<String> {
@@ -490,7 +455,7 @@ pub fn submit(target: &ClusterTarget, o: &SubmitOptions) -> anyhow::Result<()> {
     if !o.wait {
         return Ok(());
     }
-    let info = follow(&client, &target.get_json()?, &spec, &name)?;
+    let info = follow(&client, &spec, &name)?;
     eprintln!("{}", describe(&info));
     match info.state {
         JobState::Finished | JobState::Stopped => Ok(()),
@@ -504,26 +469,23 @@ pub fn submit(target: &ClusterTarget, o: &SubmitOptions) -> anyhow::Result<()> {
 
 /// Follows job `name` to its end, showing its line and, from `GET
 /// /jobs/{name}/metrics`, its nodes' (see [`crate::status`]).
-fn follow(
-    client: &Client,
-    get_json: &impl Fn(&str) -> anyhow::Result<serde_json::Value>,
-    spec: &weir_core::job::JobSpec,
-    name: &str,
-) -> anyhow::Result<JobInfo> {
+fn follow(client: &Client, spec: &weir_core::job::JobSpec, name: &str) -> anyhow::Result<JobInfo> {
     use std::io::IsTerminal as _;
     let mut status = status::Status::new(
         name,
         status::input_sizes(spec),
         std::io::stderr().is_terminal(),
     );
-    let metrics = format!("/jobs/{}/metrics", percent_encode(name));
     let result = loop {
         let info = match client.job(name) {
             Ok(info) => info,
             Err(e) => break Err(e),
         };
         // A job not deployed yet has no metrics; the line shows regardless.
-        let sample = get_json(&metrics).ok().and_then(|m| status::parse(&m));
+        let sample = client
+            .job_metrics(name)
+            .ok()
+            .and_then(|m| status::parse(&m));
         status.update(&describe(&info), sample);
         if info.state.is_terminal() {
             break Ok(info);
@@ -532,18 +494,6 @@ fn follow(
     };
     status.finish();
     result
-}
-
-/// Escapes everything but unreserved URL characters.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn describe(info: &JobInfo) -> String {
@@ -575,7 +525,7 @@ fn describe(info: &JobInfo) -> String {
 /// `weir jobs`: a table, then each job's line and operator versions; or
 /// the coordinator's JSON array with `json`.
 pub fn jobs(target: &ClusterTarget, json: bool) -> anyhow::Result<()> {
-    let raw = target.get_json()?("/jobs")?;
+    let raw = target.client()?.get_json("/jobs")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&raw)?);
         return Ok(());
@@ -592,20 +542,10 @@ pub fn jobs(target: &ClusterTarget, json: bool) -> anyhow::Result<()> {
     println!("{}", crate::jobs_table::render(rows, status::now_ms()));
     for info in jobs {
         println!("{}", describe(&info));
-        for v in &info.versions {
-            let p = info.parallelism.get(&v.operator).copied().unwrap_or(0);
-            let history: Vec<String> = v
-                .history
-                .iter()
-                .map(|r| {
-                    let at = r
-                        .checkpoint
-                        .map_or("start".to_string(), |c| format!("checkpoint {c}"));
-                    format!("{} ({at})", &r.digest[..r.digest.len().min(12)])
-                })
-                .collect();
-            println!("  operator {} p={p}: {}", v.operator, history.join(" -> "));
-        }
+        print!(
+            "{}",
+            crate::jobs_table::version_lines(&info.versions, &info.parallelism)
+        );
         if let Some(e) = &info.error {
             println!("  error: {e}");
         }

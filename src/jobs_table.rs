@@ -9,6 +9,34 @@ use crate::status;
 
 const TERMINAL_STATES: [&str; 4] = ["finished", "stopped", "cancelled", "failed"];
 
+/// One line per operator: its parallelism and the versions it ran,
+/// oldest first (`<digest> (start) -> <digest> (checkpoint N)`).
+pub fn version_lines(
+    versions: &[weir_snapshot::OperatorVersion],
+    parallelism: &std::collections::BTreeMap<String, u32>,
+) -> String {
+    let mut out = String::new();
+    for v in versions {
+        let p = parallelism.get(&v.operator).copied().unwrap_or(0);
+        let history: Vec<String> = v
+            .history
+            .iter()
+            .map(|r| {
+                let at = r
+                    .checkpoint
+                    .map_or("start".to_string(), |c| format!("checkpoint {c}"));
+                format!("{} ({at})", &r.digest[..r.digest.len().min(12)])
+            })
+            .collect();
+        out.push_str(&format!(
+            "  operator {} p={p}: {}\n",
+            v.operator,
+            history.join(" -> ")
+        ));
+    }
+    out
+}
+
 /// The table of `jobs`, with uptimes and checkpoint ages at `now_ms`.
 pub fn render(jobs: &[Value], now_ms: u64) -> String {
     let header = [

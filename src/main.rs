@@ -811,22 +811,10 @@ fn describe_view(view: &weir_runtime::master::driver::JobView) -> String {
         out.push_str(&format!(", last checkpoint {c}"));
     }
     out.push('\n');
-    for v in &view.versions {
-        let p = view.parallelism.get(&v.operator).copied().unwrap_or(0);
-        out.push_str(&format!("  operator {} p={p}: ", v.operator));
-        let history: Vec<String> = v
-            .history
-            .iter()
-            .map(|r| {
-                let at = r
-                    .checkpoint
-                    .map_or("start".to_string(), |c| format!("checkpoint {c}"));
-                format!("{} ({at})", &r.digest[..r.digest.len().min(12)])
-            })
-            .collect();
-        out.push_str(&history.join(" -> "));
-        out.push('\n');
-    }
+    out.push_str(&jobs_table::version_lines(
+        &view.versions,
+        &view.parallelism,
+    ));
     out
 }
 

@@ -566,6 +566,60 @@ fn a_savepoint_directory_outside_the_roots_is_refused() {
 }
 
 #[test]
+fn upgrade_and_rescale_take_no_artifact_or_shape_a_job_file_could_not() {
+    let sb = Sandbox::new();
+    let _job = Running::start(&sb, &[]);
+    // An artifact outside the roots is never read (nor copied beside the
+    // checkpoints), whatever it holds.
+    let outside = sb.outside().join("evil.wasm");
+    std::fs::write(&outside, b"\0asm not really").unwrap();
+    let wasm = outside.to_str().unwrap();
+    let out = sb.run(&[
+        "upgrade",
+        "collect",
+        "--operator",
+        "collect",
+        "--wasm",
+        wasm,
+    ]);
+    refused(
+        &out,
+        &[
+            "artifact: ",
+            &format!("{wasm} is outside the allowed data roots"),
+        ],
+    );
+    // An operator the job does not have, and shapes it cannot take, are
+    // refused by name before anything is snapshotted.
+    let inside = sb.work().join("same.wasm");
+    std::fs::copy(guest("window_collect"), &inside).unwrap();
+    let out = sb.run(&[
+        "upgrade",
+        "collect",
+        "--operator",
+        "nope\u{1b}[31m",
+        "--wasm",
+        inside.to_str().unwrap(),
+    ]);
+    let e = refused(&out, &["the job has no operator `nope"]);
+    assert!(
+        !e.contains('\u{1b}'),
+        "a terminal escape reached the terminal: {e}"
+    );
+    for bad in ["0", "100000"] {
+        let out = sb.run(&["rescale", "collect", "--parallelism", bad, "--dir", "sp"]);
+        refused(&out, &[&format!("parallelism {bad} is out of range")]);
+    }
+    assert!(
+        !sb.work().join("sp").exists(),
+        "a refused rescale took a savepoint"
+    );
+    // The job is still there and answers.
+    let out = sb.run(&["savepoint", "collect", "--dir", "sp"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
 fn a_savepoint_dir_flag_outside_the_roots_is_refused_at_start() {
     let sb = Sandbox::new();
     let text = job_text("out.txt", "", "");

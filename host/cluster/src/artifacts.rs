@@ -13,7 +13,6 @@ use std::sync::Mutex;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// The largest artifact the coordinator accepts by default (a Python
 /// component is about 20 MB).
@@ -82,9 +81,7 @@ pub fn check_name(name: &str) -> Result<(), UploadError> {
 }
 
 pub fn digest_of(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", weir_wasm::artifact_digest(bytes))
 }
 
 /// `sha256:<64 hex>` → the hex part, or `None` if it is not a digest.

@@ -145,6 +145,17 @@ impl Client {
         self.get(&format!("/jobs/{}", percent_encode(job)))
     }
 
+    /// Any GET route's reply as raw JSON (`weir jobs --json` prints it as
+    /// the coordinator sent it).
+    pub fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.get(path)
+    }
+
+    /// `GET /jobs/{job}/metrics`: the job's metrics as its workers last reported them.
+    pub fn job_metrics(&self, job: &str) -> anyhow::Result<serde_json::Value> {
+        self.get(&format!("/jobs/{}/metrics", percent_encode(job)))
+    }
+
     pub fn workers(&self) -> anyhow::Result<Vec<crate::cluster::WorkerInfo>> {
         self.get("/workers")
     }

@@ -22,6 +22,7 @@ use weir_runtime::master::machine::{AttemptEnd, Input, JobEnd, Shape};
 use weir_runtime::{Barrier, SinkCommand, SourceCommand, Swap, TaskId};
 use weir_snapshot::{OperatorVersion, Snapshot, VersionRecord};
 
+use crate::artifacts::digest_hex;
 use crate::cluster::Cluster;
 use crate::jobs::{JobEntry, JobInput, Placement};
 use crate::placement::slots_used;
@@ -44,11 +45,6 @@ pub(crate) struct Submission {
     /// win over the submitted artifacts.
     pub(crate) resume: bool,
     pub(crate) allow_non_restored_state: bool,
-}
-
-/// `sha256:<hex>` (the cluster's artifact names) → `<hex>` (versions).
-fn hex_of(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
 }
 
 pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> {
@@ -88,7 +84,8 @@ pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> 
         .operators
         .iter()
         .filter_map(|op| {
-            let digest = hex_of(s.artifacts.get(&op.name)?).to_string();
+            // `sha256:<hex>` (the artifact store's names) → `<hex>` (versions).
+            let digest = digest_hex(s.artifacts.get(&op.name)?)?.to_string();
             Some(OperatorVersion {
                 operator: op.name.clone(),
                 digest: digest.clone(),

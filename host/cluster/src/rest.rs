@@ -498,9 +498,8 @@ async fn upgrade(
             .expect("not poisoned")
             .insert(digest.clone());
     }
-    let hex = digest
-        .strip_prefix("sha256:")
-        .unwrap_or(&digest)
+    let hex = crate::artifacts::digest_hex(&digest)
+        .ok_or_else(|| bad(format!("`{digest}` is not an artifact digest")))?
         .to_string();
     command(
         &cluster,

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use sha2::{Digest, Sha256};
 
 /// Largest artifact an upgrade takes (Python components are ~20 MB).
 pub const ARTIFACT_BYTES_MAX: u64 = 256 << 20;
@@ -24,14 +23,6 @@ pub fn find(storage_root: &Path, digest: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// Hex SHA-256 of `bytes`.
-pub fn digest_of(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Reads the artifact at `path` (at most [`ARTIFACT_BYTES_MAX`]), keeps a
 /// copy under its digest, and returns the digest.
 pub fn keep(storage_root: &Path, path: &Path) -> anyhow::Result<String> {
@@ -45,7 +36,7 @@ pub fn keep(storage_root: &Path, path: &Path) -> anyhow::Result<String> {
         );
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let digest = digest_of(&bytes);
+    let digest = weir_wasm::artifact_digest(&bytes);
     let dir = dir(storage_root);
     let target = dir.join(format!("{digest}.wasm"));
     if !target.is_file() {
@@ -69,7 +60,7 @@ mod tests {
         let wasm = tmp.path().join("op.wasm");
         std::fs::write(&wasm, b"not really wasm").unwrap();
         let digest = keep(tmp.path(), &wasm).unwrap();
-        assert_eq!(digest, digest_of(b"not really wasm"));
+        assert_eq!(digest, weir_wasm::artifact_digest(b"not really wasm"));
         let found = find(tmp.path(), &digest).unwrap();
         assert_eq!(std::fs::read(found).unwrap(), b"not really wasm");
         assert!(find(tmp.path(), "../../etc/passwd").is_none());

@@ -126,7 +126,7 @@ impl WasmEngine {
     /// As [`WasmEngine::load`], for bytes that did not come from a file.
     pub fn load_bytes(&self, artifact: &str, bytes: &[u8]) -> Result<CompiledOperator, String> {
         check_header(artifact, bytes)?;
-        let digest = hex(&Sha256::digest(bytes));
+        let digest = artifact_digest(bytes);
         if let Some(hit) = self
             .compiled
             .lock()
@@ -351,6 +351,12 @@ fn check_exports(engine: &Engine, artifact: &str, component: &Component) -> Resu
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The digest an artifact is known by everywhere (compiled-code caches,
+/// checkpoints' operator versions, upgrades): hex SHA-256 of its bytes.
+pub fn artifact_digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 #[cfg(test)]

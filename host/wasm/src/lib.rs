@@ -26,7 +26,7 @@ mod host;
 mod instance;
 mod limiter;
 
-pub use engine::{CompiledOperator, WasmEngine};
+pub use engine::{CompiledOperator, WasmEngine, artifact_digest};
 pub use error::GuestError;
 pub use host::{GuestState, Keyed};
 pub use instance::{OperatorInfo, OperatorInstance, PreparedInstance};
