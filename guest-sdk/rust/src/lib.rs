@@ -13,6 +13,10 @@
 //! timer being handled, as in Flink's keyed functions. Your struct's own
 //! fields are a cache that can vanish on restart or upgrade.
 //!
+//! [`window`] builds event-time windows on that state: tumbling, sliding
+//! and session windows with incremental aggregates (count, sum, min, max,
+//! average, or your own), allowed lateness, and late records handed back.
+//!
 //! [`testing::Harness`] runs an operator natively with an in-memory host, so
 //! operators are unit-tested with plain `cargo test`.
 //!
@@ -57,6 +61,7 @@ mod host;
 pub mod runtime;
 mod state;
 pub mod testing;
+pub mod window;
 mod wire;
 
 pub use codec::{Data, Decode, Encode, Json};
