@@ -13,6 +13,7 @@
 mod file_sink;
 mod file_source;
 mod generator;
+mod parse_errors;
 mod splits;
 mod transactional_sink;
 
@@ -22,6 +23,7 @@ use weir_core::job::{SinkKind, SinkSpec, SourceKind, SourceSpec};
 pub use file_sink::{FileSink, format_record};
 pub use file_source::FileSource;
 pub use generator::GeneratorSource;
+pub use parse_errors::{ParseErrorCounts, ParseErrors};
 pub use transactional_sink::TransactionalFileSink;
 
 use serde_json::Value;
@@ -60,6 +62,14 @@ pub trait Source: Send {
     fn position(&self) -> Value;
     /// Continues from a [`Source::position`] of the same split.
     fn seek(&mut self, position: &Value) -> Result<(), ConnectorError>;
+    /// Moves the records this split could not parse since the last call
+    /// into `out` (under `on_parse_error = "dead-letter"`); called after
+    /// every [`Source::next_batch`], before the next barrier.
+    fn drain_dead_letters(&mut self, _out: &mut weir_core::BatchBuilder) {}
+    /// Records skipped or dead-lettered by this split so far.
+    fn parse_error_counts(&self) -> ParseErrorCounts {
+        ParseErrorCounts::default()
+    }
 }
 
 /// One sink instance.

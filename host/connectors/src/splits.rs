@@ -303,6 +303,7 @@ mod exactly_once {
             watermark_delay_ms: 0,
             idle_timeout_ms: None,
             records_per_second: None,
+            on_parse_error: Default::default(),
             line: 1,
             path_line: 1,
         }
@@ -678,6 +679,7 @@ mod exactly_once {
             watermark_delay_ms: 0,
             idle_timeout_ms: None,
             records_per_second: None,
+            on_parse_error: Default::default(),
             line: 1,
             path_line: 1,
         };

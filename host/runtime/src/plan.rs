@@ -213,6 +213,7 @@ fn main_stream(node: &str) -> StreamRef {
     StreamRef {
         node: node.to_string(),
         late: false,
+        dead_letter: false,
     }
 }
 
@@ -436,6 +437,7 @@ pub(crate) fn build(job: &JobSpec) -> anyhow::Result<Plan> {
                         StreamRef {
                             node: job.operators[op].name.clone(),
                             late: true,
+                            dead_letter: false,
                         },
                         subtask,
                     ),

@@ -99,22 +99,40 @@ pub enum SinkFormat {
     Jsonl,
 }
 
-/// Which stream of a node an input reads: its main output, or the late
-/// records it side-outputs (`name.late`).
+/// Which stream of a node an input reads: its main output, the late
+/// records an operator side-outputs (`name.late`), or the records a source
+/// could not parse (`name.dead-letter`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamRef {
     pub node: String,
     pub late: bool,
+    pub dead_letter: bool,
 }
 
 impl fmt::Display for StreamRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.late {
             write!(f, "{}.late", self.node)
+        } else if self.dead_letter {
+            write!(f, "{}.dead-letter", self.node)
         } else {
             write!(f, "{}", self.node)
         }
     }
+}
+
+/// What a source does with a record it cannot parse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnParseError {
+    /// Fail the job, naming the record (the default).
+    #[default]
+    Fail,
+    /// Count the record and drop it.
+    Skip,
+    /// Count the record and send it, raw, with the reason, to the
+    /// `<source>.dead-letter` stream.
+    DeadLetter,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +177,7 @@ pub struct SourceSpec {
     pub idle_timeout_ms: Option<u64>,
     /// Throttles each split to this many records per second.
     pub records_per_second: Option<u64>,
+    pub on_parse_error: OnParseError,
     pub line: usize,
     /// Line of the file source's `path` (the table's line otherwise).
     pub path_line: usize,

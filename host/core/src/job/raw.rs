@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Edge, FileFormat, LatePolicy, SinkFormat, StateBackendKind};
+use super::{Edge, FileFormat, LatePolicy, OnParseError, SinkFormat, StateBackendKind};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +75,7 @@ pub(super) struct RawSource {
     pub(super) watermark_delay_ms: Option<Spanned<u64>>,
     pub(super) idle_timeout_ms: Option<Spanned<u64>>,
     pub(super) records_per_second: Option<Spanned<u64>>,
+    pub(super) on_parse_error: Option<OnParseError>,
     // file
     pub(super) path: Option<Spanned<String>>,
     pub(super) format: Option<FileFormat>,

@@ -13,7 +13,7 @@ use super::raw::*;
 use super::{
     CheckpointSpec, Edge, FileFormat, GeneratorSpec, GuestLimits, Input, JobError, JobSpec,
     LatePolicy, OperatorSpec, Overrides, RestartSpec, SinkFormat, SinkKind, SinkSpec, SourceKind,
-    SourceSpec, StateBackendKind, StreamRef,
+    OnParseError, SourceSpec, StateBackendKind, StreamRef,
 };
 use crate::key_group::DEFAULT_MAX_PARALLELISM;
 
@@ -499,8 +499,17 @@ impl Resolver<'_> {
                 owner,
                 "records_per_second",
             )?,
+            on_parse_error: raw.on_parse_error.unwrap_or_default(),
             line: cx.line_of(at),
             path_line,
+        })
+    }
+
+    /// Whether source `node` sends the records it cannot parse to `node.dead-letter`.
+    fn dead_letters(&self, node: &str) -> bool {
+        self.raw.source.iter().any(|s| {
+            let s = s.get_ref();
+            s.name.get_ref() == node && s.on_parse_error == Some(OnParseError::DeadLetter)
         })
     }
 
@@ -531,9 +540,12 @@ impl Resolver<'_> {
         }
         let mut refs = Vec::new();
         for name in names {
-            let (node, late) = match name.strip_suffix(".late") {
-                Some(node) => (node.to_string(), true),
-                None => (name.clone(), false),
+            let (node, late, dead_letter) = if let Some(node) = name.strip_suffix(".late") {
+                (node.to_string(), true, false)
+            } else if let Some(node) = name.strip_suffix(".dead-letter") {
+                (node.to_string(), false, true)
+            } else {
+                (name.clone(), false, false)
             };
             if !parallelism.contains_key(&node) {
                 let mut known: Vec<_> = parallelism.keys().cloned().collect();
@@ -556,7 +568,17 @@ impl Resolver<'_> {
                     format!("`{owner}`: `{name}` needs late_records = \"side-output\" on operator `{node}`"),
                 ));
             }
-            refs.push(StreamRef { node, late });
+            if dead_letter && !self.dead_letters(&node) {
+                return Err(cx.err_at(
+                    at,
+                    format!("`{owner}`: `{name}` needs on_parse_error = \"dead-letter\" on source `{node}`"),
+                ));
+            }
+            refs.push(StreamRef {
+                node,
+                late,
+                dead_letter,
+            });
         }
         Ok(refs)
     }

@@ -61,7 +61,8 @@ fn parses_and_orders_a_valid_job() {
         job.sinks[1].inputs[0],
         StreamRef {
             node: "count".into(),
-            late: true
+            late: true,
+            dead_letter: false,
         }
     );
 }
@@ -563,4 +564,56 @@ fn line_numbers_stay_linear_in_the_file_size() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn on_parse_error_defaults_to_fail_and_dead_letters_are_a_stream() {
+    let job = parse_str(GOOD).unwrap();
+    assert_eq!(job.sources[0].on_parse_error, OnParseError::Fail);
+
+    let text = GOOD
+        .replace(
+            "path = \"in.txt\"",
+            "path = \"in.txt\"\non_parse_error = \"dead-letter\"",
+        )
+        .replace("input = \"count.late\"", "input = \"lines.dead-letter\"");
+    let job = parse_str(&text).unwrap();
+    assert_eq!(job.sources[0].on_parse_error, OnParseError::DeadLetter);
+    let bad = &job.sinks[1].inputs[0];
+    assert_eq!(
+        *bad,
+        StreamRef {
+            node: "lines".into(),
+            late: false,
+            dead_letter: true,
+        }
+    );
+    assert_eq!(bad.to_string(), "lines.dead-letter");
+
+    let skip = GOOD.replace(
+        "path = \"in.txt\"",
+        "path = \"in.txt\"\non_parse_error = \"skip\"",
+    );
+    assert_eq!(
+        parse_str(&skip).unwrap().sources[0].on_parse_error,
+        OnParseError::Skip
+    );
+}
+
+#[test]
+fn a_dead_letter_input_needs_the_policy_and_a_known_value() {
+    let e = error_of(&GOOD.replace("input = \"count.late\"", "input = \"lines.dead-letter\""));
+    assert_eq!(e.line, Some(32));
+    assert!(
+        e.message.contains(
+            "`lines.dead-letter` needs on_parse_error = \"dead-letter\" on source `lines`"
+        ),
+        "{e}"
+    );
+    let e = error_of(&GOOD.replace(
+        "path = \"in.txt\"",
+        "path = \"in.txt\"\non_parse_error = \"ignore\"",
+    ));
+    assert_eq!(e.line, Some(10), "{e}");
+    assert!(e.message.contains("ignore"), "{e}");
 }
