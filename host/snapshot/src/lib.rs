@@ -20,6 +20,7 @@ pub mod keyed_file;
 pub mod metadata;
 pub mod rocks_files;
 pub mod storage;
+pub mod store;
 
 pub use checksum::{FileRef, is_plain_name, shared_dir_of};
 pub use metadata::{
@@ -27,6 +28,7 @@ pub use metadata::{
     StateHandle, StateInfo, StateStats, SubtaskSnapshot, VersionRecord,
 };
 pub use storage::{CheckpointStorage, Snapshot};
+pub use store::{Store, StoreOptions, is_remote_location};
 
 /// Why a snapshot cannot be written or used.
 #[derive(Debug, thiserror::Error)]
