@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 cargo build --release --target wasm32-wasip2 --target-dir target/wasm \
     -p tokenizer -p window-count -p fraud-detector -p map-op -p count-op -p typed-map -p hostile -p wrong-world \
     -p window-collect
+# The window library's end-to-end test operator (tests/windows.rs).
+cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p window-agg
 # The "upgraded" operator for the savepoint tests: same crate, new behaviour.
 cargo build --release --target wasm32-wasip2 --target-dir target/wasm-v2 -p window-collect --features v2
 # The live-upgrade operator (tests/guests/versioned): v1, then one build per

@@ -1,9 +1,10 @@
 //! Counts words per event-time tumbling window (`window_ms`, default one
-//! minute). Each window's count is kept in host state and emitted once,
-//! when the watermark passes the window's end.
+//! minute) with the SDK's window library: each window's count is kept in
+//! host state and emitted once, when the watermark passes the window's end.
 
 use serde::Serialize;
-use weir_guest::{Context, Json, MapState, OpenContext, Operator, Record, Result, Timer};
+use weir_guest::window::{Sum, WindowAssigner, Windows};
+use weir_guest::{Context, Json, OpenContext, Operator, Record, Result, Timer};
 
 #[derive(Serialize)]
 pub struct WindowCount {
@@ -14,9 +15,7 @@ pub struct WindowCount {
 }
 
 pub struct WindowCounter {
-    window_ms: i64,
-    /// Window end -> count, for the current word.
-    counts: MapState<i64, u64>,
+    counts: Windows<Sum<u64>>,
 }
 
 impl Operator for WindowCounter {
@@ -25,14 +24,10 @@ impl Operator for WindowCounter {
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
         let window_ms = ctx.config_or("window_ms", 60_000i64)?;
-        if window_ms <= 0 {
-            return Err(weir_guest::Error::msg(format!(
-                "window_ms must be positive, got {window_ms}"
-            )));
-        }
+        let assigner = WindowAssigner::tumbling(window_ms)
+            .map_err(|e| weir_guest::Error::msg(format!("window_ms: {e}")))?;
         Ok(WindowCounter {
-            window_ms,
-            counts: ctx.map_state("counts")?,
+            counts: Windows::new(ctx, "counts", assigner, Sum::new())?,
         })
     }
 
@@ -43,31 +38,28 @@ impl Operator for WindowCounter {
                 record.key
             )));
         };
-        let end = ts - ts.rem_euclid(self.window_ms) + self.window_ms;
-        let count = self.counts.get(ctx, &end)?.unwrap_or(0) + record.value;
-        self.counts.put(ctx, &end, &count)?;
-        ctx.register_event_timer(end - 1);
+        // No allowed lateness, so nothing re-fires; and a word too late for
+        // its window (only with `late_records = "process"`; by default the
+        // host sends words behind the watermark to `count.late`) is dropped.
+        self.counts.add(ctx, ts, &record.value)?;
         Ok(())
     }
 
     fn on_timer(&mut self, ctx: &mut Context, timer: Timer<String>) -> Result<()> {
-        let end = timer.timestamp + 1;
-        if let Some(count) = self.counts.get(ctx, &end)? {
-            self.counts.remove(ctx, &end);
-            let result = WindowCount {
+        for result in self.counts.on_timer(ctx, &timer)? {
+            let count = WindowCount {
                 word: timer.key.clone(),
-                window_start: end - self.window_ms,
-                window_end: end,
-                count,
+                window_start: result.window.start,
+                window_end: result.window.end,
+                count: result.value,
             };
-            ctx.emit(&timer.key, &Json(result))?;
+            ctx.emit_at(&timer.key, &Json(count), Some(result.timestamp()))?;
         }
         Ok(())
     }
 }
 
 weir_guest::export_operator!(WindowCounter);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +93,6 @@ mod tests {
         let err = Harness::<WindowCounter>::with_config(&[("window_ms", "0")])
             .err()
             .unwrap();
-        assert!(err.message().contains("window_ms must be positive"));
+        assert!(err.message().contains("window_ms: window size must be a positive"));
     }
 }
