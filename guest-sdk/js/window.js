@@ -1,0 +1,237 @@
+// Event-time windows with incremental aggregation, on keyed state and
+// timers: the Rust SDK's `weir_guest::window` (camelCase names), with the
+// same semantics and the same state layout (one map state, window end ->
+// [start, accumulator] as JSON), so windows are checkpointed, restored and
+// rescaled with the rest of the job and the operator keeps no window data
+// between calls.
+//
+//     import { Windows, tumbling, Count, Late } from "./window.js";
+//
+//     class CountPerWindow {
+//       static key = "string";
+//       static value = "unit";
+//       open(ctx) { this.windows = new Windows(ctx, "counts", tumbling(10000), new Count()); }
+//       process(ctx, record) {
+//         for (const out of this.windows.add(ctx, record.timestamp, record.value)) {
+//           if (out instanceof Late) ctx.emit(record.key, "late");   // too late for every window
+//           else out.result.emit(ctx, record.key);                   // a late update
+//         }
+//       }
+//       onTimer(ctx, timer) {
+//         // key -> {"key","window_start","window_end","value"} at end - 1
+//         for (const result of this.windows.onTimer(ctx, timer)) result.emit(ctx, timer.key);
+//       }
+//     }
+//
+// Semantics (Flink's event-time windows with an EventTimeTrigger): a window
+// [start, end) fires when the watermark reaches end - 1 and its result is
+// stamped end - 1; with `allowedLateness: L` its state is kept until the
+// watermark reaches end - 1 + L, and every record that arrives for it
+// meanwhile updates it and re-fires it at once (`add` returns a `Fired`); a
+// record whose windows are all past that is not added and `add` returns a
+// `Late` for it. The operator world has one output stream, so the operator
+// decides what a late record becomes. Records behind the watermark reach the
+// operator only with `late_records = "process"` in the job file.
+//
+// Window arithmetic uses Numbers: event times must be safe integers (they
+// are milliseconds; 2^53 ms is 285,000 years).
+import { EVENT_TIME } from "./weir.js";
+
+export class Window {
+  constructor(start, end) { this.start = start; this.end = end; }
+  maxTimestamp() { return this.end - 1; }
+  /** Flink's rule for sessions: overlapping or touching windows merge. */
+  intersects(o) { return this.start <= o.end && this.end >= o.start; }
+  cover(o) { return new Window(Math.min(this.start, o.start), Math.max(this.end, o.end)); }
+}
+
+function positive(what, ms) {
+  if (!Number.isSafeInteger(ms) || ms <= 0) {
+    throw new RangeError(`window ${what} must be a positive number of milliseconds, got ${ms}`);
+  }
+  return ms;
+}
+
+const mod = (a, b) => ((a % b) + b) % b;
+
+class Assigner {
+  constructor(kind, size, slide) { this.kind = kind; this.size = size; this.slide = slide; }
+  get merging() { return this.kind === "session"; }
+  /** The windows a record at `ts` belongs to, earliest start first. */
+  assign(ts) {
+    if (this.kind === "tumbling") {
+      const start = ts - mod(ts, this.size);
+      return [new Window(start, start + this.size)];
+    }
+    if (this.kind === "sliding") {
+      const out = [];
+      for (let s = ts - mod(ts, this.slide); s > ts - this.size; s -= this.slide) out.unshift(new Window(s, s + this.size));
+      return out;
+    }
+    return [new Window(ts, ts + this.size)];
+  }
+}
+
+/** Back-to-back windows of `sizeMs`, aligned to the epoch. */
+export function tumbling(sizeMs) { return new Assigner("tumbling", positive("size", sizeMs)); }
+
+/** Windows of `sizeMs` starting every `slideMs` (at most the size). */
+export function sliding(sizeMs, slideMs) {
+  const size = positive("size", sizeMs), slide = positive("slide", slideMs);
+  if (slide > size) throw new RangeError(`window slide (${slide} ms) is larger than its size (${size} ms)`);
+  return new Assigner("sliding", size, slide);
+}
+
+/** Per key, records less than `gapMs` apart share a window. */
+export function session(gapMs) { return new Assigner("session", positive("gap", gapMs)); }
+
+/** `create()` an accumulator, `add(acc, value)` and `merge(acc, other)`
+ *  return the new one, `result(acc)` reads it. Accumulators are stored as
+ *  JSON: numbers, strings, arrays, plain objects. */
+export class AggregateFunction {
+  create() { throw new Error("AggregateFunction.create is not implemented"); }
+  add() { throw new Error("AggregateFunction.add is not implemented"); }
+  merge() { throw new Error("AggregateFunction.merge is not implemented"); }
+  result(acc) { return acc; }
+}
+
+export class Count extends AggregateFunction {
+  create() { return 0; }
+  add(acc) { return acc + 1; }
+  merge(acc, other) { return acc + other; }
+}
+
+export class Sum extends AggregateFunction {
+  create() { return 0; }
+  add(acc, v) { return acc + v; }
+  merge(acc, other) { return acc + other; }
+}
+
+class Extreme extends AggregateFunction {
+  create() { return null; }
+  add(acc, v) { return acc === null || this.better(v, acc) ? v : acc; }
+  merge(acc, other) { return other === null ? acc : this.add(acc, other); }
+}
+
+export class Min extends Extreme { better(a, b) { return a < b; } }
+export class Max extends Extreme { better(a, b) { return a > b; } }
+
+/** The mean; the accumulator is [sum, count]. */
+export class Average extends AggregateFunction {
+  create() { return [0, 0]; }
+  add(acc, v) { return [acc[0] + v, acc[1] + 1]; }
+  merge(acc, o) { return [acc[0] + o[0], acc[1] + o[1]]; }
+  result(acc) { return acc[1] ? acc[0] / acc[1] : 0; }
+}
+
+/** A window's result: `window` and `value`. */
+export class WindowResult {
+  constructor(window, value) { this.window = window; this.value = value; }
+  /** Results are stamped `window.end - 1`. */
+  get timestamp() { return this.window.end - 1; }
+  /** Emits key -> {"key","window_start","window_end","value"} (JSON) at `timestamp`. */
+  emit(ctx, key) {
+    ctx.emitAt(key, { key, window_start: this.window.start, window_end: this.window.end, value: this.value },
+      this.timestamp);
+  }
+}
+
+/** From `add`: a window updated within the allowed lateness after it fired. */
+export class Fired { constructor(result) { this.result = result; } }
+
+/** From `add`: the record came after all its windows were cleaned up. */
+export class Late { constructor(timestamp) { this.timestamp = timestamp; } }
+
+/** Windows of one kind over the records of each key, with one aggregate.
+ *  Create it in `open`; call `add` in `process` and `onTimer` in `onTimer`. */
+export class Windows {
+  constructor(ctx, name, assigner, aggregate, { allowedLateness = 0 } = {}) {
+    if (!Number.isSafeInteger(allowedLateness) || allowedLateness < 0) {
+      throw new RangeError(`allowed lateness must not be negative, got ${allowedLateness} ms`);
+    }
+    this.assigner = assigner;
+    this.aggregate = aggregate;
+    this.lateness = allowedLateness;
+    this._slots = ctx.mapState(name, "int", "json");
+  }
+
+  _isLate(w, wm) { return w.maxTimestamp() + this.lateness <= wm; }
+
+  /** Adds a record to its windows for the current key; returns `Fired` late
+   *  updates and `Late` (usually nothing). */
+  add(ctx, timestamp, value) {
+    if (timestamp === null || timestamp === undefined) throw new Error("a windowed record needs an event time");
+    const wm = ctx.watermark();
+    const outputs = [];
+    let added = false;
+    if (this.assigner.merging) {
+      added = this._addToSession(ctx, timestamp, value, wm, outputs);
+    } else {
+      for (const w of this.assigner.assign(timestamp)) {
+        if (this._isLate(w, wm)) continue;
+        added = true;
+        const slot = this._slots.get(ctx, w.end);
+        const acc = slot === undefined ? this.aggregate.create() : slot[1];
+        this._store(ctx, w, this.aggregate.add(acc, value), wm, outputs);
+      }
+    }
+    if (!added) outputs.push(new Late(timestamp));
+    return outputs;
+  }
+
+  _store(ctx, w, acc, wm, outputs) {
+    const fireAt = w.maxTimestamp();
+    if (fireAt <= wm) outputs.push(new Fired(new WindowResult(w, this.aggregate.result(acc))));
+    else ctx.registerEventTimer(fireAt);
+    if (this.lateness > 0) ctx.registerEventTimer(fireAt + this.lateness);
+    this._slots.put(ctx, w.end, [w.start, acc]);
+  }
+
+  _addToSession(ctx, timestamp, value, wm, outputs) {
+    let merged = this.assigner.assign(timestamp)[0];
+    let others = this._slots.entries(ctx).map(([end, [start, acc]]) => [new Window(Number(start), Number(end)), acc]);
+    const absorbed = [];
+    for (;;) {
+      const touching = others.filter(([w]) => w.intersects(merged));
+      if (touching.length === 0) break;
+      others = others.filter(([w]) => !w.intersects(merged));
+      for (const [w, acc] of touching) {
+        merged = merged.cover(w);
+        absorbed.push([w, acc]);
+      }
+    }
+    if (this._isLate(merged, wm)) return false;
+    let acc = this.aggregate.add(this.aggregate.create(), value);
+    for (const [w, other] of absorbed) {
+      acc = this.aggregate.merge(acc, other);
+      if (w.end !== merged.end) {
+        this._slots.remove(ctx, w.end);
+        this._forgetTimers(ctx, w, [merged, ...others.map(([o]) => o)]);
+      }
+    }
+    this._store(ctx, merged, acc, wm, outputs);
+    return true;
+  }
+
+  _forgetTimers(ctx, gone, remaining) {
+    const times = (w) => [w.maxTimestamp(), w.maxTimestamp() + this.lateness];
+    const needed = new Set(remaining.flatMap(times));
+    for (const t of new Set(times(gone))) if (!needed.has(t)) ctx.deleteEventTimer(t);
+  }
+
+  /** Handles a fired timer for the current key: returns the result of the
+   *  window it fires and drops windows whose lateness it ends. Other timers
+   *  find no window and return nothing. */
+  onTimer(ctx, timer) {
+    if (timer.domain !== EVENT_TIME) return [];
+    const results = [];
+    const end = Number(timer.timestamp) + 1;
+    const slot = this._slots.get(ctx, end);
+    if (slot !== undefined) {
+      results.push(new WindowResult(new Window(slot[0], end), this.aggregate.result(slot[1])));
+      if (this.lateness === 0) this._slots.remove(ctx, end);
+    }
+    if (this.lateness > 0) this._slots.remove(ctx, end - this.lateness);
+    return results;
+  }
+}
