@@ -1,0 +1,72 @@
+//! Nexmark q1, currency conversion: each bid with its price in euros
+//! (`price * 0.908`), keyed by auction. Other events are dropped.
+//!
+//! Out: `auction -> {"auction","bidder","price","ts"}` (price a float).
+
+use nexmark_events::{BID, Event};
+use serde::Serialize;
+use weir_guest::{Context, Json, OpenContext, Operator, Record, Result};
+
+pub const DOLLAR_TO_EURO: f64 = 0.908;
+
+#[derive(Serialize)]
+struct EuroBid {
+    auction: u64,
+    bidder: u64,
+    price: f64,
+    ts: i64,
+}
+
+pub struct CurrencyConversion;
+
+impl Operator for CurrencyConversion {
+    type Key = ();
+    type Value = Vec<u8>;
+
+    fn open(_ctx: &mut OpenContext) -> Result<Self> {
+        Ok(CurrencyConversion)
+    }
+
+    fn process(&mut self, ctx: &mut Context, record: Record<(), Vec<u8>>) -> Result<()> {
+        let e = Event::parse(&record.value)?;
+        if e.event_type != BID {
+            return Ok(());
+        }
+        let auction = e.need(e.auction, "auction")?;
+        let bid = EuroBid {
+            auction,
+            bidder: e.need(e.bidder, "bidder")?,
+            price: e.need(e.price, "price")? as f64 * DOLLAR_TO_EURO,
+            ts: e.ts,
+        };
+        ctx.emit(&auction, &Json(bid))
+    }
+}
+
+weir_guest::export_operator!(CurrencyConversion);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_guest::testing::Harness;
+
+    #[test]
+    fn converts_bids_and_drops_the_rest() {
+        let mut h = Harness::<CurrencyConversion>::new().unwrap();
+        let bid = br#"{"event_type":2,"ts":5,"auction":1001,"bidder":1002,"price":1000,"channel":"a","url":"b"}"#;
+        let out = h.process(&(), &bid.to_vec(), Some(5)).unwrap();
+        assert_eq!(
+            out[0].text(),
+            (
+                "1001".into(),
+                r#"{"auction":1001,"bidder":1002,"price":908.0,"ts":5}"#.into()
+            )
+        );
+        let person = br#"{"event_type":0,"ts":1,"id":1000,"name":"a","city":"b","state":"OR"}"#;
+        assert!(
+            h.process(&(), &person.to_vec(), Some(1))
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! Nexmark q11, user sessions: how many bids each bidder makes per
+//! session (a session ends after `gap_ms`, default 10 s, without bids).
+//!
+//! Two stages of one component, chosen by config `stage`:
+//!
+//! - `prepare` (stateless): bids keyed by bidder;
+//! - `sessions` (hash edge, keyed by bidder): session windows counting
+//!   bids with `weir_guest::window`; emits
+//!   `bidder -> {"bidder","bid_count","start","end"}` (`end` = last bid + gap,
+//!   as in Flink's session windows) when the watermark passes a session.
+
+use nexmark_events::{BID, Event};
+use serde::Serialize;
+use weir_guest::window::{Count, WindowAssigner, Windows};
+use weir_guest::{Context, Decode, Json, OpenContext, Operator, Record, Result, Timer};
+
+#[derive(Serialize)]
+struct Session {
+    bidder: u64,
+    bid_count: u64,
+    start: i64,
+    end: i64,
+}
+
+pub enum UserSessions {
+    Prepare,
+    Sessions(Windows<Count>),
+}
+
+impl Operator for UserSessions {
+    type Key = Vec<u8>;
+    type Value = Vec<u8>;
+
+    fn open(ctx: &mut OpenContext) -> Result<Self> {
+        Ok(
+            match nexmark_events::stage(ctx, &["prepare", "sessions"])? {
+                "prepare" => UserSessions::Prepare,
+                _ => {
+                    let gap = ctx.config_or("gap_ms", 10_000i64)?;
+                    let assigner = WindowAssigner::session(gap)?;
+                    UserSessions::Sessions(Windows::new(ctx, "sessions", assigner, Count::new())?)
+                }
+            },
+        )
+    }
+
+    fn process(&mut self, ctx: &mut Context, record: Record<Vec<u8>, Vec<u8>>) -> Result<()> {
+        match self {
+            UserSessions::Prepare => {
+                let e = Event::parse(&record.value)?;
+                if e.event_type == BID {
+                    ctx.emit(&e.need(e.bidder, "bidder")?, "")?;
+                }
+                Ok(())
+            }
+            UserSessions::Sessions(windows) => {
+                let ts = record.timestamp.unwrap_or(0);
+                windows.add(ctx, ts, &()).map(drop)
+            }
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context, timer: Timer<Vec<u8>>) -> Result<()> {
+        let UserSessions::Sessions(windows) = self else {
+            return Ok(());
+        };
+        let bidder: u64 = Decode::decode(&timer.key)?;
+        for result in windows.on_timer(ctx, &timer)? {
+            let session = Session {
+                bidder,
+                bid_count: result.value,
+                start: result.window.start,
+                end: result.window.end,
+            };
+            ctx.emit_at(&bidder, &Json(session), Some(result.timestamp()))?;
+        }
+        Ok(())
+    }
+}
+
+weir_guest::export_operator!(UserSessions);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_guest::testing::Harness;
+
+    #[test]
+    fn bids_closer_than_the_gap_share_a_session() {
+        let config = [("stage", "sessions"), ("gap_ms", "10")];
+        let mut h = Harness::<UserSessions>::with_config(&config).unwrap();
+        for ts in [100, 105, 115, 200] {
+            h.process(&b"1004".to_vec(), &Vec::new(), Some(ts)).unwrap();
+        }
+        let out = h.advance_watermark(1000).unwrap();
+        let texts: Vec<_> = out.iter().map(|o| o.text().1).collect();
+        assert_eq!(
+            texts,
+            [
+                r#"{"bidder":1004,"bid_count":3,"start":100,"end":125}"#,
+                r#"{"bidder":1004,"bid_count":1,"start":200,"end":210}"#
+            ]
+        );
+    }
+}
