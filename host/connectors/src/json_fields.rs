@@ -1,0 +1,276 @@
+//! Reads the key and event time out of a JSON object without building it.
+//!
+//! A source that takes its key and timestamp from JSON fields needs two
+//! values of each record; parsing the whole object into a
+//! `serde_json::Value` (a map of owned strings per record) cost most of a
+//! JSON-lines source's time. Here the object is still checked from end to
+//! end, but every other field is skipped without allocating, and the two
+//! named fields are borrowed as raw JSON text.
+//!
+//! The results equal what reading the same fields from a parsed `Value`
+//! gives: a string key is its text, any other key is its compact JSON
+//! form; a timestamp is integer milliseconds, as a number or a string;
+//! when a field appears twice, the last one counts.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// The key and event time of one JSON object, as the job named them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAndTime {
+    /// Event time in milliseconds; `None` when no timestamp field is named.
+    pub timestamp: Option<i64>,
+    /// The key's bytes; empty when no key field is named.
+    pub key: Vec<u8>,
+}
+
+/// Which fields to read; built once per source.
+#[derive(Debug, Clone, Default)]
+pub struct JsonFields {
+    pub timestamp_field: Option<String>,
+    pub key_field: Option<String>,
+}
+
+impl JsonFields {
+    pub fn new(timestamp_field: Option<String>, key_field: Option<String>) -> Self {
+        JsonFields {
+            timestamp_field,
+            key_field,
+        }
+    }
+
+    /// Checks that `text` is one JSON object and reads the named fields.
+    /// The error says what is wrong (without where: the caller knows that).
+    pub fn extract(&self, text: &str) -> Result<KeyAndTime, String> {
+        if !text.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<IgnoredAny>(text) {
+                Ok(_) => "expected a JSON object".to_string(),
+                Err(e) => format!("invalid JSON: {e}"),
+            });
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        let raw = de
+            .deserialize_map(FieldsVisitor { wanted: self })
+            .and_then(|raw| de.end().map(|()| raw))
+            .map_err(|e| format!("invalid JSON: {e}"))?;
+        let timestamp = match &self.timestamp_field {
+            None => None,
+            Some(field) => Some(match raw.timestamp {
+                Some(value) => timestamp_of(field, value.get())?,
+                None => return Err(format!("timestamp field `{field}` is missing")),
+            }),
+        };
+        let key = match &self.key_field {
+            None => Vec::new(),
+            Some(field) => match raw.key {
+                Some(value) => key_of(value.get())?,
+                None => return Err(format!("key field `{field}` is missing")),
+            },
+        };
+        Ok(KeyAndTime { timestamp, key })
+    }
+}
+
+/// The raw JSON text of the two fields, borrowed from the line.
+#[derive(Default)]
+struct RawFields<'a> {
+    timestamp: Option<&'a RawValue>,
+    key: Option<&'a RawValue>,
+}
+
+struct FieldsVisitor<'w> {
+    wanted: &'w JsonFields,
+}
+
+impl<'de> Visitor<'de> for FieldsVisitor<'_> {
+    type Value = RawFields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFields<'de>, A::Error> {
+        let mut raw = RawFields::default();
+        // Keys with escapes arrive owned; most arrive borrowed.
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let is_time = self.wanted.timestamp_field.as_deref() == Some(&*name);
+            let is_key = self.wanted.key_field.as_deref() == Some(&*name);
+            if is_time || is_key {
+                let value: &'de RawValue = map.next_value_seed(BorrowRaw)?;
+                if is_time {
+                    raw.timestamp = Some(value);
+                }
+                if is_key {
+                    raw.key = Some(value);
+                }
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(raw)
+    }
+}
+
+struct BorrowRaw;
+
+impl<'de> DeserializeSeed<'de> for BorrowRaw {
+    type Value = &'de RawValue;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'de RawValue, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+}
+
+fn timestamp_of(field: &str, raw: &str) -> Result<i64, String> {
+    let not_ms =
+        |shown: &str| format!("timestamp field `{field}` = {shown} is not integer milliseconds");
+    if raw.starts_with('"') {
+        let text: String = serde_json::from_str(raw).map_err(|e| format!("invalid JSON: {e}"))?;
+        return text
+            .trim()
+            .parse()
+            .map_err(|_| not_ms(&format!("{text:?}")));
+    }
+    raw.parse().map_err(|_| {
+        // Show numbers as a parsed value would print them.
+        let shown = serde_json::from_str::<serde_json::Value>(raw)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|_| raw.to_string());
+        not_ms(&shown)
+    })
+}
+
+fn key_of(raw: &str) -> Result<Vec<u8>, String> {
+    if let Some(body) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
+        && !body.contains('\\')
+    {
+        return Ok(body.as_bytes().to_vec());
+    }
+    // Integers in canonical form print as written; anything else (escaped
+    // strings, floats, objects, arrays) goes through `Value` so the bytes
+    // equal its display.
+    let canonical_integer = raw.parse::<i64>().is_ok_and(|n| n.to_string() == raw)
+        || raw.parse::<u64>().is_ok_and(|n| n.to_string() == raw);
+    if canonical_integer {
+        return Ok(raw.as_bytes().to_vec());
+    }
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(serde_json::Value::String(s)) => Ok(s.into_bytes()),
+        Ok(other) => Ok(other.to_string().into_bytes()),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, Value};
+
+    /// What the source computed before: parse into a `Value`, then read.
+    fn via_value(fields: &JsonFields, text: &str) -> Result<KeyAndTime, String> {
+        let object: Map<String, Value> = match serde_json::from_str(text) {
+            Ok(Value::Object(o)) => o,
+            Ok(_) => return Err("expected a JSON object".into()),
+            Err(e) => return Err(format!("invalid JSON: {e}")),
+        };
+        let timestamp = match &fields.timestamp_field {
+            None => None,
+            Some(f) => Some(match object.get(f) {
+                Some(Value::Number(n)) => n.as_i64().ok_or("not ms")?,
+                Some(Value::String(s)) => s.trim().parse().map_err(|_| "not ms")?,
+                Some(_) => return Err("not ms".into()),
+                None => return Err("missing".into()),
+            }),
+        };
+        let key = match &fields.key_field {
+            None => Vec::new(),
+            Some(f) => match object.get(f) {
+                Some(Value::String(s)) => s.as_bytes().to_vec(),
+                Some(other) => other.to_string().into_bytes(),
+                None => return Err("missing".into()),
+            },
+        };
+        Ok(KeyAndTime { timestamp, key })
+    }
+
+    fn both() -> JsonFields {
+        JsonFields::new(Some("ts".into()), Some("k".into()))
+    }
+
+    #[test]
+    fn reads_fields_and_skips_the_rest() {
+        let got = both()
+            .extract(r#"{"a":[1,{"b":"x"}],"k":"auction-7","ts":1700000000123,"z":null}"#)
+            .unwrap();
+        assert_eq!(got.timestamp, Some(1700000000123));
+        assert_eq!(got.key, b"auction-7");
+    }
+
+    #[test]
+    fn agrees_with_a_parsed_value() {
+        let cases = [
+            r#"{"k":12,"ts":"17"}"#,
+            r#"{"k":-3,"ts":5}"#,
+            r#"{"k":1.50,"ts":5}"#,
+            r#"{"k":"a\"b\u00e9","ts":5}"#,
+            r#"{"k":{"y":1,"x":[true,null]},"ts":5}"#,
+            r#"{"k":true,"ts":5}"#,
+            r#"{"k":null,"ts":5}"#,
+            r#"{"k":"x","ts":5,"k":"last"}"#,
+            r#"{"\u006b":"escaped-name","ts":5}"#,
+            r#"  {"k":"x","ts":" 42 "}  "#,
+        ];
+        for text in cases {
+            assert_eq!(both().extract(text), via_value(&both(), text), "{text}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_a_parsed_value_rejects() {
+        let cases = [
+            r#"{"k":"x","ts":1.5}"#,
+            r#"{"k":"x","ts":1e3}"#,
+            r#"{"k":"x","ts":99999999999999999999}"#,
+            r#"{"k":"x","ts":"soon"}"#,
+            r#"{"k":"x","ts":[1]}"#,
+            r#"{"k":"x"}"#,
+            r#"{"ts":1}"#,
+            r#"{"k":"x","ts":1"#,
+            r#"{"k":"x","ts":1} trailing"#,
+            r#"[1,2]"#,
+            r#"42"#,
+            r#"not json"#,
+            r#"{"k":"x","ts":1,"bad":tru}"#,
+        ];
+        for text in cases {
+            assert!(both().extract(text).is_err(), "{text}");
+            assert!(via_value(&both(), text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let e = both().extract(r#"{"k":"x","ts":1.5}"#).unwrap_err();
+        assert_eq!(e, "timestamp field `ts` = 1.5 is not integer milliseconds");
+        let e = both().extract(r#"{"ts":1}"#).unwrap_err();
+        assert_eq!(e, "key field `k` is missing");
+        let e = both().extract("[1]").unwrap_err();
+        assert_eq!(e, "expected a JSON object");
+        assert!(both().extract("{").unwrap_err().starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn no_fields_named_still_checks_the_object() {
+        let none = JsonFields::default();
+        assert_eq!(
+            none.extract(r#"{"a":1}"#).unwrap(),
+            KeyAndTime {
+                timestamp: None,
+                key: Vec::new()
+            }
+        );
+        assert!(none.extract(r#"{"a":}"#).is_err());
+    }
+}
