@@ -595,7 +595,7 @@ fn request_savepoint(
     } else {
         let (api, token) = embedded_api(target, jobs_dir, job)?;
         // A relative directory means the caller's, not the job's, directory.
-        let dir = target.dir.as_deref().map(std::path::absolute).transpose()?;
+        let dir = target.dir.as_deref().map(snapshot_location).transpose()?;
         Box::new(move || client::savepoint(&api, &token, job, dir.as_deref(), stop))
     };
     let spinner = indicatif::ProgressBar::new_spinner();
@@ -734,7 +734,7 @@ fn rescale(
     let Some(job) = &target.job else {
         anyhow::bail!("name the job: weir rescale JOB --parallelism N");
     };
-    let dir = target.dir.as_deref().map(std::path::absolute).transpose()?;
+    let dir = target.dir.as_deref().map(snapshot_location).transpose()?;
     let body = CommandBody {
         parallelism: Some(parallelism),
         operator: operator.clone(),
@@ -824,6 +824,16 @@ fn default_jobs_dir() -> Option<PathBuf> {
     }
     let home = std::env::var_os("HOME")?;
     Some(PathBuf::from(home).join(".local/state/weir/jobs"))
+}
+
+/// A savepoint directory given on the command line, absolute (a relative
+/// one means the caller's directory, not the job's); an object store URL
+/// (`s3://bucket/prefix`) is kept as it is.
+fn snapshot_location(dir: &Path) -> std::io::Result<PathBuf> {
+    if dir.to_str().is_some_and(|d| d.starts_with("s3://")) {
+        return Ok(dir.to_path_buf());
+    }
+    std::path::absolute(dir)
 }
 
 fn default_cache_dir() -> Option<PathBuf> {

@@ -311,7 +311,7 @@ impl ClusterDeployer {
                 placement: placement.clone(),
                 peers: peers.clone(),
                 peer_names: peer_names.clone(),
-                restore: plan.restore.as_ref().map(|s| s.dir.clone()),
+                restore: plan.restore.as_ref().map(|s| s.location.clone()),
                 allow_non_restored_state: plan.allow_non_restored_state,
                 parallelism: parallelism.clone(),
             };

@@ -98,7 +98,7 @@ pub fn check_dir(
 /// there), inside the coordinator's roots. Returns the resolved path, the
 /// one sent on to the workers.
 pub fn check_savepoint_dir(roots: &DataRoots, dir: &Path) -> Result<PathBuf, String> {
-    if !dir.is_absolute() {
+    if !dir.is_absolute() && !weir_snapshot::remote::is_remote(dir) {
         return Err(weir_core::text::cut_message(&format!(
             "savepoint dir: {} is relative; give an absolute path (workers resolve paths against their own working directories)",
             dir.display()
@@ -116,7 +116,8 @@ pub fn check_snapshot_dir(roots: &DataRoots, worker: &str, dir: &Path) -> Result
             "worker `{worker}` refuses to write the snapshot: {reason}"
         ))
     };
-    if !dir.is_absolute() {
+    // An object store URL (`s3://`) is checked by `roots.check` alone.
+    if !dir.is_absolute() && !weir_snapshot::remote::is_remote(dir) {
         return Err(refuse(format!(
             "snapshot dir {} is relative",
             dir.display()

@@ -108,6 +108,15 @@ impl DataRoots {
     /// refused like any outside path); a path that does not exist yet is
     /// judged by its existing ancestor. Returns the resolved path.
     pub fn check(&self, path: &Path, access: Access) -> Result<PathBuf, String> {
+        // An object store URL (snapshots on S3) is no path on this node:
+        // what it may reach is up to the store's credentials.
+        if crate::job::is_remote_location(path) {
+            return if path.components().any(|c| c == Component::ParentDir) {
+                Err(format!("{} contains `..`", path.display()))
+            } else {
+                Ok(path.to_path_buf())
+            };
+        }
         if path.as_os_str().is_empty() {
             return Err("an empty path".into());
         }
@@ -255,7 +264,9 @@ pub fn clean_job_paths(job: &mut JobSpec) {
     if let Some(dir) = &mut job.state_dir {
         clean_in_place(dir);
     }
-    if let Some(checkpoint) = &mut job.checkpoint {
+    if let Some(checkpoint) = &mut job.checkpoint
+        && !checkpoint.is_remote()
+    {
         clean_in_place(&mut checkpoint.dir);
     }
 }
@@ -352,7 +363,8 @@ impl JobSpec {
                 SinkKind::Stdout | SinkKind::Discard => {}
             }
         }
-        if let Some(c) = &self.checkpoint {
+        // An object store is no path on this node's file system.
+        if let Some(c) = self.checkpoint.as_ref().filter(|c| !c.is_remote()) {
             add(
                 &c.dir,
                 Access::ReadWrite,

@@ -147,6 +147,7 @@ impl Attempt<'_> {
             plans: Arc::new(Mutex::new(BTreeMap::new())),
             events: event_tx,
             incremental: job.checkpoint.as_ref().is_none_or(|c| c.incremental),
+            store_options: crate::store_options(job),
             prepared: Arc::new(Mutex::new(HashMap::new())),
         };
         let shape = Shape {

@@ -328,6 +328,7 @@ fn savepoint_dir(state: &AppState, body: &CommandBody) -> Result<PathBuf, Comman
         ));
     };
     if let Some(roots) = &state.roots
+        && !weir_snapshot::remote::is_remote(&dir)
         && let Err(reason) = check_dir(roots, &dir)
     {
         return Err(command_refusal(

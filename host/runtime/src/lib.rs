@@ -86,9 +86,30 @@ pub fn cut_error(e: &anyhow::Error) -> String {
     cut(&format!("{e:#}"), ERROR_BYTES_MAX)
 }
 
-/// Where `job`'s checkpoints go, if it takes any.
+/// Where `job`'s checkpoints go, if it takes any: a directory, or an
+/// object store (`s3://`; the job file's checks make opening it fail only
+/// on a broken environment, which is logged).
 pub fn storage_of(job: &JobSpec) -> Option<CheckpointStorage> {
-    job.checkpoint
-        .as_ref()
-        .map(|c| CheckpointStorage::new(&c.dir, &job.name))
+    let c = job.checkpoint.as_ref()?;
+    match CheckpointStorage::open(&c.dir, &job.name, &store_options(job)) {
+        Ok(storage) => Some(storage),
+        Err(e) => {
+            tracing::error!(job = %job.name, "checkpoint storage {}: {e}", c.dir.display());
+            None
+        }
+    }
+}
+
+/// The object store options of `job`'s `[checkpoint]` (the `AWS_*`
+/// environment fills in the rest).
+pub fn store_options(job: &JobSpec) -> weir_snapshot::StoreOptions {
+    let Some(c) = &job.checkpoint else {
+        return Default::default();
+    };
+    weir_snapshot::StoreOptions {
+        endpoint: c.s3_endpoint.clone(),
+        region: c.s3_region.clone(),
+        allow_http: c.s3_allow_http,
+        ..Default::default()
+    }
 }

@@ -191,16 +191,23 @@ impl ChainTask {
     /// it processes, so records before the barrier met the old code and
     /// records after it meet the new one, over the same state and timers.
     fn on_barrier(&mut self, barrier: Barrier) -> TaskResult {
-        let plan = self.snapshots.plan(barrier.id);
+        // A snapshot on an object store is written to a local staging
+        // directory first and uploaded off this thread.
+        let plan = self.snapshots.plan(barrier.id).and_then(|plan| {
+            let (local, remote) =
+                weir_snapshot::remote::stage(&plan.dir, &self.snapshots.store_options)?;
+            Ok((plan, local, remote))
+        });
         let mut parts = Vec::new();
         let mut failure = None;
-        if let Ok(plan) = &plan {
+        if let Ok((plan, local, remote)) = &plan {
             for link in &mut self.links {
                 match snapshot_link(
                     &mut link.instance,
                     &link.identity,
                     barrier,
-                    &plan.dir,
+                    local,
+                    remote.as_ref(),
                     self.snapshots.incremental,
                 ) {
                     Ok(mut part) => {
@@ -227,7 +234,12 @@ impl ChainTask {
         match (plan, failure) {
             (Err(e), _) => self.snapshots.decline(barrier.id, e.to_string()),
             (_, Some(reason)) => self.snapshots.decline(barrier.id, reason),
-            (Ok(_), None) => finish_and_ack(&self.snapshots, barrier.id, parts),
+            (Ok((_, local, remote)), None) => finish_and_ack(
+                &self.snapshots,
+                barrier.id,
+                parts,
+                remote.map(|r| (local, r)),
+            ),
         }
         Ok(())
     }

@@ -25,7 +25,8 @@ use weir_snapshot::keyed_file::{
     StateFileWriter, StateMapping, for_each_timer, restore_state, write_encoded, write_state,
     write_timers,
 };
-use weir_snapshot::rocks_files::{SharedFiles, upload};
+use weir_snapshot::remote::{Remote, upload_files};
+use weir_snapshot::rocks_files::{SharedFiles, upload, upload_to_store};
 use weir_snapshot::{OperatorSnapshot, StateHandle, StateInfo, SubtaskSnapshot};
 use weir_state::{StateDescriptor, StateKind};
 use weir_wasm::OperatorInstance;
@@ -44,6 +45,8 @@ pub(crate) struct SnapshotContext {
     pub(crate) plans: SnapshotPlans,
     pub(crate) events: Sender<TaskEvent>,
     pub(crate) incremental: bool,
+    /// For snapshots on an object store (the job file's overrides).
+    pub(crate) store_options: weir_snapshot::StoreOptions,
     /// New versions of operators, opened and waiting for their barrier.
     pub(crate) prepared: PreparedSwaps,
 }
@@ -115,6 +118,8 @@ enum Deferred {
 struct Upload {
     local: PathBuf,
     dir: PathBuf,
+    /// Set when the snapshot is on an object store: SSTs go straight there.
+    remote: Option<Remote>,
     private_name: String,
     shared: Arc<Mutex<SharedFiles>>,
     incremental: bool,
@@ -133,12 +138,14 @@ pub(crate) fn state_info(d: &StateDescriptor) -> StateInfo {
     }
 }
 
-/// The synchronous part of one link's snapshot.
+/// The synchronous part of one link's snapshot. Files go to `dir` (a
+/// local staging directory when the snapshot is `remote`).
 pub(crate) fn snapshot_link(
     instance: &mut OperatorInstance,
     who: &LinkIdentity,
     barrier: Barrier,
     dir: &Path,
+    remote: Option<&Remote>,
     incremental: bool,
 ) -> anyhow::Result<LinkPart> {
     let base = format!("{}-{}", who.operator, who.subtask);
@@ -192,6 +199,7 @@ pub(crate) fn snapshot_link(
                     deferred = Some(Deferred::Upload(Upload {
                         local,
                         dir: dir.to_path_buf(),
+                        remote: remote.cloned(),
                         private_name: format!("{base}.rocksdb"),
                         shared: native.shared.clone(),
                         incremental,
@@ -261,13 +269,22 @@ fn complete(part: &mut OperatorPart, deferred: Deferred) -> anyhow::Result<()> {
         Deferred::Upload(u) => {
             let result = {
                 let mut shared = u.shared.lock().expect("not poisoned");
-                upload(
-                    &u.local,
-                    &u.dir,
-                    &u.private_name,
-                    &mut shared,
-                    u.incremental,
-                )
+                match &u.remote {
+                    Some(remote) => upload_to_store(
+                        &u.local,
+                        remote,
+                        &u.private_name,
+                        &mut shared,
+                        u.incremental,
+                    ),
+                    None => upload(
+                        &u.local,
+                        &u.dir,
+                        &u.private_name,
+                        &mut shared,
+                        u.incremental,
+                    ),
+                }
             };
             let _ = std::fs::remove_dir_all(&u.local);
             part.subtask.state = StateHandle::Rocksdb { files: result? };
@@ -287,9 +304,16 @@ fn complete(part: &mut OperatorPart, deferred: Deferred) -> anyhow::Result<()> {
 }
 
 /// Finishes the links' parts (writing or uploading state off the task's
-/// thread when there is any) and acknowledges the snapshot.
-pub(crate) fn finish_and_ack(context: &SnapshotContext, id: u64, parts: Vec<LinkPart>) {
-    if parts.iter().all(|p| p.deferred.is_none()) {
+/// thread when there is any) and acknowledges the snapshot. For a
+/// snapshot on an object store, the files staged in `staged` are uploaded
+/// before the acknowledgement.
+pub(crate) fn finish_and_ack(
+    context: &SnapshotContext,
+    id: u64,
+    parts: Vec<LinkPart>,
+    staged: Option<(PathBuf, Remote)>,
+) {
+    if staged.is_none() && parts.iter().all(|p| p.deferred.is_none()) {
         context.ack(
             id,
             AckPart::Chain(parts.into_iter().map(|p| p.part).collect()),
@@ -310,6 +334,19 @@ pub(crate) fn finish_and_ack(context: &SnapshotContext, id: u64, parts: Vec<Link
                     return;
                 }
                 done.push(part);
+            }
+            if let Some((local, remote)) = &staged {
+                for part in &done {
+                    let mut files: Vec<&weir_snapshot::FileRef> =
+                        part.subtask.timers.iter().collect();
+                    if let StateHandle::Canonical { file } = &part.subtask.state {
+                        files.push(file);
+                    }
+                    if let Err(e) = upload_files(remote, local, &files) {
+                        context.decline(id, format!("operator `{}`: {e:#}", part.operator));
+                        return;
+                    }
+                }
             }
             context.ack(id, AckPart::Chain(done));
         });

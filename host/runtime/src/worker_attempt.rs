@@ -81,7 +81,7 @@ pub fn run_worker_attempt(w: WorkerAttempt) -> anyhow::Result<()> {
         compile_all(&w.engine, job)?.into_iter().collect();
     let restore = match &w.restore {
         Some(path) => Some(
-            Snapshot::load(path)
+            Snapshot::load_with(path, &crate::store_options(job))
                 .with_context(|| format!("cannot restore from {}", path.display()))?,
         ),
         None => None,

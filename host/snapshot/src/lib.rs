@@ -18,6 +18,7 @@ pub mod checksum;
 pub mod inspect;
 pub mod keyed_file;
 pub mod metadata;
+pub mod remote;
 pub mod rocks_files;
 pub mod storage;
 pub mod store;

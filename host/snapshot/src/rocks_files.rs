@@ -102,6 +102,61 @@ pub fn upload(
     Ok(files)
 }
 
+/// [`upload`] to a snapshot on an object store: every file is hashed
+/// where the native checkpoint left it and uploaded from there (SSTs to
+/// `shared/`, in parts when large), with no local copy. An SST this
+/// database already uploaded is not checked for again: on an object store
+/// only pruning deletes shared files, and only those no kept checkpoint
+/// uses.
+pub fn upload_to_store(
+    local: &Path,
+    remote: &crate::remote::Remote,
+    private_name: &str,
+    shared: &mut SharedFiles,
+    incremental: bool,
+) -> Result<Vec<RocksFile>, SnapshotError> {
+    let mut names: Vec<String> = std::fs::read_dir(local)
+        .map_err(|e| SnapshotError::io(local, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let mut files = Vec::new();
+    for name in names {
+        let from = local.join(&name);
+        let file = match shared.uploaded.get(&name) {
+            Some(done) if incremental && name.ends_with(".sst") => done.clone(),
+            _ => {
+                let path = if !name.ends_with(".sst") {
+                    format!("{private_name}/{name}")
+                } else if incremental {
+                    format!("../shared/{}-{name}", shared.prefix)
+                } else {
+                    format!("../shared/{}-{}-{name}", shared.prefix, remote.name)
+                };
+                let size = std::fs::metadata(&from)
+                    .map_err(|e| SnapshotError::io(&from, e))?
+                    .len();
+                let file = FileRef {
+                    xxh3: crate::checksum::hash_file(&from)?,
+                    path,
+                    size,
+                };
+                remote
+                    .store
+                    .upload_file(&remote.key_of(&file.path), &from)?;
+                if incremental && name.ends_with(".sst") {
+                    shared.uploaded.insert(name.clone(), file.clone());
+                }
+                file
+            }
+        };
+        files.push(RocksFile { name, file });
+    }
+    Ok(files)
+}
+
 /// Rebuilds a database directory from a checkpoint's files.
 pub fn download(
     files: &[RocksFile],

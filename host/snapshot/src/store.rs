@@ -24,10 +24,11 @@
 //! support), so two writers cannot both succeed and no reader sees a half
 //! object.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
@@ -52,7 +53,7 @@ pub struct Store {
 
 /// Overrides of the standard `AWS_*` environment variables for an S3 store
 /// (the job file's `[checkpoint] s3_endpoint`, `s3_region`, `s3_allow_http`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoreOptions {
     pub endpoint: Option<String>,
     pub region: Option<String>,
@@ -97,6 +98,18 @@ impl Store {
             }
             return Ok(Store::local(Path::new(location)));
         };
+        // One client per location and options: connections are pooled
+        // per client, and tasks open their store at every snapshot.
+        static OPEN: OnceLock<Mutex<HashMap<String, Store>>> = OnceLock::new();
+        let cache_key = format!("{location}\n{options:?}");
+        let open = OPEN.get_or_init(Default::default);
+        if let Some(store) = open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cache_key)
+        {
+            return Ok(store.clone());
+        }
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let prefix = prefix.trim_end_matches('/');
         if bucket.is_empty() {
@@ -130,13 +143,17 @@ impl Store {
         let store = builder.build().map_err(|e| {
             SnapshotError::Incompatible(format!("snapshot location `{location}`: {e}"))
         })?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Backend::Remote {
                 store: Arc::new(store),
                 url: format!("s3://{bucket}"),
                 prefix: prefix.to_string(),
             }),
-        })
+        };
+        open.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cache_key, store.clone());
+        Ok(store)
     }
 
     /// A store in the local directory `root`.

@@ -309,6 +309,23 @@ pub struct CheckpointSpec {
     pub timeout_ms: u64,
     /// Line of `dir` (the `[checkpoint]` line when it came from the command line).
     pub dir_line: usize,
+    /// Overrides of the `AWS_*` environment for an `s3://` `dir`.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_allow_http: Option<bool>,
+}
+
+impl CheckpointSpec {
+    /// Whether `dir` is an object store URL (`s3://bucket/prefix`) rather
+    /// than a directory: no data-root checks, nothing made on disk.
+    pub fn is_remote(&self) -> bool {
+        is_remote_location(&self.dir)
+    }
+}
+
+/// Whether a snapshot location is an object store URL (`s3://...`).
+pub fn is_remote_location(path: &std::path::Path) -> bool {
+    path.to_str().is_some_and(|s| s.starts_with("s3://"))
 }
 
 /// `[restart]`: what happens when a task fails.

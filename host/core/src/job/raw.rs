@@ -30,6 +30,9 @@ pub(super) struct RawCheckpoint {
     pub(super) retain: Option<Spanned<usize>>,
     pub(super) incremental: Option<bool>,
     pub(super) timeout_ms: Option<Spanned<u64>>,
+    pub(super) s3_endpoint: Option<Spanned<String>>,
+    pub(super) s3_region: Option<Spanned<String>>,
+    pub(super) s3_allow_http: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -263,11 +263,17 @@ impl Resolver<'_> {
         )?;
         let (dir, dir_line) = match (&self.overrides.checkpoint_dir, &raw.dir) {
             (Some(dir), _) => (dir.clone(), cx.line_of(c.span().start)),
-            (None, Some(dir)) => (
-                self.base_dir
-                    .join(bounded_text(cx, dir, PATH_BYTES_MAX, owner, "dir")?),
-                cx.line_of(dir.span().start),
-            ),
+            (None, Some(dir)) => {
+                let text = bounded_text(cx, dir, PATH_BYTES_MAX, owner, "dir")?;
+                // An object store URL is taken as it is, never joined to
+                // the job file's directory.
+                let path = if text.starts_with("s3://") {
+                    PathBuf::from(text)
+                } else {
+                    self.base_dir.join(text)
+                };
+                (path, cx.line_of(dir.span().start))
+            }
             (None, None) => {
                 return Err(cx.err_at(
                     c.span().start,
@@ -289,6 +295,15 @@ impl Resolver<'_> {
                 "timeout_ms",
             )?,
             dir_line,
+            s3_endpoint: match &raw.s3_endpoint {
+                Some(e) => Some(bounded_text(cx, e, PATH_BYTES_MAX, owner, "s3_endpoint")?.to_string()),
+                None => None,
+            },
+            s3_region: match &raw.s3_region {
+                Some(r) => Some(bounded_text(cx, r, PATH_BYTES_MAX, owner, "s3_region")?.to_string()),
+                None => None,
+            },
+            s3_allow_http: raw.s3_allow_http,
         }))
     }
 

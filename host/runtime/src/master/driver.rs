@@ -500,7 +500,7 @@ impl DriverState<'_> {
                 let dir = match (&target, self.storage) {
                     (Target::Savepoint(root), _) => {
                         let dir = root.join(format!("savepoint-{}-{id}", job.name));
-                        std::fs::create_dir_all(&dir)
+                        weir_snapshot::remote::create(&dir, &crate::store_options(job))
                             .map(|_| dir)
                             .map_err(|e| e.to_string())
                     }
@@ -529,8 +529,10 @@ impl DriverState<'_> {
                 tracing::warn!(job = %job.name, "snapshot {id} aborted: {reason}");
                 self.finished_snapshot(id, 0, Some(reason));
                 deployer.abort(id);
-                if let Some(dir) = self.dirs.remove(&id) {
-                    let _ = std::fs::remove_dir_all(dir);
+                if let Some(dir) = self.dirs.remove(&id)
+                    && let Err(e) = weir_snapshot::remote::remove(&dir, &crate::store_options(job))
+                {
+                    tracing::warn!(job = %job.name, "cannot delete aborted snapshot {id}: {e}");
                 }
                 None
             }
@@ -603,7 +605,7 @@ impl DriverState<'_> {
     ) -> Option<Input> {
         let failed = |e: String| Some(Input::AttemptEnded(AttemptEnd::Failed(e)));
         let snapshot = match restore {
-            Restore::Savepoint(path) => match Snapshot::load(&path) {
+            Restore::Savepoint(path) => match Snapshot::load_with(&path, &crate::store_options(self.job)) {
                 Ok(s) => Some(s),
                 Err(e) => return failed(format!("cannot restore from {}: {e}", path.display())),
             },
@@ -654,7 +656,7 @@ impl DriverState<'_> {
             tracing::info!(
                 job = %job.name,
                 "attempt {number} from {}",
-                snapshot.as_ref().map_or("the beginning".to_string(), |s| s.dir.display().to_string())
+                snapshot.as_ref().map_or("the beginning".to_string(), |s| s.location.display().to_string())
             );
         }
         let plan = AttemptPlan {
@@ -717,7 +719,12 @@ impl DriverState<'_> {
             };
         };
         let metadata = assemble(self.job, id, savepoint, parts, versions, unix_ms);
-        let result = metadata.write(&dir).map_err(|e| e.to_string());
+        let result = weir_snapshot::remote::write_metadata(
+            &metadata,
+            &dir,
+            &crate::store_options(self.job),
+        )
+        .map_err(|e| e.to_string());
         if result.is_ok() {
             let bytes = metadata.files().iter().map(|f| f.size).sum();
             self.finished_snapshot(id, bytes, None);
