@@ -959,6 +959,18 @@ fn print_report(spec: &JobSpec, report: &JobReport) {
             };
             line.push_str(&format!("  late {} ({what})", node.late_records));
         }
+        if node.records_skipped > 0 {
+            line.push_str(&format!(
+                "  skipped {} (parse errors)",
+                node.records_skipped
+            ));
+        }
+        if node.records_dead_lettered > 0 {
+            line.push_str(&format!(
+                "  dead-lettered {} (sent to .dead-letter)",
+                node.records_dead_lettered
+            ));
+        }
         if let Some(sink) = spec.sinks.iter().find(|s| s.name == node.name)
             && let Some(path) = weir_runtime::sink_target(&sink.kind)
         {

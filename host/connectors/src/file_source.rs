@@ -18,6 +18,14 @@
 //! errors still name the right line, and skips the line that straddles its
 //! start (an earlier range owns it). Every CSV split reads the header from
 //! the start of the file; the header line itself is never a record.
+//!
+//! A line that cannot be parsed (not UTF-8, not a JSON object, a missing or
+//! mistyped key or timestamp field, a CSV row of the wrong width, or longer
+//! than `max_line_bytes`) fails the job unless the source's
+//! `on_parse_error` skips it or sends it to the dead-letter stream (see
+//! [`crate::parse_errors`]). A tolerated over-long line is read past without
+//! being buffered; its dead letter holds its first `max_line_bytes` bytes.
+//! A bad CSV header always fails: without it no row can be read.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -26,8 +34,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 use weir_core::BatchBuilder;
-use weir_core::job::FileFormat;
+use weir_core::job::{FileFormat, OnParseError};
 
+use crate::parse_errors::{ParseErrorCounts, ParseErrors};
 use crate::splits::{FilePosition, split_range};
 use crate::{ConnectorError, Source, SourceStatus};
 
@@ -52,6 +61,15 @@ enum Header {
 
 /// A record's timestamp and key (its value is in `FileSource::value`).
 type Fields = (Option<i64>, Vec<u8>);
+
+/// What a line holds.
+enum Parsed {
+    Record(Fields),
+    /// A blank line or the CSV header: no record, no error.
+    Nothing,
+    /// A line that cannot be parsed, and why.
+    Bad(String),
+}
 
 /// How aligning to the current range ended.
 enum Align {
@@ -85,14 +103,21 @@ pub struct FileSource {
     line_start: u64,
     /// The current line's number, for errors.
     line_number: u64,
-    /// The current line's bytes (with its newline, if any).
+    /// The current line's bytes (with its newline, if any; only the first
+    /// `max_line_bytes` of a tolerated over-long line).
     line_bytes: Vec<u8>,
+    /// Whether the current line ended with a newline.
+    line_ended: bool,
+    /// Why the current line cannot be parsed before its text is looked at
+    /// (not UTF-8, too long), under a tolerant `on_parse_error`.
+    line_problem: Option<String>,
     line: String,
     header: Header,
     value: Vec<u8>,
     /// [`CALL_BYTES_MAX`] and [`SCAN_BYTES_MAX`], smaller in tests.
     call_bytes_max: u64,
     scan_bytes_max: u64,
+    parse_errors: ParseErrors,
 }
 
 impl FileSource {
@@ -184,11 +209,14 @@ impl FileSource {
             line_start: 0,
             line_number: 0,
             line_bytes: Vec::new(),
+            line_ended: false,
+            line_problem: None,
             line: String::new(),
             header: Header::Unread { at: 0, number: 1 },
             value: Vec::new(),
             call_bytes_max: CALL_BYTES_MAX,
             scan_bytes_max: SCAN_BYTES_MAX,
+            parse_errors: ParseErrors::new("", OnParseError::Fail),
         };
         let ranges = if start < end {
             vec![(start, end)]
@@ -197,6 +225,32 @@ impl FileSource {
         };
         source.restart(ranges, None)?;
         Ok(source)
+    }
+
+    /// Applies source `name`'s `on_parse_error` (the default fails on the
+    /// first bad line).
+    pub fn with_parse_errors(mut self, name: &str, policy: OnParseError) -> Self {
+        self.parse_errors = ParseErrors::new(name, policy);
+        self
+    }
+
+    fn tolerant(&self) -> bool {
+        self.parse_errors.policy() != OnParseError::Fail
+    }
+
+    /// The current line cannot be parsed for `reason`: an error naming the
+    /// file and line under `fail`, otherwise skipped or dead-lettered.
+    fn reject(&mut self, reason: String) -> Result<(), ConnectorError> {
+        if !self.tolerant() {
+            return Err(self.error(reason));
+        }
+        let raw = self
+            .line_bytes
+            .strip_suffix(b"\n")
+            .unwrap_or(&self.line_bytes);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let at = format!("line {}", self.line_number);
+        self.parse_errors.reject(&at, raw, &reason)
     }
 
     /// Reads `ranges` from now on; `line` counts the newlines before the
@@ -242,42 +296,45 @@ impl FileSource {
     }
 
     /// Turns the current line, which starts at byte `start`, into
-    /// (timestamp, key, value); `None` skips it.
-    fn record(&mut self, start: u64) -> Result<Option<Fields>, ConnectorError> {
+    /// (timestamp, key, value).
+    fn record(&mut self, start: u64) -> Result<Parsed, ConnectorError> {
         let line = self.line.trim_end_matches(['\n', '\r']);
         match self.format {
             FileFormat::Lines => {
                 self.value.clear();
                 self.value.extend_from_slice(line.as_bytes());
-                Ok(Some((None, Vec::new())))
+                Ok(Parsed::Record((None, Vec::new())))
             }
             FileFormat::Jsonl => {
                 if line.trim().is_empty() {
-                    return Ok(None);
+                    return Ok(Parsed::Nothing);
                 }
                 let object: Map<String, Value> = match serde_json::from_str(line) {
                     Ok(Value::Object(o)) => o,
-                    Ok(_) => return Err(self.error("expected a JSON object")),
-                    Err(e) => return Err(self.error(format!("invalid JSON: {e}"))),
+                    Ok(_) => return Ok(Parsed::Bad("expected a JSON object".into())),
+                    Err(e) => return Ok(Parsed::Bad(format!("invalid JSON: {e}"))),
                 };
                 self.value.clear();
                 self.value.extend_from_slice(line.trim().as_bytes());
-                self.fields(&object).map(Some)
+                Ok(self.fields(&object))
             }
             FileFormat::Csv => {
                 if line.trim().is_empty() {
-                    return Ok(None);
+                    return Ok(Parsed::Nothing);
                 }
                 let header = match &self.header {
-                    Header::At { start: at, .. } if *at == start => return Ok(None),
+                    Header::At { start: at, .. } if *at == start => return Ok(Parsed::Nothing),
                     Header::At { fields, .. } => fields,
                     // The header is the first non-blank line: only a file
                     // changed under the reader gets here.
                     _ => return Err(self.error("no CSV header before this line")),
                 };
-                let fields = parse_csv_line(line).map_err(|e| self.error(e))?;
+                let fields = match parse_csv_line(line) {
+                    Ok(fields) => fields,
+                    Err(e) => return Ok(Parsed::Bad(e)),
+                };
                 if fields.len() != header.len() {
-                    return Err(self.error(format!(
+                    return Ok(Parsed::Bad(format!(
                         "{} fields, but the header has {}",
                         fields.len(),
                         header.len()
@@ -289,31 +346,30 @@ impl FileSource {
                     .zip(fields.into_iter().map(Value::String))
                     .collect();
                 self.value = serde_json::to_vec(&object).map_err(|e| self.error(e))?;
-                self.fields(&object).map(Some)
+                Ok(self.fields(&object))
             }
         }
     }
 
-    fn fields(&self, object: &Map<String, Value>) -> Result<Fields, ConnectorError> {
+    fn fields(&self, object: &Map<String, Value>) -> Parsed {
+        let not_millis = |field: &str, value: &dyn std::fmt::Display| {
+            Parsed::Bad(format!(
+                "timestamp field `{field}` = {value} is not integer milliseconds"
+            ))
+        };
         let timestamp = match &self.timestamp_field {
             None => None,
             Some(field) => Some(match object.get(field) {
-                Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
-                    self.error(format!(
-                        "timestamp field `{field}` = {n} is not integer milliseconds"
-                    ))
-                })?,
-                Some(Value::String(s)) => s.trim().parse().map_err(|_| {
-                    self.error(format!(
-                        "timestamp field `{field}` = {s:?} is not integer milliseconds"
-                    ))
-                })?,
-                Some(other) => {
-                    return Err(self.error(format!(
-                        "timestamp field `{field}` = {other} is not integer milliseconds"
-                    )));
-                }
-                None => return Err(self.error(format!("timestamp field `{field}` is missing"))),
+                Some(Value::Number(n)) => match n.as_i64() {
+                    Some(ts) => ts,
+                    None => return not_millis(field, n),
+                },
+                Some(Value::String(s)) => match s.trim().parse() {
+                    Ok(ts) => ts,
+                    Err(_) => return not_millis(field, &format_args!("{s:?}")),
+                },
+                Some(other) => return not_millis(field, other),
+                None => return Parsed::Bad(format!("timestamp field `{field}` is missing")),
             }),
         };
         let key = match &self.key_field {
@@ -321,10 +377,10 @@ impl FileSource {
             Some(field) => match object.get(field) {
                 Some(Value::String(s)) => s.as_bytes().to_vec(),
                 Some(other) => other.to_string().into_bytes(),
-                None => return Err(self.error(format!("key field `{field}` is missing"))),
+                None => return Parsed::Bad(format!("key field `{field}` is missing")),
             },
         };
-        Ok((timestamp, key))
+        Parsed::Record((timestamp, key))
     }
 }
 
@@ -332,11 +388,17 @@ impl FileSource {
 impl FileSource {
     /// Reads the line at the reader, line `number`, into `self.line` without
     /// ever holding more than `max_line_bytes` (plus a buffer) of it;
-    /// returns the bytes consumed, 0 at the end of the file.
+    /// returns the bytes consumed, 0 at the end of the file. Under a
+    /// tolerant `on_parse_error` a line too long or not UTF-8 is consumed
+    /// whole and leaves `line_problem` set instead of failing.
     fn read_line(&mut self, number: u64) -> Result<usize, ConnectorError> {
         self.line_bytes.clear();
         self.line.clear();
         self.line_number = number;
+        self.line_ended = false;
+        self.line_problem = None;
+        let mut consumed = 0;
+        let mut too_long = false;
         loop {
             let available = match self.reader.fill_buf() {
                 Ok(available) => available,
@@ -355,29 +417,46 @@ impl FileSource {
                 Some(at) => (at + 1, true),
                 None => (available.len(), false),
             };
-            self.line_bytes.extend_from_slice(&available[..take]);
+            if !too_long {
+                self.line_bytes.extend_from_slice(&available[..take]);
+            }
             self.reader.consume(take);
-            let content = self.line_bytes.len() - usize::from(done);
-            if content > self.max_line_bytes {
-                return Err(self.too_long());
+            consumed += take;
+            let content = consumed - usize::from(done);
+            if content > self.max_line_bytes && !too_long {
+                if !self.tolerant() {
+                    return Err(self.too_long());
+                }
+                // Read past the rest without keeping it.
+                too_long = true;
+                self.line_bytes.truncate(self.max_line_bytes);
             }
             if done {
+                self.line_ended = true;
                 break;
             }
         }
-        if self.line_bytes.is_empty() {
+        if consumed == 0 {
             return Ok(0);
+        }
+        if too_long {
+            self.line_problem = Some(format!(
+                "line longer than max_line_bytes ({0}); raw holds its first {0} bytes",
+                self.max_line_bytes
+            ));
+            return Ok(consumed);
         }
         match std::str::from_utf8(&self.line_bytes) {
             Ok(text) => self.line.push_str(text),
             Err(e) => {
-                return Err(self.error(format!(
-                    "not UTF-8 text (at byte {} of the line)",
-                    e.valid_up_to()
-                )));
+                let problem = format!("not UTF-8 text (at byte {} of the line)", e.valid_up_to());
+                if !self.tolerant() {
+                    return Err(self.error(problem));
+                }
+                self.line_problem = Some(problem);
             }
         }
-        Ok(self.line_bytes.len())
+        Ok(consumed)
     }
 
     fn too_long(&self) -> ConnectorError {
@@ -432,8 +511,9 @@ impl FileSource {
             self.offset += take as u64;
             *budget -= take as u64;
             let content = self.offset - self.line_start - u64::from(found);
-            if target.is_none() && content > self.max_line_bytes as u64 {
-                // The split that owns this line fails on it the same way.
+            if target.is_none() && content > self.max_line_bytes as u64 && !self.tolerant() {
+                // The split that owns this line fails on it the same way
+                // (or, under a tolerant policy, skips it).
                 self.line_number = self.newlines + 1;
                 return Err(self.too_long());
             }
@@ -493,6 +573,9 @@ impl FileSource {
             if read == 0 {
                 self.header = Header::Absent;
                 break true;
+            }
+            if let Some(problem) = self.line_problem.take() {
+                return Err(self.error(format!("the CSV header cannot be read: {problem}")));
             }
             if !self.line.trim().is_empty() {
                 let text = self.line.trim_end_matches(['\n', '\r']);
@@ -559,15 +642,31 @@ impl Source for FileSource {
             }
             read_budget = read_budget.saturating_sub(read as u64);
             self.offset += read as u64;
-            if self.line_bytes.last() == Some(&b'\n') {
+            if self.line_ended {
                 self.newlines += 1;
                 self.line_start = self.offset;
             }
-            if let Some((timestamp, key)) = self.record(start)? {
-                batch.push(timestamp, &key, &self.value);
-                added += 1;
+            if let Some(problem) = self.line_problem.take() {
+                self.reject(problem)?;
+                continue;
+            }
+            match self.record(start)? {
+                Parsed::Record((timestamp, key)) => {
+                    batch.push(timestamp, &key, &self.value);
+                    added += 1;
+                }
+                Parsed::Nothing => {}
+                Parsed::Bad(reason) => self.reject(reason)?,
             }
         }
+    }
+
+    fn drain_dead_letters(&mut self, out: &mut BatchBuilder) {
+        self.parse_errors.drain_into(out);
+    }
+
+    fn parse_error_counts(&self) -> ParseErrorCounts {
+        self.parse_errors.counts()
     }
 
     /// `{"ranges": [[start, end], ...], "line": n}` (see [`crate::splits`]).
@@ -846,6 +945,163 @@ mod tests {
         assert!(
             e.ends_with("in:2: not UTF-8 text (at byte 0 of the line)"),
             "{e}"
+        );
+    }
+
+    /// Every record and dead letter of split `split` of `splits` of `text`
+    /// read under `policy`, and the split's counts.
+    fn read_tolerant(
+        format: FileFormat,
+        text: &[u8],
+        policy: OnParseError,
+        max_line_bytes: usize,
+        (split, splits): (u32, u32),
+    ) -> (Vec<String>, Vec<Value>, ParseErrorCounts) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, text).unwrap();
+        let mut source = FileSource::open_split(
+            &path,
+            format,
+            Some("ts".into()).filter(|_| format != FileFormat::Lines),
+            None,
+            max_line_bytes,
+            split,
+            splits,
+        )
+        .unwrap()
+        .with_parse_errors("src", policy);
+        source.set_budgets(7, 5);
+        let (mut b, mut dead) = (BatchBuilder::default(), BatchBuilder::default());
+        loop {
+            let status = source.next_batch(&mut b, 2).unwrap();
+            source.drain_dead_letters(&mut dead);
+            if status == SourceStatus::Finished {
+                break;
+            }
+        }
+        let values = b
+            .take()
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.value).into_owned())
+            .collect();
+        let dead = dead
+            .take()
+            .iter()
+            .map(|r| serde_json::from_slice(r.value).unwrap())
+            .collect();
+        (values, dead, source.parse_error_counts())
+    }
+
+    const MIXED: &str = "{\"ts\":1}\n{oops\n[1]\n{\"ts\":\"x\"}\n{\"id\":4}\n\n{\"ts\":2}\n";
+
+    #[test]
+    fn skip_drops_every_kind_of_bad_json_line_and_counts_it() {
+        let (values, dead, counts) = read_tolerant(
+            FileFormat::Jsonl,
+            MIXED.as_bytes(),
+            OnParseError::Skip,
+            100,
+            (0, 1),
+        );
+        assert_eq!(values, ["{\"ts\":1}", "{\"ts\":2}"]);
+        assert!(dead.is_empty());
+        assert_eq!(
+            counts,
+            ParseErrorCounts {
+                skipped: 4,
+                dead_lettered: 0
+            }
+        );
+    }
+
+    #[test]
+    fn dead_letters_carry_the_line_the_reason_and_the_raw_text() {
+        let (values, dead, counts) = read_tolerant(
+            FileFormat::Jsonl,
+            MIXED.as_bytes(),
+            OnParseError::DeadLetter,
+            100,
+            (0, 1),
+        );
+        assert_eq!(values, ["{\"ts\":1}", "{\"ts\":2}"]);
+        assert_eq!(counts.dead_lettered, 4);
+        let at: Vec<_> = dead.iter().map(|d| d["at"].as_str().unwrap()).collect();
+        assert_eq!(at, ["line 2", "line 3", "line 4", "line 5"]);
+        assert_eq!(dead[0]["raw"], "{oops");
+        assert!(
+            dead[0]["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid JSON")
+        );
+        assert_eq!(dead[1]["reason"], "expected a JSON object");
+        assert_eq!(
+            dead[2]["reason"],
+            "timestamp field `ts` = \"x\" is not integer milliseconds"
+        );
+        assert_eq!(dead[3]["reason"], "timestamp field `ts` is missing");
+        assert!(dead.iter().all(|d| d["source"] == "src"));
+    }
+
+    #[test]
+    fn csv_rows_of_the_wrong_width_and_bad_utf8_are_dead_lettered() {
+        let text = b"ts,w\n1,a\n2\n3,b,c\n4,\xff\n5,e\r\n";
+        let (values, dead, _) =
+            read_tolerant(FileFormat::Csv, text, OnParseError::DeadLetter, 100, (0, 1));
+        assert_eq!(
+            values,
+            ["{\"ts\":\"1\",\"w\":\"a\"}", "{\"ts\":\"5\",\"w\":\"e\"}"]
+        );
+        let reasons: Vec<_> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "1 fields, but the header has 2",
+                "3 fields, but the header has 2",
+                "not UTF-8 text (at byte 2 of the line)"
+            ]
+        );
+        assert_eq!(dead[2]["raw_hex"], "342cff");
+        // Under fail the same file stops at the first bad row, as before.
+        let e = read(
+            FileFormat::Csv,
+            std::str::from_utf8(&text[..14]).unwrap(),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.0.ends_with("in:3: 1 fields, but the header has 2"), "{e}");
+    }
+
+    #[test]
+    fn an_over_long_line_is_skipped_once_whichever_split_sees_it() {
+        // Line 2 is 40 bytes, over the 10-byte limit, and crosses the
+        // boundary between the two splits.
+        let long = "y".repeat(40);
+        let text = format!("a\n{long}\nb\nc\n");
+        let mut all = Vec::new();
+        let mut total = ParseErrorCounts::default();
+        let mut letters = Vec::new();
+        for split in 0..2 {
+            let (values, dead, counts) = read_tolerant(
+                FileFormat::Lines,
+                text.as_bytes(),
+                OnParseError::DeadLetter,
+                10,
+                (split, 2),
+            );
+            all.extend(values);
+            letters.extend(dead);
+            total.add(counts);
+        }
+        assert_eq!(all, ["a", "b", "c"]);
+        assert_eq!(total.dead_lettered, 1);
+        assert_eq!(letters[0]["at"], "line 2");
+        assert_eq!(letters[0]["raw"], "y".repeat(10));
+        assert_eq!(
+            letters[0]["reason"],
+            "line longer than max_line_bytes (10); raw holds its first 10 bytes"
         );
     }
 }

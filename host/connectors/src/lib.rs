@@ -95,15 +95,18 @@ pub fn open_source(spec: &SourceSpec, split: u32) -> Result<Box<dyn Source>, Con
             timestamp_field,
             key_field,
             max_line_bytes,
-        } => Ok(Box::new(FileSource::open_split(
-            path,
-            *format,
-            timestamp_field.clone(),
-            key_field.clone(),
-            *max_line_bytes,
-            split,
-            spec.parallelism,
-        )?)),
+        } => Ok(Box::new(
+            FileSource::open_split(
+                path,
+                *format,
+                timestamp_field.clone(),
+                key_field.clone(),
+                *max_line_bytes,
+                split,
+                spec.parallelism,
+            )?
+            .with_parse_errors(&spec.name, spec.on_parse_error),
+        )),
         SourceKind::Generator(generator) => Ok(Box::new(GeneratorSource::new(
             generator.clone(),
             split,

@@ -279,7 +279,8 @@ impl Attempt<'_> {
                 times.clone(),
             );
             counters[&spec.name].attach(subtask.clone());
-            source_plan.gate.times = Some(times);
+            source_plan.gate.times = Some(times.clone());
+            source_plan.dead_letter_gate.times = Some(times);
             let source = weir_connectors::open_source(&spec, source_plan.split).map_err(|e| {
                 anyhow!(
                     "{}:{}: source `{}`: {e}",
@@ -298,6 +299,7 @@ impl Attempt<'_> {
                 split: source_plan.split,
                 source,
                 gate: source_plan.gate,
+                dead_letter_gate: source_plan.dead_letter_gate,
                 batch_records_max: job.batch_records_max,
                 metrics: subtask,
                 cancel: cancel.clone(),

@@ -42,6 +42,10 @@ pub struct NodeReport {
     pub records_out: u64,
     /// Records that arrived behind the watermark (operators fed by hash edges).
     pub late_records: u64,
+    /// Sources: records that could not be parsed and were skipped.
+    pub records_skipped: u64,
+    /// Sources: records that could not be parsed, sent to `<source>.dead-letter`.
+    pub records_dead_lettered: u64,
 }
 
 /// How a run ended.
@@ -80,6 +84,8 @@ impl NodeReport {
             records_in: c.sum(SubtaskMetrics::records_in),
             records_out: c.sum(SubtaskMetrics::records_out),
             late_records: c.sum(SubtaskMetrics::late_records),
+            records_skipped: c.sum(SubtaskMetrics::records_skipped),
+            records_dead_lettered: c.sum(SubtaskMetrics::records_dead_lettered),
         }
     }
 }

@@ -151,6 +151,8 @@ pub(crate) struct SourceTaskPlan {
     pub(crate) source: usize,
     pub(crate) split: u32,
     pub(crate) gate: Gate,
+    /// Readers of `<source>.dead-letter` (none unless the job names it).
+    pub(crate) dead_letter_gate: Gate,
 }
 
 pub(crate) struct ChainLinkPlan {
@@ -421,6 +423,14 @@ pub(crate) fn build(job: &JobSpec) -> anyhow::Result<Plan> {
                 source: index,
                 split,
                 gate: take_gate(main_stream(&source.name), split),
+                dead_letter_gate: take_gate(
+                    StreamRef {
+                        node: source.name.clone(),
+                        late: false,
+                        dead_letter: true,
+                    },
+                    split,
+                ),
             });
         }
     }

@@ -2,6 +2,12 @@
 //! downstream until the source is exhausted or the job is cancelled.
 //! Between batches it answers the coordinator's snapshot triggers: it
 //! records its position and watermark and emits the barrier.
+//!
+//! Records the source could not parse and kept as dead letters are sent
+//! to `<source>.dead-letter` right after the batch they were found in, and
+//! that stream gets the same watermarks, barriers and end as the main one:
+//! a checkpoint's barrier follows exactly the dead letters of the lines
+//! before its position, so they are exactly-once with the main output.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use crossbeam_channel::{Receiver, TryRecvError};
-use weir_connectors::{Source, SourceStatus};
+use weir_connectors::{ParseErrorCounts, Source, SourceStatus};
 use weir_core::BatchBuilder;
 use weir_core::job::SourceSpec;
 use weir_core::watermark::{BoundedOutOfOrderness, MIN_WATERMARK};
@@ -26,6 +32,7 @@ pub(crate) struct SourceTask {
     pub(crate) split: u32,
     pub(crate) source: Box<dyn Source>,
     pub(crate) gate: Gate,
+    pub(crate) dead_letter_gate: Gate,
     pub(crate) batch_records_max: usize,
     pub(crate) metrics: Arc<SubtaskMetrics>,
     pub(crate) cancel: Arc<AtomicBool>,
@@ -39,6 +46,34 @@ pub(crate) struct SourceTask {
 const IDLE_POLL: Duration = Duration::from_millis(10);
 
 impl SourceTask {
+    fn send_watermark(&self, watermark: i64) -> Result<(), TaskError> {
+        self.gate.send_watermark(watermark)?;
+        self.dead_letter_gate.send_watermark(watermark)?;
+        Ok(())
+    }
+
+    /// Sends the dead letters of the batch just read, and counts what the
+    /// source skipped or dead-lettered since `counted`.
+    fn send_dead_letters(
+        &mut self,
+        letters: &mut BatchBuilder,
+        counted: &mut ParseErrorCounts,
+    ) -> Result<(), TaskError> {
+        self.source.drain_dead_letters(letters);
+        if !letters.is_empty() {
+            self.dead_letter_gate.send_batch(letters.take())?;
+        }
+        let counts = self.source.parse_error_counts();
+        if counts != *counted {
+            self.metrics.add_parse_errors(
+                counts.skipped.saturating_sub(counted.skipped),
+                counts.dead_lettered.saturating_sub(counted.dead_lettered),
+            );
+            *counted = counts;
+        }
+        Ok(())
+    }
+
     /// Sends `batch`, first cutting it before any record that is at or
     /// behind the watermark as of its position and sending that watermark
     /// ahead of it. Lateness thus depends only on the order of the input,
@@ -69,7 +104,7 @@ impl SourceTask {
                 let watermark = watermarks.current();
                 if ts <= watermark && watermark > *sent_watermark {
                     self.gate.send_batch(part.take())?;
-                    self.gate.send_watermark(watermark)?;
+                    self.send_watermark(watermark)?;
                     *sent_watermark = watermark;
                 }
                 watermarks.observe(ts);
@@ -98,6 +133,7 @@ impl SourceTask {
                         sent_watermark,
                     };
                     self.gate.send_barrier(barrier)?;
+                    self.dead_letter_gate.send_barrier(barrier)?;
                     self.snapshots.ack(barrier.id, AckPart::Source(snapshot));
                     if stop {
                         return Ok(true);
@@ -128,7 +164,7 @@ impl SourceTask {
             watermarks.restore(restore.max_timestamp);
             sent_watermark = restore.sent_watermark;
             if sent_watermark > MIN_WATERMARK {
-                self.gate.send_watermark(sent_watermark)?;
+                self.send_watermark(sent_watermark)?;
                 self.metrics.set_watermark(sent_watermark);
             }
         }
@@ -143,6 +179,8 @@ impl SourceTask {
         let mut idle = false;
         // Sleeping (throttled, or nothing to read) is the source's idle time.
         let mut clock = TaskClock::new(self.metrics.times.clone());
+        let mut letters = BatchBuilder::default();
+        let mut counted = ParseErrorCounts::default();
         loop {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(TaskError::Cancelled);
@@ -166,6 +204,9 @@ impl SourceTask {
                 .next_batch(&mut builder, batch_max)
                 .with_context(|| format!("source `{}` (split {})", self.spec.name, self.split))?;
             let batch = builder.take();
+            // Before the next barrier (served at the top of the loop), as
+            // the lines they came from are before the position it records.
+            self.send_dead_letters(&mut letters, &mut counted)?;
             if batch.is_empty() {
                 if status == SourceStatus::More {
                     // Nothing for now: after idle_timeout_ms, stop holding back
@@ -176,6 +217,7 @@ impl SourceTask {
                     {
                         idle = true;
                         self.gate.send_idle()?;
+                        self.dead_letter_gate.send_idle()?;
                     }
                     clock.wait_starts();
                     std::thread::sleep(IDLE_POLL);
@@ -191,12 +233,13 @@ impl SourceTask {
                 let watermark = watermarks.current();
                 if watermark > sent_watermark {
                     sent_watermark = watermark;
-                    self.gate.send_watermark(watermark)?;
+                    self.send_watermark(watermark)?;
                 }
                 self.metrics.set_watermark(sent_watermark);
             }
             if status == SourceStatus::Finished {
                 self.gate.send_end()?;
+                self.dead_letter_gate.send_end()?;
                 let _ = self.snapshots.events.send(TaskEvent::Finished);
                 return Ok(());
             }

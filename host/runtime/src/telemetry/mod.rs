@@ -49,6 +49,12 @@ pub struct SubtaskSample {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub late_records: u64,
+    /// Sources: records that could not be parsed, skipped or sent to
+    /// `<source>.dead-letter` (`on_parse_error`).
+    #[serde(default)]
+    pub records_skipped: u64,
+    #[serde(default)]
+    pub records_dead_lettered: u64,
     pub busy_ms: u64,
     pub idle_ms: u64,
     pub backpressured_ms: u64,
@@ -84,6 +90,8 @@ fn sample(subtask: u32, m: &SubtaskMetrics) -> SubtaskSample {
         bytes_in: v.bytes_in,
         bytes_out: v.bytes_out,
         late_records: v.late_records,
+        records_skipped: v.records_skipped,
+        records_dead_lettered: v.records_dead_lettered,
         busy_ms: ms(v.busy),
         idle_ms: ms(v.idle),
         backpressured_ms: ms(v.backpressured),
@@ -192,6 +200,8 @@ mod tests {
             "bytes_in",
             "bytes_out",
             "late_records",
+            "records_skipped",
+            "records_dead_lettered",
             "busy_ms",
             "idle_ms",
             "backpressured_ms",
@@ -205,7 +215,7 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "missing {k}");
         }
-        assert_eq!(keys.len(), 16);
+        assert_eq!(keys.len(), 18);
         assert!(json["unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
         let back: JobMetrics = serde_json::from_value(json).unwrap();
         assert_eq!(back, m);

@@ -118,6 +118,16 @@ const LATE: Family = family(
     "Records that arrived at or behind their channel's watermark.",
     Kind::Counter,
 );
+const SKIPPED: Family = family(
+    "weir_source_records_skipped",
+    "Records a source could not parse and dropped (on_parse_error = \"skip\").",
+    Kind::Counter,
+);
+const DEAD_LETTERED: Family = family(
+    "weir_source_records_dead_lettered",
+    "Records a source could not parse and sent to <source>.dead-letter.",
+    Kind::Counter,
+);
 const BUSY: Family = family(
     "weir_busy_seconds",
     "Time the subtask's thread worked (guest calls and host work), not waiting or blocked.",
@@ -204,12 +214,14 @@ const VERSIONS: Family = family(
     Kind::Info,
 );
 
-const FAMILIES: [&Family; 22] = [
+const FAMILIES: [&Family; 24] = [
     &RECORDS_IN,
     &RECORDS_OUT,
     &BYTES_IN,
     &BYTES_OUT,
     &LATE,
+    &SKIPPED,
+    &DEAD_LETTERED,
     &BUSY,
     &IDLE,
     &BACKPRESSURED,
@@ -385,6 +397,17 @@ impl Weir {
         })?;
         write_family(e, &LATE, operators(), |m, l, v| {
             counter_u64(m, l, v.late_records)
+        })?;
+        let sources = || {
+            rows.iter()
+                .filter(|r| r.kind == NodeKind::Source)
+                .map(|r| (&r.labels, &r.values))
+        };
+        write_family(e, &SKIPPED, sources(), |m, l, v| {
+            counter_u64(m, l, v.records_skipped)
+        })?;
+        write_family(e, &DEAD_LETTERED, sources(), |m, l, v| {
+            counter_u64(m, l, v.records_dead_lettered)
         })?;
         write_family(e, &BUSY, all(), |m, l, v| counter(m, l, secs(v.busy)))?;
         write_family(e, &IDLE, all(), |m, l, v| counter(m, l, secs(v.idle)))?;
@@ -571,6 +594,7 @@ mod tests {
             s.versions = vec![("count".into(), "ab12".into())];
         });
         src.add_out(10, 1000);
+        src.add_parse_errors(2, 5);
         src.set_watermark(1_000);
         op.add_in(10, 1000);
         op.add_out(3, 30);
@@ -611,6 +635,11 @@ mod tests {
         );
         let src_labels = r#"job_name="render\"test",node="events",subtask="0""#;
         assert_eq!(find("weir_input_watermark_seconds", src_labels), 1.0);
+        assert_eq!(find("weir_source_records_skipped_total", src_labels), 2.0);
+        assert_eq!(
+            find("weir_source_records_dead_lettered_total", src_labels),
+            5.0
+        );
         assert!(find("weir_event_time_lag_seconds", src_labels) > 1e9);
         let job_labels = r#"job_name="render\"test""#;
         assert_eq!(find("weir_job_restarts_total", job_labels), 2.0);

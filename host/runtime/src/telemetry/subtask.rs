@@ -162,6 +162,9 @@ pub(crate) struct SubtaskMetrics {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     late_records: AtomicU64,
+    /// Records a source could not parse and skipped or dead-lettered.
+    records_skipped: AtomicU64,
+    records_dead_lettered: AtomicU64,
     pub(crate) times: Arc<TaskTimes>,
     watermark: AtomicI64,
     state_keys: AtomicU64,
@@ -181,6 +184,8 @@ pub(crate) struct SubtaskValues {
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     pub(crate) late_records: u64,
+    pub(crate) records_skipped: u64,
+    pub(crate) records_dead_lettered: u64,
     pub(crate) busy: Duration,
     pub(crate) idle: Duration,
     pub(crate) backpressured: Duration,
@@ -205,6 +210,8 @@ impl SubtaskMetrics {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             late_records: AtomicU64::new(0),
+            records_skipped: AtomicU64::new(0),
+            records_dead_lettered: AtomicU64::new(0),
             times,
             watermark: AtomicI64::new(NO_WATERMARK),
             state_keys: AtomicU64::new(UNSET),
@@ -230,6 +237,11 @@ impl SubtaskMetrics {
 
     pub(crate) fn add_late(&self, records: usize) {
         self.late_records.fetch_add(records as u64, Relaxed);
+    }
+
+    pub(crate) fn add_parse_errors(&self, skipped: u64, dead_lettered: u64) {
+        self.records_skipped.fetch_add(skipped, Relaxed);
+        self.records_dead_lettered.fetch_add(dead_lettered, Relaxed);
     }
 
     pub(crate) fn set_alignment(&self, took: Duration) {
@@ -263,6 +275,12 @@ impl SubtaskMetrics {
     pub(crate) fn late_records(&self) -> u64 {
         self.late_records.load(Relaxed)
     }
+    pub(crate) fn records_skipped(&self) -> u64 {
+        self.records_skipped.load(Relaxed)
+    }
+    pub(crate) fn records_dead_lettered(&self) -> u64 {
+        self.records_dead_lettered.load(Relaxed)
+    }
 
     pub(crate) fn values(&self) -> SubtaskValues {
         let (busy, idle, backpressured) = self.times.read();
@@ -272,6 +290,8 @@ impl SubtaskMetrics {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             late_records: self.late_records(),
+            records_skipped: self.records_skipped(),
+            records_dead_lettered: self.records_dead_lettered(),
             busy,
             idle,
             backpressured,
