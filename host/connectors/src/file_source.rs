@@ -36,6 +36,7 @@ use serde_json::{Map, Value};
 use weir_core::BatchBuilder;
 use weir_core::job::{FileFormat, OnParseError};
 
+use crate::json_fields::{JsonFields, KeyAndTime};
 use crate::parse_errors::{ParseErrorCounts, ParseErrors};
 use crate::splits::{FilePosition, split_range};
 use crate::{ConnectorError, Source, SourceStatus};
@@ -89,6 +90,8 @@ pub struct FileSource {
     format: FileFormat,
     timestamp_field: Option<String>,
     key_field: Option<String>,
+    /// The same two fields, read from JSON lines without building a `Value`.
+    json_fields: JsonFields,
     max_line_bytes: usize,
     /// Byte ranges still to read, ascending; the first is the current one.
     ranges: VecDeque<(u64, u64)>,
@@ -199,6 +202,7 @@ impl FileSource {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(1 << 16, file),
             format,
+            json_fields: JsonFields::new(timestamp_field.clone(), key_field.clone()),
             timestamp_field,
             key_field,
             max_line_bytes,
@@ -309,14 +313,14 @@ impl FileSource {
                 if line.trim().is_empty() {
                     return Ok(Parsed::Nothing);
                 }
-                let object: Map<String, Value> = match serde_json::from_str(line) {
-                    Ok(Value::Object(o)) => o,
-                    Ok(_) => return Ok(Parsed::Bad("expected a JSON object".into())),
-                    Err(e) => return Ok(Parsed::Bad(format!("invalid JSON: {e}"))),
-                };
-                self.value.clear();
-                self.value.extend_from_slice(line.trim().as_bytes());
-                Ok(self.fields(&object))
+                match self.json_fields.extract(line) {
+                    Ok(KeyAndTime { timestamp, key }) => {
+                        self.value.clear();
+                        self.value.extend_from_slice(line.trim().as_bytes());
+                        Ok(Parsed::Record((timestamp, key)))
+                    }
+                    Err(reason) => Ok(Parsed::Bad(reason)),
+                }
             }
             FileFormat::Csv => {
                 if line.trim().is_empty() {
