@@ -45,3 +45,8 @@ examples/polyglot/operators/running-total-js/running_total.js running_total_js
 tests/guests/hostile-js/hostile.js hostile_js
 benches/guests/map-op-js/map_op.js map_op_js
 GUESTS
+
+# The Nexmark queries (examples/nexmark): nexmark_q0.wasm ... nexmark_q11.wasm.
+cargo build --release --target wasm32-wasip2 --target-dir target/wasm \
+    -p nexmark-q0 -p nexmark-q1 -p nexmark-q2 -p nexmark-q3 -p nexmark-q4 \
+    -p nexmark-q5 -p nexmark-q7 -p nexmark-q8 -p nexmark-q11

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 mod cluster_cli;
 mod jobs_table;
 mod logging;
+mod nexmark_cli;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -183,6 +184,9 @@ enum Command {
         #[command(flatten)]
         target: cluster_cli::ClusterTarget,
     },
+    /// Write the Nexmark benchmark's events (persons, auctions, bids) as a
+    /// JSON-lines file.
+    Nexmark(nexmark_cli::NexmarkArgs),
     /// Check a job file and every operator component it names, without running it.
     Validate {
         /// The job file (TOML).
@@ -534,6 +538,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Cancel { job, target } => cluster_cli::cancel(target, job),
+        Command::Nexmark(args) => nexmark_cli::run(args),
         Command::Validate {
             job,
             overrides,

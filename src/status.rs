@@ -96,6 +96,7 @@ pub fn input_sizes(spec: &JobSpec) -> BTreeMap<String, InputSize> {
                     InputSize::Bytes(std::fs::metadata(path).ok()?.len())
                 }
                 SourceKind::Generator(g) => InputSize::Records(g.records),
+                SourceKind::Nexmark(n) => InputSize::Records(n.events),
             };
             Some((source.name.clone(), size))
         })

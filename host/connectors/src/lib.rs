@@ -13,6 +13,7 @@
 mod file_sink;
 mod file_source;
 mod generator;
+pub mod nexmark;
 mod parse_errors;
 mod splits;
 mod transactional_sink;
@@ -23,6 +24,7 @@ use weir_core::job::{SinkKind, SinkSpec, SourceKind, SourceSpec};
 pub use file_sink::{FileSink, format_record};
 pub use file_source::FileSource;
 pub use generator::GeneratorSource;
+pub use nexmark::NexmarkSource;
 pub use parse_errors::{ParseErrorCounts, ParseErrors};
 pub use transactional_sink::TransactionalFileSink;
 
@@ -112,6 +114,11 @@ pub fn open_source(spec: &SourceSpec, split: u32) -> Result<Box<dyn Source>, Con
             split,
             spec.parallelism,
         ))),
+        SourceKind::Nexmark(nexmark) => Ok(Box::new(NexmarkSource::new(
+            nexmark.clone(),
+            split,
+            spec.parallelism,
+        ))),
     }
 }
 
@@ -137,7 +144,7 @@ pub fn rescale_positions(
         return Ok(old.to_vec());
     }
     match &spec.kind {
-        SourceKind::Generator(_) => Err(ConnectorError(format!(
+        SourceKind::Generator(_) | SourceKind::Nexmark(_) => Err(ConnectorError(format!(
             "source `{name}`: a generator source cannot be rescaled (its checkpoint has {} splits, the job {new_splits}); run it with parallelism {} or start without the checkpoint",
             old.len(),
             old.len()

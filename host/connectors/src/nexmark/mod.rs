@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn event_time_is_out_of_order_by_at_most_disorder_ms() {
         let all = events(&spec(20_000, 50));
-        let mut max_seen = i64::MIN;
+        let mut max_seen = 0;
         let mut out_of_order = 0;
         for (n, (ts, _)) in all.iter().enumerate() {
             let regular = 1_000_000 + n as i64;

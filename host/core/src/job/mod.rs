@@ -152,7 +152,26 @@ pub enum SourceKind {
         max_line_bytes: usize,
     },
     Generator(GeneratorSpec),
+    Nexmark(NexmarkSpec),
 }
+
+/// The Nexmark benchmark's event stream (persons, auctions and bids in
+/// proportions 1:3:46), deterministic from `seed`; see
+/// `weir_connectors::nexmark` for the model and the JSON layout. Event `n`
+/// (0-based) has event time `start_ms + n * 1000 / events_per_second`
+/// minus a jitter of up to `disorder_ms`. Split `i` of `p` emits the
+/// events with `n % p == i`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NexmarkSpec {
+    pub events: u64,
+    pub seed: u64,
+    pub start_ms: i64,
+    pub events_per_second: u64,
+    pub disorder_ms: i64,
+}
+
+/// A Nexmark source's default `start_ms`: 2023-11-14T22:13:20Z.
+pub const NEXMARK_START_MS_DEFAULT: i64 = 1_700_000_000_000;
 
 /// A deterministic generator: record `seq` (0-based) has key `key-{seq % keys}`,
 /// event time `start_ms + seq * interval_ms` (minus a deterministic jitter of

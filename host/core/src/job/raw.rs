@@ -67,6 +67,7 @@ pub(super) struct RawJob {
 pub(super) enum RawSourceKind {
     File,
     Generator,
+    Nexmark,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +93,10 @@ pub(super) struct RawSource {
     pub(super) interval_ms: Option<Spanned<i64>>,
     pub(super) disorder_ms: Option<Spanned<i64>>,
     pub(super) value_bytes: Option<Spanned<usize>>,
+    // nexmark (also start_ms, disorder_ms)
+    pub(super) events: Option<Spanned<u64>>,
+    pub(super) seed: Option<Spanned<u64>>,
+    pub(super) events_per_second: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

@@ -12,8 +12,9 @@ use super::names::{job_name_problem, node_name_problem};
 use super::raw::*;
 use super::{
     CheckpointSpec, Edge, FileFormat, GeneratorSpec, GuestLimits, Input, JobError, JobSpec,
-    LatePolicy, OperatorSpec, Overrides, RestartSpec, SinkFormat, SinkKind, SinkSpec, SourceKind,
-    OnParseError, SourceSpec, StateBackendKind, StreamRef,
+    LatePolicy, NEXMARK_START_MS_DEFAULT, NexmarkSpec, OnParseError, OperatorSpec, Overrides,
+    RestartSpec, SinkFormat, SinkKind, SinkSpec, SourceKind, SourceSpec, StateBackendKind,
+    StreamRef,
 };
 use crate::key_group::DEFAULT_MAX_PARALLELISM;
 
@@ -486,7 +487,24 @@ impl Resolver<'_> {
                     )?,
                 })
             }
+            RawSourceKind::Nexmark => self.nexmark(raw, at, owner)?,
         };
+        if !matches!(raw.kind, RawSourceKind::Nexmark) {
+            for (field, present) in [
+                ("events", raw.events.is_some()),
+                ("seed", raw.seed.is_some()),
+                ("events_per_second", raw.events_per_second.is_some()),
+            ] {
+                if present {
+                    return Err(cx.err_at(
+                        at,
+                        format!(
+                            "source `{name}`: field `{field}` applies only to a nexmark source"
+                        ),
+                    ));
+                }
+            }
+        }
         let duration = 0..=DURATION_MS_MAX;
         Ok(SourceSpec {
             name: name.clone(),
@@ -526,6 +544,81 @@ impl Resolver<'_> {
             let s = s.get_ref();
             s.name.get_ref() == node && s.on_parse_error == Some(OnParseError::DeadLetter)
         })
+    }
+
+    /// `kind = "nexmark"`: the Nexmark event generator.
+    fn nexmark(&self, raw: &RawSource, at: usize, owner: &str) -> Result<SourceKind, JobError> {
+        let cx = &self.cx;
+        for (field, present) in [
+            ("path", raw.path.is_some()),
+            ("format", raw.format.is_some()),
+            ("timestamp_field", raw.timestamp_field.is_some()),
+            ("key_field", raw.key_field.is_some()),
+            ("max_line_bytes", raw.max_line_bytes.is_some()),
+            ("records", raw.records.is_some()),
+            ("keys", raw.keys.is_some()),
+            ("interval_ms", raw.interval_ms.is_some()),
+            ("value_bytes", raw.value_bytes.is_some()),
+        ] {
+            if present {
+                return Err(cx.err_at(
+                    at,
+                    format!("{owner}field `{field}` does not apply to a nexmark source"),
+                ));
+            }
+        }
+        let events = raw
+            .events
+            .as_ref()
+            .ok_or_else(|| cx.err_at(at, format!("{owner}a nexmark source needs `events`")))?;
+        let events = bounded(
+            cx,
+            Some(events),
+            0,
+            0..=GENERATOR_RECORDS_MAX,
+            owner,
+            "events",
+        )?;
+        let events_per_second = bounded(
+            cx,
+            raw.events_per_second.as_ref(),
+            10_000,
+            1..=RECORDS_PER_SECOND_MAX,
+            owner,
+            "events_per_second",
+        )?;
+        let start_ms = bounded(
+            cx,
+            raw.start_ms.as_ref(),
+            NEXMARK_START_MS_DEFAULT,
+            -EVENT_TIME_MS_MAX..=EVENT_TIME_MS_MAX,
+            owner,
+            "start_ms",
+        )?;
+        let disorder_ms = bounded(
+            cx,
+            raw.disorder_ms.as_ref(),
+            0,
+            0..=DURATION_MS_MAX as i64,
+            owner,
+            "disorder_ms",
+        )?;
+        // The last event's time, computed wide, must stay in range.
+        let last = i128::from(start_ms)
+            + i128::from(events.saturating_sub(1)) * 1000 / i128::from(events_per_second);
+        if last > i128::from(EVENT_TIME_MS_MAX) {
+            return Err(cx.err_at(
+                at,
+                format!("{owner}the last event's time {last} exceeds the largest event time {EVENT_TIME_MS_MAX}"),
+            ));
+        }
+        Ok(SourceKind::Nexmark(NexmarkSpec {
+            events,
+            seed: raw.seed.as_ref().map_or(0, |s| *s.get_ref()),
+            start_ms,
+            events_per_second,
+            disorder_ms,
+        }))
     }
 
     fn stream_refs(

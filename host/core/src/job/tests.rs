@@ -617,3 +617,41 @@ fn a_dead_letter_input_needs_the_policy_and_a_known_value() {
     assert_eq!(e.line, Some(10), "{e}");
     assert!(e.message.contains("ignore"), "{e}");
 }
+
+#[test]
+fn a_nexmark_source_takes_its_fields_with_defaults_and_bounds() {
+    let nexmark = |fields: &str| {
+        GOOD.replace(
+            "kind = \"file\"\npath = \"in.txt\"",
+            &format!("kind = \"nexmark\"\n{fields}"),
+        )
+    };
+    let job = parse_str(&nexmark("events = 500\nseed = 3")).unwrap();
+    assert_eq!(
+        job.sources[0].kind,
+        SourceKind::Nexmark(NexmarkSpec {
+            events: 500,
+            seed: 3,
+            start_ms: NEXMARK_START_MS_DEFAULT,
+            events_per_second: 10_000,
+            disorder_ms: 0,
+        })
+    );
+    let e = error_of(&nexmark("seed = 3"));
+    assert!(e.message.contains("a nexmark source needs `events`"), "{e}");
+    let e = error_of(&nexmark("events = 5\npath = \"x\""));
+    assert!(
+        e.message
+            .contains("`path` does not apply to a nexmark source"),
+        "{e}"
+    );
+    let e = error_of(&nexmark("events = 5\nevents_per_second = 0"));
+    assert_eq!(e.line, Some(10), "{e}");
+    assert!(e.message.contains("events_per_second"), "{e}");
+    let e = error_of(&GOOD.replace("path = \"in.txt\"", "path = \"in.txt\"\nevents = 5"));
+    assert!(
+        e.message
+            .contains("`events` applies only to a nexmark source"),
+        "{e}"
+    );
+}
