@@ -248,10 +248,13 @@ impl FileSource {
         if !self.tolerant() {
             return Err(self.error(reason));
         }
-        let raw = self
-            .line_bytes
-            .strip_suffix(b"\n")
-            .unwrap_or(&self.line_bytes);
+        // A line that is text lives in `line`; `line_bytes` holds the
+        // others (and, for text, a recycled buffer).
+        let whole: &[u8] = match self.line_problem {
+            None => self.line.as_bytes(),
+            Some(_) => &self.line_bytes,
+        };
+        let raw = whole.strip_suffix(b"\n").unwrap_or(whole);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let at = format!("line {}", self.line_number);
         self.parse_errors.reject(&at, raw, &reason)
@@ -417,7 +420,7 @@ impl FileSource {
             if available.is_empty() {
                 break; // end of file; the last line may lack a newline
             }
-            let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            let (take, done) = match memchr::memchr(b'\n', available) {
                 Some(at) => (at + 1, true),
                 None => (available.len(), false),
             };
@@ -450,10 +453,16 @@ impl FileSource {
             ));
             return Ok(consumed);
         }
-        match std::str::from_utf8(&self.line_bytes) {
-            Ok(text) => self.line.push_str(text),
+        // The bytes become the line without a copy; the buffers swap so
+        // both keep their capacity for the next line.
+        match String::from_utf8(std::mem::take(&mut self.line_bytes)) {
+            Ok(text) => {
+                self.line_bytes = std::mem::replace(&mut self.line, text).into_bytes();
+            }
             Err(e) => {
-                let problem = format!("not UTF-8 text (at byte {} of the line)", e.valid_up_to());
+                let valid_up_to = e.utf8_error().valid_up_to();
+                self.line_bytes = e.into_bytes();
+                let problem = format!("not UTF-8 text (at byte {valid_up_to} of the line)");
                 if !self.tolerant() {
                     return Err(self.error(problem));
                 }
@@ -578,7 +587,7 @@ impl FileSource {
                 self.header = Header::Absent;
                 break true;
             }
-            if let Some(problem) = self.line_problem.take() {
+            if let Some(problem) = self.line_problem.clone() {
                 return Err(self.error(format!("the CSV header cannot be read: {problem}")));
             }
             if !self.line.trim().is_empty() {
@@ -650,7 +659,7 @@ impl Source for FileSource {
                 self.newlines += 1;
                 self.line_start = self.offset;
             }
-            if let Some(problem) = self.line_problem.take() {
+            if let Some(problem) = self.line_problem.clone() {
                 self.reject(problem)?;
                 continue;
             }
