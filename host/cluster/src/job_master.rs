@@ -518,6 +518,17 @@ impl Deployer for ClusterDeployer {
                 },
             );
         }
+        for &(task, worker) in &a.sources {
+            let _ = self.cluster.send(
+                worker,
+                ToWorker::Source {
+                    job: self.job.clone(),
+                    attempt: a.id,
+                    task,
+                    command: SourceCommand::Completed(id),
+                },
+            );
+        }
     }
 
     fn release_sources(&mut self) {

@@ -13,7 +13,9 @@
 mod file_sink;
 mod file_source;
 mod generator;
+pub mod kafka;
 pub mod nexmark;
+pub mod json_fields;
 mod parse_errors;
 mod splits;
 mod transactional_sink;
@@ -64,6 +66,16 @@ pub trait Source: Send {
     fn position(&self) -> Value;
     /// Continues from a [`Source::position`] of the same split.
     fn seek(&mut self, position: &Value) -> Result<(), ConnectorError>;
+    /// An upper bound on the largest event time the split may claim to
+    /// have seen, when it interleaves several inputs with their own event
+    /// time (Kafka partitions): the smallest of their largest timestamps
+    /// over inputs that are not idle. The runtime holds the split's
+    /// watermark at `bound - watermark_delay_ms - 1`. `None`: no bound.
+    fn max_timestamp_bound(&self) -> Option<i64> {
+        None
+    }
+    /// Checkpoint `id`, whose snapshot held `position`, completed.
+    fn checkpoint_complete(&mut self, _id: u64, _position: &Value) {}
     /// Moves the records this split could not parse since the last call
     /// into `out` (under `on_parse_error = "dead-letter"`); called after
     /// every [`Source::next_batch`], before the next barrier.
@@ -119,6 +131,13 @@ pub fn open_source(spec: &SourceSpec, split: u32) -> Result<Box<dyn Source>, Con
             split,
             spec.parallelism,
         ))),
+        SourceKind::Kafka(kafka) => Ok(Box::new(kafka::KafkaSource::open(
+            &spec.name,
+            kafka,
+            spec.idle_timeout_ms,
+            split,
+            spec.parallelism,
+        )?)),
     }
 }
 
@@ -144,6 +163,7 @@ pub fn rescale_positions(
         return Ok(old.to_vec());
     }
     match &spec.kind {
+        SourceKind::Kafka(_) => kafka::rescale_positions(spec, old, new_splits),
         SourceKind::Generator(_) | SourceKind::Nexmark(_) => Err(ConnectorError(format!(
             "source `{name}`: a generator source cannot be rescaled (its checkpoint has {} splits, the job {new_splits}); run it with parallelism {} or start without the checkpoint",
             old.len(),
@@ -194,6 +214,14 @@ pub fn open_sink(
         )?)),
         SinkKind::Stdout => Ok(Box::new(FileSink::stdout(spec.format))),
         SinkKind::Discard => Ok(Box::new(DiscardSink)),
+        // A sink runs as one subtask: subtask 0.
+        SinkKind::Kafka(kafka) => Ok(Box::new(kafka::KafkaSink::open(
+            &spec.name,
+            kafka,
+            spec.format,
+            0,
+            restore,
+        )?)),
     }
 }
 

@@ -258,7 +258,7 @@ pub fn clean_job_paths(job: &mut JobSpec) {
             SinkKind::File { path } | SinkKind::TransactionalFile { dir: path } => {
                 clean_in_place(path)
             }
-            SinkKind::Stdout | SinkKind::Discard => {}
+            SinkKind::Stdout | SinkKind::Discard | SinkKind::Kafka(_) => {}
         }
     }
     if let Some(dir) = &mut job.state_dir {
@@ -360,7 +360,7 @@ impl JobSpec {
                     s.path_line,
                     format!("sink `{}` field `path`", s.name),
                 ),
-                SinkKind::Stdout | SinkKind::Discard => {}
+                SinkKind::Stdout | SinkKind::Discard | SinkKind::Kafka(_) => {}
             }
         }
         // An object store is no path on this node's file system.

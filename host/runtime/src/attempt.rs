@@ -307,6 +307,7 @@ impl Attempt<'_> {
                 snapshots: snapshots.clone(),
                 restore,
                 spec,
+                pending: Default::default(),
             };
             built.tasks.push((
                 format!("source-{}-{}", task.spec.name, task.split),

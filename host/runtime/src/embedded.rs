@@ -431,6 +431,9 @@ impl Deployer for LocalDeployer {
             for (_, sink) in &live.sink_commands {
                 let _ = sink.send(SinkCommand::Commit(id));
             }
+            for (_, source) in &live.source_commands {
+                let _ = source.send(SourceCommand::Completed(id));
+            }
         }
     }
 

@@ -47,6 +47,8 @@ pub struct OperatorPart {
 pub enum SourceCommand {
     /// Snapshot the position, emit the barrier; with `stop`, then emit nothing more.
     Trigger { barrier: Barrier, stop: bool },
+    /// Checkpoint `id` completed (a Kafka source commits its offsets).
+    Completed(u64),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -40,7 +40,13 @@ pub(crate) struct SourceTask {
     pub(crate) snapshots: SnapshotContext,
     /// Where a restored split left off.
     pub(crate) restore: Option<SourceSnapshot>,
+    /// Positions of snapshots not yet known complete, oldest first.
+    pub(crate) pending: std::collections::VecDeque<(u64, serde_json::Value)>,
 }
+
+/// Snapshots whose completion a source still waits for; older ones are
+/// forgotten (their completion only served monitoring).
+const PENDING_MAX: usize = 16;
 
 /// How long an idle split sleeps before asking its source again.
 const IDLE_POLL: Duration = Duration::from_millis(10);
@@ -78,16 +84,20 @@ impl SourceTask {
     /// behind the watermark as of its position and sending that watermark
     /// ahead of it. Lateness thus depends only on the order of the input,
     /// never on batch sizes; in-order input is sent whole.
+    ///
+    /// `cap` holds every watermark back (see [`Self::watermark_cap`]).
     fn send_with_watermarks(
         &mut self,
         batch: weir_core::Batch,
         watermarks: &mut BoundedOutOfOrderness,
         sent_watermark: &mut i64,
+        cap: i64,
     ) -> Result<(), TaskError> {
         let mut probe = watermarks.clone();
         let needs_cut = batch.iter().any(|r| match r.timestamp {
             Some(ts) => {
-                let late = ts <= probe.current() && probe.current() > *sent_watermark;
+                let current = probe.current().min(cap);
+                let late = ts <= current && current > *sent_watermark;
                 probe.observe(ts);
                 late
             }
@@ -101,7 +111,7 @@ impl SourceTask {
         let mut part = BatchBuilder::with_capacity(batch.as_bytes().len());
         for record in &batch {
             if let Some(ts) = record.timestamp {
-                let watermark = watermarks.current();
+                let watermark = watermarks.current().min(cap);
                 if ts <= watermark && watermark > *sent_watermark {
                     self.gate.send_batch(part.take())?;
                     self.send_watermark(watermark)?;
@@ -115,6 +125,21 @@ impl SourceTask {
         Ok(())
     }
 
+    /// The highest watermark the source allows now: a source reading
+    /// several partitions bounds it by its slowest active one
+    /// ([`Source::max_timestamp_bound`]). Taken before a batch is read, it
+    /// never makes one of the batch's records late: each partition's
+    /// records are at most `watermark_delay_ms` behind its own maximum.
+    fn watermark_cap(&self) -> i64 {
+        match self.source.max_timestamp_bound() {
+            None => i64::MAX,
+            Some(t) => {
+                let delay = self.spec.watermark_delay_ms.min(i64::MAX as u64) as i64;
+                t.saturating_sub(delay).saturating_sub(1)
+            }
+        }
+    }
+
     /// Answers pending snapshot triggers; `Ok(true)` means stop here.
     fn serve_commands(
         &mut self,
@@ -123,6 +148,16 @@ impl SourceTask {
     ) -> Result<bool, TaskError> {
         loop {
             match self.commands.try_recv() {
+                Ok(SourceCommand::Completed(id)) => {
+                    while self.pending.front().is_some_and(|(p, _)| *p < id) {
+                        self.pending.pop_front();
+                    }
+                    if self.pending.front().is_some_and(|(p, _)| *p == id)
+                        && let Some((_, position)) = self.pending.pop_front()
+                    {
+                        self.source.checkpoint_complete(id, &position);
+                    }
+                }
                 Ok(SourceCommand::Trigger { barrier, stop }) => {
                     let snapshot = SourceSnapshot {
                         source: self.spec.name.clone(),
@@ -132,6 +167,11 @@ impl SourceTask {
                         max_timestamp: watermarks.max_seen(),
                         sent_watermark,
                     };
+                    if self.pending.len() == PENDING_MAX {
+                        self.pending.pop_front();
+                    }
+                    self.pending
+                        .push_back((barrier.id, snapshot.position.clone()));
                     self.gate.send_barrier(barrier)?;
                     self.dead_letter_gate.send_barrier(barrier)?;
                     self.snapshots.ack(barrier.id, AckPart::Source(snapshot));
@@ -199,6 +239,7 @@ impl SourceTask {
                     continue;
                 }
             }
+            let cap = self.watermark_cap();
             let status = self
                 .source
                 .next_batch(&mut builder, batch_max)
@@ -209,6 +250,13 @@ impl SourceTask {
             self.send_dead_letters(&mut letters, &mut counted)?;
             if batch.is_empty() {
                 if status == SourceStatus::More {
+                    // An input of the source may have gone idle, lifting its cap.
+                    let watermark = watermarks.current().min(self.watermark_cap());
+                    if watermark > sent_watermark {
+                        sent_watermark = watermark;
+                        self.send_watermark(watermark)?;
+                        self.metrics.set_watermark(sent_watermark);
+                    }
                     // Nothing for now: after idle_timeout_ms, stop holding back
                     // downstream watermarks.
                     if let Some(timeout) = self.spec.idle_timeout_ms
@@ -229,8 +277,8 @@ impl SourceTask {
                 last_data = Instant::now();
                 emitted += batch.len() as u64;
                 self.metrics.add_out(batch.len(), batch.as_bytes().len());
-                self.send_with_watermarks(batch, &mut watermarks, &mut sent_watermark)?;
-                let watermark = watermarks.current();
+                self.send_with_watermarks(batch, &mut watermarks, &mut sent_watermark, cap)?;
+                let watermark = watermarks.current().min(self.watermark_cap());
                 if watermark > sent_watermark {
                     sent_watermark = watermark;
                     self.send_watermark(watermark)?;

@@ -11,6 +11,7 @@
 //! nothing more.
 
 mod bounds;
+mod kafka;
 mod lines;
 mod names;
 mod raw;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use bounds::*;
+pub use kafka::{KafkaDelivery, KafkaSinkSpec, KafkaSourceSpec, KafkaStart, KafkaTopics};
 pub use names::{job_name_problem, node_name_problem};
 
 /// A job file that cannot be run, with where and why.
@@ -153,6 +155,7 @@ pub enum SourceKind {
     },
     Generator(GeneratorSpec),
     Nexmark(NexmarkSpec),
+    Kafka(KafkaSourceSpec),
 }
 
 /// The Nexmark benchmark's event stream (persons, auctions and bids in
@@ -281,6 +284,8 @@ pub enum SinkKind {
     Stdout,
     /// Counts records and throws them away (for benchmarks).
     Discard,
+    /// Records to a Kafka topic, at least or exactly once.
+    Kafka(KafkaSinkSpec),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -68,6 +68,7 @@ pub(super) enum RawSourceKind {
     File,
     Generator,
     Nexmark,
+    Kafka,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +98,17 @@ pub(super) struct RawSource {
     pub(super) events: Option<Spanned<u64>>,
     pub(super) seed: Option<Spanned<u64>>,
     pub(super) events_per_second: Option<Spanned<u64>>,
+    // kafka (also format, timestamp_field, key_field)
+    pub(super) bootstrap_servers: Option<Spanned<String>>,
+    pub(super) topics: Option<Spanned<Vec<String>>>,
+    pub(super) topic_pattern: Option<Spanned<String>>,
+    pub(super) group_id: Option<Spanned<String>>,
+    pub(super) start: Option<Spanned<String>>,
+    pub(super) start_timestamp_ms: Option<Spanned<i64>>,
+    pub(super) stop: Option<Spanned<String>>,
+    pub(super) isolation: Option<Spanned<String>>,
+    pub(super) partition_discovery_ms: Option<Spanned<u64>>,
+    pub(super) properties: Option<Spanned<BTreeMap<String, toml::Value>>>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +155,7 @@ pub(super) enum RawSinkKind {
     File,
     Stdout,
     Discard,
+    Kafka,
 }
 
 #[derive(Deserialize)]
@@ -154,4 +167,10 @@ pub(super) struct RawSink {
     pub(super) path: Option<Spanned<String>>,
     pub(super) format: Option<SinkFormat>,
     pub(super) exactly_once: Option<Spanned<bool>>,
+    // kafka
+    pub(super) bootstrap_servers: Option<Spanned<String>>,
+    pub(super) topic: Option<Spanned<String>>,
+    pub(super) delivery: Option<Spanned<String>>,
+    pub(super) transactional_id_prefix: Option<Spanned<String>>,
+    pub(super) properties: Option<Spanned<BTreeMap<String, toml::Value>>>,
 }

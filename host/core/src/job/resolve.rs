@@ -488,7 +488,11 @@ impl Resolver<'_> {
                 })
             }
             RawSourceKind::Nexmark => self.nexmark(raw, at, owner)?,
+            RawSourceKind::Kafka => SourceKind::Kafka(super::kafka::source(cx, raw, &name, at, owner)?),
         };
+        if !matches!(raw.kind, RawSourceKind::Kafka) {
+            super::kafka::reject_source_fields(cx, raw, at, owner)?;
+        }
         if !matches!(raw.kind, RawSourceKind::Nexmark) {
             for (field, present) in [
                 ("events", raw.events.is_some()),
@@ -535,14 +539,6 @@ impl Resolver<'_> {
             on_parse_error: raw.on_parse_error.unwrap_or_default(),
             line: cx.line_of(at),
             path_line,
-        })
-    }
-
-    /// Whether source `node` sends the records it cannot parse to `node.dead-letter`.
-    fn dead_letters(&self, node: &str) -> bool {
-        self.raw.source.iter().any(|s| {
-            let s = s.get_ref();
-            s.name.get_ref() == node && s.on_parse_error == Some(OnParseError::DeadLetter)
         })
     }
 
@@ -619,6 +615,14 @@ impl Resolver<'_> {
             events_per_second,
             disorder_ms,
         }))
+    }
+
+    /// Whether source `node` sends the records it cannot parse to `node.dead-letter`.
+    fn dead_letters(&self, node: &str) -> bool {
+        self.raw.source.iter().any(|s| {
+            let s = s.get_ref();
+            s.name.get_ref() == node && s.on_parse_error == Some(OnParseError::DeadLetter)
+        })
     }
 
     fn stream_refs(
@@ -795,7 +799,11 @@ impl Resolver<'_> {
         let name = raw.name.get_ref().clone();
         let inputs = self.stream_refs(&name, &raw.input, parallelism, late_outputs)?;
         let mut path_line = cx.line_of(s.span().start);
+        if !matches!(raw.kind, RawSinkKind::Kafka) {
+            super::kafka::reject_sink_fields(cx, raw, s.span().start, &format!("sink `{name}`: "))?;
+        }
         let kind = match raw.kind {
+            RawSinkKind::Kafka => SinkKind::Kafka(super::kafka::sink(cx, raw, &name, s.span().start)?),
             RawSinkKind::File => {
                 let path = raw.path.as_ref().ok_or_else(|| {
                     cx.err_at(
