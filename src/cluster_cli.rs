@@ -148,6 +148,11 @@ pub struct CoordinatorArgs {
     /// Write the REST and QUIC addresses (JSON) here once listening.
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
+    /// High availability: keep job records and artifacts in this directory
+    /// or `s3://bucket/prefix` (AWS_* environment variables), and take over
+    /// the running jobs recorded there on start.
+    #[arg(long, value_name = "DIR|URL")]
+    pub ha_dir: Option<String>,
 }
 
 /// `weir coordinator`.
@@ -172,6 +177,7 @@ pub fn coordinator(a: &CoordinatorArgs) -> anyhow::Result<()> {
         data_roots,
         insecure_http: a.insecure_http,
         ready_file: a.ready_file.clone(),
+        ha_dir: a.ha_dir.clone(),
     })
 }
 
@@ -212,6 +218,12 @@ pub struct WorkerArgs {
     /// Let --metrics listen on a non-loopback address (no token guards it).
     #[arg(long, requires = "metrics")]
     pub metrics_bind_any: bool,
+    /// Keep trying to reach the coordinator for this long, at start and
+    /// after losing it (a coordinator with --ha-dir that restarts): the
+    /// worker then starts afresh (its tasks stop) and registers again.
+    /// 0: exit when the coordinator goes away.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub reconnect_secs: u64,
 }
 
 /// `weir worker`.
@@ -222,21 +234,57 @@ pub fn worker(a: &WorkerArgs) -> anyhow::Result<()> {
         addr,
         bind_any: a.metrics_bind_any,
     });
-    weir_cluster::run_worker_with(
-        weir_cluster::WorkerOptions {
-            coordinator: a.coordinator,
-            bind: a.bind,
-            certs: a.certs.clone(),
-            name: a.name.clone(),
-            slots: a.slots,
-            work_dir: a
-                .work_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(".weir").join(&a.name)),
-            data_roots,
-        },
-        metrics,
-    )
+    let options = weir_cluster::WorkerOptions {
+        coordinator: a.coordinator,
+        bind: a.bind,
+        certs: a.certs.clone(),
+        name: a.name.clone(),
+        slots: a.slots,
+        work_dir: a
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".weir").join(&a.name)),
+        data_roots,
+    };
+    let patience = Duration::from_secs(a.reconnect_secs);
+    let started = std::time::Instant::now();
+    loop {
+        let Err(e) = weir_cluster::run_worker_with(options.clone(), metrics.clone()) else {
+            return Ok(());
+        };
+        if patience.is_zero() {
+            return Err(e);
+        }
+        if e.downcast_ref::<weir_cluster::worker::CoordinatorLost>()
+            .is_some()
+        {
+            // Tasks of the lost coordinator's jobs still run on threads of
+            // this process; a fresh process image ends them all at once.
+            eprintln!("weir: {e:#}; starting afresh to register again");
+            return Err(reexec()).context("cannot start the worker afresh");
+        }
+        if e.downcast_ref::<weir_cluster::worker::CoordinatorUnreachable>()
+            .is_none()
+            || started.elapsed() >= patience
+        {
+            return Err(e);
+        }
+        tracing::info!("{e:#}; trying again");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Replaces this process with a fresh `weir` with the same arguments; only
+/// returns on failure.
+fn reexec() -> std::io::Error {
+    use std::os::unix::process::CommandExt as _;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return e,
+    };
+    std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .exec()
 }
 
 pub struct UpOptions {

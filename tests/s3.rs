@@ -112,6 +112,13 @@ fn spawn(mut cmd: Command) -> Child {
         .expect("weir starts")
 }
 
+fn spawn_logged(mut cmd: Command, log: &Path) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("weir starts")
+}
+
 fn resume(file: &Path, weed: &Weed) -> Command {
     let mut cmd = weir();
     cmd.arg("run")
@@ -201,7 +208,8 @@ fn kill_loop_on_s3_with_rocksdb_loses_and_duplicates_nothing() {
     let mut kills = 0;
     let mut cmd = weir();
     cmd.arg("run").arg(&file);
-    let mut child = spawn(cmd);
+    let log_of = |n: u32| dir.path().join(format!("run-{n}.log"));
+    let mut child = spawn_logged(cmd, &log_of(0));
     let started = Instant::now();
     while kills < 8 {
         let low = if kills == 0 { 1000 } else { 500 };
@@ -212,14 +220,18 @@ fn kill_loop_on_s3_with_rocksdb_loses_and_duplicates_nothing() {
         child.kill().unwrap();
         child.wait().unwrap();
         kills += 1;
-        child = spawn(resume(&file, &weed));
+        child = spawn_logged(resume(&file, &weed), &log_of(kills));
         assert!(
             started.elapsed() < LIMIT,
             "kill loop is not making progress"
         );
     }
     let status = child.wait().unwrap();
-    assert!(status.success(), "the last run failed");
+    assert!(
+        status.success(),
+        "the last run failed:\n{}",
+        std::fs::read_to_string(log_of(kills)).unwrap_or_default()
+    );
     assert!(kills >= 5, "only {kills} kills before the job finished");
     let text = committed_output(dir.path());
     assert_exactly_once(&text, records);

@@ -55,6 +55,10 @@ pub struct Cluster {
     /// Permits for savepoint requests waiting for their answer.
     pub(crate) savepoints: Arc<tokio::sync::Semaphore>,
     pub(crate) options: CoordinatorOptions,
+    /// Job records for a coordinator that restarts (`--ha-dir`).
+    pub(crate) ha: Option<crate::ha::HaStore>,
+    /// The jobs whose records this coordinator keeps up to date.
+    pub(crate) ha_tracked: Mutex<BTreeMap<String, crate::ha::Tracked>>,
 }
 
 impl Cluster {
@@ -227,6 +231,7 @@ pub(crate) fn test_cluster(dir: &std::path::Path, token: &str) -> Arc<Cluster> {
         data_roots: DataRoots::new(&[dir.to_path_buf()], &[]).unwrap(),
         insecure_http: true,
         ready_file: None,
+        ha_dir: None,
     };
     Arc::new(Cluster {
         workers: Mutex::new(BTreeMap::new()),
@@ -241,5 +246,7 @@ pub(crate) fn test_cluster(dir: &std::path::Path, token: &str) -> Arc<Cluster> {
             crate::rest::SAVEPOINTS_IN_FLIGHT_MAX,
         )),
         options,
+        ha: None,
+        ha_tracked: Mutex::new(BTreeMap::new()),
     })
 }

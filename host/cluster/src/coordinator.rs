@@ -31,6 +31,9 @@ pub use crate::options::{
 };
 use crate::protocol::{FetchArtifact, FromWorker, OUTBOX_MESSAGES_MAX, ToWorker, WorkerId};
 
+/// How often job records follow their jobs (checkpoints, upgrades, ends).
+const HA_SYNC_INTERVAL: Duration = Duration::from_millis(200);
+
 /// A worker that has not sent a heartbeat for this long is lost.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -47,6 +50,20 @@ pub fn run_coordinator(mut options: CoordinatorOptions) -> anyhow::Result<()> {
         options.artifact_names_max,
     )?;
     let engine = WasmEngine::new(Some(options.data_dir.join("cache")))?;
+    let ha = options
+        .ha_dir
+        .as_deref()
+        .map(crate::ha::HaStore::open)
+        .transpose()?;
+    // Attempt numbers of an earlier coordinator on the same store may
+    // still be known to workers or in logs: a restarted one starts past
+    // them (seconds since the epoch only grow).
+    let first_attempt = match &ha {
+        Some(_) => {
+            (weir_snapshot::metadata::now_unix_ms() / 1000).clamp(1, u32::MAX as u64 / 2) as u32
+        }
+        None => 1,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -56,7 +73,7 @@ pub fn run_coordinator(mut options: CoordinatorOptions) -> anyhow::Result<()> {
     let cluster = Arc::new(Cluster {
         workers: Mutex::new(BTreeMap::new()),
         next_worker: AtomicU32::new(1),
-        next_attempt: AtomicU32::new(1),
+        next_attempt: AtomicU32::new(first_attempt),
         jobs: Mutex::new(BTreeMap::new()),
         worker_metrics: Mutex::new(BTreeMap::new()),
         artifacts,
@@ -66,7 +83,26 @@ pub fn run_coordinator(mut options: CoordinatorOptions) -> anyhow::Result<()> {
             crate::rest::SAVEPOINTS_IN_FLIGHT_MAX,
         )),
         options: options.clone(),
+        ha,
+        ha_tracked: Mutex::new(BTreeMap::new()),
     });
+    if let Some(ha) = &cluster.ha {
+        eprintln!(
+            "weir: coordinator HA: job records in {}; running jobs recorded there are taken over",
+            ha.describe()
+        );
+        let recovering = cluster.clone();
+        std::thread::Builder::new()
+            .name("ha-sync".into())
+            .spawn(move || {
+                crate::ha::recover(&recovering);
+                loop {
+                    std::thread::sleep(HA_SYNC_INTERVAL);
+                    crate::ha::sync(&recovering);
+                }
+            })
+            .context("cannot start the HA thread")?;
+    }
     runtime.block_on(async move {
         let node = Node::bind(options.quic, &identity)?;
         let quic = node.local_addr()?;

@@ -13,15 +13,15 @@
 //! - [`protocol`]: the control messages between the two.
 //! - [`client`]: the REST client the CLI uses (HTTPS, trusting the cluster CA).
 //! - [`paths`]: which of a job's paths a node checks against its data roots.
-//!
-//! What it does not do: it keeps no state of its own across a coordinator
-//! restart (jobs are resubmitted with `--resume`), and checkpoints go to a
-//! directory every node shares (no object store yet).
+//! - [`ha`]: with `--ha-dir`, job records and artifacts in durable storage
+//!   (a directory or S3), so a restarted coordinator resumes running jobs
+//!   from their latest checkpoints without their being submitted again.
 
 pub mod artifacts;
 pub mod client;
 pub mod cluster;
 pub mod coordinator;
+pub mod ha;
 pub mod job_master;
 pub mod jobs;
 pub mod options;

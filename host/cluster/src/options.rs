@@ -39,6 +39,9 @@ pub struct CoordinatorOptions {
     pub insecure_http: bool,
     /// Written once both listeners are up: `{"rest": ..., "quic": ...}`.
     pub ready_file: Option<PathBuf>,
+    /// High availability: where job records and artifacts are kept (a
+    /// directory or `s3://bucket/prefix`); see [`crate::ha`].
+    pub ha_dir: Option<String>,
 }
 
 impl CoordinatorOptions {

@@ -43,11 +43,11 @@ use weir_runtime::master::command::{Command, CommandBody};
 
 use crate::artifacts::UploadError;
 use crate::cluster::Cluster;
-use crate::job_master::{self, Submission};
+use crate::job_master::Submission;
 
 type Reply = Result<Response, ApiError>;
 
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -204,7 +204,7 @@ async fn artifacts(State(cluster): State<Arc<Cluster>>) -> Reply {
     Ok(Json(cluster.artifacts.list()).into_response())
 }
 
-#[derive(Debug, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct SubmitRequest {
     /// The job file's text.
     pub job_toml: String,
@@ -225,9 +225,10 @@ pub struct SubmitRequest {
 
 async fn submit(State(cluster): State<Arc<Cluster>>, Json(request): Json<SubmitRequest>) -> Reply {
     let name = tokio::task::spawn_blocking(move || {
-        let submission = prepare(&cluster, request)?;
+        let submission = prepare(&cluster, request.clone())?;
         let name = submission.job.name.clone();
-        job_master::start(cluster, submission)
+        // Recorded for a restarted coordinator (--ha-dir) as it starts.
+        crate::ha::start_recorded(&cluster, submission, &request)
             .map_err(|e| ApiError(StatusCode::CONFLICT, format!("{e:#}")))?;
         Ok::<_, ApiError>(name)
     })
@@ -241,7 +242,7 @@ async fn submit(State(cluster): State<Arc<Cluster>>, Json(request): Json<SubmitR
 }
 
 /// Parses the job, resolves its artifacts and the snapshot it starts from.
-fn prepare(cluster: &Cluster, mut r: SubmitRequest) -> Result<Submission, ApiError> {
+pub(crate) fn prepare(cluster: &Cluster, mut r: SubmitRequest) -> Result<Submission, ApiError> {
     crate::paths::check_job_path(&r.job_path).map_err(bad)?;
     let job = crate::paths::parse_job(&r.job_toml, &r.job_path).map_err(|e| bad(e.to_string()))?;
     let roots = &cluster.options.data_roots;

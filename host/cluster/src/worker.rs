@@ -132,6 +132,18 @@ struct Worker {
     options: WorkerOptions,
 }
 
+/// The coordinator could not be reached to register (it may be restarting).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CoordinatorUnreachable(pub String);
+
+/// The coordinator went away after this worker registered. Tasks it
+/// deployed may still run in this process: a worker that registers again
+/// must be a fresh process (`weir worker --reconnect-secs` re-executes).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CoordinatorLost(pub String);
+
 /// Runs a worker until the coordinator goes away.
 pub fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
     run_worker_with(options, None)
@@ -161,7 +173,12 @@ pub fn run_worker_with(
         let coordinator = node
             .connect_to(options.coordinator, Role::Coordinator)
             .await
-            .with_context(|| format!("cannot join the coordinator at {}", options.coordinator))?;
+            .with_context(|| {
+                CoordinatorUnreachable(format!(
+                    "cannot join the coordinator at {}",
+                    options.coordinator
+                ))
+            })?;
         let (mut send, mut recv) = coordinator
             .open_bi()
             .await
@@ -269,8 +286,13 @@ pub fn run_worker_with(
                 Ok(Some(Received::Refused(e))) => {
                     tracing::warn!("refused one control message from the coordinator: {e}")
                 }
-                Ok(None) => bail!("the coordinator closed the control stream"),
-                Err(e) => bail!("lost the coordinator: {e}"),
+                Ok(None) => {
+                    return Err(CoordinatorLost(
+                        "the coordinator closed the control stream".into(),
+                    )
+                    .into());
+                }
+                Err(e) => return Err(CoordinatorLost(format!("lost the coordinator: {e}")).into()),
             }
         }
     })

@@ -61,6 +61,8 @@ struct AppState {
     default_dir: Option<PathBuf>,
     /// Where upgrades keep artifacts: `<checkpoint dir>/<job>`.
     storage_root: Option<PathBuf>,
+    /// Options for a storage root on an object store.
+    store_options: weir_snapshot::StoreOptions,
     /// Where a requested directory or artifact must lie (`None`: anywhere).
     roots: Option<DataRoots>,
     requests: Sender<CommandRequest>,
@@ -133,6 +135,7 @@ impl ControlServer {
                 .clone()
                 .or_else(|| job.checkpoint.as_ref().map(|c| c.dir.join("savepoints"))),
             storage_root: crate::storage_of(job).map(|s| s.root().to_path_buf()),
+            store_options: crate::store_options(job),
             roots,
             requests,
             view,
@@ -327,6 +330,7 @@ fn savepoint_dir(state: &AppState, body: &CommandBody) -> Result<PathBuf, Comman
             "no savepoint directory: give one (weir savepoint JOB --dir DIR)",
         ));
     };
+    // An object store URL is no path on this node: data roots do not apply.
     if let Some(roots) = &state.roots
         && !weir_snapshot::remote::is_remote(&dir)
         && let Err(reason) = check_dir(roots, &dir)
@@ -397,6 +401,7 @@ async fn upgrade(
     {
         return command_refusal(StatusCode::FORBIDDEN, format!("artifact: {reason}"));
     }
+    let options = state.store_options.clone();
     let Some(storage_root) = state.storage_root.clone() else {
         return command_refusal(
             StatusCode::CONFLICT,

@@ -189,6 +189,7 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
         Artifacts {
             known,
             storage_root: storage.as_ref().map(|s| s.root().to_path_buf()),
+            store_options: crate::store_options(job),
         },
         counters.clone(),
     );
@@ -232,6 +233,8 @@ struct Artifacts {
     known: BTreeMap<String, PathBuf>,
     /// `<checkpoint dir>/<job>`, where upgrades keep theirs.
     storage_root: Option<PathBuf>,
+    /// Options for a storage root on an object store.
+    store_options: weir_snapshot::StoreOptions,
 }
 
 impl Artifacts {
@@ -241,7 +244,7 @@ impl Artifacts {
         }
         self.storage_root
             .as_deref()
-            .and_then(|root| artifacts::find(root, digest))
+            .and_then(|root| artifacts::find(root, digest, &self.store_options))
             .ok_or_else(|| {
                 format!(
                     "artifact {digest} is neither in the job file nor kept beside the checkpoints"
