@@ -176,6 +176,10 @@ impl KafkaSink {
         for record in batch {
             self.value.clear();
             format_record(&record, self.format, &mut self.value);
+            // A line's newline ends a line in a file, not a Kafka value.
+            if self.value.last() == Some(&b'\n') {
+                self.value.pop();
+            }
             let mut out = BaseRecord::to(&self.spec.topic).payload(&self.value[..]);
             if !record.key.is_empty() {
                 out = out.key(record.key);
