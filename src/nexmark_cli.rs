@@ -43,6 +43,13 @@ pub fn run(args: &NexmarkArgs) -> anyhow::Result<()> {
             weir_core::job::DURATION_MS_MAX
         );
     }
+    let bound = weir_core::job::EVENT_TIME_MS_MAX;
+    if !(-bound..=bound).contains(&args.start_ms) {
+        anyhow::bail!(
+            "--start-ms {} is out of range: -{bound} to {bound}",
+            args.start_ms
+        );
+    }
     let spec = NexmarkSpec {
         events: args.events,
         seed: args.seed,

@@ -243,7 +243,7 @@ pub fn write_event(spec: &NexmarkSpec, n: u64, key: &mut Vec<u8>, value: &mut Ve
             let category = FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES);
             let initial_bid = next_price(&mut rng);
             let reserve = initial_bid + next_price(&mut rng);
-            let expires = ts + auction_length_ms(spec, n, &mut rng);
+            let expires = ts.saturating_add(auction_length_ms(spec, n, &mut rng));
             let _ = write!(value, ",\"id\":{id},\"item_name\":\"");
             rng.letters(10, value);
             value.extend_from_slice(b"\",\"description\":\"");
