@@ -21,7 +21,49 @@ use crate::host::{Host, LogLevel, TimeDomain};
 
 /// A fixed hasher: iteration (and so write-back) order does not depend on
 /// a random seed, so a guest replays the same host calls on the same input.
-type Fixed = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+type Fixed = BuildHasherDefault<FxHasher>;
+
+/// The Fx hash (rustc's): a multiply and a rotate per word. Keys here are
+/// short and come from the job's own data, and a batch bounds how many
+/// there are, so SipHash's flooding resistance buys nothing here.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail) ^ ((rest.len() as u64) << 56));
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// One cached entry: the value as the host would return it (`None`:
 /// absent) and whether the host has yet to be told.
