@@ -268,7 +268,20 @@ impl Resolver<'_> {
                 let text = bounded_text(cx, dir, PATH_BYTES_MAX, owner, "dir")?;
                 // An object store URL is taken as it is, never joined to
                 // the job file's directory.
-                let path = if text.starts_with("s3://") {
+                let path = if let Some(rest) = text.strip_prefix("s3://") {
+                    // s3://bucket[/prefix]: plain parts only, so the store
+                    // opens and keys cannot climb out of the prefix.
+                    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+                    if parts.iter().any(|p| {
+                        p.is_empty() || *p == "." || *p == ".." || p.contains(['\\', '\0'])
+                    }) {
+                        return Err(cx.err_at(
+                            dir.span().start,
+                            format!(
+                                "[checkpoint] `dir = \"{text}\"`: expected s3://bucket/prefix with plain path parts"
+                            ),
+                        ));
+                    }
                     PathBuf::from(text)
                 } else {
                     self.base_dir.join(text)
@@ -297,11 +310,15 @@ impl Resolver<'_> {
             )?,
             dir_line,
             s3_endpoint: match &raw.s3_endpoint {
-                Some(e) => Some(bounded_text(cx, e, PATH_BYTES_MAX, owner, "s3_endpoint")?.to_string()),
+                Some(e) => {
+                    Some(bounded_text(cx, e, PATH_BYTES_MAX, owner, "s3_endpoint")?.to_string())
+                }
                 None => None,
             },
             s3_region: match &raw.s3_region {
-                Some(r) => Some(bounded_text(cx, r, PATH_BYTES_MAX, owner, "s3_region")?.to_string()),
+                Some(r) => {
+                    Some(bounded_text(cx, r, PATH_BYTES_MAX, owner, "s3_region")?.to_string())
+                }
                 None => None,
             },
             s3_allow_http: raw.s3_allow_http,

@@ -655,3 +655,33 @@ fn a_nexmark_source_takes_its_fields_with_defaults_and_bounds() {
         "{e}"
     );
 }
+
+#[test]
+fn checkpoint_dir_may_be_an_s3_url_with_overrides() {
+    let text = format!(
+        "{GOOD}\n[checkpoint]\ninterval_ms = 500\ndir = \"s3://bucket/weir/chk\"\ns3_endpoint = \"http://127.0.0.1:8333\"\ns3_region = \"eu-west-1\"\ns3_allow_http = true\n"
+    );
+    let job = parse(&text, Path::new("/jobs/job.toml")).unwrap();
+    let c = job.checkpoint.unwrap();
+    // Taken as it is, not joined to the job file's directory.
+    assert_eq!(c.dir, PathBuf::from("s3://bucket/weir/chk"));
+    assert!(c.is_remote());
+    assert_eq!(c.s3_endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+    assert_eq!(c.s3_region.as_deref(), Some("eu-west-1"));
+    assert_eq!(c.s3_allow_http, Some(true));
+    for bad in ["s3://", "s3:///x", "s3://b/../x", "s3://b//x"] {
+        let e = parse(
+            &text.replace("s3://bucket/weir/chk", bad),
+            Path::new("j.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("expected s3://bucket/prefix"),
+            "{bad}: {e}"
+        );
+        assert_eq!(
+            e.line,
+            Some(text.lines().position(|l| l.starts_with("dir =")).unwrap() + 1)
+        );
+    }
+}
