@@ -1,6 +1,7 @@
 //! A real S3 server for the tests: SeaweedFS (`weed mini`, installed by
 //! scripts/setup-test-systems.sh) on free loopback ports in a temporary
 //! directory, its whole process group killed when dropped.
+#![allow(dead_code)] // shared with benches/s3_checkpoint.rs, which lists nothing
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -63,7 +64,11 @@ impl Weed {
         // With AWS credentials in its environment weed mini makes them an
         // identity and refuses anonymous requests; without, it takes any
         // (the tests list and damage objects with plain HTTP).
-        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
             cmd.env_remove(var);
         }
         cmd.arg("mini")
