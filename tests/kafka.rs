@@ -569,3 +569,99 @@ input = "in"
         assert!(err.contains(&format!("job.toml:{line}:")), "{sink}: {err}");
     }
 }
+
+#[test]
+fn bad_records_are_skipped_or_dead_lettered() {
+    let broker = Broker::start();
+    broker.create_topic("mixed", 2);
+    let records: Vec<_> = (0..40)
+        .map(|i| {
+            let value = if i % 5 == 0 {
+                format!("not json {i}")
+            } else {
+                format!(r#"{{"n":{i}}}"#)
+            };
+            ((i % 2) as i32, None, value, None)
+        })
+        .collect();
+    broker.produce("mixed", &records);
+    let good: Vec<String> = {
+        let mut v: Vec<String> = (0..40)
+            .filter(|i| i % 5 != 0)
+            .map(|i| format!(r#"{{"n":{i}}}"#))
+            .collect();
+        v.sort();
+        v
+    };
+    for mode in ["skip", "dead-letter", "fail"] {
+        let dead = if mode == "dead-letter" {
+            "[[sink]]\nname = \"dead\"\nkind = \"file\"\npath = \"dead.txt\"\ninput = \"in.dead-letter\"\n"
+        } else {
+            ""
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_job(
+            dir.path(),
+            &format!(
+                r#"
+[job]
+name = "kafka-bad"
+
+[[source]]
+name = "in"
+kind = "kafka"
+bootstrap_servers = "{servers}"
+topics = ["mixed"]
+stop = "latest"
+format = "jsonl"
+on_parse_error = "{mode}"
+properties = {{ "receive.message.max.bytes" = "1000000000", "fetch.max.bytes" = "999999000" }}
+
+[[sink]]
+name = "out"
+kind = "file"
+path = "out.txt"
+input = "in"
+
+{dead}"#,
+                servers = broker.servers()
+            ),
+        );
+        let mut cmd = weir();
+        cmd.arg("run")
+            .arg(&file)
+            .arg("--jobs-dir")
+            .arg(std::env::temp_dir().join("weir-test-jobs-unused"));
+        let out = run_with_deadline(cmd, LIMIT);
+        if mode == "fail" {
+            assert!(!out.status.success(), "a bad record did not fail the job");
+            let err = stderr(&out);
+            assert!(
+                err.contains("source `in`")
+                    && err.contains("mixed/")
+                    && err.contains(" offset ")
+                    && err.contains("invalid JSON"),
+                "{err}"
+            );
+            continue;
+        }
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        assert_eq!(
+            common::sorted_lines(&dir.path().join("out.txt")),
+            good,
+            "{mode}"
+        );
+        if mode == "dead-letter" {
+            let letters = common::sorted_lines(&dir.path().join("dead.txt"));
+            assert_eq!(letters.len(), 8, "{letters:?}");
+            for letter in &letters {
+                let v: serde_json::Value = serde_json::from_str(letter).unwrap();
+                assert!(
+                    v["raw"].as_str().unwrap().starts_with("not json"),
+                    "{letter}"
+                );
+                assert!(v["at"].as_str().unwrap().starts_with("mixed/"), "{letter}");
+            }
+        }
+    }
+}

@@ -135,6 +135,7 @@ pub fn open_source(spec: &SourceSpec, split: u32) -> Result<Box<dyn Source>, Con
             &spec.name,
             kafka,
             spec.idle_timeout_ms,
+            spec.on_parse_error,
             split,
             spec.parallelism,
         )?)),

@@ -25,12 +25,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Timestamp;
 use serde_json::Value;
 use weir_core::BatchBuilder;
-use weir_core::job::{KafkaSourceSpec, KafkaStart, KafkaTopics};
+use weir_core::job::{KafkaSourceSpec, KafkaStart, KafkaTopics, OnParseError};
 
 use super::decode::Decoder;
 use super::positions::{Offsets, Position, Tp, owner};
 use super::{client_config, kafka_error};
-use crate::{BATCH_BYTES_MAX, ConnectorError, Source, SourceStatus};
+use crate::{BATCH_BYTES_MAX, ConnectorError, ParseErrorCounts, ParseErrors, Source, SourceStatus};
 
 /// How long a metadata or offset request may take before the source fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,6 +61,7 @@ pub struct KafkaSource {
     next_discovery: Instant,
     /// Transient errors seen since the last record, logged once each.
     warned: Option<String>,
+    parse_errors: ParseErrors,
 }
 
 impl KafkaSource {
@@ -70,6 +71,7 @@ impl KafkaSource {
         name: &str,
         spec: &KafkaSourceSpec,
         idle_timeout_ms: Option<u64>,
+        on_parse_error: OnParseError,
         split: u32,
         splits: u32,
     ) -> Result<Self, ConnectorError> {
@@ -122,6 +124,7 @@ impl KafkaSource {
             idle_timeout: idle_timeout_ms.map(Duration::from_millis),
             next_discovery: Instant::now(),
             warned: None,
+            parse_errors: ParseErrors::new(name, on_parse_error),
         };
         let owned = source.owned_partitions(true)?;
         let offsets = source.start_offsets(&owned, spec.start)?;
@@ -411,10 +414,16 @@ impl Source for KafkaSource {
                 Timestamp::NotAvailable => None,
                 Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
             };
-            let decoded = self
-                .decoder
-                .decode(value, message.key(), kafka_ts)
-                .map_err(|e| ConnectorError(format!("{}/{} offset {offset}: {e}", tp.0, tp.1)))?;
+            let decoded = match self.decoder.decode(value, message.key(), kafka_ts) {
+                Ok(d) => d,
+                Err(e) => {
+                    // Skipped or dead-lettered (or the job fails here).
+                    let at = format!("{}/{} offset {offset}", tp.0, tp.1);
+                    self.parse_errors.reject(&at, value, &e)?;
+                    self.offsets.insert(tp.clone(), offset + 1);
+                    continue;
+                }
+            };
             batch.push(decoded.timestamp, &decoded.key, value);
             self.offsets.insert(tp.clone(), offset + 1);
             if let Some(time) = self.times.get_mut(&tp) {
@@ -482,6 +491,14 @@ impl Source for KafkaSource {
             bound = Some(bound.map_or(seen, |b| b.min(seen)));
         }
         bound
+    }
+
+    fn drain_dead_letters(&mut self, out: &mut BatchBuilder) {
+        self.parse_errors.drain_into(out);
+    }
+
+    fn parse_error_counts(&self) -> ParseErrorCounts {
+        self.parse_errors.counts()
     }
 
     fn checkpoint_complete(&mut self, id: u64, position: &Value) {

@@ -484,3 +484,143 @@ pub(super) fn sink(
         properties: properties(cx, raw.properties.as_ref(), SINK_RESERVED, owner)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{JobSpec, SinkKind, SourceKind, parse};
+    use super::*;
+
+    fn job(source: &str, sink: &str) -> Result<JobSpec, JobError> {
+        let text = format!(
+            "[job]\nname = \"k\"\n\n[[source]]\nname = \"in\"\nkind = \"kafka\"\nbootstrap_servers = \"b:9092\"\n{source}\n[[sink]]\nname = \"out\"\ninput = \"in\"\n{sink}\n"
+        );
+        parse(&text, Path::new("/jobs/job.toml"))
+    }
+
+    const SINK: &str = "kind = \"stdout\"";
+
+    #[test]
+    fn a_kafka_source_resolves_with_defaults() {
+        let spec = job("topics = [\"b\", \"a\", \"a\"]", SINK).unwrap();
+        let SourceKind::Kafka(k) = &spec.sources[0].kind else {
+            panic!("not kafka")
+        };
+        assert_eq!(k.topics, KafkaTopics::List(vec!["a".into(), "b".into()]));
+        assert_eq!(k.group_id, "weir-in");
+        assert_eq!(k.start, KafkaStart::Earliest);
+        assert!(k.read_committed && !k.bounded);
+        assert_eq!(k.partition_discovery_ms, 10_000);
+        let spec = job(
+            "topic_pattern = \"orders-.*\"\nstart = \"timestamp\"\nstart_timestamp_ms = 5\nstop = \"latest\"\nisolation = \"read_uncommitted\"\nformat = \"jsonl\"\nkey_field = \"k\"\nproperties = { \"fetch.max.bytes\" = 100, \"check.crcs\" = true }",
+            SINK,
+        )
+        .unwrap();
+        let SourceKind::Kafka(k) = &spec.sources[0].kind else {
+            panic!("not kafka")
+        };
+        assert_eq!(k.topics, KafkaTopics::Pattern("orders-.*".into()));
+        assert_eq!(k.start, KafkaStart::Timestamp(5));
+        assert!(k.bounded && !k.read_committed);
+        assert_eq!(k.key_field.as_deref(), Some("k"));
+        assert_eq!(
+            k.properties,
+            [
+                ("check.crcs".to_string(), "true".to_string()),
+                ("fetch.max.bytes".to_string(), "100".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_kafka_sink_resolves() {
+        let spec = job(
+            "topics = [\"t\"]",
+            "kind = \"kafka\"\nbootstrap_servers = \"b:1\"\ntopic = \"o\"\ndelivery = \"exactly-once\"",
+        )
+        .unwrap();
+        let SinkKind::Kafka(k) = &spec.sinks[0].kind else {
+            panic!("not kafka")
+        };
+        assert_eq!(k.delivery, KafkaDelivery::ExactlyOnce);
+        assert_eq!(k.transactional_id_prefix, "weir-out");
+        assert_eq!(k.topic, "o");
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        // Line 8 holds the first extra field of the source; with one such
+        // line, `[[sink]]` is on line 9 and its first extra field on 12.
+        for (source, sink, line, words) in [
+            ("", SINK, 4, "needs `topics`"),
+            ("topics = []", SINK, 8, "1 to 1024 topics"),
+            ("topics = [\"a b\"]", SINK, 8, "topic name"),
+            (
+                "topics = [\"t\"]\nstart = \"now\"",
+                SINK,
+                9,
+                "start = \"now\"",
+            ),
+            (
+                "topics = [\"t\"]\nstart_timestamp_ms = 3",
+                SINK,
+                9,
+                "needs start = \"timestamp\"",
+            ),
+            (
+                "topics = [\"t\"]\nkey_field = \"k\"",
+                SINK,
+                9,
+                "plain lines have no fields",
+            ),
+            (
+                "topics = [\"t\"]\npath = \"x\"",
+                SINK,
+                4,
+                "`path` does not apply",
+            ),
+            (
+                "topics = [\"t\"]\nproperties = { \"isolation.level\" = \"x\" }",
+                SINK,
+                9,
+                "set by weir",
+            ),
+            (
+                "topics = [\"t\"]\nproperties = { \"a\" = [1] }",
+                SINK,
+                9,
+                "string, number or boolean",
+            ),
+            (
+                "topics = [\"t\"]",
+                "kind = \"kafka\"\ntopic = \"o\"",
+                9,
+                "needs `bootstrap_servers`",
+            ),
+            (
+                "topics = [\"t\"]",
+                "kind = \"kafka\"\nbootstrap_servers = \"b\"\ntopic = \"o\"\ntransactional_id_prefix = \"p\"",
+                15,
+                "needs delivery",
+            ),
+            (
+                "topics = [\"t\"]",
+                "kind = \"stdout\"\ntopic = \"o\"",
+                9,
+                "applies only to a kafka sink",
+            ),
+        ] {
+            let e = job(source, sink).unwrap_err();
+            assert_eq!(e.line, Some(line), "{source} / {sink}: {e}");
+            assert!(e.message.contains(words), "{source} / {sink}: {e}");
+        }
+        // A Kafka field on a file source.
+        let e = parse(
+            "[job]\nname = \"k\"\n[[source]]\nname = \"in\"\nkind = \"file\"\npath = \"x\"\ntopics = [\"t\"]\n[[sink]]\nname = \"o\"\nkind = \"stdout\"\ninput = \"in\"\n",
+            Path::new("/j.toml"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("applies only to a kafka source"), "{e}");
+    }
+}
