@@ -411,7 +411,7 @@ async fn upgrade(
     // Kept beside the checkpoints, which record its digest: a resume after
     // the process died finds it there.
     let kept = tokio::task::spawn_blocking(move || {
-        crate::artifacts::keep(&storage_root, &artifact).map_err(|e| format!("{e:#}"))
+        crate::artifacts::keep(&storage_root, &artifact, &options).map_err(|e| format!("{e:#}"))
     })
     .await;
     let digest = match kept {
