@@ -53,7 +53,6 @@
 
 #[doc(hidden)]
 pub mod bindings;
-mod cache;
 mod codec;
 mod context;
 mod error;

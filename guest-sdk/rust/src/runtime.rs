@@ -2,7 +2,6 @@
 //! exports (`wasm`) and the native test harness, so tests run the very code
 //! the host will.
 
-use crate::cache::CachingHost;
 use crate::codec::Decode;
 use crate::context::{Context, OpenContext, OperatorInfo, Record, Timer};
 use crate::host::{Host, TimeDomain};
@@ -26,9 +25,6 @@ pub(crate) fn process<O: Operator>(
     input: u32,
     batch: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    // State is cached for this call and written back before it returns.
-    let mut cached = CachingHost::new(host);
-    let host: &mut dyn Host = &mut cached;
     let mut reader = Reader::new(batch);
     let count = reader.u32()?;
     let mut out = Writer::with_capacity(batch.len());
@@ -56,7 +52,6 @@ pub(crate) fn process<O: Operator>(
             },
         )?;
     }
-    cached.flush();
     Ok(out.finish())
 }
 
@@ -66,8 +61,6 @@ pub(crate) fn on_timers<O: Operator>(
     host: &mut dyn Host,
     timers: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    let mut cached = CachingHost::new(host);
-    let host: &mut dyn Host = &mut cached;
     let mut reader = Reader::new(timers);
     let count = reader.u32()?;
     let mut out = Writer::new();
@@ -99,7 +92,6 @@ pub(crate) fn on_timers<O: Operator>(
             },
         )?;
     }
-    cached.flush();
     Ok(out.finish())
 }
 
