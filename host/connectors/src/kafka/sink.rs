@@ -346,22 +346,19 @@ impl KafkaSink {
     /// Makes every closed segment up to checkpoint `id` visible, each in its
     /// own transaction, then opens one for the (new) head.
     fn commit_through(&mut self, id: u64) -> Result<(), ConnectorError> {
-        loop {
-            let head = match self.txn().segments.front() {
-                Some(s) => s.closed_by,
-                None => break,
-            };
-            match head {
-                Some(closed) if closed <= id => {
-                    if !self.txn().in_transaction {
-                        self.begin()?;
-                    }
-                    self.produce_head()?;
-                    self.commit_transaction(closed)?;
-                    self.txn().segments.pop_front();
-                }
-                _ => break,
+        while let Some(closed) = self
+            .txn()
+            .segments
+            .front()
+            .and_then(|s| s.closed_by)
+            .filter(|closed| *closed <= id)
+        {
+            if !self.txn().in_transaction {
+                self.begin()?;
             }
+            self.produce_head()?;
+            self.commit_transaction(closed)?;
+            self.txn().segments.pop_front();
         }
         self.start_open_segment()
     }

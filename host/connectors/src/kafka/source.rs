@@ -176,13 +176,14 @@ impl KafkaSource {
                 }
             }
         }
-        if strict && let KafkaTopics::List(list) = &self.spec.topics {
-            if let Some(missing) = list.iter().find(|t| !seen.contains(t)) {
-                return Err(ConnectorError(format!(
-                    "topic `{missing}` does not exist on Kafka at {}",
-                    self.spec.bootstrap_servers
-                )));
-            }
+        if strict
+            && let KafkaTopics::List(list) = &self.spec.topics
+            && let Some(missing) = list.iter().find(|t| !seen.contains(t))
+        {
+            return Err(ConnectorError(format!(
+                "topic `{missing}` does not exist on Kafka at {}",
+                self.spec.bootstrap_servers
+            )));
         }
         found.sort();
         Ok(found)
