@@ -313,6 +313,16 @@ input = "rows.dead-letter"
     }
 }
 
+/// Whether a complete checkpoint (its `_metadata`) is anywhere under `dir`.
+fn has_metadata(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let path = e.path();
+            path.file_name().is_some_and(|n| n == "_metadata") || has_metadata(&path)
+        })
+    })
+}
+
 fn spawn(mut cmd: Command) -> Child {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -331,6 +341,11 @@ fn dead_letters_are_exactly_once_across_kills_and_resumes() {
     let mut child = spawn(cmd);
     let mut kills = 0;
     let started = std::time::Instant::now();
+    // The first kill waits for a complete checkpoint to resume from.
+    while !has_metadata(&dir.path().join("chk")) {
+        assert!(started.elapsed() < LIMIT, "no checkpoint completed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     loop {
         std::thread::sleep(Duration::from_millis(900));
         if child.try_wait().unwrap().is_some() {
