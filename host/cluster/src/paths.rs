@@ -76,6 +76,24 @@ pub fn check_job_paths(spec: &JobSpec, roots: &DataRoots) -> Result<(), JobError
             message: weir_core::text::cut_message(&format!("{}: {reason}", u.field)),
         })?;
     }
+    // An object store the coordinator cannot make a client for fails the
+    // submission, not the first checkpoint.
+    if let Some(c) = &spec.checkpoint
+        && let Err(e) = weir_snapshot::CheckpointStorage::open(
+            &c.dir,
+            &spec.name,
+            &weir_runtime::store_options(spec),
+        )
+    {
+        return Err(JobError {
+            file: spec.file.clone(),
+            line: Some(c.dir_line),
+            message: weir_core::text::cut_message(&format!(
+                "checkpoint dir {}: {e}",
+                c.dir.display()
+            )),
+        });
+    }
     Ok(())
 }
 

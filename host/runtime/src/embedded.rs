@@ -161,7 +161,7 @@ pub fn run_job(job: &JobSpec, options: &RunOptions) -> anyhow::Result<JobReport>
     if let Some(snapshot) = &restore {
         tracing::info!(job = %job.name, "restoring from {}", snapshot.dir.display());
     }
-    let storage = storage_of(job);
+    let storage = crate::open_storage(job)?;
     let view = Arc::new(Mutex::new(JobView {
         name: job.name.clone(),
         state: "scheduling".into(),

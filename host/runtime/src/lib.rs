@@ -87,17 +87,32 @@ pub fn cut_error(e: &anyhow::Error) -> String {
 }
 
 /// Where `job`'s checkpoints go, if it takes any: a directory, or an
-/// object store (`s3://`; the job file's checks make opening it fail only
-/// on a broken environment, which is logged).
+/// object store (`s3://`). A job is checked with [`open_storage`] before
+/// it starts, so a failure here (a broken environment since) is logged.
 pub fn storage_of(job: &JobSpec) -> Option<CheckpointStorage> {
-    let c = job.checkpoint.as_ref()?;
-    match CheckpointStorage::open(&c.dir, &job.name, &store_options(job)) {
-        Ok(storage) => Some(storage),
-        Err(e) => {
-            tracing::error!(job = %job.name, "checkpoint storage {}: {e}", c.dir.display());
-            None
-        }
-    }
+    open_storage(job).unwrap_or_else(|e| {
+        tracing::error!(job = %job.name, "{e:#}");
+        None
+    })
+}
+
+/// Opens `job`'s checkpoint storage, or says why it cannot be used (an
+/// object store whose settings do not make a client), naming the job
+/// file's line: a job with checkpoints never runs without them.
+pub fn open_storage(job: &JobSpec) -> anyhow::Result<Option<CheckpointStorage>> {
+    let Some(c) = job.checkpoint.as_ref() else {
+        return Ok(None);
+    };
+    CheckpointStorage::open(&c.dir, &job.name, &store_options(job))
+        .map(Some)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}: checkpoint dir {}: {e}",
+                job.file.display(),
+                c.dir_line,
+                c.dir.display()
+            )
+        })
 }
 
 /// The object store options of `job`'s `[checkpoint]` (the `AWS_*`

@@ -311,7 +311,22 @@ impl Resolver<'_> {
             dir_line,
             s3_endpoint: match &raw.s3_endpoint {
                 Some(e) => {
-                    Some(bounded_text(cx, e, PATH_BYTES_MAX, owner, "s3_endpoint")?.to_string())
+                    let text = bounded_text(cx, e, PATH_BYTES_MAX, owner, "s3_endpoint")?;
+                    // Caught here, not as a failed upload at the first checkpoint.
+                    let scheme_ok = ["http://", "https://"].iter().any(|s| {
+                        text.strip_prefix(s).is_some_and(|host| {
+                            !host.is_empty() && !host.contains(char::is_whitespace)
+                        })
+                    });
+                    if !scheme_ok {
+                        return Err(cx.err_at(
+                            e.span().start,
+                            format!(
+                                "{owner} field `s3_endpoint`: {text:?} is not an http:// or https:// URL"
+                            ),
+                        ));
+                    }
+                    Some(text.to_string())
                 }
                 None => None,
             },
@@ -505,7 +520,9 @@ impl Resolver<'_> {
                 })
             }
             RawSourceKind::Nexmark => self.nexmark(raw, at, owner)?,
-            RawSourceKind::Kafka => SourceKind::Kafka(super::kafka::source(cx, raw, &name, at, owner)?),
+            RawSourceKind::Kafka => {
+                SourceKind::Kafka(super::kafka::source(cx, raw, &name, at, owner)?)
+            }
         };
         if !matches!(raw.kind, RawSourceKind::Kafka) {
             super::kafka::reject_source_fields(cx, raw, at, owner)?;
@@ -820,7 +837,9 @@ impl Resolver<'_> {
             super::kafka::reject_sink_fields(cx, raw, s.span().start, &format!("sink `{name}`: "))?;
         }
         let kind = match raw.kind {
-            RawSinkKind::Kafka => SinkKind::Kafka(super::kafka::sink(cx, raw, &name, s.span().start)?),
+            RawSinkKind::Kafka => {
+                SinkKind::Kafka(super::kafka::sink(cx, raw, &name, s.span().start)?)
+            }
             RawSinkKind::File => {
                 let path = raw.path.as_ref().ok_or_else(|| {
                     cx.err_at(

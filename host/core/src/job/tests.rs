@@ -685,3 +685,20 @@ fn checkpoint_dir_may_be_an_s3_url_with_overrides() {
         );
     }
 }
+
+#[test]
+fn an_s3_endpoint_must_be_an_http_url() {
+    let text = format!(
+        "{GOOD}\n[checkpoint]\ninterval_ms = 500\ndir = \"s3://bucket/chk\"\ns3_endpoint = \"http://127.0.0.1:8333\"\n"
+    );
+    parse(&text, Path::new("j.toml")).unwrap();
+    for bad in ["127.0.0.1:8333", "ftp://host", "http://", "http://a b"] {
+        let e = parse(
+            &text.replace("http://127.0.0.1:8333", bad),
+            Path::new("j.toml"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("`s3_endpoint`"), "{bad}: {e}");
+        assert_eq!(e.line, Some(text.lines().count()), "{bad}: {e}");
+    }
+}
