@@ -123,10 +123,14 @@ pub(crate) fn start(cluster: Arc<Cluster>, s: Submission) -> anyhow::Result<()> 
         initial_versions,
     };
     let name = s.job.name.clone();
+    let ha_cluster = cluster.clone();
     std::thread::Builder::new()
         .name(format!("job-{name}"))
         .spawn(move || {
             let end = driver.run();
+            // Drop the HA record now rather than at the next periodic sync:
+            // a coordinator that dies in between would resume an ended job.
+            crate::ha::sync(&ha_cluster);
             let message = match &end.end {
                 JobEnd::Failed(e) => format!("{e}"),
                 JobEnd::Finished => "finished".into(),
