@@ -3,13 +3,11 @@
 //!
 //! Out: `auction -> {"auction","bidder","price","ts"}` (price a float).
 
-use nexmark_events::{BID, Event};
-use serde::Serialize;
-use weir_guest::{Context, Json, OpenContext, Operator, Record, Result};
+use nexmark_events::{BID, Obj, Parsed};
+use weir_guest::{Context, Encode, OpenContext, Operator, Record, Result};
 
 pub const DOLLAR_TO_EURO: f64 = 0.908;
 
-#[derive(Serialize)]
 struct EuroBid {
     auction: u64,
     bidder: u64,
@@ -17,18 +15,29 @@ struct EuroBid {
     ts: i64,
 }
 
+impl Encode for EuroBid {
+    fn encode(&self, out: &mut Vec<u8>) {
+        Obj::new(out)
+            .u64("auction", self.auction)
+            .u64("bidder", self.bidder)
+            .f64("price", self.price)
+            .i64("ts", self.ts)
+            .end()
+    }
+}
+
 pub struct CurrencyConversion;
 
 impl Operator for CurrencyConversion {
     type Key = ();
-    type Value = Vec<u8>;
+    type Value = Parsed;
 
     fn open(_ctx: &mut OpenContext) -> Result<Self> {
         Ok(CurrencyConversion)
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<(), Vec<u8>>) -> Result<()> {
-        let e = Event::parse(&record.value)?;
+    fn process(&mut self, ctx: &mut Context, record: Record<(), Parsed>) -> Result<()> {
+        let e = record.value.0;
         if e.event_type != BID {
             return Ok(());
         }
@@ -39,7 +48,7 @@ impl Operator for CurrencyConversion {
             price: e.need(e.price, "price")? as f64 * DOLLAR_TO_EURO,
             ts: e.ts,
         };
-        ctx.emit(&auction, &Json(bid))
+        ctx.emit(&auction, &bid)
     }
 }
 

@@ -3,14 +3,21 @@
 //!
 //! Out: `auction -> {"auction","price"}`.
 
-use nexmark_events::{BID, Event};
-use serde::Serialize;
-use weir_guest::{Context, Error, Json, OpenContext, Operator, Record, Result};
+use nexmark_events::{BID, Obj, Parsed};
+use weir_guest::{Context, Encode, Error, OpenContext, Operator, Record, Result};
 
-#[derive(Serialize)]
 struct Selected {
     auction: u64,
     price: u64,
+}
+
+impl Encode for Selected {
+    fn encode(&self, out: &mut Vec<u8>) {
+        Obj::new(out)
+            .u64("auction", self.auction)
+            .u64("price", self.price)
+            .end()
+    }
 }
 
 pub struct Selection {
@@ -19,7 +26,7 @@ pub struct Selection {
 
 impl Operator for Selection {
     type Key = ();
-    type Value = Vec<u8>;
+    type Value = Parsed;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
         let modulus = ctx.config_or("modulus", 123u64)?;
@@ -29,8 +36,8 @@ impl Operator for Selection {
         Ok(Selection { modulus })
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<(), Vec<u8>>) -> Result<()> {
-        let e = Event::parse(&record.value)?;
+    fn process(&mut self, ctx: &mut Context, record: Record<(), Parsed>) -> Result<()> {
+        let e = record.value.0;
         if e.event_type != BID {
             return Ok(());
         }
@@ -39,7 +46,7 @@ impl Operator for Selection {
             return Ok(());
         }
         let price = e.need(e.price, "price")?;
-        ctx.emit(&auction, &Json(Selected { auction, price }))
+        ctx.emit(&auction, &Selected { auction, price })
     }
 }
 

@@ -1,0 +1,275 @@
+//! A fast path for the flat JSON objects `weir nexmark` writes: one pass
+//! over the bytes that picks out the columns [`Event`] has, without
+//! serde's per-field machinery.
+//!
+//! It handles the common shape only (integers, strings without escapes,
+//! `null`, any whitespace) and gives up (`None`) on anything else: nested
+//! values, floats, escapes, duplicate columns, bad syntax. The caller then
+//! parses with serde_json, which accepts what is valid and names what is
+//! not, so both paths agree on every input.
+
+use std::borrow::Cow;
+
+use crate::{Event, Text};
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any of the 8 bytes in `w` may be a quote, a backslash, a
+/// control character or non-ASCII (the classic "has a zero byte" and
+/// "has a byte below n" bit tricks; a false alarm only means the bytes are
+/// looked at one by one).
+fn maybe_special(w: u64) -> bool {
+    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let quote = zero_in(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero_in(w ^ (ONES * u64::from(b'\\')));
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    (quote | backslash | control | (w & HIGHS)) != 0
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        self.skip_ws();
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// A string's bytes, after its opening quote, if it has no escapes,
+    /// control characters or non-ASCII bytes (those go the slow way).
+    /// Eight bytes at a time while none of them can end the string.
+    fn plain(&mut self) -> Option<&'a [u8]> {
+        let start = self.at;
+        let mut i = start;
+        while let Some((word, _)) = self.bytes[i..].split_first_chunk::<8>() {
+            if maybe_special(u64::from_le_bytes(*word)) {
+                break;
+            }
+            i += 8;
+        }
+        loop {
+            match *self.bytes.get(i)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f | 0x80.. => return None,
+                _ => i += 1,
+            }
+        }
+        self.at = i + 1;
+        Some(&self.bytes[start..i])
+    }
+
+    /// A plain string (see [`Scanner::plain`]) as text.
+    fn plain_str(&mut self) -> Option<&'a str> {
+        // ASCII only (checked), so this cannot fail.
+        std::str::from_utf8(self.plain()?).ok()
+    }
+
+    /// An integer's sign and digits (at most 19, so no overflow in u64).
+    fn int(&mut self) -> Option<(bool, u64)> {
+        let negative = self.peek()? == b'-';
+        if negative {
+            self.at += 1;
+        }
+        let start = self.at;
+        let mut n: u64 = 0;
+        while let Some(d @ b'0'..=b'9') = self.peek() {
+            n = n * 10 + u64::from(d - b'0');
+            self.at += 1;
+        }
+        let digits = self.at - start;
+        // No leading zeros (JSON), no fractions or exponents here.
+        if digits == 0
+            || digits > 18
+            || (digits > 1 && self.bytes[start] == b'0')
+            || matches!(self.peek(), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        Some((negative, n))
+    }
+
+    fn null(&mut self) -> Option<()> {
+        let rest = self.bytes.get(self.at..self.at + 4)?;
+        (rest == b"null").then(|| self.at += 4)
+    }
+
+    fn unsigned(&mut self) -> Option<Option<u64>> {
+        if self.peek()? == b'n' {
+            return self.null().map(|_| None);
+        }
+        match self.int()? {
+            (false, n) => Some(Some(n)),
+            (true, _) => None,
+        }
+    }
+
+    fn signed(&mut self) -> Option<Option<i64>> {
+        if self.peek()? == b'n' {
+            return self.null().map(|_| None);
+        }
+        let (negative, n) = self.int()?;
+        let n = n as i64; // at most 18 digits: fits
+        Some(Some(if negative { -n } else { n }))
+    }
+
+    fn text(&mut self) -> Option<Option<Text<'a>>> {
+        match self.peek()? {
+            b'n' => self.null().map(|_| None),
+            b'"' => {
+                self.at += 1;
+                Some(Some(Text(Cow::Borrowed(self.plain_str()?))))
+            }
+            _ => None,
+        }
+    }
+
+    /// Skips a column the queries do not read: an integer, a plain string
+    /// or null.
+    fn skip(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => {
+                self.at += 1;
+                self.plain().map(drop)
+            }
+            b'n' => self.null(),
+            _ => self.int().map(drop),
+        }
+    }
+}
+
+/// The event in `bytes` if it has the common shape, else `None`.
+pub(crate) fn event(bytes: &[u8]) -> Option<Event<'_>> {
+    let mut s = Scanner { bytes, at: 0 };
+    let mut e = Event::default();
+    let (mut event_type, mut ts) = (None, None);
+    // Columns seen so far: a second time is serde's duplicate-field
+    // error (also when the first was null).
+    let mut seen = 0u16;
+    s.eat(b'{')?;
+    s.skip_ws();
+    if s.peek()? == b'}' {
+        return None; // no event_type: serde's error
+    }
+    loop {
+        s.eat(b'"')?;
+        let key = s.plain()?;
+        s.eat(b':')?;
+        s.skip_ws();
+        let bit = match key {
+            b"event_type" => {
+                let t = s.unsigned()??;
+                event_type = Some(u8::try_from(t).ok()?);
+                1
+            }
+            b"ts" => {
+                ts = Some(s.signed()??);
+                2
+            }
+            b"id" => {
+                e.id = s.unsigned()?;
+                4
+            }
+            b"name" => {
+                e.name = s.text()?;
+                8
+            }
+            b"city" => {
+                e.city = s.text()?;
+                16
+            }
+            b"state" => {
+                e.state = s.text()?;
+                32
+            }
+            b"expires" => {
+                e.expires = s.signed()?;
+                64
+            }
+            b"seller" => {
+                e.seller = s.unsigned()?;
+                128
+            }
+            b"category" => {
+                e.category = s.unsigned()?;
+                256
+            }
+            b"auction" => {
+                e.auction = s.unsigned()?;
+                512
+            }
+            b"bidder" => {
+                e.bidder = s.unsigned()?;
+                1024
+            }
+            b"price" => {
+                e.price = s.unsigned()?;
+                2048
+            }
+            _ => {
+                s.skip()?;
+                0
+            }
+        };
+        if seen & bit != 0 {
+            return None;
+        }
+        seen |= bit;
+        s.skip_ws();
+        match s.peek()? {
+            b',' => s.at += 1,
+            b'}' => {
+                s.at += 1;
+                break;
+            }
+            _ => return None,
+        }
+        s.skip_ws();
+    }
+    s.skip_ws();
+    if s.at != bytes.len() {
+        return None;
+    }
+    e.event_type = event_type?;
+    e.ts = ts?;
+    Some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_every_byte_that_may_end_a_plain_string() {
+        for special in [b'"', b'\\', 0, 0x1f, 0x80, 0xff] {
+            for at in 0..8 {
+                let mut w = *b"abcdefgh";
+                w[at] = special;
+                assert!(maybe_special(u64::from_le_bytes(w)), "{special} at {at}");
+            }
+        }
+        assert!(!maybe_special(u64::from_le_bytes(*b"https://")));
+        assert!(!maybe_special(u64::from_le_bytes(*b" !#~{}[]")));
+        // Strings of every length around the 8-byte steps.
+        for n in 0..20 {
+            let text = "x".repeat(n);
+            let line = format!(r#"{{"event_type":0,"ts":1,"name":"{text}","url":"{text}"}}"#);
+            let e = event(line.as_bytes()).unwrap();
+            assert_eq!(e.name.unwrap().0, text);
+            let escaped = format!(r#"{{"event_type":0,"ts":1,"url":"{text}\n"}}"#);
+            assert!(event(escaped.as_bytes()).is_none());
+        }
+    }
+}
