@@ -44,6 +44,8 @@ examples/wordcount/operators/tokenizer-js/tokenizer.js tokenizer_js
 examples/polyglot/operators/running-total-js/running_total.js running_total_js
 tests/guests/hostile-js/hostile.js hostile_js
 benches/guests/map-op-js/map_op.js map_op_js
+tests/guests/windows-py/window_sum.py window_sum_py
+tests/guests/windows-js/window_sum.js window_sum_js
 GUESTS
 
 # The Nexmark queries (examples/nexmark): nexmark_q0.wasm ... nexmark_q11.wasm.

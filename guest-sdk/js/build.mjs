@@ -5,7 +5,8 @@
 //   node guest-sdk/js/build.mjs path/to/operator.js -o out.wasm [--wit wit]
 //
 // The operator's directory (its .js/.mjs files) is copied next to the SDK
-// into a scratch directory, `from "weir"` becomes `from "./weir.js"`, and an
+// into a scratch directory, `from "weir"` becomes `from "./weir.js"` (and
+// `from "weir/window"` `from "./window.js"`), and an
 // entry module wires the WIT imports (host.js) before the operator.
 import { mkdtemp, readdir, readFile, writeFile, copyFile, rm, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -13,7 +14,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const sdk = dirname(fileURLToPath(import.meta.url));
-const SDK_FILES = ["weir.js", "codec.js", "wire.js", "host.js"];
+const SDK_FILES = ["weir.js", "codec.js", "wire.js", "host.js", "window.js"];
 
 function usage(message) {
   if (message) console.error(`error: ${message}`);
@@ -49,7 +50,10 @@ try {
       throw new Error(`${join(srcDir, name)}: this name is reserved for the weir SDK; rename the file`);
     }
     const text = await readFile(join(srcDir, name), "utf8");
-    await writeFile(join(work, name), text.replace(/(from\s*|import\s*\(?\s*)(["'])weir\2/g, "$1$2./weir.js$2"));
+    const rewritten = text
+      .replace(/(from\s*|import\s*\(?\s*)(["'])weir\2/g, "$1$2./weir.js$2")
+      .replace(/(from\s*|import\s*\(?\s*)(["'])weir\/window\2/g, "$1$2./window.js$2");
+    await writeFile(join(work, name), rewritten);
   }
   for (const name of SDK_FILES) await copyFile(join(sdk, name), join(work, name));
   const entry = join(work, "weir-entry.js");

@@ -7,6 +7,11 @@ import { log } from "weir:operator/log@0.1.0";
 import { setHostFactory } from "./weir.js";
 import { readEntries } from "./wire.js";
 
+// componentize-js hands an s64 back as a BigInt of its unsigned bits: the
+// "no watermark yet" value i64::MIN would read as +9.2e18, every window
+// would look closed and every record late.
+function signed(v) { return Number(BigInt.asIntN(64, BigInt(v))); }
+
 const LEVELS = new Set(["trace", "debug", "info", "warn", "error"]);
 
 class WitHost {
@@ -21,8 +26,8 @@ class WitHost {
   clear(s, k) { state.clear(s, k); }
   registerTimer(domain, k, ts) { timers.registerTimer(domain, k, BigInt(ts)); }
   deleteTimer(domain, k, ts) { timers.deleteTimer(domain, k, BigInt(ts)); }
-  watermark() { return Number(timers.currentWatermark()); }
-  processingTime() { return Number(timers.currentProcessingTime()); }
+  watermark() { return signed(timers.currentWatermark()); }
+  processingTime() { return signed(timers.currentProcessingTime()); }
   log(level, message) { log(LEVELS.has(level) ? level : "info", message); }
 }
 

@@ -5,7 +5,7 @@
 // rescaled with the rest of the job and the operator keeps no window data
 // between calls.
 //
-//     import { Windows, tumbling, Count, Late } from "./window.js";
+//     import { Windows, tumbling, Count, Late } from "weir/window";
 //
 //     class CountPerWindow {
 //       static key = "string";
