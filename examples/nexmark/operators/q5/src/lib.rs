@@ -5,42 +5,121 @@
 //!
 //! - `prepare` (stateless): bids keyed by auction;
 //! - `count` (hash edge, keyed by auction): counts bids per sliding window
-//!   with `weir_guest::window` and emits
-//!   `window end -> {"auction","count"}` when a window closes;
+//!   and emits `window end -> (auction, count)` when a window closes;
 //! - `hottest` (hash edge, keyed by window end): keeps the highest count
 //!   and its auctions; when the watermark passes the window it emits
 //!   `auction -> {"auction","num","window_end"}` for each of them (all
 //!   ties, like Flink's `num >= max(num)` join).
+//!
+//! `count` slices time into panes (Flink's trick for sliding windows): a
+//! bid adds one to its pane, and a window's count is the sum of its panes
+//! when it fires. A bid is one state update instead of one per window it
+//! belongs to (`size / slide` of them).
 
-use nexmark_events::{BID, Event};
-use serde::{Deserialize, Serialize};
-use weir_guest::window::{Count, WindowAssigner, Windows};
-use weir_guest::{Context, Decode, Json, OpenContext, Operator, Record, Result, Timer, ValueState};
+mod panes;
 
-#[derive(Serialize, Deserialize)]
-struct AuctionCount {
+use nexmark_events::{BID, Event, Obj, StateCache};
+use weir_guest::window::WindowAssigner;
+use weir_guest::{
+    Context, Decode, Encode, Error, OpenContext, Operator, Record, Result, Timer, ValueState,
+};
+
+use panes::{Panes, Sliding};
+
+/// An auction's count in one window: `count` -> `hottest` (binary).
+#[derive(Debug, PartialEq)]
+pub struct AuctionCount {
     auction: u64,
     count: u64,
 }
 
-#[derive(Serialize)]
+impl Encode for AuctionCount {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.auction.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+    }
+}
+
+impl Decode for AuctionCount {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        match (bytes.len(), word(0), word(8)) {
+            (16, Some(auction), Some(count)) => Ok(AuctionCount { auction, count }),
+            _ => Err(Error::msg(format!(
+                "not an (auction, count) pair: {} bytes, expected 16",
+                bytes.len()
+            ))),
+        }
+    }
+}
+
+/// The highest count of a window so far and its auctions (binary: the
+/// count, then the auctions, little-endian u64s).
+#[derive(Debug, Default, PartialEq)]
+pub struct Best {
+    num: u64,
+    auctions: Vec<u64>,
+}
+
+impl Encode for Best {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.num.to_le_bytes());
+        for a in &self.auctions {
+            out.extend_from_slice(&a.to_le_bytes());
+        }
+    }
+}
+
+impl Decode for Best {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < 8 || bytes.len() % 8 != 0 {
+            return Err(Error::msg(format!(
+                "not a window's best count: {} bytes",
+                bytes.len()
+            )));
+        }
+        let mut words = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        Ok(Best {
+            num: words.next().unwrap_or_default(),
+            auctions: words.collect(),
+        })
+    }
+}
+
 struct Hot {
     auction: u64,
     num: u64,
     window_end: i64,
 }
 
+impl Encode for Hot {
+    fn encode(&self, out: &mut Vec<u8>) {
+        Obj::new(out)
+            .u64("auction", self.auction)
+            .u64("num", self.num)
+            .i64("window_end", self.window_end)
+            .end()
+    }
+}
+
 pub enum HotItems {
     Prepare,
-    Count(Windows<Count>),
+    Count {
+        windows: Sliding,
+        panes: ValueState<Panes>,
+        cache: StateCache<Panes>,
+    },
     Hottest {
-        /// The highest count of this window so far and its auctions.
-        best: ValueState<Json<(u64, Vec<u64>)>>,
+        best: ValueState<Best>,
     },
 }
 
 impl Operator for HotItems {
-    type Key = Vec<u8>;
+    type Key = ();
     type Value = Vec<u8>;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
@@ -50,8 +129,13 @@ impl Operator for HotItems {
                 "count" => {
                     let size = ctx.config_or("size_ms", 10_000i64)?;
                     let slide = ctx.config_or("slide_ms", 2_000i64)?;
-                    let assigner = WindowAssigner::sliding(size, slide)?;
-                    HotItems::Count(Windows::new(ctx, "counts", assigner, Count::new())?)
+                    // The window library's checks and messages.
+                    WindowAssigner::sliding(size, slide)?;
+                    HotItems::Count {
+                        windows: Sliding::new(size, slide),
+                        panes: ctx.value_state("panes")?,
+                        cache: StateCache::default(),
+                    }
                 }
                 _ => HotItems::Hottest {
                     best: ctx.value_state("best")?,
@@ -60,7 +144,7 @@ impl Operator for HotItems {
         )
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<Vec<u8>, Vec<u8>>) -> Result<()> {
+    fn process(&mut self, ctx: &mut Context, record: Record<(), Vec<u8>>) -> Result<()> {
         match self {
             HotItems::Prepare => {
                 let e = Event::parse(&record.value)?;
@@ -69,55 +153,76 @@ impl Operator for HotItems {
                 }
                 Ok(())
             }
-            // Records behind the watermark never get here (the host drops
-            // them), so `add` has nothing to hand back.
-            HotItems::Count(windows) => {
+            HotItems::Count {
+                windows,
+                panes,
+                cache,
+            } => {
+                // Records behind the watermark never get here (the host
+                // drops them); `add` skips their closed windows anyway.
                 let ts = record.timestamp.unwrap_or(0);
-                windows.add(ctx, ts, &()).map(drop)
+                let mut p = cache.get(ctx, panes)?.unwrap_or_default();
+                for end in windows.add(&mut p, ts, || ctx.watermark())? {
+                    ctx.register_event_timer(end - 1);
+                }
+                cache.set(ctx, panes, p)
             }
             HotItems::Hottest { best } => {
-                let Json(c) = Json::<AuctionCount>::decode(&record.value)?;
-                let (max, mut auctions) = best.get(ctx)?.map(|j| j.0).unwrap_or_default();
-                if c.count < max {
+                let c = AuctionCount::decode(&record.value)?;
+                let mut b = best.get(ctx)?.unwrap_or_default();
+                if c.count < b.num {
                     return Ok(());
                 }
-                if c.count > max {
-                    auctions.clear();
+                if c.count > b.num {
+                    b.auctions.clear();
                 }
-                if auctions.is_empty() {
+                if b.auctions.is_empty() {
                     // The window's end: the record's time is end - 1.
                     ctx.register_event_timer(record.timestamp.unwrap_or(0));
                 }
-                auctions.push(c.auction);
-                best.set(ctx, &Json((c.count, auctions)))
+                b.num = c.count;
+                b.auctions.push(c.auction);
+                best.set(ctx, &b)
             }
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Context, timer: Timer<Vec<u8>>) -> Result<()> {
+    fn on_timer(&mut self, ctx: &mut Context, timer: Timer<()>) -> Result<()> {
         match self {
             HotItems::Prepare => Ok(()),
-            HotItems::Count(windows) => {
-                let auction: u64 = Decode::decode(&timer.key)?;
-                for result in windows.on_timer(ctx, &timer)? {
-                    let out = AuctionCount {
-                        auction,
-                        count: result.value,
-                    };
-                    ctx.emit_at(&result.window.end, &Json(out), Some(result.timestamp()))?;
+            HotItems::Count {
+                windows,
+                panes,
+                cache,
+            } => {
+                let Some(mut p) = cache.get(ctx, panes)? else {
+                    return Ok(());
+                };
+                let end = timer.timestamp.saturating_add(1);
+                let count = windows.count(&p, end);
+                if count > 0 {
+                    let auction: u64 = Decode::decode(ctx.key_bytes())?;
+                    let out = AuctionCount { auction, count };
+                    ctx.emit_at(&end, &out, Some(timer.timestamp))?;
                 }
-                Ok(())
+                windows.forget_before(&mut p, end);
+                if p.is_empty() {
+                    cache.clear(ctx, panes);
+                    Ok(())
+                } else {
+                    cache.set(ctx, panes, p)
+                }
             }
             HotItems::Hottest { best } => {
-                let window_end: i64 = Decode::decode(&timer.key)?;
-                if let Some(Json((num, auctions))) = best.get(ctx)? {
-                    for auction in auctions {
+                let window_end: i64 = Decode::decode(ctx.key_bytes())?;
+                if let Some(b) = best.get(ctx)? {
+                    for &auction in &b.auctions {
                         let hot = Hot {
                             auction,
-                            num,
+                            num: b.num,
                             window_end,
                         };
-                        ctx.emit(&auction, &Json(hot))?;
+                        ctx.emit(&auction, &hot)?;
                     }
                 }
                 best.clear(ctx);
@@ -144,16 +249,26 @@ mod tests {
         let out = h.advance_watermark(9).unwrap();
         // Windows [-5, 5) and [0, 10).
         assert_eq!(out.len(), 2);
+        assert_eq!(out[1].key_as::<i64>().unwrap(), 10);
         assert_eq!(
-            out[1].text(),
-            ("10".into(), r#"{"auction":1001,"count":3}"#.into())
+            out[1].value_as::<AuctionCount>().unwrap(),
+            AuctionCount {
+                auction: 1001,
+                count: 3
+            }
         );
         assert_eq!(out[1].timestamp, Some(9));
+        // [5, 15) fires later, with the two records after 5.
+        let out = h.advance_watermark(14).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].value_as::<AuctionCount>().unwrap().count, 2);
+        assert!(h.pending_timers().is_empty());
 
         let mut h = Harness::<HotItems>::with_config(&[("stage", "hottest")]).unwrap();
         let key = b"10".to_vec();
         for (auction, count) in [(1, 3), (2, 5), (3, 5), (4, 4)] {
-            let v = format!(r#"{{"auction":{auction},"count":{count}}}"#).into_bytes();
+            let mut v = Vec::new();
+            AuctionCount { auction, count }.encode(&mut v);
             h.process(&key, &v, Some(9)).unwrap();
         }
         let out = h.advance_watermark(9).unwrap();
@@ -165,5 +280,6 @@ mod tests {
                 r#"{"auction":3,"num":5,"window_end":10}"#
             ]
         );
+        assert!(h.process(&key, &vec![1, 2, 3], Some(9)).is_err());
     }
 }
