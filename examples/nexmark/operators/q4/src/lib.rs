@@ -14,66 +14,51 @@
 //!   `category -> {"category","count","avg"}` on every closed auction (a
 //!   changelog, like Flink's; the last record per category is the answer).
 
-use nexmark_events::{AUCTION, BID, Event};
-use serde::{Deserialize, Serialize};
+mod records;
+
+use nexmark_events::{AUCTION, BID, Event, Obj, StateCache};
 use weir_guest::{
-    Context, Decode, Json, ListState, OpenContext, Operator, Record, Result, Timer, ValueState,
+    Context, Decode, Encode, ListState, OpenContext, Operator, Record, Result, Timer, ValueState,
 };
+
+pub use records::{Closed, Side, Totals, Win};
 
 /// How long a closed auction is remembered (so its late bids are not
 /// mistaken for bids before it) before its state is dropped.
 const FORGET_AFTER_MS: i64 = 60_000;
 
-#[derive(Debug, Serialize, Deserialize)]
-enum Side {
-    A {
-        ts: i64,
-        expires: i64,
-        category: u64,
-    },
-    B {
-        ts: i64,
-        price: u64,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Auction {
-    ts: i64,
-    expires: i64,
-    category: u64,
-    closed: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Closed {
-    auction: u64,
-    category: u64,
-    price: u64,
-}
-
-#[derive(Serialize)]
 struct Average {
     category: u64,
     count: u64,
     avg: f64,
 }
 
+impl Encode for Average {
+    fn encode(&self, out: &mut Vec<u8>) {
+        Obj::new(out)
+            .u64("category", self.category)
+            .u64("count", self.count)
+            .f64("avg", self.avg)
+            .end()
+    }
+}
+
 pub enum AverageClosingPrice {
     Prepare,
     Winning {
-        auction: ValueState<Json<Auction>>,
-        best: ValueState<u64>,
-        early: ListState<Json<(i64, u64)>>,
+        /// The auction and its highest bid so far, once the auction came.
+        win: ValueState<Win>,
+        cache: StateCache<Win>,
+        /// Bids that came before their auction: (ts, price).
+        early: ListState<Side>,
     },
     Average {
-        sum: ValueState<u64>,
-        count: ValueState<u64>,
+        totals: ValueState<Totals>,
     },
 }
 
 impl Operator for AverageClosingPrice {
-    type Key = Vec<u8>;
+    type Key = ();
     type Value = Vec<u8>;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
@@ -81,117 +66,106 @@ impl Operator for AverageClosingPrice {
             match nexmark_events::stage(ctx, &["prepare", "winning", "average"])? {
                 "prepare" => AverageClosingPrice::Prepare,
                 "winning" => AverageClosingPrice::Winning {
-                    auction: ctx.value_state("auction")?,
-                    best: ctx.value_state("best")?,
+                    win: ctx.value_state("win")?,
+                    cache: StateCache::default(),
                     early: ctx.list_state("early")?,
                 },
                 _ => AverageClosingPrice::Average {
-                    sum: ctx.value_state("sum")?,
-                    count: ctx.value_state("count")?,
+                    totals: ctx.value_state("totals")?,
                 },
             },
         )
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<Vec<u8>, Vec<u8>>) -> Result<()> {
+    fn process(&mut self, ctx: &mut Context, record: Record<(), Vec<u8>>) -> Result<()> {
         match self {
             AverageClosingPrice::Prepare => prepare(ctx, &record.value),
-            AverageClosingPrice::Winning {
-                auction,
-                best,
-                early,
-            } => {
-                let Json(side) = Json::<Side>::decode(&record.value)?;
-                match side {
+            AverageClosingPrice::Winning { win, cache, early } => {
+                match Side::decode(&record.value)? {
                     Side::A {
                         ts,
                         expires,
                         category,
                     } => {
-                        let a = Auction {
+                        let mut w = Win {
                             ts,
                             expires,
                             category,
                             closed: false,
+                            best: None,
                         };
-                        let mut max = best.get(ctx)?;
-                        for Json((ts, price)) in early.get(ctx)? {
-                            if (a.ts..=a.expires).contains(&ts) {
-                                max = max.max(Some(price));
+                        for bid in early.get(ctx)? {
+                            if let Side::B { ts, price } = bid
+                                && (w.ts..=w.expires).contains(&ts)
+                            {
+                                w.best = w.best.max(Some(price));
                             }
                         }
                         early.clear(ctx);
-                        if let Some(max) = max {
-                            best.set(ctx, &max)?;
-                        }
                         ctx.register_event_timer(expires);
-                        auction.set(ctx, &Json(a))
+                        cache.set(ctx, win, w)
                     }
-                    Side::B { ts, price } => match auction.get(ctx)? {
-                        None => early.add(ctx, &Json((ts, price))),
-                        Some(Json(a)) => {
-                            if !a.closed
-                                && (a.ts..=a.expires).contains(&ts)
-                                && best.get(ctx)?.is_none_or(|b| price > b)
+                    bid @ Side::B { ts, price } => match cache.get(ctx, win)? {
+                        None => early.add(ctx, &bid),
+                        Some(mut w) => {
+                            if !w.closed
+                                && (w.ts..=w.expires).contains(&ts)
+                                && w.best.is_none_or(|b| price > b)
                             {
-                                best.set(ctx, &price)?;
+                                w.best = Some(price);
+                                cache.set(ctx, win, w)?;
                             }
                             Ok(())
                         }
                     },
                 }
             }
-            AverageClosingPrice::Average { sum, count } => {
-                let Json(c) = Json::<Closed>::decode(&record.value)?;
-                let s = sum.get(ctx)?.unwrap_or(0).saturating_add(c.price);
-                let n = count.get(ctx)?.unwrap_or(0) + 1;
-                sum.set(ctx, &s)?;
-                count.set(ctx, &n)?;
+            AverageClosingPrice::Average { totals } => {
+                let c = Closed::decode(&record.value)?;
+                let mut t = totals.get(ctx)?.unwrap_or_default();
+                t.sum = t.sum.saturating_add(c.price);
+                t.count += 1;
+                totals.set(ctx, &t)?;
                 let avg = Average {
                     category: c.category,
-                    count: n,
-                    avg: s as f64 / n as f64,
+                    count: t.count,
+                    avg: t.sum as f64 / t.count as f64,
                 };
                 let key = ctx.key_bytes().to_vec();
-                ctx.emit(&key, &Json(avg))
+                ctx.emit(&key, &avg)
             }
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Context, timer: Timer<Vec<u8>>) -> Result<()> {
-        let AverageClosingPrice::Winning {
-            auction,
-            best,
-            early,
-        } = self
-        else {
+    fn on_timer(&mut self, ctx: &mut Context, timer: Timer<()>) -> Result<()> {
+        let AverageClosingPrice::Winning { win, cache, early } = self else {
             return Ok(());
         };
-        let Some(Json(mut a)) = auction.get(ctx)? else {
+        let Some(mut w) = cache.get(ctx, win)? else {
             return Ok(());
         };
-        if a.closed {
-            auction.clear(ctx);
-            best.clear(ctx);
+        if w.closed {
+            cache.clear(ctx, win);
             early.clear(ctx);
             return Ok(());
         }
-        if timer.timestamp != a.expires {
+        if timer.timestamp != w.expires {
             return Ok(());
         }
-        if let Some(price) = best.get(ctx)? {
-            let id: u64 = Decode::decode(&timer.key)?;
+        if let Some(price) = w.best {
+            let id: u64 = Decode::decode(ctx.key_bytes())?;
             let closed = Closed {
                 auction: id,
-                category: a.category,
+                category: w.category,
                 price,
             };
-            ctx.emit(&a.category, &Json(closed))?;
+            ctx.emit(&w.category, &closed)?;
         }
-        best.clear(ctx);
-        a.closed = true;
-        auction.set(ctx, &Json(a.clone()))?;
-        ctx.register_event_timer(a.expires.saturating_add(FORGET_AFTER_MS));
+        w.best = None;
+        w.closed = true;
+        let forget = w.expires.saturating_add(FORGET_AFTER_MS);
+        cache.set(ctx, win, w)?;
+        ctx.register_event_timer(forget);
         Ok(())
     }
 }
@@ -205,14 +179,14 @@ fn prepare(ctx: &mut Context, value: &[u8]) -> Result<()> {
                 expires: e.need(e.expires, "expires")?,
                 category: e.need(e.category, "category")?,
             };
-            ctx.emit(&e.need(e.id, "id")?, &Json(side))
+            ctx.emit(&e.need(e.id, "id")?, &side)
         }
         BID => {
             let side = Side::B {
                 ts: e.ts,
                 price: e.need(e.price, "price")?,
             };
-            ctx.emit(&e.need(e.auction, "auction")?, &Json(side))
+            ctx.emit(&e.need(e.auction, "auction")?, &side)
         }
         _ => Ok(()),
     }
@@ -226,7 +200,9 @@ mod tests {
     use weir_guest::testing::Harness;
 
     fn side(s: Side) -> Vec<u8> {
-        serde_json::to_vec(&s).unwrap()
+        let mut v = Vec::new();
+        s.encode(&mut v);
+        v
     }
 
     #[test]
@@ -251,10 +227,14 @@ mod tests {
         assert!(h.advance_watermark(99).unwrap().is_empty());
         let out = h.advance_watermark(100).unwrap();
         assert_eq!(
-            out[0].text(),
+            (out[0].text().0, out[0].value_as::<Closed>().unwrap()),
             (
                 "12".into(),
-                r#"{"auction":1001,"category":12,"price":80}"#.into()
+                Closed {
+                    auction: 1001,
+                    category: 12,
+                    price: 80
+                }
             )
         );
         // After closing, its bids change nothing; a minute on it is gone.
@@ -274,8 +254,16 @@ mod tests {
     #[test]
     fn average_is_a_running_average_per_category() {
         let mut h = Harness::<AverageClosingPrice>::with_config(&[("stage", "average")]).unwrap();
-        let closed =
-            |price| format!(r#"{{"auction":1,"category":10,"price":{price}}}"#).into_bytes();
+        let closed = |price| {
+            let mut v = Vec::new();
+            Closed {
+                auction: 1,
+                category: 10,
+                price,
+            }
+            .encode(&mut v);
+            v
+        };
         h.process(&b"10".to_vec(), &closed(10), None).unwrap();
         let out = h.process(&b"10".to_vec(), &closed(15), None).unwrap();
         assert_eq!(out[0].text().1, r#"{"category":10,"count":2,"avg":12.5}"#);
