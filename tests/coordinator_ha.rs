@@ -4,8 +4,12 @@
 //! started again on the same storage. The job is taken over without being
 //! submitted again and finishes exactly once; `weir jobs` shows it; jobs
 //! that had finished or were cancelled before the kill are not run again.
+//! Once with the HA store and checkpoints in a local directory, once with
+//! both on S3 (SeaweedFS), where the nodes share nothing else.
 
 mod common;
+#[path = "s3/server.rs"]
+mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::collect::{Job, assert_exactly_once};
 use common::{committed_output, run_with_deadline, stderr, weir};
+use server::Weed;
 
 const LIMIT: Duration = Duration::from_secs(180);
 
@@ -23,6 +28,8 @@ struct Ha {
     rest: String,
     quic: String,
     children: Vec<(String, Child)>,
+    /// The S3 server holding the HA store and checkpoints, if not local.
+    s3: Option<Weed>,
 }
 
 fn free_ports() -> (u16, u16) {
@@ -35,7 +42,7 @@ fn free_ports() -> (u16, u16) {
 }
 
 impl Ha {
-    fn start(workers: u32) -> Ha {
+    fn start(workers: u32, s3: Option<Weed>) -> Ha {
         let dir = tempfile::tempdir().unwrap();
         let mut init = weir();
         init.args([
@@ -54,6 +61,7 @@ impl Ha {
             rest: format!("127.0.0.1:{rest}"),
             quic: format!("127.0.0.1:{quic}"),
             children: Vec::new(),
+            s3,
         };
         ha.start_coordinator("coordinator");
         for i in 1..=workers {
@@ -69,6 +77,7 @@ impl Ha {
                 .arg(std::env::temp_dir())
                 .arg("--read-root")
                 .arg(env!("CARGO_MANIFEST_DIR"));
+            ha.with_s3_env(&mut worker);
             ha.spawn(&name, worker);
         }
         ha.wait_for(
@@ -82,8 +91,40 @@ impl Ha {
         self.dir.path().join("certs")
     }
 
-    fn ha_dir(&self) -> PathBuf {
-        self.dir.path().join("ha")
+    /// Where the HA store is: a directory, or `s3://<bucket>/ha`.
+    fn ha_location(&self) -> String {
+        match &self.s3 {
+            None => self.dir.path().join("ha").display().to_string(),
+            Some(weed) => weed.url("ha"),
+        }
+    }
+
+    /// The HA record of job `name`, if the store holds one.
+    fn record(&self, name: &str) -> Option<serde_json::Value> {
+        let key = format!("jobs/{name}.json");
+        let bytes = match &self.s3 {
+            None => std::fs::read(self.dir.path().join("ha").join(&key)).ok()?,
+            Some(weed) => {
+                let key = format!("ha/{key}");
+                if !weed.keys(&key).contains(&key) {
+                    return None;
+                }
+                weed.get(&key)
+            }
+        };
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The S3 endpoint and credentials, from the environment as in
+    /// production (SeaweedFS without identities takes any credentials).
+    fn with_s3_env(&self, cmd: &mut Command) {
+        if let Some(weed) = &self.s3 {
+            cmd.env("AWS_ACCESS_KEY_ID", "weir-test")
+                .env("AWS_SECRET_ACCESS_KEY", "weir-test-secret")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ENDPOINT", weed.endpoint())
+                .env("AWS_ALLOW_HTTP", "true");
+        }
     }
 
     /// Starts a coordinator (again) on the same ports, data and HA store;
@@ -103,7 +144,8 @@ impl Ha {
             .arg("--read-root")
             .arg(env!("CARGO_MANIFEST_DIR"))
             .arg("--ha-dir")
-            .arg(self.ha_dir());
+            .arg(self.ha_location());
+        self.with_s3_env(&mut coordinator);
         self.spawn(log, coordinator);
         self.wait_for(
             || self.call("/health").map(|_| ()),
@@ -209,7 +251,7 @@ impl Drop for Ha {
 
 /// The collect job named `name` in a directory of its own under the
 /// nodes' data root.
-fn job(name: &str, records: u64, rate: Option<u64>) -> (tempfile::TempDir, PathBuf) {
+fn job(ha: &Ha, name: &str, records: u64, rate: Option<u64>) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let job = Job {
         parallelism: 4,
@@ -219,9 +261,22 @@ fn job(name: &str, records: u64, rate: Option<u64>) -> (tempfile::TempDir, PathB
         ..Job::new(records)
     };
     // The first `name = "collect"` is the job's (the operator's follows).
-    let text = job
+    let mut text = job
         .text()
         .replacen("name = \"collect\"", &format!("name = \"{name}\""), 1);
+    if let Some(weed) = &ha.s3 {
+        let local = "dir = \"chk\"\n";
+        assert!(text.contains(local), "{text}");
+        text = text.replacen(
+            local,
+            &format!(
+                "dir = \"{}\"\ns3_endpoint = \"{}\"\ns3_allow_http = true\n",
+                weed.url("chk"),
+                weed.endpoint()
+            ),
+            1,
+        );
+    }
     let file = dir.path().join("job.toml");
     std::fs::write(&file, text).unwrap();
     (dir, file)
@@ -233,11 +288,20 @@ fn submit(ha: &Ha, file: &Path) {
 
 #[test]
 fn a_restarted_coordinator_takes_over_its_running_job_and_it_finishes_exactly_once() {
+    takeover(None);
+}
+
+#[test]
+fn a_coordinator_with_its_store_and_checkpoints_on_s3_takes_over_after_a_restart() {
+    takeover(Some(Weed::start()));
+}
+
+fn takeover(s3: Option<Weed>) {
     common::guest("window_collect");
-    let mut ha = Ha::start(2);
+    let mut ha = Ha::start(2, s3);
 
     // A job that finishes and one that is cancelled before the kill.
-    let (short_dir, short) = job("short", 300, None);
+    let (short_dir, short) = job(&ha, "short", 300, None);
     submit(&ha, &short);
     ha.wait_for(
         || (ha.state("short")? == "finished").then_some(()),
@@ -245,7 +309,7 @@ fn a_restarted_coordinator_takes_over_its_running_job_and_it_finishes_exactly_on
     );
     let short_output = committed_output(short_dir.path());
     assert_exactly_once(&short_output, 300);
-    let (_cancelled_dir, cancelled) = job("cancelled", 1_000_000, Some(1000));
+    let (_cancelled_dir, cancelled) = job(&ha, "cancelled", 1_000_000, Some(1000));
     submit(&ha, &cancelled);
     ha.wait_for(
         || (ha.state("cancelled")? == "running").then_some(()),
@@ -259,7 +323,7 @@ fn a_restarted_coordinator_takes_over_its_running_job_and_it_finishes_exactly_on
 
     // The job under test runs ~8 s at this rate.
     let records = 20_000;
-    let (dir, file) = job("ha", records, Some(2500));
+    let (dir, file) = job(&ha, "ha", records, Some(2500));
     submit(&ha, &file);
     ha.wait_for(
         || {
@@ -270,17 +334,12 @@ fn a_restarted_coordinator_takes_over_its_running_job_and_it_finishes_exactly_on
     );
     // Every record change (the checkpoint above included) is written
     // within a few sync rounds; the ended jobs' records are gone.
-    let record = ha.ha_dir().join("jobs/ha.json");
     ha.wait_for(
-        || {
-            let record: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
-            (record["last_checkpoint"].as_u64()? >= 3).then_some(())
-        },
+        || (ha.record("ha")?["last_checkpoint"].as_u64()? >= 3).then_some(()),
         "the HA record of job `ha` to show checkpoint 3",
     );
-    assert!(!ha.ha_dir().join("jobs/short.json").exists());
-    assert!(!ha.ha_dir().join("jobs/cancelled.json").exists());
+    assert!(ha.record("short").is_none());
+    assert!(ha.record("cancelled").is_none());
 
     ha.kill("coordinator");
     assert_ne!(
@@ -320,7 +379,7 @@ fn a_restarted_coordinator_takes_over_its_running_job_and_it_finishes_exactly_on
         "the finished job did not run again"
     );
     ha.wait_for(
-        || (!record.exists()).then_some(()),
+        || ha.record("ha").is_none().then_some(()),
         "the finished job's HA record to go",
     );
 }
