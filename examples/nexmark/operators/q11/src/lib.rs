@@ -9,12 +9,16 @@
 //!   `bidder -> {"bidder","bid_count","start","end"}` (`end` = last bid + gap,
 //!   as in Flink's session windows) when the watermark passes a session.
 
-use nexmark_events::{BID, Event};
-use serde::Serialize;
-use weir_guest::window::{Count, WindowAssigner, Windows};
-use weir_guest::{Context, Decode, Json, OpenContext, Operator, Record, Result, Timer};
+mod sessions;
 
-#[derive(Serialize)]
+use nexmark_events::{BID, Event, Obj, StateCache};
+use weir_guest::window::WindowAssigner;
+use weir_guest::{
+    Context, Decode, Encode, OpenContext, Operator, Record, Result, Timer, ValueState,
+};
+
+use sessions::Sessions;
+
 struct Session {
     bidder: u64,
     bid_count: u64,
@@ -22,13 +26,28 @@ struct Session {
     end: i64,
 }
 
+impl Encode for Session {
+    fn encode(&self, out: &mut Vec<u8>) {
+        Obj::new(out)
+            .u64("bidder", self.bidder)
+            .u64("bid_count", self.bid_count)
+            .i64("start", self.start)
+            .i64("end", self.end)
+            .end()
+    }
+}
+
 pub enum UserSessions {
     Prepare,
-    Sessions(Windows<Count>),
+    Sessions {
+        gap: i64,
+        sessions: ValueState<Sessions>,
+        cache: StateCache<Sessions>,
+    },
 }
 
 impl Operator for UserSessions {
-    type Key = Vec<u8>;
+    type Key = ();
     type Value = Vec<u8>;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
@@ -37,14 +56,19 @@ impl Operator for UserSessions {
                 "prepare" => UserSessions::Prepare,
                 _ => {
                     let gap = ctx.config_or("gap_ms", 10_000i64)?;
-                    let assigner = WindowAssigner::session(gap)?;
-                    UserSessions::Sessions(Windows::new(ctx, "sessions", assigner, Count::new())?)
+                    // The window library's checks and messages.
+                    WindowAssigner::session(gap)?;
+                    UserSessions::Sessions {
+                        gap,
+                        sessions: ctx.value_state("sessions")?,
+                        cache: StateCache::default(),
+                    }
                 }
             },
         )
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<Vec<u8>, Vec<u8>>) -> Result<()> {
+    fn process(&mut self, ctx: &mut Context, record: Record<(), Vec<u8>>) -> Result<()> {
         match self {
             UserSessions::Prepare => {
                 let e = Event::parse(&record.value)?;
@@ -53,28 +77,54 @@ impl Operator for UserSessions {
                 }
                 Ok(())
             }
-            UserSessions::Sessions(windows) => {
+            UserSessions::Sessions {
+                gap,
+                sessions,
+                cache,
+            } => {
                 let ts = record.timestamp.unwrap_or(0);
-                windows.add(ctx, ts, &()).map(drop)
+                let mut s = cache.get(ctx, sessions)?.unwrap_or_default();
+                if let Some(timer) = s.add(ts, *gap, || ctx.watermark())? {
+                    ctx.register_event_timer(timer);
+                }
+                cache.set(ctx, sessions, s)
             }
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Context, timer: Timer<Vec<u8>>) -> Result<()> {
-        let UserSessions::Sessions(windows) = self else {
+    fn on_timer(&mut self, ctx: &mut Context, timer: Timer<()>) -> Result<()> {
+        let UserSessions::Sessions {
+            sessions, cache, ..
+        } = self
+        else {
             return Ok(());
         };
-        let bidder: u64 = Decode::decode(&timer.key)?;
-        for result in windows.on_timer(ctx, &timer)? {
-            let session = Session {
-                bidder,
-                bid_count: result.value,
-                start: result.window.start,
-                end: result.window.end,
-            };
-            ctx.emit_at(&bidder, &Json(session), Some(result.timestamp()))?;
+        let Some(mut s) = cache.get(ctx, sessions)? else {
+            return Ok(());
+        };
+        let watermark = ctx.watermark().max(timer.timestamp);
+        let (closed, rearm) = s.fire(timer.timestamp, watermark);
+        for time in rearm {
+            ctx.register_event_timer(time);
         }
-        Ok(())
+        if !closed.is_empty() {
+            let bidder: u64 = Decode::decode(ctx.key_bytes())?;
+            for c in closed {
+                let session = Session {
+                    bidder,
+                    bid_count: c.count,
+                    start: c.start,
+                    end: c.end,
+                };
+                ctx.emit_at(&bidder, &session, Some(c.end - 1))?;
+            }
+        }
+        if s.is_empty() {
+            cache.clear(ctx, sessions);
+            Ok(())
+        } else {
+            cache.set(ctx, sessions, s)
+        }
     }
 }
 
