@@ -18,6 +18,11 @@ This is a benchmark, not a test: it asserts nothing about the numbers.
 
     python3 benches/nexmark/run.py [--events N] [--runs 3] [--queries q0,q1,...]
                                    [--install-flink] [--no-flink] [--no-p2]
+                                   [--weir BIN] [--guests DIR] [--work DIR]
+
+--guests runs the operators from DIR (a copy of target/wasm/wasm32-wasip2/
+release) instead of building them, so builds during a long run (other
+work in the tree) do not change what is measured.
 """
 
 import argparse
@@ -63,12 +68,14 @@ def install_flink():
     )
 
 
-def build(weir):
+def build(weir, guests_too=True):
     log("building weir and the Nexmark operators")
     if not weir:
         subprocess.run(
             ["cargo", "build", "--release", "--bin", "weir"], cwd=REPO, check=True
         )
+    if not guests_too:
+        return
     crates = []
     for q in QUERIES:
         crates += ["-p", f"nexmark-{q}"]
@@ -80,10 +87,10 @@ def build(weir):
     )
 
 
-def weir_job(q, events_file, work):
+def weir_job(q, events_file, work, guests):
     """The example job with absolute paths and a discarding sink."""
     text = (REPO / "examples" / "nexmark" / f"{q}.toml").read_text()
-    text = text.replace("../../target/wasm/wasm32-wasip2/release/", f"{GUESTS}/")
+    text = text.replace("../../target/wasm/wasm32-wasip2/release/", f"{guests}/")
     text = text.replace('path = "events.jsonl"', f'path = "{events_file}"')
     sink = re.search(r"\[\[sink\]\][^\[]*$", text, re.S)
     body = sink.group(0)
@@ -95,9 +102,9 @@ def weir_job(q, events_file, work):
     return path
 
 
-def run_weir(weir, job, parallelism, work):
+def run_weir(weir, job, parallelism, work, guests):
     cmd = [weir, "run", str(job), "--parallelism", str(parallelism),
-           "--read-root", str(REPO / "target" / "wasm"), "--read-root", str(work)]
+           "--read-root", str(guests), "--read-root", str(work)]
     started = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     wall = time.monotonic() - started
@@ -125,6 +132,8 @@ def main():
     p.add_argument("--queries", default=",".join(QUERIES))
     p.add_argument("--work", default=None, help="directory for the file and jobs (default: a temp dir)")
     p.add_argument("--weir", default=None, help="the weir binary (default: build it)")
+    p.add_argument("--guests", default=None,
+                   help="directory of nexmark_q*.wasm to run (default: build them into target/wasm)")
     p.add_argument("--install-flink", action="store_true")
     p.add_argument("--no-flink", action="store_true")
     p.add_argument("--no-p2", action="store_true", help="skip weir at parallelism 2")
@@ -140,7 +149,13 @@ def main():
     if not flink and not args.no_flink:
         log(f"Flink is not installed ({VENV}); skipping it. Install it with --install-flink.")
 
-    build(args.weir)
+    if args.guests:
+        guests = Path(args.guests).resolve()
+        if not args.weir:
+            build(None, guests_too=False)
+    else:
+        guests = GUESTS
+        build(args.weir)
     weir = args.weir or str(TARGET / "release" / "weir")
     work = Path(args.work or tempfile.mkdtemp(prefix="nexmark-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -153,24 +168,26 @@ def main():
 
     results = {}
     for q in queries:
-        job = weir_job(q, events_file, work)
+        job = weir_job(q, events_file, work, guests)
         # One untimed run compiles the component into weir's cache (and
         # warms the page cache for both sides).
-        run_weir(weir, job, 1, work)
+        run_weir(weir, job, 1, work, guests)
         w1, w2, fl = [], [], []
         for i in range(args.runs):
-            w1.append(run_weir(weir, job, 1, work))
+            w1.append(run_weir(weir, job, 1, work, guests))
             if flink:
                 fl.append(run_flink(q, events_file, 1000))
             if not args.no_p2:
-                w2.append(run_weir(weir, job, 2, work))
+                w2.append(run_weir(weir, job, 2, work, guests))
             log(f"{q} run {i + 1}: weir p1 {w1[-1]:.2f} s"
                 + (f", flink {fl[-1]:.2f} s" if fl else "")
                 + (f", weir p2 {w2[-1]:.2f} s" if w2 else ""))
         results[q] = (w1, w2, fl)
 
     med = statistics.median
-    print(f"\nNexmark, {args.events} events ({bids / 1e6:.2f} M bids), medians of {args.runs} runs, job time")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nNexmark, {args.events} events ({bids / 1e6:.2f} M bids), medians of {args.runs} runs, job time"
+          f" (load average at the end: {load})")
     print("| query | weir p=1 | bids/s | Flink p=1 | bids/s | Flink / weir | weir p=2 | p2 speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     for q, (w1, w2, fl) in results.items():
