@@ -135,6 +135,52 @@ impl Decode for Parsed {
     }
 }
 
+/// A record value of a query with several stages, one component for all:
+/// the first stage reads events, the later ones the stages' own records.
+/// A value that parses as an event is one, parsed straight from the batch
+/// (no copy first, as for [`Parsed`]); anything else is kept as bytes.
+/// (The stages' own records never parse as events: none is a JSON object
+/// with `event_type` and `ts`.)
+#[derive(Debug)]
+pub enum Input {
+    Event(Event<'static>),
+    Other(Vec<u8>),
+}
+
+impl Decode for Input {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        if bytes.first() == Some(&b'{')
+            && let Ok(e) = Event::parse(bytes)
+        {
+            return Ok(Input::Event(e.into_owned()));
+        }
+        Ok(Input::Other(bytes.to_vec()))
+    }
+}
+
+impl Input {
+    /// The value as an event (the first stage); what does not parse as
+    /// one is an error naming the record.
+    pub fn event(self) -> Result<Event<'static>> {
+        match self {
+            Input::Event(e) => Ok(e),
+            Input::Other(bytes) => Event::parse(&bytes).map(Event::into_owned),
+        }
+    }
+
+    /// The value's bytes (a later stage's record).
+    pub fn bytes(&self) -> Result<&[u8]> {
+        match self {
+            Input::Other(bytes) => Ok(bytes),
+            Input::Event(e) => Err(Error::msg(format!(
+                "expected a record of the previous stage, got a Nexmark event (type {} at {}): \
+                 is the stage's input the previous stage?",
+                e.event_type, e.ts
+            ))),
+        }
+    }
+}
+
 /// The operator's `stage` config value, one of `stages` (the first when absent).
 pub fn stage(ctx: &weir_guest::OpenContext, stages: &[&'static str]) -> Result<&'static str> {
     match ctx.config("stage") {
@@ -206,6 +252,22 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    #[test]
+    fn input_tells_events_from_stage_records() {
+        let bid = br#"{"event_type":2,"ts":5,"auction":1001,"bidder":1002,"price":300}"#;
+        let e = Input::decode(bid).unwrap();
+        assert!(e.bytes().is_err());
+        assert_eq!(e.event().unwrap().auction, Some(1001));
+        for record in [&b""[..], b"\x7b\x01\x02", br#"{"P":"Kate"}"#, b"A12345678"] {
+            let r = Input::decode(record).unwrap();
+            assert_eq!(r.bytes().unwrap(), record);
+            assert!(r.event().is_err());
+        }
+        // An event with leading space is still an event to `event`.
+        let spaced = br#" {"event_type":0,"ts":1}"#;
+        assert_eq!(Input::decode(spaced).unwrap().event().unwrap().ts, 1);
     }
 
     #[test]

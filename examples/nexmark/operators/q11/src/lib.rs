@@ -11,7 +11,7 @@
 
 mod sessions;
 
-use nexmark_events::{BID, Event, Obj, StateCache};
+use nexmark_events::{BID, Input, Obj, StateCache};
 use weir_guest::window::WindowAssigner;
 use weir_guest::{
     Context, Decode, Encode, OpenContext, Operator, Record, Result, Timer, ValueState,
@@ -48,7 +48,7 @@ pub enum UserSessions {
 
 impl Operator for UserSessions {
     type Key = ();
-    type Value = Vec<u8>;
+    type Value = Input;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
         Ok(
@@ -68,10 +68,10 @@ impl Operator for UserSessions {
         )
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<(), Vec<u8>>) -> Result<()> {
+    fn process(&mut self, ctx: &mut Context, record: Record<(), Input>) -> Result<()> {
         match self {
             UserSessions::Prepare => {
-                let e = Event::parse(&record.value)?;
+                let e = record.value.event()?;
                 if e.event_type == BID {
                     ctx.emit(&e.need(e.bidder, "bidder")?, "")?;
                 }

@@ -11,7 +11,7 @@
 //!   came before their seller; emits `person id -> {"name","city","state","id"}`
 //!   (`id` the auction's) for each pair.
 
-use nexmark_events::{AUCTION, Event, PERSON};
+use nexmark_events::{AUCTION, Event, Input, PERSON};
 use serde::{Deserialize, Serialize};
 use weir_guest::{Context, Json, ListState, OpenContext, Operator, Record, Result, ValueState};
 
@@ -50,8 +50,8 @@ pub enum LocalItemSuggestion {
 }
 
 impl Operator for LocalItemSuggestion {
-    type Key = Vec<u8>;
-    type Value = Vec<u8>;
+    type Key = ();
+    type Value = Input;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
         Ok(match nexmark_events::stage(ctx, &["prepare", "join"])? {
@@ -63,11 +63,11 @@ impl Operator for LocalItemSuggestion {
         })
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<Vec<u8>, Vec<u8>>) -> Result<()> {
+    fn process(&mut self, ctx: &mut Context, record: Record<(), Input>) -> Result<()> {
         match self {
-            LocalItemSuggestion::Prepare => prepare(ctx, &record.value),
+            LocalItemSuggestion::Prepare => prepare(ctx, record.value.event()?),
             LocalItemSuggestion::Join { person, waiting } => {
-                let side: Json<Side> = weir_guest::Decode::decode(&record.value)?;
+                let side: Json<Side> = weir_guest::Decode::decode(record.value.bytes()?)?;
                 match side.0 {
                     Side::P(p) => {
                         for id in waiting.get(ctx)? {
@@ -86,8 +86,7 @@ impl Operator for LocalItemSuggestion {
     }
 }
 
-fn prepare(ctx: &mut Context, value: &[u8]) -> Result<()> {
-    let e = Event::parse(value)?;
+fn prepare(ctx: &mut Context, e: Event) -> Result<()> {
     match e.event_type {
         PERSON => {
             let state = e.need_str(&e.state, "state")?;

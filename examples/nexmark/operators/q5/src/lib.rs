@@ -18,7 +18,7 @@
 
 mod panes;
 
-use nexmark_events::{BID, Event, Obj, StateCache};
+use nexmark_events::{BID, Input, Obj, StateCache};
 use weir_guest::window::WindowAssigner;
 use weir_guest::{
     Context, Decode, Encode, Error, OpenContext, Operator, Record, Result, Timer, ValueState,
@@ -120,7 +120,7 @@ pub enum HotItems {
 
 impl Operator for HotItems {
     type Key = ();
-    type Value = Vec<u8>;
+    type Value = Input;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
         Ok(
@@ -144,10 +144,10 @@ impl Operator for HotItems {
         )
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<(), Vec<u8>>) -> Result<()> {
+    fn process(&mut self, ctx: &mut Context, record: Record<(), Input>) -> Result<()> {
         match self {
             HotItems::Prepare => {
-                let e = Event::parse(&record.value)?;
+                let e = record.value.event()?;
                 if e.event_type == BID {
                     ctx.emit(&e.need(e.auction, "auction")?, "")?;
                 }
@@ -168,7 +168,7 @@ impl Operator for HotItems {
                 cache.set(ctx, panes, p)
             }
             HotItems::Hottest { best } => {
-                let c = AuctionCount::decode(&record.value)?;
+                let c = AuctionCount::decode(record.value.bytes()?)?;
                 let mut b = best.get(ctx)?.unwrap_or_default();
                 if c.count < b.num {
                     return Ok(());

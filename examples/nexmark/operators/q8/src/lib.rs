@@ -11,7 +11,7 @@
 //!   registered (and their name) and whether they opened an auction; emits
 //!   `id -> {"id","name","window_start"}` when a window with both closes.
 
-use nexmark_events::{AUCTION, Event, PERSON};
+use nexmark_events::{AUCTION, Input, PERSON};
 use serde::{Deserialize, Serialize};
 use weir_guest::window::{AggregateFunction, WindowAssigner, Windows};
 use weir_guest::{Context, Decode, Json, OpenContext, Operator, Record, Result, Timer};
@@ -67,8 +67,8 @@ pub enum MonitorNewUsers {
 }
 
 impl Operator for MonitorNewUsers {
-    type Key = Vec<u8>;
-    type Value = Vec<u8>;
+    type Key = ();
+    type Value = Input;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
         Ok(match nexmark_events::stage(ctx, &["prepare", "join"])? {
@@ -80,10 +80,10 @@ impl Operator for MonitorNewUsers {
         })
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<Vec<u8>, Vec<u8>>) -> Result<()> {
+    fn process(&mut self, ctx: &mut Context, record: Record<(), Input>) -> Result<()> {
         match self {
             MonitorNewUsers::Prepare => {
-                let e = Event::parse(&record.value)?;
+                let e = record.value.event()?;
                 match e.event_type {
                     PERSON => {
                         let name = e.need_str(&e.name, "name")?.to_string();
@@ -94,7 +94,7 @@ impl Operator for MonitorNewUsers {
                 }
             }
             MonitorNewUsers::Join(windows) => {
-                let Json(side) = Json::<Side>::decode(&record.value)?;
+                let Json(side) = Json::<Side>::decode(record.value.bytes()?)?;
                 windows
                     .add(ctx, record.timestamp.unwrap_or(0), &side)
                     .map(drop)
@@ -102,11 +102,11 @@ impl Operator for MonitorNewUsers {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Context, timer: Timer<Vec<u8>>) -> Result<()> {
+    fn on_timer(&mut self, ctx: &mut Context, timer: Timer<()>) -> Result<()> {
         let MonitorNewUsers::Join(windows) = self else {
             return Ok(());
         };
-        let id: u64 = Decode::decode(&timer.key)?;
+        let id: u64 = Decode::decode(ctx.key_bytes())?;
         for result in windows.on_timer(ctx, &timer)? {
             if let (Some(name), true) = (&result.value.name, result.value.auction) {
                 let out = NewUser {
