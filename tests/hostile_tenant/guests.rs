@@ -243,11 +243,20 @@ fn huge_state_key_is_refused() {
     );
 }
 
+/// For the state floods: a call deadline that only a hung guest reaches.
+const FLOOD_DEADLINE: &str = "call_timeout_ms = 120000";
+
 #[test]
 fn state_flood_is_stopped_by_the_state_memory_limit() {
     // 16 MiB list elements in a loop, under the default limits: the memory
     // backend refuses the write that would take it past 1 GiB.
-    let failure = fails(hostile("state-flood", "hash", ""), STDERR_BYTES_MAX);
+    // The call deadline is raised out of the way: on a loaded machine a
+    // GiB of 16 MiB appends can take longer than the default 5 s, and this
+    // test is about the memory limit.
+    let failure = fails(
+        hostile("state-flood", "hash", FLOOD_DEADLINE),
+        STDERR_BYTES_MAX,
+    );
     assert!(
         failure
             .stderr
@@ -264,7 +273,11 @@ fn state_flood_is_stopped_by_the_state_memory_limit() {
 #[test]
 fn state_flood_is_stopped_at_a_lower_state_memory_limit() {
     let failure = fails(
-        hostile("state-flood", "hash", "state_memory_max_mb = 64"),
+        hostile(
+            "state-flood",
+            "hash",
+            &format!("state_memory_max_mb = 64\n{FLOOD_DEADLINE}"),
+        ),
         STDERR_BYTES_MAX,
     );
     assert!(
@@ -281,7 +294,11 @@ fn state_flood_is_stopped_at_a_lower_state_memory_limit() {
 fn state_flood_on_rocksdb_is_stopped_before_a_list_is_merged_whole() {
     // On disk the total is not bounded, but RocksDB merges a list into one
     // value in memory to read or compact it: that merge is refused.
-    let (checkpoints, job) = hostile("state-flood", "hash", "state_memory_max_mb = 64");
+    let (checkpoints, job) = hostile(
+        "state-flood",
+        "hash",
+        &format!("state_memory_max_mb = 64\n{FLOOD_DEADLINE}"),
+    );
     let job = job.replace(
         "name = \"hostile\"\n",
         "name = \"hostile\"\nstate_backend = \"rocksdb\"\n",
