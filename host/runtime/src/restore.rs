@@ -38,9 +38,10 @@ fn initial_restore(
         if options.resume {
             bail!("--resume and --from-savepoint exclude each other");
         }
-        return Ok(Some(Snapshot::load_with(path, &crate::store_options(job)).with_context(|| {
-            format!("cannot restore from savepoint {}", path.display())
-        })?));
+        return Ok(Some(
+            Snapshot::load_with(path, &crate::store_options(job))
+                .with_context(|| format!("cannot restore from savepoint {}", path.display()))?,
+        ));
     }
     let Some(storage) = storage else {
         if options.resume {

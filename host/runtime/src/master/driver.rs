@@ -605,10 +605,14 @@ impl DriverState<'_> {
     ) -> Option<Input> {
         let failed = |e: String| Some(Input::AttemptEnded(AttemptEnd::Failed(e)));
         let snapshot = match restore {
-            Restore::Savepoint(path) => match Snapshot::load_with(&path, &crate::store_options(self.job)) {
-                Ok(s) => Some(s),
-                Err(e) => return failed(format!("cannot restore from {}: {e}", path.display())),
-            },
+            Restore::Savepoint(path) => {
+                match Snapshot::load_with(&path, &crate::store_options(self.job)) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        return failed(format!("cannot restore from {}: {e}", path.display()));
+                    }
+                }
+            }
             // The first attempt starts from what the run was given.
             Restore::Latest if number == 0 => self.previous_restore.clone(),
             // The newest snapshot: a checkpoint, or what the previous
@@ -719,12 +723,9 @@ impl DriverState<'_> {
             };
         };
         let metadata = assemble(self.job, id, savepoint, parts, versions, unix_ms);
-        let result = weir_snapshot::remote::write_metadata(
-            &metadata,
-            &dir,
-            &crate::store_options(self.job),
-        )
-        .map_err(|e| e.to_string());
+        let result =
+            weir_snapshot::remote::write_metadata(&metadata, &dir, &crate::store_options(self.job))
+                .map_err(|e| e.to_string());
         if result.is_ok() {
             let bytes = metadata.files().iter().map(|f| f.size).sum();
             self.finished_snapshot(id, bytes, None);
