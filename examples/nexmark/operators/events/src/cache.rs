@@ -53,6 +53,35 @@ impl<T: Data + Clone> StateCache<T> {
         Ok(value)
     }
 
+    /// Changes the current key's value in place: `change` gets the value
+    /// (`None`: no state) and says whether it changed it; a change is
+    /// written through to the host (`None` clears the state). Saves
+    /// [`StateCache::get`]'s copy of the value.
+    pub fn update<R>(
+        &mut self,
+        ctx: &mut Context,
+        state: &ValueState<T>,
+        change: impl FnOnce(&mut Context, &mut Option<T>) -> Result<(R, bool)>,
+    ) -> Result<R> {
+        let at = slot_of(ctx.key_bytes());
+        let hit = matches!(&self.slots[at], Some(slot) if slot.key == ctx.key_bytes());
+        if !hit {
+            let value = state.get(ctx)?;
+            self.keep(at, ctx.key_bytes(), value);
+        }
+        let Some(slot) = &mut self.slots[at] else {
+            return Err(weir_guest::Error::msg("state cache: slot vanished"));
+        };
+        let (result, changed) = change(ctx, &mut slot.value)?;
+        if changed {
+            match &slot.value {
+                Some(v) => state.set(ctx, v)?,
+                None => state.clear(ctx),
+            }
+        }
+        Ok(result)
+    }
+
     /// Sets the state's value for the current key (in the host too).
     pub fn set(&mut self, ctx: &mut Context, state: &ValueState<T>, value: T) -> Result<()> {
         state.set(ctx, &value)?;
@@ -113,6 +142,14 @@ mod tests {
                     self.cache.clear(ctx, &self.n);
                     Ok(())
                 }
+                "double" => self.cache.update(ctx, &self.n, |_, n| {
+                    *n = n.map(|n| n * 2);
+                    Ok(((), n.is_some()))
+                }),
+                "drop" => self.cache.update(ctx, &self.n, |_, n| {
+                    *n = None;
+                    Ok(((), true))
+                }),
                 _ => {
                     let n = self.cache.get(ctx, &self.n)?.unwrap_or(0) + 1;
                     self.cache.set(ctx, &self.n, n)

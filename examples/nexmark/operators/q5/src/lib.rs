@@ -161,11 +161,13 @@ impl Operator for HotItems {
                 // Records behind the watermark never get here (the host
                 // drops them); `add` skips their closed windows anyway.
                 let ts = record.timestamp.unwrap_or(0);
-                let mut p = cache.get(ctx, panes)?.unwrap_or_default();
-                for end in windows.add(&mut p, ts, || ctx.watermark())? {
-                    ctx.register_event_timer(end - 1);
-                }
-                cache.set(ctx, panes, p)
+                cache.update(ctx, panes, |ctx, p| {
+                    let p = p.get_or_insert_default();
+                    for end in windows.add(p, ts, || ctx.watermark())? {
+                        ctx.register_event_timer(end - 1);
+                    }
+                    Ok(((), true))
+                })
             }
             HotItems::Hottest { best } => {
                 let c = AuctionCount::decode(record.value.bytes()?)?;
