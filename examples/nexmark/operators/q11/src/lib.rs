@@ -5,7 +5,8 @@
 //!
 //! - `prepare` (stateless): bids keyed by bidder;
 //! - `sessions` (hash edge, keyed by bidder): session windows counting
-//!   bids with `weir_guest::window`; emits
+//!   bids (the window library's sessions, kept as one small value state per
+//!   bidder: see `sessions`); emits
 //!   `bidder -> {"bidder","bid_count","start","end"}` (`end` = last bid + gap,
 //!   as in Flink's session windows) when the watermark passes a session.
 

@@ -8,8 +8,8 @@
 //! - `winning` (hash edge, keyed by auction): keeps the auction and its
 //!   highest bid so far (bids that come before their auction wait in a
 //!   list); when the watermark passes `expires` it emits
-//!   `category -> {"auction","category","price"}` if the auction had a bid,
-//!   and forgets the auction a minute later;
+//!   `category -> (auction, category, price)` (binary, see `records`) if
+//!   the auction had a bid, and forgets the auction a minute later;
 //! - `average` (hash edge, keyed by category): emits the running average
 //!   `category -> {"category","count","avg"}` on every closed auction (a
 //!   changelog, like Flink's; the last record per category is the answer).

@@ -6,8 +6,10 @@
 //!
 //! - `prepare` (stateless): bids keyed by auction;
 //! - `local` (hash edge, keyed by auction): the highest bids of each
-//!   auction per window, with `weir_guest::window` and an aggregate of our
-//!   own; emits `window end -> {"price","bids":[..]}` when a window closes;
+//!   auction per window (the auction's open windows in one value state,
+//!   written only when a bid ties or beats the highest); emits
+//!   `window end -> (price, bids)` (binary, see `highest`) when a window
+//!   closes;
 //! - `global` (hash edge, keyed by window end): the highest of those;
 //!   when the watermark passes the window it emits
 //!   `auction -> {"auction","price","bidder","ts","window_end"}` per bid.
