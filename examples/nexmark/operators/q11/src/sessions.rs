@@ -39,7 +39,7 @@ impl Encode for Sessions {
 
 impl Decode for Sessions {
     fn decode(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() % SESSION_BYTES != 0 {
+        if !bytes.len().is_multiple_of(SESSION_BYTES) {
             return Err(Error::msg(format!(
                 "not a key's sessions: {} bytes",
                 bytes.len()

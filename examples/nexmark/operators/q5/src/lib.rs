@@ -74,7 +74,7 @@ impl Encode for Best {
 
 impl Decode for Best {
     fn decode(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() < 8 || bytes.len() % 8 != 0 {
+        if bytes.len() < 8 || !bytes.len().is_multiple_of(8) {
             return Err(Error::msg(format!(
                 "not a window's best count: {} bytes",
                 bytes.len()

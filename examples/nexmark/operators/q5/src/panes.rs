@@ -34,7 +34,7 @@ impl Encode for Panes {
 
 impl Decode for Panes {
     fn decode(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() % 16 != 0 {
+        if !bytes.len().is_multiple_of(16) {
             return Err(Error::msg(format!(
                 "not a key's sliding-window panes: {} bytes",
                 bytes.len()
