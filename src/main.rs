@@ -965,7 +965,10 @@ fn print_report(spec: &JobSpec, report: &JobReport) {
             line.push_str(&format!("  late {} ({what})", node.late_records));
         }
         if node.records_skipped > 0 {
-            line.push_str(&format!("  skipped {} (parse errors)", node.records_skipped));
+            line.push_str(&format!(
+                "  skipped {} (parse errors)",
+                node.records_skipped
+            ));
         }
         if node.records_dead_lettered > 0 {
             line.push_str(&format!(

@@ -13,9 +13,9 @@
 mod file_sink;
 mod file_source;
 mod generator;
+pub mod json_fields;
 pub mod kafka;
 pub mod nexmark;
-pub mod json_fields;
 mod parse_errors;
 mod splits;
 mod transactional_sink;

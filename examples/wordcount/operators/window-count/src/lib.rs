@@ -93,6 +93,9 @@ mod tests {
         let err = Harness::<WindowCounter>::with_config(&[("window_ms", "0")])
             .err()
             .unwrap();
-        assert!(err.message().contains("window_ms: window size must be a positive"));
+        assert!(
+            err.message()
+                .contains("window_ms: window size must be a positive")
+        );
     }
 }
