@@ -87,18 +87,38 @@ impl Source for GeneratorSource {
     }
 
     fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
-        let next = position
-            .get("next_seq")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| ConnectorError(format!("generator: invalid position {position}")))?;
-        if next % self.stride != self.next_seq % self.stride {
-            return Err(ConnectorError(format!(
-                "generator: position {next} does not belong to this split"
-            )));
-        }
-        self.next_seq = next;
+        self.next_seq = strided_seek(
+            "generator",
+            position,
+            "next_seq",
+            self.next_seq,
+            self.stride,
+        )?;
         Ok(())
     }
+}
+
+/// The next record number in `position[field]` for a split that takes every
+/// `stride`-th record starting from `current`'s residue: what generated
+/// sources (the generator, Nexmark) checkpoint and seek to.
+pub(crate) fn strided_seek(
+    what: &str,
+    position: &serde_json::Value,
+    field: &str,
+    current: u64,
+    stride: u64,
+) -> Result<u64, ConnectorError> {
+    let next = position
+        .get(field)
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| ConnectorError(format!("{what}: invalid position {position}")))?;
+    if next % stride != current % stride {
+        return Err(ConnectorError(format!(
+            "{what}: position {next} does not belong to this split (numbers ≡ {} mod {stride})",
+            current % stride
+        )));
+    }
+    Ok(next)
 }
 
 #[cfg(test)]

@@ -89,18 +89,13 @@ impl Source for NexmarkSource {
     }
 
     fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
-        let next = position
-            .get("next_event")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| ConnectorError(format!("nexmark: invalid position {position}")))?;
-        if next % self.stride != self.next % self.stride {
-            return Err(ConnectorError(format!(
-                "nexmark: position {next} does not belong to this split (event numbers ≡ {} mod {})",
-                self.next % self.stride,
-                self.stride
-            )));
-        }
-        self.next = next;
+        self.next = crate::generator::strided_seek(
+            "nexmark",
+            position,
+            "next_event",
+            self.next,
+            self.stride,
+        )?;
         Ok(())
     }
 }
