@@ -145,3 +145,21 @@ pub(super) fn bounded_text<'s>(
     }
     Ok(text)
 }
+
+/// Refuses the first of `fields` (name, present) that is set on a source of
+/// `kind`: it belongs to another kind of source.
+pub(super) fn none_of(
+    cx: &Cx<'_>,
+    at: usize,
+    owner: &str,
+    kind: &str,
+    fields: &[(&str, bool)],
+) -> Result<(), JobError> {
+    match fields.iter().find(|(_, present)| *present) {
+        Some((field, _)) => Err(cx.err_at(
+            at,
+            format!("{owner}field `{field}` does not apply to a {kind} source"),
+        )),
+        None => Ok(()),
+    }
+}

@@ -250,23 +250,22 @@ pub(super) fn source(
     at: usize,
     owner: &str,
 ) -> Result<KafkaSourceSpec, JobError> {
-    for (field, present) in [
-        ("path", raw.path.is_some()),
-        ("max_line_bytes", raw.max_line_bytes.is_some()),
-        ("records", raw.records.is_some()),
-        ("keys", raw.keys.is_some()),
-        ("start_ms", raw.start_ms.is_some()),
-        ("interval_ms", raw.interval_ms.is_some()),
-        ("disorder_ms", raw.disorder_ms.is_some()),
-        ("value_bytes", raw.value_bytes.is_some()),
-    ] {
-        if present {
-            return Err(cx.err_at(
-                at,
-                format!("{owner}field `{field}` does not apply to a kafka source"),
-            ));
-        }
-    }
+    none_of(
+        cx,
+        at,
+        owner,
+        "kafka",
+        &[
+            ("path", raw.path.is_some()),
+            ("max_line_bytes", raw.max_line_bytes.is_some()),
+            ("records", raw.records.is_some()),
+            ("keys", raw.keys.is_some()),
+            ("start_ms", raw.start_ms.is_some()),
+            ("interval_ms", raw.interval_ms.is_some()),
+            ("disorder_ms", raw.disorder_ms.is_some()),
+            ("value_bytes", raw.value_bytes.is_some()),
+        ],
+    )?;
     let servers = raw.bootstrap_servers.as_ref().ok_or_else(|| {
         cx.err_at(
             at,

@@ -579,24 +579,23 @@ impl Resolver<'_> {
     /// `kind = "nexmark"`: the Nexmark event generator.
     fn nexmark(&self, raw: &RawSource, at: usize, owner: &str) -> Result<SourceKind, JobError> {
         let cx = &self.cx;
-        for (field, present) in [
-            ("path", raw.path.is_some()),
-            ("format", raw.format.is_some()),
-            ("timestamp_field", raw.timestamp_field.is_some()),
-            ("key_field", raw.key_field.is_some()),
-            ("max_line_bytes", raw.max_line_bytes.is_some()),
-            ("records", raw.records.is_some()),
-            ("keys", raw.keys.is_some()),
-            ("interval_ms", raw.interval_ms.is_some()),
-            ("value_bytes", raw.value_bytes.is_some()),
-        ] {
-            if present {
-                return Err(cx.err_at(
-                    at,
-                    format!("{owner}field `{field}` does not apply to a nexmark source"),
-                ));
-            }
-        }
+        none_of(
+            cx,
+            at,
+            owner,
+            "nexmark",
+            &[
+                ("path", raw.path.is_some()),
+                ("format", raw.format.is_some()),
+                ("timestamp_field", raw.timestamp_field.is_some()),
+                ("key_field", raw.key_field.is_some()),
+                ("max_line_bytes", raw.max_line_bytes.is_some()),
+                ("records", raw.records.is_some()),
+                ("keys", raw.keys.is_some()),
+                ("interval_ms", raw.interval_ms.is_some()),
+                ("value_bytes", raw.value_bytes.is_some()),
+            ],
+        )?;
         let events = raw
             .events
             .as_ref()
