@@ -30,7 +30,7 @@ use crate::plan::TaskId;
 use crate::state_root::StateRoot;
 use crate::swaps::{self, PreparedSwaps};
 use crate::task_snapshot::SnapshotPlans;
-use crate::{artifacts, cut_error, storage_of};
+use crate::{artifacts, cut_error};
 
 /// How to run a job, beyond what its file says.
 #[derive(Debug, Clone, Default)]
