@@ -101,10 +101,14 @@ impl Broker {
 
     fn kill_group(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--"])
-                .arg(format!("-{}", child.id()))
-                .status();
+            // SAFETY: kill(2) on a negative pid signals that process group
+            // only (not `/bin/kill`, whose argument parsing has turned a
+            // group into -1, every process, when `--` was missing).
+            if let Ok(pid) = i32::try_from(child.id())
+                && pid > 1
+            {
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
             let _ = child.wait();
         }
     }

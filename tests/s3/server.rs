@@ -195,13 +195,23 @@ impl Drop for Weed {
     fn drop(&mut self) {
         // The whole group: weed mini runs its servers in one process today,
         // but nothing it may start must outlive the test.
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
-            .status();
+        kill_group(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
             eprintln!("--- weed ---\n{}", self.log());
         }
+    }
+}
+
+/// SIGKILLs the process group `leader` leads (it was started with
+/// `process_group(0)`). Not through `/bin/kill`: procps' `kill -KILL -PID`
+/// without `--` reads the group as `-1`, every process on the machine.
+pub fn kill_group(leader: u32) {
+    if let Ok(pid) = i32::try_from(leader)
+        && pid > 1
+    {
+        // SAFETY: kill(2) on a negative pid signals that process group only.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
 }
