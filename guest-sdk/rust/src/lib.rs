@@ -53,6 +53,7 @@
 
 #[doc(hidden)]
 pub mod bindings;
+pub mod cache;
 mod codec;
 mod context;
 mod error;

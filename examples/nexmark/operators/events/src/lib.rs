@@ -7,7 +7,6 @@
 //! decodes it (no copy of its bytes first); [`Obj`] writes flat JSON
 //! objects byte for byte as serde_json would, without its machinery.
 
-mod cache;
 mod out;
 mod scan;
 
@@ -16,8 +15,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use weir_guest::{Decode, Error, Result};
 
-pub use cache::StateCache;
 pub use out::{Obj, write_i64, write_u64};
+pub use weir_guest::cache::StateCache;
 
 pub const PERSON: u8 = 0;
 pub const AUCTION: u8 = 1;

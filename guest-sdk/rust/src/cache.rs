@@ -1,6 +1,7 @@
-//! A read cache in front of one value state, for stages whose keys repeat
-//! from record to record (hot auctions and bidders): a hit saves the host
-//! call, its copy of the bytes and their decoding.
+//! A read cache in front of one value state, for operators whose keys
+//! repeat from record to record (hot auctions, bidders, sensors): a hit
+//! saves the host call, its copy of the bytes and their decoding. The
+//! window library keeps its per-key windows behind one.
 //!
 //! It is write-through: every write of the state goes through it, so a
 //! cached value is always the host's. Nothing else writes the state (no
@@ -9,9 +10,10 @@
 //! outlives the state it mirrors. Direct-mapped and bounded: a miss just
 //! asks the host.
 
-use weir_guest::{Context, Data, Result, ValueState};
+use crate::{Context, Data, Result, ValueState};
 
-const SLOTS: usize = 1024;
+/// Slots of [`StateCache::default`].
+const DEFAULT_SLOTS: usize = 4096;
 
 struct Slot<T> {
     key: Vec<u8>,
@@ -24,25 +26,32 @@ pub struct StateCache<T> {
 
 impl<T> Default for StateCache<T> {
     fn default() -> Self {
-        StateCache {
-            slots: (0..SLOTS).map(|_| None).collect(),
-        }
+        StateCache::with_slots(DEFAULT_SLOTS)
     }
 }
 
-/// FNV-1a: keys are short decimal ids.
-fn slot_of(key: &[u8]) -> usize {
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in key {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+impl<T> StateCache<T> {
+    /// A cache of `slots` entries (at least one); each keeps one key's value.
+    pub fn with_slots(slots: usize) -> Self {
+        StateCache {
+            slots: (0..slots.max(1)).map(|_| None).collect(),
+        }
     }
-    (h as usize ^ (h as usize >> 16)) % SLOTS
+
+    /// FNV-1a: keys are mostly short ids.
+    fn slot_of(&self, key: &[u8]) -> usize {
+        let mut h: u32 = 0x811c_9dc5;
+        for &b in key {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        (h as usize ^ (h as usize >> 16)) % self.slots.len()
+    }
 }
 
 impl<T: Data + Clone> StateCache<T> {
     /// The state's value for the current key.
     pub fn get(&mut self, ctx: &mut Context, state: &ValueState<T>) -> Result<Option<T>> {
-        let at = slot_of(ctx.key_bytes());
+        let at = self.slot_of(ctx.key_bytes());
         if let Some(slot) = &self.slots[at]
             && slot.key == ctx.key_bytes()
         {
@@ -52,7 +61,9 @@ impl<T: Data + Clone> StateCache<T> {
         self.keep(at, ctx.key_bytes(), value.clone());
         Ok(value)
     }
+}
 
+impl<T: Data> StateCache<T> {
     /// Changes the current key's value in place: `change` gets the value
     /// (`None`: no state) and says whether it changed it; a change is
     /// written through to the host (`None` clears the state). Saves
@@ -63,14 +74,14 @@ impl<T: Data + Clone> StateCache<T> {
         state: &ValueState<T>,
         change: impl FnOnce(&mut Context, &mut Option<T>) -> Result<(R, bool)>,
     ) -> Result<R> {
-        let at = slot_of(ctx.key_bytes());
+        let at = self.slot_of(ctx.key_bytes());
         let hit = matches!(&self.slots[at], Some(slot) if slot.key == ctx.key_bytes());
         if !hit {
             let value = state.get(ctx)?;
             self.keep(at, ctx.key_bytes(), value);
         }
         let Some(slot) = &mut self.slots[at] else {
-            return Err(weir_guest::Error::msg("state cache: slot vanished"));
+            return Err(crate::Error::msg("state cache: slot vanished"));
         };
         let (result, changed) = change(ctx, &mut slot.value)?;
         if changed {
@@ -85,14 +96,14 @@ impl<T: Data + Clone> StateCache<T> {
     /// Sets the state's value for the current key (in the host too).
     pub fn set(&mut self, ctx: &mut Context, state: &ValueState<T>, value: T) -> Result<()> {
         state.set(ctx, &value)?;
-        self.keep(slot_of(ctx.key_bytes()), ctx.key_bytes(), Some(value));
+        self.keep(self.slot_of(ctx.key_bytes()), ctx.key_bytes(), Some(value));
         Ok(())
     }
 
     /// Clears the state for the current key (in the host too).
     pub fn clear(&mut self, ctx: &mut Context, state: &ValueState<T>) {
         state.clear(ctx);
-        self.keep(slot_of(ctx.key_bytes()), ctx.key_bytes(), None);
+        self.keep(self.slot_of(ctx.key_bytes()), ctx.key_bytes(), None);
     }
 
     fn keep(&mut self, at: usize, key: &[u8], value: Option<T>) {
@@ -110,8 +121,8 @@ impl<T: Data + Clone> StateCache<T> {
 
 #[cfg(test)]
 mod tests {
-    use weir_guest::testing::Harness;
-    use weir_guest::{OpenContext, Operator, Record};
+    use crate::testing::Harness;
+    use crate::{OpenContext, Operator, Record};
 
     use super::*;
 
@@ -128,7 +139,8 @@ mod tests {
         fn open(ctx: &mut OpenContext) -> Result<Self> {
             Ok(Counter {
                 n: ctx.value_state("n")?,
-                cache: StateCache::default(),
+                // Few slots, so keys collide and replace each other.
+                cache: StateCache::with_slots(64),
             })
         }
         fn process(&mut self, ctx: &mut Context, r: Record<String, String>) -> Result<()> {
@@ -161,7 +173,6 @@ mod tests {
     #[test]
     fn the_cache_always_holds_the_hosts_value() {
         let mut h = Harness::<Counter>::new().unwrap();
-        // Enough keys that slots collide and get replaced.
         for round in 0..3 {
             for k in 0..3000 {
                 h.process(&k.to_string(), &"add".to_string(), None).unwrap();
