@@ -1,9 +1,9 @@
 //! Incremental aggregation: a window keeps one accumulator, not its
 //! records.
 //!
-//! Accumulators live in keyed state as JSON, so they must be serde types;
-//! built-in aggregates cover count, sum, min, max and average, and any
-//! other is an [`AggregateFunction`] of your own.
+//! Accumulators live in keyed state (binary, with serde), so they must be
+//! cloneable serde types; built-in aggregates cover count, sum, min, max
+//! and average, and any other is an [`AggregateFunction`] of your own.
 
 use std::marker::PhantomData;
 
@@ -43,13 +43,23 @@ use serde::de::DeserializeOwned;
 pub trait AggregateFunction {
     /// What each record contributes.
     type In: ?Sized;
-    /// The running state of one window, stored in keyed state as JSON.
-    type Acc: Serialize + DeserializeOwned;
+    /// The running state of one window (of one pane, for sliding windows:
+    /// a window's result merges clones of its panes' accumulators), stored
+    /// in keyed state.
+    type Acc: Clone + Serialize + DeserializeOwned;
     /// What a window emits.
     type Out;
 
     fn create(&self) -> Self::Acc;
     fn add(&self, acc: &mut Self::Acc, value: &Self::In);
+    /// Adds `value` and says whether `acc` changed. The default adds and
+    /// says yes; override it where most records leave the accumulator as
+    /// it was (a maximum, a top-n): the window library then skips the
+    /// state write.
+    fn add_changed(&self, acc: &mut Self::Acc, value: &Self::In) -> bool {
+        self.add(acc, value);
+        true
+    }
     /// Folds `other` into `acc` (when session windows merge).
     fn merge(&self, acc: &mut Self::Acc, other: Self::Acc);
     fn result(&self, acc: &Self::Acc) -> Self::Out;
@@ -180,11 +190,14 @@ impl<T: Number> AggregateFunction for Sum<T> {
     }
 }
 
-/// Keeps the better of two values; `None` is an empty window.
-fn keep<T: Number>(acc: &mut Option<T>, value: T, better: fn(&T, &T) -> bool) {
-    if acc.as_ref().is_none_or(|best| better(&value, best)) {
+/// Keeps the better of two values; `None` is an empty window. Says
+/// whether `value` was kept.
+fn keep<T: Number>(acc: &mut Option<T>, value: T, better: fn(&T, &T) -> bool) -> bool {
+    let kept = acc.as_ref().is_none_or(|best| better(&value, best));
+    if kept {
         *acc = Some(value);
     }
+    kept
 }
 
 impl<T: Number> AggregateFunction for Min<T> {
@@ -198,6 +211,9 @@ impl<T: Number> AggregateFunction for Min<T> {
     }
     fn add(&self, acc: &mut Option<T>, value: &T) {
         keep(acc, *value, |a, b| a < b);
+    }
+    fn add_changed(&self, acc: &mut Option<T>, value: &T) -> bool {
+        keep(acc, *value, |a, b| a < b)
     }
     fn merge(&self, acc: &mut Option<T>, other: Option<T>) {
         if let Some(v) = other {
@@ -219,6 +235,9 @@ impl<T: Number> AggregateFunction for Max<T> {
     }
     fn add(&self, acc: &mut Option<T>, value: &T) {
         keep(acc, *value, |a, b| a > b);
+    }
+    fn add_changed(&self, acc: &mut Option<T>, value: &T) -> bool {
+        keep(acc, *value, |a, b| a > b)
     }
     fn merge(&self, acc: &mut Option<T>, other: Option<T>) {
         if let Some(v) = other {

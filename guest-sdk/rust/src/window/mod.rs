@@ -6,10 +6,12 @@
 //! windows' accumulators ([`AggregateFunction`]: [`Count`], [`Sum`],
 //! [`Min`], [`Max`], [`Average`] or your own), and hands back a window's
 //! result when the watermark passes its end. Everything it keeps is in
-//! host keyed state (one map state, window end -> `[start, accumulator]`
-//! as JSON) and event-time timers, so windows are checkpointed, restored
-//! and rescaled with the rest of the job; the operator holds no window data
-//! between calls.
+//! host keyed state (one value state per key: its live windows, or panes
+//! of sliding windows, with their accumulators) and event-time timers, so
+//! windows are checkpointed, restored and rescaled with the rest of the
+//! job. The instance keeps only a write-through read cache of that state
+//! ([`crate::cache::StateCache`]), which the host discards with the
+//! instance on every restore, rescale or upgrade.
 //!
 //! Semantics follow Flink's event-time windows with an `EventTimeTrigger`:
 //!

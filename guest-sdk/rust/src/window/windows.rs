@@ -1,29 +1,39 @@
 //! [`Windows`]: the per-key window state machine (assign, accumulate,
 //! fire, clean up, merge sessions).
+//!
+//! A key's live windows are one value in keyed state (binary, postcard),
+//! behind a write-through [`StateCache`]: a record usually costs one state
+//! write and no timer call.
+//!
+//! - Fixed windows (tumbling, sliding) are kept as *panes*: time cut into
+//!   slices of `gcd(size, slide)`, each window a run of whole panes. A
+//!   record updates one pane's accumulator, not `size / slide` windows';
+//!   a window's result merges its panes when it fires. Timers are set when
+//!   a pane is created (one per window it starts, plus its clean-up).
+//! - Sessions each remember the time their pending timer is set for. A
+//!   record that extends a session leaves that timer where it is; when it
+//!   fires early, it is set again at the session's new end. So extending
+//!   an open session, the common case, calls no timer at all.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::AggregateFunction;
 use super::assigner::{Window, WindowAssigner};
-use crate::codec::{Encode, Json};
+use crate::cache::StateCache;
+use crate::codec::{Decode, Encode, Json};
 use crate::context::{Context, OpenContext, Timer};
 use crate::host::TimeDomain;
-use crate::state::MapState;
+use crate::state::ValueState;
 use crate::{Error, Result};
-
-/// One window's stored state: its start and its accumulator, under its end.
-/// Ends identify windows: fixed-size windows have one start per end, and
-/// merged sessions of a key never overlap.
-type Slot<Acc> = Json<(i64, Acc)>;
 
 /// Windows of one kind over the records of each key, with one aggregate.
 /// Declare it in `open`, feed it in `process` ([`Windows::add`]) and let it
 /// fire in `on_timer` ([`Windows::on_timer`]).
 pub struct Windows<A: AggregateFunction> {
-    assigner: WindowAssigner,
-    aggregate: A,
-    lateness: i64,
-    slots: MapState<i64, Slot<A::Acc>>,
+    spec: Spec<A>,
+    state: ValueState<KeyWindows<A::Acc>>,
+    cache: StateCache<KeyWindows<A::Acc>>,
 }
 
 /// A window's result.
@@ -77,8 +87,56 @@ impl<Out> WindowResult<Out> {
     }
 }
 
+/// One stored part of a key's windows: a pane of fixed windows, or a
+/// session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Slot<Acc> {
+    start: i64,
+    end: i64,
+    /// Sessions: the event time their pending timer is set for (at most
+    /// when it is due). Unused by panes.
+    timer: i64,
+    /// Sessions: fired, and kept for allowed lateness. Unused by panes.
+    fired: bool,
+    acc: Acc,
+}
+
+/// A key's slots by start (panes never overlap; stored sessions never
+/// touch).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyWindows<Acc>(Vec<Slot<Acc>>);
+
+impl<Acc: Serialize> Encode for KeyWindows<Acc> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        // As with `Json`: an accumulator whose Serialize impl errors yields
+        // no bytes, which decode then reports.
+        if let Ok(bytes) = postcard::to_allocvec(self) {
+            out.extend_from_slice(&bytes);
+        }
+    }
+}
+
+impl<Acc: DeserializeOwned> Decode for KeyWindows<Acc> {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard::from_bytes(bytes).map_err(|e| {
+            Error::msg(format!(
+                "not the window state of accumulator {}: {e} ({} bytes)",
+                std::any::type_name::<Acc>(),
+                bytes.len()
+            ))
+        })
+    }
+}
+
+/// What the windows are, apart from their state.
+struct Spec<A> {
+    assigner: WindowAssigner,
+    aggregate: A,
+    lateness: i64,
+}
+
 impl<A: AggregateFunction> Windows<A> {
-    /// Declares the windows' state (a map state named `name`) in `open`.
+    /// Declares the windows' state (a value state named `name`) in `open`.
     /// No allowed lateness: see [`Windows::allowed_lateness`].
     pub fn new(
         ctx: &mut OpenContext,
@@ -87,10 +145,13 @@ impl<A: AggregateFunction> Windows<A> {
         aggregate: A,
     ) -> Result<Self> {
         Ok(Windows {
-            assigner,
-            aggregate,
-            lateness: 0,
-            slots: ctx.map_state(name)?,
+            spec: Spec {
+                assigner,
+                aggregate,
+                lateness: 0,
+            },
+            state: ctx.value_state(name)?,
+            cache: StateCache::default(),
         })
     }
 
@@ -102,89 +163,221 @@ impl<A: AggregateFunction> Windows<A> {
                 "allowed lateness must not be negative, got {lateness_ms} ms"
             )));
         }
-        self.lateness = lateness_ms;
+        self.spec.lateness = lateness_ms;
         Ok(self)
     }
 
     pub fn assigner(&self) -> WindowAssigner {
-        self.assigner
+        self.spec.assigner
     }
 
     pub fn aggregate(&self) -> &A {
-        &self.aggregate
-    }
-
-    /// Whether `window` has been cleaned up (or would be at once).
-    fn is_late(&self, window: &Window, watermark: i64) -> bool {
-        window.max_timestamp().saturating_add(self.lateness) <= watermark
+        &self.spec.aggregate
     }
 
     /// Adds a record with event time `timestamp` to its windows for the
     /// current key. Returns late re-firings and, if the record was too late
     /// for all its windows, [`WindowOutput::Late`]; usually nothing.
     pub fn add(
-        &self,
+        &mut self,
         ctx: &mut Context,
         timestamp: i64,
         value: &A::In,
     ) -> Result<Vec<WindowOutput<A::Out>>> {
         let watermark = ctx.watermark();
+        let spec = &self.spec;
         let mut outputs = Vec::new();
-        let added = if self.assigner.is_merging() {
-            self.add_to_session(ctx, timestamp, value, watermark, &mut outputs)?
-        } else {
-            let mut added = false;
-            for window in self.assigner.assign(timestamp)? {
-                if self.is_late(&window, watermark) {
-                    continue;
-                }
-                added = true;
-                let mut acc = match self.slots.get(ctx, &window.end)? {
-                    Some(Json((_, acc))) => acc,
-                    None => self.aggregate.create(),
-                };
-                self.aggregate.add(&mut acc, value);
-                self.store(ctx, window, acc, watermark, &mut outputs)?;
+        let added = self.cache.update(ctx, &self.state, |ctx, stored| {
+            // Both add_to_* fail, if at all, before they change anything.
+            let KeyWindows(slots) = stored.get_or_insert_with(|| KeyWindows(Vec::new()));
+            let (added, changed) = if spec.assigner.is_merging() {
+                let added =
+                    spec.add_to_session(ctx, slots, timestamp, value, watermark, &mut outputs)?;
+                (added, added)
+            } else {
+                spec.add_to_pane(ctx, slots, timestamp, value, watermark, &mut outputs)?
+            };
+            if slots.is_empty() {
+                *stored = None;
             }
-            added
-        };
+            Ok((added, changed))
+        })?;
         if !added {
             outputs.push(WindowOutput::Late { timestamp });
         }
         Ok(outputs)
     }
 
-    /// Stores `acc` as `window`'s state and schedules its firing and
-    /// clean-up; a window already due fires at once (a late update).
-    fn store(
-        &self,
+    /// Handles a fired timer for the current key: returns the results of
+    /// the windows it fires (if any) and drops what their allowed lateness
+    /// no longer needs. Timers the windows did not set find nothing and
+    /// return nothing, so an operator may use timers of its own too.
+    pub fn on_timer<K>(
+        &mut self,
         ctx: &mut Context,
-        window: Window,
-        acc: A::Acc,
-        watermark: i64,
-        outputs: &mut Vec<WindowOutput<A::Out>>,
-    ) -> Result<()> {
-        let fire_at = window.max_timestamp();
-        if fire_at <= watermark {
-            outputs.push(WindowOutput::Fired(WindowResult {
-                window,
-                value: self.aggregate.result(&acc),
-            }));
-        } else {
-            ctx.register_event_timer(fire_at);
+        timer: &Timer<K>,
+    ) -> Result<Vec<WindowResult<A::Out>>> {
+        if timer.domain != TimeDomain::EventTime {
+            return Ok(Vec::new());
         }
-        if self.lateness > 0 {
-            // Not late, so this is still ahead of the watermark.
-            ctx.register_event_timer(fire_at.saturating_add(self.lateness));
-        }
-        self.slots.put(ctx, &window.end, &Json((window.start, acc)))
+        let time = timer.timestamp;
+        let spec = &self.spec;
+        self.cache.update(ctx, &self.state, |ctx, stored| {
+            let Some(KeyWindows(slots)) = stored else {
+                return Ok((Vec::new(), false));
+            };
+            let (results, changed) = if spec.assigner.is_merging() {
+                spec.fire_sessions(ctx, slots, time)
+            } else {
+                spec.fire_panes(slots, time)?
+            };
+            if slots.is_empty() {
+                *stored = None;
+            }
+            Ok((results, changed))
+        })
+    }
+}
+
+impl<A: AggregateFunction> Spec<A> {
+    /// Whether `window` has been cleaned up (or would be at once).
+    fn is_late(&self, window: &Window, watermark: i64) -> bool {
+        window.max_timestamp().saturating_add(self.lateness) <= watermark
     }
 
-    /// Session windows: the record's window absorbs every stored window it
+    /// The length of a pane: every window is a run of whole panes.
+    fn pane(&self) -> i64 {
+        match self.assigner {
+            WindowAssigner::Tumbling { size } => size,
+            WindowAssigner::Sliding { size, slide } => gcd(size, slide),
+            WindowAssigner::Session { gap } => gap,
+        }
+    }
+
+    fn result(&self, acc: &A::Acc, window: Window) -> WindowResult<A::Out> {
+        WindowResult {
+            window,
+            value: self.aggregate.result(acc),
+        }
+    }
+
+    /// The result of `window` from the panes within it, if it has any.
+    fn merge_panes(&self, slots: &[Slot<A::Acc>], window: Window) -> Option<WindowResult<A::Out>> {
+        let mut within = slots
+            .iter()
+            .filter(|s| s.start >= window.start && s.end <= window.end);
+        let first = within.next()?;
+        let Some(second) = within.next() else {
+            return Some(self.result(&first.acc, window));
+        };
+        let mut acc = first.acc.clone();
+        for pane in std::iter::once(second).chain(within) {
+            self.aggregate.merge(&mut acc, pane.acc.clone());
+        }
+        Some(self.result(&acc, window))
+    }
+
+    /// Fixed windows: adds the record to its pane; a new pane sets the
+    /// timers of the windows it is in. Says whether the record was added
+    /// and whether the slots changed.
+    fn add_to_pane(
+        &self,
+        ctx: &mut Context,
+        slots: &mut Vec<Slot<A::Acc>>,
+        timestamp: i64,
+        value: &A::In,
+        watermark: i64,
+        outputs: &mut Vec<WindowOutput<A::Out>>,
+    ) -> Result<(bool, bool)> {
+        let pane = self.pane();
+        let start = timestamp
+            .checked_sub(timestamp.rem_euclid(pane))
+            .ok_or_else(|| out_of_range(timestamp))?;
+        // The pane's windows are the record's (windows are whole panes).
+        let windows = self.assigner.assign(start)?;
+        let live: Vec<Window> = windows
+            .into_iter()
+            .filter(|w| !self.is_late(w, watermark))
+            .collect();
+        let Some(last) = live.last() else {
+            return Ok((false, false));
+        };
+        let (at, new) = match slots.binary_search_by_key(&start, |s| s.start) {
+            Ok(at) => (at, false),
+            Err(at) => {
+                let end = start
+                    .checked_add(pane)
+                    .ok_or_else(|| out_of_range(timestamp))?;
+                for window in &live {
+                    if window.max_timestamp() > watermark {
+                        ctx.register_event_timer(window.max_timestamp());
+                    }
+                }
+                if self.lateness > 0 {
+                    // The pane is dropped when its last window's lateness ends.
+                    ctx.register_event_timer(last.max_timestamp().saturating_add(self.lateness));
+                }
+                slots.insert(
+                    at,
+                    Slot {
+                        start,
+                        end,
+                        timer: 0,
+                        fired: false,
+                        acc: self.aggregate.create(),
+                    },
+                );
+                (at, true)
+            }
+        };
+        let changed = self.aggregate.add_changed(&mut slots[at].acc, value) || new;
+        // Windows that already fired, within their lateness: fire again now.
+        for window in live {
+            if window.max_timestamp() <= watermark
+                && let Some(result) = self.merge_panes(slots, window)
+            {
+                outputs.push(WindowOutput::Fired(result));
+            }
+        }
+        Ok((true, changed))
+    }
+
+    /// Fixed windows at event time `time`: the window ending at `time + 1`
+    /// fires, and panes whose last window's lateness is over are dropped.
+    fn fire_panes(
+        &self,
+        slots: &mut Vec<Slot<A::Acc>>,
+        time: i64,
+    ) -> Result<(Vec<WindowResult<A::Out>>, bool)> {
+        let (size, slide) = match self.assigner {
+            WindowAssigner::Tumbling { size } => (size, size),
+            WindowAssigner::Sliding { size, slide } => (size, slide),
+            WindowAssigner::Session { .. } => return Ok((Vec::new(), false)),
+        };
+        let mut results = Vec::new();
+        if let Some(end) = time.checked_add(1)
+            && let Some(start) = end.checked_sub(size)
+            && start.rem_euclid(slide) == 0
+            && let Some(result) = self.merge_panes(slots, Window { start, end })
+        {
+            results.push(result);
+        }
+        let before = slots.len();
+        // A pane's last window starts at the slide boundary at or before it.
+        slots.retain(|pane| {
+            let last_start = pane.start - pane.start.rem_euclid(slide);
+            let last_fire = last_start.saturating_add(size).saturating_sub(1);
+            last_fire.saturating_add(self.lateness) > time
+        });
+        Ok((results, slots.len() != before))
+    }
+
+    /// Sessions: the record's session absorbs every stored session it
     /// overlaps or touches (their accumulators merged into one).
     fn add_to_session(
         &self,
         ctx: &mut Context,
+        slots: &mut Vec<Slot<A::Acc>>,
         timestamp: i64,
         value: &A::In,
         watermark: i64,
@@ -193,103 +386,139 @@ impl<A: AggregateFunction> Windows<A> {
         let Some(own) = self.assigner.assign(timestamp)?.into_iter().next() else {
             return Ok(false);
         };
-        let mut others: Vec<(Window, A::Acc)> = self
-            .slots
-            .entries(ctx)?
-            .into_iter()
-            .map(|(end, Json((start, acc)))| (Window { start, end }, acc))
-            .collect();
         // Grow the window until nothing else touches it (stored sessions
         // never touch each other, so one pass nearly always suffices).
         let mut merged = own;
-        let mut absorbed: Vec<(Window, A::Acc)> = Vec::new();
+        let mut touching = vec![false; slots.len()];
         loop {
-            let before = absorbed.len();
-            let mut i = 0;
-            while i < others.len() {
-                if others[i].0.intersects(&merged) {
-                    let (window, acc) = others.swap_remove(i);
+            let mut grew = false;
+            for (i, slot) in slots.iter().enumerate() {
+                let window = Window {
+                    start: slot.start,
+                    end: slot.end,
+                };
+                if !touching[i] && window.intersects(&merged) {
+                    touching[i] = true;
                     merged = merged.cover(&window);
-                    absorbed.push((window, acc));
-                } else {
-                    i += 1;
+                    grew = true;
                 }
             }
-            if absorbed.len() == before {
+            if !grew {
                 break;
             }
         }
         if self.is_late(&merged, watermark) {
             return Ok(false);
         }
+        let mut absorbed = Vec::new();
+        let mut i = 0;
+        slots.retain(|slot| {
+            let keep = !touching[i];
+            i += 1;
+            if !keep {
+                absorbed.push(slot.clone());
+            }
+            keep
+        });
         let mut acc = self.aggregate.create();
         self.aggregate.add(&mut acc, value);
-        for (window, other) in absorbed {
-            self.aggregate.merge(&mut acc, other);
-            if window.end != merged.end {
-                self.slots.remove(ctx, &window.end);
-                self.forget_timers(ctx, window, merged, &others);
+        for other in &absorbed {
+            self.aggregate.merge(&mut acc, other.acc.clone());
+        }
+        let fire_at = merged.max_timestamp();
+        let fired = fire_at <= watermark;
+        if fired {
+            // A late update (not late, so within the allowed lateness).
+            outputs.push(WindowOutput::Fired(self.result(&acc, merged)));
+        }
+        let due = if fired {
+            fire_at.saturating_add(self.lateness)
+        } else {
+            fire_at
+        };
+        // Keep the earliest pending timer of what was absorbed if it is not
+        // after `due`: on_timer moves it on. Delete the others.
+        let pending: Vec<i64> = absorbed
+            .iter()
+            .map(|s| s.timer)
+            .filter(|&t| t > watermark)
+            .collect();
+        let timer = match pending.iter().min() {
+            Some(&t) if t <= due => t,
+            _ => {
+                ctx.register_event_timer(due);
+                due
+            }
+        };
+        for &t in &pending {
+            if t != timer && !slots.iter().any(|s| s.timer == t) {
+                ctx.delete_event_timer(t);
             }
         }
-        self.store(ctx, merged, acc, watermark, outputs)?;
+        let at = slots.partition_point(|s| s.start < merged.start);
+        slots.insert(
+            at,
+            Slot {
+                start: merged.start,
+                end: merged.end,
+                timer,
+                fired,
+                acc,
+            },
+        );
         Ok(true)
     }
 
-    /// Deletes the timers of a session absorbed into `merged`, unless
-    /// `merged` or a remaining session of the key needs the same time.
-    fn forget_timers(
+    /// Sessions at event time `time`: each session whose timer this is
+    /// fires, moves its timer to where it is now due, or ends.
+    fn fire_sessions(
         &self,
         ctx: &mut Context,
-        gone: Window,
-        merged: Window,
-        others: &[(Window, A::Acc)],
-    ) {
-        let times = |w: &Window| {
-            let fire = w.max_timestamp();
-            [fire, fire.saturating_add(self.lateness)]
-        };
-        for time in times(&gone) {
-            let needed = std::iter::once(&merged)
-                .chain(others.iter().map(|(w, _)| w))
-                .any(|w| times(w).contains(&time));
-            if !needed {
-                ctx.delete_event_timer(time);
-            }
-        }
-    }
-
-    /// Handles a fired timer for the current key: returns the result of
-    /// the window it fires (if any) and drops windows whose allowed
-    /// lateness it ends. Timers the windows did not set find nothing and
-    /// return nothing, so an operator may use timers of its own too.
-    pub fn on_timer<K>(
-        &self,
-        ctx: &mut Context,
-        timer: &Timer<K>,
-    ) -> Result<Vec<WindowResult<A::Out>>> {
+        slots: &mut Vec<Slot<A::Acc>>,
+        time: i64,
+    ) -> (Vec<WindowResult<A::Out>>, bool) {
         let mut results = Vec::new();
-        if timer.domain != TimeDomain::EventTime {
-            return Ok(results);
-        }
-        let time = timer.timestamp;
-        if let Some(end) = time.checked_add(1)
-            && let Some(Json((start, acc))) = self.slots.get(ctx, &end)?
-        {
-            results.push(WindowResult {
-                window: Window { start, end },
-                value: self.aggregate.result(&acc),
-            });
-            if self.lateness == 0 {
-                self.slots.remove(ctx, &end);
+        let mut changed = false;
+        slots.retain_mut(|slot| {
+            if slot.timer != time {
+                return true;
             }
-        }
-        if self.lateness > 0
-            && let Some(end) = time
-                .checked_sub(self.lateness)
-                .and_then(|t| t.checked_add(1))
-        {
-            self.slots.remove(ctx, &end);
-        }
-        Ok(results)
+            changed = true;
+            let window = Window {
+                start: slot.start,
+                end: slot.end,
+            };
+            let fire_at = window.max_timestamp();
+            if !slot.fired && time >= fire_at {
+                results.push(self.result(&slot.acc, window));
+                if self.lateness == 0 {
+                    return false;
+                }
+                slot.fired = true;
+            }
+            let due = if slot.fired {
+                fire_at.saturating_add(self.lateness)
+            } else {
+                fire_at
+            };
+            if time >= due {
+                return false;
+            }
+            // The session grew since its timer was set.
+            ctx.register_event_timer(due);
+            slot.timer = due;
+            true
+        });
+        (results, changed)
     }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn out_of_range(timestamp: i64) -> Error {
+    Error::msg(format!(
+        "event time {timestamp} is too close to the ends of the i64 range for its windows"
+    ))
 }
