@@ -1,12 +1,13 @@
 //! The keyed aggregation of the benchmarks: counts records per key in
-//! event-time tumbling windows of `window_ms` (default 10 s) and emits
-//! `key -> count` when a window closes — the shape of Nexmark q5/q7.
+//! event-time tumbling windows of `window_ms` (default 10 s) with the SDK's
+//! window library, and emits `key -> count` when a window closes — the
+//! shape of Nexmark q5/q7.
 
-use weir_guest::{Context, MapState, OpenContext, Operator, Record, Result, Timer};
+use weir_guest::window::{Count, WindowAssigner, Windows};
+use weir_guest::{Context, OpenContext, Operator, Record, Result, Timer};
 
 pub struct WindowedCount {
-    window_ms: i64,
-    counts: MapState<i64, u64>,
+    windows: Windows<Count<()>>,
 }
 
 impl Operator for WindowedCount {
@@ -14,26 +15,21 @@ impl Operator for WindowedCount {
     type Value = ();
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
+        let assigner = WindowAssigner::tumbling(ctx.config_or("window_ms", 10_000)?)?;
         Ok(WindowedCount {
-            window_ms: ctx.config_or("window_ms", 10_000)?,
-            counts: ctx.map_state("counts")?,
+            windows: Windows::new(ctx, "counts", assigner, Count::new())?,
         })
     }
 
     fn process(&mut self, ctx: &mut Context, record: Record<Vec<u8>, ()>) -> Result<()> {
-        let ts = record.timestamp.unwrap_or(0);
-        let end = ts - ts.rem_euclid(self.window_ms) + self.window_ms;
-        let n = self.counts.get(ctx, &end)?.unwrap_or(0) + 1;
-        self.counts.put(ctx, &end, &n)?;
-        ctx.register_event_timer(end - 1);
+        // Late records are dropped by the host before they get here.
+        self.windows.add(ctx, record.timestamp.unwrap_or(0), &())?;
         Ok(())
     }
 
     fn on_timer(&mut self, ctx: &mut Context, timer: Timer<Vec<u8>>) -> Result<()> {
-        let end = timer.timestamp + 1;
-        if let Some(n) = self.counts.get(ctx, &end)? {
-            self.counts.remove(ctx, &end);
-            ctx.emit(&timer.key, &n)?;
+        for result in self.windows.on_timer(ctx, &timer)? {
+            ctx.emit(&timer.key, &result.value)?;
         }
         Ok(())
     }

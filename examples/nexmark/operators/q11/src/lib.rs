@@ -5,20 +5,15 @@
 //!
 //! - `prepare` (stateless): bids keyed by bidder;
 //! - `sessions` (hash edge, keyed by bidder): session windows counting
-//!   bids (the window library's sessions, kept as one small value state per
-//!   bidder: see `sessions`); emits
+//!   bids (`weir_guest::window` with `WindowAssigner::session` and
+//!   `Count`; a bid that extends its bidder's open session costs one state
+//!   write and no timer call); emits
 //!   `bidder -> {"bidder","bid_count","start","end"}` (`end` = last bid + gap,
 //!   as in Flink's session windows) when the watermark passes a session.
 
-mod sessions;
-
-use nexmark_events::{BID, Input, Obj, StateCache};
-use weir_guest::window::WindowAssigner;
-use weir_guest::{
-    Context, Decode, Encode, OpenContext, Operator, Record, Result, Timer, ValueState,
-};
-
-use sessions::Sessions;
+use nexmark_events::{BID, Input, Obj};
+use weir_guest::window::{Count, WindowAssigner, Windows};
+use weir_guest::{Context, Decode, Encode, OpenContext, Operator, Record, Result, Timer};
 
 struct Session {
     bidder: u64,
@@ -40,11 +35,7 @@ impl Encode for Session {
 
 pub enum UserSessions {
     Prepare,
-    Sessions {
-        gap: i64,
-        sessions: ValueState<Sessions>,
-        cache: StateCache<Sessions>,
-    },
+    Sessions(Windows<Count<()>>),
 }
 
 impl Operator for UserSessions {
@@ -57,13 +48,8 @@ impl Operator for UserSessions {
                 "prepare" => UserSessions::Prepare,
                 _ => {
                     let gap = ctx.config_or("gap_ms", 10_000i64)?;
-                    // The window library's checks and messages.
-                    WindowAssigner::session(gap)?;
-                    UserSessions::Sessions {
-                        gap,
-                        sessions: ctx.value_state("sessions")?,
-                        cache: StateCache::default(),
-                    }
+                    let assigner = WindowAssigner::session(gap)?;
+                    UserSessions::Sessions(Windows::new(ctx, "sessions", assigner, Count::new())?)
                 }
             },
         )
@@ -78,54 +64,34 @@ impl Operator for UserSessions {
                 }
                 Ok(())
             }
-            UserSessions::Sessions {
-                gap,
-                sessions,
-                cache,
-            } => {
-                let ts = record.timestamp.unwrap_or(0);
-                let mut s = cache.get(ctx, sessions)?.unwrap_or_default();
-                if let Some(timer) = s.add(ts, *gap, || ctx.watermark())? {
-                    ctx.register_event_timer(timer);
-                }
-                cache.set(ctx, sessions, s)
+            UserSessions::Sessions(windows) => {
+                // Without allowed lateness the only output is `Late`, for a
+                // record too late for its windows (only with the job's
+                // `late_records = "process"`): dropped, as Flink does.
+                windows.add(ctx, record.timestamp.unwrap_or(0), &())?;
+                Ok(())
             }
         }
     }
 
     fn on_timer(&mut self, ctx: &mut Context, timer: Timer<()>) -> Result<()> {
-        let UserSessions::Sessions {
-            sessions, cache, ..
-        } = self
-        else {
+        let UserSessions::Sessions(windows) = self else {
             return Ok(());
         };
-        let Some(mut s) = cache.get(ctx, sessions)? else {
-            return Ok(());
-        };
-        let watermark = ctx.watermark().max(timer.timestamp);
-        let (closed, rearm) = s.fire(timer.timestamp, watermark);
-        for time in rearm {
-            ctx.register_event_timer(time);
-        }
+        let closed = windows.on_timer(ctx, &timer)?;
         if !closed.is_empty() {
             let bidder: u64 = Decode::decode(ctx.key_bytes())?;
             for c in closed {
                 let session = Session {
                     bidder,
-                    bid_count: c.count,
-                    start: c.start,
-                    end: c.end,
+                    bid_count: c.value,
+                    start: c.window.start,
+                    end: c.window.end,
                 };
-                ctx.emit_at(&bidder, &session, Some(c.end - 1))?;
+                ctx.emit_at(&bidder, &session, Some(c.timestamp()))?;
             }
         }
-        if s.is_empty() {
-            cache.clear(ctx, sessions);
-            Ok(())
-        } else {
-            cache.set(ctx, sessions, s)
-        }
+        Ok(())
     }
 }
 

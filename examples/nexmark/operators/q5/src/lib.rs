@@ -11,20 +11,16 @@
 //!   `auction -> {"auction","num","window_end"}` for each of them (all
 //!   ties, like Flink's `num >= max(num)` join).
 //!
-//! `count` slices time into panes (Flink's trick for sliding windows): a
-//! bid adds one to its pane, and a window's count is the sum of its panes
-//! when it fires. A bid is one state update instead of one per window it
-//! belongs to (`size / slide` of them).
+//! `count` is `weir_guest::window` with sliding windows and `Count`: the
+//! library keeps panes (Flink's trick for sliding windows), so a bid adds
+//! one to its pane rather than to each of the `size / slide` windows it
+//! belongs to, and a window's count is the sum of its panes when it fires.
 
-mod panes;
-
-use nexmark_events::{BID, Input, Obj, StateCache};
-use weir_guest::window::WindowAssigner;
+use nexmark_events::{BID, Input, Obj};
+use weir_guest::window::{Count, WindowAssigner, Windows};
 use weir_guest::{
     Context, Decode, Encode, Error, OpenContext, Operator, Record, Result, Timer, ValueState,
 };
-
-use panes::{Panes, Sliding};
 
 /// An auction's count in one window: `count` -> `hottest` (binary).
 #[derive(Debug, PartialEq)]
@@ -108,14 +104,8 @@ impl Encode for Hot {
 
 pub enum HotItems {
     Prepare,
-    Count {
-        windows: Sliding,
-        panes: ValueState<Panes>,
-        cache: StateCache<Panes>,
-    },
-    Hottest {
-        best: ValueState<Best>,
-    },
+    Count { windows: Windows<Count<()>> },
+    Hottest { best: ValueState<Best> },
 }
 
 impl Operator for HotItems {
@@ -129,12 +119,9 @@ impl Operator for HotItems {
                 "count" => {
                     let size = ctx.config_or("size_ms", 10_000i64)?;
                     let slide = ctx.config_or("slide_ms", 2_000i64)?;
-                    // The window library's checks and messages.
-                    WindowAssigner::sliding(size, slide)?;
+                    let assigner = WindowAssigner::sliding(size, slide)?;
                     HotItems::Count {
-                        windows: Sliding::new(size, slide),
-                        panes: ctx.value_state("panes")?,
-                        cache: StateCache::default(),
+                        windows: Windows::new(ctx, "counts", assigner, Count::new())?,
                     }
                 }
                 _ => HotItems::Hottest {
@@ -153,21 +140,12 @@ impl Operator for HotItems {
                 }
                 Ok(())
             }
-            HotItems::Count {
-                windows,
-                panes,
-                cache,
-            } => {
-                // Records behind the watermark never get here (the host
-                // drops them); `add` skips their closed windows anyway.
-                let ts = record.timestamp.unwrap_or(0);
-                cache.update(ctx, panes, |ctx, p| {
-                    let p = p.get_or_insert_default();
-                    for end in windows.add(p, ts, || ctx.watermark())? {
-                        ctx.register_event_timer(end - 1);
-                    }
-                    Ok(((), true))
-                })
+            HotItems::Count { windows } => {
+                // Without allowed lateness the only output is `Late`, for a
+                // record too late for its windows (only with the job's
+                // `late_records = "process"`): dropped, as Flink does.
+                windows.add(ctx, record.timestamp.unwrap_or(0), &())?;
+                Ok(())
             }
             HotItems::Hottest { best } => {
                 let c = AuctionCount::decode(record.value.bytes()?)?;
@@ -192,28 +170,16 @@ impl Operator for HotItems {
     fn on_timer(&mut self, ctx: &mut Context, timer: Timer<()>) -> Result<()> {
         match self {
             HotItems::Prepare => Ok(()),
-            HotItems::Count {
-                windows,
-                panes,
-                cache,
-            } => {
-                let Some(mut p) = cache.get(ctx, panes)? else {
-                    return Ok(());
-                };
-                let end = timer.timestamp.saturating_add(1);
-                let count = windows.count(&p, end);
-                if count > 0 {
-                    let auction: u64 = Decode::decode(ctx.key_bytes())?;
-                    let out = AuctionCount { auction, count };
-                    ctx.emit_at(&end, &out, Some(timer.timestamp))?;
+            HotItems::Count { windows } => {
+                let auction: u64 = Decode::decode(ctx.key_bytes())?;
+                for result in windows.on_timer(ctx, &timer)? {
+                    let out = AuctionCount {
+                        auction,
+                        count: result.value,
+                    };
+                    ctx.emit_at(&result.window.end, &out, Some(result.timestamp()))?;
                 }
-                windows.forget_before(&mut p, end);
-                if p.is_empty() {
-                    cache.clear(ctx, panes);
-                    Ok(())
-                } else {
-                    cache.set(ctx, panes, p)
-                }
+                Ok(())
             }
             HotItems::Hottest { best } => {
                 let window_end: i64 = Decode::decode(ctx.key_bytes())?;

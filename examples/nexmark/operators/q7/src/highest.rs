@@ -1,10 +1,13 @@
-//! The highest bids of a window, and the binary records and state that
-//! carry them between q7's stages (fixed-width little-endian integers:
-//! no JSON to write and parse per bid).
+//! The highest bids of a window (an aggregate for the window library),
+//! and the binary records that carry them between q7's stages
+//! (fixed-width little-endian integers: no JSON to write and parse per
+//! bid).
 
+use serde::{Deserialize, Serialize};
+use weir_guest::window::AggregateFunction;
 use weir_guest::{Decode, Encode, Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Bid {
     pub auction: u64,
     pub bidder: u64,
@@ -18,18 +21,42 @@ pub struct PricedBid {
     pub bid: Bid,
 }
 
-/// The highest price seen and the bids that offered it: `local` ->
-/// `global`, and `global`'s state.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The highest price seen and the bids that offered it: `local`'s
+/// accumulator, `local` -> `global`, and `global`'s state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Highest {
     pub price: u64,
     pub bids: Vec<Bid>,
 }
 
-/// Per auction, its open windows (by end) and their highest bids;
-/// usually one.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Open(Vec<(i64, Highest)>);
+/// The aggregate of `local`'s windows: the highest bids (all ties).
+pub struct HighestBids;
+
+impl AggregateFunction for HighestBids {
+    type In = PricedBid;
+    type Acc = Highest;
+    type Out = Highest;
+    fn create(&self) -> Highest {
+        Highest::default()
+    }
+    fn add(&self, acc: &mut Highest, bid: &PricedBid) {
+        self.add_changed(acc, bid);
+    }
+    /// Most bids are below their auction's highest: no state write.
+    fn add_changed(&self, acc: &mut Highest, bid: &PricedBid) -> bool {
+        if bid.price < acc.price && !acc.bids.is_empty() {
+            return false;
+        }
+        acc.offer(bid.price, &[bid.bid]);
+        true
+    }
+    fn merge(&self, acc: &mut Highest, other: Highest) {
+        acc.offer(other.price, &other.bids);
+    }
+    fn result(&self, acc: &Highest) -> Highest {
+        acc.clone()
+    }
+}
 
 /// Reads little-endian words, or says what the bytes were not.
 struct Words<'a> {
@@ -138,29 +165,6 @@ impl Decode for Highest {
     }
 }
 
-impl Encode for Open {
-    fn encode(&self, out: &mut Vec<u8>) {
-        for (end, h) in &self.0 {
-            put(out, *end as u64);
-            put_highest(out, h);
-        }
-    }
-}
-
-impl Decode for Open {
-    fn decode(bytes: &[u8]) -> Result<Self> {
-        let mut w = Words {
-            bytes,
-            what: "an auction's open windows",
-        };
-        let mut open = Vec::new();
-        while !w.bytes.is_empty() {
-            open.push((w.next()? as i64, w.highest()?));
-        }
-        Ok(Open(open))
-    }
-}
-
 impl Highest {
     /// Takes in `bids` offered at `price`: a higher price replaces the
     /// bids, an equal one joins them.
@@ -174,56 +178,6 @@ impl Highest {
         }
         self.bids.extend_from_slice(bids);
     }
-}
-
-impl Open {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn has(&self, end: i64) -> bool {
-        self.0.iter().any(|(e, _)| *e == end)
-    }
-
-    /// Offers `bid` to the window ending at `end`. Returns whether the
-    /// state changed and whether the window is new (needs its timer).
-    pub fn offer(&mut self, end: i64, bid: PricedBid) -> (bool, bool) {
-        match self.0.iter_mut().find(|(e, _)| *e == end) {
-            Some((_, h)) => {
-                if bid.price < h.price && !h.bids.is_empty() {
-                    return (false, false);
-                }
-                h.offer(bid.price, &[bid.bid]);
-                (true, false)
-            }
-            None => {
-                let h = Highest {
-                    price: bid.price,
-                    bids: vec![bid.bid],
-                };
-                self.0.push((end, h));
-                (true, true)
-            }
-        }
-    }
-
-    /// Removes and returns the window ending at `end`.
-    pub fn take(&mut self, end: i64) -> Option<Highest> {
-        let at = self.0.iter().position(|(e, _)| *e == end)?;
-        Some(self.0.remove(at).1)
-    }
-}
-
-/// The end of the tumbling window of `size` ms holding `ts` (windows
-/// aligned to the epoch, as the window library's).
-pub fn window_end(ts: i64, size: i64) -> Result<i64> {
-    ts.checked_sub(ts.rem_euclid(size))
-        .and_then(|start| start.checked_add(size))
-        .ok_or_else(|| {
-            Error::msg(format!(
-                "event time {ts} is too close to the ends of the i64 range for its windows"
-            ))
-        })
 }
 
 #[cfg(test)]
@@ -256,12 +210,7 @@ mod tests {
             price: u64::MAX,
             bids: vec![bid(2), bid(3)],
         };
-        round_trip(h.clone());
+        round_trip(h);
         round_trip(Highest::default());
-        round_trip(Open(vec![(10, h), (-20, Highest::default())]));
-        round_trip(Open::default());
-        assert_eq!(window_end(-1, 10).unwrap(), 0);
-        assert_eq!(window_end(10, 10).unwrap(), 20);
-        assert!(window_end(i64::MAX, 10).is_err());
     }
 }

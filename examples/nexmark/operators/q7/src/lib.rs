@@ -6,8 +6,9 @@
 //!
 //! - `prepare` (stateless): bids keyed by auction;
 //! - `local` (hash edge, keyed by auction): the highest bids of each
-//!   auction per window (the auction's open windows in one value state,
-//!   written only when a bid ties or beats the highest); emits
+//!   auction per window (`weir_guest::window`, tumbling, with the
+//!   `HighestBids` aggregate: state is written only when a bid ties or
+//!   beats the highest); emits
 //!   `window end -> (price, bids)` (binary, see `highest`) when a window
 //!   closes;
 //! - `global` (hash edge, keyed by window end): the highest of those;
@@ -16,13 +17,13 @@
 
 mod highest;
 
-use nexmark_events::{BID, Event, Obj, StateCache};
-use weir_guest::window::WindowAssigner;
+use nexmark_events::{BID, Event, Obj};
+use weir_guest::window::{WindowAssigner, Windows};
 use weir_guest::{
     Context, Decode, Encode, OpenContext, Operator, Record, Result, Timer, ValueState,
 };
 
-pub use highest::{Bid, Highest, Open, PricedBid};
+pub use highest::{Bid, Highest, HighestBids, PricedBid};
 
 struct Out {
     auction: u64,
@@ -46,13 +47,9 @@ impl Encode for Out {
 
 pub enum HighestBid {
     Prepare,
-    /// Tumbling windows of `size` ms; per auction, the open windows'
+    /// Tumbling windows of `size_ms`; per auction, the open windows'
     /// highest bids.
-    Local {
-        size: i64,
-        open: ValueState<Open>,
-        cache: StateCache<Open>,
-    },
+    Local(Windows<HighestBids>),
     Global {
         best: ValueState<Highest>,
     },
@@ -68,13 +65,8 @@ impl Operator for HighestBid {
                 "prepare" => HighestBid::Prepare,
                 "local" => {
                     let size = ctx.config_or("size_ms", 10_000i64)?;
-                    // The window library's checks and messages.
-                    WindowAssigner::tumbling(size)?;
-                    HighestBid::Local {
-                        size,
-                        open: ctx.value_state("open")?,
-                        cache: StateCache::default(),
-                    }
+                    let assigner = WindowAssigner::tumbling(size)?;
+                    HighestBid::Local(Windows::new(ctx, "open", assigner, HighestBids)?)
                 }
                 _ => HighestBid::Global {
                     best: ctx.value_state("best")?,
@@ -100,27 +92,13 @@ impl Operator for HighestBid {
                 }
                 Ok(())
             }
-            HighestBid::Local { size, open, cache } => {
+            HighestBid::Local(windows) => {
                 let bid = PricedBid::decode(&record.value)?;
-                let ts = record.timestamp.unwrap_or(0);
-                let end = highest::window_end(ts, *size)?;
-                let mut o = cache.get(ctx, open)?.unwrap_or_default();
-                // A window in the state has not fired yet. A new one may
-                // be closed already if the record is late (the host drops
-                // late records; the library skips such windows).
-                if !o.has(end) && end - 1 <= ctx.watermark() {
-                    return Ok(());
-                }
-                let (changed, new_window) = o.offer(end, bid);
-                if new_window {
-                    ctx.register_event_timer(end - 1);
-                }
-                // Most bids are below their auction's highest: no write.
-                if changed {
-                    cache.set(ctx, open, o)
-                } else {
-                    Ok(())
-                }
+                // Without allowed lateness the only output is `Late`, for a
+                // record too late for its window (only with the job's
+                // `late_records = "process"`): dropped, as Flink does.
+                windows.add(ctx, record.timestamp.unwrap_or(0), &bid)?;
+                Ok(())
             }
             HighestBid::Global { best } => {
                 let h = Highest::decode(&record.value)?;
@@ -141,20 +119,11 @@ impl Operator for HighestBid {
     fn on_timer(&mut self, ctx: &mut Context, timer: Timer<()>) -> Result<()> {
         match self {
             HighestBid::Prepare => Ok(()),
-            HighestBid::Local { open, cache, .. } => {
-                let Some(mut o) = cache.get(ctx, open)? else {
-                    return Ok(());
-                };
-                let end = timer.timestamp.saturating_add(1);
-                if let Some(h) = o.take(end) {
-                    ctx.emit_at(&end, &h, Some(timer.timestamp))?;
+            HighestBid::Local(windows) => {
+                for result in windows.on_timer(ctx, &timer)? {
+                    ctx.emit_at(&result.window.end, &result.value, Some(result.timestamp()))?;
                 }
-                if o.is_empty() {
-                    cache.clear(ctx, open);
-                    Ok(())
-                } else {
-                    cache.set(ctx, open, o)
-                }
+                Ok(())
             }
             HighestBid::Global { best } => {
                 let window_end: i64 = Decode::decode(ctx.key_bytes())?;
@@ -229,73 +198,13 @@ mod tests {
         );
     }
 
-    /// The window library's tumbling windows with q7's aggregate, as the
-    /// `local` stage used them before.
-    struct Library(weir_guest::window::Windows<HighestBids>);
-
-    struct HighestBids;
-
-    impl weir_guest::window::AggregateFunction for HighestBids {
-        type In = PricedBid;
-        type Acc = (u64, Vec<(u64, u64, i64)>);
-        type Out = Highest;
-        fn create(&self) -> Self::Acc {
-            (0, Vec::new())
-        }
-        fn add(&self, acc: &mut Self::Acc, b: &PricedBid) {
-            let mut h = self.result(acc);
-            h.offer(b.price, &[b.bid]);
-            *acc = (
-                h.price,
-                h.bids.iter().map(|b| (b.auction, b.bidder, b.ts)).collect(),
-            );
-        }
-        fn merge(&self, _: &mut Self::Acc, _: Self::Acc) {}
-        fn result(&self, acc: &Self::Acc) -> Highest {
-            let bids = acc.1.iter();
-            Highest {
-                price: acc.0,
-                bids: bids
-                    .map(|&(auction, bidder, ts)| Bid {
-                        auction,
-                        bidder,
-                        ts,
-                    })
-                    .collect(),
-            }
-        }
-    }
-
-    impl Operator for Library {
-        type Key = ();
-        type Value = Vec<u8>;
-        fn open(ctx: &mut OpenContext) -> Result<Self> {
-            let a = WindowAssigner::tumbling(10)?;
-            Ok(Library(weir_guest::window::Windows::new(
-                ctx,
-                "w",
-                a,
-                HighestBids,
-            )?))
-        }
-        fn process(&mut self, ctx: &mut Context, r: Record<(), Vec<u8>>) -> Result<()> {
-            let b = PricedBid::decode(&r.value)?;
-            self.0.add(ctx, r.timestamp.unwrap_or(0), &b).map(drop)
-        }
-        fn on_timer(&mut self, ctx: &mut Context, t: Timer<()>) -> Result<()> {
-            for r in self.0.on_timer(ctx, &t)? {
-                ctx.emit_at(&r.window.end, &r.value, Some(r.timestamp()))?;
-            }
-            Ok(())
-        }
-    }
-
     #[test]
-    fn local_keeps_what_the_window_library_kept() {
+    fn local_emits_each_windows_highest_bids_once_it_closes() {
         let config = [("stage", "local"), ("size_ms", "10")];
-        let mut ours = Harness::<HighestBid>::with_config(&config).unwrap();
-        let mut library = Harness::<Library>::new().unwrap();
-        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut local = Harness::<HighestBid>::with_config(&config).unwrap();
+        let mut out = Vec::new();
+        // Per window end, the highest price and its bids, in arrival order.
+        let mut want: std::collections::BTreeMap<i64, Highest> = Default::default();
         let mut watermark = i64::MIN;
         for i in 0..400i64 {
             let ts = (i * 37) % 23 + i / 2 - 5;
@@ -310,23 +219,35 @@ mod tests {
                     ts,
                 },
             };
+            let w = want.entry(ts.div_euclid(10) * 10 + 10).or_default();
+            if w.bids.is_empty() || bid.price > w.price {
+                *w = Highest {
+                    price: bid.price,
+                    bids: vec![bid.bid],
+                };
+            } else if bid.price == w.price {
+                w.bids.push(bid.bid);
+            }
             let mut v = Vec::new();
             bid.encode(&mut v);
-            ours.process(&b"1".to_vec(), &v, Some(ts)).unwrap();
-            library.process(&b"1".to_vec(), &v, Some(ts)).unwrap();
+            local.process(&b"1".to_vec(), &v, Some(ts)).unwrap();
             watermark = watermark.max(ts - 6);
-            a.extend(ours.advance_watermark(watermark).unwrap());
-            b.extend(library.advance_watermark(watermark).unwrap());
+            out.extend(local.advance_watermark(watermark).unwrap());
         }
-        a.extend(ours.advance_watermark(i64::MAX - 1).unwrap());
-        b.extend(library.advance_watermark(i64::MAX - 1).unwrap());
-        let view = |o: &Vec<weir_guest::testing::Emitted>| {
-            o.iter()
-                .map(|e| (e.text().0, e.timestamp, e.value_as::<Highest>().unwrap()))
-                .collect::<Vec<_>>()
-        };
-        assert!(a.len() > 20);
-        assert_eq!(view(&a), view(&b));
-        assert!(ours.pending_timers().is_empty());
+        out.extend(local.advance_watermark(i64::MAX - 1).unwrap());
+        let got: Vec<(i64, Option<i64>, Highest)> = out
+            .iter()
+            .map(|e| {
+                let end = e.key_as::<i64>().unwrap();
+                (end, e.timestamp, e.value_as::<Highest>().unwrap())
+            })
+            .collect();
+        let want: Vec<(i64, Option<i64>, Highest)> = want
+            .into_iter()
+            .map(|(end, h)| (end, Some(end - 1), h))
+            .collect();
+        assert!(got.len() > 20);
+        assert_eq!(got, want);
+        assert!(local.pending_timers().is_empty());
     }
 }
