@@ -15,6 +15,8 @@
 //!   fires early, it is set again at the session's new end. So extending
 //!   an open session, the common case, calls no timer at all.
 
+use std::cell::RefCell;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +35,9 @@ use crate::{Error, Result};
 pub struct Windows<A: AggregateFunction> {
     spec: Spec<A>,
     state: ValueState<KeyWindows<A::Acc>>,
-    cache: StateCache<KeyWindows<A::Acc>>,
+    /// In a cell so that `add` and `on_timer` take `&self`, like state
+    /// handles do.
+    cache: RefCell<StateCache<KeyWindows<A::Acc>>>,
 }
 
 /// A window's result.
@@ -151,7 +155,7 @@ impl<A: AggregateFunction> Windows<A> {
                 lateness: 0,
             },
             state: ctx.value_state(name)?,
-            cache: StateCache::default(),
+            cache: RefCell::new(StateCache::default()),
         })
     }
 
@@ -179,7 +183,7 @@ impl<A: AggregateFunction> Windows<A> {
     /// current key. Returns late re-firings and, if the record was too late
     /// for all its windows, [`WindowOutput::Late`]; usually nothing.
     pub fn add(
-        &mut self,
+        &self,
         ctx: &mut Context,
         timestamp: i64,
         value: &A::In,
@@ -187,7 +191,8 @@ impl<A: AggregateFunction> Windows<A> {
         let watermark = ctx.watermark();
         let spec = &self.spec;
         let mut outputs = Vec::new();
-        let added = self.cache.update(ctx, &self.state, |ctx, stored| {
+        let mut cache = self.cache.borrow_mut();
+        let added = cache.update(ctx, &self.state, |ctx, stored| {
             // Both add_to_* fail, if at all, before they change anything.
             let KeyWindows(slots) = stored.get_or_insert_with(|| KeyWindows(Vec::new()));
             let (added, changed) = if spec.assigner.is_merging() {
@@ -213,7 +218,7 @@ impl<A: AggregateFunction> Windows<A> {
     /// no longer needs. Timers the windows did not set find nothing and
     /// return nothing, so an operator may use timers of its own too.
     pub fn on_timer<K>(
-        &mut self,
+        &self,
         ctx: &mut Context,
         timer: &Timer<K>,
     ) -> Result<Vec<WindowResult<A::Out>>> {
@@ -222,7 +227,8 @@ impl<A: AggregateFunction> Windows<A> {
         }
         let time = timer.timestamp;
         let spec = &self.spec;
-        self.cache.update(ctx, &self.state, |ctx, stored| {
+        let mut cache = self.cache.borrow_mut();
+        cache.update(ctx, &self.state, |ctx, stored| {
             let Some(KeyWindows(slots)) = stored else {
                 return Ok((Vec::new(), false));
             };
