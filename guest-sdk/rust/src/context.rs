@@ -116,6 +116,9 @@ pub struct Context<'a> {
     pub(crate) key: &'a [u8],
     pub(crate) timestamp: Option<i64>,
     pub(crate) out: &'a mut Writer,
+    /// The watermark, once asked for: the host moves it only between
+    /// calls, so one host call serves a whole batch.
+    pub(crate) watermark: &'a mut Option<i64>,
 }
 
 impl Context<'_> {
@@ -153,7 +156,7 @@ impl Context<'_> {
 
     /// The operator's event-time watermark.
     pub fn watermark(&mut self) -> i64 {
-        self.host.watermark()
+        *self.watermark.get_or_insert_with(|| self.host.watermark())
     }
 
     pub fn processing_time(&mut self) -> i64 {

@@ -28,6 +28,7 @@ pub(crate) fn process<O: Operator>(
     let mut reader = Reader::new(batch);
     let count = reader.u32()?;
     let mut out = Writer::with_capacity(batch.len());
+    let mut watermark = None;
     for index in 0..count {
         let timestamp = reader.timestamp()?;
         let key_bytes = reader.bytes()?;
@@ -41,6 +42,7 @@ pub(crate) fn process<O: Operator>(
             key: key_bytes,
             timestamp,
             out: &mut out,
+            watermark: &mut watermark,
         };
         op.process(
             &mut ctx,
@@ -64,6 +66,7 @@ pub(crate) fn on_timers<O: Operator>(
     let mut reader = Reader::new(timers);
     let count = reader.u32()?;
     let mut out = Writer::new();
+    let mut watermark = None;
     for _ in 0..count {
         let timestamp = reader.i64()?;
         let domain = match reader.u8()? {
@@ -82,6 +85,7 @@ pub(crate) fn on_timers<O: Operator>(
             key: key_bytes,
             timestamp: Some(timestamp),
             out: &mut out,
+            watermark: &mut watermark,
         };
         op.on_timer(
             &mut ctx,

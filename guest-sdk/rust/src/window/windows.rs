@@ -105,6 +105,15 @@ struct Slot<Acc> {
     acc: Acc,
 }
 
+impl<Acc> Slot<Acc> {
+    fn window(&self) -> Window {
+        Window {
+            start: self.start,
+            end: self.end,
+        }
+    }
+}
+
 /// A key's slots by start (panes never overlap; stored sessions never
 /// touch).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,9 +122,11 @@ struct KeyWindows<Acc>(Vec<Slot<Acc>>);
 impl<Acc: Serialize> Encode for KeyWindows<Acc> {
     fn encode(&self, out: &mut Vec<u8>) {
         // As with `Json`: an accumulator whose Serialize impl errors yields
-        // no bytes, which decode then reports.
-        if let Ok(bytes) = postcard::to_allocvec(self) {
-            out.extend_from_slice(&bytes);
+        // no bytes, which decode then reports. Written straight into `out`
+        // (on error what it held is dropped too; state values start empty).
+        let buffer = std::mem::take(out);
+        if let Ok(buffer) = postcard::to_extend(self, buffer) {
+            *out = buffer;
         }
     }
 }
@@ -299,6 +310,14 @@ impl<A: AggregateFunction> Spec<A> {
         let start = timestamp
             .checked_sub(timestamp.rem_euclid(pane))
             .ok_or_else(|| out_of_range(timestamp))?;
+        // The common case: the pane exists and none of its windows has
+        // fired, so their timers are set and only the accumulator changes.
+        if let Ok(at) = slots.binary_search_by_key(&start, |s| s.start)
+            && self.first_fire(start).is_some_and(|fire| fire > watermark)
+        {
+            let changed = self.aggregate.add_changed(&mut slots[at].acc, value);
+            return Ok((true, changed));
+        }
         // The pane's windows are the record's (windows are whole panes).
         let windows = self.assigner.assign(start)?;
         let live: Vec<Window> = windows
@@ -315,8 +334,15 @@ impl<A: AggregateFunction> Spec<A> {
                     .checked_add(pane)
                     .ok_or_else(|| out_of_range(timestamp))?;
                 for window in &live {
-                    if window.max_timestamp() > watermark {
-                        ctx.register_event_timer(window.max_timestamp());
+                    // A window that holds a pane already got its timer with
+                    // its first pane.
+                    let fire = window.max_timestamp();
+                    if fire > watermark
+                        && !slots
+                            .iter()
+                            .any(|s| s.start >= window.start && s.end <= window.end)
+                    {
+                        ctx.register_event_timer(fire);
                     }
                 }
                 if self.lateness > 0 {
@@ -346,6 +372,23 @@ impl<A: AggregateFunction> Spec<A> {
             }
         }
         Ok((true, changed))
+    }
+
+    /// When the earliest window holding the pane at `start` fires (none
+    /// on overflow), without listing the windows.
+    fn first_fire(&self, start: i64) -> Option<i64> {
+        let (size, slide) = match self.assigner {
+            WindowAssigner::Tumbling { size } => (size, size),
+            WindowAssigner::Sliding { size, slide } => (size, slide),
+            WindowAssigner::Session { .. } => return None,
+        };
+        let last_start = start.checked_sub(start.rem_euclid(slide))?;
+        // Windows start every `slide` back from `last_start` while they
+        // still reach past `start`.
+        let back = (last_start.checked_add(size)?.checked_sub(start)? - 1) / slide;
+        last_start
+            .checked_sub(back.checked_mul(slide)?)?
+            .checked_add(size - 1)
     }
 
     /// Fixed windows at event time `time`: the window ending at `time + 1`
@@ -389,9 +432,34 @@ impl<A: AggregateFunction> Spec<A> {
         watermark: i64,
         outputs: &mut Vec<WindowOutput<A::Out>>,
     ) -> Result<bool> {
-        let Some(own) = self.assigner.assign(timestamp)?.into_iter().next() else {
+        let WindowAssigner::Session { gap } = self.assigner else {
             return Ok(false);
         };
+        // What `assign` gives, without its Vec.
+        let own = Window {
+            start: timestamp,
+            end: timestamp
+                .checked_add(gap)
+                .ok_or_else(|| out_of_range(timestamp))?,
+        };
+        // The common case: the record falls in or extends one open session
+        // that stays clear of its neighbours (stored sessions are sorted
+        // and never touch, so only they could be reached). It grows in
+        // place, its timer left where it is.
+        if let Some(i) = slots.iter().position(|s| own.intersects(&s.window())) {
+            let grown = own.cover(&slots[i].window());
+            let clear = |j: usize| slots.get(j).is_none_or(|s| !grown.intersects(&s.window()));
+            if !slots[i].fired
+                && grown.max_timestamp() > watermark
+                && (i == 0 || clear(i - 1))
+                && clear(i + 1)
+            {
+                let slot = &mut slots[i];
+                (slot.start, slot.end) = (grown.start, grown.end);
+                self.aggregate.add(&mut slot.acc, value);
+                return Ok(true);
+            }
+        }
         // Grow the window until nothing else touches it (stored sessions
         // never touch each other, so one pass nearly always suffices).
         let mut merged = own;
@@ -399,10 +467,7 @@ impl<A: AggregateFunction> Spec<A> {
         loop {
             let mut grew = false;
             for (i, slot) in slots.iter().enumerate() {
-                let window = Window {
-                    start: slot.start,
-                    end: slot.end,
-                };
+                let window = slot.window();
                 if !touching[i] && window.intersects(&merged) {
                     touching[i] = true;
                     merged = merged.cover(&window);
@@ -490,10 +555,7 @@ impl<A: AggregateFunction> Spec<A> {
                 return true;
             }
             changed = true;
-            let window = Window {
-                start: slot.start,
-                end: slot.end,
-            };
+            let window = slot.window();
             let fire_at = window.max_timestamp();
             if !slot.fired && time >= fire_at {
                 results.push(self.result(&slot.acc, window));
@@ -527,4 +589,31 @@ fn out_of_range(timestamp: i64) -> Error {
     Error::msg(format!(
         "event time {timestamp} is too close to the ends of the i64 range for its windows"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::Count;
+
+    #[test]
+    fn first_fire_is_the_earliest_window_of_the_pane() {
+        for (size, slide) in [(10, 10), (10, 5), (300, 200), (500, 300), (7, 3)] {
+            let assigner = WindowAssigner::sliding(size, slide).unwrap();
+            let spec = Spec {
+                assigner,
+                aggregate: Count::<()>::new(),
+                lateness: 0,
+            };
+            let pane = spec.pane();
+            for start in (-50..50).map(|i| i * pane) {
+                let first = assigner.assign(start).unwrap()[0];
+                assert_eq!(
+                    spec.first_fire(start),
+                    Some(first.max_timestamp()),
+                    "size {size} slide {slide} pane start {start}"
+                );
+            }
+        }
+    }
 }
