@@ -50,26 +50,134 @@ impl JsonFields {
                 Err(e) => format!("invalid JSON: {e}"),
             });
         }
-        let mut de = serde_json::Deserializer::from_str(text);
-        let raw = de
-            .deserialize_map(FieldsVisitor { wanted: self })
-            .and_then(|raw| de.end().map(|()| raw))
-            .map_err(|e| format!("invalid JSON: {e}"))?;
+        let (timestamp, key) = match scan_flat(text, self) {
+            Some(found) => found,
+            None => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                let raw = de
+                    .deserialize_map(FieldsVisitor { wanted: self })
+                    .and_then(|raw| de.end().map(|()| raw))
+                    .map_err(|e| format!("invalid JSON: {e}"))?;
+                (raw.timestamp.map(RawValue::get), raw.key.map(RawValue::get))
+            }
+        };
         let timestamp = match &self.timestamp_field {
             None => None,
-            Some(field) => Some(match raw.timestamp {
-                Some(value) => timestamp_of(field, value.get())?,
+            Some(field) => Some(match timestamp {
+                Some(value) => timestamp_of(field, value)?,
                 None => return Err(format!("timestamp field `{field}` is missing")),
             }),
         };
         let key = match &self.key_field {
             None => Vec::new(),
-            Some(field) => match raw.key {
-                Some(value) => key_of(value.get())?,
+            Some(field) => match key {
+                Some(value) => key_of(value)?,
                 None => return Err(format!("key field `{field}` is missing")),
             },
         };
         Ok(KeyAndTime { timestamp, key })
+    }
+}
+
+/// The raw text of the timestamp and key fields of a flat object, found
+/// in one pass over the bytes without serde. Only for objects whose values
+/// are strings without escapes, integers, `true`, `false` or `null`, and
+/// that are valid JSON from end to end; anything else (nesting, escapes,
+/// floats, bad syntax) is `None`, and serde_json reads the line instead,
+/// with the same results and its error messages. Most event lines are flat,
+/// and this costs a third of serde_json's visit.
+fn scan_flat<'a>(text: &'a str, wanted: &JsonFields) -> Option<(Option<&'a str>, Option<&'a str>)> {
+    let bytes = text.as_bytes();
+    let mut at = skip_ws(bytes, 0);
+    if bytes.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = skip_ws(bytes, at + 1);
+    let (mut timestamp, mut key) = (None, None);
+    if bytes.get(at) == Some(&b'}') {
+        at += 1;
+    } else {
+        loop {
+            let name_end = string_end(bytes, at)?;
+            let name = &text[at + 1..name_end - 1];
+            at = skip_ws(bytes, name_end);
+            if bytes.get(at) != Some(&b':') {
+                return None;
+            }
+            at = skip_ws(bytes, at + 1);
+            let value_start = at;
+            at = flat_value_end(bytes, at)?;
+            let value = &text[value_start..at];
+            // The last of a repeated field counts, as in serde_json.
+            if wanted.timestamp_field.as_deref() == Some(name) {
+                timestamp = Some(value);
+            }
+            if wanted.key_field.as_deref() == Some(name) {
+                key = Some(value);
+            }
+            at = skip_ws(bytes, at);
+            match bytes.get(at) {
+                Some(b',') => at = skip_ws(bytes, at + 1),
+                Some(b'}') => {
+                    at += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_ws(bytes, at) == bytes.len()).then_some((timestamp, key))
+}
+
+/// Past JSON whitespace from `at`.
+fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
+    while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// Past the string that starts at `at`, if it has no escapes (and no
+/// control characters, which JSON forbids unescaped).
+fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let mut end = at + 1;
+    loop {
+        match *bytes.get(end)? {
+            b'"' => return Some(end + 1),
+            b'\\' => return None,
+            c if c < 0x20 => return None,
+            _ => end += 1,
+        }
+    }
+}
+
+/// Past the value that starts at `at`: an escape-free string, an integer
+/// (what follows it is checked by the caller, so `1.5`, `1e3` and `01`
+/// are refused there), `true`, `false` or `null`.
+fn flat_value_end(bytes: &[u8], at: usize) -> Option<usize> {
+    match *bytes.get(at)? {
+        b'"' => string_end(bytes, at),
+        b'-' | b'0'..=b'9' => {
+            let mut end = at + usize::from(bytes[at] == b'-');
+            match *bytes.get(end)? {
+                b'0' => end += 1,
+                b'1'..=b'9' => {
+                    end += 1;
+                    while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+                        end += 1;
+                    }
+                }
+                _ => return None,
+            }
+            Some(end)
+        }
+        _ => [&b"true"[..], b"false", b"null"]
+            .into_iter()
+            .find(|literal| bytes[at..].starts_with(literal))
+            .map(|literal| at + literal.len()),
     }
 }
 
@@ -259,6 +367,105 @@ mod tests {
         let e = both().extract("[1]").unwrap_err();
         assert_eq!(e, "expected a JSON object");
         assert!(both().extract("{").unwrap_err().starts_with("invalid JSON"));
+    }
+
+    /// The raw fields as serde_json finds them (the path `scan_flat`
+    /// steps aside for).
+    fn via_serde(fields: &JsonFields, text: &str) -> Option<(Option<String>, Option<String>)> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let raw = de
+            .deserialize_map(FieldsVisitor { wanted: fields })
+            .and_then(|raw| de.end().map(|()| raw))
+            .ok()?;
+        let text_of = |v: Option<&RawValue>| v.map(|v| v.get().to_string());
+        Some((text_of(raw.timestamp), text_of(raw.key)))
+    }
+
+    /// Whatever the scanner accepts, serde_json accepts with the same
+    /// fields; what it refuses goes to serde_json.
+    fn scanner_agrees(text: &str) -> bool {
+        let fields = both();
+        match scan_flat(text, &fields) {
+            Some((ts, key)) => {
+                let found = (ts.map(str::to_string), key.map(str::to_string));
+                assert_eq!(Some(found), via_serde(&fields, text), "{text:?}");
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn the_scanner_takes_flat_objects_and_leaves_the_rest() {
+        for text in [
+            r#"{"k":"x","ts":5}"#,
+            " {\t\"k\" : -0 ,\r\n\"ts\":17, \"b\":true,\"n\":null,\"f\":false} ",
+            r#"{}"#,
+            r#"{"k":"x","ts":5,"k":"last"}"#,
+            r#"{"k":"é ü","ts":"5"}"#,
+        ] {
+            assert!(scanner_agrees(text), "{text}");
+        }
+        for text in [
+            r#"{"k":"a\"b","ts":5}"#,
+            r#"{"k":1.5,"ts":5}"#,
+            r#"{"k":1e3,"ts":5}"#,
+            r#"{"k":01,"ts":5}"#,
+            r#"{"k":-,"ts":5}"#,
+            r#"{"k":[1],"ts":5}"#,
+            r#"{"k":{},"ts":5}"#,
+            r#"{"k":tru,"ts":5}"#,
+            r#"{"k":truex,"ts":5}"#,
+            r#"{"k":"x",}"#,
+            r#"{"k":"x" "ts":5}"#,
+            r#"{"k":"x","ts":5} x"#,
+            r#"{"k":"x","ts":5"#,
+            "{\"k\":\"a\u{1}b\",\"ts\":5}",
+            r#"[1]"#,
+            "",
+        ] {
+            assert!(!scanner_agrees(text), "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Token soup: the scanner never accepts what serde_json refuses,
+        /// and agrees on what both accept.
+        #[test]
+        fn the_scanner_never_disagrees_with_serde(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "{", "}", "\"k\"", "\"ts\"", "\"x\"", ":", ",", " ", "\n", "0", "1", "-",
+                    "12", ".5", "e3", "true", "null", "fals", "[", "]", "\"a\\\"b\"", "\"\u{1}\"",
+                    "é",
+                ]),
+                0..24,
+            )
+        ) {
+            scanner_agrees(&parts.concat());
+        }
+
+        /// Generated flat objects: the scanner takes them all.
+        #[test]
+        fn the_scanner_reads_every_flat_object(
+            members in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["k", "ts", "other", "k2"]),
+                    proptest::sample::select(vec![
+                        "\"text\"", "\"\"", "0", "-7", "1700000000123", "true", "false", "null",
+                    ]),
+                    proptest::sample::select(vec!["", " ", "\t", "\r\n"]),
+                ),
+                0..8,
+            )
+        ) {
+            let body: Vec<String> = members
+                .iter()
+                .map(|(name, value, ws)| format!("{ws}\"{name}\"{ws}:{ws}{value}{ws}"))
+                .collect();
+            let text = format!("{{{}}}", body.join(","));
+            proptest::prop_assert!(scanner_agrees(&text), "{}", text);
+        }
     }
 
     #[test]
