@@ -57,7 +57,7 @@ fn positive(what: &str, ms: i64) -> Result<i64> {
     }
 }
 
-fn out_of_range(timestamp: i64) -> Error {
+pub(super) fn out_of_range(timestamp: i64) -> Error {
     Error::msg(format!(
         "event time {timestamp} is too close to the ends of the i64 range for its windows"
     ))
