@@ -108,7 +108,15 @@ impl<T: Data> StateCache<T> {
 
     fn keep(&mut self, at: usize, key: &[u8], value: Option<T>) {
         match &mut self.slots[at] {
-            Some(slot) if slot.key == key => slot.value = value,
+            Some(slot) => {
+                // A slot taken by another key keeps its buffer: a miss
+                // allocates nothing once the slot has been used.
+                if slot.key != key {
+                    slot.key.clear();
+                    slot.key.extend_from_slice(key);
+                }
+                slot.value = value;
+            }
             slot => {
                 *slot = Some(Slot {
                     key: key.to_vec(),

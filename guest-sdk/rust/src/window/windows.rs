@@ -249,7 +249,7 @@ impl<A: AggregateFunction> Windows<A> {
             let (results, changed) = if spec.assigner.is_merging() {
                 spec.fire_sessions(ctx, slots, time)
             } else {
-                spec.fire_panes(slots, time)?
+                spec.fire_panes(slots, time)
             };
             if slots.is_empty() {
                 *stored = None;

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use weir_guest::{Decode, Error, Result};
 
-pub use out::{Obj, write_i64, write_u64};
+pub use out::Obj;
 pub use weir_guest::cache::StateCache;
 
 pub const PERSON: u8 = 0;

@@ -1,29 +1,10 @@
-//! Output without serde: flat JSON objects and decimal integers written
-//! straight into the output buffer, byte for byte what serde_json's
-//! compact writer makes of the same struct.
+//! Output without serde: flat JSON objects written straight into the
+//! output buffer, byte for byte what serde_json's compact writer makes of
+//! the same struct. Integers go through the SDK's `Encode` (decimal text
+//! without the formatting machinery, which costs more than the rest of a
+//! simple query in Wasm).
 
-/// Writes `n` in decimal (`write!` goes through the formatting machinery,
-/// which costs more than the rest of a simple query in Wasm).
-pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
-pub fn write_i64(out: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    write_u64(out, n.unsigned_abs());
-}
+use weir_guest::Encode;
 
 /// A JSON object being written: `Obj::new(out).u64("a", 1).end()` writes
 /// `{"a":1}`. Names are written as given (plain identifiers).
@@ -50,12 +31,12 @@ impl<'o> Obj<'o> {
     }
 
     pub fn u64(mut self, name: &str, n: u64) -> Self {
-        write_u64(self.name(name), n);
+        n.encode(self.name(name));
         self
     }
 
     pub fn i64(mut self, name: &str, n: i64) -> Self {
-        write_i64(self.name(name), n);
+        n.encode(self.name(name));
         self
     }
 

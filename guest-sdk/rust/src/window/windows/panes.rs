@@ -136,11 +136,11 @@ impl<A: AggregateFunction> Spec<A> {
         &self,
         slots: &mut Vec<Slot<A::Acc>>,
         time: i64,
-    ) -> Result<(Vec<WindowResult<A::Out>>, bool)> {
+    ) -> (Vec<WindowResult<A::Out>>, bool) {
         let (size, slide) = match self.assigner {
             WindowAssigner::Tumbling { size } => (size, size),
             WindowAssigner::Sliding { size, slide } => (size, slide),
-            WindowAssigner::Session { .. } => return Ok((Vec::new(), false)),
+            WindowAssigner::Session { .. } => return (Vec::new(), false),
         };
         let mut results = Vec::new();
         if let Some(end) = time.checked_add(1)
@@ -157,7 +157,7 @@ impl<A: AggregateFunction> Spec<A> {
             let last_fire = last_start.saturating_add(size).saturating_sub(1);
             last_fire.saturating_add(self.lateness) > time
         });
-        Ok((results, slots.len() != before))
+        (results, slots.len() != before)
     }
 }
 
