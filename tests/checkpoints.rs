@@ -11,7 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::collect::{Job, assert_exactly_once, sorted};
-use common::{committed_output, repo, run_with_deadline, stderr, weir};
+use common::{
+    committed_output, has_complete_checkpoint, repo, run_with_deadline, stderr, wait_while_running,
+    weir,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -84,13 +87,16 @@ fn kill_after(mut child: Child, delay: Duration) {
     );
 }
 
-/// Writes `job` into `dir`, runs it and SIGKILLs it after a random delay
-/// between `low` and `high` ms; returns the job file.
+/// Writes `job` into `dir`, runs it until its first complete checkpoint,
+/// then SIGKILLs it after a further random delay between `low` and `high`
+/// ms; returns the job file.
 fn run_and_kill(random: &mut Random, job: &Job, dir: &Path, low: u64, high: u64) -> PathBuf {
     let file = job.write(dir);
     let mut cmd = weir();
     cmd.arg("run").arg(&file);
-    kill_after(spawn(cmd), Duration::from_millis(random.between(low, high)));
+    let mut child = spawn(cmd);
+    wait_while_running(&mut child, || has_complete_checkpoint(&dir.join("chk")));
+    kill_after(child, Duration::from_millis(random.between(low, high)));
     file
 }
 
@@ -112,7 +118,7 @@ fn killed_and_resumed_gives_byte_identical_output() {
     };
     let expected = straight(&job);
     let dir = tempfile::tempdir().unwrap();
-    let file = run_and_kill(&mut random, &job, dir.path(), 400, 1500);
+    let file = run_and_kill(&mut random, &job, dir.path(), 200, 1000);
     run_ok(resume(&file, dir.path()));
     assert_eq!(committed_output(dir.path()), expected);
 }
@@ -128,7 +134,7 @@ fn killed_and_resumed_on_rocksdb_in_parallel() {
     };
     let expected = straight(&job);
     let dir = tempfile::tempdir().unwrap();
-    let file = run_and_kill(&mut random, &job, dir.path(), 400, 1500);
+    let file = run_and_kill(&mut random, &job, dir.path(), 200, 1000);
     run_ok(resume(&file, dir.path()));
     // Parallel subtasks interleave at the sink; the lines are the same.
     assert_eq!(sorted(&committed_output(dir.path())), sorted(&expected));
@@ -151,10 +157,11 @@ fn kill_loop_loses_and_duplicates_nothing() {
     cmd.arg("run").arg(&file);
     let mut child = spawn(cmd);
     let started = Instant::now();
+    wait_while_running(&mut child, || {
+        has_complete_checkpoint(&dir.path().join("chk"))
+    });
     while kills < 12 {
-        // The first run must get to complete a checkpoint.
-        let low = if kills == 0 { 700 } else { 300 };
-        std::thread::sleep(Duration::from_millis(random.between(low, 900)));
+        std::thread::sleep(Duration::from_millis(random.between(300, 900)));
         if child.try_wait().unwrap().is_some() {
             break;
         }
@@ -430,7 +437,7 @@ fn a_damaged_checkpoint_falls_back_to_the_previous_one() {
     };
     let expected = straight(&job);
     let dir = tempfile::tempdir().unwrap();
-    let file = run_and_kill(&mut random, &job, dir.path(), 600, 1500);
+    let file = run_and_kill(&mut random, &job, dir.path(), 500, 1200);
     let root = dir.path().join("chk/collect");
     let mut complete: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()

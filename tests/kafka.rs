@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use broker::Broker;
 use common::collect::seq_counts;
-use common::{guest, run_with_deadline, stderr, weir};
+use common::{guest, has_complete_checkpoint, run_with_deadline, stderr, wait_while_running, weir};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -282,10 +282,11 @@ fn kill_loop_with_the_exactly_once_sink_loses_and_duplicates_nothing() {
     });
     let mut kills = 0;
     let started = Instant::now();
+    wait_while_running(&mut child, || {
+        has_complete_checkpoint(&dir.path().join("chk"))
+    });
     while kills < 8 {
-        // The first run must get to complete a checkpoint.
-        let low = if kills == 0 { 1500 } else { 700 };
-        std::thread::sleep(Duration::from_millis(low + random.below(800)));
+        std::thread::sleep(Duration::from_millis(700 + random.below(800)));
         if child.try_wait().unwrap().is_some() {
             break;
         }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{run_with_deadline, stderr, weir};
+use common::{has_complete_checkpoint, run_with_deadline, stderr, wait_while_running, weir};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -313,16 +313,6 @@ input = "rows.dead-letter"
     }
 }
 
-/// Whether a complete checkpoint (its `_metadata`) is anywhere under `dir`.
-fn has_metadata(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.filter_map(Result::ok).any(|e| {
-            let path = e.path();
-            path.file_name().is_some_and(|n| n == "_metadata") || has_metadata(&path)
-        })
-    })
-}
-
 fn spawn(mut cmd: Command) -> Child {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -341,11 +331,9 @@ fn dead_letters_are_exactly_once_across_kills_and_resumes() {
     let mut child = spawn(cmd);
     let mut kills = 0;
     let started = std::time::Instant::now();
-    // The first kill waits for a complete checkpoint to resume from.
-    while !has_metadata(&dir.path().join("chk")) {
-        assert!(started.elapsed() < LIMIT, "no checkpoint completed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_while_running(&mut child, || {
+        has_complete_checkpoint(&dir.path().join("chk"))
+    });
     loop {
         std::thread::sleep(Duration::from_millis(900));
         if child.try_wait().unwrap().is_some() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::cluster::{Cluster, straight_output};
 use common::collect::{Job, assert_exactly_once, sorted};
-use common::{committed_output, run_with_deadline, stderr, weir};
+use common::{committed_output, run_with_deadline, stderr, wait_while_running, weir};
 use server::Weed;
 
 const LIMIT: Duration = Duration::from_secs(180);
@@ -171,7 +171,8 @@ fn killed_and_resumed_from_s3_gives_byte_identical_output() {
     let mut cmd = weir();
     cmd.arg("run").arg(&file);
     let mut child = spawn(cmd);
-    std::thread::sleep(Duration::from_millis(random.between(700, 1500)));
+    wait_while_running(&mut child, || !complete_checkpoints(&weed).is_empty());
+    std::thread::sleep(Duration::from_millis(random.between(200, 900)));
     assert!(
         child.try_wait().unwrap().is_none(),
         "finished before the kill"
@@ -211,9 +212,9 @@ fn kill_loop_on_s3_with_rocksdb_loses_and_duplicates_nothing() {
     let log_of = |n: u32| dir.path().join(format!("run-{n}.log"));
     let mut child = spawn_logged(cmd, &log_of(0));
     let started = Instant::now();
+    wait_while_running(&mut child, || !complete_checkpoints(&weed).is_empty());
     while kills < 8 {
-        let low = if kills == 0 { 1000 } else { 500 };
-        std::thread::sleep(Duration::from_millis(random.between(low, 1400)));
+        std::thread::sleep(Duration::from_millis(random.between(500, 1400)));
         if child.try_wait().unwrap().is_some() {
             break;
         }
@@ -229,7 +230,7 @@ fn kill_loop_on_s3_with_rocksdb_loses_and_duplicates_nothing() {
     let status = child.wait().unwrap();
     assert!(
         status.success(),
-        "the last run failed:\n{}",
+        "the last run (after {kills} kills) failed:\n{}",
         std::fs::read_to_string(log_of(kills)).unwrap_or_default()
     );
     assert!(kills >= 5, "only {kills} kills before the job finished");

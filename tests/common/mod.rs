@@ -142,3 +142,34 @@ pub fn committed_output(dir: &Path) -> String {
         .map(|p| std::fs::read_to_string(out.join(p)).unwrap())
         .collect()
 }
+
+/// Whether a local checkpoint root (`<dir>/<job>/chk-N/_metadata`) holds a
+/// complete checkpoint of any job.
+pub fn has_complete_checkpoint(root: &Path) -> bool {
+    let dirs = |p: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    dirs(root)
+        .iter()
+        .flat_map(|job| dirs(job))
+        .any(|chk| chk.join("_metadata").exists())
+}
+
+/// Waits until `ready` holds while `child` runs: a kill loop's first kill
+/// must come after a checkpoint to resume from, however slow the machine.
+pub fn wait_while_running(child: &mut std::process::Child, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before its first checkpoint"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
