@@ -8,12 +8,16 @@
 //! TTL), and the cache lives in the instance's memory, which the host
 //! creates afresh for every restore, rescale or upgrade, so it never
 //! outlives the state it mirrors. Direct-mapped and bounded: a miss just
-//! asks the host.
+//! asks the host. A default cache starts small and doubles (up to
+//! [`GROWN_SLOTS_MAX`]) while keys keep evicting each other, so an
+//! operator with many live keys is not left asking the host for each.
 
 use crate::{Context, Data, Result, ValueState};
 
-/// Slots of [`StateCache::default`].
+/// Slots of [`StateCache::default`] at first.
 const DEFAULT_SLOTS: usize = 4096;
+/// What a default cache grows to at most: a few MB of guest memory.
+pub const GROWN_SLOTS_MAX: usize = 1 << 16;
 
 struct Slot<T> {
     key: Vec<u8>,
@@ -22,20 +26,35 @@ struct Slot<T> {
 
 pub struct StateCache<T> {
     slots: Vec<Option<Slot<T>>>,
+    /// Slots taken over by another key since the last growth.
+    evictions: usize,
+    /// The size doubling stops at (the size itself: never grows).
+    slots_max: usize,
 }
 
 impl<T> Default for StateCache<T> {
     fn default() -> Self {
-        StateCache::with_slots(DEFAULT_SLOTS)
+        let mut cache = StateCache::with_slots(DEFAULT_SLOTS);
+        cache.slots_max = GROWN_SLOTS_MAX;
+        cache
     }
 }
 
 impl<T> StateCache<T> {
-    /// A cache of `slots` entries (at least one); each keeps one key's value.
+    /// A cache of `slots` entries (at least one) that never grows; each
+    /// keeps one key's value.
     pub fn with_slots(slots: usize) -> Self {
+        let slots = slots.max(1);
         StateCache {
-            slots: (0..slots.max(1)).map(|_| None).collect(),
+            slots: (0..slots).map(|_| None).collect(),
+            evictions: 0,
+            slots_max: slots,
         }
+    }
+
+    /// How many keys the cache can hold now.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     /// FNV-1a: keys are mostly short ids.
@@ -74,11 +93,11 @@ impl<T: Data> StateCache<T> {
         state: &ValueState<T>,
         change: impl FnOnce(&mut Context, &mut Option<T>) -> Result<(R, bool)>,
     ) -> Result<R> {
-        let at = self.slot_of(ctx.key_bytes());
+        let mut at = self.slot_of(ctx.key_bytes());
         let hit = matches!(&self.slots[at], Some(slot) if slot.key == ctx.key_bytes());
         if !hit {
             let value = state.get(ctx)?;
-            self.keep(at, ctx.key_bytes(), value);
+            at = self.keep(at, ctx.key_bytes(), value);
         }
         let Some(slot) = &mut self.slots[at] else {
             return Err(crate::Error::msg("state cache: slot vanished"));
@@ -106,7 +125,9 @@ impl<T: Data> StateCache<T> {
         self.keep(self.slot_of(ctx.key_bytes()), ctx.key_bytes(), None);
     }
 
-    fn keep(&mut self, at: usize, key: &[u8], value: Option<T>) {
+    /// Stores `key`'s value in slot `at`; returns where it is now (the
+    /// cache may have grown).
+    fn keep(&mut self, at: usize, key: &[u8], value: Option<T>) -> usize {
         match &mut self.slots[at] {
             Some(slot) => {
                 // A slot taken by another key keeps its buffer: a miss
@@ -114,8 +135,15 @@ impl<T: Data> StateCache<T> {
                 if slot.key != key {
                     slot.key.clear();
                     slot.key.extend_from_slice(key);
+                    self.evictions += 1;
                 }
                 slot.value = value;
+                // Twice as many evictions as slots: the live keys do not
+                // fit. Doubling costs one pass, paid for by the evictions.
+                if self.evictions >= 2 * self.slots.len() && self.slots.len() < self.slots_max {
+                    self.grow();
+                    return self.slot_of(key);
+                }
             }
             slot => {
                 *slot = Some(Slot {
@@ -124,6 +152,19 @@ impl<T: Data> StateCache<T> {
                 })
             }
         }
+        at
+    }
+}
+
+impl<T> StateCache<T> {
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).min(self.slots_max);
+        let old = std::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
+        for slot in old.into_iter().flatten() {
+            let at = self.slot_of(&slot.key);
+            self.slots[at] = Some(slot);
+        }
+        self.evictions = 0;
     }
 }
 
@@ -166,6 +207,10 @@ mod tests {
                     *n = n.map(|n| n * 2);
                     Ok(((), n.is_some()))
                 }),
+                "half" => self.cache.update(ctx, &self.n, |_, n| {
+                    *n = n.map(|n| n / 2);
+                    Ok(((), n.is_some()))
+                }),
                 "drop" => self.cache.update(ctx, &self.n, |_, n| {
                     *n = None;
                     Ok(((), true))
@@ -175,6 +220,53 @@ mod tests {
                     self.cache.set(ctx, &self.n, n)
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_default_cache_grows_while_keys_evict_each_other_and_stays_exact() {
+        let mut h = Harness::<Grown>::new().unwrap();
+        for round in 0..4 {
+            for k in 0..20_000 {
+                h.process(&k.to_string(), &"add".to_string(), None).unwrap();
+            }
+            // `update` on keys that miss, while the cache grows under them.
+            for k in 0..20_000 {
+                h.process(&k.to_string(), &"double".to_string(), None)
+                    .unwrap();
+                h.process(&k.to_string(), &"half".to_string(), None)
+                    .unwrap();
+            }
+            for k in (0..20_000).step_by(997) {
+                let out = h
+                    .process(&k.to_string(), &"read".to_string(), None)
+                    .unwrap();
+                let n = round + 1;
+                assert_eq!(out[0].text().1, format!("Some({n}) Some({n})"));
+            }
+        }
+        let slots = h.operator().counter.cache.slots();
+        assert!(slots > DEFAULT_SLOTS && slots <= GROWN_SLOTS_MAX, "{slots}");
+    }
+
+    /// [`Counter`] with a default (growing) cache.
+    struct Grown {
+        counter: Counter,
+    }
+
+    impl Operator for Grown {
+        type Key = String;
+        type Value = String;
+        fn open(ctx: &mut OpenContext) -> Result<Self> {
+            Ok(Grown {
+                counter: Counter {
+                    n: ctx.value_state("n")?,
+                    cache: StateCache::default(),
+                },
+            })
+        }
+        fn process(&mut self, ctx: &mut Context, r: Record<String, String>) -> Result<()> {
+            self.counter.process(ctx, r)
         }
     }
 

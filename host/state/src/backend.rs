@@ -103,6 +103,10 @@ pub trait StateBackend: Send {
     /// would pass it fails with [`StateError::MemoryFull`]. No-op for
     /// backends that keep state on disk.
     fn set_memory_max_bytes(&mut self, _max_bytes: usize) {}
+    /// Says which states (by index, `true`: a map state) are prefix-scanned
+    /// while records flow. A backend may keep the other states' keys out of
+    /// an ordered index; every scan still sees every entry, in key order.
+    fn index_states(&mut self, _indexed: &[bool]) {}
     /// Deletes every entry whose key starts with `prefix`.
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError>;
     /// Writes a native, self-contained copy of the store into the new

@@ -96,6 +96,7 @@ impl KeyedStateStore {
     pub fn declare(&mut self, states: Vec<StateDescriptor>) -> Result<(), StateError> {
         validate_declaration(&states)?;
         self.states = states;
+        self.index_map_states();
         Ok(())
     }
 
@@ -119,7 +120,18 @@ impl KeyedStateStore {
             renumber(self.backend.as_mut(), self.key_groups, &plan)?;
         }
         self.states = new;
+        self.index_map_states();
         Ok(())
+    }
+
+    /// Only map states are prefix-scanned while records flow.
+    fn index_map_states(&mut self) {
+        let maps: Vec<bool> = self
+            .states
+            .iter()
+            .map(|s| s.kind == StateKind::Map)
+            .collect();
+        self.backend.index_states(&maps);
     }
 
     /// The states declared in `open`, by index.
@@ -527,6 +539,9 @@ mod tests {
                 visited.fetch_add(1, Ordering::Relaxed);
                 visit(k, v)
             })
+        }
+        fn index_states(&mut self, indexed: &[bool]) {
+            self.inner.index_states(indexed)
         }
         fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
             self.inner.delete_prefix(prefix)

@@ -6,6 +6,15 @@
 //! existing key touches only the hash map, which is what keyed operators
 //! do most.
 //!
+//! Only map states are prefix-scanned while records flow (`map-entries`,
+//! clearing a map), so once the store says which states those are
+//! ([`StateBackend::index_states`]), the keys of value and list states stay
+//! out of the index: creating and clearing such a key (a window opening
+//! and firing) is then one hash-map operation, not a B-tree one too. Scans
+//! that can meet unindexed keys (snapshots, renumbering on upgrade) sort
+//! them as they go. The state of a key is read from its storage key's
+//! bytes 2..4 (see `keyed.rs`).
+//!
 //! The backend lives in the host's heap, so it counts what it holds
 //! (see [`MemoryBackend::held_bytes`]) and refuses a write that would take
 //! it over its bound: the count is kept on every write and delete, so the
@@ -25,7 +34,11 @@ pub const ENTRY_OVERHEAD_BYTES: usize = 160;
 #[derive(Debug)]
 pub struct MemoryBackend {
     entries: HashMap<Vec<u8>, Vec<u8>>,
+    /// The keys of `indexed` states, sorted.
     order: BTreeSet<Vec<u8>>,
+    /// Which states' keys `order` holds, by state index; `None`: every key
+    /// (until the store declares its states, and for plain byte keys).
+    indexed: Option<Vec<bool>>,
     /// Heap bytes charged: for each entry its key twice (map and index),
     /// its value's capacity, and [`ENTRY_OVERHEAD_BYTES`].
     held_bytes: usize,
@@ -37,6 +50,7 @@ impl Default for MemoryBackend {
         MemoryBackend {
             entries: HashMap::new(),
             order: BTreeSet::new(),
+            indexed: None,
             held_bytes: 0,
             max_bytes: usize::MAX,
         }
@@ -101,10 +115,43 @@ impl MemoryBackend {
         self.held_bytes
     }
 
-    fn keys_with_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = &'a Vec<u8>> + 'a {
+    /// Whether `key` (or every key starting with it) is in the index. A
+    /// prefix too short to name its state is not: a scan over it sorts.
+    fn is_indexed(&self, key: &[u8]) -> bool {
+        let Some(indexed) = &self.indexed else {
+            return true;
+        };
+        match key.get(2..4) {
+            Some(state) => {
+                let state = u16::from_be_bytes([state[0], state[1]]) as usize;
+                indexed.get(state).copied().unwrap_or(true)
+            }
+            None => false,
+        }
+    }
+
+    fn indexed_with_prefix<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = &'a Vec<u8>> + 'a {
         self.order
             .range(prefix.to_vec()..)
             .take_while(move |k| k.starts_with(prefix))
+    }
+
+    /// Every key starting with `prefix`, in order: from the index alone
+    /// when all such keys are in it, else sorted here.
+    fn keys_with_prefix<'a>(&'a self, prefix: &'a [u8]) -> Vec<&'a Vec<u8>> {
+        if self.is_indexed(prefix) {
+            return self.indexed_with_prefix(prefix).collect();
+        }
+        let mut keys: Vec<&Vec<u8>> = self
+            .entries
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        keys.sort_unstable();
+        keys
     }
 
     fn recharge(&mut self, old: usize, new: usize) {
@@ -140,7 +187,9 @@ impl MemoryBackend {
                 let value = bytes.to_vec();
                 let new = entry_bytes(key.len(), value.capacity());
                 self.entries.insert(key.to_vec(), value);
-                self.order.insert(key.to_vec());
+                if self.is_indexed(key) {
+                    self.order.insert(key.to_vec());
+                }
                 self.recharge(0, new);
             }
         }
@@ -149,7 +198,9 @@ impl MemoryBackend {
 
     fn remove(&mut self, key: &[u8]) {
         if let Some(value) = self.entries.remove(key) {
-            self.order.remove(key);
+            if self.is_indexed(key) {
+                self.order.remove(key);
+            }
             self.recharge(entry_bytes(key.len(), value.capacity()), 0);
         }
     }
@@ -199,8 +250,19 @@ impl StateBackend for MemoryBackend {
         self.max_bytes = max_bytes;
     }
 
+    fn index_states(&mut self, indexed: &[bool]) {
+        self.indexed = Some(indexed.to_vec());
+        let keys: Vec<Vec<u8>> = self
+            .entries
+            .keys()
+            .filter(|k| self.is_indexed(k))
+            .cloned()
+            .collect();
+        self.order = keys.into_iter().collect();
+    }
+
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
-        let doomed: Vec<Vec<u8>> = self.keys_with_prefix(prefix).cloned().collect();
+        let doomed: Vec<Vec<u8>> = self.keys_with_prefix(prefix).into_iter().cloned().collect();
         for key in doomed {
             self.remove(&key);
         }
@@ -295,5 +357,86 @@ mod tests {
             b.put(b"more", &[0; 1000]),
             Err(StateError::MemoryFull { .. })
         ));
+    }
+
+    /// A storage key: key group, state, user key, and a map key for state 1.
+    fn storage_key(group: u8, state: u8, user: u8, map_key: Option<u8>) -> Vec<u8> {
+        let mut key = vec![0, group, 0, state, 0, 0, 0, 1, user];
+        key.extend(map_key);
+        key
+    }
+
+    fn scan(b: &mut MemoryBackend, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut seen = Vec::new();
+        b.scan_prefix(prefix, &mut |k, v| seen.push((k.to_vec(), v.to_vec())))
+            .unwrap();
+        seen
+    }
+
+    proptest::proptest! {
+        /// With only state 1 (a map) indexed, every scan still sees exactly
+        /// the entries a sorted model holds, in order, whenever the
+        /// declaration comes.
+        #[test]
+        fn scans_see_every_entry_in_order_whatever_is_indexed(
+            ops in proptest::collection::vec(
+                (0u8..3, 0u8..3, 0u8..4, 0u8..4, 0u8..3, proptest::prelude::any::<u8>()),
+                1..200,
+            ),
+            declare_at in 0usize..200,
+        ) {
+            let mut b = MemoryBackend::new();
+            let mut model = std::collections::BTreeMap::<Vec<u8>, Vec<u8>>::new();
+            for (i, &(op, group, state, user, map_key, byte)) in ops.iter().enumerate() {
+                if i == declare_at {
+                    b.index_states(&[false, true, false]);
+                }
+                let key = storage_key(group, state, user, (state == 1).then_some(map_key));
+                match op {
+                    0 => {
+                        b.put(&key, &[byte]).unwrap();
+                        model.insert(key, vec![byte]);
+                    }
+                    1 => {
+                        b.delete(&key).unwrap();
+                        model.remove(&key);
+                    }
+                    _ => {
+                        // Clear a whole map (or whatever is under the user key).
+                        let prefix = &key[..9];
+                        b.delete_prefix(prefix).unwrap();
+                        model.retain(|k, _| !k.starts_with(prefix));
+                    }
+                }
+            }
+            let everything: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            proptest::prop_assert_eq!(scan(&mut b, &[]), everything);
+            for prefix in [&[0u8, 1][..], &[0, 1, 0, 0], &[0, 2, 0, 1], &[0, 0, 0, 1, 0, 0, 0, 1, 2]] {
+                let expected: Vec<_> = model
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                proptest::prop_assert_eq!(scan(&mut b, prefix), expected);
+            }
+            proptest::prop_assert_eq!(b.held_bytes(), recount(&b));
+        }
+    }
+
+    #[test]
+    fn only_indexed_states_keys_are_in_the_order_index() {
+        let mut b = MemoryBackend::new();
+        b.put(&storage_key(0, 0, 1, None), b"v").unwrap();
+        b.put(&storage_key(0, 1, 1, Some(7)), b"m").unwrap();
+        assert_eq!(b.order.len(), 2);
+        b.index_states(&[false, true]);
+        assert_eq!(b.order.len(), 1);
+        b.put(&storage_key(0, 0, 2, None), b"v").unwrap();
+        b.put(&storage_key(0, 1, 2, Some(7)), b"m").unwrap();
+        assert_eq!(b.order.len(), 2);
+        b.delete(&storage_key(0, 1, 1, Some(7))).unwrap();
+        b.delete(&storage_key(0, 0, 1, None)).unwrap();
+        assert_eq!(b.order.len(), 1);
+        assert_eq!(b.len(), 2);
     }
 }

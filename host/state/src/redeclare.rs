@@ -226,6 +226,9 @@ mod tests {
             self.tick();
             self.inner.scan_prefix_while(prefix, visit)
         }
+        fn index_states(&mut self, indexed: &[bool]) {
+            self.inner.index_states(indexed)
+        }
         fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
             self.tick();
             self.inner.delete_prefix(prefix)
