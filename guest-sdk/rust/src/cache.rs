@@ -1,17 +1,31 @@
-//! A read cache in front of one value state, for operators whose keys
-//! repeat from record to record (hot auctions, bidders, sensors): a hit
-//! saves the host call, its copy of the bytes and their decoding. The
-//! window library keeps its per-key windows behind one.
+//! A cache in front of one value state, for operators whose keys repeat
+//! from record to record (hot auctions, bidders, sensors): a hit saves the
+//! host call, its copy of the bytes and their decoding. The window library
+//! keeps its per-key windows behind one.
 //!
-//! It is write-through: every write of the state goes through it, so a
-//! cached value is always the host's. Nothing else writes the state (no
-//! TTL), and the cache lives in the instance's memory, which the host
-//! creates afresh for every restore, rescale or upgrade, so it never
-//! outlives the state it mirrors. Direct-mapped and bounded: a miss just
-//! asks the host. A default cache starts small and doubles (up to
-//! [`GROWN_SLOTS_MAX`]) while keys keep evicting each other, so an
-//! operator with many live keys is not left asking the host for each.
+//! A cache made with [`StateCache::default`] or [`StateCache::with_slots`]
+//! is write-through: every write of the state goes through it, so a cached
+//! value is always the host's. Nothing else writes the state (no TTL), and
+//! the cache lives in the instance's memory, which the host creates afresh
+//! for every restore, rescale or upgrade, so it never outlives the state it
+//! mirrors. Direct-mapped and bounded: a miss just asks the host. A default
+//! cache starts small and doubles (up to [`GROWN_SLOTS_MAX`]) while keys
+//! keep evicting each other, so an operator with many live keys is not left
+//! asking the host for each.
+//!
+//! The window library's cache is *write-back* ([`StateCache::write_back`]):
+//! a change only marks the key's slot, and the value is encoded and written
+//! once, when the slot is evicted or when the batch or timer call ends (the
+//! runtime flushes every write-back cache then, see [`Flush`]). A hot key
+//! then costs one state write per batch instead of one per record, and the
+//! host still holds every change whenever it can take a snapshot (between
+//! calls).
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::context::OpenContext;
+use crate::host::Host;
 use crate::{Context, Data, Result, ValueState};
 
 /// Slots of [`StateCache::default`] at first.
@@ -22,6 +36,8 @@ pub const GROWN_SLOTS_MAX: usize = 1 << 16;
 struct Slot<T> {
     key: Vec<u8>,
     value: Option<T>,
+    /// Changed since the host last got it (write-back caches only).
+    dirty: bool,
 }
 
 pub struct StateCache<T> {
@@ -30,7 +46,21 @@ pub struct StateCache<T> {
     evictions: usize,
     /// The size doubling stops at (the size itself: never grows).
     slots_max: usize,
+    /// Write-back caches: the index of the state they hold back.
+    write_back: Option<u32>,
+    /// Slots marked dirty since the last flush (some may have been
+    /// written since, on eviction), so a flush touches only these.
+    dirty: Vec<usize>,
 }
+
+/// What the runtime calls at the end of every `process` and `on-timers`
+/// call: writes what a write-back cache holds back to the host.
+pub(crate) trait Flush {
+    fn flush(&mut self, host: &mut dyn Host);
+}
+
+/// The write-back caches of one operator instance, flushed by the runtime.
+pub(crate) type Flushers = Vec<Rc<RefCell<dyn Flush>>>;
 
 impl<T> Default for StateCache<T> {
     fn default() -> Self {
@@ -49,6 +79,8 @@ impl<T> StateCache<T> {
             slots: (0..slots).map(|_| None).collect(),
             evictions: 0,
             slots_max: slots,
+            write_back: None,
+            dirty: Vec::new(),
         }
     }
 
@@ -67,6 +99,49 @@ impl<T> StateCache<T> {
     }
 }
 
+impl<T: Data + 'static> StateCache<T> {
+    /// A growing cache in front of `state` that holds writes back until
+    /// the end of each call; registered with `ctx` so the runtime flushes
+    /// it. Only the SDK's own code uses it: nothing may read `state`
+    /// around the cache.
+    pub(crate) fn write_back(ctx: &mut OpenContext, state: &ValueState<T>) -> Rc<RefCell<Self>> {
+        let mut cache = StateCache::default();
+        cache.write_back = Some(state.index());
+        let cache = Rc::new(RefCell::new(cache));
+        ctx.flushers.push(cache.clone());
+        cache
+    }
+}
+
+impl<T: Data> Flush for StateCache<T> {
+    fn flush(&mut self, host: &mut dyn Host) {
+        let Some(state) = self.write_back else {
+            return;
+        };
+        let mut bytes = Vec::new();
+        for at in self.dirty.drain(..) {
+            if let Some(slot) = &mut self.slots[at]
+                && slot.dirty
+            {
+                write(host, state, slot, &mut bytes);
+            }
+        }
+    }
+}
+
+/// Hands a dirty slot's value to the host (`None` clears the state).
+fn write<T: Data>(host: &mut dyn Host, state: u32, slot: &mut Slot<T>, bytes: &mut Vec<u8>) {
+    match &slot.value {
+        Some(value) => {
+            bytes.clear();
+            value.encode(bytes);
+            host.value_set(state, &slot.key, bytes);
+        }
+        None => host.clear(state, &slot.key),
+    }
+    slot.dirty = false;
+}
+
 impl<T: Data + Clone> StateCache<T> {
     /// The state's value for the current key.
     pub fn get(&mut self, ctx: &mut Context, state: &ValueState<T>) -> Result<Option<T>> {
@@ -77,7 +152,7 @@ impl<T: Data + Clone> StateCache<T> {
             return Ok(slot.value.clone());
         }
         let value = state.get(ctx)?;
-        self.keep(at, ctx.key_bytes(), value.clone());
+        self.keep(ctx, at, value.clone(), false);
         Ok(value)
     }
 }
@@ -85,7 +160,8 @@ impl<T: Data + Clone> StateCache<T> {
 impl<T: Data> StateCache<T> {
     /// Changes the current key's value in place: `change` gets the value
     /// (`None`: no state) and says whether it changed it; a change is
-    /// written through to the host (`None` clears the state). Saves
+    /// written to the host (`None` clears the state), at once or, in a
+    /// write-back cache, by the end of the call. Saves
     /// [`StateCache::get`]'s copy of the value.
     pub fn update<R>(
         &mut self,
@@ -97,47 +173,74 @@ impl<T: Data> StateCache<T> {
         let hit = matches!(&self.slots[at], Some(slot) if slot.key == ctx.key_bytes());
         if !hit {
             let value = state.get(ctx)?;
-            at = self.keep(at, ctx.key_bytes(), value);
+            at = self.keep(ctx, at, value, false);
         }
+        let write_back = self.write_back.is_some();
         let Some(slot) = &mut self.slots[at] else {
             return Err(crate::Error::msg("state cache: slot vanished"));
         };
         let (result, changed) = change(ctx, &mut slot.value)?;
         if changed {
-            match &slot.value {
-                Some(v) => state.set(ctx, v)?,
-                None => state.clear(ctx),
+            if write_back {
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(at);
+                }
+            } else {
+                match &slot.value {
+                    Some(v) => state.set(ctx, v)?,
+                    None => state.clear(ctx),
+                }
             }
         }
         Ok(result)
     }
 
-    /// Sets the state's value for the current key (in the host too).
+    /// Sets the state's value for the current key (in the host too, or by
+    /// the end of the call in a write-back cache).
     pub fn set(&mut self, ctx: &mut Context, state: &ValueState<T>, value: T) -> Result<()> {
-        state.set(ctx, &value)?;
-        self.keep(self.slot_of(ctx.key_bytes()), ctx.key_bytes(), Some(value));
+        if self.write_back.is_none() {
+            state.set(ctx, &value)?;
+        }
+        let dirty = self.write_back.is_some();
+        self.keep(ctx, self.slot_of(ctx.key_bytes()), Some(value), dirty);
         Ok(())
     }
 
-    /// Clears the state for the current key (in the host too).
+    /// Clears the state for the current key (in the host too, or by the
+    /// end of the call in a write-back cache).
     pub fn clear(&mut self, ctx: &mut Context, state: &ValueState<T>) {
-        state.clear(ctx);
-        self.keep(self.slot_of(ctx.key_bytes()), ctx.key_bytes(), None);
+        if self.write_back.is_none() {
+            state.clear(ctx);
+        }
+        let dirty = self.write_back.is_some();
+        self.keep(ctx, self.slot_of(ctx.key_bytes()), None, dirty);
     }
 
-    /// Stores `key`'s value in slot `at`; returns where it is now (the
-    /// cache may have grown).
-    fn keep(&mut self, at: usize, key: &[u8], value: Option<T>) -> usize {
+    /// Stores the current key's value in slot `at`, first writing back a
+    /// dirty value of another key there; returns where the value is now
+    /// (the cache may have grown).
+    fn keep(&mut self, ctx: &mut Context, at: usize, value: Option<T>, dirty: bool) -> usize {
+        let key = ctx.key;
         match &mut self.slots[at] {
             Some(slot) => {
                 // A slot taken by another key keeps its buffer: a miss
                 // allocates nothing once the slot has been used.
                 if slot.key != key {
+                    if slot.dirty
+                        && let Some(state) = self.write_back
+                    {
+                        write(&mut *ctx.host, state, slot, &mut Vec::new());
+                    }
                     slot.key.clear();
                     slot.key.extend_from_slice(key);
                     self.evictions += 1;
                 }
                 slot.value = value;
+                if dirty && !slot.dirty {
+                    self.dirty.push(at);
+                }
+                slot.dirty = dirty;
                 // Twice as many evictions as slots: the live keys do not
                 // fit. Doubling costs one pass, paid for by the evictions.
                 if self.evictions >= 2 * self.slots.len() && self.slots.len() < self.slots_max {
@@ -149,19 +252,29 @@ impl<T: Data> StateCache<T> {
                 *slot = Some(Slot {
                     key: key.to_vec(),
                     value,
-                })
+                    dirty,
+                });
+                if dirty {
+                    self.dirty.push(at);
+                }
             }
         }
         at
     }
-}
 
-impl<T> StateCache<T> {
+    /// Doubles the slots. Keys that shared no slot before share none
+    /// after (equal modulo 2n implies equal modulo n), so no value, dirty
+    /// or not, is dropped.
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).min(self.slots_max);
         let old = std::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
+        self.dirty.clear();
         for slot in old.into_iter().flatten() {
             let at = self.slot_of(&slot.key);
+            debug_assert!(self.slots[at].is_none(), "two keys in one grown slot");
+            if slot.dirty {
+                self.dirty.push(at);
+            }
             self.slots[at] = Some(slot);
         }
         self.evictions = 0;

@@ -39,6 +39,8 @@ pub struct OperatorInfo {
 pub struct OpenContext {
     pub(crate) info: OperatorInfo,
     pub(crate) states: Vec<StateDescriptor>,
+    /// Write-back caches the runtime flushes after every call.
+    pub(crate) flushers: crate::cache::Flushers,
 }
 
 impl OpenContext {

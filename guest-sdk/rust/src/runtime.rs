@@ -2,6 +2,7 @@
 //! exports (`wasm`) and the native test harness, so tests run the very code
 //! the host will.
 
+use crate::cache::Flushers;
 use crate::codec::Decode;
 use crate::context::{Context, OpenContext, OperatorInfo, Record, Timer};
 use crate::host::{Host, TimeDomain};
@@ -9,17 +10,64 @@ use crate::state::StateDescriptor;
 use crate::wire::{Reader, Writer};
 use crate::{Error, Operator};
 
-pub(crate) fn open<O: Operator>(info: OperatorInfo) -> Result<(O, Vec<StateDescriptor>), Error> {
+/// One opened operator and the write-back caches it declared, flushed to
+/// the host at the end of every call so the host holds all state between
+/// calls (where it takes snapshots).
+pub(crate) struct Instance<O> {
+    pub(crate) op: O,
+    flushers: Flushers,
+}
+
+pub(crate) fn open<O: Operator>(
+    info: OperatorInfo,
+) -> Result<(Instance<O>, Vec<StateDescriptor>), Error> {
     let mut ctx = OpenContext {
         info,
         states: Vec::new(),
+        flushers: Vec::new(),
     };
     let op = O::open(&mut ctx)?;
-    Ok((op, ctx.states))
+    let instance = Instance {
+        op,
+        flushers: ctx.flushers,
+    };
+    Ok((instance, ctx.states))
 }
 
-/// Decodes `batch`, calls `process` per record, returns the encoded output.
-pub(crate) fn process<O: Operator>(
+impl<O: Operator> Instance<O> {
+    fn flush(&self, host: &mut dyn Host) {
+        for cache in &self.flushers {
+            cache.borrow_mut().flush(host);
+        }
+    }
+
+    /// Decodes `batch`, calls `process` per record, returns the encoded
+    /// output.
+    pub(crate) fn process(
+        &mut self,
+        host: &mut dyn Host,
+        input: u32,
+        batch: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let out = process(&mut self.op, host, input, batch)?;
+        self.flush(host);
+        Ok(out)
+    }
+
+    /// Decodes fired timers, calls `on_timer` per timer, returns the
+    /// output.
+    pub(crate) fn on_timers(
+        &mut self,
+        host: &mut dyn Host,
+        timers: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let out = on_timers(&mut self.op, host, timers)?;
+        self.flush(host);
+        Ok(out)
+    }
+}
+
+fn process<O: Operator>(
     op: &mut O,
     host: &mut dyn Host,
     input: u32,
@@ -57,8 +105,7 @@ pub(crate) fn process<O: Operator>(
     Ok(out.finish())
 }
 
-/// Decodes fired timers, calls `on_timer` per timer, returns the output.
-pub(crate) fn on_timers<O: Operator>(
+fn on_timers<O: Operator>(
     op: &mut O,
     host: &mut dyn Host,
     timers: &[u8],
@@ -116,13 +163,13 @@ pub mod wasm {
     }
 
     fn with_instance<O: Operator, T>(
-        run: impl FnOnce(&mut O) -> Result<T, crate::Error>,
+        run: impl FnOnce(&mut super::Instance<O>) -> Result<T, crate::Error>,
     ) -> Result<T, String> {
         INSTANCE.with(|cell| {
             let mut slot = cell.borrow_mut();
             let op = slot
                 .as_mut()
-                .and_then(|b| b.downcast_mut::<O>())
+                .and_then(|b| b.downcast_mut::<super::Instance<O>>())
                 .ok_or_else(|| "the host called the operator before `open`".to_string())?;
             run(op).map_err(|e| e.to_string())
         })
@@ -140,8 +187,8 @@ pub mod wasm {
             parallelism: info.parallelism,
             config: info.config,
         };
-        let (op, states) = super::open::<O>(info).map_err(|e| e.to_string())?;
-        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(op)));
+        let (instance, states) = super::open::<O>(info).map_err(|e| e.to_string())?;
+        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(instance)));
         Ok(states
             .into_iter()
             .map(|s| wit::StateDescriptor {
@@ -157,10 +204,10 @@ pub mod wasm {
     }
 
     pub fn process<O: Operator>(input: u32, batch: &[u8]) -> Result<Vec<u8>, String> {
-        with_instance::<O, _>(|op| super::process(op, &mut WitHost, input, batch))
+        with_instance::<O, _>(|instance| instance.process(&mut WitHost, input, batch))
     }
 
     pub fn on_timers<O: Operator>(timers: &[u8]) -> Result<Vec<u8>, String> {
-        with_instance::<O, _>(|op| super::on_timers(op, &mut WitHost, timers))
+        with_instance::<O, _>(|instance| instance.on_timers(&mut WitHost, timers))
     }
 }

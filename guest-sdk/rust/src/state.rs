@@ -37,6 +37,10 @@ impl<T: Data> ValueState<T> {
         }
     }
 
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
     pub fn get(&self, ctx: &mut Context) -> Result<Option<T>> {
         ctx.host
             .value_get(self.index, ctx.key)

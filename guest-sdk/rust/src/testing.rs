@@ -118,7 +118,8 @@ impl Host for MemoryHost {
 
 /// Runs one operator instance natively with an in-memory host.
 pub struct Harness<O: Operator> {
-    op: O,
+    instance: runtime::Instance<O>,
+    info: OperatorInfo,
     host: MemoryHost,
 }
 
@@ -147,14 +148,39 @@ impl<O: Operator> Harness<O> {
     }
 
     pub fn with_info(info: OperatorInfo) -> Result<Self> {
-        let (op, _states) = runtime::open::<O>(info)?;
+        let (instance, _states) = runtime::open::<O>(info.clone())?;
         Ok(Harness {
-            op,
+            instance,
+            info,
             host: MemoryHost {
                 watermark: i64::MIN,
                 ..MemoryHost::default()
             },
         })
+    }
+
+    /// Drops the operator instance and opens a new one over the same state
+    /// and timers, as the host does when it restores a snapshot: whatever
+    /// the operator kept only in its own memory is gone.
+    pub fn restart(&mut self) -> Result<()> {
+        let (instance, _states) = runtime::open::<O>(self.info.clone())?;
+        self.instance = instance;
+        Ok(())
+    }
+
+    /// Processes records (key, value, timestamp) from input 0 as one
+    /// batch.
+    pub fn process_records<K: Encode, V: Encode>(
+        &mut self,
+        records: &[(K, V, Option<i64>)],
+    ) -> Result<Vec<Emitted>> {
+        let mut batch = Writer::new();
+        for (key, value, timestamp) in records {
+            batch.begin(*timestamp);
+            batch.field(|b| key.encode(b));
+            batch.field(|b| value.encode(b));
+        }
+        self.process_batch(0, &batch.finish())
     }
 
     /// Processes one record from input 0.
@@ -189,7 +215,7 @@ impl<O: Operator> Harness<O> {
     /// As [`Harness::process_batch`], returning the encoded output batch
     /// (what a component returns to the host).
     pub fn process_batch_encoded(&mut self, input: u32, batch: &[u8]) -> Result<Vec<u8>> {
-        runtime::process(&mut self.op, &mut self.host, input, batch)
+        self.instance.process(&mut self.host, input, batch)
     }
 
     /// Advances the watermark and fires due event-time timers, in order.
@@ -214,7 +240,7 @@ impl<O: Operator> Harness<O> {
     }
 
     pub fn operator(&mut self) -> &mut O {
-        &mut self.op
+        &mut self.instance.op
     }
 
     fn fire(&mut self, domain: TimeDomain, time: i64) -> Result<Vec<Emitted>> {
@@ -239,7 +265,7 @@ impl<O: Operator> Harness<O> {
             });
             encoded.extend_from_slice(&(key.len() as u32).to_le_bytes());
             encoded.extend_from_slice(&key);
-            let out = runtime::on_timers(&mut self.op, &mut self.host, &encoded)?;
+            let out = self.instance.on_timers(&mut self.host, &encoded)?;
             emitted.extend(decode(&out)?);
         }
         Ok(emitted)

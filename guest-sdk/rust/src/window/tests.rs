@@ -305,92 +305,162 @@ fn compare_with_brute_force(assigner: &str, delay: i64) {
     compare_late_with_brute_force(assigner, delay, delay, 0);
 }
 
+/// Feeds the windows as [`compare_late_with_brute_force`] does, but in
+/// batches, with enough keys to evict each other from the state cache,
+/// and a restart (a new instance over the same state, as after a restore)
+/// every few batches: what the write-back cache held must have reached
+/// the state by then.
+fn compare_batched_with_restarts(assigner: &str, delay: i64, keys: u64) {
+    Check {
+        assigner,
+        delay,
+        lag: delay,
+        lateness: 0,
+        keys,
+        batched: true,
+    }
+    .run();
+}
+
 /// As [`compare_with_brute_force`], with the watermark trailing by only
 /// `lag` and an allowed lateness that covers the rest of the disorder:
 /// windows fire early and again for each late record, and the last result
 /// of each window must equal the brute-force one.
 fn compare_late_with_brute_force(assigner: &str, delay: i64, lag: i64, lateness: i64) {
-    let mut rng = Rng(0x9e3779b97f4a7c15);
-    let mut h = harness::<Sum<u64>>(assigner, lateness);
-    let mut input: Vec<(String, i64, u64)> = Vec::new();
-    let mut emitted = Vec::new();
-    let mut max_ts = 0i64;
-    for i in 0..2000i64 {
-        let ts = (i * 7 - rng.next(delay as u64) as i64).max(0);
-        let key = format!("k{}", rng.next(5));
-        let value = rng.next(100);
-        emitted.extend(h.process(&key, &value, Some(ts)).unwrap());
-        input.push((key, ts, value));
-        max_ts = max_ts.max(ts);
-        if i % 50 == 0 {
-            emitted.extend(h.advance_watermark(max_ts - lag).unwrap());
-        }
+    Check {
+        assigner,
+        delay,
+        lag,
+        lateness,
+        keys: 5,
+        batched: false,
     }
-    emitted.extend(h.advance_watermark(i64::MAX).unwrap());
-    let mut got = results::<u64>(&emitted);
-    if lateness > 0 {
-        // The last result of each window (results are emitted in order).
-        let mut last = BTreeMap::new();
-        for (k, start, end, v, ts) in got {
-            last.insert((k, start, end), (v, ts));
-        }
-        // A session fired early and then grown by a late record was a
-        // window of its own then; the answer has only the grown one.
-        let windows: Vec<(String, i64, i64)> = last.keys().cloned().collect();
-        got = last
-            .into_iter()
-            .filter(|((k, start, end), _)| {
-                !windows.iter().any(|(k2, s2, e2)| {
-                    k2 == k && s2 <= start && end <= e2 && (s2, e2) != (start, end)
-                })
-            })
-            .map(|((k, start, end), (v, ts))| (k, start, end, v, ts))
-            .collect();
-    }
-    got.sort();
+    .run();
+}
 
-    let mut want: BTreeMap<(String, i64, i64), u64> = BTreeMap::new();
-    let spec = parse_assigner(assigner).unwrap();
-    match spec {
-        WindowAssigner::Session { gap } => {
-            let mut by_key: BTreeMap<&str, Vec<(i64, u64)>> = BTreeMap::new();
-            for (k, ts, v) in &input {
-                by_key.entry(k).or_default().push((*ts, *v));
-            }
-            for (k, mut recs) in by_key {
-                recs.sort();
-                let (mut start, mut last, mut sum) = (recs[0].0, recs[0].0, 0);
-                for (ts, v) in recs {
-                    if ts > last + gap {
-                        want.insert((k.to_string(), start, last + gap), sum);
-                        (start, sum) = (ts, 0);
+struct Check<'a> {
+    assigner: &'a str,
+    delay: i64,
+    lag: i64,
+    lateness: i64,
+    keys: u64,
+    /// In batches of 1-64 records, restarting every 7th batch.
+    batched: bool,
+}
+
+impl Check<'_> {
+    fn run(&self) {
+        let Check {
+            assigner,
+            delay,
+            lag,
+            lateness,
+            keys,
+            batched,
+        } = *self;
+        let mut rng = Rng(0x9e3779b97f4a7c15);
+        let mut h = harness::<Sum<u64>>(assigner, lateness);
+        let mut input: Vec<(String, i64, u64)> = Vec::new();
+        let mut emitted = Vec::new();
+        let mut max_ts = 0i64;
+        let mut batch = Vec::new();
+        let mut batch_size = 1;
+        let mut batches = 0;
+        let records = if keys > 5 { 8000 } else { 2000i64 };
+        for i in 0..records {
+            let ts = (i * 7 - rng.next(delay as u64) as i64).max(0);
+            let key = format!("k{}", rng.next(keys));
+            let value = rng.next(100);
+            input.push((key.clone(), ts, value));
+            max_ts = max_ts.max(ts);
+            batch.push((key, value, Some(ts)));
+            if batch.len() >= batch_size {
+                emitted.extend(h.process_records(&batch).unwrap());
+                batch.clear();
+                batches += 1;
+                if batched {
+                    batch_size = 1 + rng.next(64) as usize;
+                    if batches % 7 == 0 {
+                        h.restart().unwrap();
                     }
-                    last = ts;
-                    sum += v;
-                }
-                want.insert((k.to_string(), start, last + gap), sum);
-            }
-        }
-        WindowAssigner::Tumbling { size } | WindowAssigner::Sliding { size, .. } => {
-            let slide = match spec {
-                WindowAssigner::Sliding { slide, .. } => slide,
-                _ => size,
-            };
-            for (k, ts, v) in &input {
-                let mut start = ts - ts % slide;
-                while start > ts - size {
-                    *want.entry((k.clone(), start, start + size)).or_default() += v;
-                    start -= slide;
                 }
             }
+            if i % 50 == 0 && batch.is_empty() {
+                emitted.extend(h.advance_watermark(max_ts - lag).unwrap());
+            }
         }
+        emitted.extend(h.process_records(&batch).unwrap());
+        emitted.extend(h.advance_watermark(i64::MAX).unwrap());
+        self.check(emitted, &input);
+        assert!(h.pending_timers().is_empty());
     }
-    let want: Vec<(String, i64, i64, u64, Option<i64>)> = want
-        .into_iter()
-        .map(|((k, s, e), v)| (k, s, e, v, Some(e - 1)))
-        .collect();
-    assert_eq!(got, want, "{assigner}");
-    assert!(h.pending_timers().is_empty());
+
+    fn check(&self, emitted: Vec<Emitted>, input: &[(String, i64, u64)]) {
+        let (assigner, lateness) = (self.assigner, self.lateness);
+        let mut got = results::<u64>(&emitted);
+        if lateness > 0 {
+            // The last result of each window (results are emitted in order).
+            let mut last = BTreeMap::new();
+            for (k, start, end, v, ts) in got {
+                last.insert((k, start, end), (v, ts));
+            }
+            // A session fired early and then grown by a late record was a
+            // window of its own then; the answer has only the grown one.
+            let windows: Vec<(String, i64, i64)> = last.keys().cloned().collect();
+            got = last
+                .into_iter()
+                .filter(|((k, start, end), _)| {
+                    !windows.iter().any(|(k2, s2, e2)| {
+                        k2 == k && s2 <= start && end <= e2 && (s2, e2) != (start, end)
+                    })
+                })
+                .map(|((k, start, end), (v, ts))| (k, start, end, v, ts))
+                .collect();
+        }
+        got.sort();
+
+        let mut want: BTreeMap<(String, i64, i64), u64> = BTreeMap::new();
+        let spec = parse_assigner(assigner).unwrap();
+        match spec {
+            WindowAssigner::Session { gap } => {
+                let mut by_key: BTreeMap<&str, Vec<(i64, u64)>> = BTreeMap::new();
+                for (k, ts, v) in input {
+                    by_key.entry(k).or_default().push((*ts, *v));
+                }
+                for (k, mut recs) in by_key {
+                    recs.sort();
+                    let (mut start, mut last, mut sum) = (recs[0].0, recs[0].0, 0);
+                    for (ts, v) in recs {
+                        if ts > last + gap {
+                            want.insert((k.to_string(), start, last + gap), sum);
+                            (start, sum) = (ts, 0);
+                        }
+                        last = ts;
+                        sum += v;
+                    }
+                    want.insert((k.to_string(), start, last + gap), sum);
+                }
+            }
+            WindowAssigner::Tumbling { size } | WindowAssigner::Sliding { size, .. } => {
+                let slide = match spec {
+                    WindowAssigner::Sliding { slide, .. } => slide,
+                    _ => size,
+                };
+                for (k, ts, v) in input {
+                    let mut start = ts - ts % slide;
+                    while start > ts - size {
+                        *want.entry((k.clone(), start, start + size)).or_default() += v;
+                        start -= slide;
+                    }
+                }
+            }
+        }
+        let want: Vec<(String, i64, i64, u64, Option<i64>)> = want
+            .into_iter()
+            .map(|((k, s, e), v)| (k, s, e, v, Some(e - 1)))
+            .collect();
+        assert_eq!(got, want, "{assigner}");
+    }
 }
 
 #[test]
@@ -407,6 +477,15 @@ fn sliding_windows_match_brute_force() {
 #[test]
 fn session_windows_match_brute_force() {
     compare_with_brute_force("session:40", 300);
+}
+
+#[test]
+fn batches_with_evictions_and_restarts_match_brute_force() {
+    compare_batched_with_restarts("tumbling:500", 300, 5);
+    compare_batched_with_restarts("tumbling:500", 300, 6000);
+    compare_batched_with_restarts("sliding:600:200", 300, 6000);
+    compare_batched_with_restarts("session:40", 300, 6000);
+    compare_batched_with_restarts("session:40", 300, 5);
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! fire, clean up, merge sessions).
 //!
 //! A key's live windows are one value in keyed state (binary, postcard),
-//! behind a write-through [`StateCache`]: a record usually costs one state
-//! write and no timer call.
+//! behind a write-back [`StateCache`]: a record usually costs no host call
+//! at all, and a key one state write per batch.
 //!
 //! - Fixed windows (tumbling, sliding) are kept as *panes*: time cut into
 //!   slices of `gcd(size, slide)`, each window a run of whole panes. A
@@ -19,6 +19,7 @@ mod panes;
 mod sessions;
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -38,9 +39,10 @@ use crate::{Error, Result};
 pub struct Windows<A: AggregateFunction> {
     spec: Spec<A>,
     state: ValueState<KeyWindows<A::Acc>>,
-    /// In a cell so that `add` and `on_timer` take `&self`, like state
-    /// handles do.
-    cache: RefCell<StateCache<KeyWindows<A::Acc>>>,
+    /// Write-back (the runtime flushes it after every call), shared with
+    /// the runtime, and in a cell so that `add` and `on_timer` take
+    /// `&self`, like state handles do.
+    cache: Rc<RefCell<StateCache<KeyWindows<A::Acc>>>>,
 }
 
 /// A window's result.
@@ -161,15 +163,20 @@ impl<A: AggregateFunction> Windows<A> {
         name: &str,
         assigner: WindowAssigner,
         aggregate: A,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        A::Acc: 'static,
+    {
+        let state = ctx.value_state(name)?;
+        let cache = StateCache::write_back(ctx, &state);
         Ok(Windows {
             spec: Spec {
                 assigner,
                 aggregate,
                 lateness: 0,
             },
-            state: ctx.value_state(name)?,
-            cache: RefCell::new(StateCache::default()),
+            state,
+            cache,
         })
     }
 
