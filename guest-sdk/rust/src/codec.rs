@@ -127,14 +127,29 @@ macro_rules! display_text {
     )*};
 }
 
-fn write_unsigned(mut n: u64, out: &mut Vec<u8>) {
+/// Digits in chunks of eight: a 64-bit division by a constant becomes a
+/// 128-bit multiply in Wasm (a `__multi3` call), so it is done once per
+/// chunk and the digits come from 32-bit arithmetic.
+fn write_unsigned(n: u64, out: &mut Vec<u8>) {
+    const CHUNK: u64 = 100_000_000;
     let mut digits = [0u8; 20];
     let mut at = digits.len();
+    let mut n = n;
+    while n >= CHUNK {
+        let mut chunk = (n % CHUNK) as u32;
+        n /= CHUNK;
+        for _ in 0..8 {
+            at -= 1;
+            digits[at] = b'0' + (chunk % 10) as u8;
+            chunk /= 10;
+        }
+    }
+    let mut rest = n as u32;
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
             break;
         }
     }
@@ -216,6 +231,16 @@ mod tests {
         let mut out = Vec::new();
         u64::MAX.encode(&mut out);
         assert_eq!(out, u64::MAX.to_string().into_bytes());
+        // Around every power of ten, where the chunks of eight digits meet.
+        let mut power = 1u64;
+        while let Some(next) = power.checked_mul(10) {
+            for n in [power - 1, power, power + 1, next - 1, power * 7 + 3] {
+                let mut out = Vec::new();
+                n.encode(&mut out);
+                assert_eq!(out, n.to_string().into_bytes());
+            }
+            power = next;
+        }
     }
 
     #[test]
