@@ -22,7 +22,8 @@ use crate::metadata::StateStats;
 const STATE_MAGIC: &[u8; 8] = b"WEIRKS01";
 const TIMERS_MAGIC: &[u8; 8] = b"WEIRTM01";
 
-/// Encodes canonical state entry by entry, in storage-key order, into a
+/// Encodes canonical state entry by entry, as the backend scans it (a
+/// map's entries adjacent and in order, see `StateBackend::index_states`), into a
 /// file or into memory, counting keys, entries and bytes per state.
 pub struct StateFileWriter<W: Write = HashingWriter> {
     path: std::path::PathBuf,
@@ -74,7 +75,7 @@ impl<W: Write> StateFileWriter<W> {
         {
             s.entries += 1;
             s.bytes += (key.len() + value.len()) as u64;
-            // Entries arrive in key order, so a map's entries are adjacent.
+            // A map's entries arrive adjacent (`StateBackend::index_states`).
             if self.last_key.get(..user_key_end) != Some(&key[..user_key_end]) {
                 s.keys += 1;
                 self.last_key.clear();

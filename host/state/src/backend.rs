@@ -76,7 +76,8 @@ pub trait StateBackend: Send {
     fn delete(&mut self, key: &[u8]) -> Result<(), StateError>;
     /// Appends one encoded list element (`len:u32 LE, bytes`) to the value at `key`.
     fn append(&mut self, key: &[u8], element: &[u8]) -> Result<(), StateError>;
-    /// Visits every entry whose key starts with `prefix`, in key order.
+    /// Visits every entry whose key starts with `prefix`, in key order;
+    /// but see [`StateBackend::index_states`].
     fn scan_prefix(
         &mut self,
         prefix: &[u8],
@@ -105,7 +106,10 @@ pub trait StateBackend: Send {
     fn set_memory_max_bytes(&mut self, _max_bytes: usize) {}
     /// Says which states (by index, `true`: a map state) are prefix-scanned
     /// while records flow. A backend may keep the other states' keys out of
-    /// an ordered index; every scan still sees every entry, in key order.
+    /// an ordered index. Every scan still sees every entry, and the
+    /// entries of indexed states in key order (so a map's entries are
+    /// adjacent), but it may visit the other states' entries (one per key
+    /// and state: nothing groups them) after those, in any order.
     fn index_states(&mut self, _indexed: &[bool]) {}
     /// Deletes every entry whose key starts with `prefix`.
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError>;
