@@ -44,8 +44,9 @@ impl TimerQueue {
     /// Adds the timer unless it is pending already.
     pub fn register(&mut self, timestamp: i64, key: &[u8]) {
         let keys = self.pending.entry(timestamp).or_default();
-        if !keys.contains(key) {
-            keys.insert(key.to_vec());
+        // One search: a known timer costs a short-lived copy of its key,
+        // cheaper than searching twice for a new one.
+        if keys.insert(key.to_vec()) {
             self.len += 1;
             self.key_bytes += key.len();
         }
