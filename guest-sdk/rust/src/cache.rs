@@ -336,28 +336,36 @@ mod tests {
         }
     }
 
+    /// Adds 1 to each of `keys` keys per round (and with `update`, doubles
+    /// and halves each through `update` too), checking every `step`th key
+    /// against the host after each round.
+    fn count_rounds<O>(h: &mut Harness<O>, keys: u32, rounds: u32, step: usize, update: bool)
+    where
+        O: Operator<Key = String, Value = String>,
+    {
+        let op = |h: &mut Harness<O>, k: u32, what: &str| {
+            h.process(&k.to_string(), &what.to_string(), None).unwrap()
+        };
+        for round in 1..=rounds {
+            for k in 0..keys {
+                op(h, k, "add");
+            }
+            // `update` on keys that miss, while the cache grows under them.
+            for k in (0..keys).filter(|_| update) {
+                op(h, k, "double");
+                op(h, k, "half");
+            }
+            for k in (0..keys).step_by(step) {
+                let out = op(h, k, "read");
+                assert_eq!(out[0].text().1, format!("Some({round}) Some({round})"));
+            }
+        }
+    }
+
     #[test]
     fn a_default_cache_grows_while_keys_evict_each_other_and_stays_exact() {
         let mut h = Harness::<Grown>::new().unwrap();
-        for round in 0..4 {
-            for k in 0..20_000 {
-                h.process(&k.to_string(), &"add".to_string(), None).unwrap();
-            }
-            // `update` on keys that miss, while the cache grows under them.
-            for k in 0..20_000 {
-                h.process(&k.to_string(), &"double".to_string(), None)
-                    .unwrap();
-                h.process(&k.to_string(), &"half".to_string(), None)
-                    .unwrap();
-            }
-            for k in (0..20_000).step_by(997) {
-                let out = h
-                    .process(&k.to_string(), &"read".to_string(), None)
-                    .unwrap();
-                let n = round + 1;
-                assert_eq!(out[0].text().1, format!("Some({n}) Some({n})"));
-            }
-        }
+        count_rounds(&mut h, 20_000, 4, 997, true);
         let slots = h.operator().counter.cache.slots();
         assert!(slots > DEFAULT_SLOTS && slots <= GROWN_SLOTS_MAX, "{slots}");
     }
@@ -386,18 +394,7 @@ mod tests {
     #[test]
     fn the_cache_always_holds_the_hosts_value() {
         let mut h = Harness::<Counter>::new().unwrap();
-        for round in 0..3 {
-            for k in 0..3000 {
-                h.process(&k.to_string(), &"add".to_string(), None).unwrap();
-            }
-            for k in (0..3000).step_by(7) {
-                let out = h
-                    .process(&k.to_string(), &"read".to_string(), None)
-                    .unwrap();
-                let n = round + 1;
-                assert_eq!(out[0].text().1, format!("Some({n}) Some({n})"));
-            }
-        }
+        count_rounds(&mut h, 3000, 3, 7, false);
         h.process(&"5".to_string(), &"clear".to_string(), None)
             .unwrap();
         let out = h
