@@ -184,6 +184,8 @@ fn main() {
     drop(db);
 
     let mut memory = MemoryBackend::new();
+    // As the store declares it: one value state, kept out of the order index.
+    memory.index_states(&[false]);
     for i in 0..keys {
         value(i, &mut v);
         memory.put(&key(i), &v).unwrap();
