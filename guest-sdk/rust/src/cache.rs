@@ -51,6 +51,8 @@ pub struct StateCache<T> {
     /// Slots marked dirty since the last flush (some may have been
     /// written since, on eviction), so a flush touches only these.
     dirty: Vec<usize>,
+    /// Encoding buffer for write-backs, reused.
+    bytes: Vec<u8>,
 }
 
 /// What the runtime calls at the end of every `process` and `on-timers`
@@ -81,6 +83,7 @@ impl<T> StateCache<T> {
             slots_max: slots,
             write_back: None,
             dirty: Vec::new(),
+            bytes: Vec::new(),
         }
     }
 
@@ -118,12 +121,11 @@ impl<T: Data> Flush for StateCache<T> {
         let Some(state) = self.write_back else {
             return;
         };
-        let mut bytes = Vec::new();
         for at in self.dirty.drain(..) {
             if let Some(slot) = &mut self.slots[at]
                 && slot.dirty
             {
-                write(host, state, slot, &mut bytes);
+                write(host, state, slot, &mut self.bytes);
             }
         }
     }
@@ -152,7 +154,7 @@ impl<T: Data + Clone> StateCache<T> {
             return Ok(slot.value.clone());
         }
         let value = state.get(ctx)?;
-        self.keep(ctx, at, value.clone(), false);
+        self.keep(ctx, at, value.clone());
         Ok(value)
     }
 }
@@ -173,25 +175,14 @@ impl<T: Data> StateCache<T> {
         let hit = matches!(&self.slots[at], Some(slot) if slot.key == ctx.key_bytes());
         if !hit {
             let value = state.get(ctx)?;
-            at = self.keep(ctx, at, value, false);
+            at = self.keep(ctx, at, value);
         }
-        let write_back = self.write_back.is_some();
         let Some(slot) = &mut self.slots[at] else {
             return Err(crate::Error::msg("state cache: slot vanished"));
         };
         let (result, changed) = change(ctx, &mut slot.value)?;
         if changed {
-            if write_back {
-                if !slot.dirty {
-                    slot.dirty = true;
-                    self.dirty.push(at);
-                }
-            } else {
-                match &slot.value {
-                    Some(v) => state.set(ctx, v)?,
-                    None => state.clear(ctx),
-                }
-            }
+            self.changed(ctx, state, at)?;
         }
         Ok(result)
     }
@@ -199,28 +190,44 @@ impl<T: Data> StateCache<T> {
     /// Sets the state's value for the current key (in the host too, or by
     /// the end of the call in a write-back cache).
     pub fn set(&mut self, ctx: &mut Context, state: &ValueState<T>, value: T) -> Result<()> {
-        if self.write_back.is_none() {
-            state.set(ctx, &value)?;
-        }
-        let dirty = self.write_back.is_some();
-        self.keep(ctx, self.slot_of(ctx.key_bytes()), Some(value), dirty);
-        Ok(())
+        let at = self.keep(ctx, self.slot_of(ctx.key_bytes()), Some(value));
+        self.changed(ctx, state, at)
     }
 
     /// Clears the state for the current key (in the host too, or by the
     /// end of the call in a write-back cache).
     pub fn clear(&mut self, ctx: &mut Context, state: &ValueState<T>) {
-        if self.write_back.is_none() {
-            state.clear(ctx);
+        let at = self.keep(ctx, self.slot_of(ctx.key_bytes()), None);
+        // Clearing encodes nothing, so it cannot fail.
+        let _ = self.changed(ctx, state, at);
+    }
+
+    /// The value in slot `at` changed: a write-back cache marks the slot,
+    /// a write-through one hands the value to the host now.
+    fn changed(&mut self, ctx: &mut Context, state: &ValueState<T>, at: usize) -> Result<()> {
+        let Some(slot) = &mut self.slots[at] else {
+            return Err(crate::Error::msg("state cache: slot vanished"));
+        };
+        match (self.write_back, &slot.value) {
+            (Some(_), _) => {
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(at);
+                }
+                Ok(())
+            }
+            (None, Some(value)) => state.set(ctx, value),
+            (None, None) => {
+                state.clear(ctx);
+                Ok(())
+            }
         }
-        let dirty = self.write_back.is_some();
-        self.keep(ctx, self.slot_of(ctx.key_bytes()), None, dirty);
     }
 
     /// Stores the current key's value in slot `at`, first writing back a
-    /// dirty value of another key there; returns where the value is now
-    /// (the cache may have grown).
-    fn keep(&mut self, ctx: &mut Context, at: usize, value: Option<T>, dirty: bool) -> usize {
+    /// dirty value of another key there (a key new to the slot starts
+    /// clean); returns where the value is now (the cache may have grown).
+    fn keep(&mut self, ctx: &mut Context, at: usize, value: Option<T>) -> usize {
         let key = ctx.key;
         match &mut self.slots[at] {
             Some(slot) => {
@@ -230,17 +237,13 @@ impl<T: Data> StateCache<T> {
                     if slot.dirty
                         && let Some(state) = self.write_back
                     {
-                        write(&mut *ctx.host, state, slot, &mut Vec::new());
+                        write(&mut *ctx.host, state, slot, &mut self.bytes);
                     }
                     slot.key.clear();
                     slot.key.extend_from_slice(key);
                     self.evictions += 1;
                 }
                 slot.value = value;
-                if dirty && !slot.dirty {
-                    self.dirty.push(at);
-                }
-                slot.dirty = dirty;
                 // Twice as many evictions as slots: the live keys do not
                 // fit. Doubling costs one pass, paid for by the evictions.
                 if self.evictions >= 2 * self.slots.len() && self.slots.len() < self.slots_max {
@@ -252,11 +255,8 @@ impl<T: Data> StateCache<T> {
                 *slot = Some(Slot {
                     key: key.to_vec(),
                     value,
-                    dirty,
+                    dirty: false,
                 });
-                if dirty {
-                    self.dirty.push(at);
-                }
             }
         }
         at

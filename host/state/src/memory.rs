@@ -116,7 +116,8 @@ impl MemoryBackend {
     }
 
     /// Whether `key` (or every key starting with it) is in the index. A
-    /// prefix too short to name its state is not: a scan over it sorts.
+    /// prefix too short to name its state is not: a scan over it walks
+    /// every key.
     fn is_indexed(&self, key: &[u8]) -> bool {
         let Some(indexed) = &self.indexed else {
             return true;
@@ -144,16 +145,14 @@ impl MemoryBackend {
     /// Not sorting those keeps a snapshot of a large value state at one
     /// pass; each of them is a whole state of one key, so nothing needs
     /// them adjacent or ordered.
-    fn keys_with_prefix<'a>(&'a self, prefix: &'a [u8]) -> Vec<&'a Vec<u8>> {
-        let mut keys: Vec<&Vec<u8>> = self.indexed_with_prefix(prefix).collect();
-        if !self.is_indexed(prefix) {
-            keys.extend(
-                self.entries
-                    .keys()
-                    .filter(|k| k.starts_with(prefix) && !self.is_indexed(k)),
-            );
-        }
-        keys
+    fn keys_with_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = &'a Vec<u8>> + 'a {
+        let unindexed = (!self.is_indexed(prefix)).then(|| {
+            self.entries
+                .keys()
+                .filter(move |k| k.starts_with(prefix) && !self.is_indexed(k))
+        });
+        self.indexed_with_prefix(prefix)
+            .chain(unindexed.into_iter().flatten())
     }
 
     fn recharge(&mut self, old: usize, new: usize) {
@@ -264,7 +263,7 @@ impl StateBackend for MemoryBackend {
     }
 
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
-        let doomed: Vec<Vec<u8>> = self.keys_with_prefix(prefix).into_iter().cloned().collect();
+        let doomed: Vec<Vec<u8>> = self.keys_with_prefix(prefix).cloned().collect();
         for key in doomed {
             self.remove(&key);
         }

@@ -17,11 +17,18 @@ impl<A: AggregateFunction> Spec<A> {
         }
     }
 
+    /// `(size, slide)` of fixed windows; `None` for sessions.
+    fn size_and_slide(&self) -> Option<(i64, i64)> {
+        match self.assigner {
+            WindowAssigner::Tumbling { size } => Some((size, size)),
+            WindowAssigner::Sliding { size, slide } => Some((size, slide)),
+            WindowAssigner::Session { .. } => None,
+        }
+    }
+
     /// The result of `window` from the panes within it, if it has any.
     fn merge_panes(&self, slots: &[Slot<A::Acc>], window: Window) -> Option<WindowResult<A::Out>> {
-        let mut within = slots
-            .iter()
-            .filter(|s| s.start >= window.start && s.end <= window.end);
+        let mut within = slots.iter().filter(|s| holds(window, s));
         let first = within.next()?;
         let Some(second) = within.next() else {
             return Some(self.result(&first.acc, window));
@@ -76,11 +83,7 @@ impl<A: AggregateFunction> Spec<A> {
                     // A window that holds a pane already got its timer with
                     // its first pane.
                     let fire = window.max_timestamp();
-                    if fire > watermark
-                        && !slots
-                            .iter()
-                            .any(|s| s.start >= window.start && s.end <= window.end)
-                    {
+                    if fire > watermark && !slots.iter().any(|s| holds(*window, s)) {
                         ctx.register_event_timer(fire);
                     }
                 }
@@ -116,11 +119,7 @@ impl<A: AggregateFunction> Spec<A> {
     /// When the earliest window holding the pane at `start` fires (none
     /// on overflow), without listing the windows.
     fn first_fire(&self, start: i64) -> Option<i64> {
-        let (size, slide) = match self.assigner {
-            WindowAssigner::Tumbling { size } => (size, size),
-            WindowAssigner::Sliding { size, slide } => (size, slide),
-            WindowAssigner::Session { .. } => return None,
-        };
+        let (size, slide) = self.size_and_slide()?;
         let last_start = start.checked_sub(start.rem_euclid(slide))?;
         // Windows start every `slide` back from `last_start` while they
         // still reach past `start`.
@@ -137,10 +136,8 @@ impl<A: AggregateFunction> Spec<A> {
         slots: &mut Vec<Slot<A::Acc>>,
         time: i64,
     ) -> (Vec<WindowResult<A::Out>>, bool) {
-        let (size, slide) = match self.assigner {
-            WindowAssigner::Tumbling { size } => (size, size),
-            WindowAssigner::Sliding { size, slide } => (size, slide),
-            WindowAssigner::Session { .. } => return (Vec::new(), false),
+        let Some((size, slide)) = self.size_and_slide() else {
+            return (Vec::new(), false);
         };
         let mut results = Vec::new();
         if let Some(end) = time.checked_add(1)
@@ -159,6 +156,11 @@ impl<A: AggregateFunction> Spec<A> {
         });
         (results, slots.len() != before)
     }
+}
+
+/// Whether the pane `slot` lies within `window`.
+fn holds<Acc>(window: Window, slot: &Slot<Acc>) -> bool {
+    slot.start >= window.start && slot.end <= window.end
 }
 
 fn gcd(a: i64, b: i64) -> i64 {

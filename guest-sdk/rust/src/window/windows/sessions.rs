@@ -68,39 +68,29 @@ impl<A: AggregateFunction> Spec<A> {
         if self.is_late(&merged, watermark) {
             return Ok(false);
         }
-        let mut absorbed = Vec::new();
-        let mut i = 0;
-        slots.retain(|slot| {
-            let keep = !touching[i];
-            i += 1;
-            if !keep {
-                absorbed.push(slot.clone());
-            }
-            keep
-        });
+        // Moved out, not cloned: their accumulators merge into the new one.
+        let (absorbed, kept): (Vec<_>, Vec<_>) = std::mem::take(slots)
+            .into_iter()
+            .zip(touching)
+            .partition(|(_, touches)| *touches);
+        *slots = kept.into_iter().map(|(slot, _)| slot).collect();
         let mut acc = self.aggregate.create();
         self.aggregate.add(&mut acc, value);
-        for other in &absorbed {
-            self.aggregate.merge(&mut acc, other.acc.clone());
+        let mut pending = Vec::new();
+        for (other, _) in absorbed {
+            if other.timer > watermark {
+                pending.push(other.timer);
+            }
+            self.aggregate.merge(&mut acc, other.acc);
         }
-        let fire_at = merged.max_timestamp();
-        let fired = fire_at <= watermark;
+        let fired = merged.max_timestamp() <= watermark;
         if fired {
             // A late update (not late, so within the allowed lateness).
             outputs.push(WindowOutput::Fired(self.result(&acc, merged)));
         }
-        let due = if fired {
-            fire_at.saturating_add(self.lateness)
-        } else {
-            fire_at
-        };
+        let due = self.session_due(merged, fired);
         // Keep the earliest pending timer of what was absorbed if it is not
         // after `due`: on_timer moves it on. Delete the others.
-        let pending: Vec<i64> = absorbed
-            .iter()
-            .map(|s| s.timer)
-            .filter(|&t| t > watermark)
-            .collect();
         let timer = match pending.iter().min() {
             Some(&t) if t <= due => t,
             _ => {
@@ -127,6 +117,17 @@ impl<A: AggregateFunction> Spec<A> {
         Ok(true)
     }
 
+    /// When a session's timer is due: when it fires, or once it has
+    /// fired, when its allowed lateness is over (and it is dropped).
+    fn session_due(&self, window: Window, fired: bool) -> i64 {
+        let fire_at = window.max_timestamp();
+        if fired {
+            fire_at.saturating_add(self.lateness)
+        } else {
+            fire_at
+        }
+    }
+
     /// Sessions at event time `time`: each session whose timer this is
     /// fires, moves its timer to where it is now due, or ends.
     pub(super) fn fire_sessions(
@@ -143,19 +144,14 @@ impl<A: AggregateFunction> Spec<A> {
             }
             changed = true;
             let window = slot.window();
-            let fire_at = window.max_timestamp();
-            if !slot.fired && time >= fire_at {
+            if !slot.fired && time >= window.max_timestamp() {
                 results.push(self.result(&slot.acc, window));
                 if self.lateness == 0 {
                     return false;
                 }
                 slot.fired = true;
             }
-            let due = if slot.fired {
-                fire_at.saturating_add(self.lateness)
-            } else {
-                fire_at
-            };
+            let due = self.session_due(window, slot.fired);
             if time >= due {
                 return false;
             }
