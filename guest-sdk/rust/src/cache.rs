@@ -8,10 +8,13 @@
 //! value is always the host's. Nothing else writes the state (no TTL), and
 //! the cache lives in the instance's memory, which the host creates afresh
 //! for every restore, rescale or upgrade, so it never outlives the state it
-//! mirrors. Direct-mapped and bounded: a miss just asks the host. A default
-//! cache starts small and doubles (up to [`GROWN_SLOTS_MAX`]) while keys
-//! keep evicting each other, so an operator with many live keys is not left
-//! asking the host for each.
+//! mirrors. Two-way set-associative and bounded: a key may sit in either
+//! slot of its set, and a miss replaces the one used less recently, so two
+//! hot keys that hash alike do not keep evicting each other (direct-mapped,
+//! 10,000 live keys in 65,536 slots missed on about one record in seven).
+//! A miss just asks the host. A default cache starts small and doubles (up
+//! to [`GROWN_SLOTS_MAX`]) while keys keep evicting each other, so an
+//! operator with many live keys is not left asking the host for each.
 //!
 //! The window library's cache is *write-back* ([`StateCache::write_back`]):
 //! a change only marks the key's slot, and the value is encoded and written
@@ -41,7 +44,10 @@ struct Slot<T> {
 }
 
 pub struct StateCache<T> {
+    /// Sets of two: slots `2s` and `2s + 1` form set `s`.
     slots: Vec<Option<Slot<T>>>,
+    /// Per set, the way (0 or 1) used last: the other one is replaced.
+    recent: Vec<u8>,
     /// Slots taken over by another key since the last growth.
     evictions: usize,
     /// The size doubling stops at (the size itself: never grows).
@@ -73,12 +79,13 @@ impl<T> Default for StateCache<T> {
 }
 
 impl<T> StateCache<T> {
-    /// A cache of `slots` entries (at least one) that never grows; each
-    /// keeps one key's value.
+    /// A cache of `slots` entries (rounded up to an even number, at least
+    /// two) that never grows; each keeps one key's value.
     pub fn with_slots(slots: usize) -> Self {
-        let slots = slots.max(1);
+        let slots = slots.max(2).next_multiple_of(2);
         StateCache {
             slots: (0..slots).map(|_| None).collect(),
+            recent: vec![0; slots / 2],
             evictions: 0,
             slots_max: slots,
             write_back: None,
@@ -92,13 +99,36 @@ impl<T> StateCache<T> {
         self.slots.len()
     }
 
-    /// FNV-1a: keys are mostly short ids.
-    fn slot_of(&self, key: &[u8]) -> usize {
+    /// The key's set (FNV-1a: keys are mostly short ids).
+    fn set_of(&self, key: &[u8]) -> usize {
         let mut h: u32 = 0x811c_9dc5;
         for &b in key {
             h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
         }
-        (h as usize ^ (h as usize >> 16)) % self.slots.len()
+        (h as usize ^ (h as usize >> 16)) % self.recent.len()
+    }
+
+    /// `Ok(slot)` holding `key`, else `Err(slot)` for it: an empty way of
+    /// its set, or the one used less recently. Either way the slot counts
+    /// as used now.
+    fn find(&mut self, key: &[u8]) -> std::result::Result<usize, usize> {
+        let set = self.set_of(key);
+        let base = 2 * set;
+        let holds = |at: usize| matches!(&self.slots[at], Some(slot) if slot.key == key);
+        let found = if holds(base) {
+            Ok(base)
+        } else if holds(base + 1) {
+            Ok(base + 1)
+        } else if self.slots[base].is_none() {
+            Err(base)
+        } else if self.slots[base + 1].is_none() {
+            Err(base + 1)
+        } else {
+            Err(base + 1 - usize::from(self.recent[set]))
+        };
+        let (Ok(at) | Err(at)) = found;
+        self.recent[set] = (at - base) as u8;
+        found
     }
 }
 
@@ -147,12 +177,10 @@ fn write<T: Data>(host: &mut dyn Host, state: u32, slot: &mut Slot<T>, bytes: &m
 impl<T: Data + Clone> StateCache<T> {
     /// The state's value for the current key.
     pub fn get(&mut self, ctx: &mut Context, state: &ValueState<T>) -> Result<Option<T>> {
-        let at = self.slot_of(ctx.key_bytes());
-        if let Some(slot) = &self.slots[at]
-            && slot.key == ctx.key_bytes()
-        {
-            return Ok(slot.value.clone());
-        }
+        let at = match self.find(ctx.key_bytes()) {
+            Ok(at) => return Ok(self.slots[at].as_ref().and_then(|s| s.value.clone())),
+            Err(at) => at,
+        };
         let value = state.get(ctx)?;
         self.keep(ctx, at, value.clone());
         Ok(value)
@@ -171,12 +199,13 @@ impl<T: Data> StateCache<T> {
         state: &ValueState<T>,
         change: impl FnOnce(&mut Context, &mut Option<T>) -> Result<(R, bool)>,
     ) -> Result<R> {
-        let mut at = self.slot_of(ctx.key_bytes());
-        let hit = matches!(&self.slots[at], Some(slot) if slot.key == ctx.key_bytes());
-        if !hit {
-            let value = state.get(ctx)?;
-            at = self.keep(ctx, at, value);
-        }
+        let at = match self.find(ctx.key_bytes()) {
+            Ok(at) => at,
+            Err(at) => {
+                let value = state.get(ctx)?;
+                self.keep(ctx, at, value)
+            }
+        };
         let Some(slot) = &mut self.slots[at] else {
             return Err(crate::Error::msg("state cache: slot vanished"));
         };
@@ -190,14 +219,16 @@ impl<T: Data> StateCache<T> {
     /// Sets the state's value for the current key (in the host too, or by
     /// the end of the call in a write-back cache).
     pub fn set(&mut self, ctx: &mut Context, state: &ValueState<T>, value: T) -> Result<()> {
-        let at = self.keep(ctx, self.slot_of(ctx.key_bytes()), Some(value));
+        let (Ok(at) | Err(at)) = self.find(ctx.key_bytes());
+        let at = self.keep(ctx, at, Some(value));
         self.changed(ctx, state, at)
     }
 
     /// Clears the state for the current key (in the host too, or by the
     /// end of the call in a write-back cache).
     pub fn clear(&mut self, ctx: &mut Context, state: &ValueState<T>) {
-        let at = self.keep(ctx, self.slot_of(ctx.key_bytes()), None);
+        let (Ok(at) | Err(at)) = self.find(ctx.key_bytes());
+        let at = self.keep(ctx, at, None);
         // Clearing encodes nothing, so it cannot fail.
         let _ = self.changed(ctx, state, at);
     }
@@ -224,9 +255,10 @@ impl<T: Data> StateCache<T> {
         }
     }
 
-    /// Stores the current key's value in slot `at`, first writing back a
-    /// dirty value of another key there (a key new to the slot starts
-    /// clean); returns where the value is now (the cache may have grown).
+    /// Stores the current key's value in slot `at` (from [`Self::find`]),
+    /// first writing back a dirty value of another key there (a key new to
+    /// the slot starts clean); returns where the value is now (the cache
+    /// may have grown).
     fn keep(&mut self, ctx: &mut Context, at: usize, value: Option<T>) -> usize {
         let key = ctx.key;
         match &mut self.slots[at] {
@@ -248,7 +280,8 @@ impl<T: Data> StateCache<T> {
                 // fit. Doubling costs one pass, paid for by the evictions.
                 if self.evictions >= 2 * self.slots.len() && self.slots.len() < self.slots_max {
                     self.grow();
-                    return self.slot_of(key);
+                    let (Ok(at) | Err(at)) = self.find(key);
+                    return at;
                 }
             }
             slot => {
@@ -262,16 +295,19 @@ impl<T: Data> StateCache<T> {
         at
     }
 
-    /// Doubles the slots. Keys that shared no slot before share none
-    /// after (equal modulo 2n implies equal modulo n), so no value, dirty
-    /// or not, is dropped.
+    /// Doubles the slots. A new set takes the keys of one old set only
+    /// (equal modulo 2n implies equal modulo n), at most two, so no value,
+    /// dirty or not, is dropped.
     fn grow(&mut self) {
-        let size = (self.slots.len() * 2).min(self.slots_max);
+        let size = (self.slots.len() * 2)
+            .min(self.slots_max)
+            .next_multiple_of(2);
         let old = std::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
+        self.recent = vec![0; size / 2];
         self.dirty.clear();
         for slot in old.into_iter().flatten() {
-            let at = self.slot_of(&slot.key);
-            debug_assert!(self.slots[at].is_none(), "two keys in one grown slot");
+            let (Ok(at) | Err(at)) = self.find(&slot.key);
+            debug_assert!(self.slots[at].is_none(), "three keys in one grown set");
             if slot.dirty {
                 self.dirty.push(at);
             }
@@ -389,6 +425,30 @@ mod tests {
         fn process(&mut self, ctx: &mut Context, r: Record<String, String>) -> Result<()> {
             self.counter.process(ctx, r)
         }
+    }
+
+    #[test]
+    fn two_keys_of_one_set_both_stay_and_a_third_replaces_the_older() {
+        let mut cache = StateCache::<u64>::with_slots(2); // one set
+        let mut put = |cache: &mut StateCache<u64>, key: &[u8]| {
+            let Err(at) = cache.find(key) else {
+                panic!("{key:?} cached already");
+            };
+            cache.slots[at] = Some(Slot {
+                key: key.to_vec(),
+                value: None,
+                dirty: false,
+            });
+            at
+        };
+        let a = put(&mut cache, b"a");
+        let b = put(&mut cache, b"b");
+        assert_ne!(a, b);
+        for _ in 0..3 {
+            assert_eq!((cache.find(b"a"), cache.find(b"b")), (Ok(a), Ok(b)));
+        }
+        // "b" was used last, so "c" takes "a"'s slot.
+        assert_eq!(cache.find(b"c"), Err(a));
     }
 
     #[test]
