@@ -11,7 +11,8 @@
 //! mirrors. Two-way set-associative and bounded: a key may sit in either
 //! slot of its set, and a miss replaces the one used less recently, so two
 //! hot keys that hash alike do not keep evicting each other (direct-mapped,
-//! 10,000 live keys in 65,536 slots missed on about one record in seven).
+//! about one in seven of 10,000 live keys shares a slot of 65,536 with
+//! another, and such keys missed on every record).
 //! A miss just asks the host. A default cache starts small and doubles (up
 //! to [`GROWN_SLOTS_MAX`]) while keys keep evicting each other, so an
 //! operator with many live keys is not left asking the host for each.
