@@ -41,14 +41,18 @@ pub const TIMESTAMP_OVERHEAD_BYTES: usize = 320;
 pub const TIMER_OVERHEAD_BYTES: usize = 80;
 
 impl TimerQueue {
-    /// Adds the timer unless it is pending already.
-    pub fn register(&mut self, timestamp: i64, key: &[u8]) {
+    /// Adds the timer unless it is pending already. Takes the key by value
+    /// where the caller owns it (a guest's call hands over a fresh `Vec`),
+    /// so a new timer costs no copy of its key.
+    pub fn register(&mut self, timestamp: i64, key: impl Into<Vec<u8>>) {
+        let key = key.into();
+        let len = key.len();
         let keys = self.pending.entry(timestamp).or_default();
-        // One search: a known timer costs a short-lived copy of its key,
-        // cheaper than searching twice for a new one.
-        if keys.insert(key.to_vec()) {
+        // One search: a known timer costs dropping its key, cheaper than
+        // searching twice for a new one.
+        if keys.insert(key) {
             self.len += 1;
-            self.key_bytes += key.len();
+            self.key_bytes += len;
         }
     }
 
