@@ -30,6 +30,7 @@ use std::rc::Rc;
 
 use crate::context::OpenContext;
 use crate::host::Host;
+use crate::wire::ValueWrites;
 use crate::{Context, Data, Result, ValueState};
 
 /// Slots of [`StateCache::default`] at first.
@@ -60,6 +61,8 @@ pub struct StateCache<T> {
     dirty: Vec<usize>,
     /// Encoding buffer for write-backs, reused.
     bytes: Vec<u8>,
+    /// What a flush hands the host in one call, reused.
+    writes: ValueWrites,
 }
 
 /// What the runtime calls at the end of every `process` and `on-timers`
@@ -92,6 +95,7 @@ impl<T> StateCache<T> {
             write_back: None,
             dirty: Vec::new(),
             bytes: Vec::new(),
+            writes: ValueWrites::new(),
         }
     }
 
@@ -152,12 +156,29 @@ impl<T: Data> Flush for StateCache<T> {
         let Some(state) = self.write_back else {
             return;
         };
+        // One host call for all of them: a call has a fixed cost
+        // (component-model entry, lifting, checks) that a batch of small
+        // writes would otherwise pay each time.
+        self.writes.reset();
         for at in self.dirty.drain(..) {
             if let Some(slot) = &mut self.slots[at]
                 && slot.dirty
             {
-                write(host, state, slot, &mut self.bytes);
+                match &slot.value {
+                    Some(value) => {
+                        // Encoded apart: an encoding that fails leaves its
+                        // buffer empty, which must not take the others.
+                        self.bytes.clear();
+                        value.encode(&mut self.bytes);
+                        self.writes.set(&slot.key, &self.bytes);
+                    }
+                    None => self.writes.clear(&slot.key),
+                }
+                slot.dirty = false;
             }
+        }
+        if !self.writes.is_empty() {
+            host.value_write_many(state, self.writes.take());
         }
     }
 }

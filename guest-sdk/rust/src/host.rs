@@ -17,6 +17,8 @@ pub enum LogLevel {
     Error,
 }
 
+use crate::wire::TimerBatch;
+
 /// The host services an operator call can use.
 pub(crate) trait Host {
     fn value_get(&mut self, state: u32, key: &[u8]) -> Option<Vec<u8>>;
@@ -29,11 +31,94 @@ pub(crate) trait Host {
     /// Entries ordered by map key bytes.
     fn map_entries(&mut self, state: u32, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)>;
     fn clear(&mut self, state: u32, key: &[u8]);
+    /// Sets or clears many keys' value state: a `value-write-many` list
+    /// (`wire::ValueWrites`).
+    fn value_write_many(&mut self, state: u32, writes: &[u8]);
     fn register_timer(&mut self, domain: TimeDomain, key: &[u8], timestamp_ms: i64);
+    /// Registers a timer batch (`wire::TimerBatch`).
+    fn register_timers(&mut self, timers: &[u8]);
     fn delete_timer(&mut self, domain: TimeDomain, key: &[u8], timestamp_ms: i64);
     fn watermark(&mut self) -> i64;
     fn processing_time(&mut self) -> i64;
     fn log(&mut self, level: LogLevel, message: &str);
+}
+
+/// A host whose timer registrations wait for [`TimerBuffer::flush`] and
+/// then go over in one `register-timers` call: every call into the host
+/// has a fixed cost, and a window operator registers a timer per window.
+/// Holding them until the end of the guest call changes nothing the
+/// operator can see, since timers fire only between calls. A deletion
+/// first flushes, so a timer registered and deleted in one call is gone.
+pub(crate) struct TimerBuffer<'a> {
+    host: &'a mut dyn Host,
+    timers: &'a mut TimerBatch,
+}
+
+impl<'a> TimerBuffer<'a> {
+    pub(crate) fn new(host: &'a mut dyn Host, timers: &'a mut TimerBatch) -> Self {
+        timers.reset();
+        TimerBuffer { host, timers }
+    }
+
+    pub(crate) fn flush(&mut self) {
+        if !self.timers.is_empty() {
+            self.host.register_timers(self.timers.get());
+            self.timers.reset();
+        }
+    }
+}
+
+impl Host for TimerBuffer<'_> {
+    fn value_get(&mut self, state: u32, key: &[u8]) -> Option<Vec<u8>> {
+        self.host.value_get(state, key)
+    }
+    fn value_set(&mut self, state: u32, key: &[u8], value: &[u8]) {
+        self.host.value_set(state, key, value)
+    }
+    fn list_append(&mut self, state: u32, key: &[u8], value: &[u8]) {
+        self.host.list_append(state, key, value)
+    }
+    fn list_get(&mut self, state: u32, key: &[u8]) -> Vec<Vec<u8>> {
+        self.host.list_get(state, key)
+    }
+    fn map_get(&mut self, state: u32, key: &[u8], map_key: &[u8]) -> Option<Vec<u8>> {
+        self.host.map_get(state, key, map_key)
+    }
+    fn map_put(&mut self, state: u32, key: &[u8], map_key: &[u8], value: &[u8]) {
+        self.host.map_put(state, key, map_key, value)
+    }
+    fn map_remove(&mut self, state: u32, key: &[u8], map_key: &[u8]) {
+        self.host.map_remove(state, key, map_key)
+    }
+    fn map_entries(&mut self, state: u32, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.host.map_entries(state, key)
+    }
+    fn clear(&mut self, state: u32, key: &[u8]) {
+        self.host.clear(state, key)
+    }
+    fn value_write_many(&mut self, state: u32, writes: &[u8]) {
+        self.host.value_write_many(state, writes)
+    }
+    fn register_timer(&mut self, domain: TimeDomain, key: &[u8], timestamp_ms: i64) {
+        self.timers.push(domain, key, timestamp_ms);
+    }
+    fn register_timers(&mut self, timers: &[u8]) {
+        self.flush();
+        self.host.register_timers(timers)
+    }
+    fn delete_timer(&mut self, domain: TimeDomain, key: &[u8], timestamp_ms: i64) {
+        self.flush();
+        self.host.delete_timer(domain, key, timestamp_ms)
+    }
+    fn watermark(&mut self) -> i64 {
+        self.host.watermark()
+    }
+    fn processing_time(&mut self) -> i64 {
+        self.host.processing_time()
+    }
+    fn log(&mut self, level: LogLevel, message: &str) {
+        self.host.log(level, message)
+    }
 }
 
 /// The real host, through the component's imports.
@@ -80,8 +165,14 @@ mod wit {
         fn clear(&mut self, state: u32, key: &[u8]) {
             ks::clear(state, key)
         }
+        fn value_write_many(&mut self, state: u32, writes: &[u8]) {
+            ks::value_write_many(state, writes)
+        }
         fn register_timer(&mut self, d: TimeDomain, key: &[u8], timestamp_ms: i64) {
             timers::register_timer(domain(d), key, timestamp_ms)
+        }
+        fn register_timers(&mut self, batch: &[u8]) {
+            timers::register_timers(batch)
         }
         fn delete_timer(&mut self, d: TimeDomain, key: &[u8], timestamp_ms: i64) {
             timers::delete_timer(domain(d), key, timestamp_ms)
@@ -116,5 +207,56 @@ mod wit {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::Harness;
+    use crate::{Context, OpenContext, Operator, Record, Result, TimeDomain};
+
+    /// "set T" registers an event timer at T, "both T" registers and then
+    /// deletes it, "drop T" deletes it: all within one call each.
+    struct Timers;
+
+    impl Operator for Timers {
+        type Key = String;
+        type Value = String;
+        fn open(_: &mut OpenContext) -> Result<Self> {
+            Ok(Timers)
+        }
+        fn process(&mut self, ctx: &mut Context, r: Record<String, String>) -> Result<()> {
+            let (what, at) = r.value.split_once(' ').unwrap_or_default();
+            let at: i64 = at.parse().unwrap_or_default();
+            match what {
+                "set" => ctx.register_event_timer(at),
+                "both" => {
+                    ctx.register_event_timer(at);
+                    ctx.register_event_timer(at + 1);
+                    ctx.delete_event_timer(at);
+                }
+                _ => ctx.delete_event_timer(at),
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn held_back_timers_reach_the_host_in_order_with_deletions() {
+        let mut h = Harness::<Timers>::new().unwrap();
+        let key = "k".to_string();
+        h.process(&key, &"set 5".to_string(), None).unwrap();
+        h.process(&key, &"both 7".to_string(), None).unwrap();
+        let pending = |h: &Harness<Timers>| -> Vec<i64> {
+            h.pending_timers().iter().map(|(_, t, _)| *t).collect()
+        };
+        assert_eq!(pending(&h), [5, 8]);
+        h.process(&key, &"drop 5".to_string(), None).unwrap();
+        assert_eq!(pending(&h), [8]);
+        assert!(
+            h.pending_timers()
+                .iter()
+                .all(|(d, _, k)| *d == TimeDomain::EventTime && k == b"k")
+        );
     }
 }

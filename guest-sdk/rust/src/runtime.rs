@@ -5,9 +5,9 @@
 use crate::cache::Flushers;
 use crate::codec::Decode;
 use crate::context::{Context, OpenContext, OperatorInfo, Record, Timer};
-use crate::host::{Host, TimeDomain};
+use crate::host::{Host, TimerBuffer};
 use crate::state::StateDescriptor;
-use crate::wire::{Reader, Writer};
+use crate::wire::{Reader, TimerBatch, Writer};
 use crate::{Error, Operator};
 
 /// One opened operator and the write-back caches it declared, flushed to
@@ -16,6 +16,8 @@ use crate::{Error, Operator};
 pub(crate) struct Instance<O> {
     pub(crate) op: O,
     flushers: Flushers,
+    /// Timer registrations held back until the end of a call, reused.
+    timers: TimerBatch,
 }
 
 pub(crate) fn open<O: Operator>(
@@ -30,15 +32,26 @@ pub(crate) fn open<O: Operator>(
     let instance = Instance {
         op,
         flushers: ctx.flushers,
+        timers: TimerBatch::new(),
     };
     Ok((instance, ctx.states))
 }
 
 impl<O: Operator> Instance<O> {
-    fn flush(&self, host: &mut dyn Host) {
+    /// Runs one call with timer registrations held back, then hands the
+    /// host what the call left: write-back state, then the timers.
+    fn call<T>(
+        &mut self,
+        host: &mut dyn Host,
+        run: impl FnOnce(&mut O, &mut dyn Host) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut host = TimerBuffer::new(host, &mut self.timers);
+        let out = run(&mut self.op, &mut host)?;
         for cache in &self.flushers {
-            cache.borrow_mut().flush(host);
+            cache.borrow_mut().flush(&mut host);
         }
+        host.flush();
+        Ok(out)
     }
 
     /// Decodes `batch`, calls `process` per record, returns the encoded
@@ -49,9 +62,7 @@ impl<O: Operator> Instance<O> {
         input: u32,
         batch: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        let out = process(&mut self.op, host, input, batch)?;
-        self.flush(host);
-        Ok(out)
+        self.call(host, |op, host| process(op, host, input, batch))
     }
 
     /// Decodes fired timers, calls `on_timer` per timer, returns the
@@ -61,9 +72,7 @@ impl<O: Operator> Instance<O> {
         host: &mut dyn Host,
         timers: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        let out = on_timers(&mut self.op, host, timers)?;
-        self.flush(host);
-        Ok(out)
+        self.call(host, |op, host| on_timers(op, host, timers))
     }
 }
 
@@ -116,15 +125,7 @@ fn on_timers<O: Operator>(
     let mut watermark = None;
     for _ in 0..count {
         let timestamp = reader.i64()?;
-        let domain = match reader.u8()? {
-            0 => TimeDomain::EventTime,
-            1 => TimeDomain::ProcessingTime,
-            other => {
-                return Err(Error::msg(format!(
-                    "malformed timer batch: unknown time domain {other}"
-                )));
-            }
-        };
+        let domain = reader.domain()?;
         let key_bytes = reader.bytes()?;
         let key = O::Key::decode(key_bytes).map_err(|e| Error::msg(format!("timer key: {e}")))?;
         let mut ctx = Context {

@@ -99,8 +99,26 @@ impl Host for MemoryHost {
         self.lists.remove(&k);
         self.maps.remove(&k);
     }
+    fn value_write_many(&mut self, state: u32, writes: &[u8]) {
+        // The SDK built the list; a malformed one is a bug in it.
+        let writes = crate::wire::value_writes(writes).expect("a well-formed value writes list");
+        for (key, value) in writes {
+            match value {
+                Some(value) => self.value_set(state, key, value),
+                None => self.clear(state, key),
+            }
+        }
+    }
     fn register_timer(&mut self, domain: TimeDomain, key: &[u8], timestamp_ms: i64) {
         self.timers.insert((domain, timestamp_ms, key.to_vec()));
+    }
+    fn register_timers(&mut self, timers: &[u8]) {
+        // The SDK built the batch; a malformed one is a bug in it.
+        for (domain, key, timestamp) in
+            crate::wire::timers(timers).expect("a well-formed timer batch")
+        {
+            self.register_timer(domain, key, timestamp);
+        }
     }
     fn delete_timer(&mut self, domain: TimeDomain, key: &[u8], timestamp_ms: i64) {
         self.timers.remove(&(domain, timestamp_ms, key.to_vec()));

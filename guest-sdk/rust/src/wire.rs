@@ -1,6 +1,8 @@
-//! The batch and timer formats documented in `wit/operator.wit`.
+//! The batch, timer and value writes formats documented in
+//! `wit/operator.wit`.
 
 use crate::Error;
+use crate::host::TimeDomain;
 
 pub(crate) const NO_TIMESTAMP: i64 = i64::MIN;
 
@@ -14,7 +16,7 @@ impl<'a> Reader<'a> {
         Reader { bytes, at: 0 }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         let end = self
             .at
             .checked_add(n)
@@ -51,10 +53,147 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
+    pub(crate) fn domain(&mut self) -> Result<TimeDomain, Error> {
+        match self.u8()? {
+            0 => Ok(TimeDomain::EventTime),
+            1 => Ok(TimeDomain::ProcessingTime),
+            other => Err(Error::msg(format!(
+                "malformed timer batch: unknown time domain {other}"
+            ))),
+        }
+    }
+
     pub(crate) fn timestamp(&mut self) -> Result<Option<i64>, Error> {
         let t = self.i64()?;
         Ok((t != NO_TIMESTAMP).then_some(t))
     }
+}
+
+/// `value-len` that clears the key in the value writes format.
+pub(crate) const CLEAR: u32 = u32::MAX;
+
+/// Builds a `keyed-state.value-write-many` list.
+pub(crate) struct ValueWrites {
+    bytes: Vec<u8>,
+    count: u32,
+}
+
+impl ValueWrites {
+    pub(crate) fn new() -> Self {
+        ValueWrites {
+            bytes: vec![0; 4],
+            count: 0,
+        }
+    }
+
+    pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
+        self.key(key);
+        self.bytes
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(value);
+    }
+
+    pub(crate) fn clear(&mut self, key: &[u8]) {
+        self.key(key);
+        self.bytes.extend_from_slice(&CLEAR.to_le_bytes());
+    }
+
+    fn key(&mut self, key: &[u8]) {
+        self.count += 1;
+        self.bytes
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(key);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The list, and the builder emptied for the next one (keeping its
+    /// buffer).
+    pub(crate) fn take(&mut self) -> &[u8] {
+        self.bytes[..4].copy_from_slice(&self.count.to_le_bytes());
+        self.count = 0;
+        &self.bytes
+    }
+
+    /// Starts the next list in the same buffer.
+    pub(crate) fn reset(&mut self) {
+        self.bytes.truncate(4);
+        self.count = 0;
+    }
+}
+
+/// Builds a timer batch (the `on-timers` format) for `register-timers`.
+pub(crate) struct TimerBatch {
+    bytes: Vec<u8>,
+    count: u32,
+}
+
+impl TimerBatch {
+    pub(crate) fn new() -> Self {
+        TimerBatch {
+            bytes: vec![0; 4],
+            count: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, domain: TimeDomain, key: &[u8], timestamp: i64) {
+        self.count += 1;
+        self.bytes.extend_from_slice(&timestamp.to_le_bytes());
+        self.bytes.push(match domain {
+            TimeDomain::EventTime => 0,
+            TimeDomain::ProcessingTime => 1,
+        });
+        self.bytes
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(key);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The batch; [`TimerBatch::reset`] starts the next one.
+    pub(crate) fn get(&mut self) -> &[u8] {
+        self.bytes[..4].copy_from_slice(&self.count.to_le_bytes());
+        &self.bytes
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.bytes.truncate(4);
+        self.count = 0;
+    }
+}
+
+/// Reads a timer batch: `(domain, key, timestamp)`.
+pub(crate) fn timers(bytes: &[u8]) -> Result<Vec<(TimeDomain, &[u8], i64)>, Error> {
+    let mut reader = Reader::new(bytes);
+    let count = reader.u32()?;
+    let mut timers = Vec::new();
+    for _ in 0..count {
+        let timestamp = reader.i64()?;
+        let domain = reader.domain()?;
+        timers.push((domain, reader.bytes()?, timestamp));
+    }
+    Ok(timers)
+}
+
+/// Reads a value writes list: `(key, Some(value))` to set, `(key, None)`
+/// to clear.
+pub(crate) fn value_writes(bytes: &[u8]) -> Result<Vec<(&[u8], Option<&[u8]>)>, Error> {
+    let mut reader = Reader::new(bytes);
+    let count = reader.u32()?;
+    let mut writes = Vec::new();
+    for _ in 0..count {
+        let key = reader.bytes()?;
+        let value = match reader.u32()? {
+            CLEAR => None,
+            len => Some(reader.take(len as usize)?),
+        };
+        writes.push((key, value));
+    }
+    Ok(writes)
 }
 
 /// Accumulates output records in the batch format.

@@ -10,6 +10,7 @@
 
 use weir_state::StateError;
 
+use super::lists::ListReader;
 use super::{GuestState, mib};
 use crate::bindings::weir::operator::keyed_state::Host;
 
@@ -151,5 +152,31 @@ impl Host for GuestState {
     fn clear(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<()> {
         self.check_key_len("state key", &key)?;
         self.with_state(|s, _| s.clear(state, &key))
+    }
+
+    fn value_write_many(&mut self, state: u32, writes: Vec<u8>) -> wasmtime::Result<()> {
+        let mut reader = ListReader::new(&writes);
+        let count = reader.u32().map_err(|e| self.malformed_writes(e))?;
+        for _ in 0..count {
+            let (key, value) = reader.value_write().map_err(|e| self.malformed_writes(e))?;
+            self.check_key_len("state key", key)?;
+            match value {
+                Some(value) => {
+                    self.check_value_len(value)?;
+                    self.with_state(|s, now| s.value_set(state, key, value, now))?;
+                }
+                None => self.with_state(|s, _| s.clear(state, key))?,
+            }
+        }
+        if !reader.is_done() {
+            return Err(self.malformed_writes("bytes after the last entry"));
+        }
+        Ok(())
+    }
+}
+
+impl GuestState {
+    fn malformed_writes(&self, what: &str) -> wasmtime::Error {
+        self.malformed_list("keyed state: value-write-many", what)
     }
 }

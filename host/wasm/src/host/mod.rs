@@ -10,6 +10,7 @@
 //! [`GuestState::over_limit`], which names the limit and its job-file key.
 
 mod keyed_state;
+mod lists;
 mod log;
 mod timers;
 

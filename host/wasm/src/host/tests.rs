@@ -220,3 +220,138 @@ fn keyed_state_held_in_memory_is_capped() {
     g.clear(1, b"k".to_vec()).unwrap();
     g.value_set(0, b"v".to_vec(), vec![0; 3 << 20]).unwrap();
 }
+
+/// A value writes list (the WIT's format) from `(key, Some(value))` sets
+/// and `(key, None)` clears.
+fn value_writes(writes: &[(&[u8], Option<&[u8]>)]) -> Vec<u8> {
+    let mut out = (writes.len() as u32).to_le_bytes().to_vec();
+    for (key, value) in writes {
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+        match value {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+    }
+    out
+}
+
+#[test]
+fn value_write_many_sets_and_clears_in_order() {
+    let mut g = guest(GuestLimits::default());
+    g.value_set(0, b"c".to_vec(), b"old".to_vec()).unwrap();
+    let writes = value_writes(&[
+        (b"a", Some(b"1")),
+        (b"b", Some(b"2")),
+        (b"a", Some(b"3")),
+        (b"b", None),
+        (b"c", None),
+        (b"", Some(b"")),
+    ]);
+    g.value_write_many(0, writes).unwrap();
+    assert_eq!(g.value_get(0, b"a".to_vec()).unwrap(), Some(b"3".to_vec()));
+    assert_eq!(g.value_get(0, b"b".to_vec()).unwrap(), None);
+    assert_eq!(g.value_get(0, b"c".to_vec()).unwrap(), None);
+    assert_eq!(g.value_get(0, b"".to_vec()).unwrap(), Some(Vec::new()));
+    g.value_write_many(0, value_writes(&[])).unwrap();
+}
+
+#[test]
+fn a_malformed_value_writes_list_is_refused_with_what_is_wrong() {
+    let good = value_writes(&[(b"key", Some(b"value")), (b"other", None)]);
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (Vec::new(), "cut short in a length"),
+        (good[..good.len() - 1].to_vec(), "cut short in a length"),
+        (good[..10].to_vec(), "longer than what follows"),
+        ([&good[..], b"x"].concat(), "bytes after the last entry"),
+        (
+            [&3u32.to_le_bytes()[..], &good[4..]].concat(),
+            "cut short in a length",
+        ),
+        (
+            [&1u32.to_le_bytes()[..], &u32::MAX.to_le_bytes()[..]].concat(),
+            "longer than what follows",
+        ),
+    ];
+    for (bytes, what) in cases {
+        let mut g = guest(GuestLimits::default());
+        let err = g.value_write_many(0, bytes).unwrap_err().to_string();
+        assert!(
+            err.starts_with("operator `villain`: keyed state: "),
+            "{err}"
+        );
+        assert!(err.contains(what), "{err} / {what}");
+    }
+}
+
+#[test]
+fn value_write_many_keeps_the_limits_of_value_set() {
+    let limits = GuestLimits {
+        key_max_bytes: 4,
+        state_value_max_bytes: 4,
+        ..GuestLimits::default()
+    };
+    let mut g = guest(limits.clone());
+    let long_key = value_writes(&[(b"ok", Some(b"v")), (b"toolong", Some(b"v"))]);
+    let kept = refused(g.value_write_many(0, long_key), &g);
+    assert!(kept.contains("key_max_bytes"), "{kept}");
+    let mut g = guest(limits);
+    let long_value = value_writes(&[(b"k", Some(b"12345"))]);
+    let kept = refused(g.value_write_many(0, long_value), &g);
+    assert!(kept.contains("state_value_max_mb"), "{kept}");
+}
+
+/// A timer batch (the WIT's `on-timers` format) from `(domain, key, time)`.
+fn timer_batch(timers: &[(u8, &[u8], i64)]) -> Vec<u8> {
+    let mut out = (timers.len() as u32).to_le_bytes().to_vec();
+    for (domain, key, timestamp) in timers {
+        out.extend_from_slice(&timestamp.to_le_bytes());
+        out.push(*domain);
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+    }
+    out
+}
+
+#[test]
+fn register_timers_registers_each_and_keeps_the_timer_limits() {
+    let limits = GuestLimits {
+        timers_max: 3,
+        ..GuestLimits::default()
+    };
+    let mut g = guest(limits);
+    let batch = timer_batch(&[(0, b"a", 5), (0, b"a", 5), (1, b"b", 7), (0, b"c", 9)]);
+    g.register_timers(batch).unwrap();
+    assert_eq!((g.event_timers.len(), g.processing_timers.len()), (2, 1));
+    assert!(g.event_timers.contains(5, b"a") && g.processing_timers.contains(7, b"b"));
+    // Already pending: free; a new one over timers_max is refused.
+    g.register_timers(timer_batch(&[(0, b"c", 9)])).unwrap();
+    let err = refused(g.register_timers(timer_batch(&[(0, b"d", 1)])), &g);
+    assert!(err.contains("timers_max"), "{err}");
+}
+
+#[test]
+fn a_malformed_timer_batch_is_refused_with_what_is_wrong() {
+    let good = timer_batch(&[(0, b"key", 1), (1, b"other", 2)]);
+    let mut bad_domain = timer_batch(&[(0, b"key", 1)]);
+    bad_domain[12] = 2;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (Vec::new(), "cut short"),
+        (good[..good.len() - 1].to_vec(), "longer than what follows"),
+        (good[..10].to_vec(), "cut short"),
+        ([&good[..], b"x"].concat(), "bytes after the last entry"),
+        (bad_domain, "a time domain other than 0 or 1"),
+    ];
+    for (bytes, what) in cases {
+        let mut g = guest(GuestLimits::default());
+        let err = g.register_timers(bytes).unwrap_err().to_string();
+        assert!(
+            err.starts_with("operator `villain`: timers: register-timers got a malformed list"),
+            "{err}"
+        );
+        assert!(err.contains(what), "{err} / {what}");
+    }
+}

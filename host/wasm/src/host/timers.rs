@@ -8,6 +8,7 @@
 
 use weir_core::timers::TimerQueue;
 
+use super::lists::ListReader;
 use super::{GuestState, mib};
 use crate::bindings::TimeDomain;
 use crate::bindings::weir::operator::timers::Host;
@@ -78,6 +79,22 @@ impl Host for GuestState {
         self.timer_queue(domain, &key)?;
         self.check_timer_room(domain, &key, timestamp_ms)?;
         self.queue_mut(domain).register(timestamp_ms, key);
+        Ok(())
+    }
+
+    fn register_timers(&mut self, timers: Vec<u8>) -> wasmtime::Result<()> {
+        let malformed = |g: &GuestState, what| g.malformed_list("timers: register-timers", what);
+        let mut reader = ListReader::new(&timers);
+        let count = reader.u32().map_err(|e| malformed(self, e))?;
+        for _ in 0..count {
+            let (domain, key, timestamp) = reader.timer().map_err(|e| malformed(self, e))?;
+            self.timer_queue(domain, key)?;
+            self.check_timer_room(domain, key, timestamp)?;
+            self.queue_mut(domain).register(timestamp, key);
+        }
+        if !reader.is_done() {
+            return Err(malformed(self, "bytes after the last entry"));
+        }
         Ok(())
     }
 
