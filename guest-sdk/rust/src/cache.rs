@@ -178,7 +178,7 @@ impl<T: Data> Flush for StateCache<T> {
             }
         }
         if !self.writes.is_empty() {
-            host.value_write_many(state, self.writes.take());
+            host.value_write_many(state, self.writes.get());
         }
     }
 }
@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn two_keys_of_one_set_both_stay_and_a_third_replaces_the_older() {
         let mut cache = StateCache::<u64>::with_slots(2); // one set
-        let mut put = |cache: &mut StateCache<u64>, key: &[u8]| {
+        let put = |cache: &mut StateCache<u64>, key: &[u8]| {
             let Err(at) = cache.find(key) else {
                 panic!("{key:?} cached already");
             };

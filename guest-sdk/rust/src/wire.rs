@@ -1,6 +1,8 @@
 //! The batch, timer and value writes formats documented in
 //! `wit/operator.wit`.
 
+use std::marker::PhantomData;
+
 use crate::Error;
 use crate::host::TimeDomain;
 
@@ -72,89 +74,36 @@ impl<'a> Reader<'a> {
 /// `value-len` that clears the key in the value writes format.
 pub(crate) const CLEAR: u32 = u32::MAX;
 
-/// Builds a `keyed-state.value-write-many` list.
-pub(crate) struct ValueWrites {
+/// A list in one of the formats that start with `count:u32` (value
+/// writes, timer batches), built in a buffer that is kept for the next.
+pub(crate) struct CountedList<Format> {
     bytes: Vec<u8>,
     count: u32,
+    format: PhantomData<Format>,
 }
 
-impl ValueWrites {
+/// `keyed-state.value-write-many`'s list.
+pub(crate) struct Writes;
+/// A timer batch (the `on-timers` format), for `register-timers`.
+pub(crate) struct Timers;
+
+pub(crate) type ValueWrites = CountedList<Writes>;
+pub(crate) type TimerBatch = CountedList<Timers>;
+
+impl<Format> CountedList<Format> {
     pub(crate) fn new() -> Self {
-        ValueWrites {
+        CountedList {
             bytes: vec![0; 4],
             count: 0,
+            format: PhantomData,
         }
-    }
-
-    pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
-        self.key(key);
-        self.bytes
-            .extend_from_slice(&(value.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(value);
-    }
-
-    pub(crate) fn clear(&mut self, key: &[u8]) {
-        self.key(key);
-        self.bytes.extend_from_slice(&CLEAR.to_le_bytes());
-    }
-
-    fn key(&mut self, key: &[u8]) {
-        self.count += 1;
-        self.bytes
-            .extend_from_slice(&(key.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(key);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 
-    /// The list, and the builder emptied for the next one (keeping its
-    /// buffer).
-    pub(crate) fn take(&mut self) -> &[u8] {
-        self.bytes[..4].copy_from_slice(&self.count.to_le_bytes());
-        self.count = 0;
-        &self.bytes
-    }
-
-    /// Starts the next list in the same buffer.
-    pub(crate) fn reset(&mut self) {
-        self.bytes.truncate(4);
-        self.count = 0;
-    }
-}
-
-/// Builds a timer batch (the `on-timers` format) for `register-timers`.
-pub(crate) struct TimerBatch {
-    bytes: Vec<u8>,
-    count: u32,
-}
-
-impl TimerBatch {
-    pub(crate) fn new() -> Self {
-        TimerBatch {
-            bytes: vec![0; 4],
-            count: 0,
-        }
-    }
-
-    pub(crate) fn push(&mut self, domain: TimeDomain, key: &[u8], timestamp: i64) {
-        self.count += 1;
-        self.bytes.extend_from_slice(&timestamp.to_le_bytes());
-        self.bytes.push(match domain {
-            TimeDomain::EventTime => 0,
-            TimeDomain::ProcessingTime => 1,
-        });
-        self.bytes
-            .extend_from_slice(&(key.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(key);
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The batch; [`TimerBatch::reset`] starts the next one.
+    /// The list so far; [`CountedList::reset`] starts the next one.
     pub(crate) fn get(&mut self) -> &[u8] {
         self.bytes[..4].copy_from_slice(&self.count.to_le_bytes());
         &self.bytes
@@ -163,6 +112,43 @@ impl TimerBatch {
     pub(crate) fn reset(&mut self) {
         self.bytes.truncate(4);
         self.count = 0;
+    }
+
+    /// Counts one more entry and gives the buffer to append it to.
+    fn entry(&mut self) -> &mut Vec<u8> {
+        self.count += 1;
+        &mut self.bytes
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+impl ValueWrites {
+    pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
+        let out = self.entry();
+        put_bytes(out, key);
+        put_bytes(out, value);
+    }
+
+    pub(crate) fn clear(&mut self, key: &[u8]) {
+        let out = self.entry();
+        put_bytes(out, key);
+        out.extend_from_slice(&CLEAR.to_le_bytes());
+    }
+}
+
+impl TimerBatch {
+    pub(crate) fn push(&mut self, domain: TimeDomain, key: &[u8], timestamp: i64) {
+        let out = self.entry();
+        out.extend_from_slice(&timestamp.to_le_bytes());
+        out.push(match domain {
+            TimeDomain::EventTime => 0,
+            TimeDomain::ProcessingTime => 1,
+        });
+        put_bytes(out, key);
     }
 }
 
