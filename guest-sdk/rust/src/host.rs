@@ -43,6 +43,9 @@ pub(crate) trait Host {
     fn log(&mut self, level: LogLevel, message: &str);
 }
 
+/// What [`TimerBuffer`] holds back at most before it hands it over.
+const TIMER_BATCH_BYTES_MAX: usize = 64 << 10;
+
 /// A host whose timer registrations wait for [`TimerBuffer::flush`] and
 /// then go over in one `register-timers` call: every call into the host
 /// has a fixed cost, and a window operator registers a timer per window.
@@ -101,6 +104,11 @@ impl Host for TimerBuffer<'_> {
     }
     fn register_timer(&mut self, domain: TimeDomain, key: &[u8], timestamp_ms: i64) {
         self.timers.push(domain, key, timestamp_ms);
+        // Bounded: an operator that registers without end meets the host's
+        // timer limits (and their message), not the guest memory limit.
+        if self.timers.byte_len() >= TIMER_BATCH_BYTES_MAX {
+            self.flush();
+        }
     }
     fn register_timers(&mut self, timers: &[u8]) {
         self.flush();

@@ -103,6 +103,10 @@ impl<Format> CountedList<Format> {
         self.count == 0
     }
 
+    pub(crate) fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// The list so far; [`CountedList::reset`] starts the next one.
     pub(crate) fn get(&mut self) -> &[u8] {
         self.bytes[..4].copy_from_slice(&self.count.to_le_bytes());
