@@ -127,34 +127,56 @@ macro_rules! display_text {
     )*};
 }
 
-/// Digits in chunks of eight: a 64-bit division by a constant becomes a
-/// 128-bit multiply in Wasm (a `__multi3` call), so it is done once per
-/// chunk and the digits come from 32-bit arithmetic.
+/// Two digits per step from a table, in chunks of eight: a 64-bit
+/// division by a constant becomes a 128-bit multiply in Wasm (a `__multi3`
+/// call), so it is done once per chunk and the digits come from 32-bit
+/// arithmetic. The digits are copied out as a fixed 20 bytes, which the
+/// compiler turns into a few stores (a copy of variable length is a
+/// `memcpy` call, or a `memory.copy` host call in Wasm), then the tail is
+/// cut off.
 fn write_unsigned(n: u64, out: &mut Vec<u8>) {
     const CHUNK: u64 = 100_000_000;
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+    // Right-aligned at byte 20; the bytes after are only copied, then cut.
+    let mut digits = [0u8; 40];
+    let mut at = 20;
+    let mut pair = |at: &mut usize, two: u32| {
+        *at -= 2;
+        let from = two as usize * 2;
+        digits[*at..*at + 2].copy_from_slice(&DIGIT_PAIRS[from..from + 2]);
+    };
     let mut n = n;
     while n >= CHUNK {
-        let mut chunk = (n % CHUNK) as u32;
-        n /= CHUNK;
-        for _ in 0..8 {
-            at -= 1;
-            digits[at] = b'0' + (chunk % 10) as u8;
-            chunk /= 10;
+        let high = n / CHUNK;
+        let mut chunk = (n - high * CHUNK) as u32;
+        for _ in 0..4 {
+            pair(&mut at, chunk % 100);
+            chunk /= 100;
         }
+        n = high;
     }
     let mut rest = n as u32;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
+    while rest >= 100 {
+        pair(&mut at, rest % 100);
+        rest /= 100;
     }
-    out.extend_from_slice(&digits[at..]);
+    if rest >= 10 {
+        pair(&mut at, rest);
+    } else {
+        at -= 1;
+        digits[at] = b'0' + rest as u8;
+    }
+    let len = out.len();
+    out.extend_from_slice(&digits[at..at + 20]);
+    out.truncate(len + 20 - at);
 }
+
+/// "00", "01", ... "99".
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
 
 integer_text!(unsigned: u8, u16, u32, u64; signed: i8, i16, i32, i64);
 display_text!(f32, f64, bool);
@@ -240,6 +262,17 @@ mod tests {
                 assert_eq!(out, n.to_string().into_bytes());
             }
             power = next;
+        }
+        // Appended after what the buffer holds, over every digit count.
+        let mut n = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let value = n >> (n % 64);
+            let mut out = b"x".to_vec();
+            value.encode(&mut out);
+            assert_eq!(out, format!("x{value}").into_bytes());
         }
     }
 
