@@ -60,12 +60,20 @@ enum Header {
     At { start: u64, fields: Vec<String> },
 }
 
-/// A record's timestamp and key (its value is in `FileSource::value`).
+/// A record's timestamp and key.
 type Fields = (Option<i64>, Vec<u8>);
+
+/// Where a record's value is.
+enum ValueAt {
+    /// These bytes of the line (lines and JSON lines: no copy).
+    Line(std::ops::Range<usize>),
+    /// `FileSource::value` (CSV: built from the fields).
+    Built,
+}
 
 /// What a line holds.
 enum Parsed {
-    Record(Fields),
+    Record(Fields, ValueAt),
     /// A blank line or the CSV header: no record, no error.
     Nothing,
     /// A line that cannot be parsed, and why.
@@ -107,14 +115,14 @@ pub struct FileSource {
     /// The current line's number, for errors.
     line_number: u64,
     /// The current line's bytes (with its newline, if any; only the first
-    /// `max_line_bytes` of a tolerated over-long line).
+    /// `max_line_bytes` of a tolerated over-long line); not yet checked to
+    /// be UTF-8.
     line_bytes: Vec<u8>,
     /// Whether the current line ended with a newline.
     line_ended: bool,
     /// Why the current line cannot be parsed before its text is looked at
-    /// (not UTF-8, too long), under a tolerant `on_parse_error`.
+    /// (too long), under a tolerant `on_parse_error`.
     line_problem: Option<String>,
-    line: String,
     header: Header,
     value: Vec<u8>,
     /// [`CALL_BYTES_MAX`] and [`SCAN_BYTES_MAX`], smaller in tests.
@@ -215,7 +223,6 @@ impl FileSource {
             line_bytes: Vec::new(),
             line_ended: false,
             line_problem: None,
-            line: String::new(),
             header: Header::Unread { at: 0, number: 1 },
             value: Vec::new(),
             call_bytes_max: CALL_BYTES_MAX,
@@ -248,12 +255,7 @@ impl FileSource {
         if !self.tolerant() {
             return Err(self.error(reason));
         }
-        // A line that is text lives in `line`; `line_bytes` holds the
-        // others (and, for text, a recycled buffer).
-        let whole: &[u8] = match self.line_problem {
-            None => self.line.as_bytes(),
-            Some(_) => &self.line_bytes,
-        };
+        let whole: &[u8] = &self.line_bytes;
         let raw = whole.strip_suffix(b"\n").unwrap_or(whole);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let at = format!("line {}", self.line_number);
@@ -302,25 +304,25 @@ impl FileSource {
         self.error(format!("cannot read: {e}"))
     }
 
-    /// Turns the current line, which starts at byte `start`, into
-    /// (timestamp, key, value).
-    fn record(&mut self, start: u64) -> Result<Parsed, ConnectorError> {
-        let line = self.line.trim_end_matches(['\n', '\r']);
+    /// Turns `line`, the current line's text, which starts at byte
+    /// `start`, into (timestamp, key, value).
+    fn record(&mut self, line: &str, start: u64) -> Result<Parsed, ConnectorError> {
+        let line = line.trim_end_matches(['\n', '\r']);
         match self.format {
-            FileFormat::Lines => {
-                self.value.clear();
-                self.value.extend_from_slice(line.as_bytes());
-                Ok(Parsed::Record((None, Vec::new())))
-            }
+            FileFormat::Lines => Ok(Parsed::Record(
+                (None, Vec::new()),
+                ValueAt::Line(0..line.len()),
+            )),
             FileFormat::Jsonl => {
-                if line.trim().is_empty() {
+                let trimmed = line.trim();
+                if trimmed.is_empty() {
                     return Ok(Parsed::Nothing);
                 }
                 match self.json_fields.extract(line) {
                     Ok(KeyAndTime { timestamp, key }) => {
-                        self.value.clear();
-                        self.value.extend_from_slice(line.trim().as_bytes());
-                        Ok(Parsed::Record((timestamp, key)))
+                        let from = line.len() - line.trim_start().len();
+                        let value = from..from + trimmed.len();
+                        Ok(Parsed::Record((timestamp, key), ValueAt::Line(value)))
                     }
                     Err(reason) => Ok(Parsed::Bad(reason)),
                 }
@@ -387,20 +389,20 @@ impl FileSource {
                 None => return Parsed::Bad(format!("key field `{field}` is missing")),
             },
         };
-        Parsed::Record((timestamp, key))
+        Parsed::Record((timestamp, key), ValueAt::Built)
     }
 }
 
 /// Reading lines and scanning past them.
 impl FileSource {
-    /// Reads the line at the reader, line `number`, into `self.line` without
+    /// Reads the line at the reader, line `number`, into `line_bytes` without
     /// ever holding more than `max_line_bytes` (plus a buffer) of it;
     /// returns the bytes consumed, 0 at the end of the file. Under a
-    /// tolerant `on_parse_error` a line too long or not UTF-8 is consumed
-    /// whole and leaves `line_problem` set instead of failing.
+    /// tolerant `on_parse_error` a line too long is consumed whole and
+    /// leaves `line_problem` set instead of failing. Whether it is UTF-8 is
+    /// checked where its text is needed, once ([`as_text`]).
     fn read_line(&mut self, number: u64) -> Result<usize, ConnectorError> {
         self.line_bytes.clear();
-        self.line.clear();
         self.line_number = number;
         self.line_ended = false;
         self.line_problem = None;
@@ -452,22 +454,6 @@ impl FileSource {
                 self.max_line_bytes
             ));
             return Ok(consumed);
-        }
-        // The bytes become the line without a copy; the buffers swap so
-        // both keep their capacity for the next line.
-        match String::from_utf8(std::mem::take(&mut self.line_bytes)) {
-            Ok(text) => {
-                self.line_bytes = std::mem::replace(&mut self.line, text).into_bytes();
-            }
-            Err(e) => {
-                let valid_up_to = e.utf8_error().valid_up_to();
-                self.line_bytes = e.into_bytes();
-                let problem = format!("not UTF-8 text (at byte {valid_up_to} of the line)");
-                if !self.tolerant() {
-                    return Err(self.error(problem));
-                }
-                self.line_problem = Some(problem);
-            }
         }
         Ok(consumed)
     }
@@ -590,8 +576,11 @@ impl FileSource {
             if let Some(problem) = self.line_problem.clone() {
                 return Err(self.error(format!("the CSV header cannot be read: {problem}")));
             }
-            if !self.line.trim().is_empty() {
-                let text = self.line.trim_end_matches(['\n', '\r']);
+            let line = as_text(&self.line_bytes).map_err(|problem| {
+                self.error(format!("the CSV header cannot be read: {problem}"))
+            })?;
+            if !line.trim().is_empty() {
+                let text = line.trim_end_matches(['\n', '\r']);
                 let fields = parse_csv_line(text).map_err(|e| self.error(e))?;
                 self.header = Header::At { start: at, fields };
                 break true;
@@ -663,9 +652,21 @@ impl Source for FileSource {
                 self.reject(problem)?;
                 continue;
             }
-            match self.record(start)? {
-                Parsed::Record((timestamp, key)) => {
-                    batch.push(timestamp, &key, &self.value);
+            // The line's buffer is lent out while its text is parsed (so
+            // `record` may change the rest of `self`), and put back.
+            let bytes = std::mem::take(&mut self.line_bytes);
+            let parsed = match as_text(&bytes) {
+                Ok(line) => self.record(line, start),
+                Err(problem) => Ok(Parsed::Bad(problem)),
+            };
+            self.line_bytes = bytes;
+            match parsed? {
+                Parsed::Record((timestamp, key), at) => {
+                    let value = match at {
+                        ValueAt::Line(range) => &self.line_bytes[range],
+                        ValueAt::Built => &self.value[..],
+                    };
+                    batch.push(timestamp, &key, value);
                     added += 1;
                 }
                 Parsed::Nothing => {}
@@ -718,6 +719,18 @@ impl Source for FileSource {
 }
 
 /// One CSV record per line (quoted fields with `""` escapes; no embedded newlines).
+/// A line's bytes as text, or why they are not. simdutf8 checks ASCII 32
+/// bytes at a time (std's check was 10% of the source thread on Nexmark's
+/// lines); only a line that fails asks std where the bad byte is.
+fn as_text(bytes: &[u8]) -> Result<&str, String> {
+    simdutf8::basic::from_utf8(bytes).map_err(|_| {
+        let at = std::str::from_utf8(bytes)
+            .err()
+            .map_or(0, |e| e.valid_up_to());
+        format!("not UTF-8 text (at byte {at} of the line)")
+    })
+}
+
 fn parse_csv_line(line: &str) -> Result<Vec<String>, String> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
