@@ -11,7 +11,7 @@
 //!   came before their seller; emits `person id -> {"name","city","state","id"}`
 //!   (`id` the auction's) for each pair.
 
-use nexmark_events::{AUCTION, Event, Input, PERSON};
+use nexmark_events::{AUCTION, Event, NoBids, PERSON};
 use serde::{Deserialize, Serialize};
 use weir_guest::{Context, Json, ListState, OpenContext, Operator, Record, Result, ValueState};
 
@@ -51,7 +51,7 @@ pub enum LocalItemSuggestion {
 
 impl Operator for LocalItemSuggestion {
     type Key = ();
-    type Value = Input;
+    type Value = NoBids;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
         Ok(match nexmark_events::stage(ctx, &["prepare", "join"])? {
@@ -63,11 +63,14 @@ impl Operator for LocalItemSuggestion {
         })
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<(), Input>) -> Result<()> {
+    fn process(&mut self, ctx: &mut Context, record: Record<(), NoBids>) -> Result<()> {
+        let Some(input) = record.value.0 else {
+            return Ok(()); // a bid
+        };
         match self {
-            LocalItemSuggestion::Prepare => prepare(ctx, record.value.event()?),
+            LocalItemSuggestion::Prepare => prepare(ctx, input.event()?),
             LocalItemSuggestion::Join { person, waiting } => {
-                let side: Json<Side> = weir_guest::Decode::decode(record.value.bytes()?)?;
+                let side: Json<Side> = weir_guest::Decode::decode(input.bytes()?)?;
                 match side.0 {
                     Side::P(p) => {
                         for id in waiting.get(ctx)? {

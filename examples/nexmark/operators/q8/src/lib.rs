@@ -11,7 +11,7 @@
 //!   registered (and their name) and whether they opened an auction; emits
 //!   `id -> {"id","name","window_start"}` when a window with both closes.
 
-use nexmark_events::{AUCTION, Input, PERSON};
+use nexmark_events::{AUCTION, NoBids, PERSON};
 use serde::{Deserialize, Serialize};
 use weir_guest::window::{AggregateFunction, WindowAssigner, Windows};
 use weir_guest::{Context, Decode, Json, OpenContext, Operator, Record, Result, Timer};
@@ -68,7 +68,7 @@ pub enum MonitorNewUsers {
 
 impl Operator for MonitorNewUsers {
     type Key = ();
-    type Value = Input;
+    type Value = NoBids;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
         Ok(match nexmark_events::stage(ctx, &["prepare", "join"])? {
@@ -80,10 +80,13 @@ impl Operator for MonitorNewUsers {
         })
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<(), Input>) -> Result<()> {
+    fn process(&mut self, ctx: &mut Context, record: Record<(), NoBids>) -> Result<()> {
+        let Some(input) = record.value.0 else {
+            return Ok(()); // a bid
+        };
         match self {
             MonitorNewUsers::Prepare => {
-                let e = record.value.event()?;
+                let e = input.event()?;
                 match e.event_type {
                     PERSON => {
                         let name = e.need_str(&e.name, "name")?.to_string();
@@ -94,7 +97,7 @@ impl Operator for MonitorNewUsers {
                 }
             }
             MonitorNewUsers::Join(windows) => {
-                let Json(side) = Json::<Side>::decode(record.value.bytes()?)?;
+                let Json(side) = Json::<Side>::decode(input.bytes()?)?;
                 windows
                     .add(ctx, record.timestamp.unwrap_or(0), &side)
                     .map(drop)
