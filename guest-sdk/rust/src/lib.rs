@@ -51,6 +51,13 @@
 //! assert_eq!(out[0].value_as::<u64>().unwrap(), 2);
 //! ```
 
+//! Guests allocate through [`alloc::Recycling`], which keeps freed small
+//! blocks for the next allocation of their size (an operator allocates and
+//! frees its records' keys and values once per record). An operator with
+//! a global allocator of its own turns off this crate's default
+//! `allocator` feature.
+
+pub mod alloc;
 #[doc(hidden)]
 pub mod bindings;
 pub mod cache;
@@ -70,6 +77,10 @@ pub use context::{Context, OpenContext, OperatorInfo, Record, Timer};
 pub use error::{Error, Result};
 pub use host::{LogLevel, TimeDomain};
 pub use state::{ListState, MapState, ValueState};
+
+#[cfg(all(target_arch = "wasm32", feature = "allocator"))]
+#[global_allocator]
+static ALLOCATOR: alloc::Recycling = alloc::Recycling::new();
 
 /// A stream operator: declares its state in `open`, then handles records
 /// and fired timers.
