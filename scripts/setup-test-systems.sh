@@ -46,7 +46,7 @@ fi
 # idempotent producers, transactions, read_committed and consumer groups,
 # for tests/kafka.rs and benches/kafka.rs. Each test starts its own.
 want_noida=0.2.3
-have_noida=$(pip show noida-db 2>/dev/null | awk '/^Version:/ {print $2}')
+have_noida=$(pip show noida-db 2>/dev/null | awk '/^Version:/ {print $2}' || true)
 if [ "$have_noida" != "$want_noida" ]; then
     echo "==> installing noida-db $want_noida (for the Kafka tests)"
     pip install --quiet "noida-db==$want_noida"
