@@ -120,6 +120,7 @@ unsafe impl GlobalAlloc for Recycling {
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         match (class_of(layout), class_of(new_layout)) {
             // Large to large: dlmalloc may grow in place.
+            // SAFETY: `block` came from `System` with `layout` (see `alloc`).
             (None, None) => unsafe { System.realloc(block, layout, new_size) },
             // Within one class the block already fits.
             (Some(old), Some(new)) if old == new => block,

@@ -718,7 +718,6 @@ impl Source for FileSource {
     }
 }
 
-/// One CSV record per line (quoted fields with `""` escapes; no embedded newlines).
 /// A line's bytes as text, or why they are not. simdutf8 checks ASCII 32
 /// bytes at a time (std's check was 10% of the source thread on Nexmark's
 /// lines); only a line that fails asks std where the bad byte is.
@@ -731,6 +730,7 @@ fn as_text(bytes: &[u8]) -> Result<&str, String> {
     })
 }
 
+/// One CSV record per line (quoted fields with `""` escapes; no embedded newlines).
 fn parse_csv_line(line: &str) -> Result<Vec<String>, String> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
