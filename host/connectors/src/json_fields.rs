@@ -17,6 +17,8 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::string_ends::StringEnds;
+
 /// The key and event time of one JSON object, as the job named them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyAndTime {
@@ -88,7 +90,7 @@ impl JsonFields {
 /// flat.
 fn scan_flat<'a>(text: &'a str, wanted: &JsonFields) -> Option<(Option<&'a str>, Option<&'a str>)> {
     let bytes = text.as_bytes();
-    let strings = Strings::of(bytes)?;
+    let mut strings = StringEnds::new(bytes);
     let mut at = skip_ws(bytes, 0);
     if bytes.get(at) != Some(&b'{') {
         return None;
@@ -99,16 +101,20 @@ fn scan_flat<'a>(text: &'a str, wanted: &JsonFields) -> Option<(Option<&'a str>,
         at += 1;
     } else {
         loop {
-            let name_end = string_end(bytes, at, strings)?;
-            let name = &text[at + 1..name_end - 1];
+            if bytes.get(at) != Some(&b'"') {
+                return None;
+            }
+            let name_end = strings.string_end(at)?;
+            // Both ends are quotes (ASCII), so these are char boundaries.
+            let name = text.get(at + 1..name_end - 1)?;
             at = skip_ws(bytes, name_end);
             if bytes.get(at) != Some(&b':') {
                 return None;
             }
             at = skip_ws(bytes, at + 1);
             let value_start = at;
-            at = flat_value_end(bytes, at, strings)?;
-            let value = &text[value_start..at];
+            at = flat_value_end(bytes, at, &mut strings)?;
+            let value = text.get(value_start..at)?;
             // The last of a repeated field counts, as in serde_json.
             if wanted.timestamp_field.as_deref() == Some(name) {
                 timestamp = Some(value);
@@ -138,67 +144,13 @@ fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// How the strings of a line end, from one look at the whole line in a
-/// loop the compiler vectorizes. Finding each string's end byte by byte,
-/// watching for escapes and control characters, took about half of a
-/// JSON-lines source's time; most lines have neither.
-#[derive(Clone, Copy)]
-enum Strings {
-    /// No backslash, no control character: a string ends at its next quote.
-    Plain,
-    /// Control characters (JSON allows tabs and line breaks between
-    /// tokens, none inside strings): strings are checked byte by byte.
-    Checked,
-}
-
-impl Strings {
-    /// `None` for a line with a backslash: escapes go to serde_json.
-    fn of(bytes: &[u8]) -> Option<Strings> {
-        let (mut control, mut backslash) = (0u8, 0u8);
-        for chunk in bytes.chunks(64) {
-            for &b in chunk {
-                control |= u8::from(b < 0x20);
-                backslash |= u8::from(b == b'\\');
-            }
-            if backslash != 0 {
-                return None;
-            }
-        }
-        Some(if control == 0 {
-            Strings::Plain
-        } else {
-            Strings::Checked
-        })
-    }
-}
-
-/// Past the string that starts at `at`, if it has no escapes (and no
-/// control characters, which JSON forbids unescaped).
-fn string_end(bytes: &[u8], at: usize, strings: Strings) -> Option<usize> {
-    if bytes.get(at) != Some(&b'"') {
-        return None;
-    }
-    if let Strings::Plain = strings {
-        let rest = bytes.get(at + 1..)?;
-        return memchr::memchr(b'"', rest).map(|len| at + 1 + len + 1);
-    }
-    let mut end = at + 1;
-    loop {
-        match *bytes.get(end)? {
-            b'"' => return Some(end + 1),
-            b'\\' => return None,
-            c if c < 0x20 => return None,
-            _ => end += 1,
-        }
-    }
-}
-
 /// Past the value that starts at `at`: an escape-free string, an integer
 /// (what follows it is checked by the caller, so `1.5`, `1e3` and `01`
 /// are refused there), `true`, `false` or `null`.
-fn flat_value_end(bytes: &[u8], at: usize, strings: Strings) -> Option<usize> {
+#[inline]
+fn flat_value_end(bytes: &[u8], at: usize, strings: &mut StringEnds) -> Option<usize> {
     match *bytes.get(at)? {
-        b'"' => string_end(bytes, at, strings),
+        b'"' => strings.string_end(at),
         b'-' | b'0'..=b'9' => {
             let mut end = at + usize::from(bytes[at] == b'-');
             match *bytes.get(end)? {

@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod nexmark;
 mod parse_errors;
 mod splits;
+mod string_ends;
 mod transactional_sink;
 
 use weir_core::BatchBuilder;
