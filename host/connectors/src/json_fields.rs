@@ -155,12 +155,7 @@ fn flat_value_end(bytes: &[u8], at: usize, strings: &mut StringEnds) -> Option<u
             let mut end = at + usize::from(bytes[at] == b'-');
             match *bytes.get(end)? {
                 b'0' => end += 1,
-                b'1'..=b'9' => {
-                    end += 1;
-                    while bytes.get(end).is_some_and(u8::is_ascii_digit) {
-                        end += 1;
-                    }
-                }
+                b'1'..=b'9' => end = digits_end(bytes, end + 1),
                 _ => return None,
             }
             Some(end)
@@ -170,6 +165,27 @@ fn flat_value_end(bytes: &[u8], at: usize, strings: &mut StringEnds) -> Option<u
             .find(|literal| bytes[at..].starts_with(literal))
             .map(|literal| at + literal.len()),
     }
+}
+
+/// Past the ASCII digits from `at`, eight bytes to a step (timestamps
+/// have 13 digits; a loop per byte showed in the source's profile).
+fn digits_end(bytes: &[u8], mut at: usize) -> usize {
+    const LOW: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+    while let Some(word) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+        // Per byte, t = b ^ '0' is 0..=9 for a digit: nothing in the high
+        // nibble, and the low nibble + 6 does not reach 0x10 (no carries
+        // cross bytes: each low nibble + 6 stays below 0x100).
+        let t = u64::from_le_bytes(*word) ^ 0x3030_3030_3030_3030;
+        let not_digit = (t & !LOW) | (((t & LOW) + 0x0606_0606_0606_0606) & 0x1010_1010_1010_1010);
+        if not_digit != 0 {
+            return at + (not_digit.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+        at += 1;
+    }
+    at
 }
 
 /// The raw JSON text of the two fields, borrowed from the line.
@@ -456,6 +472,23 @@ mod tests {
                 .collect();
             let text = format!("{{{}}}", body.join(","));
             proptest::prop_assert!(scanner_agrees(&text), "{}", text);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn digits_end_equals_a_byte_loop(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![b'0', b'5', b'9', b'/', b':', b'a', 0xb0, b' ']),
+                0..40,
+            ),
+            at in 0usize..40,
+        ) {
+            let mut slow = at;
+            while bytes.get(slow).is_some_and(u8::is_ascii_digit) {
+                slow += 1;
+            }
+            proptest::prop_assert_eq!(digits_end(&bytes, at), slow.max(at));
         }
     }
 
