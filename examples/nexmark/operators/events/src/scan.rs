@@ -392,14 +392,20 @@ mod tests {
                     .collect();
                 for after in ["", ",", "}", "x"] {
                     let line = format!("{text}{after}");
-                    let mut s = Scanner { bytes: line.as_bytes(), at: 0 };
+                    let mut s = Scanner {
+                        bytes: line.as_bytes(),
+                        at: 0,
+                    };
                     assert_eq!(s.int(), Some((false, text.parse().unwrap())), "{line}");
                     assert_eq!(s.at, text.len());
                 }
             }
         }
         for bad in ["", "-", "01", "1.5", "2e3", "1234567890123456789"] {
-            let mut s = Scanner { bytes: bad.as_bytes(), at: 0 };
+            let mut s = Scanner {
+                bytes: bad.as_bytes(),
+                at: 0,
+            };
             assert_eq!(s.int(), None, "{bad}");
         }
         assert_eq!(eight_digits(b"12345678"), 12_345_678);
