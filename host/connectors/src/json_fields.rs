@@ -147,7 +147,6 @@ fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
 /// Past the value that starts at `at`: an escape-free string, an integer
 /// (what follows it is checked by the caller, so `1.5`, `1e3` and `01`
 /// are refused there), `true`, `false` or `null`.
-#[inline]
 fn flat_value_end(bytes: &[u8], at: usize, strings: &mut StringEnds) -> Option<usize> {
     match *bytes.get(at)? {
         b'"' => strings.string_end(at),
