@@ -91,17 +91,6 @@ pub fn run_coordinator(mut options: CoordinatorOptions) -> anyhow::Result<()> {
             "weir: coordinator HA: job records in {}; running jobs recorded there are taken over",
             ha.describe()
         );
-        let recovering = cluster.clone();
-        std::thread::Builder::new()
-            .name("ha-sync".into())
-            .spawn(move || {
-                crate::ha::recover(&recovering);
-                loop {
-                    std::thread::sleep(HA_SYNC_INTERVAL);
-                    crate::ha::sync(&recovering);
-                }
-            })
-            .context("cannot start the HA thread")?;
     }
     runtime.block_on(async move {
         let node = Node::bind(options.quic, &identity)?;
@@ -113,6 +102,26 @@ pub fn run_coordinator(mut options: CoordinatorOptions) -> anyhow::Result<()> {
         let scheme = if options.insecure_http { "http" } else { "https" };
         tokio::spawn(watch_heartbeats(cluster.clone()));
         tokio::spawn(accept_workers(cluster.clone(), node));
+        if cluster.ha.is_some() {
+            // Jobs are taken over before the REST API answers (clients wait
+            // in the listen backlog): a restarted coordinator never lists no
+            // jobs while it still has some to take over, and a resubmission
+            // cannot race the takeover. Workers can already join meanwhile.
+            let recovering = cluster.clone();
+            tokio::task::spawn_blocking(move || crate::ha::recover(&recovering))
+                .await
+                .context("the HA takeover failed")?;
+            let syncing = cluster.clone();
+            std::thread::Builder::new()
+                .name("ha-sync".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(HA_SYNC_INTERVAL);
+                        crate::ha::sync(&syncing);
+                    }
+                })
+                .context("cannot start the HA thread")?;
+        }
         if let Some(path) = &options.ready_file {
             let ready = serde_json::json!({ "rest": format!("{scheme}://{rest}"), "quic": quic.to_string() });
             crate::artifacts::write_atomically(path, ready.to_string().as_bytes())?;
