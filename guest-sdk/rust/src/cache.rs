@@ -39,7 +39,7 @@ const DEFAULT_SLOTS: usize = 4096;
 pub const GROWN_SLOTS_MAX: usize = 1 << 16;
 
 struct Slot<T> {
-    key: Vec<u8>,
+    key: SlotKey,
     value: Option<T>,
     /// Changed since the host last got it (write-back caches only).
     dirty: bool,
@@ -119,7 +119,8 @@ impl<T> StateCache<T> {
     fn find(&mut self, key: &[u8]) -> std::result::Result<usize, usize> {
         let set = self.set_of(key);
         let base = 2 * set;
-        let holds = |at: usize| matches!(&self.slots[at], Some(slot) if slot.key == key);
+        let holds =
+            |at: usize| matches!(&self.slots[at], Some(slot) if same_key(slot.key.bytes(), key));
         let found = if holds(base) {
             Ok(base)
         } else if holds(base + 1) {
@@ -135,6 +136,71 @@ impl<T> StateCache<T> {
         self.recent[set] = (at - base) as u8;
         found
     }
+}
+
+/// A slot's key. Short keys (ids, names) are kept in the slot itself, so
+/// a lookup reads no second cache line from the heap: with many live keys
+/// that read missed the CPU cache on most records.
+enum SlotKey {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_MAX],
+    },
+    Heap(Vec<u8>),
+}
+
+const INLINE_KEY_MAX: usize = 22;
+
+impl SlotKey {
+    fn new(key: &[u8]) -> Self {
+        let mut slot = SlotKey::Heap(Vec::new());
+        slot.set(key);
+        slot
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            SlotKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            SlotKey::Heap(bytes) => bytes,
+        }
+    }
+
+    /// Replaces the key, reusing a heap buffer for a long key.
+    fn set(&mut self, key: &[u8]) {
+        match self {
+            _ if key.len() <= INLINE_KEY_MAX => {
+                let mut bytes = [0; INLINE_KEY_MAX];
+                bytes[..key.len()].copy_from_slice(key);
+                *self = SlotKey::Inline {
+                    len: key.len() as u8,
+                    bytes,
+                };
+            }
+            SlotKey::Heap(buffer) => {
+                buffer.clear();
+                buffer.extend_from_slice(key);
+            }
+            SlotKey::Inline { .. } => *self = SlotKey::Heap(key.to_vec()),
+        }
+    }
+}
+
+/// `a == b` for the short keys of a cache (ids, names) without a call:
+/// slice equality calls `memcmp`, which in Wasm is wasi-libc's byte loop
+/// behind a call, and showed as 4% of a windowed count's time.
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let word = |c: &[u8]| c.first_chunk::<8>().map(|w| u64::from_ne_bytes(*w));
+    for (x, y) in (&mut a8).zip(&mut b8) {
+        if word(x) != word(y) {
+            return false;
+        }
+    }
+    let (x, y) = (a8.remainder(), b8.remainder());
+    (0..x.len()).all(|i| x[i] == y[i])
 }
 
 impl<T: Data + 'static> StateCache<T> {
@@ -170,9 +236,9 @@ impl<T: Data> Flush for StateCache<T> {
                         // buffer empty, which must not take the others.
                         self.bytes.clear();
                         value.encode(&mut self.bytes);
-                        self.writes.set(&slot.key, &self.bytes);
+                        self.writes.set(slot.key.bytes(), &self.bytes);
                     }
-                    None => self.writes.clear(&slot.key),
+                    None => self.writes.clear(slot.key.bytes()),
                 }
                 slot.dirty = false;
             }
@@ -189,9 +255,9 @@ fn write<T: Data>(host: &mut dyn Host, state: u32, slot: &mut Slot<T>, bytes: &m
         Some(value) => {
             bytes.clear();
             value.encode(bytes);
-            host.value_set(state, &slot.key, bytes);
+            host.value_set(state, slot.key.bytes(), bytes);
         }
-        None => host.clear(state, &slot.key),
+        None => host.clear(state, slot.key.bytes()),
     }
     slot.dirty = false;
 }
@@ -287,14 +353,13 @@ impl<T: Data> StateCache<T> {
             Some(slot) => {
                 // A slot taken by another key keeps its buffer: a miss
                 // allocates nothing once the slot has been used.
-                if slot.key != key {
+                if slot.key.bytes() != key {
                     if slot.dirty
                         && let Some(state) = self.write_back
                     {
                         write(&mut *ctx.host, state, slot, &mut self.bytes);
                     }
-                    slot.key.clear();
-                    slot.key.extend_from_slice(key);
+                    slot.key.set(key);
                     self.evictions += 1;
                 }
                 slot.value = value;
@@ -308,7 +373,7 @@ impl<T: Data> StateCache<T> {
             }
             slot => {
                 *slot = Some(Slot {
-                    key: key.to_vec(),
+                    key: SlotKey::new(key),
                     value,
                     dirty: false,
                 });
@@ -328,7 +393,7 @@ impl<T: Data> StateCache<T> {
         self.recent = vec![0; size / 2];
         self.dirty.clear();
         for slot in old.into_iter().flatten() {
-            let (Ok(at) | Err(at)) = self.find(&slot.key);
+            let (Ok(at) | Err(at)) = self.find(slot.key.bytes());
             debug_assert!(self.slots[at].is_none(), "three keys in one grown set");
             if slot.dirty {
                 self.dirty.push(at);
@@ -345,6 +410,46 @@ mod tests {
     use crate::{OpenContext, Operator, Record};
 
     use super::*;
+
+    #[test]
+    fn slot_keys_keep_their_bytes_short_or_long() {
+        let long: Vec<u8> = (0..40).collect();
+        let mut key = SlotKey::new(b"1001");
+        assert_eq!(key.bytes(), b"1001");
+        for next in [
+            &long[..],
+            &long[..INLINE_KEY_MAX],
+            &long[..INLINE_KEY_MAX + 1],
+            b"",
+            b"7",
+            &long[..],
+        ] {
+            key.set(next);
+            assert_eq!(key.bytes(), next);
+            assert_eq!(SlotKey::new(next).bytes(), next);
+        }
+    }
+
+    #[test]
+    fn same_key_is_byte_equality() {
+        let keys: Vec<Vec<u8>> = (0..=20)
+            .flat_map(|len| {
+                let base: Vec<u8> = (0..len as u8).collect();
+                // The key itself, and one byte changed at each place.
+                let changed = (0..len).map(move |i| {
+                    let mut k: Vec<u8> = (0..len as u8).collect();
+                    k[i] ^= 0x80;
+                    k
+                });
+                std::iter::once(base).chain(changed)
+            })
+            .collect();
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(same_key(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
 
     /// Counts per key through the cache; on "read" emits what the host
     /// holds, bypassing the cache.
@@ -457,7 +562,7 @@ mod tests {
                 panic!("{key:?} cached already");
             };
             cache.slots[at] = Some(Slot {
-                key: key.to_vec(),
+                key: SlotKey::new(key),
                 value: None,
                 dirty: false,
             });

@@ -127,56 +127,62 @@ macro_rules! display_text {
     )*};
 }
 
-/// Two digits per step from a table, in chunks of eight: a 64-bit
-/// division by a constant becomes a 128-bit multiply in Wasm (a `__multi3`
-/// call), so it is done once per chunk and the digits come from 32-bit
-/// arithmetic. The digits are copied out as a fixed 20 bytes, which the
-/// compiler turns into a few stores (a copy of variable length is a
-/// `memcpy` call, or a `memory.copy` host call in Wasm), then the tail is
-/// cut off.
+/// Decimal text in chunks of eight digits, each made by SWAR: all eight
+/// digits of a chunk come out of a few 64-bit multiplications in one
+/// register (no table, no loop), and are stored as one fixed 8-byte copy
+/// (the compiler makes that a store; a copy of variable length is a
+/// `memcpy` call, or a `memory.copy` host call in Wasm) whose tail is then
+/// cut off. A 64-bit division by a constant is a 128-bit multiply in Wasm
+/// (a `__multi3` call), so numbers below 10^8 need none and larger ones
+/// one or two.
 fn write_unsigned(n: u64, out: &mut Vec<u8>) {
     const CHUNK: u64 = 100_000_000;
-    // Right-aligned at byte 20; the bytes after are only copied, then cut.
-    let mut digits = [0u8; 40];
-    let mut at = 20;
-    let mut pair = |at: &mut usize, two: u32| {
-        *at -= 2;
-        let from = two as usize * 2;
-        digits[*at..*at + 2].copy_from_slice(&DIGIT_PAIRS[from..from + 2]);
-    };
-    let mut n = n;
-    while n >= CHUNK {
-        let high = n / CHUNK;
-        let mut chunk = (n - high * CHUNK) as u32;
-        for _ in 0..4 {
-            pair(&mut at, chunk % 100);
-            chunk /= 100;
-        }
-        n = high;
+    if n < CHUNK {
+        return write_leading(n as u32, out);
     }
-    let mut rest = n as u32;
-    while rest >= 100 {
-        pair(&mut at, rest % 100);
-        rest /= 100;
-    }
-    if rest >= 10 {
-        pair(&mut at, rest);
+    let (high, low) = (n / CHUNK, (n % CHUNK) as u32);
+    if high < CHUNK {
+        write_leading(high as u32, out);
     } else {
-        at -= 1;
-        digits[at] = b'0' + rest as u8;
+        write_leading((high / CHUNK) as u32, out);
+        write_eight(eight_digits((high % CHUNK) as u32), out);
     }
-    let len = out.len();
-    out.extend_from_slice(&digits[at..at + 20]);
-    out.truncate(len + 20 - at);
+    write_eight(eight_digits(low), out);
 }
 
-/// "00", "01", ... "99".
-const DIGIT_PAIRS: &[u8; 200] = b"\
-0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
+/// `n < 10^8` without leading zeros.
+fn write_leading(n: u32, out: &mut Vec<u8>) {
+    let digits = eight_digits(n);
+    if digits == 0 {
+        return out.push(b'0');
+    }
+    // Little-endian: the leading zeros are the low bytes.
+    let zeros = digits.trailing_zeros() / 8;
+    let len = out.len();
+    write_eight(digits >> (8 * zeros), out);
+    out.truncate(len + 8 - zeros as usize);
+}
+
+fn write_eight(digits: u64, out: &mut Vec<u8>) {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    out.extend_from_slice(&(digits | ZEROS).to_le_bytes());
+}
+
+/// The eight decimal digits of `n < 10^8` (leading zeros included) as
+/// byte values 0..=9, the most significant in the lowest byte, so that
+/// the little-endian bytes read in order. Each step splits every lane
+/// into a high and a low half: by 10^4 (two 32-bit lanes), then by 100
+/// (four 16-bit lanes), then by 10 (eight bytes), each division a
+/// multiply and shift that is exact for the lane's range.
+fn eight_digits(n: u32) -> u64 {
+    let lanes = u64::from(n / 10_000) | u64::from(n % 10_000) << 32;
+    // x / 100 == (x * 10486) >> 20 for x < 10^4 (x * 10486 < 2^32).
+    let high = ((lanes * 10_486) >> 20) & 0x0000_007f_0000_007f;
+    let lanes = high | (lanes - high * 100) << 16;
+    // x / 10 == (x * 103) >> 10 for x < 100 (x * 103 < 2^16).
+    let high = ((lanes * 103) >> 10) & 0x000f_000f_000f_000f;
+    high | (lanes - high * 10) << 8
+}
 
 integer_text!(unsigned: u8, u16, u32, u64; signed: i8, i16, i32, i64);
 display_text!(f32, f64, bool);
@@ -274,6 +280,22 @@ mod tests {
             value.encode(&mut out);
             assert_eq!(out, format!("x{value}").into_bytes());
         }
+    }
+
+    #[test]
+    fn eight_digits_match_the_decimal_text() {
+        // Every value below 10^5, then a stride over the rest with every
+        // digit count's edges.
+        let check = |n: u32| {
+            let mut out = Vec::new();
+            write_eight(eight_digits(n), &mut out);
+            assert_eq!(out, format!("{n:08}").into_bytes(), "{n}");
+        };
+        (0..100_000).for_each(check);
+        (100_000..100_000_000).step_by(9_973).for_each(check);
+        [99_999_999, 10_000_000, 9_999_999, 1_000_000]
+            .into_iter()
+            .for_each(check);
     }
 
     #[test]
