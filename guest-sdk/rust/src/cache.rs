@@ -119,8 +119,7 @@ impl<T> StateCache<T> {
     fn find(&mut self, key: &[u8]) -> std::result::Result<usize, usize> {
         let set = self.set_of(key);
         let base = 2 * set;
-        let holds =
-            |at: usize| matches!(&self.slots[at], Some(slot) if same_key(slot.key.bytes(), key));
+        let holds = |at: usize| matches!(&self.slots[at], Some(slot) if slot.key.bytes() == key);
         let found = if holds(base) {
             Ok(base)
         } else if holds(base + 1) {
@@ -149,6 +148,7 @@ enum SlotKey {
     Heap(Vec<u8>),
 }
 
+/// Room for any decimal u64 (20 digits) and most names.
 const INLINE_KEY_MAX: usize = 22;
 
 impl SlotKey {
@@ -167,40 +167,18 @@ impl SlotKey {
 
     /// Replaces the key, reusing a heap buffer for a long key.
     fn set(&mut self, key: &[u8]) {
-        match self {
-            _ if key.len() <= INLINE_KEY_MAX => {
-                let mut bytes = [0; INLINE_KEY_MAX];
-                bytes[..key.len()].copy_from_slice(key);
-                *self = SlotKey::Inline {
-                    len: key.len() as u8,
-                    bytes,
-                };
-            }
-            SlotKey::Heap(buffer) => {
-                buffer.clear();
-                buffer.extend_from_slice(key);
-            }
-            SlotKey::Inline { .. } => *self = SlotKey::Heap(key.to_vec()),
+        if key.len() <= INLINE_KEY_MAX {
+            let mut bytes = [0; INLINE_KEY_MAX];
+            bytes[..key.len()].copy_from_slice(key);
+            let len = key.len() as u8;
+            *self = SlotKey::Inline { len, bytes };
+        } else if let SlotKey::Heap(buffer) = self {
+            buffer.clear();
+            buffer.extend_from_slice(key);
+        } else {
+            *self = SlotKey::Heap(key.to_vec());
         }
     }
-}
-
-/// `a == b` for the short keys of a cache (ids, names) without a call:
-/// slice equality calls `memcmp`, which in Wasm is wasi-libc's byte loop
-/// behind a call, and showed as 4% of a windowed count's time.
-fn same_key(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let word = |c: &[u8]| c.first_chunk::<8>().map(|w| u64::from_ne_bytes(*w));
-    for (x, y) in (&mut a8).zip(&mut b8) {
-        if word(x) != word(y) {
-            return false;
-        }
-    }
-    let (x, y) = (a8.remainder(), b8.remainder());
-    (0..x.len()).all(|i| x[i] == y[i])
 }
 
 impl<T: Data + 'static> StateCache<T> {
@@ -352,7 +330,8 @@ impl<T: Data> StateCache<T> {
         match &mut self.slots[at] {
             Some(slot) => {
                 // A slot taken by another key keeps its buffer: a miss
-                // allocates nothing once the slot has been used.
+                // allocates nothing for a short key, nor for a long one
+                // once the slot has held one.
                 if slot.key.bytes() != key {
                     if slot.dirty
                         && let Some(state) = self.write_back
@@ -427,27 +406,6 @@ mod tests {
             key.set(next);
             assert_eq!(key.bytes(), next);
             assert_eq!(SlotKey::new(next).bytes(), next);
-        }
-    }
-
-    #[test]
-    fn same_key_is_byte_equality() {
-        let keys: Vec<Vec<u8>> = (0..=20)
-            .flat_map(|len| {
-                let base: Vec<u8> = (0..len as u8).collect();
-                // The key itself, and one byte changed at each place.
-                let changed = (0..len).map(move |i| {
-                    let mut k: Vec<u8> = (0..len as u8).collect();
-                    k[i] ^= 0x80;
-                    k
-                });
-                std::iter::once(base).chain(changed)
-            })
-            .collect();
-        for a in &keys {
-            for b in &keys {
-                assert_eq!(same_key(a, b), a == b, "{a:?} {b:?}");
-            }
         }
     }
 

@@ -64,19 +64,11 @@ fn digits_end(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
-const POWERS_OF_TEN: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
-
 /// The value of eight ASCII digits, the first the most significant: pairs,
 /// then fours, then all eight, by three multiplications (the known SWAR
 /// method; the digits are checked by the caller).
 fn eight_digits(digits: &[u8; 8]) -> u64 {
-    digits_value(u64::from_le_bytes(*digits))
-}
-
-/// [`eight_digits`] of a word read little-endian; bytes that are zero
-/// after the mask below count as the digit 0.
-fn digits_value(word: u64) -> u64 {
-    let v = word & 0x0f0f_0f0f_0f0f_0f0f;
+    let v = u64::from_le_bytes(*digits) & 0x0f0f_0f0f_0f0f_0f0f;
     let v = (v.wrapping_mul(10 << 8 | 1)) >> 8 & 0x00ff_00ff_00ff_00ff;
     let v = (v.wrapping_mul(100 << 16 | 1)) >> 16 & 0x0000_ffff_0000_ffff;
     (v.wrapping_mul(10_000 << 32 | 1)) >> 32
@@ -207,24 +199,8 @@ impl<'a> Scanner<'a> {
             n = n * 100_000_000 + eight_digits(eight);
             i += 8;
         }
-        let rest = end - i; // 0..=7 digits left
-        if rest > 0 {
-            match end
-                .checked_sub(8)
-                .and_then(|from| self.bytes[from..end].first_chunk::<8>())
-            {
-                // The word ending with the last digit, its bytes before
-                // the remaining digits cleared: one SWAR step, no loop.
-                Some(word) => {
-                    let kept = u64::from_le_bytes(*word) & (u64::MAX << (8 * (8 - rest)));
-                    n = n * POWERS_OF_TEN[rest] + digits_value(kept);
-                }
-                None => {
-                    for &d in &self.bytes[i..end] {
-                        n = n * 10 + u64::from(d - b'0');
-                    }
-                }
-            }
+        for &d in &self.bytes[i..end] {
+            n = n * 10 + u64::from(d - b'0');
         }
         self.at = end;
         Some((negative, n))
@@ -414,9 +390,8 @@ mod tests {
                 let text: String = std::iter::once(first)
                     .chain("0123456789".chars().cycle().skip(digits).take(digits - 1))
                     .collect();
-                // Short lines take the digit loop; after a column name,
-                // the last digits are read in one word with the name's
-                // bytes (or a minus sign) masked off.
+                // At the start of the bytes and after a column name or
+                // a minus sign.
                 for before in ["", "-", r#"{"price":"#, r#"{"ts":-"#] {
                     for after in ["", ",", "}", "x"] {
                         let line = format!("{before}{text}{after}");
