@@ -2,7 +2,7 @@
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "weir:operator/operator",
+    world: "weir:operator/buffering-operator",
     pub_export_macro: true,
     default_bindings_module: "weir_guest::bindings",
 });

@@ -132,6 +132,11 @@ macro_rules! export_operator {
                     $crate::runtime::wasm::on_timers::<$op>(&timers)
                 }
             }
+            impl $crate::bindings::exports::weir::operator::snapshots::Guest for WeirExport {
+                fn prepare_snapshot() -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::runtime::wasm::prepare_snapshot::<$op>()
+                }
+            }
     $crate::bindings::export!(WeirExport with_types_in $crate::bindings);
         };
         // Natively (tests, the harness) nothing calls the exports; mark the

@@ -10,12 +10,20 @@ use crate::state::StateDescriptor;
 use crate::wire::{Reader, TimerBatch, Writer};
 use crate::{Error, Operator};
 
-/// One opened operator and the write-back caches it declared, flushed to
-/// the host at the end of every call so the host holds all state between
-/// calls (where it takes snapshots).
+/// What a host that calls `prepare-snapshot` puts in the config.
+pub(crate) const PREPARE_SNAPSHOT_CONFIG: &str = "weir.prepare_snapshot";
+
+/// One opened operator and the write-back caches it declared. They are
+/// flushed to the host when it is about to take a snapshot
+/// ([`Instance::prepare_snapshot`]) if the host said it calls that,
+/// else at the end of every call (an older host may snapshot between any
+/// two calls).
 pub(crate) struct Instance<O> {
     pub(crate) op: O,
     flushers: Flushers,
+    /// The host calls `prepare-snapshot` before every snapshot: write-back
+    /// state may stay in guest memory across calls until then.
+    hold_back: bool,
     /// Timer registrations held back until the end of a call, reused.
     timers: TimerBatch,
 }
@@ -29,9 +37,15 @@ pub(crate) fn open<O: Operator>(
         flushers: Vec::new(),
     };
     let op = O::open(&mut ctx)?;
+    let hold_back = ctx
+        .info
+        .config
+        .iter()
+        .any(|(k, v)| k == PREPARE_SNAPSHOT_CONFIG && v == "1");
     let instance = Instance {
         op,
         flushers: ctx.flushers,
+        hold_back,
         timers: TimerBatch::new(),
     };
     Ok((instance, ctx.states))
@@ -47,11 +61,16 @@ impl<O: Operator> Instance<O> {
     ) -> Result<T, Error> {
         let mut host = TimerBuffer::new(host, &mut self.timers);
         let out = run(&mut self.op, &mut host)?;
-        for cache in &self.flushers {
-            cache.borrow_mut().flush(&mut host);
+        if !self.hold_back {
+            flush(&self.flushers, &mut host);
         }
         host.flush();
         Ok(out)
+    }
+
+    /// The host is about to snapshot: hands it everything held back.
+    pub(crate) fn prepare_snapshot(&mut self, host: &mut dyn Host) {
+        flush(&self.flushers, host);
     }
 
     /// Decodes `batch`, calls `process` per record, returns the encoded
@@ -73,6 +92,12 @@ impl<O: Operator> Instance<O> {
         timers: &[u8],
     ) -> Result<Vec<u8>, Error> {
         self.call(host, |op, host| on_timers(op, host, timers))
+    }
+}
+
+fn flush(flushers: &Flushers, host: &mut dyn Host) {
+    for cache in flushers {
+        cache.borrow_mut().flush(host);
     }
 }
 
@@ -210,5 +235,12 @@ pub mod wasm {
 
     pub fn on_timers<O: Operator>(timers: &[u8]) -> Result<Vec<u8>, String> {
         with_instance::<O, _>(|instance| instance.on_timers(&mut WitHost, timers))
+    }
+
+    pub fn prepare_snapshot<O: Operator>() -> Result<(), String> {
+        with_instance::<O, _>(|instance| {
+            instance.prepare_snapshot(&mut WitHost);
+            Ok(())
+        })
     }
 }

@@ -165,7 +165,19 @@ impl<O: Operator> Harness<O> {
         })
     }
 
-    pub fn with_info(info: OperatorInfo) -> Result<Self> {
+    /// Opens the operator with `info`. Like weir's host, the harness calls
+    /// `prepare-snapshot` before it snapshots ([`Harness::restart`]) and
+    /// says so in the config (`weir.prepare_snapshot` = `1`), unless
+    /// `info` sets that entry itself (`0`: act as a host that does not).
+    pub fn with_info(mut info: OperatorInfo) -> Result<Self> {
+        if !info
+            .config
+            .iter()
+            .any(|(k, _)| k == runtime::PREPARE_SNAPSHOT_CONFIG)
+        {
+            info.config
+                .push((runtime::PREPARE_SNAPSHOT_CONFIG.into(), "1".into()));
+        }
         let (instance, _states) = runtime::open::<O>(info.clone())?;
         Ok(Harness {
             instance,
@@ -177,13 +189,22 @@ impl<O: Operator> Harness<O> {
         })
     }
 
-    /// Drops the operator instance and opens a new one over the same state
-    /// and timers, as the host does when it restores a snapshot: whatever
-    /// the operator kept only in its own memory is gone.
+    /// Snapshots and restores at once: prepares the instance for a
+    /// snapshot (it writes back what it holds), then drops it and opens a
+    /// new one over the same state and timers, as the host does when it
+    /// restores that snapshot: whatever else the operator kept only in its
+    /// own memory is gone.
     pub fn restart(&mut self) -> Result<()> {
+        self.prepare_snapshot();
         let (instance, _states) = runtime::open::<O>(self.info.clone())?;
         self.instance = instance;
         Ok(())
+    }
+
+    /// What the host does right before a snapshot: the operator writes
+    /// back the state it holds in its own memory.
+    pub fn prepare_snapshot(&mut self) {
+        self.instance.prepare_snapshot(&mut self.host);
     }
 
     /// Processes records (key, value, timestamp) from input 0 as one
@@ -246,6 +267,12 @@ impl<O: Operator> Harness<O> {
     pub fn advance_processing_time(&mut self, now: i64) -> Result<Vec<Emitted>> {
         self.host.processing_time = self.host.processing_time.max(now);
         self.fire(TimeDomain::ProcessingTime, now)
+    }
+
+    /// How many keys have a value in value state `state` (its index in
+    /// the order `open` declared states), as the host holds it now.
+    pub fn value_state_len(&self, state: u32) -> usize {
+        self.host.values.keys().filter(|(s, _)| *s == state).count()
     }
 
     /// Pending timers as (domain, timestamp, key).

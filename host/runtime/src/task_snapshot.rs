@@ -149,6 +149,8 @@ pub(crate) fn snapshot_link(
     incremental: bool,
 ) -> anyhow::Result<LinkPart> {
     let base = format!("{}-{}", who.operator, who.subtask);
+    // What the guest holds back in its own memory goes to host state first.
+    instance.prepare_snapshot()?;
     let state = instance.state();
     let has_timers = state.event_timers.len() + state.processing_timers.len() > 0;
     let timers = if has_timers {

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::types::{ComponentItem, Type};
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::bindings::OperatorPre;
@@ -35,12 +36,18 @@ pub(crate) const COMPILED_MAX: usize = 64;
 pub(crate) const COMPILED_CODE_BYTES_MAX: usize = 2 << 30;
 /// The operator world exports one interface; its version must match ours.
 const HOOKS_EXPORT: &str = "weir:operator/hooks@0.1.0";
+/// The optional interface of operators that hold state back until a
+/// snapshot (the `buffering-operator` world).
+const SNAPSHOTS_EXPORT: &str = "weir:operator/snapshots@0.1.0";
+const PREPARE_SNAPSHOT: &str = "prepare-snapshot";
 
 /// A component compiled and linked against the operator world, ready to
 /// instantiate any number of times.
 #[derive(Clone)]
 pub struct CompiledOperator {
     pub(crate) pre: OperatorPre<GuestState>,
+    /// `snapshots.prepare-snapshot`, when the component exports it.
+    pub(crate) prepare_snapshot: Option<ComponentExportIndex>,
     pub(crate) engine: Engine,
     /// Hex SHA-256 of the artifact bytes.
     pub digest: String,
@@ -151,6 +158,7 @@ impl WasmEngine {
         let pre = OperatorPre::new(instance_pre).map_err(|e| {
             format!("artifact {artifact} does not match the weir:operator world: {e:#}")
         })?;
+        let prepare_snapshot = prepare_snapshot_export(artifact, &component)?;
         // Python and JavaScript components are tens of MB and take seconds
         // to compile; say which happened, and how long it took, at job start.
         let ms = compile_time.as_millis() as u64;
@@ -168,6 +176,7 @@ impl WasmEngine {
         }
         let compiled = CompiledOperator {
             pre,
+            prepare_snapshot,
             engine: self.engine.clone(),
             digest: digest.clone(),
             from_cache,
@@ -353,6 +362,33 @@ fn check_exports(engine: &Engine, artifact: &str, component: &Component) -> Resu
     ))
 }
 
+/// Where the component's `snapshots.prepare-snapshot` is, if it exports
+/// the interface; an export of that name with another type is refused.
+fn prepare_snapshot_export(
+    artifact: &str,
+    component: &Component,
+) -> Result<Option<ComponentExportIndex>, String> {
+    let Some(interface) = component.get_export_index(None, SNAPSHOTS_EXPORT) else {
+        return Ok(None);
+    };
+    let wrong = || {
+        format!(
+            "artifact {artifact} exports {SNAPSHOTS_EXPORT} without \
+             `{PREPARE_SNAPSHOT}: func() -> result<_, string>`; build it against wit/operator.wit"
+        )
+    };
+    let Some((ComponentItem::ComponentFunc(func), index)) =
+        component.get_export(Some(&interface), PREPARE_SNAPSHOT)
+    else {
+        return Err(wrong());
+    };
+    let results: Vec<Type> = func.results().collect();
+    let fits = func.params().len() == 0
+        && matches!(results.as_slice(), [Type::Result(r)]
+            if r.ok().is_none() && matches!(r.err(), Some(Type::String)));
+    if fits { Ok(Some(index)) } else { Err(wrong()) }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -373,6 +409,36 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         wat::parse_file(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// A component exporting only `weir:operator/snapshots` with a
+    /// `prepare-snapshot` of the given result type (WAT).
+    fn snapshots_component(result: &str) -> Component {
+        let engine = WasmEngine::new(None).unwrap();
+        let wat = format!(
+            r#"(component
+                (core module $m
+                    (memory (export "memory") 1)
+                    (func (export "f") (result i32) i32.const 0))
+                (core instance $i (instantiate $m))
+                (type $t (func {result}))
+                (func $f (type $t) (canon lift (core func $i "f") (memory $i "memory")))
+                (instance $snapshots (export "prepare-snapshot" (func $f)))
+                (export "{SNAPSHOTS_EXPORT}" (instance $snapshots)))"#
+        );
+        Component::new(&engine.engine, wat::parse_str(&wat).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn prepare_snapshot_is_found_only_with_its_contract_type() {
+        let right = snapshots_component("(result (result (error string)))");
+        assert!(matches!(prepare_snapshot_export("ok.wasm", &right), Ok(Some(_))));
+        let wrong = snapshots_component("(result u32)");
+        let err = prepare_snapshot_export("odd.wasm", &wrong).unwrap_err();
+        assert!(err.contains("odd.wasm") && err.contains(PREPARE_SNAPSHOT), "{err}");
+        let engine = WasmEngine::new(None).unwrap();
+        let none = Component::new(&engine.engine, component("multi_memory")).unwrap();
+        assert!(matches!(prepare_snapshot_export("plain.wasm", &none), Ok(None)));
     }
 
     fn cached_files(dir: &Path) -> Vec<PathBuf> {

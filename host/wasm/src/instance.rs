@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use wasmtime::Store;
+use wasmtime::component::TypedFunc;
 use weir_core::Batch;
 use weir_state::{StateDescriptor, StateKind};
 
@@ -30,6 +31,8 @@ pub struct OperatorInfo {
 pub struct OperatorInstance {
     store: Store<GuestState>,
     bindings: Operator,
+    /// `snapshots.prepare-snapshot`, for guests that hold state back.
+    prepare_snapshot: Option<TypedFunc<(), (Result<(), String>,)>>,
     label: Arc<str>,
     limits: weir_core::job::GuestLimits,
 }
@@ -130,13 +133,30 @@ impl OperatorInstance {
         store.set_max_component_handles(COMPONENT_HANDLES_MAX);
         store.set_hostcall_fuel(hostcall_bytes_max(&info.limits));
         store.set_epoch_deadline(deadline_ticks(info.limits.call_timeout_ms));
-        let bindings = compiled
+        let instantiated = compiled
             .pre
+            .instance_pre()
             .instantiate(&mut store)
-            .map_err(|e| classify(&store, "instantiate", info.limits, e, &label))?;
+            .and_then(|instance| {
+                let bindings = Operator::new(&mut store, &instance)?;
+                let prepare_snapshot = match &compiled.prepare_snapshot {
+                    Some(index) => Some(instance.get_typed_func(&mut store, index)?),
+                    None => None,
+                };
+                Ok((bindings, prepare_snapshot))
+            });
+        let (bindings, prepare_snapshot) =
+            instantiated.map_err(|e| classify(&store, "instantiate", info.limits, e, &label))?;
+        let mut config = info.config.clone();
+        if prepare_snapshot.is_some() {
+            // The promise the guest may hold state back on (see
+            // `snapshots` in wit/operator.wit).
+            config.push((PREPARE_SNAPSHOT_CONFIG.into(), "1".into()));
+        }
         let mut instance = OperatorInstance {
             store,
             bindings,
+            prepare_snapshot,
             label,
             limits: info.limits,
         };
@@ -144,7 +164,7 @@ impl OperatorInstance {
             name: info.name.clone(),
             subtask_index: info.subtask_index,
             parallelism: info.parallelism,
-            config: info.config.clone(),
+            config,
         };
         instance.arm();
         let declared = instance
@@ -182,7 +202,8 @@ impl OperatorInstance {
     /// watermark and processing time. The old instance is dropped.
     ///
     /// A refusal (state that cannot be kept, state declared by an operator
-    /// that is not keyed) leaves `self` unchanged and usable. A backend
+    /// that is not keyed) leaves `self` unchanged and usable; a failure of
+    /// the old version's `prepare-snapshot` poisons it like any trap. A backend
     /// error while renumbering stored entries leaves them partly moved:
     /// `self` must then be dropped and the task restored from a checkpoint.
     pub fn swap(
@@ -194,6 +215,9 @@ impl OperatorInstance {
             instance: mut next,
             declared,
         } = next;
+        // The runtime snapshots right before a swap, so this finds nothing
+        // held back; but what the old code holds must not be left behind.
+        self.prepare_snapshot()?;
         let refused = |reason: String| GuestError {
             operator: self.label.to_string(),
             kind: GuestErrorKind::Failed {
@@ -268,6 +292,28 @@ impl OperatorInstance {
         self.output("process", result)
     }
 
+    /// Has the guest write back the state it holds in its own memory (a
+    /// no-op for guests without `snapshots`). Call it right before
+    /// reading the instance's keyed state for a snapshot; after it the
+    /// host holds all of it.
+    pub fn prepare_snapshot(&mut self) -> Result<(), GuestError> {
+        let Some(func) = self.prepare_snapshot else {
+            return Ok(());
+        };
+        self.arm();
+        let result = func
+            .call(&mut self.store, ())
+            .map(|(returned,)| returned);
+        self.finish(PREPARE_SNAPSHOT_EXPORT, result)?
+            .map_err(|message| GuestError {
+                operator: self.label.to_string(),
+                kind: GuestErrorKind::Failed {
+                    export: PREPARE_SNAPSHOT_EXPORT,
+                    message: cut_message(&message),
+                },
+            })
+    }
+
     /// Calls `on-timers` with timers encoded in the timer batch format.
     pub fn on_timers(&mut self, timers: &[u8]) -> Result<Batch, GuestError> {
         self.arm();
@@ -323,6 +369,10 @@ impl OperatorInstance {
         })
     }
 }
+
+/// The config entry that tells a guest this host calls `prepare-snapshot`.
+const PREPARE_SNAPSHOT_CONFIG: &str = "weir.prepare_snapshot";
+const PREPARE_SNAPSHOT_EXPORT: &str = "prepare-snapshot";
 
 fn deadline_ticks(timeout_ms: u64) -> u64 {
     timeout_ms.div_ceil(EPOCH_TICK_MS).max(1)
@@ -527,6 +577,30 @@ mod tests {
 
             process(&mut op, &[("b", "", 40), ("b", "", 99)]);
             assert_eq!(fire(&mut op, 99), pairs(&[("a", "2"), ("b", "3")]));
+        }
+
+        /// Whether the host holds window state for `key` (state 0).
+        fn host_holds(op: &mut OperatorInstance, key: &str) -> bool {
+            let keyed = op.state().keyed.as_mut().unwrap();
+            keyed.state.value_get(0, key.as_bytes(), 0).unwrap().is_some()
+        }
+
+        #[test]
+        fn a_buffering_guest_hands_over_its_state_when_a_snapshot_is_prepared() {
+            let count = guest("count_op");
+            let mut op = OperatorInstance::open(&count, &info(), Some(keyed())).unwrap();
+            assert!(op.prepare_snapshot.is_some(), "the Rust SDK exports snapshots");
+            process(&mut op, &[("a", "", 10), ("b", "", 30)]);
+            assert!(!host_holds(&mut op, "a"), "held back until a snapshot");
+            op.prepare_snapshot().unwrap();
+            assert!(host_holds(&mut op, "a") && host_holds(&mut op, "b"));
+            // Written back once: a second call finds nothing to do, and
+            // the guest goes on from where it was.
+            op.prepare_snapshot().unwrap();
+            process(&mut op, &[("a", "", 20)]);
+            assert_eq!(fire(&mut op, 99), pairs(&[("a", "2"), ("b", "1")]));
+            op.prepare_snapshot().unwrap();
+            assert!(!host_holds(&mut op, "a"), "fired windows are cleared");
         }
 
         #[test]

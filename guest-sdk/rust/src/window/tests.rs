@@ -77,8 +77,52 @@ where
     A::In: Decode + Sized,
     A::Out: Serialize,
 {
-    Harness::with_config(&[("assigner", assigner), ("lateness", &lateness.to_string())])
-        .expect("opens")
+    harness_for_host(assigner, lateness, true)
+}
+
+/// As [`harness`]; `prepare_snapshot` false acts as a host that does not
+/// call `prepare-snapshot`, so state is written back after every call.
+fn harness_for_host<A>(assigner: &str, lateness: i64, prepare_snapshot: bool) -> Harness<WinOp<A>>
+where
+    A: AggregateFunction + Default + 'static,
+    A::In: Decode + Sized,
+    A::Out: Serialize,
+{
+    let hook = if prepare_snapshot { "1" } else { "0" };
+    Harness::with_config(&[
+        ("assigner", assigner),
+        ("lateness", &lateness.to_string()),
+        ("weir.prepare_snapshot", hook),
+    ])
+    .expect("opens")
+}
+
+#[test]
+fn window_state_stays_in_the_guest_until_the_host_prepares_a_snapshot() {
+    for hook in [true, false] {
+        let mut h = harness_for_host::<Count<String>>("tumbling:1000", 0, hook);
+        for (key, ts) in [("a", 10), ("b", 500), ("a", 999)] {
+            h.process(key, "x", Some(ts)).unwrap();
+        }
+        // A host that snapshots only after `prepare-snapshot` holds nothing
+        // yet; one that may snapshot between any two calls holds it all.
+        assert_eq!(h.value_state_len(0), if hook { 0 } else { 2 }, "hook {hook}");
+        h.prepare_snapshot();
+        assert_eq!(h.value_state_len(0), 2);
+        // A restore from that snapshot fires the windows as if none happened.
+        h.restart().unwrap();
+        let out = results::<u64>(&h.advance_watermark(999).unwrap());
+        assert_eq!(
+            out,
+            vec![
+                ("a".into(), 0, 1000, 2, Some(999)),
+                ("b".into(), 0, 1000, 1, Some(999))
+            ]
+        );
+        // Fired and cleared: the next snapshot holds nothing.
+        h.prepare_snapshot();
+        assert_eq!(h.value_state_len(0), 0);
+    }
 }
 
 /// (key, start, end, value, timestamp) of an emitted window result.
@@ -307,19 +351,23 @@ fn compare_with_brute_force(assigner: &str, delay: i64) {
 
 /// Feeds the windows as [`compare_late_with_brute_force`] does, but in
 /// batches, with enough keys to evict each other from the state cache,
-/// and a restart (a new instance over the same state, as after a restore)
-/// every few batches: what the write-back cache held must have reached
-/// the state by then.
+/// and a snapshot and restore (a new instance over the same state) every
+/// few batches: what the write-back cache held must have reached the
+/// state by then, whether the host asks for it (`prepare_snapshot`) or
+/// not (then it is written back after every call).
 fn compare_batched_with_restarts(assigner: &str, delay: i64, keys: u64) {
-    Check {
-        assigner,
-        delay,
-        lag: delay,
-        lateness: 0,
-        keys,
-        batched: true,
+    for prepare_snapshot in [true, false] {
+        Check {
+            assigner,
+            delay,
+            lag: delay,
+            lateness: 0,
+            keys,
+            batched: true,
+            prepare_snapshot,
+        }
+        .run();
     }
-    .run();
 }
 
 /// As [`compare_with_brute_force`], with the watermark trailing by only
@@ -334,6 +382,7 @@ fn compare_late_with_brute_force(assigner: &str, delay: i64, lag: i64, lateness:
         lateness,
         keys: 5,
         batched: false,
+        prepare_snapshot: true,
     }
     .run();
 }
@@ -346,6 +395,8 @@ struct Check<'a> {
     keys: u64,
     /// In batches of 1-64 records, restarting every 7th batch.
     batched: bool,
+    /// Whether the harness acts as a host that calls `prepare-snapshot`.
+    prepare_snapshot: bool,
 }
 
 impl Check<'_> {
@@ -357,9 +408,10 @@ impl Check<'_> {
             lateness,
             keys,
             batched,
+            prepare_snapshot,
         } = *self;
         let mut rng = Rng(0x9e3779b97f4a7c15);
-        let mut h = harness::<Sum<u64>>(assigner, lateness);
+        let mut h = harness_for_host::<Sum<u64>>(assigner, lateness, prepare_snapshot);
         let mut input: Vec<(String, i64, u64)> = Vec::new();
         let mut emitted = Vec::new();
         let mut max_ts = 0i64;
