@@ -19,11 +19,13 @@
 //!
 //! The window library's cache is *write-back* ([`StateCache::write_back`]):
 //! a change only marks the key's slot, and the value is encoded and written
-//! once, when the slot is evicted or when the batch or timer call ends (the
-//! runtime flushes every write-back cache then, see [`Flush`]). A hot key
-//! then costs one state write per batch instead of one per record, and the
-//! host still holds every change whenever it can take a snapshot (between
-//! calls).
+//! once, when the slot is evicted or when the host is about to take a
+//! snapshot (the runtime flushes every write-back cache in
+//! `prepare-snapshot`, see [`Flush`]; under a host that does not call it,
+//! at the end of every call). A hot key then costs one state write per
+//! checkpoint instead of one per record, a window opened and fired between
+//! two checkpoints none, and the host still holds every change whenever it
+//! takes a snapshot.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -65,8 +67,9 @@ pub struct StateCache<T> {
     writes: ValueWrites,
 }
 
-/// What the runtime calls at the end of every `process` and `on-timers`
-/// call: writes what a write-back cache holds back to the host.
+/// What the runtime calls before the host snapshots (or, under a host
+/// that does not say it calls `prepare-snapshot`, at the end of every
+/// call): writes what a write-back cache holds back to the host.
 pub(crate) trait Flush {
     fn flush(&mut self, host: &mut dyn Host);
 }
@@ -183,8 +186,8 @@ impl SlotKey {
 
 impl<T: Data + 'static> StateCache<T> {
     /// A growing cache in front of `state` that holds writes back until
-    /// the end of each call; registered with `ctx` so the runtime flushes
-    /// it. Only the SDK's own code uses it: nothing may read `state`
+    /// the runtime flushes it (see [`Flush`]); registered with `ctx` for
+    /// that. Only the SDK's own code uses it: nothing may read `state`
     /// around the cache.
     pub(crate) fn write_back(ctx: &mut OpenContext, state: &ValueState<T>) -> Rc<RefCell<Self>> {
         let mut cache = StateCache::default();
