@@ -3,7 +3,7 @@
 //!
 //! A key's live windows are one value in keyed state (binary, postcard),
 //! behind a write-back [`StateCache`]: a record usually costs no host call
-//! at all, and a key at most one state write per checkpoint.
+//! at all, and a key usually one state write per checkpoint.
 //!
 //! - Fixed windows (tumbling, sliding) are kept as *panes*: time cut into
 //!   slices of `gcd(size, slide)`, each window a run of whole panes. A
