@@ -78,7 +78,7 @@ impl Host for GuestState {
     ) -> wasmtime::Result<()> {
         self.timer_queue(domain, &key)?;
         self.check_timer_room(domain, &key, timestamp_ms)?;
-        self.queue_mut(domain).register(timestamp_ms, key);
+        self.queue_mut(domain).register(timestamp_ms, &key);
         Ok(())
     }
 
