@@ -86,10 +86,10 @@ impl<T> Default for StateCache<T> {
 }
 
 impl<T> StateCache<T> {
-    /// A cache of `slots` entries (rounded up to an even number, at least
+    /// A cache of `slots` entries (rounded up to a power of two, at least
     /// two) that never grows; each keeps one key's value.
     pub fn with_slots(slots: usize) -> Self {
-        let slots = slots.max(2).next_multiple_of(2);
+        let slots = slots.max(2).next_power_of_two();
         StateCache {
             slots: (0..slots).map(|_| None).collect(),
             recent: vec![0; slots / 2],
@@ -113,7 +113,8 @@ impl<T> StateCache<T> {
         for &b in key {
             h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
         }
-        (h as usize ^ (h as usize >> 16)) % self.recent.len()
+        // Sets are a power of two: a mask, where `%` is a division.
+        (h as usize ^ (h as usize >> 16)) & (self.recent.len() - 1)
     }
 
     /// `Ok(slot)` holding `key`, else `Err(slot)` for it: an empty way of
@@ -368,9 +369,7 @@ impl<T: Data> StateCache<T> {
     /// (equal modulo 2n implies equal modulo n), at most two, so no value,
     /// dirty or not, is dropped.
     fn grow(&mut self) {
-        let size = (self.slots.len() * 2)
-            .min(self.slots_max)
-            .next_multiple_of(2);
+        let size = (self.slots.len() * 2).min(self.slots_max);
         let old = std::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
         self.recent = vec![0; size / 2];
         self.dirty.clear();
