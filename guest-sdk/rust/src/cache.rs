@@ -184,9 +184,7 @@ fn used(ranks: u8, way: usize) -> u8 {
 
 /// The way ranked last.
 fn least_recent(ranks: u8) -> usize {
-    (0..WAYS)
-        .find(|&w| rank(ranks, w) == 3)
-        .unwrap_or(WAYS - 1)
+    (0..WAYS).find(|&w| rank(ranks, w) == 3).unwrap_or(WAYS - 1)
 }
 
 /// A slot's key. Short keys (ids, names) are kept in the slot itself, so
@@ -662,4 +660,3 @@ mod tests {
         assert_eq!(out[0].text().1, "None None");
     }
 }
-

@@ -176,7 +176,10 @@ mod tests {
             assert_eq!(key, format!("key-{}", seq % 7));
             let head = format!("{{\"seq\":{seq},\"key\":\"{key}\",\"ts\":{ts},\"pad\":\"");
             assert_eq!(value.len(), 100, "{value}");
-            assert!(value.starts_with(&head) && value.ends_with("x\"}"), "{value}");
+            assert!(
+                value.starts_with(&head) && value.ends_with("x\"}"),
+                "{value}"
+            );
             let json: serde_json::Value = serde_json::from_str(&value).unwrap();
             assert_eq!(json["ts"], ts);
         }

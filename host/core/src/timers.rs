@@ -105,10 +105,9 @@ impl Ord for TimerKey {
     /// shorter is less. Three word comparisons, no call to `memcmp`.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         match (self, other) {
-            (
-                TimerKey::Inline { len: a, bytes: x },
-                TimerKey::Inline { len: b, bytes: y },
-            ) => words(x).cmp(&words(y)).then(a.cmp(b)),
+            (TimerKey::Inline { len: a, bytes: x }, TimerKey::Inline { len: b, bytes: y }) => {
+                words(x).cmp(&words(y)).then(a.cmp(b))
+            }
             _ => self.as_bytes().cmp(other.as_bytes()),
         }
     }
@@ -174,7 +173,9 @@ impl TimerQueue {
     /// Counts a key added (`sign` 1) or removed (-1), if it is long.
     fn count_heap_key(&mut self, key_len: usize, sign: isize) {
         if key_len > INLINE_KEY_MAX {
-            self.heap_key_bytes = self.heap_key_bytes.wrapping_add_signed(sign * key_len as isize);
+            self.heap_key_bytes = self
+                .heap_key_bytes
+                .wrapping_add_signed(sign * key_len as isize);
             self.heap_keys = self.heap_keys.wrapping_add_signed(sign);
         }
     }

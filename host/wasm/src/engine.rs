@@ -432,13 +432,22 @@ mod tests {
     #[test]
     fn prepare_snapshot_is_found_only_with_its_contract_type() {
         let right = snapshots_component("(result (result (error string)))");
-        assert!(matches!(prepare_snapshot_export("ok.wasm", &right), Ok(Some(_))));
+        assert!(matches!(
+            prepare_snapshot_export("ok.wasm", &right),
+            Ok(Some(_))
+        ));
         let wrong = snapshots_component("(result u32)");
         let err = prepare_snapshot_export("odd.wasm", &wrong).unwrap_err();
-        assert!(err.contains("odd.wasm") && err.contains(PREPARE_SNAPSHOT), "{err}");
+        assert!(
+            err.contains("odd.wasm") && err.contains(PREPARE_SNAPSHOT),
+            "{err}"
+        );
         let engine = WasmEngine::new(None).unwrap();
         let none = Component::new(&engine.engine, component("multi_memory")).unwrap();
-        assert!(matches!(prepare_snapshot_export("plain.wasm", &none), Ok(None)));
+        assert!(matches!(
+            prepare_snapshot_export("plain.wasm", &none),
+            Ok(None)
+        ));
     }
 
     fn cached_files(dir: &Path) -> Vec<PathBuf> {

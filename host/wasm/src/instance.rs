@@ -301,9 +301,7 @@ impl OperatorInstance {
             return Ok(());
         };
         self.arm();
-        let result = func
-            .call(&mut self.store, ())
-            .map(|(returned,)| returned);
+        let result = func.call(&mut self.store, ()).map(|(returned,)| returned);
         self.finish(PREPARE_SNAPSHOT_EXPORT, result)?
             .map_err(|message| GuestError {
                 operator: self.label.to_string(),
@@ -582,14 +580,21 @@ mod tests {
         /// Whether the host holds window state for `key` (state 0).
         fn host_holds(op: &mut OperatorInstance, key: &str) -> bool {
             let keyed = op.state().keyed.as_mut().unwrap();
-            keyed.state.value_get(0, key.as_bytes(), 0).unwrap().is_some()
+            keyed
+                .state
+                .value_get(0, key.as_bytes(), 0)
+                .unwrap()
+                .is_some()
         }
 
         #[test]
         fn a_buffering_guest_hands_over_its_state_when_a_snapshot_is_prepared() {
             let count = guest("count_op");
             let mut op = OperatorInstance::open(&count, &info(), Some(keyed())).unwrap();
-            assert!(op.prepare_snapshot.is_some(), "the Rust SDK exports snapshots");
+            assert!(
+                op.prepare_snapshot.is_some(),
+                "the Rust SDK exports snapshots"
+            );
             process(&mut op, &[("a", "", 10), ("b", "", 30)]);
             assert!(!host_holds(&mut op, "a"), "held back until a snapshot");
             op.prepare_snapshot().unwrap();

@@ -106,7 +106,11 @@ fn window_state_stays_in_the_guest_until_the_host_prepares_a_snapshot() {
         }
         // A host that snapshots only after `prepare-snapshot` holds nothing
         // yet; one that may snapshot between any two calls holds it all.
-        assert_eq!(h.value_state_len(0), if hook { 0 } else { 2 }, "hook {hook}");
+        assert_eq!(
+            h.value_state_len(0),
+            if hook { 0 } else { 2 },
+            "hook {hook}"
+        );
         h.prepare_snapshot();
         assert_eq!(h.value_state_len(0), 2);
         // A restore from that snapshot fires the windows as if none happened.
