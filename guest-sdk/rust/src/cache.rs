@@ -126,7 +126,7 @@ impl<T> StateCache<T> {
         let mut found = None;
         for way in 0..WAYS {
             match &self.slots[base + way] {
-                Some(slot) if slot.key.bytes() == key => {
+                Some(slot) if slot.key.is(key) => {
                     found = Some(Ok(way));
                     break;
                 }
@@ -215,6 +215,18 @@ impl SlotKey {
         }
     }
 
+    /// Whether the key is `key`. Short keys are compared a word at a time
+    /// in line: in Wasm a slice `==` is a call to wasi-libc's `memcmp`,
+    /// which walks byte by byte, and this runs on every lookup.
+    fn is(&self, key: &[u8]) -> bool {
+        match self {
+            SlotKey::Inline { len, bytes } => {
+                usize::from(*len) == key.len() && same_short(&bytes[..key.len()], key)
+            }
+            SlotKey::Heap(bytes) => bytes[..] == *key,
+        }
+    }
+
     /// Replaces the key, reusing a heap buffer for a long key.
     fn set(&mut self, key: &[u8]) {
         if key.len() <= INLINE_KEY_MAX {
@@ -227,6 +239,28 @@ impl SlotKey {
             buffer.extend_from_slice(key);
         } else {
             *self = SlotKey::Heap(key.to_vec());
+        }
+    }
+}
+
+/// `a == b` for slices of equal length: whole words, then the last word
+/// (overlapping), without a call.
+fn same_short(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
+    match n {
+        0..4 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => {
+            let mut at = 0;
+            while at + 8 < n {
+                if word(a, at) != word(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            word(a, n - 8) == word(b, n - 8)
         }
     }
 }
@@ -382,7 +416,7 @@ impl<T: Data> StateCache<T> {
                 // A slot taken by another key keeps its buffer: a miss
                 // allocates nothing for a short key, nor for a long one
                 // once the slot has held one.
-                if slot.key.bytes() != key {
+                if !slot.key.is(key) {
                     if slot.dirty
                         && let Some(state) = self.write_back
                     {
@@ -438,6 +472,29 @@ mod tests {
     use crate::{OpenContext, Operator, Record};
 
     use super::*;
+
+    #[test]
+    fn short_keys_compare_as_slices_do() {
+        let keys: Vec<Vec<u8>> = (0..=INLINE_KEY_MAX + 3)
+            .flat_map(|n| {
+                let base: Vec<u8> = (0..n as u8).map(|i| b'a' + i).collect();
+                // The same length, one byte different at each place.
+                let mut v = vec![base.clone()];
+                for at in 0..n {
+                    let mut other = base.clone();
+                    other[at] ^= 0x20;
+                    v.push(other);
+                }
+                v
+            })
+            .collect();
+        for a in &keys {
+            let slot = SlotKey::new(a);
+            for b in &keys {
+                assert_eq!(slot.is(b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
 
     #[test]
     fn slot_keys_keep_their_bytes_short_or_long() {

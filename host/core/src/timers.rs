@@ -206,6 +206,11 @@ impl TimerQueue {
 
     /// Removes and returns up to `max` timers with timestamp <= `time`, in
     /// (timestamp, key) order.
+    ///
+    /// A timestamp's keys are taken as a whole set (or split off at the
+    /// first key that does not fit), not popped one by one: each pop from
+    /// the front of a B-tree shifts the rest of its leaf, and a window
+    /// operator fires thousands of keys at one timestamp.
     pub fn pop_due(&mut self, time: i64, max: usize) -> Vec<(i64, TimerKey)> {
         let mut due = Vec::new();
         while due.len() < max {
@@ -216,21 +221,23 @@ impl TimerQueue {
             if timestamp > time {
                 break;
             }
-            let keys = entry.get_mut();
-            while due.len() < max {
-                match keys.pop_first() {
-                    Some(key) => {
-                        if let TimerKey::Heap(bytes) = &key {
-                            self.heap_key_bytes -= bytes.len();
-                            self.heap_keys -= 1;
-                        }
-                        due.push((timestamp, key));
-                    }
-                    None => break,
+            let room = max - due.len();
+            let taken = if entry.get().len() <= room {
+                entry.remove()
+            } else {
+                let keys = entry.get_mut();
+                let Some(first_left) = keys.iter().nth(room).cloned() else {
+                    break; // cannot happen: more than `room` keys
+                };
+                let rest = keys.split_off(&first_left);
+                std::mem::replace(keys, rest)
+            };
+            for key in taken {
+                if let TimerKey::Heap(bytes) = &key {
+                    self.heap_key_bytes -= bytes.len();
+                    self.heap_keys -= 1;
                 }
-            }
-            if keys.is_empty() {
-                entry.remove();
+                due.push((timestamp, key));
             }
         }
         self.len -= due.len();
@@ -342,6 +349,44 @@ mod tests {
         }
         assert_eq!(q.pop_due(10, 2).len(), 2);
         assert_eq!(q.next_timestamp(), Some(2));
+    }
+
+    /// Many keys under few timestamps (a window operator's shape), popped
+    /// in pieces of every size: the same timers in the same order as
+    /// sorting them, none twice, and the long-key count back to zero.
+    #[test]
+    fn popping_in_pieces_splits_a_timestamps_keys_in_order() {
+        for max in [1, 2, 3, 7, 64, 999, 1000, 1001, 5000] {
+            let mut q = TimerQueue::default();
+            let mut expected = Vec::new();
+            for t in [30, 10, 20] {
+                for k in (0..1000u32).rev() {
+                    let key = if k % 97 == 0 {
+                        format!("a-long-key-of-more-than-22-bytes-{k}")
+                    } else {
+                        format!("k{k}")
+                    };
+                    q.register(t, key.as_bytes());
+                    expected.push((t, key.into_bytes()));
+                }
+            }
+            expected.sort();
+            let mut got = Vec::new();
+            loop {
+                let due = q.pop_due(25, max);
+                assert!(due.len() <= max);
+                if due.is_empty() {
+                    break;
+                }
+                got.extend(popped(due));
+            }
+            assert_eq!(got, expected[..2000], "max {max}");
+            assert_eq!(q.len(), 1000);
+            got.extend(popped(q.pop_due(30, usize::MAX)));
+            assert_eq!(got, expected, "max {max}");
+            assert!(q.is_empty());
+            assert_eq!((q.heap_keys, q.heap_key_bytes), (0, 0));
+        }
     }
 
     #[test]

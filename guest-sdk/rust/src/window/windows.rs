@@ -153,6 +153,20 @@ struct Spec<A> {
     assigner: WindowAssigner,
     aggregate: A,
     lateness: i64,
+    /// Fixed windows: the pane length, `gcd(size, slide)`, worked out
+    /// once (a record needs it, and it takes divisions).
+    pane: i64,
+}
+
+impl<A> Spec<A> {
+    fn new(assigner: WindowAssigner, aggregate: A) -> Self {
+        Spec {
+            pane: panes::pane_of(assigner),
+            assigner,
+            aggregate,
+            lateness: 0,
+        }
+    }
 }
 
 impl<A: AggregateFunction> Windows<A> {
@@ -170,11 +184,7 @@ impl<A: AggregateFunction> Windows<A> {
         let state = ctx.value_state(name)?;
         let cache = StateCache::write_back(ctx, &state);
         Ok(Windows {
-            spec: Spec {
-                assigner,
-                aggregate,
-                lateness: 0,
-            },
+            spec: Spec::new(assigner, aggregate),
             state,
             cache,
         })

@@ -17,6 +17,7 @@
 //! belongs to, and a window's count is the sum of its panes when it fires.
 
 use nexmark_events::{BID, Input, Obj};
+use weir_guest::cache::StateCache;
 use weir_guest::window::{Count, WindowAssigner, Windows};
 use weir_guest::{
     Context, Decode, Encode, Error, OpenContext, Operator, Record, Result, Timer, ValueState,
@@ -105,7 +106,12 @@ impl Encode for Hot {
 pub enum HotItems {
     Prepare,
     Count { windows: Windows<Count<()>> },
-    Hottest { best: ValueState<Best> },
+    /// `best` behind a cache: a window's counts come in a run, and most
+    /// are below its best so far, so they need only a read.
+    Hottest {
+        best: ValueState<Best>,
+        cache: StateCache<Best>,
+    },
 }
 
 impl Operator for HotItems {
@@ -126,6 +132,7 @@ impl Operator for HotItems {
                 }
                 _ => HotItems::Hottest {
                     best: ctx.value_state("best")?,
+                    cache: StateCache::default(),
                 },
             },
         )
@@ -147,22 +154,25 @@ impl Operator for HotItems {
                 windows.add(ctx, record.timestamp.unwrap_or(0), &())?;
                 Ok(())
             }
-            HotItems::Hottest { best } => {
+            HotItems::Hottest { best, cache } => {
                 let c = AuctionCount::decode(record.value.bytes()?)?;
-                let mut b = best.get(ctx)?.unwrap_or_default();
-                if c.count < b.num {
-                    return Ok(());
-                }
-                if c.count > b.num {
-                    b.auctions.clear();
-                }
-                if b.auctions.is_empty() {
-                    // The window's end: the record's time is end - 1.
-                    ctx.register_event_timer(record.timestamp.unwrap_or(0));
-                }
-                b.num = c.count;
-                b.auctions.push(c.auction);
-                best.set(ctx, &b)
+                let time = record.timestamp.unwrap_or(0);
+                cache.update(ctx, best, |ctx, stored| {
+                    if c.count < stored.as_ref().map_or(0, |b| b.num) {
+                        return Ok(((), false));
+                    }
+                    let b = stored.get_or_insert_with(Best::default);
+                    if c.count > b.num {
+                        b.auctions.clear();
+                    }
+                    if b.auctions.is_empty() {
+                        // The window's end: the record's time is end - 1.
+                        ctx.register_event_timer(time);
+                    }
+                    b.num = c.count;
+                    b.auctions.push(c.auction);
+                    Ok(((), true))
+                })
             }
         }
     }
@@ -181,9 +191,14 @@ impl Operator for HotItems {
                 }
                 Ok(())
             }
-            HotItems::Hottest { best } => {
+            HotItems::Hottest { best, cache } => {
                 let window_end: i64 = Decode::decode(ctx.key_bytes())?;
-                if let Some(b) = best.get(ctx)? {
+                let fired = cache.update(ctx, best, |_, stored| {
+                    let fired = stored.take();
+                    let had = fired.is_some();
+                    Ok((fired, had))
+                })?;
+                if let Some(b) = fired {
                     for &auction in &b.auctions {
                         let hot = Hot {
                             auction,
@@ -193,7 +208,6 @@ impl Operator for HotItems {
                         ctx.emit(&auction, &hot)?;
                     }
                 }
-                best.clear(ctx);
                 Ok(())
             }
         }

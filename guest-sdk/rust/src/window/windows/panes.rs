@@ -7,14 +7,18 @@ use crate::context::Context;
 use crate::window::aggregate::AggregateFunction;
 use crate::window::assigner::{Window, WindowAssigner, out_of_range};
 
+/// The length of a pane: every window is a run of whole panes.
+pub(super) fn pane_of(assigner: WindowAssigner) -> i64 {
+    match assigner {
+        WindowAssigner::Tumbling { size } => size,
+        WindowAssigner::Sliding { size, slide } => gcd(size, slide),
+        WindowAssigner::Session { gap } => gap,
+    }
+}
+
 impl<A: AggregateFunction> Spec<A> {
-    /// The length of a pane: every window is a run of whole panes.
     fn pane(&self) -> i64 {
-        match self.assigner {
-            WindowAssigner::Tumbling { size } => size,
-            WindowAssigner::Sliding { size, slide } => gcd(size, slide),
-            WindowAssigner::Session { gap } => gap,
-        }
+        self.pane
     }
 
     /// `(size, slide)` of fixed windows; `None` for sessions.
@@ -65,11 +69,8 @@ impl<A: AggregateFunction> Spec<A> {
             return Ok((true, changed));
         }
         // The pane's windows are the record's (windows are whole panes).
-        let windows = self.assigner.assign(start)?;
-        let live: Vec<Window> = windows
-            .into_iter()
-            .filter(|w| !self.is_late(w, watermark))
-            .collect();
+        let mut live = self.assigner.assign(start)?;
+        live.retain(|w| !self.is_late(w, watermark));
         let Some(last) = live.last() else {
             return Ok((false, false));
         };
@@ -176,11 +177,7 @@ mod tests {
     fn first_fire_is_the_earliest_window_of_the_pane() {
         for (size, slide) in [(10, 10), (10, 5), (300, 200), (500, 300), (7, 3)] {
             let assigner = WindowAssigner::sliding(size, slide).unwrap();
-            let spec = Spec {
-                assigner,
-                aggregate: Count::<()>::new(),
-                lateness: 0,
-            };
+            let spec = Spec::new(assigner, Count::<()>::new());
             let pane = spec.pane();
             for start in (-50..50).map(|i| i * pane) {
                 let first = assigner.assign(start).unwrap()[0];
