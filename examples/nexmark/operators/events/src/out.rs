@@ -15,13 +15,13 @@ pub struct Obj<'o> {
 }
 
 impl<'o> Obj<'o> {
-    #[inline]
+    #[inline(always)]
     pub fn new(out: &'o mut Vec<u8>) -> Self {
         out.push(b'{');
         Obj { out, first: true }
     }
 
-    #[inline]
+    #[inline(always)]
     fn name(&mut self, name: &str) -> &mut Vec<u8> {
         if !self.first {
             self.out.push(b',');
@@ -33,13 +33,13 @@ impl<'o> Obj<'o> {
         self.out
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn u64(mut self, name: &str, n: u64) -> Self {
         n.encode(self.name(name));
         self
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn i64(mut self, name: &str, n: i64) -> Self {
         n.encode(self.name(name));
         self
@@ -47,20 +47,20 @@ impl<'o> Obj<'o> {
 
     /// serde_json's float text (shortest round-trip digits; `null` if not
     /// finite).
-    #[inline]
+    #[inline(always)]
     pub fn f64(mut self, name: &str, x: f64) -> Self {
         let _ = serde_json::to_writer(self.name(name), &x);
         self
     }
 
     /// A string, escaped as serde_json escapes it.
-    #[inline]
+    #[inline(always)]
     pub fn str(mut self, name: &str, s: &str) -> Self {
         let _ = serde_json::to_writer(self.name(name), s);
         self
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn end(self) {
         self.out.push(b'}');
     }

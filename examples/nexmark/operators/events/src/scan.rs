@@ -44,35 +44,30 @@ fn specials16(chunk: &[u8; 16]) -> u16 {
     i8x16_bitmask(v128_or(v128_or(quote, backslash), v128_or(control, high)))
 }
 
-/// Past the ASCII digits from `at`, eight bytes to a step.
-fn digits_end(bytes: &[u8], mut at: usize) -> usize {
-    const LOW: u64 = 0x0f0f_0f0f_0f0f_0f0f;
-    while let Some(word) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
-        // Per byte, t = b ^ '0' is 0..=9 for a digit: nothing in the high
-        // nibble, and the low nibble + 6 stays below 0x10 (no carries
-        // cross bytes).
-        let t = u64::from_le_bytes(*word) ^ (ONES * u64::from(b'0'));
-        let not_digit = (t & !LOW) | (((t & LOW) + ONES * 6) & (ONES * 0x10));
-        if not_digit != 0 {
-            return at + (not_digit.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    while bytes.get(at).is_some_and(u8::is_ascii_digit) {
-        at += 1;
-    }
-    at
+const LOW_NIBBLES: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+
+/// Per byte of `word` (read little-endian), nonzero where it is not an
+/// ASCII digit, and `word`'s bytes as digit values (0..=9 where they are
+/// digits). For a digit, b ^ '0' is 0..=9: nothing in the high nibble,
+/// and the low nibble + 6 stays below 0x10 (no carries cross bytes).
+fn digit_bytes(word: u64) -> (u64, u64) {
+    let t = word ^ (ONES * u64::from(b'0'));
+    let not_digit = (t & !LOW_NIBBLES) | (((t & LOW_NIBBLES) + ONES * 6) & (ONES * 0x10));
+    (not_digit, t)
 }
 
-/// The value of eight ASCII digits, the first the most significant: pairs,
-/// then fours, then all eight, by three multiplications (the known SWAR
-/// method; the digits are checked by the caller).
-fn eight_digits(digits: &[u8; 8]) -> u64 {
-    let v = u64::from_le_bytes(*digits) & 0x0f0f_0f0f_0f0f_0f0f;
+/// The value of eight digit values (0..=9 per byte), the first (lowest)
+/// byte the most significant: pairs, then fours, then all eight, by three
+/// multiplications (the known SWAR method). Leading zero bytes are
+/// leading zero digits.
+fn eight_digits(digits: u64) -> u64 {
+    let v = digits & LOW_NIBBLES;
     let v = (v.wrapping_mul(10 << 8 | 1)) >> 8 & 0x00ff_00ff_00ff_00ff;
     let v = (v.wrapping_mul(100 << 16 | 1)) >> 16 & 0x0000_ffff_0000_ffff;
     (v.wrapping_mul(10_000 << 32 | 1)) >> 32
 }
+
+const TENS: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
 
 /// A bid exactly as `weir nexmark` writes it (92% of the events): its
 /// column names in their order are compared as literals instead of being
@@ -177,32 +172,58 @@ impl<'a> Scanner<'a> {
     }
 
     /// An integer's sign and digits (at most 18, so no overflow in u64).
+    /// Eight bytes to a step: each word is checked for digits and, up to
+    /// the first byte that is not one, added to the value in the same
+    /// step (the digits moved to the word's top, zeros before them).
     fn int(&mut self) -> Option<(bool, u64)> {
         let negative = self.peek()? == b'-';
         if negative {
             self.at += 1;
         }
         let start = self.at;
-        let end = digits_end(self.bytes, start);
-        let digits = end - start;
+        let mut at = start;
+        let mut n: u64 = 0;
+        loop {
+            let Some(word) = self
+                .bytes
+                .get(at..)
+                .and_then(|rest| rest.first_chunk::<8>())
+            else {
+                // Fewer than eight bytes left: one at a time.
+                while let Some(d) = self.bytes.get(at).filter(|d| d.is_ascii_digit()) {
+                    if at - start == 18 {
+                        return None;
+                    }
+                    n = n * 10 + u64::from(d - b'0');
+                    at += 1;
+                }
+                break;
+            };
+            let (not_digit, digits) = digit_bytes(u64::from_le_bytes(*word));
+            let k = (not_digit.trailing_zeros() / 8) as usize; // 8 if all are
+            if at - start + k > 18 {
+                return None;
+            }
+            if k == 8 {
+                n = n * 100_000_000 + eight_digits(digits);
+                at += 8;
+                continue;
+            }
+            if k > 0 {
+                n = n * TENS[k] + eight_digits(digits << (8 * (8 - k)));
+            }
+            at += k;
+            break;
+        }
         // No leading zeros (JSON), no fractions or exponents here.
+        let digits = at - start;
         if digits == 0
-            || digits > 18
             || (digits > 1 && self.bytes[start] == b'0')
-            || matches!(self.bytes.get(end), Some(b'.' | b'e' | b'E'))
+            || matches!(self.bytes.get(at), Some(b'.' | b'e' | b'E'))
         {
             return None;
         }
-        let mut n: u64 = 0;
-        let mut i = start;
-        while let Some(eight) = self.bytes[i..end].first_chunk::<8>() {
-            n = n * 100_000_000 + eight_digits(eight);
-            i += 8;
-        }
-        for &d in &self.bytes[i..end] {
-            n = n * 10 + u64::from(d - b'0');
-        }
-        self.at = end;
+        self.at = at;
         Some((negative, n))
     }
 
@@ -415,8 +436,9 @@ mod tests {
             };
             assert_eq!(s.int(), None, "{bad}");
         }
-        assert_eq!(eight_digits(b"12345678"), 12_345_678);
-        assert_eq!(eight_digits(b"00000009"), 9);
+        let word = |text: &[u8; 8]| digit_bytes(u64::from_le_bytes(*text)).1;
+        assert_eq!(eight_digits(word(b"12345678")), 12_345_678);
+        assert_eq!(eight_digits(word(b"00000009")), 9);
     }
 
     #[test]

@@ -105,7 +105,9 @@ impl Encode for Hot {
 
 pub enum HotItems {
     Prepare,
-    Count { windows: Windows<Count<()>> },
+    Count {
+        windows: Windows<Count<()>>,
+    },
     /// `best` behind a cache: a window's counts come in a run, and most
     /// are below its best so far, so they need only a read.
     Hottest {
