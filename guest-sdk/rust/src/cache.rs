@@ -218,6 +218,7 @@ impl SlotKey {
     /// Whether the key is `key`. Short keys are compared a word at a time
     /// in line: in Wasm a slice `==` is a call to wasi-libc's `memcmp`,
     /// which walks byte by byte, and this runs on every lookup.
+    #[inline]
     fn is(&self, key: &[u8]) -> bool {
         match self {
             SlotKey::Inline { len, bytes } => {
@@ -245,6 +246,7 @@ impl SlotKey {
 
 /// `a == b` for slices of equal length: whole words, then the last word
 /// (overlapping), without a call.
+#[inline]
 fn same_short(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
