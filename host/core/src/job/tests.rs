@@ -461,6 +461,23 @@ fn channels_are_bounded_before_anything_is_built() {
 }
 
 #[test]
+fn channel_batches_default_to_16_unless_the_channels_are_too_many() {
+    let small = parse(&job_with("", "", "", ""), Path::new("j.toml")).unwrap();
+    assert_eq!(small.channel_batches_max, 16);
+    // 1000 x 1000 channels: 16 each would pass the slot limit, 8 do not.
+    let wide = job_with(
+        "max_parallelism = 4096",
+        "parallelism = 1000",
+        "parallelism = 1000\nedge = \"hash\"",
+        "",
+    );
+    let wide = parse(&wide, Path::new("j.toml")).unwrap();
+    assert_eq!(wide.channel_batches_max, 8);
+    let set = parse(&job_with("channel_batches_max = 3", "", "", ""), Path::new("j.toml")).unwrap();
+    assert_eq!(set.channel_batches_max, 3);
+}
+
+#[test]
 fn job_names_are_one_safe_character_set() {
     for (name, shown) in [
         ("a\\u0000b", "a\\u{0}b"),
