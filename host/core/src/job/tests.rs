@@ -473,7 +473,11 @@ fn channel_batches_default_to_16_unless_the_channels_are_too_many() {
     );
     let wide = parse(&wide, Path::new("j.toml")).unwrap();
     assert_eq!(wide.channel_batches_max, 8);
-    let set = parse(&job_with("channel_batches_max = 3", "", "", ""), Path::new("j.toml")).unwrap();
+    let set = parse(
+        &job_with("channel_batches_max = 3", "", "", ""),
+        Path::new("j.toml"),
+    )
+    .unwrap();
     assert_eq!(set.channel_batches_max, 3);
 }
 
