@@ -78,10 +78,12 @@ impl Resolver<'_> {
             "[job] ",
             "batch_records_max",
         )?;
+        // Unset, this is settled once the channels are counted
+        // (`check_channels`).
         let channel_batches_max = bounded(
             cx,
             job.channel_batches_max.as_ref(),
-            8,
+            CHANNEL_BATCHES_DEFAULT,
             1..=CHANNEL_BATCHES_MAX,
             "[job] ",
             "channel_batches_max",
@@ -1080,17 +1082,11 @@ fn check_channels(
     Ok(channel_batches_max)
 }
 
-/// `channel_batches_max` when the job does not set it: 16 batches per
-/// channel, or 8 (what the limits are sized for) when 16 would pass
-/// [`CHANNEL_SLOTS_MAX`]. With 8, a producer whose consumer is a little
-/// slower blocked and was woken for nearly every batch; Nexmark q5 (four
-/// threads on two cores) ran 9.3-10.7 s with 8 and 7.6-8.0 s with 16.
-pub const CHANNEL_BATCHES_DEFAULT: usize = 16;
-
+/// `channel_batches_max` when the job does not set it.
 fn default_channel_batches(channels: u64) -> usize {
     if channels.saturating_mul(CHANNEL_BATCHES_DEFAULT as u64) <= CHANNEL_SLOTS_MAX {
         CHANNEL_BATCHES_DEFAULT
     } else {
-        8
+        CHANNEL_BATCHES_FALLBACK
     }
 }

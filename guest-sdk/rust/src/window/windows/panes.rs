@@ -17,10 +17,6 @@ pub(super) fn pane_of(assigner: WindowAssigner) -> i64 {
 }
 
 impl<A: AggregateFunction> Spec<A> {
-    fn pane(&self) -> i64 {
-        self.pane
-    }
-
     /// `(size, slide)` of fixed windows; `None` for sessions.
     fn size_and_slide(&self) -> Option<(i64, i64)> {
         match self.assigner {
@@ -56,7 +52,7 @@ impl<A: AggregateFunction> Spec<A> {
         watermark: i64,
         outputs: &mut Vec<WindowOutput<A::Out>>,
     ) -> Result<(bool, bool)> {
-        let pane = self.pane();
+        let pane = self.pane;
         let start = timestamp
             .checked_sub(timestamp.rem_euclid(pane))
             .ok_or_else(|| out_of_range(timestamp))?;
@@ -178,7 +174,7 @@ mod tests {
         for (size, slide) in [(10, 10), (10, 5), (300, 200), (500, 300), (7, 3)] {
             let assigner = WindowAssigner::sliding(size, slide).unwrap();
             let spec = Spec::new(assigner, Count::<()>::new());
-            let pane = spec.pane();
+            let pane = spec.pane;
             for start in (-50..50).map(|i| i * pane) {
                 let first = assigner.assign(start).unwrap()[0];
                 assert_eq!(
