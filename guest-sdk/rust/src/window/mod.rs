@@ -97,7 +97,7 @@ mod windows;
 
 pub use aggregate::{AggregateFunction, Average, Count, Max, Min, Number, Sum};
 pub use assigner::{Window, WindowAssigner};
-pub use windows::{WindowOutput, WindowRecord, WindowResult, Windows};
+pub use windows::{Fired, WindowOutput, WindowRecord, WindowResult, Windows};
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! Fixed windows (tumbling, sliding) kept as panes of `gcd(size, slide)`:
 //! a record updates one pane, a window merges its panes when it fires.
 
-use super::{Slot, Spec, WindowOutput, WindowResult};
+use super::{Fired, Slot, Slots, Spec, WindowOutput, WindowResult};
 use crate::Result;
 use crate::context::Context;
 use crate::window::aggregate::AggregateFunction;
@@ -46,7 +46,7 @@ impl<A: AggregateFunction> Spec<A> {
     pub(super) fn add_to_pane(
         &self,
         ctx: &mut Context,
-        slots: &mut Vec<Slot<A::Acc>>,
+        slots: &mut Slots<A::Acc>,
         timestamp: i64,
         value: &A::In,
         watermark: i64,
@@ -130,13 +130,13 @@ impl<A: AggregateFunction> Spec<A> {
     /// fires, and panes whose last window's lateness is over are dropped.
     pub(super) fn fire_panes(
         &self,
-        slots: &mut Vec<Slot<A::Acc>>,
+        slots: &mut Slots<A::Acc>,
         time: i64,
-    ) -> (Vec<WindowResult<A::Out>>, bool) {
+    ) -> (Fired<A::Out>, bool) {
         let Some((size, slide)) = self.size_and_slide() else {
-            return (Vec::new(), false);
+            return (Fired::new(), false);
         };
-        let mut results = Vec::new();
+        let mut results = Fired::new();
         if let Some(end) = time.checked_add(1)
             && let Some(start) = end.checked_sub(size)
             && start.rem_euclid(slide) == 0

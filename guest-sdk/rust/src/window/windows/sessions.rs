@@ -1,7 +1,7 @@
 //! Session windows: a record's session absorbs every stored session it
 //! overlaps or touches; a session's timer moves only when it fires.
 
-use super::{Slot, Spec, WindowOutput, WindowResult};
+use super::{Fired, Slot, Slots, Spec, WindowOutput};
 use crate::Result;
 use crate::context::Context;
 use crate::window::aggregate::AggregateFunction;
@@ -13,7 +13,7 @@ impl<A: AggregateFunction> Spec<A> {
     pub(super) fn add_to_session(
         &self,
         ctx: &mut Context,
-        slots: &mut Vec<Slot<A::Acc>>,
+        slots: &mut Slots<A::Acc>,
         timestamp: i64,
         value: &A::In,
         watermark: i64,
@@ -133,10 +133,10 @@ impl<A: AggregateFunction> Spec<A> {
     pub(super) fn fire_sessions(
         &self,
         ctx: &mut Context,
-        slots: &mut Vec<Slot<A::Acc>>,
+        slots: &mut Slots<A::Acc>,
         time: i64,
-    ) -> (Vec<WindowResult<A::Out>>, bool) {
-        let mut results = Vec::new();
+    ) -> (Fired<A::Out>, bool) {
+        let mut results = Fired::new();
         let mut changed = false;
         slots.retain_mut(|slot| {
             if slot.timer != time {
