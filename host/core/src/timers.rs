@@ -98,9 +98,7 @@ impl Keys {
     /// `max` of the smallest keys, smallest first.
     fn take_first(&mut self, max: usize) -> impl Iterator<Item = TimerKey> {
         if let Keys::Set(set) = self {
-            let mut sorted: Vec<TimerKey> = set.drain().collect();
-            sorted.sort_unstable_by(|a, b| b.cmp(a));
-            *self = Keys::Firing(sorted);
+            *self = Keys::Firing(sorted_backwards(set.drain().collect()));
         }
         let rest = match self {
             Keys::Firing(rest) => rest,
@@ -121,6 +119,38 @@ impl Keys {
             Keys::Firing(rest) => rest.iter().rev().collect(),
         }
     }
+}
+
+/// `keys` sorted largest first. Inline keys are sorted as their order
+/// words, worked out once per key rather than in every comparison (the
+/// sort was about a fifth of a window operator's timer work).
+fn sorted_backwards(mut keys: Vec<TimerKey>) -> Vec<TimerKey> {
+    let words: Option<Vec<(u64, u64, u64, u8)>> = keys
+        .iter()
+        .map(|k| match k {
+            TimerKey::Inline { len, bytes } => {
+                let (a, b, c) = words(bytes);
+                Some((a, b, c, *len))
+            }
+            TimerKey::Heap(_) => None,
+        })
+        .collect();
+    let Some(mut words) = words else {
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        return keys;
+    };
+    drop(keys);
+    words.sort_unstable_by(|a, b| b.cmp(a));
+    words
+        .into_iter()
+        .map(|(a, b, c, len)| {
+            let mut bytes = [0; INLINE_KEY_MAX];
+            bytes[..8].copy_from_slice(&a.to_be_bytes());
+            bytes[8..16].copy_from_slice(&b.to_be_bytes());
+            bytes[16..].copy_from_slice(&c.to_be_bytes()[..INLINE_KEY_MAX - 16]);
+            TimerKey::Inline { len, bytes }
+        })
+        .collect()
 }
 
 impl Default for Keys {
@@ -441,6 +471,33 @@ mod tests {
         }
     }
 
+    /// Only short keys (sorted by their words, then rebuilt): with zero
+    /// bytes, shared prefixes and every length up to the inline limit.
+    #[test]
+    fn short_keys_fire_in_byte_order() {
+        let mut q = TimerQueue::default();
+        let mut expected = Vec::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % (INLINE_KEY_MAX as u64 + 1)) as usize;
+            let key: Vec<u8> = (0..len)
+                .map(|i| [0, 1, b'a', 255][((seed >> (2 * (i % 30))) & 3) as usize])
+                .collect();
+            q.register(9, &key);
+            expected.push(key);
+        }
+        expected.sort();
+        expected.dedup();
+        let got: Vec<Vec<u8>> = popped(q.pop_due(9, usize::MAX))
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
+        assert_eq!(got, expected);
+    }
+
     #[test]
     fn timers_fire_in_key_order_within_a_timestamp() {
         let mut q = TimerQueue::default();
@@ -514,7 +571,10 @@ mod tests {
             q.register(5, key);
         }
         q.register(6, b"z");
-        assert_eq!(popped(q.pop_due(5, 2)), vec![(5, b"a".to_vec()), (5, b"b".to_vec())]);
+        assert_eq!(
+            popped(q.pop_due(5, 2)),
+            vec![(5, b"a".to_vec()), (5, b"b".to_vec())]
+        );
         q.register(5, b"f"); // pending already
         q.register(5, b"e");
         q.register(5, b"a"); // fired already: a new timer

@@ -22,8 +22,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
-use smallvec::SmallVec;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::aggregate::AggregateFunction;
 use super::assigner::{Window, WindowAssigner};
@@ -301,11 +301,7 @@ impl<A: AggregateFunction> Windows<A> {
     /// the windows it fires (if any) and drops what their allowed lateness
     /// no longer needs. Timers the windows did not set find nothing and
     /// return nothing, so an operator may use timers of its own too.
-    pub fn on_timer<K>(
-        &self,
-        ctx: &mut Context,
-        timer: &Timer<K>,
-    ) -> Result<Fired<A::Out>> {
+    pub fn on_timer<K>(&self, ctx: &mut Context, timer: &Timer<K>) -> Result<Fired<A::Out>> {
         if timer.domain != TimeDomain::EventTime {
             return Ok(Fired::new());
         }
@@ -369,7 +365,11 @@ mod tests {
             assert_eq!(bytes, as_vec, "{n} panes");
             let KeyWindows(back) = KeyWindows::<u64>::decode(&as_vec).unwrap();
             assert_eq!(back.len(), n as usize);
-            assert!(back.iter().zip(&panes).all(|(a, b)| a.start == b.start && a.acc == b.acc));
+            assert!(
+                back.iter()
+                    .zip(&panes)
+                    .all(|(a, b)| a.start == b.start && a.acc == b.acc)
+            );
         }
     }
 }

@@ -128,11 +128,7 @@ impl<A: AggregateFunction> Spec<A> {
 
     /// Fixed windows at event time `time`: the window ending at `time + 1`
     /// fires, and panes whose last window's lateness is over are dropped.
-    pub(super) fn fire_panes(
-        &self,
-        slots: &mut Slots<A::Acc>,
-        time: i64,
-    ) -> (Fired<A::Out>, bool) {
+    pub(super) fn fire_panes(&self, slots: &mut Slots<A::Acc>, time: i64) -> (Fired<A::Out>, bool) {
         let Some((size, slide)) = self.size_and_slide() else {
             return (Fired::new(), false);
         };
