@@ -225,15 +225,10 @@ impl Hash for TimerKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {
             TimerKey::Inline { len, bytes } => {
-                let word = |at: usize| {
-                    let mut w = [0u8; 8];
-                    let end = (at + 8).min(INLINE_KEY_MAX);
-                    w[..end - at].copy_from_slice(&bytes[at..end]);
-                    u64::from_le_bytes(w)
-                };
-                state.write_u64(word(0));
-                state.write_u64(word(8));
-                state.write_u64(word(16));
+                let (a, b, c) = words(bytes);
+                state.write_u64(a);
+                state.write_u64(b);
+                state.write_u64(c);
                 state.write_u8(*len);
             }
             TimerKey::Heap(bytes) => state.write(bytes),
