@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Sender, TrySendError};
+use crate::channel::{Sender, TrySendError};
 use weir_core::job::Edge;
 use weir_core::key_group::subtask_for_key_group;
 use weir_core::{Batch, BatchBuilder, key_group_of};
@@ -150,14 +150,14 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossbeam_channel::{Receiver, bounded};
+    use crate::channel::{Receiver, bounded};
 
     fn channels(n: usize) -> (Vec<Sender<Message>>, Vec<Receiver<Message>>) {
         (0..n).map(|_| bounded(16)).unzip()
     }
 
     fn keys(rx: &Receiver<Message>) -> Vec<Vec<u8>> {
-        rx.try_iter()
+        std::iter::from_fn(|| rx.try_recv().ok())
             .flat_map(|m| match m {
                 Message::Data(b) => b.iter().map(|r| r.key.to_vec()).collect(),
                 _ => vec![],
@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(times.read().2, std::time::Duration::ZERO, "not full yet");
         let reader = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
-            rx.iter().take(2).count()
+            (0..2).filter(|_| rx.recv().is_ok()).count()
         });
         gate.send_watermark(2).unwrap(); // blocks until the reader drains
         assert_eq!(reader.join().unwrap(), 2);

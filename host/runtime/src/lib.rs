@@ -30,6 +30,7 @@
 mod alignment;
 pub mod artifacts;
 mod attempt;
+mod channel;
 mod control;
 mod control_guard;
 pub mod embedded;

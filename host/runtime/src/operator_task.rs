@@ -84,7 +84,7 @@ impl ChainTask {
         let mut readable: Vec<usize> = (0..inputs.len()).collect();
         let mut select = Select::new();
         for input in &inputs {
-            select.recv(&input.rx);
+            input.rx.select_on(&mut select);
         }
         let mut clock = TaskClock::new(self.times.clone());
         let mut next_sample = i64::MIN;
@@ -113,8 +113,9 @@ impl ChainTask {
             };
             clock.wait_ends();
             let index = readable[ready.index()];
-            let message = ready
-                .recv(&inputs[index].rx)
+            let message = inputs[index]
+                .rx
+                .recv_selected(ready)
                 .map_err(|_| TaskError::Cancelled)?;
             let mut reselect = false;
             let advanced = match message {
@@ -159,7 +160,7 @@ impl ChainTask {
                 readable = alignment.readable();
                 select = Select::new();
                 for &i in &readable {
-                    select.recv(&inputs[i].rx);
+                    inputs[i].rx.select_on(&mut select);
                 }
             }
         }

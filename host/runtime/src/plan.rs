@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crate::channel::{Receiver, Sender, bounded};
 use serde::{Deserialize, Serialize};
 use weir_core::job::{CHANNEL_SLOTS_MAX, CHANNELS_MAX, Edge, JobSpec, StreamRef};
 

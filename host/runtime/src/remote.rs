@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{Receiver, Sender};
+use crate::channel::{Receiver, Sender};
 use weir_core::Batch;
 use weir_net::frame::Frame;
 use weir_net::stream::{ChannelHeader, FrameReader, FrameWriter};

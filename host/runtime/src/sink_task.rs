@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use crossbeam_channel::{Receiver, Select};
+
 use weir_connectors::Sink;
 use weir_core::watermark::InputWatermarks;
 use weir_snapshot::SinkSnapshot;
@@ -47,7 +48,7 @@ impl SinkTask {
                 readable = alignment.readable();
                 select = Select::new();
                 for &i in &readable {
-                    select.recv(&inputs[i].rx);
+                    inputs[i].rx.select_on(&mut select);
                 }
                 command_index = commands_open.then(|| select.recv(&commands));
                 reselect = false;
@@ -71,7 +72,7 @@ impl SinkTask {
                 continue;
             }
             let index = readable[op.index()];
-            match op.recv(&inputs[index].rx) {
+            match inputs[index].rx.recv_selected(op) {
                 Ok(Message::Data(batch)) => {
                     watermarks.on_activity(index);
                     self.metrics.add_in(batch.len(), batch.as_bytes().len());
