@@ -221,12 +221,19 @@ mod tests {
         for expected in 0..3 {
             assert_eq!(rx.recv().unwrap(), expected);
             std::thread::sleep(Duration::from_millis(20));
-            assert!(finished.try_recv().is_err(), "woken with {} queued", rx.inner.len());
+            assert!(
+                finished.try_recv().is_err(),
+                "woken with {} queued",
+                rx.inner.len()
+            );
             assert_eq!(rx.inner.len(), 7 - expected as usize);
         }
         assert_eq!(rx.recv().unwrap(), 3); // four queued now: the low-water mark
         let queued_after = within_10s(&finished);
-        assert_eq!(queued_after, 5, "the producer added its message to the 4 left");
+        assert_eq!(
+            queued_after, 5,
+            "the producer added its message to the 4 left"
+        );
         producer.join().unwrap();
         let rest: Vec<u32> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         assert_eq!(rest, vec![4, 5, 6, 7, 8]);
