@@ -8,11 +8,12 @@
 //! value is always the host's. Nothing else writes the state (no TTL), and
 //! the cache lives in the instance's memory, which the host creates afresh
 //! for every restore, rescale or upgrade, so it never outlives the state it
-//! mirrors. Two-way set-associative and bounded: a key may sit in either
-//! slot of its set, and a miss replaces the one used less recently, so two
-//! hot keys that hash alike do not keep evicting each other (direct-mapped,
-//! about one in seven of 10,000 live keys shares a slot of 65,536 with
-//! another, and such keys missed on every record).
+//! mirrors. Four-way set-associative and bounded: a key may sit in any of
+//! the four slots of its set, and a miss replaces the one used least
+//! recently, so hot keys that hash alike do not keep evicting each other
+//! (direct-mapped, about one in seven of 10,000 live keys shares a slot of
+//! 65,536 with another, and such keys missed on every record; see [`WAYS`]
+//! for why four).
 //! A miss just asks the host. A default cache starts small and doubles (up
 //! to [`GROWN_SLOTS_MAX`]) while keys keep evicting each other, so an
 //! operator with many live keys is not left asking the host for each.
@@ -48,9 +49,9 @@ struct Slot<T> {
 }
 
 pub struct StateCache<T> {
-    /// Sets of two: slots `2s` and `2s + 1` form set `s`.
+    /// Sets of [`WAYS`]: slots `WAYS * s .. WAYS * (s + 1)` form set `s`.
     slots: Vec<Option<Slot<T>>>,
-    /// Per set, the way (0 or 1) used last: the other one is replaced.
+    /// Per set, its ways ranked by recency (see [`used`]).
     recent: Vec<u8>,
     /// Slots taken over by another key since the last growth.
     evictions: usize,
