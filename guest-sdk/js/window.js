@@ -1,9 +1,12 @@
 // Event-time windows with incremental aggregation, on keyed state and
-// timers: the Rust SDK's `weir_guest::window` (camelCase names), with the
-// same semantics and the same state layout (one map state, window end ->
-// [start, accumulator] as JSON), so windows are checkpointed, restored and
-// rescaled with the rest of the job and the operator keeps no window data
-// between calls.
+// timers: the Rust SDK's `weir_guest::window` API (camelCase names), with
+// the same semantics. State is one map state per operator, window end ->
+// [start, accumulator] as JSON, and one timer per window, so windows are
+// checkpointed, restored and rescaled with the rest of the job and the
+// operator keeps no window data between calls. (The Rust SDK now keeps a
+// key's windows in one value state, held in the instance until a snapshot:
+// window state does not carry over when an operator is rewritten from
+// JavaScript in Rust or back. Python's layout is this one.)
 //
 //     import { Windows, tumbling, Count, Late } from "weir/window";
 //

@@ -106,7 +106,7 @@ test("allowed lateness re-fires, cleans up, then reports late", () => {
   assert.deepEqual(h.pendingTimers(), []);
 });
 
-test("the state layout is the Rust SDK's", () => {
+test("the state layout is the Python SDK's: one map entry per window, JSON", () => {
   const h = harness("tumbling:1000", "avg");
   h.process("k", 3, 5);
   const entries = [...h.host.maps.values()][0];
