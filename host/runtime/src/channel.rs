@@ -111,8 +111,8 @@ impl<T> Sender<T> {
     }
 
     /// Sends `message`, sleeping while the channel is full; once full, the
-    /// producer sleeps until the consumer has taken half of it. Fails only
-    /// when every receiver is gone.
+    /// producer sleeps until the channel is down to its [`low_water`] mark.
+    /// Fails only when every receiver is gone.
     pub(crate) fn send(&self, mut message: T) -> Result<(), SendError<T>> {
         loop {
             match self.inner.try_send(message) {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use crossbeam_channel::{Receiver, Select};
-
 use weir_connectors::Sink;
 use weir_core::watermark::InputWatermarks;
 use weir_snapshot::SinkSnapshot;
