@@ -3,6 +3,7 @@
 //! screenshot.
 
 use std::io::Read as _;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,9 +50,13 @@ impl Browser {
                 "--remote-debugging-port=0",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
+            // Chromium's own temporary files go with the profile.
+            .env("TMPDIR", profile.path())
             .arg("about:blank")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its renderers and helpers are killed with it (see Drop).
+            .process_group(0)
             .spawn()
             .expect("chromium starts");
         // Chromium writes the port it took into the profile directory.
@@ -173,6 +178,14 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The whole group, so no helper keeps writing to the profile
+        // while it is being removed.
+        if let Ok(pid) = i32::try_from(self.child.id())
+            && pid > 1
+        {
+            // SAFETY: kill(2) on a negative pid signals that process group only.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -71,6 +71,9 @@ impl Weed {
         ] {
             cmd.env_remove(var);
         }
+        // weed puts some of its volumes in the temporary directory, not
+        // under -dir; they go with the test's directory this way.
+        cmd.env("TMPDIR", dir.path());
         cmd.arg("mini")
             .arg(format!("-dir={}", dir.path().join("data").display()))
             .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
