@@ -4,7 +4,14 @@
 //! harness, in the same run. The DESIGN.md bar: Wasm costs at most 1.5x
 //! native per record at the default batch size (1024).
 //!
-//! A third column runs the same logic on typed records (`list<rec>`,
+//! A further column runs the same component on an engine without epoch
+//! checks (`WasmEngine::without_call_timeouts`): what is left of the gap
+//! when the guest cannot be stopped mid-call, i.e. what weir's call
+//! timeout costs. Ratios are medians of per-round ratios (each round times
+//! every build back to back), steadier on a busy machine than a ratio of
+//! medians.
+//!
+//! A last column runs the same logic on typed records (`list<rec>`,
 //! benches/guests/typed-map) instead of weir's one-`list<u8>` batch, the
 //! comparison DESIGN.md §3 asks for; the host side gets typed records ready
 //! made, so only the boundary crossing and the guest's work are timed.
@@ -47,9 +54,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// ns per record of each call, over rounds of about RECORDS_PER_ROUND
-/// records each, interleaved so that drift in machine speed hits all alike.
-fn measure(batch_records: usize, calls: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+/// ns per record of each call in each round (`[call][round]`), over rounds
+/// of about RECORDS_PER_ROUND records each, interleaved so that drift in
+/// machine speed hits all alike.
+fn measure(batch_records: usize, calls: &mut [&mut dyn FnMut()]) -> Vec<Vec<f64>> {
     let repeats = (RECORDS_PER_ROUND / batch_records).max(1);
     for call in calls.iter_mut() {
         for _ in 0..repeats.min(50) {
@@ -66,7 +74,12 @@ fn measure(batch_records: usize, calls: &mut [&mut dyn FnMut()]) -> Vec<f64> {
             samples.push(started.elapsed().as_nanos() as f64 / (repeats * batch_records) as f64);
         }
     }
-    samples.into_iter().map(median).collect()
+    samples
+}
+
+/// The median over rounds of `a[round] / b[round]`.
+fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(a.iter().zip(b).map(|(a, b)| a / b).collect())
 }
 
 mod typed {
@@ -120,13 +133,23 @@ fn main() {
     };
     let mut instance = OperatorInstance::open(&compiled, &info, None).expect("instance");
     let mut native = Harness::<map_op::UpperCase>::new().expect("native");
+    let unchecked_engine = WasmEngine::without_call_timeouts().expect("engine");
+    let unchecked = unchecked_engine.load("map", &wasm).expect("map-op loads");
+    let mut unchecked = OperatorInstance::open(&unchecked, &info, None).expect("instance");
 
     let (mut typed_store, typed_map) = typed_guest();
 
     println!("map operator, ns/record (median of {ROUNDS} rounds of ~{RECORDS_PER_ROUND} records)");
     println!(
-        "{:>8} {:>9} {:>9} {:>12} {:>11} {:>12}",
-        "batch", "native", "wasm", "wasm/native", "wasm typed", "typed/bytes"
+        "{:>8} {:>9} {:>9} {:>12} {:>11} {:>12} {:>11} {:>12}",
+        "batch",
+        "native",
+        "wasm",
+        "wasm/native",
+        "no epoch",
+        "/native",
+        "wasm typed",
+        "typed/bytes"
     );
     for batch_records in [1, 16, 256, 1024, 4096] {
         let input = batch(batch_records);
@@ -147,6 +170,7 @@ fn main() {
         )
         .unwrap();
         assert_eq!(wasm_out, native_out, "both builds compute the same thing");
+        assert_eq!(unchecked.process(0, &input).expect("wasm"), wasm_out);
         let hooks = typed_map.weir_typed_bench_typed_hooks();
         let typed_out = hooks
             .call_process(&mut typed_store, &records)
@@ -171,6 +195,9 @@ fn main() {
                     std::hint::black_box(instance.process(0, &input).expect("wasm"));
                 },
                 &mut || {
+                    std::hint::black_box(unchecked.process(0, &input).expect("wasm"));
+                },
+                &mut || {
                     std::hint::black_box(
                         hooks
                             .call_process(&mut typed_store, &records)
@@ -179,16 +206,25 @@ fn main() {
                 },
             ],
         );
-        let (native_ns, wasm_ns, typed_ns) = (times[0], times[1], times[2]);
+        let [native, wasm, no_epoch, typed] = &times[..] else {
+            unreachable!("four calls measured")
+        };
+        let (native_ns, wasm_ns, no_epoch_ns, typed_ns) = (
+            median(native.clone()),
+            median(wasm.clone()),
+            median(no_epoch.clone()),
+            median(typed.clone()),
+        );
         let marker = if batch_records == 1024 {
             "  <- default batch size"
         } else {
             ""
         };
         println!(
-            "{batch_records:>8} {native_ns:>9.1} {wasm_ns:>9.1} {:>12.2} {typed_ns:>11.1} {:>12.2}{marker}",
-            wasm_ns / native_ns,
-            typed_ns / wasm_ns
+            "{batch_records:>8} {native_ns:>9.1} {wasm_ns:>9.1} {:>12.2} {no_epoch_ns:>11.1} {:>12.2} {typed_ns:>11.1} {:>12.2}{marker}",
+            paired_ratio(wasm, native),
+            paired_ratio(no_epoch, native),
+            paired_ratio(typed, wasm)
         );
     }
 }

@@ -75,9 +75,24 @@ impl WasmEngine {
     /// `cache_dir` holds compiled native code across runs; `None` compiles
     /// every time.
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<WasmEngine> {
+        WasmEngine::build(cache_dir, true)
+    }
+
+    /// An engine whose guests cannot be stopped in the middle of a call:
+    /// its code has no epoch checks, so `call_timeout_ms` is not enforced
+    /// and a guest that loops forever holds its thread forever. Not for
+    /// running jobs; it exists to measure what the checks cost
+    /// (`benches/wasm_overhead`): a load and a compare at every loop
+    /// back-edge and function entry. No disk cache, so its code never
+    /// meets an engine that has the checks.
+    pub fn without_call_timeouts() -> anyhow::Result<WasmEngine> {
+        WasmEngine::build(None, false)
+    }
+
+    fn build(cache_dir: Option<PathBuf>, interruptible: bool) -> anyhow::Result<WasmEngine> {
         let mut config = Config::new();
         config.wasm_component_model(true);
-        config.epoch_interruption(true);
+        config.epoch_interruption(interruptible);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         // `perf` names guest functions only with a map of the JIT code.
         if std::env::var_os("WEIR_PERF_MAP").is_some_and(|v| v == "1") {

@@ -577,6 +577,24 @@ mod tests {
             assert_eq!(fire(&mut op, 99), pairs(&[("a", "2"), ("b", "3")]));
         }
 
+        #[test]
+        fn an_engine_without_call_timeouts_runs_guests_alike() {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/wasm/wasm32-wasip2/release/count_op.wasm");
+            let unchecked = WasmEngine::without_call_timeouts().unwrap();
+            let fast = unchecked.load("count_op", &path).unwrap();
+            let checked = guest("count_op");
+            let mut fired = Vec::new();
+            for compiled in [&checked, &fast] {
+                let mut op = OperatorInstance::open(compiled, &info(), Some(keyed())).unwrap();
+                process(&mut op, &[("a", "", 10), ("b", "", 30), ("a", "", 120)]);
+                fired.push((fire(&mut op, 99), fire(&mut op, 199)));
+            }
+            assert_eq!(fired[0], fired[1]);
+            assert_eq!(fired[1].0, pairs(&[("a", "1"), ("b", "1")]));
+            assert_eq!(fired[1].1, pairs(&[("a", "1")]));
+        }
+
         /// Whether the host holds window state for `key` (state 0).
         fn host_holds(op: &mut OperatorInstance, key: &str) -> bool {
             let keyed = op.state().keyed.as_mut().unwrap();
