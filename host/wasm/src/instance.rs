@@ -579,11 +579,12 @@ mod tests {
 
         #[test]
         fn an_engine_without_call_timeouts_runs_guests_alike() {
+            // First: it says how to build the guest when it is missing.
+            let checked = guest("count_op");
             let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../../target/wasm/wasm32-wasip2/release/count_op.wasm");
             let unchecked = WasmEngine::without_call_timeouts().unwrap();
             let fast = unchecked.load("count_op", &path).unwrap();
-            let checked = guest("count_op");
             let mut fired = Vec::new();
             for compiled in [&checked, &fast] {
                 let mut op = OperatorInstance::open(compiled, &info(), Some(keyed())).unwrap();
