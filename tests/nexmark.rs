@@ -25,7 +25,10 @@ const WINDOW_MS: i64 = 10_000;
 const SLIDE_MS: i64 = 2_000;
 
 struct Input {
-    dir: tempfile::TempDir,
+    /// The generated file: under cargo's directory for test files, and
+    /// written afresh by every run (a static is never dropped, so a
+    /// temporary directory here would be left behind in /tmp).
+    file: PathBuf,
     events: Vec<Value>,
 }
 
@@ -33,8 +36,9 @@ struct Input {
 fn input() -> &'static Input {
     static INPUT: OnceLock<Input> = OnceLock::new();
     INPUT.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = dir.path().join("events.jsonl");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nexmark-input");
+        std::fs::create_dir_all(&dir).expect("create the input directory");
+        let file = dir.join("events.jsonl");
         let mut cmd = weir();
         cmd.arg("nexmark")
             .args(["--events", &EVENTS.to_string()])
@@ -51,7 +55,7 @@ fn input() -> &'static Input {
             .map(|l| serde_json::from_str(l).expect("each line is JSON"))
             .collect();
         assert_eq!(events.len() as u64, EVENTS);
-        Input { dir, events }
+        Input { file, events }
     })
 }
 
@@ -85,18 +89,9 @@ fn run_query(job: &str, parallelism: u32, edit: impl Fn(String) -> String) -> Ve
     let run_dir = tempfile::tempdir().expect("temp dir");
     let job_path = run_dir.path().join(format!("{job}.toml"));
     std::fs::write(&job_path, text).unwrap();
-    std::fs::hard_link(
-        input.dir.path().join("events.jsonl"),
-        run_dir.path().join("events.jsonl"),
-    )
-    .or_else(|_| {
-        std::fs::copy(
-            input.dir.path().join("events.jsonl"),
-            run_dir.path().join("events.jsonl"),
-        )
-        .map(drop)
-    })
-    .unwrap();
+    std::fs::hard_link(&input.file, run_dir.path().join("events.jsonl"))
+        .or_else(|_| std::fs::copy(&input.file, run_dir.path().join("events.jsonl")).map(drop))
+        .unwrap();
     let mut cmd = weir();
     cmd.arg("run")
         .arg(&job_path)
