@@ -67,8 +67,8 @@ fn low_water(capacity: usize) -> usize {
 /// What a blocked producer and its consumer share.
 struct Room {
     /// A producer is asleep (or about to be) until the channel drains. The
-    /// consumer clears it when it wakes the producer, so it wakes it once,
-    /// not once per take until the producer gets to run.
+    /// consumer clears it when it wakes the producers, so it wakes them
+    /// once, not once per take until they get to run.
     waiting: AtomicBool,
     /// Receivers alive (crossbeam's sender cannot tell).
     receivers: AtomicUsize,
@@ -141,7 +141,9 @@ impl<T> Sender<T> {
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
-        room.waiting.store(false, Ordering::SeqCst);
+        // The flag stays: another producer may be asleep under it. Only
+        // the consumer clears it, when it wakes them all; at worst that
+        // wake-up finds nobody.
     }
 
     #[cfg(test)]
@@ -334,5 +336,27 @@ mod tests {
             producer.join().unwrap();
             assert!(rx.recv().is_err(), "the producer is gone");
         }
+    }
+
+    #[test]
+    fn a_producer_that_finds_room_leaves_another_ones_wake_up_alone() {
+        let (tx, rx) = with_recheck::<u32>(2, NEVER); // low water: 1
+        tx.send(0).unwrap();
+        tx.send(1).unwrap();
+        let (done, finished) = mpsc::channel();
+        let asleep = tx.clone();
+        std::thread::spawn(move || {
+            asleep.send(2).unwrap();
+            done.send(()).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        // A take, and before the consumer looks for a producer to wake, a
+        // second producer that was about to wait finds room and goes on.
+        assert_eq!(rx.inner.try_recv().unwrap(), 0);
+        tx.wait_for_room();
+        rx.taken();
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the sleeping producer was woken");
     }
 }
