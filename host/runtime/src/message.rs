@@ -2,7 +2,7 @@
 
 use weir_core::Batch;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Message {
     Data(Batch),
     /// No record with an earlier event time will follow on this channel.

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Select, SelectTimeoutError};
+use crossbeam_channel::Select;
 use weir_core::job::LatePolicy;
 use weir_core::timers::{TimeDomain, encode_timers};
 use weir_core::watermark::InputWatermarks;
@@ -75,7 +75,7 @@ impl ChainTask {
                 link.metrics.set_watermark(restored);
             }
             self.gate.send_watermark(restored)?;
-            for link in &self.links {
+            for link in &mut self.links {
                 link.late_gate.send_watermark(restored)?;
             }
         }
@@ -97,21 +97,32 @@ impl ChainTask {
                 next_sample = now.saturating_add(SAMPLE_EVERY_MS);
                 self.sample();
             }
-            clock.wait_starts();
-            let ready = match self.next_processing_timer() {
-                Some(at) => {
-                    let wait = Duration::from_millis(at.saturating_sub(now).max(0) as u64);
-                    match select.select_timeout(wait) {
-                        Ok(ready) => ready,
-                        Err(SelectTimeoutError) => {
-                            clock.wait_ends();
-                            continue;
+            let ready = match select.try_select() {
+                Ok(ready) => {
+                    self.gate.flush_lingering()?;
+                    for link in &mut self.links {
+                        link.late_gate.flush_lingering()?;
+                    }
+                    ready
+                }
+                Err(_) => {
+                    // Out of input: what the output edges hold goes now.
+                    self.flush_outputs()?;
+                    clock.wait_starts();
+                    let ready = match self.next_processing_timer() {
+                        Some(at) => {
+                            let wait = Duration::from_millis(at.saturating_sub(now).max(0) as u64);
+                            select.select_timeout(wait).ok()
                         }
+                        None => Some(select.select()),
+                    };
+                    clock.wait_ends();
+                    match ready {
+                        Some(ready) => ready,
+                        None => continue, // a processing-time timer is due
                     }
                 }
-                None => select.select(),
             };
-            clock.wait_ends();
             let index = readable[ready.index()];
             let message = inputs[index]
                 .rx
@@ -166,10 +177,19 @@ impl ChainTask {
         }
         self.sample();
         self.gate.send_end()?;
-        for link in &self.links {
+        for link in &mut self.links {
             link.late_gate.send_end()?;
         }
         let _ = self.snapshots.events.send(TaskEvent::Finished);
+        Ok(())
+    }
+
+    /// Sends what the output edges buffer (see [`crate::gate`]).
+    fn flush_outputs(&mut self) -> TaskResult {
+        self.gate.flush()?;
+        for link in &mut self.links {
+            link.late_gate.flush()?;
+        }
         Ok(())
     }
 
@@ -229,7 +249,7 @@ impl ChainTask {
             }
         }
         self.gate.send_barrier(barrier)?;
-        for link in &self.links {
+        for link in &mut self.links {
             link.late_gate.send_barrier(barrier)?;
         }
         match (plan, failure) {
@@ -284,7 +304,7 @@ impl ChainTask {
             self.fire_timers(i, TimeDomain::EventTime, watermark)?;
         }
         self.gate.send_watermark(watermark)?;
-        for link in &self.links {
+        for link in &mut self.links {
             link.late_gate.send_watermark(watermark)?;
         }
         Ok(())

@@ -409,8 +409,12 @@ pub(crate) fn build(job: &JobSpec) -> anyhow::Result<Plan> {
         }
         for (k, targets) in senders.into_iter().enumerate() {
             let gate = outputs.entry((stream.clone(), k as u32)).or_default();
-            gate.edges
-                .push(OutputEdge::new(edge, targets, job.max_parallelism));
+            gate.edges.push(OutputEdge::new(
+                edge,
+                targets,
+                job.max_parallelism,
+                job.batch_records_max,
+            ));
         }
     }
 

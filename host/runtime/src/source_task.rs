@@ -52,9 +52,17 @@ const PENDING_MAX: usize = 16;
 const IDLE_POLL: Duration = Duration::from_millis(10);
 
 impl SourceTask {
-    fn send_watermark(&self, watermark: i64) -> Result<(), TaskError> {
+    fn send_watermark(&mut self, watermark: i64) -> Result<(), TaskError> {
         self.gate.send_watermark(watermark)?;
         self.dead_letter_gate.send_watermark(watermark)?;
+        Ok(())
+    }
+
+    /// Sends what the output edges buffer (see [`crate::gate`]): when the
+    /// split has caught up with its input, and before it sleeps.
+    fn flush_outputs(&mut self) -> Result<(), TaskError> {
+        self.gate.flush()?;
+        self.dead_letter_gate.flush()?;
         Ok(())
     }
 
@@ -233,6 +241,7 @@ impl SourceTask {
             if let Some(rate) = self.spec.records_per_second {
                 let due = Duration::from_secs_f64(emitted as f64 / rate as f64);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    self.flush_outputs()?;
                     clock.wait_starts();
                     std::thread::sleep(wait.min(IDLE_POLL));
                     clock.wait_ends();
@@ -267,6 +276,7 @@ impl SourceTask {
                         self.gate.send_idle()?;
                         self.dead_letter_gate.send_idle()?;
                     }
+                    self.flush_outputs()?;
                     clock.wait_starts();
                     std::thread::sleep(IDLE_POLL);
                     clock.wait_ends();
@@ -275,6 +285,8 @@ impl SourceTask {
             } else {
                 idle = false;
                 last_data = Instant::now();
+                // A short batch: the source has read all there is for now.
+                let caught_up = batch.len() < batch_max;
                 emitted += batch.len() as u64;
                 self.metrics.add_out(batch.len(), batch.as_bytes().len());
                 self.send_with_watermarks(batch, &mut watermarks, &mut sent_watermark, cap)?;
@@ -284,6 +296,11 @@ impl SourceTask {
                     self.send_watermark(watermark)?;
                 }
                 self.metrics.set_watermark(sent_watermark);
+                if caught_up {
+                    self.flush_outputs()?;
+                } else {
+                    self.gate.flush_lingering()?;
+                }
             }
             if status == SourceStatus::Finished {
                 self.gate.send_end()?;
