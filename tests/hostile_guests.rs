@@ -165,6 +165,33 @@ fn a_timer_that_re_registers_itself_forever_is_stopped() {
 }
 
 #[test]
+fn many_timers_that_each_set_one_due_follow_up_are_not_a_loop() {
+    // 150,000 keys, one timer each, all due at once at the end of input
+    // (the watermark is held back until then), and each sets a follow-up
+    // that is due too: more than the 100,000 re-registrations allowed to a
+    // step whatever its size, but one per pending timer.
+    let job = hostile_job(
+        "hash",
+        "config = { behavior = \"nothing\", on = \"follow-up\", keyed = \"yes\" }",
+    )
+    .replace(
+        "records = 100\nkeys = 4\n",
+        "records = 150000\nkeys = 150000\nstart_ms = 0\ninterval_ms = 2\nwatermark_delay_ms = 1000000000\n",
+    );
+    let (_dir, path) = job_file(&job);
+    let mut cmd = weir();
+    cmd.arg("run").arg(&path);
+    let out = run_with_deadline(cmd, Duration::from_secs(120));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let followed = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("followed up"))
+        .count();
+    assert_eq!(followed, 150_000);
+}
+
+#[test]
 fn huge_output_is_refused() {
     let err = fails(&hostile_job(
         "rebalance",

@@ -50,8 +50,21 @@ pub(crate) struct ChainTask {
 }
 
 /// Timers a guest may register for an already-due time while its timers
-/// fire, in one watermark (or processing-time) step.
-const REFIRED_TIMERS_MAX: usize = 100_000;
+/// fire, in one watermark (or processing-time) step, at least.
+const REFIRED_TIMERS_MIN: usize = 100_000;
+
+/// ... and per timer pending when the step began: a timer that sets a
+/// follow-up (a window's cleanup after it fires, Nexmark q4's "forget this
+/// auction" after it closes) is normal, and a watermark that jumps far
+/// (a split source's slowest split finishing) makes every follow-up due
+/// in the same step. A guest that re-registers due timers without end
+/// still stops after a bounded number.
+const REFIRED_PER_PENDING: usize = 4;
+
+/// The timers one step may fire: the `pending` ones and the allowance.
+fn timer_budget(pending: usize) -> usize {
+    pending.saturating_add(REFIRED_TIMERS_MIN.max(pending.saturating_mul(REFIRED_PER_PENDING)))
+}
 
 /// How often a chain samples its links' state size, timers and memory.
 const SAMPLE_EVERY_MS: i64 = 1_000;
@@ -330,20 +343,23 @@ impl ChainTask {
                 TimeDomain::EventTime => &mut state.event_timers,
                 TimeDomain::ProcessingTime => &mut state.processing_timers,
             };
-            let budget = budget.get_or_insert(queue.len() + REFIRED_TIMERS_MAX);
+            let budget = budget.get_or_insert_with(|| (timer_budget(queue.len()), queue.len()));
             let due = queue.pop_due(time, self.batch_records_max);
             if due.is_empty() {
                 return Ok(());
             }
-            if due.len() > *budget {
+            let (left, pending) = budget;
+            if due.len() > *left {
                 return Err(TaskError::Failed(anyhow::anyhow!(
-                    "operator `{}` keeps registering timers that are already due: more than {} \
-                     fired in one step at time {time} without time advancing",
+                    "operator `{}` keeps registering timers that are already due: {} were \
+                     pending and more than {} fired in one step at time {time} without time \
+                     advancing",
                     self.links[i].instance.label(),
-                    REFIRED_TIMERS_MAX
+                    *pending,
+                    timer_budget(*pending),
                 )));
             }
-            *budget -= due.len();
+            *left -= due.len();
             state.processing_time_ms = now_ms();
             let link = &mut self.links[i];
             let timers = encode_timers(domain, &due);

@@ -164,7 +164,7 @@ impl Operator for Hostile {
     fn process(&mut self, ctx: &mut Context, record: Record<Vec<u8>, Vec<u8>>) -> Result<()> {
         match self.on.as_str() {
             "process" => self.misbehave(Some(ctx)),
-            "timer" | "refire" => {
+            "timer" | "refire" | "follow-up" => {
                 ctx.register_event_timer(record.timestamp.unwrap_or(0));
                 Ok(())
             }
@@ -185,6 +185,13 @@ impl Operator for Hostile {
                 ctx.register_event_timer(timer.timestamp);
                 Ok(())
             }
+            // Not hostile: one follow-up timer a millisecond after each
+            // even one (a window's cleanup after it fires), then output.
+            "follow-up" if timer.timestamp % 2 == 0 => {
+                ctx.register_event_timer(timer.timestamp + 1);
+                Ok(())
+            }
+            "follow-up" => ctx.emit(&timer.key, "followed up"),
             _ => Ok(()),
         }
     }
