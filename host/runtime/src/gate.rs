@@ -20,7 +20,14 @@
 //! under it (its timestamp is above it), so every record is late
 //! downstream exactly when it was late here: a record at or below the
 //! held watermark first sends out the buffers and the watermark. Only the
-//! newest held watermark is sent (they only rise).
+//! newest held watermark is sent (they only rise). What a held watermark
+//! does change is when downstream fires its timers at or below it:
+//! possibly after a record above it that followed it here, depending on
+//! when the buffers went out. No window or timer due at the watermark can
+//! include such a record (it is above it), so event-time results are the
+//! same; an operator whose timers read state that later records change
+//! may see them, as it may in Flink whenever it has several input
+//! channels.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

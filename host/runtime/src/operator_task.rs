@@ -111,13 +111,7 @@ impl ChainTask {
                 self.sample();
             }
             let ready = match select.try_select() {
-                Ok(ready) => {
-                    self.gate.flush_lingering()?;
-                    for link in &mut self.links {
-                        link.late_gate.flush_lingering()?;
-                    }
-                    ready
-                }
+                Ok(ready) => ready,
                 Err(_) => {
                     // Out of input: what the output edges hold goes now.
                     self.flush_outputs()?;
@@ -141,6 +135,12 @@ impl ChainTask {
                 .rx
                 .recv_selected(ready)
                 .map_err(|_| TaskError::Cancelled)?;
+            // Busy: what has waited long enough goes now (after the take:
+            // a selected operation must be completed before anything else).
+            self.gate.flush_lingering()?;
+            for link in &mut self.links {
+                link.late_gate.flush_lingering()?;
+            }
             let mut reselect = false;
             let advanced = match message {
                 Message::Data(batch) => {

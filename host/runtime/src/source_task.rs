@@ -300,6 +300,7 @@ impl SourceTask {
                     self.flush_outputs()?;
                 } else {
                     self.gate.flush_lingering()?;
+                    self.dead_letter_gate.flush_lingering()?;
                 }
             }
             if status == SourceStatus::Finished {
