@@ -52,6 +52,16 @@ fn fails(job: &str) -> String {
     err
 }
 
+/// Runs a job that must succeed within `limit`; its standard output.
+fn succeeds(job: &str, limit: Duration) -> String {
+    let (_dir, path) = job_file(job);
+    let mut cmd = weir();
+    cmd.arg("run").arg(&path);
+    let out = run_with_deadline(cmd, limit);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn infinite_loop_is_stopped_by_the_deadline() {
     let err = fails(&hostile_job(
@@ -178,13 +188,7 @@ fn many_timers_that_each_set_one_due_follow_up_are_not_a_loop() {
         "records = 100\nkeys = 4\n",
         "records = 150000\nkeys = 150000\nstart_ms = 0\ninterval_ms = 2\nwatermark_delay_ms = 1000000000\n",
     );
-    let (_dir, path) = job_file(&job);
-    let mut cmd = weir();
-    cmd.arg("run").arg(&path);
-    let out = run_with_deadline(cmd, Duration::from_secs(120));
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    let followed = String::from_utf8_lossy(&out.stdout)
+    let followed = succeeds(&job, Duration::from_secs(120))
         .lines()
         .filter(|l| l.contains("followed up"))
         .count();
@@ -294,12 +298,7 @@ fn processing_time_timers_fire() {
         "kind = \"stdout\"",
         "kind = \"stdout\"\nformat = \"key-value\"",
     );
-    let (_dir, path) = job_file(&job);
-    let mut cmd = weir();
-    cmd.arg("run").arg(&path);
-    let out = run_with_deadline(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = succeeds(&job, Duration::from_secs(60));
     let fired: Vec<&str> = stdout.lines().collect();
     assert!(
         !fired.is_empty() && fired.len() <= 100,

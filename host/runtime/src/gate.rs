@@ -118,13 +118,13 @@ impl OutputEdge {
                         subtask_for_key_group(group, self.max_parallelism, parallelism) as usize;
                     let builder = &mut self.builders[target];
                     builder.push_encoded(&record);
+                    self.held_since.get_or_insert_with(Instant::now);
                     if builder.len() >= self.batch_records_max
                         || builder.encoded_bytes() >= BATCH_BYTES_MAX
                     {
                         self.flush(times)?;
                     }
                 }
-                self.held_since.get_or_insert_with(Instant::now);
                 self.flush_if_lingering(times)
             }
         }

@@ -137,10 +137,7 @@ impl ChainTask {
                 .map_err(|_| TaskError::Cancelled)?;
             // Busy: what has waited long enough goes now (after the take:
             // a selected operation must be completed before anything else).
-            self.gate.flush_lingering()?;
-            for link in &mut self.links {
-                link.late_gate.flush_lingering()?;
-            }
+            self.flush_lingering_outputs()?;
             let mut reselect = false;
             let advanced = match message {
                 Message::Data(batch) => {
@@ -202,6 +199,15 @@ impl ChainTask {
         self.gate.flush()?;
         for link in &mut self.links {
             link.late_gate.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what the output edges have held for [`crate::gate::LINGER`].
+    fn flush_lingering_outputs(&mut self) -> TaskResult {
+        self.gate.flush_lingering()?;
+        for link in &mut self.links {
+            link.late_gate.flush_lingering()?;
         }
         Ok(())
     }
@@ -336,30 +342,29 @@ impl ChainTask {
         // Every timer pending now may fire, plus a bounded number that the
         // guest registers while firing and that are already due; a guest
         // that keeps re-registering due timers would otherwise spin forever.
-        let mut budget = None;
+        let mut pending = None;
+        let mut fired = 0usize;
         loop {
             let state = self.links[i].instance.state();
             let queue = match domain {
                 TimeDomain::EventTime => &mut state.event_timers,
                 TimeDomain::ProcessingTime => &mut state.processing_timers,
             };
-            let budget = budget.get_or_insert_with(|| (timer_budget(queue.len()), queue.len()));
+            let pending = *pending.get_or_insert(queue.len());
             let due = queue.pop_due(time, self.batch_records_max);
             if due.is_empty() {
                 return Ok(());
             }
-            let (left, pending) = budget;
-            if due.len() > *left {
+            fired = fired.saturating_add(due.len());
+            if fired > timer_budget(pending) {
                 return Err(TaskError::Failed(anyhow::anyhow!(
-                    "operator `{}` keeps registering timers that are already due: {} were \
-                     pending and more than {} fired in one step at time {time} without time \
-                     advancing",
+                    "operator `{}` keeps registering timers that are already due: {pending} \
+                     were pending and more than {} fired in one step at time {time} without \
+                     time advancing",
                     self.links[i].instance.label(),
-                    *pending,
-                    timer_budget(*pending),
+                    timer_budget(pending),
                 )));
             }
-            *left -= due.len();
             state.processing_time_ms = now_ms();
             let link = &mut self.links[i];
             let timers = encode_timers(domain, &due);
