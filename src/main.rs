@@ -342,7 +342,9 @@ fn too_wide_to_default(cwd: &Path) -> Option<&'static str> {
 /// Settings that take precedence over the job file.
 #[derive(clap::Args)]
 struct OverrideArgs {
-    /// Default parallelism of operators (replaces `[job] parallelism`).
+    /// Parallelism of every operator and file source that does not set its
+    /// own (replaces `[job] parallelism`, and splits file sources into N
+    /// byte ranges, as `weir rescale` does).
     #[arg(short, long, value_name = "N")]
     parallelism: Option<u32>,
     /// State backend for keyed state: memory or rocksdb.

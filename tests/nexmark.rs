@@ -88,7 +88,7 @@ fn run_query(job: &str, parallelism: u32, edit: impl Fn(String) -> String) -> Ve
     let text = edit(text.replace("../../target/wasm/wasm32-wasip2/release/", &guests));
     let run_dir = tempfile::tempdir().expect("temp dir");
     let job_path = run_dir.path().join(format!("{job}.toml"));
-    std::fs::write(&job_path, text).unwrap();
+    std::fs::write(&job_path, &text).unwrap();
     std::fs::hard_link(&input.file, run_dir.path().join("events.jsonl"))
         .or_else(|_| std::fs::copy(&input.file, run_dir.path().join("events.jsonl")).map(drop))
         .unwrap();
@@ -97,11 +97,21 @@ fn run_query(job: &str, parallelism: u32, edit: impl Fn(String) -> String) -> Ve
         .arg(&job_path)
         .args(["--parallelism", &parallelism.to_string()]);
     let out = run_with_deadline(cmd, Duration::from_secs(300));
+    let err = stderr(&out);
     assert!(
         out.status.success(),
-        "{job} at parallelism {parallelism}: {}",
-        stderr(&out)
+        "{job} at parallelism {parallelism}: {err}"
     );
+    // `--parallelism` reads a file source as that many byte ranges too.
+    let source_section = text.split("[[source]]").nth(1).unwrap_or("");
+    let source_section = source_section.split("[[").next().unwrap_or("");
+    if source_section.contains("kind = \"file\"") {
+        let summary = format!("source   events           p={parallelism}");
+        assert!(
+            err.lines().any(|l| l.trim_start().starts_with(&summary)),
+            "{job}: the file source runs at parallelism {parallelism}:\n{err}"
+        );
+    }
     let output: PathBuf = run_dir.path().join(format!("output/{job}.jsonl"));
     read_values(&output)
 }

@@ -87,10 +87,9 @@ def build(weir, guests_too=True):
     )
 
 
-def weir_job(q, events_file, work, guests, parallelism=1):
-    """The example job with absolute paths and a discarding sink; at
-    parallelism above 1 the file source reads that many byte ranges too
-    (as `weir rescale` sets it: `--parallelism` alone moves only operators)."""
+def weir_job(q, events_file, work, guests):
+    """The example job with absolute paths and a discarding sink. Run with
+    `--parallelism 2`, its file source reads two byte ranges too."""
     text = (REPO / "examples" / "nexmark" / f"{q}.toml").read_text()
     text = text.replace("../../target/wasm/wasm32-wasip2/release/", f"{guests}/")
     text = text.replace('path = "events.jsonl"', f'path = "{events_file}"')
@@ -99,10 +98,7 @@ def weir_job(q, events_file, work, guests, parallelism=1):
     body = re.sub(r'kind = "file"\n', 'kind = "discard"\n', body)
     body = re.sub(r'path = "[^"]*"\n', "", body)
     text = text[: sink.start()] + body
-    if parallelism > 1:
-        # The sink is a discarding one by now: each `kind = "file"` left is a source.
-        text = text.replace('kind = "file"\n', f'kind = "file"\nparallelism = {parallelism}\n')
-    path = work / (f"{q}.toml" if parallelism == 1 else f"{q}-p{parallelism}.toml")
+    path = work / f"{q}.toml"
     path.write_text(text)
     return path
 
@@ -174,7 +170,6 @@ def main():
     results = {}
     for q in queries:
         job = weir_job(q, events_file, work, guests)
-        job_p2 = weir_job(q, events_file, work, guests, parallelism=2)
         # One untimed run compiles the component into weir's cache (and
         # warms the page cache for both sides).
         run_weir(weir, job, 1, work, guests)
@@ -184,7 +179,7 @@ def main():
             if flink:
                 fl.append(run_flink(q, events_file, 1000))
             if not args.no_p2:
-                w2.append(run_weir(weir, job_p2, 2, work, guests))
+                w2.append(run_weir(weir, job, 2, work, guests))
             log(f"{q} run {i + 1}: weir p1 {w1[-1]:.2f} s"
                 + (f", flink {fl[-1]:.2f} s" if fl else "")
                 + (f", weir p2 {w2[-1]:.2f} s" if w2 else ""))

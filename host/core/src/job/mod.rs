@@ -393,7 +393,8 @@ impl JobSpec {
 /// Command-line settings that take precedence over the job file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    /// Replaces `[job] parallelism` (operators with their own keep theirs).
+    /// Replaces `[job] parallelism` (operators with their own keep theirs)
+    /// and is the parallelism of file sources that set none.
     pub parallelism: Option<u32>,
     pub state_backend: Option<StateBackendKind>,
     /// Relative sink paths are resolved here instead of next to the job file.

@@ -547,9 +547,21 @@ impl Resolver<'_> {
             }
         }
         let duration = 0..=DURATION_MS_MAX;
+        // `--parallelism` sets a file source that names none, as `weir
+        // rescale` does and as Flink's default parallelism does its
+        // sources: the file is read as that many byte ranges. (Checked
+        // against the bounds with the job's default.) `[job] parallelism`
+        // leaves sources at 1: a time-ordered file read in ranges holds
+        // the watermark back to its slowest range, so it is a choice made
+        // per run or per source. Other kinds keep their own: a generator
+        // deals its sequence out by split count.
+        let parallelism = match (&raw.parallelism, self.overrides.parallelism, &kind) {
+            (None, Some(p), SourceKind::File { .. }) => p,
+            _ => self.parallelism(raw.parallelism.as_ref(), 1, max_parallelism)?,
+        };
         Ok(SourceSpec {
             name: name.clone(),
-            parallelism: self.parallelism(raw.parallelism.as_ref(), 1, max_parallelism)?,
+            parallelism,
             kind,
             watermark_delay_ms: bounded(
                 cx,

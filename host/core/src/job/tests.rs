@@ -188,6 +188,10 @@ fn overrides_take_precedence() {
     };
     let job = parse_with(GOOD, Path::new("/jobs/job.toml"), &overrides).unwrap();
     assert!(job.operators.iter().all(|o| o.parallelism == 4));
+    // A file source that names no parallelism is read as 4 ranges too, so
+    // `split` reads it over a forward edge, as after `weir rescale`.
+    assert_eq!(job.sources[0].parallelism, 4);
+    assert_eq!(job.operator("split").unwrap().inputs[0].edge, Edge::Forward);
     assert_eq!(job.state_backend, StateBackendKind::Rocksdb);
     assert_eq!(
         job.sinks[0].kind,
@@ -205,6 +209,25 @@ fn overrides_take_precedence() {
             .message
             .contains("--parallelism 999")
     );
+}
+
+#[test]
+fn the_parallelism_override_leaves_sources_that_name_their_own() {
+    let overrides = Overrides {
+        parallelism: Some(3),
+        ..Overrides::default()
+    };
+    let own = GOOD.replace("path = \"in.txt\"", "path = \"in.txt\"\nparallelism = 2");
+    let job = parse_with(&own, Path::new("/jobs/job.toml"), &overrides).unwrap();
+    assert_eq!(job.sources[0].parallelism, 2);
+    // A generator deals its sequence out by split count: it keeps its own.
+    let generator = GOOD.replace(
+        "kind = \"file\"\npath = \"in.txt\"",
+        "kind = \"generator\"\nrecords = 10",
+    );
+    let job = parse_with(&generator, Path::new("/jobs/job.toml"), &overrides).unwrap();
+    assert_eq!(job.sources[0].parallelism, 1);
+    assert!(job.operators.iter().all(|o| o.parallelism == 3));
 }
 
 #[test]
