@@ -343,8 +343,8 @@ fn too_wide_to_default(cwd: &Path) -> Option<&'static str> {
 #[derive(clap::Args)]
 struct OverrideArgs {
     /// Parallelism of every operator and file source that does not set its
-    /// own (replaces `[job] parallelism`, and splits file sources into N
-    /// byte ranges, as `weir rescale` does).
+    /// own (replaces `[job] parallelism`, and reads such file sources as N
+    /// byte ranges).
     #[arg(short, long, value_name = "N")]
     parallelism: Option<u32>,
     /// State backend for keyed state: memory or rocksdb.

@@ -17,7 +17,9 @@ fn wordcount_job(dir: &Path) -> PathBuf {
     let example = repo().join("examples/wordcount");
     let text = std::fs::read_to_string(example.join("job.toml"))
         .unwrap()
-        .replace("parallelism = 1", "parallelism = 6")
+        // The job's default (its first line of that text); the source
+        // stays pinned at 1, as the example sets it.
+        .replacen("parallelism = 1", "parallelism = 6", 1)
         .replace(
             "path = \"input.jsonl\"",
             &format!("path = \"{}\"", example.join("input.jsonl").display()),
@@ -30,7 +32,7 @@ fn wordcount_job(dir: &Path) -> PathBuf {
             "../../target/wasm/wasm32-wasip2/release/window_count.wasm",
             &guest("window_count").display().to_string(),
         );
-    assert!(text.contains("parallelism = 6"));
+    assert!(text.contains("name = \"wordcount\"\nparallelism = 6"));
     let path = dir.join("wordcount.toml");
     std::fs::write(&path, text).unwrap();
     path

@@ -105,6 +105,7 @@ fn run_query(job: &str, parallelism: u32, edit: impl Fn(String) -> String) -> Ve
     // `--parallelism` reads a file source as that many byte ranges too.
     let source_section = text.split("[[source]]").nth(1).unwrap_or("");
     let source_section = source_section.split("[[").next().unwrap_or("");
+    assert!(!source_section.is_empty(), "{job}: no [[source]] section");
     if source_section.contains("kind = \"file\"") {
         let summary = format!("source   events           p={parallelism}");
         assert!(

@@ -547,9 +547,9 @@ impl Resolver<'_> {
             }
         }
         let duration = 0..=DURATION_MS_MAX;
-        // `--parallelism` sets a file source that names none, as `weir
-        // rescale` does and as Flink's default parallelism does its
-        // sources: the file is read as that many byte ranges. (Checked
+        // `--parallelism` sets a file source that names none, as Flink's
+        // default parallelism does its sources (`weir rescale` sets every
+        // file source): the file is read as that many byte ranges. (Checked
         // against the bounds with the job's default.) `[job] parallelism`
         // leaves sources at 1: a time-ordered file read in ranges holds
         // the watermark back to its slowest range, so it is a choice made
