@@ -127,11 +127,14 @@ impl Resolver<'_> {
             return Err(cx.err_at(job_line, "the job has no [[sink]]"));
         }
 
+        // `--parallelism`, checked above, is what a file source naming none
+        // runs at.
+        let file_default = self.overrides.parallelism.map(|_| default_parallelism);
         let sources = self
             .raw
             .source
             .iter()
-            .map(|s| self.source(s, max_parallelism))
+            .map(|s| self.source(s, max_parallelism, file_default))
             .collect::<Result<Vec<_>, _>>()?;
         let mut parallelism: HashMap<String, u32> = sources
             .iter()
@@ -368,7 +371,14 @@ impl Resolver<'_> {
         }
     }
 
-    fn source(&self, s: &Spanned<RawSource>, max_parallelism: u32) -> Result<SourceSpec, JobError> {
+    /// `file_default`: the parallelism of a file source that names none
+    /// (`--parallelism`; otherwise 1).
+    fn source(
+        &self,
+        s: &Spanned<RawSource>,
+        max_parallelism: u32,
+        file_default: Option<u32>,
+    ) -> Result<SourceSpec, JobError> {
         let cx = &self.cx;
         let raw = s.get_ref();
         let name = raw.name.get_ref().clone();
@@ -547,15 +557,12 @@ impl Resolver<'_> {
             }
         }
         let duration = 0..=DURATION_MS_MAX;
-        // `--parallelism` sets a file source that names none, as Flink's
-        // default parallelism does its sources (`weir rescale` sets every
-        // file source): the file is read as that many byte ranges. (Checked
-        // against the bounds with the job's default.) `[job] parallelism`
-        // leaves sources at 1: a time-ordered file read in ranges holds
-        // the watermark back to its slowest range, so it is a choice made
-        // per run or per source. Other kinds keep their own: a generator
-        // deals its sequence out by split count.
-        let parallelism = match (&raw.parallelism, self.overrides.parallelism, &kind) {
+        // As Flink's default parallelism covers sources, `--parallelism`
+        // reads a file as that many byte ranges; `[job] parallelism` does
+        // not, since ranges of a time-ordered file hold the watermark back
+        // to the slowest. A generator deals its sequence out by split
+        // count: it keeps its own.
+        let parallelism = match (&raw.parallelism, file_default, &kind) {
             (None, Some(p), SourceKind::File { .. }) => p,
             _ => self.parallelism(raw.parallelism.as_ref(), 1, max_parallelism)?,
         };
