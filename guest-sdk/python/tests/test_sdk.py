@@ -41,6 +41,20 @@ class Codecs(unittest.TestCase):
         self.assertEqual(codec.encode_any(weir.Json("x")), b'"x"')
         self.assertEqual(codec.encode_any(None), b"")
 
+    def test_value_writes_round_trip_with_clears(self):
+        writes = [(b"a", b"1"), (b"", None), (b"c", b"")]
+        data = wire.write_value_writes(writes)
+        self.assertEqual(data[:4], b"\x03\x00\x00\x00")
+        self.assertEqual(data[14:22], b"\x00\x00\x00\x00\xff\xff\xff\xff")
+        self.assertEqual(wire.read_value_writes(data), writes)
+
+    def test_a_timer_batch_is_the_on_timers_format(self):
+        batch = wire.TimerBatch()
+        for ts, domain, key in [(5, 0, b"k"), (-1, 1, b"")]:
+            batch.push(domain, key, ts)
+        self.assertEqual(batch.finish(), wire.write_timers([(5, 0, b"k"), (-1, 1, b"")]))
+        self.assertEqual(batch.size, len(batch.finish()))
+
     def test_batch_round_trip_and_truncation(self):
         records = [(None, b"k", b"v"), (-5, b"", b"\x00" * 3)]
         data = wire.write_batch(records)
@@ -106,6 +120,79 @@ class Runtime(unittest.TestCase):
         except KeyError as e:
             text = weir._runtime.describe(e)
         self.assertRegex(text, r"^KeyError: 'missing' \(at test_sdk.py:\d+ in process\)$")
+
+
+class Timers(weir.Operator):
+    """"set T" registers an event timer at T, "both T" registers T and T+1
+    and deletes T, "drop T" deletes T, "proc T" registers a processing-time
+    timer, "fail T" registers T and raises: all within one call each."""
+
+    def process(self, ctx, record):
+        what, at = record.value.split(" ")
+        at = int(at)
+        if what == "set":
+            ctx.register_event_timer(at)
+        elif what == "both":
+            ctx.register_event_timer(at)
+            ctx.register_event_timer(at + 1)
+            ctx.delete_event_timer(at)
+        elif what == "proc":
+            ctx.register_processing_timer(at)
+        elif what == "fail":
+            ctx.register_event_timer(at)
+            raise RuntimeError("failed after registering")
+        else:
+            ctx.delete_event_timer(at)
+
+
+def pending(h):
+    return [ts for _, ts, _ in h.pending_timers()]
+
+
+class HeldBackTimers(unittest.TestCase):
+    def test_a_calls_timers_reach_the_host_in_one_call(self):
+        h = Harness(Timers)
+        h.process_batch([(None, "a", "set 5"), (None, "b", "proc 9"), (None, "a", "set 7")])
+        self.assertEqual(h.host.calls["register-timer"], 0)
+        self.assertEqual(h.host.timer_batches, [[(0, 5, b"a"), (1, 9, b"b"), (0, 7, b"a")]])
+        self.assertEqual(h.pending_timers(), [(0, 5, b"a"), (0, 7, b"a"), (1, 9, b"b")])
+        # A call that registers nothing calls nothing.
+        h.process("a", "drop 1")
+        self.assertEqual(h.host.calls["register-timers"], 1)
+
+    def test_held_back_timers_reach_the_host_in_order_with_deletions(self):
+        h = Harness(Timers)
+        h.process("k", "set 5")
+        h.process("k", "both 7")
+        self.assertEqual(pending(h), [5, 8])
+        # The deletion handed over what was held back first.
+        self.assertEqual(h.host.timer_batches, [[(0, 5, b"k")], [(0, 7, b"k"), (0, 8, b"k")]])
+        h.process("k", "drop 5")
+        self.assertEqual(pending(h), [8])
+
+    def test_a_failed_call_hands_no_timers_over(self):
+        h = Harness(Timers)
+        with self.assertRaisesRegex(RuntimeError, "failed after registering"):
+            h.process("k", "fail 3")
+        h.process("k", "set 4")
+        self.assertEqual(h.host.timer_batches, [[(0, 4, b"k")]])
+
+    def test_a_big_batch_goes_over_in_bounded_parts(self):
+        key = "k" * 1000
+        h = Harness(Timers)
+        h.process_batch([(None, key, f"set {t}") for t in range(200)])
+        sizes = [len(wire.write_timers([(t, d, k) for d, t, k in b])) for b in h.host.timer_batches]
+        self.assertEqual(len(sizes), 4)
+        self.assertTrue(all(s <= weir._runtime.TIMER_BATCH_BYTES_MAX + 1013 for s in sizes), sizes)
+        self.assertEqual(pending(h), list(range(200)))
+
+
+class Exports(unittest.TestCase):
+    def test_hooks_carry_the_snapshots_export_of_the_same_operator(self):
+        hooks = weir.export(Count)
+        # scripts/build-operator.sh's app module: `Snapshots = Hooks.Snapshots`.
+        self.assertTrue(callable(hooks.Snapshots().prepare_snapshot))
+        self.assertIsNot(weir.export(Count).Snapshots, hooks.Snapshots)
 
 
 class Examples(unittest.TestCase):

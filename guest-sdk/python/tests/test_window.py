@@ -1,6 +1,8 @@
 """Unit tests of weir.window through the native harness: every assigner
-and aggregate, allowed lateness, late records, session merges, and windows
-compared with a brute-force computation over a shuffled input.
+and aggregate, allowed lateness, late records, session merges, state held
+in the instance until a snapshot, and windows compared with a brute-force
+computation over a shuffled input (in batches, with restarts and a cache
+small enough to evict).
 Run: python3 -m unittest discover -s guest-sdk/python/tests"""
 
 import os
@@ -41,7 +43,8 @@ AGGREGATES = {"count": Count, "sum": Sum, "min": Min, "max": Max, "avg": Average
 
 
 class WinOp(weir.Operator):
-    """Configured by ``assigner``, ``aggregate`` and ``lateness``; late
+    """Configured by ``assigner``, ``aggregate``, ``lateness`` and
+    ``cache_keys`` (how many keys the window state cache holds); late
     records become ``key -> "late:TS"``."""
 
     key = str
@@ -51,6 +54,9 @@ class WinOp(weir.Operator):
         self.windows = Windows(ctx, "windows", assigner_of(ctx.config("assigner", "tumbling:1000")),
                                AGGREGATES[ctx.config("aggregate", "count")](),
                                allowed_lateness=ctx.config("lateness", 0, int))
+        keys = ctx.config("cache_keys", None, int)
+        if keys is not None:
+            self.windows._cache.keys_max = keys
 
     def process(self, ctx, record):
         for out in self.windows.add(ctx, record.timestamp, record.value):
@@ -69,8 +75,14 @@ class WinOp(weir.Operator):
             result.emit(ctx, timer.key)
 
 
-def harness(assigner, aggregate="count", lateness=0):
-    return Harness(WinOp, {"assigner": assigner, "aggregate": aggregate, "lateness": lateness})
+def harness(assigner, aggregate="count", lateness=0, hold_back=True, cache_keys=None):
+    """``hold_back`` False acts as a host that does not call
+    ``prepare-snapshot``, so window state is written back after every call."""
+    config = {"assigner": assigner, "aggregate": aggregate, "lateness": lateness,
+              "weir.prepare_snapshot": "1" if hold_back else "0"}
+    if cache_keys is not None:
+        config["cache_keys"] = cache_keys
+    return Harness(WinOp, config)
 
 
 def results(out):
@@ -146,10 +158,92 @@ class Firing(unittest.TestCase):
         self.assertEqual(h.process("k", 1, 400)[0].value, "late:400")
         self.assertEqual(results(h.advance_watermark(1499)), [("k", 500, 1500, 1, 1499)])
 
-    def test_the_state_is_the_rust_sdks(self):
-        h = harness("tumbling:1000", "avg")
-        h.process("k", 3, 5)
-        self.assertEqual(h.host.maps[(0, b"k")], {b"1000": b"[0,[3.0,1]]"})
+    def test_the_state_is_one_json_value_per_key(self):
+        h = harness("sliding:1000:500", "avg")
+        h.process("k", 3, 700)
+        h.prepare_snapshot()
+        self.assertEqual(h.host.values[(0, b"k")], b"[[0,1000,[3.0,1]],[500,1500,[3.0,1]]]")
+
+
+def values(h):
+    """The window state the host holds: key -> stored JSON."""
+    return {k.decode(): v.decode() for (s, k), v in h.host.values.items() if s == 0}
+
+
+class HoldBack(unittest.TestCase):
+    def test_state_stays_in_the_guest_until_the_host_prepares_a_snapshot(self):
+        for hold_back in (True, False):
+            h = harness("tumbling:1000", hold_back=hold_back)
+            for key, ts in [("a", 10), ("b", 500), ("a", 999)]:
+                h.process(key, 1, ts)
+            # A host that snapshots only after `prepare-snapshot` holds
+            # nothing yet; one that may snapshot between any two calls
+            # holds it all, written once per call.
+            self.assertEqual(len(values(h)), 0 if hold_back else 2, hold_back)
+            self.assertEqual(h.host.calls["value-write-many"], 0 if hold_back else 3)
+            h.prepare_snapshot()
+            self.assertEqual(values(h), {"a": "[[0,1000,2]]", "b": "[[0,1000,1]]"})
+            self.assertEqual(h.host.calls["value-set"] + h.host.calls["clear"], 0)
+            # A restore from that snapshot fires the windows as if none happened.
+            h.restart()
+            self.assertEqual(results(h.advance_watermark(999)),
+                             [("a", 0, 1000, 2, 999), ("b", 0, 1000, 1, 999)])
+            # Fired: the next snapshot clears both keys.
+            h.prepare_snapshot()
+            self.assertEqual(values(h), {})
+            self.assertEqual(h.host.write_batches[-1], (0, [(b"a", None), (b"b", None)]))
+
+    def test_a_call_writes_all_its_changed_keys_in_one_call(self):
+        h = harness("tumbling:1000", hold_back=False)
+        h.process_batch([(ts, key, 1) for ts, key in [(1, "a"), (2, "b"), (3, "a"), (4, "c")]])
+        self.assertEqual(h.host.calls["value-write-many"], 1)
+        self.assertEqual([k for k, _ in h.host.write_batches[0][1]], [b"a", b"b", b"c"])
+        # Keys seen before are not read again.
+        self.assertEqual(h.host.calls["value-get"], 3)
+        h.process("a", 1, 5)
+        self.assertEqual(h.host.calls["value-get"], 3)
+        self.assertEqual(h.host.write_batches[-1], (0, [(b"a", b"[[0,1000,3]]")]))
+
+    def test_a_window_opened_and_fired_between_snapshots_is_written_as_a_clear(self):
+        h = harness("session:100")
+        h.process("a", 1, 10)
+        self.assertEqual(results(h.advance_watermark(200)), [("a", 10, 110, 1, 109)])
+        self.assertEqual(h.host.calls["value-write-many"], 0)
+        h.prepare_snapshot()
+        self.assertEqual(h.host.write_batches, [(0, [(b"a", None)])])
+        # Nothing changed since: nothing to write.
+        h.prepare_snapshot()
+        self.assertEqual(h.host.calls["value-write-many"], 1)
+
+    def test_a_full_cache_writes_back_the_least_recently_used_keys(self):
+        h = harness("tumbling:1000", cache_keys=8)
+        for i in range(8):
+            h.process(f"k{i}", 1, 10)
+        self.assertEqual(h.host.calls["value-write-many"], 0)
+        h.process("k0", 1, 20)   # k1 is now the least recently used
+        h.process("k8", 1, 30)   # the ninth key evicts one eighth: k1
+        self.assertEqual(h.host.write_batches, [(0, [(b"k1", b"[[0,1000,1]]")])])
+        self.assertEqual(len(h.operator.windows._cache.values), 8)
+        # An evicted key is read back from the host.
+        reads = h.host.calls["value-get"]
+        h.process("k1", 1, 40)
+        self.assertEqual(h.host.calls["value-get"], reads + 1)
+        out = sorted(results(h.advance_watermark(999)))
+        self.assertEqual(out, [(f"k{i}", 0, 1000, 2 if i < 2 else 1, 999) for i in range(9)])
+        h.prepare_snapshot()
+        self.assertEqual(values(h), {})
+
+    def test_timers_of_a_call_reach_the_host_in_one_call(self):
+        h = harness("sliding:1000:500", lateness=100)
+        h.process_batch([(700, "a", 1), (800, "b", 1), (900, "a", 1)])
+        self.assertEqual(h.host.calls["register-timer"], 0)
+        self.assertEqual(h.host.calls["register-timers"], 1)
+        # Fire and clean-up timers of windows [0,1000) and [500,1500), per
+        # registration, repeats included (the host keeps each once).
+        per_record = lambda key: [(0, t, key) for t in (999, 1099, 1499, 1599)]  # noqa: E731
+        self.assertEqual(h.host.timer_batches,
+                         [per_record(b"a") + per_record(b"b") + per_record(b"a")])
+        self.assertEqual(len(h.pending_timers()), 8)
 
 
 def brute_force(spec, records):
@@ -178,21 +272,34 @@ def brute_force(spec, records):
 
 
 class AgainstBruteForce(unittest.TestCase):
-    def check(self, spec, delay=300):
+    def check(self, spec, delay=300, keys=5, batched=False, hold_back=True):
+        """Feeds a shuffled input; ``batched`` sends it in batches of 1-64
+        records to a cache of 16 keys, restarting every 7th batch: what
+        the cache held must have reached the state by then."""
         rng = random.Random(7)
-        h = harness(spec, "sum")
-        records, out, max_ts = [], [], 0
+        h = harness(spec, "sum", hold_back=hold_back, cache_keys=16 if batched else None)
+        records, out, max_ts, batch, size, batches = [], [], 0, [], 1, 0
         for i in range(1500):
             ts = max(0, i * 7 - rng.randrange(delay))
-            key, v = f"k{rng.randrange(5)}", rng.randrange(100)
-            out += h.process(key, v, ts)
+            key, v = f"k{rng.randrange(keys)}", rng.randrange(100)
+            batch.append((ts, key, v))
             records.append((key, ts, v))
             max_ts = max(max_ts, ts)
-            if i % 50 == 0:
+            if len(batch) >= size:
+                out += h.process_batch(batch)
+                batch, batches = [], batches + 1
+                if batched:
+                    size = 1 + rng.randrange(64)
+                    if batches % 7 == 0:
+                        h.restart()
+            if i % 50 == 0 and not batch:
                 out += h.advance_watermark(max_ts - delay)
+        out += h.process_batch(batch)
         out += h.advance_watermark(2 ** 62)
         self.assertEqual(sorted(results(out)), brute_force(spec, records), spec)
         self.assertEqual(h.pending_timers(), [])
+        h.prepare_snapshot()
+        self.assertEqual(values(h), {})
 
     def test_tumbling(self):
         self.check("tumbling:500")
@@ -203,6 +310,13 @@ class AgainstBruteForce(unittest.TestCase):
 
     def test_sessions(self):
         self.check("session:40")
+
+    def test_batches_with_evictions_and_restarts(self):
+        for hold_back in (True, False):
+            for spec, keys in [("tumbling:500", 5), ("tumbling:500", 60), ("sliding:600:200", 60),
+                               ("session:40", 60), ("session:40", 5)]:
+                with self.subTest(spec=spec, keys=keys, hold_back=hold_back):
+                    self.check(spec, keys=keys, batched=True, hold_back=hold_back)
 
 
 if __name__ == "__main__":

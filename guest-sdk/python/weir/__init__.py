@@ -22,8 +22,8 @@ and fired timers in ``on_timer``, and export the class::
     Hooks = weir.export(Count)
 
 ``scripts/build-operator.sh count.py -o count.wasm`` turns the file into a
-component of the ``weir:operator`` world (with componentize-py); ``weir run``
-loads it like a Rust operator. The SDK hides the batch format: it decodes
+component of the ``weir:operator`` world ``buffering-operator`` (with
+componentize-py); ``weir run`` loads it like a Rust operator. The SDK hides the batch format: it decodes
 each batch, calls ``process`` once per record, and encodes what you emit.
 Keys, values and state use the Rust SDK's encodings (see :mod:`weir.codec`),
 so Python, Rust and JavaScript operators mix in one job.
@@ -124,6 +124,8 @@ class OpenContext:
     def __init__(self, info):
         self.info = info
         self._states = []
+        # Write-back caches (the window library's), flushed by the runtime.
+        self._flushers = []
 
     def config(self, name, default=None, type=str):
         """A value from the operator's ``config`` table, converted with
@@ -282,6 +284,9 @@ def export(operator_class):
     result to ``Hooks`` at the top level of your module::
 
         Hooks = weir.export(MyOperator)
+
+    ``Hooks.Snapshots`` is the matching ``snapshots`` export, which
+    scripts/build-operator.sh exports beside it.
     """
     if not (isinstance(operator_class, type) and issubclass(operator_class, Operator)):
         raise TypeError("weir.export takes a subclass of weir.Operator")

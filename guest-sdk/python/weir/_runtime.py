@@ -16,7 +16,16 @@ except ImportError:  # not inside a component
     Err = keyed_state = log = timers = types = None
 
 
-def open_operator(operator_class, info):
+# What a host that calls `prepare-snapshot` puts in the config.
+PREPARE_SNAPSHOT_CONFIG = "weir.prepare_snapshot"
+
+# What a TimerBuffer holds back at most before it hands it over.
+TIMER_BATCH_BYTES_MAX = 64 << 10
+
+
+def open_operator(operator_class, info, host):
+    """Builds the operator and runs its ``open``; returns the
+    :class:`Instance` and the states it declared."""
     import weir
 
     ctx = weir.OpenContext(info)
@@ -24,7 +33,88 @@ def open_operator(operator_class, info):
     op.open(ctx)
     op._weir_key = codec(operator_class.key)
     op._weir_value = codec(operator_class.value)
-    return op, ctx._states
+    hold_back = info.config.get(PREPARE_SNAPSHOT_CONFIG) == "1"
+    return Instance(op, host, ctx._flushers, hold_back), ctx._states
+
+
+class Instance:
+    """One opened operator on its host, with the write-back caches it
+    declared. They are flushed when the host is about to take a snapshot
+    (:meth:`prepare_snapshot`) if it said it calls that, else at the end of
+    every call (an older host may snapshot between any two calls)."""
+
+    def __init__(self, op, host, flushers, hold_back):
+        self.op = op
+        self.host = host
+        self.flushers = flushers
+        self.hold_back = hold_back
+        self.timers = TimerBuffer(host)
+
+    def _call(self, run, *args):
+        """Runs one call with timer registrations held back, then hands the
+        host what the call left: write-back state, then the timers. A call
+        that raises hands over nothing (the host fails the job)."""
+        timers = self.timers
+        timers.batch.reset()
+        out = run(self.op, timers, *args)
+        if not self.hold_back:
+            self._flush(timers)
+        timers.flush()
+        return out
+
+    def process(self, input, batch):
+        return self._call(process, input, batch)
+
+    def on_timers(self, timers):
+        return self._call(on_timers, timers)
+
+    def prepare_snapshot(self):
+        """The host is about to snapshot: hands it everything held back."""
+        self._flush(self.host)
+
+    def _flush(self, host):
+        for cache in self.flushers:
+            cache.flush(host)
+
+
+class TimerBuffer:
+    """The host, with timer registrations held back until :meth:`flush` and
+    then handed over in one ``register-timers`` call: every call into the
+    host has a fixed cost, and a window operator registers a timer per
+    window. Holding them until the end of the guest call changes nothing
+    the operator can see, since timers fire only between calls. A deletion
+    first flushes, so a timer registered and deleted in one call is gone."""
+
+    _FORWARDED = ("value_get", "value_set", "value_write_many", "list_append", "list_get",
+                  "map_get", "map_put", "map_remove", "map_entries", "clear", "watermark",
+                  "processing_time", "log")
+
+    def __init__(self, host):
+        self.host = host
+        self.batch = wire.TimerBatch()
+        # The host's own methods: no call in between on the state path.
+        for name in self._FORWARDED:
+            setattr(self, name, getattr(host, name))
+
+    def register_timer(self, domain, key, timestamp):
+        self.batch.push(domain, key, timestamp)
+        # Bounded: an operator that registers without end meets the host's
+        # timer limits (and their message), not the guest memory limit.
+        if self.batch.size >= TIMER_BATCH_BYTES_MAX:
+            self.flush()
+
+    def register_timers(self, timers):
+        self.flush()
+        self.host.register_timers(timers)
+
+    def delete_timer(self, domain, key, timestamp):
+        self.flush()
+        self.host.delete_timer(domain, key, timestamp)
+
+    def flush(self):
+        if self.batch.count:
+            self.host.register_timers(self.batch.finish())
+            self.batch.reset()
 
 
 def process(op, host, input, batch):
@@ -104,6 +194,8 @@ class WitHost:
         self.map_put = keyed_state.map_put
         self.map_remove = keyed_state.map_remove
         self.clear = keyed_state.clear
+        self.value_write_many = keyed_state.value_write_many
+        self.register_timers = timers.register_timers
         self.watermark = timers.current_watermark
         self.processing_time = timers.current_processing_time
 
@@ -121,7 +213,9 @@ class WitHost:
 
 
 def hooks_class(operator_class):
-    """The class componentize-py calls for the exported `hooks` interface.
+    """The class componentize-py calls for the exported `hooks` interface,
+    with the class for `snapshots` (world `buffering-operator`) as its
+    attribute ``Snapshots``: the build's app module exports both.
     componentize-py may create a new instance per call, so the operator
     lives in this closure, one per component instance."""
     slot = {}
@@ -129,38 +223,51 @@ def hooks_class(operator_class):
     def fail(error):
         raise Err(describe(error))
 
+    def opened():
+        if "instance" not in slot:
+            fail(RuntimeError("the host called the operator before `open`"))
+        return slot["instance"]
+
     class Hooks:
         def open(self, info):
             import weir
 
             try:
-                host = WitHost()
-                op, states = open_operator(
+                instance, states = open_operator(
                     operator_class,
                     weir.OperatorInfo(info.name, info.subtask_index, info.parallelism, info.config),
+                    WitHost(),
                 )
             except BaseException as e:  # sys.exit() too: report, never trap
                 fail(e)
-            slot["op"], slot["host"] = op, host
+            slot["instance"] = instance
             kinds = {"value": types.StateKind.VALUE, "list": types.StateKind.LIST,
                      "map": types.StateKind.MAP}
             return [types.StateDescriptor(name, kinds[kind], ttl) for name, kind, ttl in states]
 
         def process(self, input, records):
-            if "op" not in slot:
-                fail(RuntimeError("the host called the operator before `open`"))
+            instance = opened()
             try:
-                return process(slot["op"], slot["host"], input, records)
+                return instance.process(input, records)
             except BaseException as e:  # sys.exit() too: report, never trap
                 fail(e)
 
         def on_timers(self, timers):
-            if "op" not in slot:
-                fail(RuntimeError("the host called the operator before `open`"))
+            instance = opened()
             try:
-                return on_timers(slot["op"], slot["host"], timers)
+                return instance.on_timers(timers)
+            except BaseException as e:  # sys.exit() too: report, never trap
+                fail(e)
+
+    class Snapshots:
+        def prepare_snapshot(self):
+            instance = opened()
+            try:
+                instance.prepare_snapshot()
             except BaseException as e:  # sys.exit() too: report, never trap
                 fail(e)
 
     Hooks.__qualname__ = f"Hooks[{operator_class.__name__}]"
+    Snapshots.__qualname__ = f"Snapshots[{operator_class.__name__}]"
+    Hooks.Snapshots = Snapshots
     return Hooks

@@ -1,11 +1,15 @@
 """Event-time windows with incremental aggregation, on keyed state and
 timers: the Rust SDK's ``weir_guest::window`` API, with the same semantics.
-State is one map state per operator, window end -> ``[start, accumulator]``
-as JSON, and one timer per window, so windows are checkpointed, restored
-and rescaled with the rest of the job and the operator keeps no window data
-between calls. (The Rust SDK now keeps a key's windows in one value state,
-held in the instance until a snapshot: window state does not carry over
-when an operator is rewritten from Python in Rust or back.)::
+A key's live windows are one value in keyed state (JSON: ``[[start, end,
+accumulator], ...]`` by end), kept in the instance and written back when
+the host is about to snapshot (or at the end of every call under a host
+that does not say it calls ``prepare-snapshot``): a record costs no state
+call when its key was seen before, a key one write per checkpoint, and
+timers, one per window, go to the host in one call at the end of the call.
+Windows are checkpointed, restored and rescaled with the rest of the job.
+(The Rust SDK stores a key's windows as panes or sessions in its own binary
+layout: window state does not carry over when an operator is rewritten
+from Python in Rust or back.)::
 
     import weir
     from weir.window import Count, Late, Windows, tumbling
@@ -46,6 +50,7 @@ accumulator is JSON-serialisable.
 """
 
 from . import EVENT_TIME, JSON
+from ._cache import WriteBackCache
 
 __all__ = [
     "Window", "WindowResult", "Fired", "Late", "Windows", "AggregateFunction",
@@ -247,6 +252,17 @@ class Late:
         self.timestamp = timestamp
 
 
+class _KeyWindows:
+    """A key's windows: ``{end: [start, acc]}`` in memory, stored as JSON
+    ``[[start, end, acc], ...]`` by end (JSON object keys are text)."""
+
+    def encode(self, windows):
+        return JSON.encode([[start, end, acc] for end, (start, acc) in sorted(windows.items())])
+
+    def decode(self, data):
+        return {end: [start, acc] for start, end, acc in JSON.decode(data)}
+
+
 class Windows:
     """Windows of one kind over the records of each key, with one aggregate.
     Create it in ``open``; call :meth:`add` in ``process`` and
@@ -256,7 +272,7 @@ class Windows:
         if not isinstance(allowed_lateness, int) or allowed_lateness < 0:
             raise ValueError(f"allowed lateness must not be negative, got {allowed_lateness!r} ms")
         self.assigner, self.aggregate, self.lateness = assigner, aggregate, allowed_lateness
-        self._slots = ctx.map_state(name, int, JSON)
+        self._cache = WriteBackCache(ctx, ctx.value_state(name, _KeyWindows()))
 
     def _is_late(self, window, watermark):
         return window.max_timestamp() + self.lateness <= watermark
@@ -267,23 +283,28 @@ class Windows:
         if timestamp is None:
             raise ValueError("a windowed record needs an event time")
         watermark = ctx.watermark()
+        stored = self._cache.get(ctx) or {}
         outputs = []
-        if self.assigner.merging:
-            added = self._add_to_session(ctx, timestamp, value, watermark, outputs)
+        add = self._add_to_session if self.assigner.merging else self._add_to_windows
+        if add(ctx, stored, timestamp, value, watermark, outputs):
+            self._cache.set(ctx, stored)
         else:
-            added = False
-            for window in self.assigner.assign(timestamp):
-                if self._is_late(window, watermark):
-                    continue
-                added = True
-                slot = self._slots.get(ctx, window.end)
-                acc = self.aggregate.create() if slot is None else slot[1]
-                self._store(ctx, window, self.aggregate.add(acc, value), watermark, outputs)
-        if not added:
             outputs.append(Late(timestamp))
         return outputs
 
-    def _store(self, ctx, window, acc, watermark, outputs):
+    def _add_to_windows(self, ctx, stored, timestamp, value, watermark, outputs):
+        live = [w for w in self.assigner.assign(timestamp) if not self._is_late(w, watermark)]
+        # The aggregate (user code) runs before anything changes.
+        accs = [self.aggregate.add(self._acc(stored, w), value) for w in live]
+        for window, acc in zip(live, accs):
+            self._store(ctx, stored, window, acc, watermark, outputs)
+        return bool(live)
+
+    def _acc(self, stored, window):
+        slot = stored.get(window.end)
+        return self.aggregate.create() if slot is None else slot[1]
+
+    def _store(self, ctx, stored, window, acc, watermark, outputs):
         fire_at = window.max_timestamp()
         if fire_at <= watermark:
             outputs.append(Fired(WindowResult(window, self.aggregate.result(acc))))
@@ -291,11 +312,12 @@ class Windows:
             ctx.register_event_timer(fire_at)
         if self.lateness > 0:
             ctx.register_event_timer(fire_at + self.lateness)
-        self._slots.put(ctx, window.end, [window.start, acc])
+        stored[window.end] = [window.start, acc]
 
-    def _add_to_session(self, ctx, timestamp, value, watermark, outputs):
+    def _add_to_session(self, ctx, stored, timestamp, value, watermark, outputs):
         merged = self.assigner.assign(timestamp)[0]
-        others = [(Window(start, end), acc) for end, (start, acc) in self._slots.entries(ctx)]
+        # By end, so accumulators merge in the same order after a restore.
+        others = [(Window(start, end), acc) for end, (start, acc) in sorted(stored.items())]
         absorbed = []
         while True:
             touching = [o for o in others if o[0].intersects(merged)]
@@ -308,12 +330,13 @@ class Windows:
         if self._is_late(merged, watermark):
             return False
         acc = self.aggregate.add(self.aggregate.create(), value)
-        for window, other in absorbed:
+        for _, other in absorbed:
             acc = self.aggregate.merge(acc, other)
+        for window, _ in absorbed:
             if window.end != merged.end:
-                self._slots.remove(ctx, window.end)
+                del stored[window.end]
                 self._forget_timers(ctx, window, [merged] + [w for w, _ in others])
-        self._store(ctx, merged, acc, watermark, outputs)
+        self._store(ctx, stored, merged, acc, watermark, outputs)
         return True
 
     def _forget_timers(self, ctx, gone, remaining):
@@ -330,13 +353,16 @@ class Windows:
         timers find no window and return nothing."""
         if timer.domain != EVENT_TIME:
             return []
-        results = []
+        stored = self._cache.get(ctx)
+        if not stored:
+            return []
         end = timer.timestamp + 1
-        slot = self._slots.get(ctx, end)
+        slot = stored.get(end)
+        results = []
         if slot is not None:
             results.append(WindowResult(Window(slot[0], end), self.aggregate.result(slot[1])))
-            if self.lateness == 0:
-                self._slots.remove(ctx, end)
-        if self.lateness > 0:
-            self._slots.remove(ctx, end - self.lateness)
+        # Without lateness the window goes as it fires; with it, this is the
+        # clean-up timer of the window that ended `lateness` earlier.
+        if stored.pop(end - self.lateness, None) is not None:
+            self._cache.set(ctx, stored or None)
         return results

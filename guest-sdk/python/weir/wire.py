@@ -1,4 +1,5 @@
-"""The batch, timer-batch and map-entries byte formats of wit/operator.wit."""
+"""The batch, timer-batch, map-entries and value-writes byte formats of
+wit/operator.wit."""
 
 import struct
 
@@ -8,6 +9,8 @@ _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
 _RECORD_HEAD = struct.Struct("<qI")
 _TIMER_HEAD = struct.Struct("<qBI")
+# `value-len` that clears the key in the value writes format.
+_CLEAR = 0xFFFFFFFF
 
 
 class MalformedBatch(Exception):
@@ -119,6 +122,61 @@ def write_timers(timers):
         parts.append(_TIMER_HEAD.pack(ts, domain, len(key)))
         parts.append(key)
     return b"".join(parts)
+
+
+class TimerBatch:
+    """A timer batch built one timer at a time, for `register-timers`."""
+
+    __slots__ = ("parts", "count", "size")
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.parts = []
+        self.count = 0
+        self.size = 4
+
+    def push(self, domain, key, timestamp):
+        self.parts += (_TIMER_HEAD.pack(timestamp, domain, len(key)), key)
+        self.count += 1
+        self.size += 13 + len(key)
+
+    def finish(self):
+        return _U32.pack(self.count) + b"".join(self.parts)
+
+
+def write_value_writes(writes):
+    """Encodes (key bytes, value bytes or None to clear) pairs for
+    `value-write-many`."""
+    parts = [_U32.pack(len(writes))]
+    for key, value in writes:
+        parts += (_U32.pack(len(key)), key)
+        parts += (_U32.pack(_CLEAR),) if value is None else (_U32.pack(len(value)), value)
+    return b"".join(parts)
+
+
+def read_value_writes(data):
+    """The value writes format, as a list of (key, value or None) bytes."""
+    out = []
+    _check(data, 4, "value writes")
+    (count,) = _U32.unpack_from(data, 0)
+    at = 4
+    for _ in range(count):
+        _check(data, at + 4, "value writes")
+        (klen,) = _U32.unpack_from(data, at)
+        at += 4
+        _check(data, at + klen + 4, "value writes")
+        key = bytes(data[at:at + klen])
+        (vlen,) = _U32.unpack_from(data, at + klen)
+        at += klen + 4
+        if vlen == _CLEAR:
+            out.append((key, None))
+            continue
+        _check(data, at + vlen, "value writes")
+        out.append((key, bytes(data[at:at + vlen])))
+        at += vlen
+    return out
 
 
 def write_entries(entries):
