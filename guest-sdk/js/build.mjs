@@ -1,20 +1,21 @@
 #!/usr/bin/env node
 // Builds a JavaScript weir operator into a component of the weir:operator
-// world with componentize-js (its componentize() API).
+// world `buffering-operator` with componentize-js (its componentize() API).
 //
 //   node guest-sdk/js/build.mjs path/to/operator.js -o out.wasm [--wit wit]
 //
 // The operator's directory (its .js/.mjs files) is copied next to the SDK
 // into a scratch directory, `from "weir"` becomes `from "./weir.js"` (and
 // `from "weir/window"` `from "./window.js"`), and an
-// entry module wires the WIT imports (host.js) before the operator.
+// entry module wires the WIT imports (host.js) before the operator and
+// exports the SDK's `snapshots` beside the operator's `hooks`.
 import { mkdtemp, readdir, readFile, writeFile, copyFile, rm, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const sdk = dirname(fileURLToPath(import.meta.url));
-const SDK_FILES = ["weir.js", "codec.js", "wire.js", "host.js", "window.js"];
+const SDK_FILES = ["weir.js", "codec.js", "wire.js", "host.js", "window.js", "cache.js"];
 
 function usage(message) {
   if (message) console.error(`error: ${message}`);
@@ -57,12 +58,14 @@ try {
   }
   for (const name of SDK_FILES) await copyFile(join(sdk, name), join(work, name));
   const entry = join(work, "weir-entry.js");
-  await writeFile(entry, `import "./host.js";\nexport * from "./${basename(source)}";\n`);
+  // `snapshots` hands the host what the operator's write-back caches hold;
+  // it takes the place of any `snapshots` the operator's module exports.
+  await writeFile(entry, `import "./host.js";\nexport * from "./${basename(source)}";\nexport { snapshots } from "./weir.js";\n`);
   const started = Date.now();
   const { component } = await componentize({
     sourcePath: entry,
     witPath: resolve(wit),
-    worldName: "operator",
+    worldName: "buffering-operator",
     // weir grants no network; leave out fetch() so the component does not
     // import wasi:http at all.
     disableFeatures: ["http", "fetch-event"],

@@ -24,7 +24,9 @@ class WitHost {
   mapRemove(s, k, mk) { state.mapRemove(s, k, mk); }
   mapEntries(s, k) { return readEntries(state.mapEntries(s, k)); }
   clear(s, k) { state.clear(s, k); }
+  valueWriteMany(s, writes) { state.valueWriteMany(s, writes); }
   registerTimer(domain, k, ts) { timers.registerTimer(domain, k, BigInt(ts)); }
+  registerTimers(batch) { timers.registerTimers(batch); }
   deleteTimer(domain, k, ts) { timers.deleteTimer(domain, k, BigInt(ts)); }
   watermark() { return signed(timers.currentWatermark()); }
   processingTime() { return signed(timers.currentProcessingTime()); }

@@ -21,7 +21,8 @@
 //     export const hooks = exportOperator(Count);
 //
 // `scripts/build-operator.sh count.js -o count.wasm` turns the file into a
-// component of the weir:operator world with componentize-js; `weir run`
+// component of the weir:operator world `buffering-operator` with
+// componentize-js (build.mjs exports `snapshots` below beside `hooks`); `weir run`
 // loads it like a Rust operator. The SDK hides the batch format and uses the
 // Rust SDK's encodings (codec.js), so JavaScript, Rust and Python operators
 // mix in one job. State lives in the host, scoped to the key at hand;
@@ -32,7 +33,7 @@
 // natively (`node --test`) testing.js supplies an in-memory host instead.
 
 import { codec, encodeAny, DecodeError, Json } from "./codec.js";
-import { BatchReader, readTimers, Writer, MalformedBatch } from "./wire.js";
+import { BatchReader, readTimers, TimerBatch, Writer, MalformedBatch } from "./wire.js";
 
 export { Json, DecodeError, codec, encodeAny } from "./codec.js";
 
@@ -46,6 +47,8 @@ export class OpenContext {
     /** { name, subtaskIndex, parallelism, config: Map<string,string> } */
     this.info = info;
     this._states = [];
+    // Write-back caches (the window library's), flushed by the runtime.
+    this._flushers = [];
   }
 
   /** A value of the operator's `config` table (a string), or `fallback`. */
@@ -146,21 +149,96 @@ export class MapState {
   clear(ctx) { ctx._host.clear(this.index, ctx.keyBytes); }
 }
 
-/** Creates the operator and runs its `open`; returns [operator, states]. */
-export function openOperator(OperatorClass, info) {
+/** What a host that calls `prepare-snapshot` puts in the config. */
+export const PREPARE_SNAPSHOT_CONFIG = "weir.prepare_snapshot";
+
+/** What a TimerBuffer holds back at most before it hands it over. */
+export const TIMER_BATCH_BYTES_MAX = 64 << 10;
+
+/** Creates the operator on `host` and runs its `open`; returns
+ *  [Instance, states]. */
+export function openOperator(OperatorClass, info, host) {
   const ctx = new OpenContext(info);
   const op = new OperatorClass();
   if (typeof op.process !== "function") throw new TypeError(`${OperatorClass.name} has no process(ctx, record) method`);
   if (typeof op.open === "function") op.open(ctx);
   const runtime = { key: codec(OperatorClass.key ?? "string"), value: codec(OperatorClass.value ?? "string") };
-  return [{ op, runtime }, ctx._states];
+  const holdBack = info.config.get(PREPARE_SNAPSHOT_CONFIG) === "1";
+  return [new Instance({ op, runtime }, host, ctx._flushers, holdBack), ctx._states];
+}
+
+/** One opened operator on its host, with the write-back caches it declared.
+ *  They are flushed when the host is about to take a snapshot
+ *  (`prepareSnapshot`) if it said it calls that, else at the end of every
+ *  call (an older host may snapshot between any two calls). */
+export class Instance {
+  constructor(operator, host, flushers, holdBack) {
+    this.operator = operator;
+    this.host = host;
+    this.flushers = flushers;
+    this.holdBack = holdBack;
+    this.timers = new TimerBuffer(host);
+  }
+
+  /** Runs one call with timer registrations held back, then hands the host
+   *  what the call left: write-back state, then the timers. A call that
+   *  throws hands over nothing (the host fails the job). */
+  call(run, ...args) {
+    const timers = this.timers;
+    timers.batch.reset();
+    const out = run(this.operator, timers, ...args);
+    if (!this.holdBack) this.flush(timers);
+    timers.flush();
+    return out;
+  }
+
+  process(input, batch) { return this.call(processBatch, input, batch); }
+  onTimers(timers) { return this.call(processTimers, timers); }
+  /** The host is about to snapshot: hands it everything held back. */
+  prepareSnapshot() { this.flush(this.host); }
+  flush(host) { for (const cache of this.flushers) cache.flush(host); }
+}
+
+const FORWARDED = ["valueGet", "valueSet", "valueWriteMany", "listAppend", "listGet", "mapGet", "mapPut",
+  "mapRemove", "mapEntries", "clear", "watermark", "processingTime", "log"];
+
+/** The host, with timer registrations held back until `flush` and then
+ *  handed over in one `register-timers` call: every call into the host has a
+ *  fixed cost, and a window operator registers a timer per window. Holding
+ *  them until the end of the guest call changes nothing the operator can
+ *  see, since timers fire only between calls. A deletion first flushes, so a
+ *  timer registered and deleted in one call is gone. */
+class TimerBuffer {
+  constructor(host) {
+    this.host = host;
+    this.batch = new TimerBatch();
+    for (const name of FORWARDED) this[name] = host[name].bind(host);
+  }
+  registerTimer(domain, key, ts) {
+    this.batch.push(domain, key, ts);
+    // Bounded: an operator that registers without end meets the host's
+    // timer limits (and their message), not the guest memory limit.
+    if (this.batch.at >= TIMER_BATCH_BYTES_MAX) this.flush();
+  }
+  registerTimers(timers) {
+    this.flush();
+    this.host.registerTimers(timers);
+  }
+  deleteTimer(domain, key, ts) {
+    this.flush();
+    this.host.deleteTimer(domain, key, ts);
+  }
+  flush() {
+    if (this.batch.count === 0) return;
+    this.host.registerTimers(this.batch.finish());
+    this.batch.reset();
+  }
 }
 
 /** Decodes `batch`, calls `process` per record, returns the encoded output.
  *  One Context serves the whole batch, re-pointed at each record's key: keep
  *  no reference to it past the call. */
-export function processBatch(instance, host, input, batch) {
-  const { op, runtime } = instance;
+function processBatch({ op, runtime }, host, input, batch) {
   const keyCodec = runtime.key, valueCodec = runtime.value;
   const out = new Writer(batch.length);
   const ctx = new Context(host, null, null, out);
@@ -179,8 +257,7 @@ export function processBatch(instance, host, input, batch) {
 }
 
 /** Decodes fired timers, calls `onTimer` per timer, returns the output. */
-export function processTimers(instance, host, timers) {
-  const { op, runtime } = instance;
+function processTimers({ op, runtime }, host, timers) {
   const out = new Writer(64);
   for (const [ts, domain, keyBytes] of readTimers(timers)) {
     let key;
@@ -200,7 +277,7 @@ export function describe(e) {
   // The innermost frame outside the SDK (SpiderMonkey: `fn@file:line:col`,
   // V8: `    at fn (file:line:col)`) says where the operator failed.
   const frame = String(e.stack ?? "").split("\n").map((l) => l.trim().replace(/^at /, ""))
-    .find((l) => /:\d+(:\d+)?\)?$/.test(l) && !/(weir|codec|wire|host|testing)\.js:/.test(l));
+    .find((l) => /:\d+(:\d+)?\)?$/.test(l) && !/(weir|codec|wire|host|testing|cache|window)\.js:/.test(l));
   if (frame) text += ` (at ${frame})`;
   return text;
 }
@@ -209,46 +286,55 @@ let hostFactory = null;
 /** Used by host.js (the component) and testing.js (native tests). */
 export function setHostFactory(factory) { hostFactory = factory; }
 
+// componentize-js turns a thrown value into the `err` of the result; a
+// plain string becomes the host's error message.
+function guard(run) {
+  try {
+    return run();
+  } catch (e) {
+    throw describe(e);
+  }
+}
+
+/** The opened instance of the operator exportOperator made, for `snapshots`. */
+let opened = () => { throw new Error("no operator was exported (exportOperator)"); };
+
 /** Exports `OperatorClass` as the component's operator:
  *  `export const hooks = exportOperator(MyOperator);` */
 export function exportOperator(OperatorClass) {
   if (typeof OperatorClass !== "function") throw new TypeError("exportOperator takes a class");
   let instance = null;
-  let host = null;
-  const guard = (run) => {
-    try {
-      return run();
-    } catch (e) {
-      // componentize-js turns a thrown value into the `err` of the result;
-      // a plain string becomes the host's error message.
-      throw describe(e);
-    }
+  const current = () => {
+    if (!instance) throw new Error("the host called the operator before `open`");
+    return instance;
   };
+  opened = current;
   return {
     open(info) {
       return guard(() => {
-        host = hostFactory();
         const [inst, states] = openOperator(OperatorClass, {
           name: info.name,
           subtaskIndex: info.subtaskIndex,
           parallelism: info.parallelism,
           config: new Map(info.config),
-        });
+        }, hostFactory());
         instance = inst;
         return states.map((s) => ({ name: s.name, kind: s.kind, ttlMs: s.ttlMs === undefined ? undefined : BigInt(s.ttlMs) }));
       });
     },
     process(input, records) {
-      return guard(() => {
-        if (!instance) throw new Error("the host called the operator before `open`");
-        return processBatch(instance, host, input, records);
-      });
+      return guard(() => current().process(input, records));
     },
     onTimers(timers) {
-      return guard(() => {
-        if (!instance) throw new Error("the host called the operator before `open`");
-        return processTimers(instance, host, timers);
-      });
+      return guard(() => current().onTimers(timers));
     },
   };
 }
+
+/** The `snapshots` export (world `buffering-operator`) of the operator
+ *  exportOperator made; build.mjs exports it beside the operator's `hooks`. */
+export const snapshots = {
+  prepareSnapshot() {
+    guard(() => opened().prepareSnapshot());
+  },
+};

@@ -1,12 +1,16 @@
 // Event-time windows with incremental aggregation, on keyed state and
 // timers: the Rust SDK's `weir_guest::window` API (camelCase names), with
-// the same semantics. State is one map state per operator, window end ->
-// [start, accumulator] as JSON, and one timer per window, so windows are
-// checkpointed, restored and rescaled with the rest of the job and the
-// operator keeps no window data between calls. (The Rust SDK now keeps a
-// key's windows in one value state, held in the instance until a snapshot:
-// window state does not carry over when an operator is rewritten from
-// JavaScript in Rust or back. Python's layout is this one.)
+// the same semantics. A key's live windows are one value in keyed state
+// (JSON: [[start, end, accumulator], ...] by end), kept in the instance
+// (cache.js) and written back when the host is about to snapshot (or at the
+// end of every call under a host that does not say it calls
+// `prepare-snapshot`): a record costs no state call when its key was seen
+// before, a key one write per checkpoint, and timers, one per window, go to
+// the host in one call at the end of the call. Windows are checkpointed,
+// restored and rescaled with the rest of the job. (The Rust SDK stores a
+// key's windows as panes or sessions in its own binary layout: window state
+// does not carry over when an operator is rewritten from JavaScript in Rust
+// or back. Python's layout is this one.)
 //
 //     import { Windows, tumbling, Count, Late } from "weir/window";
 //
@@ -39,6 +43,8 @@
 // Window arithmetic uses Numbers: event times must be safe integers (they
 // are milliseconds; 2^53 ms is 285,000 years).
 import { EVENT_TIME } from "./weir.js";
+import { JSON_CODEC } from "./codec.js";
+import { WriteBackCache } from "./cache.js";
 
 export class Window {
   constructor(start, end) { this.start = start; this.end = end; }
@@ -145,6 +151,18 @@ export class Fired { constructor(result) { this.result = result; } }
 /** From `add`: the record came after all its windows were cleaned up. */
 export class Late { constructor(timestamp) { this.timestamp = timestamp; } }
 
+/** A key's windows: Map end -> [start, acc] in memory, stored as JSON
+ *  [[start, end, acc], ...] by end. */
+const KEY_WINDOWS = {
+  encode(windows) {
+    const list = [...windows].sort(([a], [b]) => a - b).map(([end, [start, acc]]) => [start, end, acc]);
+    return JSON_CODEC.encode(list);
+  },
+  decode(bytes) {
+    return new Map(JSON_CODEC.decode(bytes).map(([start, end, acc]) => [end, [start, acc]]));
+  },
+};
+
 /** Windows of one kind over the records of each key, with one aggregate.
  *  Create it in `open`; call `add` in `process` and `onTimer` in `onTimer`. */
 export class Windows {
@@ -155,7 +173,7 @@ export class Windows {
     this.assigner = assigner;
     this.aggregate = aggregate;
     this.lateness = allowedLateness;
-    this._slots = ctx.mapState(name, "int", "json");
+    this._cache = new WriteBackCache(ctx, ctx.valueState(name, KEY_WINDOWS));
   }
 
   _isLate(w, wm) { return w.maxTimestamp() + this.lateness <= wm; }
@@ -165,34 +183,42 @@ export class Windows {
   add(ctx, timestamp, value) {
     if (timestamp === null || timestamp === undefined) throw new Error("a windowed record needs an event time");
     const wm = ctx.watermark();
+    const entry = this._cache.entry(ctx);
+    const stored = entry.value ?? new Map();
     const outputs = [];
-    let added = false;
-    if (this.assigner.merging) {
-      added = this._addToSession(ctx, timestamp, value, wm, outputs);
-    } else {
-      for (const w of this.assigner.assign(timestamp)) {
-        if (this._isLate(w, wm)) continue;
-        added = true;
-        const slot = this._slots.get(ctx, w.end);
-        const acc = slot === undefined ? this.aggregate.create() : slot[1];
-        this._store(ctx, w, this.aggregate.add(acc, value), wm, outputs);
-      }
-    }
-    if (!added) outputs.push(new Late(timestamp));
+    const added = this.assigner.merging
+      ? this._addToSession(ctx, stored, timestamp, value, wm, outputs)
+      : this._addToWindows(ctx, stored, timestamp, value, wm, outputs);
+    if (added) this._cache.change(entry, stored);
+    else outputs.push(new Late(timestamp));
     return outputs;
   }
 
-  _store(ctx, w, acc, wm, outputs) {
+  _addToWindows(ctx, stored, timestamp, value, wm, outputs) {
+    const live = this.assigner.assign(timestamp).filter((w) => !this._isLate(w, wm));
+    // The aggregate (user code) runs before anything changes.
+    const accs = live.map((w) => this.aggregate.add(this._acc(stored, w), value));
+    live.forEach((w, i) => this._store(ctx, stored, w, accs[i], wm, outputs));
+    return live.length > 0;
+  }
+
+  _acc(stored, w) {
+    const slot = stored.get(w.end);
+    return slot === undefined ? this.aggregate.create() : slot[1];
+  }
+
+  _store(ctx, stored, w, acc, wm, outputs) {
     const fireAt = w.maxTimestamp();
     if (fireAt <= wm) outputs.push(new Fired(new WindowResult(w, this.aggregate.result(acc))));
     else ctx.registerEventTimer(fireAt);
     if (this.lateness > 0) ctx.registerEventTimer(fireAt + this.lateness);
-    this._slots.put(ctx, w.end, [w.start, acc]);
+    stored.set(w.end, [w.start, acc]);
   }
 
-  _addToSession(ctx, timestamp, value, wm, outputs) {
+  _addToSession(ctx, stored, timestamp, value, wm, outputs) {
     let merged = this.assigner.assign(timestamp)[0];
-    let others = this._slots.entries(ctx).map(([end, [start, acc]]) => [new Window(Number(start), Number(end)), acc]);
+    // By end, so accumulators merge in the same order after a restore.
+    let others = [...stored].sort(([a], [b]) => a - b).map(([end, [start, acc]]) => [new Window(start, end), acc]);
     const absorbed = [];
     for (;;) {
       const touching = others.filter(([w]) => w.intersects(merged));
@@ -205,14 +231,14 @@ export class Windows {
     }
     if (this._isLate(merged, wm)) return false;
     let acc = this.aggregate.add(this.aggregate.create(), value);
-    for (const [w, other] of absorbed) {
-      acc = this.aggregate.merge(acc, other);
+    for (const [, other] of absorbed) acc = this.aggregate.merge(acc, other);
+    for (const [w] of absorbed) {
       if (w.end !== merged.end) {
-        this._slots.remove(ctx, w.end);
+        stored.delete(w.end);
         this._forgetTimers(ctx, w, [merged, ...others.map(([o]) => o)]);
       }
     }
-    this._store(ctx, merged, acc, wm, outputs);
+    this._store(ctx, stored, merged, acc, wm, outputs);
     return true;
   }
 
@@ -227,14 +253,16 @@ export class Windows {
    *  find no window and return nothing. */
   onTimer(ctx, timer) {
     if (timer.domain !== EVENT_TIME) return [];
+    const entry = this._cache.entry(ctx);
+    const stored = entry.value;
+    if (stored === null) return [];
     const results = [];
     const end = Number(timer.timestamp) + 1;
-    const slot = this._slots.get(ctx, end);
-    if (slot !== undefined) {
-      results.push(new WindowResult(new Window(slot[0], end), this.aggregate.result(slot[1])));
-      if (this.lateness === 0) this._slots.remove(ctx, end);
-    }
-    if (this.lateness > 0) this._slots.remove(ctx, end - this.lateness);
+    const slot = stored.get(end);
+    if (slot !== undefined) results.push(new WindowResult(new Window(slot[0], end), this.aggregate.result(slot[1])));
+    // Without lateness the window goes as it fires; with it, this is the
+    // clean-up timer of the window that ended `lateness` earlier.
+    if (stored.delete(end - this.lateness)) this._cache.change(entry, stored.size ? stored : null);
     return results;
   }
 }

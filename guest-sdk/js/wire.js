@@ -1,4 +1,5 @@
-// The batch, timer-batch and map-entries byte formats of wit/operator.wit.
+// The batch, timer-batch, map-entries and value-writes byte formats of
+// wit/operator.wit.
 
 export const NO_TIMESTAMP = -(2n ** 63n);
 
@@ -130,6 +131,70 @@ export class Writer {
     this.view.setUint32(0, this.count, true);
     return this.buf.slice(0, this.at);
   }
+}
+
+/** A timer batch (the `on-timers` format) built one timer at a time, for
+ *  `register-timers`; `at` is its size in bytes. */
+export class TimerBatch extends Writer {
+  reset() { this.at = 4; this.count = 0; }
+  push(domain, key, timestamp) {
+    // A Number written as an s64 without a BigInt per timer.
+    if (!Number.isSafeInteger(timestamp)) throw new TypeError(`timer timestamp ${timestamp} is not an integer number of ms`);
+    this.reserve(13 + key.length);
+    const hi = Math.floor(timestamp / TWO_32);
+    this.view.setUint32(this.at, timestamp - hi * TWO_32, true);
+    this.view.setInt32(this.at + 4, hi, true);
+    this.view.setUint8(this.at + 8, domain === "processing-time" ? 1 : 0);
+    this.view.setUint32(this.at + 9, key.length, true);
+    this.buf.set(key, this.at + 13);
+    this.at += 13 + key.length;
+    this.count++;
+  }
+}
+
+/** `value-len` that clears the key in the value writes format. */
+const CLEAR = 0xffffffff;
+
+/** Encodes [key bytes, value bytes or null to clear] pairs for
+ *  `value-write-many`. */
+export function writeValueWrites(writes) {
+  let size = 4;
+  for (const [k, v] of writes) size += 8 + k.length + (v === null ? 0 : v.length);
+  const buf = new Uint8Array(size);
+  const view = new DataView(buf.buffer);
+  view.setUint32(0, writes.length, true);
+  let at = 4;
+  for (const [k, v] of writes) {
+    view.setUint32(at, k.length, true);
+    buf.set(k, at + 4);
+    at += 4 + k.length;
+    view.setUint32(at, v === null ? CLEAR : v.length, true);
+    at += 4;
+    if (v !== null) {
+      buf.set(v, at);
+      at += v.length;
+    }
+  }
+  return buf;
+}
+
+/** The value writes format, as [key bytes, value bytes or null] pairs. */
+export function readValueWrites(bytes) {
+  const r = new Reader(bytes, "value writes");
+  const count = r.u32();
+  const out = [];
+  for (let i = 0; i < count; i++) {
+    const key = r.bytesField();
+    const n = r.u32();
+    if (n === CLEAR) {
+      out.push([key, null]);
+      continue;
+    }
+    r.need(n);
+    out.push([key, bytes.subarray(r.at, r.at + n)]);
+    r.at += n;
+  }
+  return out;
 }
 
 /** Encodes [timestamp or null, key bytes, value bytes] records (for tests). */

@@ -3,10 +3,11 @@
 // Run: node --test guest-sdk/js/test/
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { codec, encodeAny, Json, describe, DecodeError } from "../weir.js";
+import { codec, encodeAny, Json, describe, DecodeError, exportOperator, setHostFactory, snapshots, TIMER_BATCH_BYTES_MAX } from "../weir.js";
 import { formatFloat } from "../codec.js";
-import { readBatch, writeBatch, MalformedBatch } from "../wire.js";
-import { Harness } from "../testing.js";
+import { readBatch, writeBatch, MalformedBatch, TimerBatch, writeTimers, writeValueWrites, readValueWrites } from "../wire.js";
+import { Harness, MemoryHost } from "../testing.js";
+import { Windows, tumbling, Count as WindowCount } from "../window.js";
 
 const text = (b) => new TextDecoder().decode(b);
 
@@ -37,6 +38,25 @@ test("batches round-trip and truncation is reported", () => {
   const bytes = writeBatch(records);
   assert.deepEqual([...readBatch(bytes)], records);
   assert.throws(() => [...readBatch(bytes.subarray(0, bytes.length - 1))], MalformedBatch);
+});
+
+test("value writes round-trip with clears", () => {
+  const enc = new TextEncoder();
+  const writes = [[enc.encode("a"), enc.encode("1")], [new Uint8Array(0), null], [enc.encode("c"), new Uint8Array(0)]];
+  const bytes = writeValueWrites(writes);
+  assert.deepEqual([...bytes.subarray(14, 22)], [0, 0, 0, 0, 255, 255, 255, 255]);
+  assert.deepEqual(readValueWrites(bytes), writes);
+});
+
+test("a timer batch is the on-timers format", () => {
+  const enc = new TextEncoder();
+  const batch = new TimerBatch();
+  batch.reset();
+  batch.push("event-time", enc.encode("k"), 5);
+  batch.push("processing-time", new Uint8Array(0), -(2 ** 40) - 1);
+  const want = writeTimers([[5, "event-time", enc.encode("k")], [-(2 ** 40) - 1, "processing-time", new Uint8Array(0)]]);
+  assert.deepEqual(batch.finish(), want);
+  assert.equal(batch.at, want.length);
 });
 
 class Count {
@@ -104,4 +124,87 @@ test("the batch reader and writer agree on timestamps of any sign", async () => 
   while (r.next()) seen.push(r.timestamp);
   assert.deepEqual(seen, stamps);
   assert.deepEqual([...readBatch(bytes)].map(([ts]) => ts), stamps);
+});
+
+/** "set T" registers an event timer at T, "both T" registers T and T+1 and
+ *  deletes T, "drop T" deletes T, "proc T" registers a processing-time
+ *  timer, "fail T" registers T and throws: all within one call each. */
+class Timers {
+  process(ctx, record) {
+    const [what, at] = record.value.split(" ");
+    const t = Number(at);
+    if (what === "set") ctx.registerEventTimer(t);
+    else if (what === "both") {
+      ctx.registerEventTimer(t);
+      ctx.registerEventTimer(t + 1);
+      ctx.deleteEventTimer(t);
+    } else if (what === "proc") ctx.registerProcessingTimer(t);
+    else if (what === "fail") {
+      ctx.registerEventTimer(t);
+      throw new Error("failed after registering");
+    } else ctx.deleteEventTimer(t);
+  }
+}
+
+const pending = (h) => h.pendingTimers().map(([, ts]) => ts).sort((a, b) => a - b);
+
+test("a call's timers reach the host in one call", () => {
+  const h = new Harness(Timers);
+  h.processBatch([[null, "a", "set 5"], [null, "b", "proc 9"], [null, "a", "set 7"]]);
+  assert.equal(h.host.called("register-timer"), 0);
+  assert.deepEqual(h.host.timerBatches, [[["event-time", 5, "a"], ["processing-time", 9, "b"], ["event-time", 7, "a"]]]);
+  // A call that registers nothing calls nothing.
+  h.process("a", "drop 1");
+  assert.equal(h.host.called("register-timers"), 1);
+});
+
+test("held-back timers reach the host in order with deletions", () => {
+  const h = new Harness(Timers);
+  h.process("k", "set 5");
+  h.process("k", "both 7");
+  assert.deepEqual(pending(h), [5, 8]);
+  // The deletion handed over what was held back first.
+  assert.deepEqual(h.host.timerBatches, [[["event-time", 5, "k"]], [["event-time", 7, "k"], ["event-time", 8, "k"]]]);
+  h.process("k", "drop 5");
+  assert.deepEqual(pending(h), [8]);
+});
+
+test("a failed call hands no timers over", () => {
+  const h = new Harness(Timers);
+  assert.throws(() => h.process("k", "fail 3"), /failed after registering/);
+  h.process("k", "set 4");
+  assert.deepEqual(h.host.timerBatches, [[["event-time", 4, "k"]]]);
+});
+
+test("a big batch of timers goes over in bounded parts", () => {
+  const h = new Harness(Timers);
+  const key = "k".repeat(1000);
+  h.processBatch([...Array(200).keys()].map((t) => [null, key, `set ${t}`]));
+  assert.equal(h.host.timerBatches.length, 4);
+  const enc = new TextEncoder();
+  for (const b of h.host.timerBatches) {
+    const size = writeTimers(b.map(([d, ts, k]) => [ts, d, enc.encode(k)])).length;
+    assert.ok(size <= TIMER_BATCH_BYTES_MAX + 1013, `${size}`);
+  }
+  assert.deepEqual(pending(h), [...Array(200).keys()]);
+});
+
+test("the component exports: hooks, and snapshots for the same operator", () => {
+  class CountPerWindow {
+    static key = "string";
+    static value = "unit";
+    open(ctx) { this.windows = new Windows(ctx, "counts", tumbling(1000), new WindowCount()); }
+    process(ctx, record) { this.windows.add(ctx, record.timestamp, null); }
+  }
+  const host = new MemoryHost();
+  setHostFactory(() => host);
+  const hooks = exportOperator(CountPerWindow);
+  assert.throws(() => snapshots.prepareSnapshot(), (e) => /before `open`/.test(e));
+  const states = hooks.open({ name: "w", subtaskIndex: 0, parallelism: 1, config: [["weir.prepare_snapshot", "1"]] });
+  assert.deepEqual(states, [{ name: "counts", kind: "value", ttlMs: undefined }]);
+  hooks.process(0, writeBatch([[10, new TextEncoder().encode("a"), new Uint8Array(0)]]));
+  assert.equal(host.called("value-write-many"), 0);
+  assert.equal(host.called("register-timers"), 1);
+  assert.equal(snapshots.prepareSnapshot(), undefined);
+  assert.deepEqual(host.writeBatches, [[0, [["a", "[[0,1000,1]]"]]]]);
 });

@@ -1,6 +1,8 @@
 // Unit tests of window.js through the native harness: every assigner and
-// aggregate, allowed lateness, late records, session merges, and windows
-// compared with a brute-force computation over a shuffled input.
+// aggregate, allowed lateness, late records, session merges, state held in
+// the instance until a snapshot, and windows compared with a brute-force
+// computation over a shuffled input (in batches, with restarts and a cache
+// small enough to evict).
 // Run: node --test guest-sdk/js/test/
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -23,12 +25,17 @@ class Distinct extends AggregateFunction {
 
 const AGGREGATES = { count: Count, sum: Sum, min: Min, max: Max, avg: Average, distinct: Distinct };
 
+/** Configured by `assigner`, `aggregate`, `lateness` and `cacheKeys` (how
+ *  many keys the window state cache holds); late records become
+ *  key -> "late:TS". */
 class WinOp {
   static key = "string";
   static value = "json";
   open(ctx) {
     this.windows = new Windows(ctx, "windows", assignerOf(ctx.config("assigner", "tumbling:1000")),
       new AGGREGATES[ctx.config("aggregate", "count")](), { allowedLateness: Number(ctx.config("lateness", "0")) });
+    const keys = ctx.config("cacheKeys");
+    if (keys !== undefined) this.windows._cache.keysMax = Number(keys);
   }
   process(ctx, record) {
     for (const out of this.windows.add(ctx, record.timestamp, record.value)) {
@@ -41,8 +48,17 @@ class WinOp {
   }
 }
 
-const harness = (assigner, aggregate = "count", lateness = 0) =>
-  new Harness(WinOp, { config: { assigner, aggregate, lateness } });
+/** `holdBack` false acts as a host that does not call `prepare-snapshot`,
+ *  so window state is written back after every call. */
+const harness = (assigner, aggregate = "count", lateness = 0, { holdBack = true, cacheKeys } = {}) => {
+  const config = { assigner, aggregate, lateness, "weir.prepare_snapshot": holdBack ? "1" : "0" };
+  if (cacheKeys !== undefined) config.cacheKeys = cacheKeys;
+  return new Harness(WinOp, { config });
+};
+
+/** The window state the host holds: key -> stored JSON. */
+const values = (h) => Object.fromEntries([...h.host.values].filter(([id]) => id.startsWith("0|"))
+  .map(([id, v]) => [Buffer.from(id.slice(2), "hex").toString(), new TextDecoder().decode(v)]));
 
 const results = (out) => out.map((e) => {
   const j = e.json();
@@ -106,12 +122,87 @@ test("allowed lateness re-fires, cleans up, then reports late", () => {
   assert.deepEqual(h.pendingTimers(), []);
 });
 
-test("the state layout is the Python SDK's: one map entry per window, JSON", () => {
-  const h = harness("tumbling:1000", "avg");
-  h.process("k", 3, 5);
-  const entries = [...h.host.maps.values()][0];
-  const dec = new TextDecoder();
-  assert.deepEqual([...entries.values()].map(([k, v]) => [dec.decode(k), dec.decode(v)]), [["1000", "[0,[3,1]]"]]);
+test("the state layout is the Python SDK's: one JSON value per key", () => {
+  const h = harness("sliding:1000:500", "avg");
+  h.process("k", 3, 700);
+  h.prepareSnapshot();
+  assert.deepEqual(values(h), { k: "[[0,1000,[3,1]],[500,1500,[3,1]]]" });
+});
+
+test("window state stays in the guest until the host prepares a snapshot", () => {
+  for (const holdBack of [true, false]) {
+    const h = harness("tumbling:1000", "count", 0, { holdBack });
+    for (const [k, ts] of [["a", 10], ["b", 500], ["a", 999]]) h.process(k, 1, ts);
+    // A host that snapshots only after `prepare-snapshot` holds nothing yet;
+    // one that may snapshot between any two calls holds it all, written
+    // once per call.
+    assert.equal(Object.keys(values(h)).length, holdBack ? 0 : 2);
+    assert.equal(h.host.called("value-write-many"), holdBack ? 0 : 3);
+    h.prepareSnapshot();
+    assert.deepEqual(values(h), { a: "[[0,1000,2]]", b: "[[0,1000,1]]" });
+    assert.equal(h.host.called("value-set") + h.host.called("clear"), 0);
+    // A restore from that snapshot fires the windows as if none happened.
+    h.restart();
+    assert.deepEqual(results(h.advanceWatermark(999)), [["a", 0, 1000, 2, 999], ["b", 0, 1000, 1, 999]]);
+    // Fired: the next snapshot clears both keys.
+    h.prepareSnapshot();
+    assert.deepEqual(values(h), {});
+    assert.deepEqual(h.host.writeBatches.at(-1), [0, [["a", null], ["b", null]]]);
+  }
+});
+
+test("a call writes all its changed keys in one call", () => {
+  const h = harness("tumbling:1000", "count", 0, { holdBack: false });
+  h.processBatch([[1, "a", 1], [2, "b", 1], [3, "a", 1], [4, "c", 1]]);
+  assert.equal(h.host.called("value-write-many"), 1);
+  assert.deepEqual(h.host.writeBatches[0][1].map(([k]) => k), ["a", "b", "c"]);
+  // Keys seen before are not read again.
+  assert.equal(h.host.called("value-get"), 3);
+  h.process("a", 1, 5);
+  assert.equal(h.host.called("value-get"), 3);
+  assert.deepEqual(h.host.writeBatches.at(-1), [0, [["a", "[[0,1000,3]]"]]]);
+});
+
+test("a window opened and fired between snapshots is written as a clear", () => {
+  const h = harness("session:100");
+  h.process("a", 1, 10);
+  assert.deepEqual(results(h.advanceWatermark(200)), [["a", 10, 110, 1, 109]]);
+  assert.equal(h.host.called("value-write-many"), 0);
+  h.prepareSnapshot();
+  assert.deepEqual(h.host.writeBatches, [[0, [["a", null]]]]);
+  // Nothing changed since: nothing to write.
+  h.prepareSnapshot();
+  assert.equal(h.host.called("value-write-many"), 1);
+});
+
+test("a full cache writes back the least recently used keys", () => {
+  const h = harness("tumbling:1000", "count", 0, { cacheKeys: 8 });
+  for (let i = 0; i < 8; i++) h.process(`k${i}`, 1, 10);
+  assert.equal(h.host.called("value-write-many"), 0);
+  h.process("k0", 1, 20); // k1 is now the least recently used
+  h.process("k8", 1, 30); // the ninth key evicts one eighth: k1
+  assert.deepEqual(h.host.writeBatches, [[0, [["k1", "[[0,1000,1]]"]]]]);
+  assert.equal(h.operator.windows._cache.entries.size, 8);
+  // An evicted key is read back from the host.
+  const reads = h.host.called("value-get");
+  h.process("k1", 1, 40);
+  assert.equal(h.host.called("value-get"), reads + 1);
+  const out = results(h.advanceWatermark(999)).sort(cmp);
+  assert.deepEqual(out, [...Array(9).keys()].map((i) => [`k${i}`, 0, 1000, i < 2 ? 2 : 1, 999]));
+  h.prepareSnapshot();
+  assert.deepEqual(values(h), {});
+});
+
+test("the timers of a call reach the host in one call", () => {
+  const h = harness("sliding:1000:500", "count", 100);
+  h.processBatch([[700, "a", 1], [800, "b", 1], [900, "a", 1]]);
+  assert.equal(h.host.called("register-timer"), 0);
+  assert.equal(h.host.called("register-timers"), 1);
+  // Fire and clean-up timers of windows [0,1000) and [500,1500), per
+  // registration, repeats included (the host keeps each once).
+  const perRecord = (k) => [999, 1099, 1499, 1599].map((t) => ["event-time", t, k]);
+  assert.deepEqual(h.host.timerBatches, [[...perRecord("a"), ...perRecord("b"), ...perRecord("a")]]);
+  assert.equal(h.pendingTimers().length, 8);
 });
 
 function bruteForce(spec, records) {
@@ -142,25 +233,48 @@ function bruteForce(spec, records) {
 
 const cmp = (a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1]);
 
-function check(spec, delay = 300) {
+/** Feeds a shuffled input; `batched` sends it in batches of 1-64 records to
+ *  a cache of 16 keys, restarting every 7th batch: what the cache held must
+ *  have reached the state by then. */
+function check(spec, { delay = 300, keys = 5, batched = false, holdBack = true } = {}) {
   let seed = 7;
   const rand = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
-  const h = harness(spec, "sum");
+  const h = harness(spec, "sum", 0, { holdBack, cacheKeys: batched ? 16 : undefined });
   const records = [];
-  let out = [], maxTs = 0;
+  let out = [], maxTs = 0, batch = [], size = 1, batches = 0;
   for (let i = 0; i < 1500; i++) {
     const ts = Math.max(0, i * 7 - rand(delay));
-    const key = `k${rand(5)}`, v = rand(100);
-    out = out.concat(h.process(key, v, ts));
+    const key = `k${rand(keys)}`, v = rand(100);
+    batch.push([ts, key, v]);
     records.push([key, ts, v]);
     maxTs = Math.max(maxTs, ts);
-    if (i % 50 === 0) out = out.concat(h.advanceWatermark(maxTs - delay));
+    if (batch.length >= size) {
+      out = out.concat(h.processBatch(batch));
+      batch = [];
+      batches++;
+      if (batched) {
+        size = 1 + rand(64);
+        if (batches % 7 === 0) h.restart();
+      }
+    }
+    if (i % 50 === 0 && batch.length === 0) out = out.concat(h.advanceWatermark(maxTs - delay));
   }
+  out = out.concat(h.processBatch(batch));
   out = out.concat(h.advanceWatermark(2 ** 52));
   assert.deepEqual(results(out).sort(cmp), bruteForce(spec, records), spec);
   assert.deepEqual(h.pendingTimers(), []);
+  h.prepareSnapshot();
+  assert.deepEqual(values(h), {});
 }
 
 test("tumbling windows match brute force", () => check("tumbling:500"));
-test("sliding windows match brute force", () => { check("sliding:600:200"); check("sliding:500:300", 100); });
+test("sliding windows match brute force", () => { check("sliding:600:200"); check("sliding:500:300", { delay: 100 }); });
 test("session windows match brute force", () => check("session:40"));
+test("batches with evictions and restarts match brute force", () => {
+  for (const holdBack of [true, false]) {
+    for (const [spec, keys] of [["tumbling:500", 5], ["tumbling:500", 60], ["sliding:600:200", 60],
+      ["session:40", 60], ["session:40", 5]]) {
+      check(spec, { keys, batched: true, holdBack });
+    }
+  }
+});
