@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Builds a Python or JavaScript operator into a weir:operator component.
+# Builds a Python or JavaScript operator into a weir:operator component of
+# the world `buffering-operator` (the SDKs export `snapshots` too).
 #
 #   scripts/build-operator.sh path/to/operator.py -o out.wasm   (componentize-py)
 #   scripts/build-operator.sh path/to/operator.js -o out.wasm   (componentize-js)
 #
-# A .py file is the app module: it imports `weir` (guest-sdk/python) and sets
+# A .py file imports `weir` (guest-sdk/python) and sets
 # `Hooks = weir.export(MyOperator)`; other modules in its directory are
-# importable. A .js file imports from "weir" (guest-sdk/js) and exports
-# `hooks = exportOperator(MyOperator)`. Rebuilding is skipped when the
-# sources, the SDK, the WIT and the toolchain are unchanged (a stamp file
-# beside the output records their digest); --force rebuilds anyway.
+# importable (componentize-py's app module is a generated one that exports
+# that `Hooks` and its `Hooks.Snapshots`). A .js file imports from "weir"
+# (guest-sdk/js) and exports `hooks = exportOperator(MyOperator)`.
+# Rebuilding is skipped when the sources, the SDK, the WIT, this script and
+# the toolchain are unchanged (a stamp file beside the output records their
+# digest); --force rebuilds anyway.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -56,7 +59,7 @@ case "$file" in
         version="componentize-js $(node -p "require('$repo/guest-sdk/js/node_modules/@bytecodealliance/componentize-js/package.json').version")"
         sdk="$repo/guest-sdk/js"
         inputs=$(cd "$src_dir" && find . -maxdepth 1 \( -name '*.js' -o -name '*.mjs' \) | sort)
-        sdk_inputs="weir.js codec.js wire.js host.js build.mjs"
+        sdk_inputs="weir.js codec.js wire.js host.js window.js cache.js build.mjs"
         ;;
     *) echo "error: $src: expected a .py or .js operator (Rust operators build with cargo)" >&2; exit 2 ;;
 esac
@@ -67,7 +70,7 @@ digest=$( {
     echo "$version $file"
     (cd "$src_dir" && cat $inputs)
     (cd "$sdk" && cat $sdk_inputs)
-    cat "$repo"/wit/*.wit
+    cat "$repo"/wit/*.wit "$repo/scripts/build-operator.sh"
 } | sha256sum | cut -d' ' -f1)
 if ((!force)) && [ -f "$out" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ]; then
     echo "up to date: $out" >&2
@@ -81,8 +84,15 @@ case "$file" in
     *.py)
         # componentize-py writes build files beside the module; keep them out of the tree.
         export PYTHONDONTWRITEBYTECODE=1
-        "$tool" -d "$repo/wit" -w operator componentize \
-            -p "$src_dir" -p "$sdk" "${file%.py}" -o "$out.tmp" >/dev/null
+        [ "${file%.py}" != weir_entry ] ||
+            { echo "error: $src: weir_entry is reserved for the weir SDK; rename the file" >&2; exit 2; }
+        # The app module: componentize-py looks up a class per exported
+        # interface in it, `Hooks` and `Snapshots`.
+        entry_dir="$(mktemp -d)"
+        trap 'rm -rf "$entry_dir"' EXIT
+        printf 'from %s import Hooks\n\nSnapshots = Hooks.Snapshots\n' "${file%.py}" > "$entry_dir/weir_entry.py"
+        "$tool" -d "$repo/wit" -w buffering-operator componentize \
+            -p "$entry_dir" -p "$src_dir" -p "$sdk" weir_entry -o "$out.tmp" >/dev/null
         mv "$out.tmp" "$out"
         echo "built $out ($(( $(stat -c %s "$out") / 1000000 )) MB) from $src in $(( $(date +%s) - started )) s" >&2
         ;;
