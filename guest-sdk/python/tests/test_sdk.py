@@ -4,7 +4,9 @@ Run: python3 -m unittest discover -s guest-sdk/python/tests"""
 
 import os
 import sys
+import types
 import unittest
+from unittest import mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -13,7 +15,7 @@ sys.path.insert(0, os.path.join(HERE, "../../../examples/polyglot/operators/wind
 
 import weir  # noqa: E402
 from weir import codec, wire  # noqa: E402
-from weir.testing import Harness  # noqa: E402
+from weir.testing import Harness, MemoryHost  # noqa: E402
 
 
 class Codecs(unittest.TestCase):
@@ -49,11 +51,22 @@ class Codecs(unittest.TestCase):
         self.assertEqual(wire.read_value_writes(data), writes)
 
     def test_a_timer_batch_is_the_on_timers_format(self):
+        # As the host reads it (host/wasm/src/host/lists.rs, ListReader::timer):
+        # count u32, then per timer timestamp i64, domain u8 (0 event time,
+        # 1 processing time), key length u32 and the key, little-endian.
+        timers = [(5, 0, b"k"), (-(2 ** 40) - 1, 1, b""), (-(2 ** 63), 0, b"ab")]
+        want = ("03000000"
+                "0500000000000000" "00" "01000000" "6b"
+                "fffffffffffeffff" "01" "00000000"
+                "0000000000000080" "00" "02000000" "6162")
         batch = wire.TimerBatch()
-        for ts, domain, key in [(5, 0, b"k"), (-1, 1, b"")]:
+        for ts, domain, key in timers:
             batch.push(domain, key, ts)
-        self.assertEqual(batch.finish(), wire.write_timers([(5, 0, b"k"), (-1, 1, b"")]))
-        self.assertEqual(batch.size, len(batch.finish()))
+        self.assertEqual(batch.finish().hex(), want)
+        self.assertEqual(batch.size, len(want) // 2)
+        # The harness hands fired timers over in the same format.
+        self.assertEqual(wire.write_timers(timers).hex(), want)
+        self.assertEqual(list(wire.read_timers(bytes.fromhex(want))), timers)
 
     def test_batch_round_trip_and_truncation(self):
         records = [(None, b"k", b"v"), (-5, b"", b"\x00" * 3)]
@@ -187,12 +200,84 @@ class HeldBackTimers(unittest.TestCase):
         self.assertEqual(pending(h), list(range(200)))
 
 
+class CountPerWindow(weir.Operator):
+    key = str
+    value = None
+
+    def open(self, ctx):
+        from weir.window import Count as WindowCount, Windows, tumbling
+
+        self.windows = Windows(ctx, "counts", tumbling(1000), WindowCount())
+
+    def process(self, ctx, record):
+        self.windows.add(ctx, record.timestamp, None)
+
+
+class WitError(Exception):
+    """componentize-py's ``Err``."""
+
+    def __init__(self, value):
+        super().__init__(value)
+        self.value = value
+
+
+def stub_bindings(host):
+    """The component's imports (componentize-py's wit_world), onto ``host``."""
+    ns = types.SimpleNamespace
+    return dict(
+        Err=WitError,
+        keyed_state=host,
+        timers=ns(register_timers=host.register_timers, register_timer=host.register_timer,
+                  delete_timer=host.delete_timer, current_watermark=host.watermark,
+                  current_processing_time=host.processing_time),
+        log=ns(log=host.log),
+        types=ns(TimeDomain=ns(EVENT_TIME=0, PROCESSING_TIME=1),
+                 LogLevel=ns(TRACE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4),
+                 StateKind=ns(VALUE="value", LIST="list", MAP="map"),
+                 StateDescriptor=lambda name, kind, ttl: (name, kind, ttl)),
+    )
+
+
+def info(config):
+    return types.SimpleNamespace(name="w", subtask_index=0, parallelism=1, config=config)
+
+
 class Exports(unittest.TestCase):
-    def test_hooks_carry_the_snapshots_export_of_the_same_operator(self):
-        hooks = weir.export(Count)
-        # scripts/build-operator.sh's app module: `Snapshots = Hooks.Snapshots`.
-        self.assertTrue(callable(hooks.Snapshots().prepare_snapshot))
-        self.assertIsNot(weir.export(Count).Snapshots, hooks.Snapshots)
+    """The classes componentize-py calls, with the WIT bindings stubbed."""
+
+    def test_snapshots_hands_the_opened_operators_window_state_to_the_host(self):
+        host = MemoryHost()
+        with mock.patch.multiple(weir._runtime, **stub_bindings(host)):
+            hooks = weir.export(CountPerWindow)
+            # scripts/build-operator.sh's app module: `Snapshots = Hooks.Snapshots`.
+            snapshots = hooks.Snapshots
+            other = weir.export(CountPerWindow)
+            self.assertIsNot(other.Snapshots, snapshots)
+            with self.assertRaisesRegex(WitError, "before `open`"):
+                snapshots().prepare_snapshot()
+            # componentize-py may make a new object per call.
+            states = hooks().open(info([("weir.prepare_snapshot", "1")]))
+            self.assertEqual(states, [("counts", "value", None)])
+            hooks().process(0, wire.write_batch([(10, b"a", b""), (20, b"b", b"")]))
+            self.assertEqual(host.calls["value-write-many"], 0)
+            self.assertEqual(host.calls["register-timers"], 1)
+            # Another export's Snapshots reaches its own operator, not this one.
+            with self.assertRaisesRegex(WitError, "before `open`"):
+                other.Snapshots().prepare_snapshot()
+            self.assertIsNone(snapshots().prepare_snapshot())
+            self.assertEqual(host.write_batches, [(0, [(b"a", b"[[0,1000,1]]"), (b"b", b"[[0,1000,1]]")])])
+            self.assertIsNone(snapshots().prepare_snapshot())
+            self.assertEqual(host.calls["value-write-many"], 1)
+
+    def test_without_the_config_entry_state_reaches_the_host_every_call(self):
+        host = MemoryHost()
+        with mock.patch.multiple(weir._runtime, **stub_bindings(host)):
+            hooks = weir.export(CountPerWindow)
+            hooks().open(info([]))
+            hooks().process(0, wire.write_batch([(10, b"a", b"")]))
+            self.assertEqual(host.write_batches, [(0, [(b"a", b"[[0,1000,1]]")])])
+            hooks.Snapshots().prepare_snapshot()
+            self.assertEqual(host.calls["value-write-many"], 1)
 
 
 class Examples(unittest.TestCase):

@@ -160,12 +160,16 @@ class Harness:
         back the state it holds in its own memory."""
         self.instance.prepare_snapshot()
 
-    def restart(self):
+    def restart(self, prepare=True):
         """Snapshots and restores at once: prepares a snapshot, then opens a
         new instance over the same state and timers, as the host does when it
         restores that snapshot: whatever else the operator kept only in its
-        own memory is gone."""
-        self.prepare_snapshot()
+        own memory is gone. ``prepare=False`` snapshots without calling
+        ``prepare-snapshot``, as a host from before it does (pair it with
+        ``weir.prepare_snapshot`` = ``0`` in the config, which such a host
+        never sets)."""
+        if prepare:
+            self.prepare_snapshot()
         self.instance, self.states = _runtime.open_operator(self.operator_class, self.info, self.host)
 
     def process(self, key, value, timestamp=None, input=0):
