@@ -39,13 +39,65 @@ class Distinct(AggregateFunction):
         return sorted(set(acc) | set(other))
 
 
-AGGREGATES = {"count": Count, "sum": Sum, "min": Min, "max": Max, "avg": Average, "distinct": Distinct}
+class Histogram(AggregateFunction):
+    """A user aggregate written carelessly for JSON: value -> count with the
+    values (ints) as dict keys, which JSON stores as strings."""
+
+    def create(self):
+        return {}
+
+    def add(self, acc, value):
+        acc = dict(acc)
+        acc[value] = acc.get(value, 0) + 1
+        return acc
+
+    def merge(self, acc, other):
+        acc = dict(acc)
+        for value, n in other.items():
+            acc[value] = acc.get(value, 0) + n
+        return acc
+
+    def result(self, acc):
+        return sorted((repr(k), n) for k, n in acc.items())
+
+
+class Seen(AggregateFunction):
+    """A user aggregate JSON cannot hold: a set."""
+
+    def create(self):
+        return set()
+
+    def add(self, acc, value):
+        return acc | {value}
+
+    def merge(self, acc, other):
+        return acc | other
+
+    def result(self, acc):
+        return sorted(acc)
+
+
+class Text(AggregateFunction):
+    """The values (strings) one after the other."""
+
+    def create(self):
+        return ""
+
+    def add(self, acc, value):
+        return acc + value
+
+    def merge(self, acc, other):
+        return acc + other
+
+
+AGGREGATES = {"count": Count, "sum": Sum, "min": Min, "max": Max, "avg": Average, "distinct": Distinct,
+              "histogram": Histogram, "seen": Seen, "text": Text}
 
 
 class WinOp(weir.Operator):
-    """Configured by ``assigner``, ``aggregate``, ``lateness`` and
-    ``cache_keys`` (how many keys the window state cache holds); late
-    records become ``key -> "late:TS"``."""
+    """Configured by ``assigner``, ``aggregate``, ``lateness``,
+    ``cache_keys`` and ``cache_bytes`` (how many keys and bytes the window
+    state cache holds); late records become ``key -> "late:TS"``."""
 
     key = str
     value = weir.JSON
@@ -57,6 +109,9 @@ class WinOp(weir.Operator):
         keys = ctx.config("cache_keys", None, int)
         if keys is not None:
             self.windows._cache.keys_max = keys
+        size = ctx.config("cache_bytes", None, int)
+        if size is not None:
+            self.windows._cache.bytes_max = size
 
     def process(self, ctx, record):
         for out in self.windows.add(ctx, record.timestamp, record.value):
@@ -75,13 +130,16 @@ class WinOp(weir.Operator):
             result.emit(ctx, timer.key)
 
 
-def harness(assigner, aggregate="count", lateness=0, hold_back=True, cache_keys=None):
+def harness(assigner, aggregate="count", lateness=0, hold_back=True, cache_keys=None, cache_bytes=None):
     """``hold_back`` False acts as a host that does not call
-    ``prepare-snapshot``, so window state is written back after every call."""
+    ``prepare-snapshot``, so window state is written back after every call
+    (restart such a harness with ``restart(prepare=hold_back)``)."""
     config = {"assigner": assigner, "aggregate": aggregate, "lateness": lateness,
               "weir.prepare_snapshot": "1" if hold_back else "0"}
     if cache_keys is not None:
         config["cache_keys"] = cache_keys
+    if cache_bytes is not None:
+        config["cache_bytes"] = cache_bytes
     return Harness(WinOp, config)
 
 
@@ -185,7 +243,7 @@ class HoldBack(unittest.TestCase):
             self.assertEqual(values(h), {"a": "[[0,1000,2]]", "b": "[[0,1000,1]]"})
             self.assertEqual(h.host.calls["value-set"] + h.host.calls["clear"], 0)
             # A restore from that snapshot fires the windows as if none happened.
-            h.restart()
+            h.restart(prepare=hold_back)
             self.assertEqual(results(h.advance_watermark(999)),
                              [("a", 0, 1000, 2, 999), ("b", 0, 1000, 1, 999)])
             # Fired: the next snapshot clears both keys.
@@ -246,6 +304,160 @@ class HoldBack(unittest.TestCase):
         self.assertEqual(len(h.pending_timers()), 8)
 
 
+class Accumulators(unittest.TestCase):
+    """An accumulator is what a restore gives back from the first record on."""
+
+    RECORDS = [("k", 1, 10), ("k", 2, 20), ("j", 1, 30), ("k", 1, 40), ("k", 1, 1500), ("k", 2, 1600)]
+
+    def run_records(self, restart_every, hold_back=True, spec="tumbling:1000", aggregate="histogram"):
+        h = harness(spec, aggregate, hold_back=hold_back)
+        out = []
+        for i, (key, value, ts) in enumerate(self.RECORDS):
+            out += h.process(key, value, ts)
+            if restart_every and i % restart_every == 0:
+                h.restart(prepare=hold_back)
+        return results(out + h.advance_watermark(10_000))
+
+    def test_a_dict_with_int_keys_gives_the_same_results_with_and_without_restarts(self):
+        for spec in ("tumbling:1000", "session:100"):
+            want = self.run_records(0, spec=spec)
+            for restart_every, hold_back in [(1, True), (2, True), (1, False), (3, False)]:
+                with self.subTest(spec=spec, restart_every=restart_every, hold_back=hold_back):
+                    self.assertEqual(self.run_records(restart_every, hold_back, spec), want)
+        # The keys are strings from the first record on, as after a restore:
+        # `acc.get(1)` never finds "1", so each count stays at 1.
+        self.assertEqual(self.run_records(0), [
+            ("j", 0, 1000, [["'1'", 1]], 999),
+            ("k", 0, 1000, [["'1'", 1], ["'2'", 1]], 999),
+            ("k", 1000, 2000, [["'1'", 1], ["'2'", 1]], 1999),
+        ])
+
+    def test_an_accumulator_json_cannot_hold_fails_its_record_not_the_snapshot(self):
+        h = harness("tumbling:1000", "seen")
+        with self.assertRaisesRegex(
+                TypeError, r"window state `windows`: the accumulator of Seen cannot be stored as JSON "
+                r"\(TypeError: Object of type set is not JSON serializable\)"):
+            h.process("k", 1, 10)
+        h.prepare_snapshot()
+        self.assertEqual(values(h), {})
+        # A float JSON has no number for fails as well.
+        h = harness("tumbling:1000", "sum")
+        h.process("k", weir.Json(1e308), 10)
+        with self.assertRaisesRegex(TypeError, "accumulator of Sum cannot be stored as JSON"):
+            h.process("k", weir.Json(1e308), 20)
+        h.prepare_snapshot()
+        self.assertEqual(values(h), {"k": "[[0,1000,1e+308]]"})
+
+    def test_numbers_strings_and_averages_are_kept_as_they_are(self):
+        windows = harness("tumbling:1000").operator.windows
+        for acc in (0, -7, 2.5, True, None, "text"):
+            self.assertIs(windows._kept(acc)[0], acc)
+        average = [1.5, 2]
+        kept = windows._kept(average)[0]
+        self.assertEqual(kept, average)
+        self.assertIsNot(kept, average)
+        self.assertEqual(windows._kept((1, {2: (3,)}))[0], [1, {"2": [3]}])
+
+
+def encoded_size(writes):
+    return len(weir.wire.write_value_writes(writes))
+
+
+class Bounds(unittest.TestCase):
+    def test_the_cache_stays_within_its_bytes(self):
+        limit = 64 << 10
+        h = harness("tumbling:1000", "text", cache_bytes=limit)
+        cache = h.operator.windows._cache
+        for i in range(40):
+            h.process(f"k{i}", weir.Json("x" * 5000), 10)
+            self.assertLessEqual(cache.bytes, limit)
+            self.assertEqual(cache.bytes, sum(cache.sizes.values()))
+        # Far fewer than 65,536 keys: the bytes bound them.
+        self.assertLessEqual(len(cache.values), 13)
+        written = {k for _, writes in h.host.write_batches for k, _ in writes}
+        self.assertGreaterEqual(len(written), 27)
+        # An evicted key is read back; a written one counts at its exact size.
+        reads = h.host.calls["value-get"]
+        h.process("k0", weir.Json("y"), 20)
+        self.assertEqual(h.host.calls["value-get"], reads + 1)
+        h.prepare_snapshot()
+        self.assertEqual(cache.sizes[b"k0"], 2 + len(b'[[0,1000,"' + b"x" * 5000 + b'y"]]'))
+        self.assertEqual(cache.bytes, sum(cache.sizes.values()))
+        out = results(h.advance_watermark(999))
+        self.assertEqual(sorted(k for k, *_ in out), sorted(f"k{i}" for i in range(40)))
+        self.assertEqual(out[0][3], "x" * 5000 + "y")
+        self.assertEqual(len({r[3] for r in out[1:]}), 1)
+        h.prepare_snapshot()
+        self.assertEqual(values(h), {})
+
+    def test_a_key_bigger_than_the_bound_is_kept_while_it_is_at_hand(self):
+        h = harness("tumbling:1000", "text", cache_bytes=1000)
+        cache = h.operator.windows._cache
+        h.process("small", weir.Json("s"), 10)
+        h.process("big", weir.Json("b" * 2000), 10)
+        self.assertEqual(list(cache.values), [b"big"])
+        h.process("big", weir.Json("b"), 20)
+        self.assertEqual(h.host.calls["value-get"], 2)
+        self.assertEqual(results(h.advance_watermark(999)),
+                         [("big", 0, 1000, "b" * 2001, 999), ("small", 0, 1000, "s", 999)])
+
+    def test_a_big_flush_goes_over_in_calls_of_at_most_4_mib(self):
+        h = harness("tumbling:1000", "text")
+        keys = [f"k{i}" for i in range(40)]
+        for key in keys:
+            h.process(key, weir.Json(key[-1] * 300_000), 10)
+        self.assertEqual(h.host.calls["value-write-many"], 0)
+        h.prepare_snapshot()
+        batches = [writes for _, writes in h.host.write_batches]
+        # 13 keys of 300,017 bytes and their lengths fit in 4 MiB.
+        self.assertEqual([len(w) for w in batches], [13, 13, 13, 1])
+        for writes in batches:
+            self.assertLessEqual(encoded_size(writes), 4 << 20)
+        self.assertEqual([k for writes in batches for k, _ in writes], [k.encode() for k in keys])
+        self.assertEqual(values(h), {k: f'[[0,1000,"{k[-1] * 300_000}"]]' for k in keys})
+        # Through a restore, every window is there.
+        h.restart()
+        out = results(h.advance_watermark(999))
+        self.assertEqual([(k, v) for k, _, _, v, _ in out], sorted((k, k[-1] * 300_000) for k in keys))
+
+    def test_an_eviction_write_back_is_split_too(self):
+        h = harness("tumbling:1000", "text", cache_keys=16)
+        cache = h.operator.windows._cache
+        cache.write_bytes_max = 10_000
+        for i in range(16):
+            h.process(f"k{i:02}", weir.Json("v" * 3000), 10)
+        # Two eighths of 16 keys go: 2 keys a call.
+        h.process("k16", weir.Json("v"), 10)
+        self.assertEqual([[k for k, _ in w] for _, w in h.host.write_batches], [[b"k00", b"k01"]])
+        cache.keys_max = 8
+        h.process("k17", weir.Json("v"), 10)
+        self.assertEqual([[k for k, _ in w] for _, w in h.host.write_batches][1:],
+                         [[b"k02", b"k03", b"k04"], [b"k05", b"k06", b"k07"], [b"k08", b"k09"]])
+
+
+class OlderHost(unittest.TestCase):
+    """A host from before `prepare-snapshot` neither sets the config entry
+    nor calls it before a snapshot: ``restart(prepare=False)``."""
+
+    def test_state_written_every_call_survives_a_snapshot_taken_without_preparing(self):
+        h = harness("tumbling:1000", hold_back=False)
+        h.process("a", 1, 10)
+        h.process("a", 1, 20)
+        h.restart(prepare=False)
+        h.process("a", 1, 30)
+        h.restart(prepare=False)
+        self.assertEqual(results(h.advance_watermark(999)), [("a", 0, 1000, 3, 999)])
+
+    def test_restart_without_preparing_does_not_flush(self):
+        # What hold-back would lose under such a host: why the SDK holds
+        # nothing back unless the host says it calls `prepare-snapshot`.
+        h = harness("tumbling:1000", hold_back=True)
+        h.process("a", 1, 10)
+        h.restart(prepare=False)
+        self.assertEqual(h.host.calls["value-write-many"], 0)
+        self.assertEqual(results(h.advance_watermark(999)), [])
+
+
 def brute_force(spec, records):
     kind, *n = spec.split(":")
     n = [int(x) for x in n]
@@ -291,7 +503,7 @@ class AgainstBruteForce(unittest.TestCase):
                 if batched:
                     size = 1 + rng.randrange(64)
                     if batches % 7 == 0:
-                        h.restart()
+                        h.restart(prepare=hold_back)
             if i % 50 == 0 and not batch:
                 out += h.advance_watermark(max_ts - delay)
         out += h.process_batch(batch)

@@ -46,8 +46,14 @@ reach the operator at all, records behind the watermark need
 
 Aggregates: :class:`Count`, :class:`Sum`, :class:`Min`, :class:`Max`,
 :class:`Average`, or a subclass of :class:`AggregateFunction` whose
-accumulator is JSON-serialisable.
+accumulator is JSON: each accumulator ``add`` or ``merge`` returns is
+passed through JSON as it is stored (unless it is an int, a finite float, a
+bool, None or a str), so the aggregate sees what it would see after a
+restore from the first record on (dict keys become strings, tuples lists),
+and one that JSON cannot hold fails the record that made it.
 """
+
+import math
 
 from . import EVENT_TIME, JSON
 from ._cache import WriteBackCache
@@ -131,8 +137,9 @@ def session(gap_ms):
 class AggregateFunction:
     """``create`` an accumulator, ``add`` a value to it, ``merge`` two (when
     sessions merge), read the ``result``. ``add`` and ``merge`` return the
-    new accumulator. Accumulators are stored as JSON: use numbers, strings,
-    lists and dicts."""
+    new accumulator. Accumulators are stored as JSON, and passed through it
+    as they are stored: use numbers, strings, lists and dicts with string
+    keys."""
 
     def create(self):
         raise NotImplementedError
@@ -252,15 +259,31 @@ class Late:
         self.timestamp = timestamp
 
 
+# What a window takes in the stored JSON besides its accumulator (two
+# 13-digit times, brackets and commas), and about what a number takes: the
+# cache's memory estimate for windows changed since their last write.
+_WINDOW_BYTES = 32
+_NUMBER_BYTES = 20
+
+
+def _number(x):
+    """An int, bool or finite float: the same after a JSON round trip."""
+    kind = type(x)
+    return kind is int or kind is bool or (kind is float and math.isfinite(x))
+
+
 class _KeyWindows:
-    """A key's windows: ``{end: [start, acc]}`` in memory, stored as JSON
-    ``[[start, end, acc], ...]`` by end (JSON object keys are text)."""
+    """A key's windows: ``{end: [start, acc, bytes]}`` in memory (``bytes``:
+    about what the window takes in the JSON), stored as JSON ``[[start, end,
+    acc], ...]`` by end (JSON object keys are text)."""
 
     def encode(self, windows):
-        return JSON.encode([[start, end, acc] for end, (start, acc) in sorted(windows.items())])
+        return JSON.encode([[slot[0], end, slot[1]] for end, slot in sorted(windows.items())])
 
     def decode(self, data):
-        return {end: [start, acc] for start, end, acc in JSON.decode(data)}
+        windows = JSON.decode(data)
+        each = len(data) // max(1, len(windows))
+        return {end: [start, acc, each] for start, end, acc in windows}
 
 
 class Windows:
@@ -272,6 +295,7 @@ class Windows:
         if not isinstance(allowed_lateness, int) or allowed_lateness < 0:
             raise ValueError(f"allowed lateness must not be negative, got {allowed_lateness!r} ms")
         self.assigner, self.aggregate, self.lateness = assigner, aggregate, allowed_lateness
+        self.name = name
         self._cache = WriteBackCache(ctx, ctx.value_state(name, _KeyWindows()))
 
     def _is_late(self, window, watermark):
@@ -287,24 +311,49 @@ class Windows:
         outputs = []
         add = self._add_to_session if self.assigner.merging else self._add_to_windows
         if add(ctx, stored, timestamp, value, watermark, outputs):
-            self._cache.set(ctx, stored)
+            self._cache.set(ctx, stored, _size(stored))
         else:
             outputs.append(Late(timestamp))
         return outputs
 
     def _add_to_windows(self, ctx, stored, timestamp, value, watermark, outputs):
         live = [w for w in self.assigner.assign(timestamp) if not self._is_late(w, watermark)]
-        # The aggregate (user code) runs before anything changes.
-        accs = [self.aggregate.add(self._acc(stored, w), value) for w in live]
-        for window, acc in zip(live, accs):
-            self._store(ctx, stored, window, acc, watermark, outputs)
+        # The aggregate (user code) runs, and its accumulators go through
+        # JSON, before anything changes.
+        accs = [self._kept(self.aggregate.add(self._acc(stored, w), value)) for w in live]
+        for window, kept in zip(live, accs):
+            self._store(ctx, stored, window, kept, watermark, outputs)
         return bool(live)
+
+    def _kept(self, acc):
+        """``(acc as a restore would give it back, about what it takes in
+        the stored JSON)``. Numbers, bools, None and strings are the same
+        after the round trip, and so is Average's ``[sum, count]``; anything
+        else goes through the state's JSON, so the aggregate never sees an
+        accumulator that a restore would change, and one that JSON cannot
+        hold fails here, at the record that made it, not at a snapshot."""
+        kind = type(acc)
+        if _number(acc) or acc is None:
+            return acc, _NUMBER_BYTES
+        if kind is str:
+            return acc, len(acc) + 2
+        if kind is list and len(acc) == 2 and _number(acc[0]) and _number(acc[1]):
+            return [acc[0], acc[1]], 2 * _NUMBER_BYTES
+        try:
+            data = JSON.encode(acc)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise TypeError(
+                f"window state `{self.name}`: the accumulator of {type(self.aggregate).__name__} "
+                f"cannot be stored as JSON ({type(e).__name__}: {e}); window state is stored as "
+                "JSON: use numbers, strings, lists and dicts with string keys") from None
+        return JSON.decode(data), len(data)
 
     def _acc(self, stored, window):
         slot = stored.get(window.end)
         return self.aggregate.create() if slot is None else slot[1]
 
-    def _store(self, ctx, stored, window, acc, watermark, outputs):
+    def _store(self, ctx, stored, window, kept, watermark, outputs):
+        acc, size = kept
         fire_at = window.max_timestamp()
         if fire_at <= watermark:
             outputs.append(Fired(WindowResult(window, self.aggregate.result(acc))))
@@ -312,12 +361,12 @@ class Windows:
             ctx.register_event_timer(fire_at)
         if self.lateness > 0:
             ctx.register_event_timer(fire_at + self.lateness)
-        stored[window.end] = [window.start, acc]
+        stored[window.end] = [window.start, acc, _WINDOW_BYTES + size]
 
     def _add_to_session(self, ctx, stored, timestamp, value, watermark, outputs):
         merged = self.assigner.assign(timestamp)[0]
         # By end, so accumulators merge in the same order after a restore.
-        others = [(Window(start, end), acc) for end, (start, acc) in sorted(stored.items())]
+        others = [(Window(slot[0], end), slot[1]) for end, slot in sorted(stored.items())]
         absorbed = []
         while True:
             touching = [o for o in others if o[0].intersects(merged)]
@@ -332,11 +381,12 @@ class Windows:
         acc = self.aggregate.add(self.aggregate.create(), value)
         for _, other in absorbed:
             acc = self.aggregate.merge(acc, other)
+        kept = self._kept(acc)
         for window, _ in absorbed:
             if window.end != merged.end:
                 del stored[window.end]
                 self._forget_timers(ctx, window, [merged] + [w for w, _ in others])
-        self._store(ctx, stored, merged, acc, watermark, outputs)
+        self._store(ctx, stored, merged, kept, watermark, outputs)
         return True
 
     def _forget_timers(self, ctx, gone, remaining):
@@ -364,5 +414,10 @@ class Windows:
         # Without lateness the window goes as it fires; with it, this is the
         # clean-up timer of the window that ended `lateness` earlier.
         if stored.pop(end - self.lateness, None) is not None:
-            self._cache.set(ctx, stored or None)
+            self._cache.set(ctx, stored or None, _size(stored))
         return results
+
+
+def _size(windows):
+    """About what a key's windows take in the stored JSON."""
+    return 2 + sum(slot[2] for slot in windows.values())
