@@ -117,9 +117,12 @@ export class Harness {
   /** Snapshots and restores at once: prepares a snapshot, then opens a new
    *  instance over the same state and timers, as the host does when it
    *  restores that snapshot: whatever else the operator kept only in its own
-   *  memory is gone. */
-  restart() {
-    this.prepareSnapshot();
+   *  memory is gone. `{ prepare: false }` snapshots without calling
+   *  `prepare-snapshot`, as a host from before it does (pair it with
+   *  `weir.prepare_snapshot` = `0` in the config, which such a host never
+   *  sets). */
+  restart({ prepare = true } = {}) {
+    if (prepare) this.prepareSnapshot();
     [this.instance, this.states] = openOperator(this.OperatorClass, this.info, this.host);
   }
   /** Feeds one record (key and value encoded like ctx.emit does). */

@@ -296,8 +296,9 @@ function guard(run) {
   }
 }
 
-/** The opened instance of the operator exportOperator made, for `snapshots`. */
-let opened = () => { throw new Error("no operator was exported (exportOperator)"); };
+/** The instance the host opened last (a component opens one), for
+ *  `snapshots`. */
+let opened = null;
 
 /** Exports `OperatorClass` as the component's operator:
  *  `export const hooks = exportOperator(MyOperator);` */
@@ -308,7 +309,6 @@ export function exportOperator(OperatorClass) {
     if (!instance) throw new Error("the host called the operator before `open`");
     return instance;
   };
-  opened = current;
   return {
     open(info) {
       return guard(() => {
@@ -319,6 +319,7 @@ export function exportOperator(OperatorClass) {
           config: new Map(info.config),
         }, hostFactory());
         instance = inst;
+        opened = inst;
         return states.map((s) => ({ name: s.name, kind: s.kind, ttlMs: s.ttlMs === undefined ? undefined : BigInt(s.ttlMs) }));
       });
     },
@@ -331,10 +332,12 @@ export function exportOperator(OperatorClass) {
   };
 }
 
-/** The `snapshots` export (world `buffering-operator`) of the operator
- *  exportOperator made; build.mjs exports it beside the operator's `hooks`. */
+/** The `snapshots` export (world `buffering-operator`): hands the host what
+ *  the opened operator holds back; build.mjs exports it beside the
+ *  operator's `hooks`. Before any `open` nothing is held back, so there is
+ *  nothing to do. */
 export const snapshots = {
   prepareSnapshot() {
-    guard(() => opened().prepareSnapshot());
+    if (opened !== null) guard(() => opened.prepareSnapshot());
   },
 };

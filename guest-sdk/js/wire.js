@@ -133,17 +133,27 @@ export class Writer {
   }
 }
 
+const I64_MIN = -(2n ** 63n);
+const I64_MAX = 2n ** 63n - 1n;
+
 /** A timer batch (the `on-timers` format) built one timer at a time, for
- *  `register-timers`; `at` is its size in bytes. */
+ *  `register-timers`; `at` is its size in bytes. Timestamps are integers:
+ *  Numbers or BigInts, as `register-timer` took them. */
 export class TimerBatch extends Writer {
   reset() { this.at = 4; this.count = 0; }
   push(domain, key, timestamp) {
-    // A Number written as an s64 without a BigInt per timer.
-    if (!Number.isSafeInteger(timestamp)) throw new TypeError(`timer timestamp ${timestamp} is not an integer number of ms`);
     this.reserve(13 + key.length);
-    const hi = Math.floor(timestamp / TWO_32);
-    this.view.setUint32(this.at, timestamp - hi * TWO_32, true);
-    this.view.setInt32(this.at + 4, hi, true);
+    if (Number.isSafeInteger(timestamp)) {
+      // A Number written as an s64 without a BigInt per timer.
+      const hi = Math.floor(timestamp / TWO_32);
+      this.view.setUint32(this.at, timestamp - hi * TWO_32, true);
+      this.view.setInt32(this.at + 4, hi, true);
+    } else {
+      const big = typeof timestamp === "bigint" ? timestamp : Number.isInteger(timestamp) ? BigInt(timestamp) : null;
+      if (big === null) throw new TypeError(`timer timestamp ${timestamp} is not an integer number of ms`);
+      if (big < I64_MIN || big > I64_MAX) throw new RangeError(`timer timestamp ${timestamp} is out of the s64 range`);
+      this.view.setBigInt64(this.at, big, true);
+    }
     this.view.setUint8(this.at + 8, domain === "processing-time" ? 1 : 0);
     this.view.setUint32(this.at + 9, key.length, true);
     this.buf.set(key, this.at + 13);

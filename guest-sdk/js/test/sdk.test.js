@@ -48,15 +48,43 @@ test("value writes round-trip with clears", () => {
   assert.deepEqual(readValueWrites(bytes), writes);
 });
 
+const hexOf = (bytes) => Buffer.from(bytes).toString("hex");
+
 test("a timer batch is the on-timers format", () => {
+  // As the host reads it (host/wasm/src/host/lists.rs, ListReader::timer):
+  // count u32, then per timer timestamp i64, domain u8 (0 event time,
+  // 1 processing time), key length u32 and the key, little-endian.
+  const want = "05000000"
+    + "0500000000000000" + "00" + "01000000" + "6b"
+    + "fffffffffffeffff" + "01" + "00000000"
+    + "0000000000000080" + "00" + "02000000" + "6162"
+    + "0000000000000040" + "01" + "00000000"
+    + "0000000000002000" + "00" + "00000000";
   const enc = new TextEncoder();
+  const timers = [[5, "event-time", enc.encode("k")], [-(2 ** 40) - 1, "processing-time", new Uint8Array(0)],
+    [-(2n ** 63n), "event-time", enc.encode("ab")], [2n ** 62n, "processing-time", new Uint8Array(0)],
+    [2 ** 53, "event-time", new Uint8Array(0)]];
   const batch = new TimerBatch();
   batch.reset();
-  batch.push("event-time", enc.encode("k"), 5);
-  batch.push("processing-time", new Uint8Array(0), -(2 ** 40) - 1);
-  const want = writeTimers([[5, "event-time", enc.encode("k")], [-(2 ** 40) - 1, "processing-time", new Uint8Array(0)]]);
-  assert.deepEqual(batch.finish(), want);
-  assert.equal(batch.at, want.length);
+  for (const [ts, domain, key] of timers) batch.push(domain, key, ts);
+  assert.equal(hexOf(batch.finish()), want);
+  assert.equal(batch.at, want.length / 2);
+  // The harness hands fired timers over in the same format.
+  assert.equal(hexOf(writeTimers(timers)), want);
+  assert.throws(() => batch.push("event-time", new Uint8Array(0), 2n ** 63n), RangeError);
+  assert.throws(() => batch.push("event-time", new Uint8Array(0), 1.5), TypeError);
+});
+
+test("timers registered with BigInt timestamps reach the host", () => {
+  class BigTimers {
+    process(ctx, record) {
+      ctx.registerEventTimer(BigInt(record.value));
+      ctx.registerProcessingTimer(2n ** 62n);
+    }
+  }
+  const h = new Harness(BigTimers);
+  h.process("k", "7");
+  assert.deepEqual(h.host.timerBatches, [[["event-time", 7, "k"], ["processing-time", 2 ** 62, "k"]]]);
 });
 
 class Count {
@@ -189,7 +217,7 @@ test("a big batch of timers goes over in bounded parts", () => {
   assert.deepEqual(pending(h), [...Array(200).keys()]);
 });
 
-test("the component exports: hooks, and snapshots for the same operator", () => {
+test("the component exports: hooks, and snapshots for the operator the host opened", () => {
   class CountPerWindow {
     static key = "string";
     static value = "unit";
@@ -198,8 +226,12 @@ test("the component exports: hooks, and snapshots for the same operator", () => 
   }
   const host = new MemoryHost();
   setHostFactory(() => host);
+  // Nothing opened yet (in this process): nothing held back, nothing to do.
+  assert.equal(snapshots.prepareSnapshot(), undefined);
   const hooks = exportOperator(CountPerWindow);
-  assert.throws(() => snapshots.prepareSnapshot(), (e) => /before `open`/.test(e));
+  // An export made later that the host never opens does not take over.
+  const unopened = exportOperator(CountPerWindow);
+  assert.throws(() => unopened.process(0, writeBatch([])), (e) => /before `open`/.test(e));
   const states = hooks.open({ name: "w", subtaskIndex: 0, parallelism: 1, config: [["weir.prepare_snapshot", "1"]] });
   assert.deepEqual(states, [{ name: "counts", kind: "value", ttlMs: undefined }]);
   hooks.process(0, writeBatch([[10, new TextEncoder().encode("a"), new Uint8Array(0)]]));
@@ -207,4 +239,7 @@ test("the component exports: hooks, and snapshots for the same operator", () => 
   assert.equal(host.called("register-timers"), 1);
   assert.equal(snapshots.prepareSnapshot(), undefined);
   assert.deepEqual(host.writeBatches, [[0, [["a", "[[0,1000,1]]"]]]]);
+  // Nothing changed since: nothing to write.
+  assert.equal(snapshots.prepareSnapshot(), undefined);
+  assert.equal(host.called("value-write-many"), 1);
 });
