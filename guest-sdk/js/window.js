@@ -96,7 +96,12 @@ export function session(gapMs) { return new Assigner("session", positive("gap", 
 
 /** `create()` an accumulator, `add(acc, value)` and `merge(acc, other)`
  *  return the new one, `result(acc)` reads it. Accumulators are stored as
- *  JSON: numbers, strings, arrays, plain objects. */
+ *  JSON, and passed through it as they are stored (unless they are finite
+ *  numbers, booleans, null or strings), so the aggregate sees what it would
+ *  see after a restore from the first record on (a Map or Set becomes {},
+ *  undefined null), and one JSON cannot hold (a BigInt) fails the record
+ *  that made it: use numbers, strings, booleans, null, arrays and plain
+ *  objects. */
 export class AggregateFunction {
   create() { throw new Error("AggregateFunction.create is not implemented"); }
   add() { throw new Error("AggregateFunction.add is not implemented"); }
@@ -151,17 +156,39 @@ export class Fired { constructor(result) { this.result = result; } }
 /** From `add`: the record came after all its windows were cleaned up. */
 export class Late { constructor(timestamp) { this.timestamp = timestamp; } }
 
-/** A key's windows: Map end -> [start, acc] in memory, stored as JSON
- *  [[start, end, acc], ...] by end. */
+// What a window takes in the stored JSON besides its accumulator (two
+// 13-digit times, brackets and commas), and about what a number takes: the
+// cache's memory estimate for windows changed since their last write.
+const WINDOW_BYTES = 32;
+const NUMBER_BYTES = 20;
+
+/** A finite number other than -0, or a boolean: the same after a JSON
+ *  round trip. */
+function number(x) {
+  return typeof x === "number" ? Number.isFinite(x) && (x !== 0 || 1 / x > 0) : typeof x === "boolean";
+}
+
+/** A key's windows: Map end -> [start, acc, bytes] in memory (bytes: about
+ *  what the window takes in the JSON), stored as JSON [[start, end, acc],
+ *  ...] by end. */
 const KEY_WINDOWS = {
   encode(windows) {
     const list = [...windows].sort(([a], [b]) => a - b).map(([end, [start, acc]]) => [start, end, acc]);
     return JSON_CODEC.encode(list);
   },
   decode(bytes) {
-    return new Map(JSON_CODEC.decode(bytes).map(([start, end, acc]) => [end, [start, acc]]));
+    const list = JSON_CODEC.decode(bytes);
+    const each = Math.floor(bytes.length / Math.max(1, list.length));
+    return new Map(list.map(([start, end, acc]) => [end, [start, acc, each]]));
   },
 };
+
+/** About what a key's windows take in the stored JSON. */
+function sizeOf(windows) {
+  let size = 2;
+  for (const slot of windows.values()) size += slot[2];
+  return size;
+}
 
 /** Windows of one kind over the records of each key, with one aggregate.
  *  Create it in `open`; call `add` in `process` and `onTimer` in `onTimer`. */
@@ -173,6 +200,7 @@ export class Windows {
     this.assigner = assigner;
     this.aggregate = aggregate;
     this.lateness = allowedLateness;
+    this.name = name;
     this._cache = new WriteBackCache(ctx, ctx.valueState(name, KEY_WINDOWS));
   }
 
@@ -189,17 +217,43 @@ export class Windows {
     const added = this.assigner.merging
       ? this._addToSession(ctx, stored, timestamp, value, wm, outputs)
       : this._addToWindows(ctx, stored, timestamp, value, wm, outputs);
-    if (added) this._cache.change(entry, stored);
+    if (added) this._cache.change(ctx, entry, stored, sizeOf(stored));
     else outputs.push(new Late(timestamp));
     return outputs;
   }
 
   _addToWindows(ctx, stored, timestamp, value, wm, outputs) {
     const live = this.assigner.assign(timestamp).filter((w) => !this._isLate(w, wm));
-    // The aggregate (user code) runs before anything changes.
-    const accs = live.map((w) => this.aggregate.add(this._acc(stored, w), value));
+    // The aggregate (user code) runs, and its accumulators go through JSON,
+    // before anything changes.
+    const accs = live.map((w) => this._kept(this.aggregate.add(this._acc(stored, w), value)));
     live.forEach((w, i) => this._store(ctx, stored, w, accs[i], wm, outputs));
     return live.length > 0;
+  }
+
+  /** [acc as a restore would give it back, about what it takes in the
+   *  stored JSON]. Finite numbers, booleans, null and strings are the same
+   *  after the round trip, and so is Average's [sum, count]; anything else
+   *  goes through JSON as it is stored (inside an array, so undefined
+   *  becomes null as it does there), so the aggregate never sees an
+   *  accumulator that a restore would change, and one that JSON cannot hold
+   *  fails here, at the record that made it, not at a snapshot. */
+  _kept(acc) {
+    if (number(acc) || acc === null) return [acc, NUMBER_BYTES];
+    if (typeof acc === "string") return [acc, acc.length + 2];
+    if (Array.isArray(acc) && acc.length === 2 && number(acc[0]) && number(acc[1])) {
+      return [[acc[0], acc[1]], 2 * NUMBER_BYTES];
+    }
+    let text;
+    try {
+      text = JSON.stringify([acc]);
+    } catch (e) {
+      const name = this.aggregate?.constructor?.name || "the aggregate";
+      throw new TypeError(`window state "${this.name}": the accumulator of ${name} cannot be stored as JSON`
+        + ` (${e?.name ?? "Error"}: ${e?.message ?? e}); window state is stored as JSON: use numbers, strings,`
+        + " booleans, null, arrays and plain objects");
+    }
+    return [JSON.parse(text)[0], text.length - 2];
   }
 
   _acc(stored, w) {
@@ -207,12 +261,12 @@ export class Windows {
     return slot === undefined ? this.aggregate.create() : slot[1];
   }
 
-  _store(ctx, stored, w, acc, wm, outputs) {
+  _store(ctx, stored, w, [acc, size], wm, outputs) {
     const fireAt = w.maxTimestamp();
     if (fireAt <= wm) outputs.push(new Fired(new WindowResult(w, this.aggregate.result(acc))));
     else ctx.registerEventTimer(fireAt);
     if (this.lateness > 0) ctx.registerEventTimer(fireAt + this.lateness);
-    stored.set(w.end, [w.start, acc]);
+    stored.set(w.end, [w.start, acc, WINDOW_BYTES + size]);
   }
 
   _addToSession(ctx, stored, timestamp, value, wm, outputs) {
@@ -232,13 +286,14 @@ export class Windows {
     if (this._isLate(merged, wm)) return false;
     let acc = this.aggregate.add(this.aggregate.create(), value);
     for (const [, other] of absorbed) acc = this.aggregate.merge(acc, other);
+    const kept = this._kept(acc);
     for (const [w] of absorbed) {
       if (w.end !== merged.end) {
         stored.delete(w.end);
         this._forgetTimers(ctx, w, [merged, ...others.map(([o]) => o)]);
       }
     }
-    this._store(ctx, stored, merged, acc, wm, outputs);
+    this._store(ctx, stored, merged, kept, wm, outputs);
     return true;
   }
 
@@ -262,7 +317,7 @@ export class Windows {
     if (slot !== undefined) results.push(new WindowResult(new Window(slot[0], end), this.aggregate.result(slot[1])));
     // Without lateness the window goes as it fires; with it, this is the
     // clean-up timer of the window that ended `lateness` earlier.
-    if (stored.delete(end - this.lateness)) this._cache.change(entry, stored.size ? stored : null);
+    if (stored.delete(end - this.lateness)) this._cache.change(ctx, entry, stored.size ? stored : null, sizeOf(stored));
     return results;
   }
 }

@@ -7,6 +7,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Harness } from "../testing.js";
+import { writeValueWrites } from "../wire.js";
+import { Json } from "../weir.js";
 import {
   AggregateFunction, Average, Count, Late, Max, Min, Sum, Window, Windows, session, sliding, tumbling,
 } from "../window.js";
@@ -23,11 +25,57 @@ class Distinct extends AggregateFunction {
   merge(acc, o) { return [...new Set([...acc, ...o])].sort((a, b) => a - b); }
 }
 
-const AGGREGATES = { count: Count, sum: Sum, min: Min, max: Max, avg: Average, distinct: Distinct };
+/** A user aggregate written carelessly for JSON: value -> count in a Map
+ *  with the values (numbers) as keys, which JSON stores as {}. */
+class Histogram extends AggregateFunction {
+  create() { return new Map(); }
+  add(acc, v) {
+    const m = new Map(acc instanceof Map ? acc : Object.entries(acc));
+    m.set(v, (m.get(v) ?? 0) + 1);
+    return m;
+  }
+  merge(acc, o) {
+    const m = new Map(acc instanceof Map ? acc : Object.entries(acc));
+    for (const [v, n] of o instanceof Map ? o : Object.entries(o)) m.set(v, (m.get(v) ?? 0) + n);
+    return m;
+  }
+  result(acc) { return acc instanceof Map ? [...acc] : Object.entries(acc); }
+}
 
-/** Configured by `assigner`, `aggregate`, `lateness` and `cacheKeys` (how
- *  many keys the window state cache holds); late records become
- *  key -> "late:TS". */
+/** The same with a plain object: its keys are strings before JSON too. */
+class ObjectHistogram extends AggregateFunction {
+  create() { return {}; }
+  add(acc, v) { return { ...acc, [v]: (acc[v] ?? 0) + 1 }; }
+  merge(acc, o) {
+    const out = { ...acc };
+    for (const [v, n] of Object.entries(o)) out[v] = (out[v] ?? 0) + n;
+    return out;
+  }
+}
+
+/** A user aggregate JSON cannot hold: a BigInt. */
+class BigSum extends AggregateFunction {
+  create() { return 0n; }
+  add(acc, v) { return acc + BigInt(v); }
+  merge(acc, o) { return acc + o; }
+  result(acc) { return Number(acc); }
+}
+
+/** The values (strings) one after the other. */
+class Text extends AggregateFunction {
+  create() { return ""; }
+  add(acc, v) { return acc + v; }
+  merge(acc, o) { return acc + o; }
+}
+
+const AGGREGATES = {
+  count: Count, sum: Sum, min: Min, max: Max, avg: Average, distinct: Distinct,
+  histogram: Histogram, objectHistogram: ObjectHistogram, bigSum: BigSum, text: Text,
+};
+
+/** Configured by `assigner`, `aggregate`, `lateness`, `cacheKeys` and
+ *  `cacheBytes` (how many keys and bytes the window state cache holds); late
+ *  records become key -> "late:TS". */
 class WinOp {
   static key = "string";
   static value = "json";
@@ -36,6 +84,8 @@ class WinOp {
       new AGGREGATES[ctx.config("aggregate", "count")](), { allowedLateness: Number(ctx.config("lateness", "0")) });
     const keys = ctx.config("cacheKeys");
     if (keys !== undefined) this.windows._cache.keysMax = Number(keys);
+    const bytes = ctx.config("cacheBytes");
+    if (bytes !== undefined) this.windows._cache.bytesMax = Number(bytes);
   }
   process(ctx, record) {
     for (const out of this.windows.add(ctx, record.timestamp, record.value)) {
@@ -49,10 +99,12 @@ class WinOp {
 }
 
 /** `holdBack` false acts as a host that does not call `prepare-snapshot`,
- *  so window state is written back after every call. */
-const harness = (assigner, aggregate = "count", lateness = 0, { holdBack = true, cacheKeys } = {}) => {
+ *  so window state is written back after every call (restart such a
+ *  harness with `restart({ prepare: holdBack })`). */
+const harness = (assigner, aggregate = "count", lateness = 0, { holdBack = true, cacheKeys, cacheBytes } = {}) => {
   const config = { assigner, aggregate, lateness, "weir.prepare_snapshot": holdBack ? "1" : "0" };
   if (cacheKeys !== undefined) config.cacheKeys = cacheKeys;
+  if (cacheBytes !== undefined) config.cacheBytes = cacheBytes;
   return new Harness(WinOp, { config });
 };
 
@@ -142,7 +194,7 @@ test("window state stays in the guest until the host prepares a snapshot", () =>
     assert.deepEqual(values(h), { a: "[[0,1000,2]]", b: "[[0,1000,1]]" });
     assert.equal(h.host.called("value-set") + h.host.called("clear"), 0);
     // A restore from that snapshot fires the windows as if none happened.
-    h.restart();
+    h.restart({ prepare: holdBack });
     assert.deepEqual(results(h.advanceWatermark(999)), [["a", 0, 1000, 2, 999], ["b", 0, 1000, 1, 999]]);
     // Fired: the next snapshot clears both keys.
     h.prepareSnapshot();
@@ -205,6 +257,153 @@ test("the timers of a call reach the host in one call", () => {
   assert.equal(h.pendingTimers().length, 8);
 });
 
+const RECORDS = [["k", 1, 10], ["k", 2, 20], ["j", 1, 30], ["k", 1, 40], ["k", 1, 1500], ["k", 2, 1600]];
+
+/** The results of RECORDS, restarting after every `restartEvery`th (0:
+ *  never). */
+function runRecords(restartEvery, { holdBack = true, spec = "tumbling:1000", aggregate = "histogram" } = {}) {
+  const h = harness(spec, aggregate, 0, { holdBack });
+  let out = [];
+  RECORDS.forEach(([k, v, ts], i) => {
+    out = out.concat(h.process(k, v, ts));
+    if (restartEvery && i % restartEvery === 0) h.restart({ prepare: holdBack });
+  });
+  return results(out.concat(h.advanceWatermark(10000)));
+}
+
+test("a Map with number keys gives the same results with and without restarts", () => {
+  for (const aggregate of ["histogram", "objectHistogram"]) {
+    for (const spec of ["tumbling:1000", "session:100"]) {
+      const want = runRecords(0, { spec, aggregate });
+      for (const [every, holdBack] of [[1, true], [2, true], [1, false], [3, false]]) {
+        assert.deepEqual(runRecords(every, { holdBack, spec, aggregate }), want, `${aggregate} ${spec} ${every} ${holdBack}`);
+      }
+    }
+  }
+  // The Map is {} from the first record on, as after a restore.
+  assert.deepEqual(runRecords(0), [["j", 0, 1000, [], 999], ["k", 0, 1000, [], 999], ["k", 1000, 2000, [], 1999]]);
+  assert.deepEqual(runRecords(0, { aggregate: "objectHistogram" }),
+    [["j", 0, 1000, { 1: 1 }, 999], ["k", 0, 1000, { 1: 2, 2: 1 }, 999], ["k", 1000, 2000, { 1: 1, 2: 1 }, 1999]]);
+});
+
+test("an accumulator JSON cannot hold fails its record, not the snapshot", () => {
+  const h = harness("tumbling:1000", "bigSum");
+  assert.throws(() => h.process("k", 1, 10), (e) => e instanceof TypeError && e.message.startsWith(
+    'window state "windows": the accumulator of BigSum cannot be stored as JSON (TypeError: '));
+  h.prepareSnapshot();
+  assert.deepEqual(values(h), {});
+});
+
+test("numbers, strings and averages are kept as they are; the rest as JSON gives them back", () => {
+  const windows = harness("tumbling:1000").operator.windows;
+  for (const acc of [0, -7, 2.5, true, null, "text"]) assert.equal(windows._kept(acc)[0], acc);
+  const average = [1.5, 2];
+  const [kept] = windows._kept(average);
+  assert.deepEqual(kept, average);
+  assert.notEqual(kept, average);
+  assert.deepEqual(windows._kept(NaN)[0], null);
+  assert.ok(Object.is(windows._kept(-0)[0], 0));
+  assert.deepEqual(windows._kept(undefined)[0], null);
+  assert.deepEqual(windows._kept([1, undefined, new Set([1])])[0], [1, null, {}]);
+  assert.deepEqual(windows._kept({ a: undefined, d: new Date(0) })[0], { d: "1970-01-01T00:00:00.000Z" });
+});
+
+test("the window state cache stays within its bytes", () => {
+  const limit = 64 << 10;
+  const h = harness("tumbling:1000", "text", 0, { cacheBytes: limit });
+  const cache = h.operator.windows._cache;
+  const held = () => [...cache.entries.values()].reduce((n, e) => n + e.size, 0);
+  for (let i = 0; i < 40; i++) {
+    h.process(`k${i}`, new Json("x".repeat(5000)), 10);
+    assert.ok(cache.bytes <= limit, `${cache.bytes}`);
+    assert.equal(cache.bytes, held());
+  }
+  // Far fewer than 65,536 keys: the bytes bound them.
+  assert.ok(cache.entries.size <= 13, `${cache.entries.size}`);
+  const written = new Set(h.host.writeBatches.flatMap(([, w]) => w.map(([k]) => k)));
+  assert.ok(written.size >= 27, `${written.size}`);
+  // One representation of the key per entry: the id string.
+  assert.deepEqual(Object.keys(cache.entries.get("k39")), ["id", "value", "size"]);
+  // An evicted key is read back; a written one counts at its exact size.
+  const reads = h.host.called("value-get");
+  h.process("k0", new Json("y"), 20);
+  assert.equal(h.host.called("value-get"), reads + 1);
+  h.prepareSnapshot();
+  assert.equal(cache.entries.get("k0").size, 2 + `[[0,1000,"${"x".repeat(5000)}y"]]`.length);
+  assert.equal(cache.bytes, held());
+  const out = results(h.advanceWatermark(999));
+  assert.deepEqual(out.map(([k]) => k).sort(), [...Array(40).keys()].map((i) => `k${i}`).sort());
+  assert.equal(out.find(([k]) => k === "k0")[3], `${"x".repeat(5000)}y`);
+  h.prepareSnapshot();
+  assert.deepEqual(values(h), {});
+});
+
+test("a key bigger than the bound is kept while it is at hand", () => {
+  const h = harness("tumbling:1000", "text", 0, { cacheBytes: 1000 });
+  const cache = h.operator.windows._cache;
+  h.process("small", new Json("s"), 10);
+  h.process("big", new Json("b".repeat(2000)), 10);
+  assert.deepEqual([...cache.entries.keys()], ["big"]);
+  h.process("big", new Json("b"), 20);
+  assert.equal(h.host.called("value-get"), 2);
+  assert.deepEqual(results(h.advanceWatermark(999)).sort(cmp),
+    [["big", 0, 1000, "b".repeat(2001), 999], ["small", 0, 1000, "s", 999]]);
+});
+
+test("a big flush goes over in calls of at most 4 MiB", () => {
+  const h = harness("tumbling:1000", "text");
+  const keys = [...Array(40).keys()].map((i) => `k${i}`);
+  const big = (k) => k.at(-1).repeat(300000);
+  for (const k of keys) h.process(k, new Json(big(k)), 10);
+  assert.equal(h.host.called("value-write-many"), 0);
+  h.prepareSnapshot();
+  const batches = h.host.writeBatches.map(([, w]) => w);
+  // 13 keys of 300,017 bytes and their lengths fit in 4 MiB.
+  assert.deepEqual(batches.map((w) => w.length), [13, 13, 13, 1]);
+  const enc = new TextEncoder();
+  for (const w of batches) {
+    assert.ok(writeValueWrites(w.map(([k, v]) => [enc.encode(k), enc.encode(v)])).length <= 4 << 20);
+  }
+  assert.deepEqual(batches.flat().map(([k]) => k), keys);
+  assert.deepEqual(values(h), Object.fromEntries(keys.map((k) => [k, `[[0,1000,"${big(k)}"]]`])));
+  // Through a restore, every window is there.
+  h.restart();
+  const out = results(h.advanceWatermark(999));
+  assert.deepEqual(out.map(([k, , , v]) => [k, v]), keys.map((k) => [k, big(k)]).sort(cmp));
+});
+
+test("an eviction write-back is split too", () => {
+  const h = harness("tumbling:1000", "text", 0, { cacheKeys: 16 });
+  const cache = h.operator.windows._cache;
+  cache.writeBytesMax = 10000;
+  const key = (i) => `k${String(i).padStart(2, "0")}`;
+  for (let i = 0; i < 16; i++) h.process(key(i), new Json("v".repeat(3000)), 10);
+  // Two eighths of 16 keys go: 2 keys a call.
+  h.process("k16", new Json("v"), 10);
+  assert.deepEqual(h.host.writeBatches.map(([, w]) => w.map(([k]) => k)), [["k00", "k01"]]);
+  cache.keysMax = 8;
+  h.process("k17", new Json("v"), 10);
+  assert.deepEqual(h.host.writeBatches.slice(1).map(([, w]) => w.map(([k]) => k)),
+    [["k02", "k03", "k04"], ["k05", "k06", "k07"], ["k08", "k09"]]);
+});
+
+test("under an older host, state written every call survives a snapshot taken without preparing", () => {
+  const h = harness("tumbling:1000", "count", 0, { holdBack: false });
+  h.process("a", 1, 10);
+  h.process("a", 1, 20);
+  h.restart({ prepare: false });
+  h.process("a", 1, 30);
+  h.restart({ prepare: false });
+  assert.deepEqual(results(h.advanceWatermark(999)), [["a", 0, 1000, 3, 999]]);
+  // What hold-back would lose under such a host: why the SDK holds nothing
+  // back unless the host says it calls `prepare-snapshot`.
+  const held = harness("tumbling:1000");
+  held.process("a", 1, 10);
+  held.restart({ prepare: false });
+  assert.equal(held.host.called("value-write-many"), 0);
+  assert.deepEqual(results(held.advanceWatermark(999)), []);
+});
+
 function bruteForce(spec, records) {
   const [kind, ...n] = spec.split(":").map((x, i) => (i ? Number(x) : x));
   const sums = new Map();
@@ -254,7 +453,7 @@ function check(spec, { delay = 300, keys = 5, batched = false, holdBack = true }
       batches++;
       if (batched) {
         size = 1 + rand(64);
-        if (batches % 7 === 0) h.restart();
+        if (batches % 7 === 0) h.restart({ prepare: holdBack });
       }
     }
     if (i % 50 === 0 && batch.length === 0) out = out.concat(h.advanceWatermark(maxTs - delay));
