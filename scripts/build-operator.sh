@@ -7,9 +7,12 @@
 #
 # A .py file imports `weir` (guest-sdk/python) and sets
 # `Hooks = weir.export(MyOperator)`; other modules in its directory are
-# importable (componentize-py's app module is a generated one that exports
-# that `Hooks` and its `Hooks.Snapshots`). A .js file imports from "weir"
-# (guest-sdk/js) and exports `hooks = exportOperator(MyOperator)`.
+# importable (componentize-py's app module is a generated one, `weir_entry`,
+# that imports the file by name and exports that `Hooks` and its
+# `Hooks.Snapshots`: the name may be any module name without a dot, and no
+# module of the directory may be named `weir_entry` or `weir`). A .js file
+# imports from "weir" (guest-sdk/js) and exports
+# `hooks = exportOperator(MyOperator)`.
 # Rebuilding is skipped when the sources, the SDK, the WIT, this script and
 # the toolchain are unchanged (a stamp file beside the output records their
 # digest); --force rebuilds anyway.
@@ -43,6 +46,30 @@ missing() {
 
 case "$file" in
     *.py)
+        # The build generates the app module, `weir_entry`, which imports the
+        # operator's module by name with importlib: a file name that is not a
+        # Python identifier (my-op.py, 2x.py) is importable that way too, but
+        # a dot would name a package, and quotes, backslashes and control
+        # characters do not go into the generated string literal.
+        module="${file%.py}"
+        case "$module" in
+            *[.\'\"\\]*|*[[:cntrl:]]*)
+                echo "error: $src: the file name without .py is imported as a Python module, so it cannot contain a dot, a quote, a backslash or a control character; rename the file" >&2
+                exit 2 ;;
+        esac
+        # The generated module comes first on the module path and the SDK
+        # last, so a module of that name in the operator's directory would be
+        # hidden by the one, or hide the other.
+        entry=weir_entry
+        for clash in "$entry.py" "$entry" weir.py weir; do
+            [ -e "$src_dir/$clash" ] || continue
+            case "$clash" in
+                weir.py|weir) why="a module named weir in the operator's directory would hide the weir SDK" ;;
+                *) why="the build generates the app module $entry, which would hide this one" ;;
+            esac
+            echo "error: $src_dir/$clash: $why; rename it" >&2
+            exit 2
+        done
         tool="${WEIR_COMPONENTIZE_PY:-}"
         [ -n "$tool" ] || { [ -x "$repo/.toolchains/python/bin/componentize-py" ] && tool="$repo/.toolchains/python/bin/componentize-py"; }
         [ -n "$tool" ] || tool="$(command -v componentize-py || true)"
@@ -84,15 +111,14 @@ case "$file" in
     *.py)
         # componentize-py writes build files beside the module; keep them out of the tree.
         export PYTHONDONTWRITEBYTECODE=1
-        [ "${file%.py}" != weir_entry ] ||
-            { echo "error: $src: weir_entry is reserved for the weir SDK; rename the file" >&2; exit 2; }
-        # The app module: componentize-py looks up a class per exported
-        # interface in it, `Hooks` and `Snapshots`.
         entry_dir="$(mktemp -d)"
         trap 'rm -rf "$entry_dir"' EXIT
-        printf 'from %s import Hooks\n\nSnapshots = Hooks.Snapshots\n' "${file%.py}" > "$entry_dir/weir_entry.py"
+        # The app module: componentize-py looks up a class per exported
+        # interface in it, `Hooks` and `Snapshots`.
+        printf 'import importlib\n\nHooks = importlib.import_module(%s).Hooks\nSnapshots = Hooks.Snapshots\n' \
+            "'$module'" > "$entry_dir/$entry.py"
         "$tool" -d "$repo/wit" -w buffering-operator componentize \
-            -p "$entry_dir" -p "$src_dir" -p "$sdk" weir_entry -o "$out.tmp" >/dev/null
+            -p "$entry_dir" -p "$src_dir" -p "$sdk" "$entry" -o "$out.tmp" >/dev/null
         mv "$out.tmp" "$out"
         echo "built $out ($(( $(stat -c %s "$out") / 1000000 )) MB) from $src in $(( $(date +%s) - started )) s" >&2
         ;;
