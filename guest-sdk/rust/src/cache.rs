@@ -306,6 +306,12 @@ impl<T: Data> Flush for StateCache<T> {
                     None => self.writes.clear(slot.key.bytes()),
                 }
                 slot.dirty = false;
+                // A host call moves a bounded number of bytes (128 MiB at
+                // least): big values go over in several.
+                if self.writes.byte_len() >= FLUSH_CALL_BYTES {
+                    host.value_write_many(state, self.writes.get());
+                    self.writes.reset();
+                }
             }
         }
         if !self.writes.is_empty() {
@@ -313,6 +319,10 @@ impl<T: Data> Flush for StateCache<T> {
         }
     }
 }
+
+/// What one `value-write-many` of a flush carries at most, give or take
+/// the last value: well under the host's per-call transfer cap.
+const FLUSH_CALL_BYTES: usize = 4 << 20;
 
 /// Hands a dirty slot's value to the host (`None` clears the state).
 fn write<T: Data>(host: &mut dyn Host, state: u32, slot: &mut Slot<T>, bytes: &mut Vec<u8>) {
@@ -706,6 +716,34 @@ mod tests {
         // 2,500.
         assert!(misses[0] < 60_000, "{misses:?}");
         assert!(misses[1] < 5_000, "{misses:?}");
+    }
+
+    #[test]
+    fn a_flush_of_big_values_goes_over_in_several_calls_and_loses_none() {
+        let mut cache = StateCache::<Vec<u8>>::with_slots(1024);
+        cache.write_back = Some(0);
+        let value = vec![7u8; 1 << 20];
+        let keys: Vec<[u8; 2]> = (0..10u8).map(|k| [b'k', k]).collect();
+        for key in &keys {
+            let Err(at) = cache.find(key) else {
+                panic!("{key:?} cached already");
+            };
+            cache.slots[at] = Some(Slot {
+                key: SlotKey::new(key),
+                value: Some(value.clone()),
+                dirty: true,
+            });
+            cache.dirty.push(at);
+        }
+        let mut host = crate::testing::MemoryHost::default();
+        cache.flush(&mut host);
+        // 4 MiB a call: 4 + 4 + 2 values.
+        assert_eq!(host.value_write_many_calls, 3);
+        for key in &keys {
+            assert_eq!(host.value_get(0, key).as_deref(), Some(&value[..]), "{key:?}");
+        }
+        cache.flush(&mut host);
+        assert_eq!(host.value_write_many_calls, 3, "nothing left to write");
     }
 
     #[test]

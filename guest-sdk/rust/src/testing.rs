@@ -41,7 +41,7 @@ impl Emitted {
 }
 
 #[derive(Default)]
-struct MemoryHost {
+pub(crate) struct MemoryHost {
     values: BTreeMap<(u32, Vec<u8>), Vec<u8>>,
     lists: BTreeMap<(u32, Vec<u8>), Vec<Vec<u8>>>,
     maps: BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>,
@@ -49,6 +49,8 @@ struct MemoryHost {
     watermark: i64,
     processing_time: i64,
     logs: Vec<(LogLevel, String)>,
+    /// `value-write-many` calls so far (tests of how writes are grouped).
+    pub(crate) value_write_many_calls: usize,
 }
 
 impl Host for MemoryHost {
@@ -100,6 +102,7 @@ impl Host for MemoryHost {
         self.maps.remove(&k);
     }
     fn value_write_many(&mut self, state: u32, writes: &[u8]) {
+        self.value_write_many_calls += 1;
         // The SDK built the list; a malformed one is a bug in it.
         let writes = crate::wire::value_writes(writes).expect("a well-formed value writes list");
         for (key, value) in writes {

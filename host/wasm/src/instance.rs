@@ -148,6 +148,8 @@ impl OperatorInstance {
         let (bindings, prepare_snapshot) =
             instantiated.map_err(|e| classify(&store, "instantiate", info.limits, e, &label))?;
         let mut config = info.config.clone();
+        // Only the host makes this promise, whatever the config it was given.
+        config.retain(|(key, _)| key != PREPARE_SNAPSHOT_CONFIG);
         if prepare_snapshot.is_some() {
             // The promise the guest may hold state back on (see
             // `snapshots` in wit/operator.wit).

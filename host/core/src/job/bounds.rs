@@ -66,6 +66,9 @@ pub const LINE_BYTES_DEFAULT: usize = 1 << 20;
 pub const CONFIG_ENTRIES_MAX: usize = 256;
 /// Bytes of one operator's `config` keys and values as passed to `open`.
 pub const CONFIG_BYTES_MAX: usize = 256 << 10;
+/// `config` keys the host sets itself (see `weir_runtime::swaps` and the
+/// `snapshots` promise in wit/operator.wit); a job file may not.
+pub const RESERVED_CONFIG_PREFIX: &str = "weir.";
 
 /// Per-operator guest limits: (field, range). Memory-like limits are in MiB.
 pub const MEMORY_MAX_MB: RangeInclusive<u64> = 1..=4096;

@@ -808,7 +808,7 @@ impl Resolver<'_> {
     }
 
     /// The `config` table as (key, text) pairs for `open`, bounded in
-    /// entries and bytes.
+    /// entries and bytes, without the host's reserved keys.
     fn config(&self, raw: &RawOperator, owner: &str) -> Result<Vec<(String, String)>, JobError> {
         let Some(table) = &raw.config else {
             return Ok(Vec::new());
@@ -827,6 +827,19 @@ impl Resolver<'_> {
         let mut bytes = 0usize;
         let mut config = Vec::with_capacity(table.get_ref().len());
         for (key, value) in table.get_ref() {
+            if key.starts_with(RESERVED_CONFIG_PREFIX) {
+                // The host tells the guest things under these (attempt,
+                // version, whether it calls `prepare-snapshot`); a job file
+                // that set them could make a guest hold state back that the
+                // host never asks for.
+                return Err(cx.err_at(
+                    at,
+                    format!(
+                        "{owner}`config` key `{key}` is reserved: keys starting with \
+                         `{RESERVED_CONFIG_PREFIX}` are set by the host"
+                    ),
+                ));
+            }
             let text = match value {
                 toml::Value::String(s) => s.clone(),
                 other => other.to_string(),
