@@ -740,7 +740,11 @@ mod tests {
         // 4 MiB a call: 4 + 4 + 2 values.
         assert_eq!(host.value_write_many_calls, 3);
         for key in &keys {
-            assert_eq!(host.value_get(0, key).as_deref(), Some(&value[..]), "{key:?}");
+            assert_eq!(
+                host.value_get(0, key).as_deref(),
+                Some(&value[..]),
+                "{key:?}"
+            );
         }
         cache.flush(&mut host);
         assert_eq!(host.value_write_many_calls, 3, "nothing left to write");

@@ -551,15 +551,24 @@ fn text_fields_and_tables_are_bounded() {
         e.message.contains("`config` has 257 entries; at most 256"),
         "{e}"
     );
-    let reserved = job_with("", "", "[operator.config]\n\"weir.prepare_snapshot\" = \"1\"\n", "");
+    let reserved = job_with(
+        "",
+        "",
+        "[operator.config]\n\"weir.prepare_snapshot\" = \"1\"\n",
+        "",
+    );
     let e = parse(&reserved, Path::new("j.toml")).unwrap_err();
     assert!(
-        e.message
-            .contains("`config` key `weir.prepare_snapshot` is reserved: keys starting with `weir.`"),
+        e.message.contains(
+            "`config` key `weir.prepare_snapshot` is reserved: keys starting with `weir.`"
+        ),
         "{e}"
     );
     let own = job_with("", "", "[operator.config]\nweirdness = 1\n", "");
-    assert!(parse(&own, Path::new("j.toml")).is_ok(), "only `weir.` is reserved");
+    assert!(
+        parse(&own, Path::new("j.toml")).is_ok(),
+        "only `weir.` is reserved"
+    );
     let big = format!("[operator.config]\nk = \"{}\"\n", "v".repeat(300 << 10));
     let e = parse(&job_with("", "", &big, ""), Path::new("j.toml")).unwrap_err();
     assert!(
