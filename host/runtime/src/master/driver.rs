@@ -337,6 +337,7 @@ impl<D: Deployer> Driver<D> {
             reshape: &*reshape,
             running: None,
             dirs: HashMap::new(),
+            aborted_dirs: Vec::new(),
             replies: HashMap::new(),
             next_command: 1,
             view: &view,
@@ -349,6 +350,8 @@ impl<D: Deployer> Driver<D> {
         let mut commands = commands;
         loop {
             if let Some(end) = state.execute(&mut machine, &mut deployer) {
+                // The attempt's tasks are gone: nothing writes there now.
+                state.remove_aborted_dirs(true);
                 state.publish(&machine, Some(&end));
                 for (_, reply) in state.replies.drain() {
                     let _ = reply.send(Err("the job has ended".into()));
@@ -420,6 +423,11 @@ struct DriverState<'a> {
     reshape: &'a Reshape,
     running: Option<Running>,
     dirs: HashMap<u64, PathBuf>,
+    /// Directories of aborted snapshots, and whether they were deleted: a
+    /// task may still be writing its part when the abort is decided (a
+    /// snapshot cut short by the end of the input), so deleting can fail,
+    /// or succeed before the task writes again.
+    aborted_dirs: Vec<(u64, PathBuf, bool)>,
     replies: HashMap<CommandId, Sender<CommandResult>>,
     next_command: CommandId,
     view: &'a SharedView,
@@ -529,10 +537,9 @@ impl DriverState<'_> {
                 tracing::warn!(job = %job.name, "snapshot {id} aborted: {reason}");
                 self.finished_snapshot(id, 0, Some(reason));
                 deployer.abort(id);
-                if let Some(dir) = self.dirs.remove(&id)
-                    && let Err(e) = weir_snapshot::remote::remove(&dir, &crate::store_options(job))
-                {
-                    tracing::warn!(job = %job.name, "cannot delete aborted snapshot {id}: {e}");
+                if let Some(dir) = self.dirs.remove(&id) {
+                    self.aborted_dirs.push((id, dir, false));
+                    self.remove_aborted_dirs(false);
                 }
                 None
             }
@@ -543,6 +550,7 @@ impl DriverState<'_> {
                 versions,
             } => Some(self.write_metadata(id, savepoint, parts, versions)),
             Action::Prune { id } => {
+                self.remove_aborted_dirs(false);
                 if let (Some(storage), Some(spec)) = (self.storage, &job.checkpoint)
                     && let Err(e) = storage.prune(spec.retain, id)
                 {
@@ -591,6 +599,32 @@ impl DriverState<'_> {
                 None
             }
             Action::JobEnded(_) => None, // `execute` takes it
+        }
+    }
+
+    /// Deletes what aborted snapshots left. One that cannot be deleted yet
+    /// is tried again after the next completed checkpoint; at the end
+    /// (`last`, when no task is left to write), every one is deleted
+    /// again and a failure is reported.
+    fn remove_aborted_dirs(&mut self, last: bool) {
+        let job = self.job;
+        let options = crate::store_options(job);
+        for (id, dir, deleted) in &mut self.aborted_dirs {
+            if *deleted && !last {
+                continue;
+            }
+            match weir_snapshot::remote::remove(dir, &options) {
+                Ok(()) => *deleted = true,
+                Err(e) if last => {
+                    tracing::warn!(job = %job.name, "cannot delete aborted snapshot {id}: {e}")
+                }
+                Err(e) => {
+                    tracing::debug!(job = %job.name, "aborted snapshot {id} not deleted yet: {e}")
+                }
+            }
+        }
+        if last {
+            self.aborted_dirs.clear();
         }
     }
 
