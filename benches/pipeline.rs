@@ -21,20 +21,6 @@ use weir_runtime::RunOptions;
 
 const RUNS: usize = 5;
 
-fn cpu_seconds() -> f64 {
-    // Fields 14 and 15 of /proc/self/stat: utime and stime in clock ticks.
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     v[v.len() / 2]
@@ -75,11 +61,11 @@ fn bench(label: &str, text: &str, records: u64, dir: &Path) {
     weir_runtime::run_job(&spec, &options).expect("warm-up run"); // compile + cache
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        let cpu_before = cpu_seconds();
+        let cpu_before = common::cpu_seconds();
         let started = Instant::now();
         let report = weir_runtime::run_job(&spec, &options).expect("run");
         let elapsed = started.elapsed().as_secs_f64();
-        let cpu_used = (cpu_seconds() - cpu_before).max(0.01);
+        let cpu_used = (common::cpu_seconds() - cpu_before).max(0.01);
         assert_eq!(report.nodes[0].records_out, records);
         wall.push(records as f64 / elapsed);
         cpu.push(records as f64 / cpu_used);

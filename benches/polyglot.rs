@@ -6,6 +6,11 @@
 //! that loads the compiled code from the disk cache, each with one
 //! instantiation and `open`.
 //!
+//! Last, a windowed operator in a whole job (`weir_runtime::run_job`):
+//! per-key sums in 10 s tumbling windows with each SDK's window library
+//! (tests/guests/windows, windows-py, windows-js) over the same JSON-lines
+//! file, records per CPU-second of the whole process.
+//!
 //! Run: cargo bench --bench polyglot   (guests: bash scripts/build-guests.sh)
 //! WEIR_BENCH_COMPILE_ROUNDS (default 3) sets how many cold compiles to time.
 
@@ -119,6 +124,8 @@ fn main() {
         );
     }
 
+    windowed_jobs();
+
     let compile_rounds: usize = std::env::var("WEIR_BENCH_COMPILE_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -158,6 +165,106 @@ fn main() {
             median(cold_ready),
             median(warm_load),
             median(warm_ready)
+        );
+    }
+}
+
+/// Window operators per language, each with the configuration that makes
+/// it a per-key sum in 10 s tumbling windows, and records per run.
+const WINDOWED: [(&str, &str, &str, usize); 3] = [
+    (
+        "Rust",
+        "window_agg",
+        "config = { assigner = \"tumbling:10000\", aggregate = \"sum\", lateness = 0 }",
+        1_000_000,
+    ),
+    ("Python", "window_sum_py", "", 100_000),
+    ("JavaScript", "window_sum_js", "", 100_000),
+];
+
+/// The windowed sum as whole jobs; the same input prefix for every
+/// language (1,000 keys, 10 ms apart: each key has one record a window).
+fn windowed_jobs() {
+    const RUNS: usize = 3;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let most = WINDOWED.iter().map(|w| w.3).max().unwrap_or(0);
+    println!();
+    println!("windowed sum per key, 10 s tumbling windows, whole job (median of {RUNS} runs)");
+    println!(
+        "{:>12} {:>10} {:>14} {:>14} {:>10}",
+        "language", "records", "records/s", "records/cpu-s", "vs Rust"
+    );
+    let mut rust = None;
+    for (language, artifact, config, records) in WINDOWED {
+        let input = dir.path().join(format!("in-{records}.jsonl"));
+        if !input.exists() {
+            let text: String = (0..records.min(most))
+                .map(|i| {
+                    format!(
+                        "{{\"k\":\"k{}\",\"ts\":{},\"v\":{}}}\n",
+                        i % 1000,
+                        i * 10,
+                        i % 13
+                    )
+                })
+                .collect();
+            std::fs::write(&input, text).expect("write input");
+        }
+        let job = dir.path().join(format!("{artifact}.toml"));
+        std::fs::write(
+            &job,
+            format!(
+                r#"
+[job]
+name = "{artifact}"
+
+[[source]]
+name = "in"
+kind = "file"
+path = "{input}"
+format = "jsonl"
+key_field = "k"
+timestamp_field = "ts"
+watermark_delay_ms = 0
+
+[[operator]]
+name = "sum"
+wasm = "{wasm}"
+input = "in"
+edge = "hash"
+{config}
+
+[[sink]]
+name = "out"
+kind = "discard"
+input = "sum"
+"#,
+                input = input.display(),
+                wasm = common::guest(artifact).display(),
+            ),
+        )
+        .expect("write job");
+        let spec = weir_core::job::load(&job).expect("job parses");
+        let options = weir_runtime::RunOptions {
+            cache_dir: Some(dir.path().join("cache")),
+            ..weir_runtime::RunOptions::default()
+        };
+        weir_runtime::run_job(&spec, &options).expect("warm-up run"); // compile + cache
+        let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            let cpu_before = common::cpu_seconds();
+            let started = Instant::now();
+            weir_runtime::run_job(&spec, &options).expect("run");
+            let elapsed = started.elapsed().as_secs_f64();
+            wall.push(records as f64 / elapsed);
+            cpu.push(records as f64 / (common::cpu_seconds() - cpu_before).max(0.01));
+        }
+        let per_cpu = median(cpu);
+        let base = *rust.get_or_insert(per_cpu);
+        println!(
+            "{language:>12} {records:>10} {:>14.0} {per_cpu:>14.0} {:>9.1}x",
+            median(wall),
+            base / per_cpu
         );
     }
 }

@@ -173,3 +173,19 @@ pub fn wait_while_running(child: &mut std::process::Child, mut ready: impl FnMut
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// User and system time of this whole process so far (all threads), in
+/// seconds: the benches' "per core" figures.
+pub fn cpu_seconds() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat: utime and stime in clock ticks.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
