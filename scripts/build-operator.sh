@@ -52,6 +52,10 @@ case "$file" in
         # a dot would name a package, and quotes, backslashes and control
         # characters do not go into the generated string literal.
         module="${file%.py}"
+        [ -n "$module" ] || {
+            echo "error: $src: the file name without .py is imported as a Python module, so it cannot be empty; rename the file" >&2
+            exit 2
+        }
         case "$module" in
             *[.\'\"\\]*|*[[:cntrl:]]*)
                 echo "error: $src: the file name without .py is imported as a Python module, so it cannot contain a dot, a quote, a backslash or a control character; rename the file" >&2
@@ -76,8 +80,8 @@ case "$file" in
         [ -n "$tool" ] || missing "componentize-py" "pip install componentize-py==0.25.1"
         version="$("$tool" --version)"
         sdk="$repo/guest-sdk/python"
-        inputs=$(cd "$src_dir" && find . -maxdepth 1 -name '*.py' | sort)
-        sdk_inputs=$(cd "$sdk" && find weir -name '*.py' | sort)
+        inputs=(. -maxdepth 1 -name '*.py')
+        sdk_inputs=(weir -name '*.py')
         ;;
     *.js|*.mjs)
         command -v node >/dev/null || missing "node" "apt-get install nodejs npm"
@@ -85,18 +89,26 @@ case "$file" in
             missing "@bytecodealliance/componentize-js" "cd guest-sdk/js && npm install --no-save"
         version="componentize-js $(node -p "require('$repo/guest-sdk/js/node_modules/@bytecodealliance/componentize-js/package.json').version")"
         sdk="$repo/guest-sdk/js"
-        inputs=$(cd "$src_dir" && find . -maxdepth 1 \( -name '*.js' -o -name '*.mjs' \) | sort)
-        sdk_inputs="weir.js codec.js wire.js host.js window.js cache.js build.mjs"
+        inputs=(. -maxdepth 1 \( -name '*.js' -o -name '*.mjs' \))
+        sdk_inputs=(. -maxdepth 1 \( -name weir.js -o -name codec.js -o -name wire.js -o -name host.js
+            -o -name window.js -o -name cache.js -o -name build.mjs \))
         ;;
     *) echo "error: $src: expected a .py or .js operator (Rust operators build with cargo)" >&2; exit 2 ;;
 esac
 
 # Skip the build (tens of seconds) when nothing that goes into it changed.
+# The contents of the files `find` selects in a directory (arguments: the
+# directory, then find's), in name order; names may hold any character.
+cat_found() {
+    local dir="$1"
+    shift
+    (cd "$dir" && find "$@" -print0 | sort -z | xargs -0 -r cat --)
+}
 stamp="$out.inputs"
 digest=$( {
     echo "$version $file"
-    (cd "$src_dir" && cat $inputs)
-    (cd "$sdk" && cat $sdk_inputs)
+    cat_found "$src_dir" "${inputs[@]}"
+    cat_found "$sdk" "${sdk_inputs[@]}"
     cat "$repo"/wit/*.wit "$repo/scripts/build-operator.sh"
 } | sha256sum | cut -d' ' -f1)
 if ((!force)) && [ -f "$out" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ]; then
