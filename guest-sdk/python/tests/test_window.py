@@ -348,6 +348,21 @@ class Accumulators(unittest.TestCase):
         h.prepare_snapshot()
         self.assertEqual(values(h), {"k": "[[0,1000,1e+308]]"})
 
+    def test_a_string_with_a_lone_surrogate_fails_its_record_not_the_snapshot(self):
+        # JSON "\ud800" decodes to a str that UTF-8 cannot hold.
+        for aggregate, name in (("max", "Max"), ("text", "Text")):
+            with self.subTest(aggregate=aggregate):
+                h = harness("tumbling:1000", aggregate)
+                h.process("k", weir.Json("a"), 10)
+                with self.assertRaisesRegex(
+                        TypeError, rf"window state `windows`: the accumulator of {name} cannot be stored as JSON "
+                        r"\(UnicodeEncodeError: "):
+                    h.process("k", b'"\\ud800"', 20)
+                h.prepare_snapshot()
+                self.assertEqual(values(h), {"k": '[[0,1000,"a"]]'})
+        # The size estimate counts UTF-8 bytes.
+        self.assertEqual(harness("tumbling:1000").operator.windows._kept("\u00e9\u20ac")[1], 2 + 3 + 2)
+
     def test_numbers_strings_and_averages_are_kept_as_they_are(self):
         windows = harness("tumbling:1000").operator.windows
         for acc in (0, -7, 2.5, True, None, "text"):

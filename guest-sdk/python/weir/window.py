@@ -48,7 +48,7 @@ Aggregates: :class:`Count`, :class:`Sum`, :class:`Min`, :class:`Max`,
 :class:`Average`, or a subclass of :class:`AggregateFunction` whose
 accumulator is JSON: each accumulator ``add`` or ``merge`` returns is
 passed through JSON as it is stored (unless it is an int, a finite float, a
-bool, None or a str), so the aggregate sees what it would see after a
+bool, None or a str UTF-8 can hold), so the aggregate sees what it would see after a
 restore from the first record on (dict keys become strings, tuples lists),
 and one that JSON cannot hold fails the record that made it.
 """
@@ -327,8 +327,8 @@ class Windows:
 
     def _kept(self, acc):
         """``(acc as a restore would give it back, about what it takes in
-        the stored JSON)``. Numbers, bools, None and strings are the same
-        after the round trip, and so is Average's ``[sum, count]``; anything
+        the stored JSON)``. Numbers, bools, None and strings (that UTF-8 can
+        hold) are the same after the round trip, and so is Average's ``[sum, count]``; anything
         else goes through the state's JSON, so the aggregate never sees an
         accumulator that a restore would change, and one that JSON cannot
         hold fails here, at the record that made it, not at a snapshot."""
@@ -336,17 +336,24 @@ class Windows:
         if _number(acc) or acc is None:
             return acc, _NUMBER_BYTES
         if kind is str:
-            return acc, len(acc) + 2
+            # A lone surrogate (JSON "\ud800" decodes to one) has no UTF-8.
+            try:
+                return acc, len(acc.encode("utf-8")) + 2
+            except UnicodeEncodeError as e:
+                raise self._not_json(e) from None
         if kind is list and len(acc) == 2 and _number(acc[0]) and _number(acc[1]):
             return [acc[0], acc[1]], 2 * _NUMBER_BYTES
         try:
             data = JSON.encode(acc)
         except (TypeError, ValueError, RecursionError) as e:
-            raise TypeError(
-                f"window state `{self.name}`: the accumulator of {type(self.aggregate).__name__} "
-                f"cannot be stored as JSON ({type(e).__name__}: {e}); window state is stored as "
-                "JSON: use numbers, strings, lists and dicts with string keys") from None
+            raise self._not_json(e) from None
         return JSON.decode(data), len(data)
+
+    def _not_json(self, e):
+        return TypeError(
+            f"window state `{self.name}`: the accumulator of {type(self.aggregate).__name__} "
+            f"cannot be stored as JSON ({type(e).__name__}: {e}); window state is stored as "
+            "JSON: use numbers, strings, lists and dicts with string keys")
 
     def _acc(self, stored, window):
         slot = stored.get(window.end)
