@@ -99,7 +99,8 @@ export function session(gapMs) { return new Assigner("session", positive("gap", 
  *  JSON, and passed through it as they are stored (unless they are finite
  *  numbers, booleans, null or strings), so the aggregate sees what it would
  *  see after a restore from the first record on (a Map or Set becomes {},
- *  undefined null), and one JSON cannot hold (a BigInt) fails the record
+ *  undefined null), and one JSON cannot hold (a BigInt, NaN or ±Infinity
+ *  anywhere in it) fails the record
  *  that made it: use numbers, strings, booleans, null, arrays and plain
  *  objects. */
 export class AggregateFunction {
@@ -246,7 +247,11 @@ export class Windows {
     }
     let text;
     try {
-      text = JSON.stringify([acc]);
+      // JSON.stringify would write NaN and ±Infinity as null, silently.
+      text = JSON.stringify([acc], (_, v) => {
+        if (typeof v === "number" && !Number.isFinite(v)) throw new RangeError(`${v} is not a JSON number`);
+        return v;
+      });
     } catch (e) {
       const name = this.aggregate?.constructor?.name || "the aggregate";
       throw new TypeError(`window state "${this.name}": the accumulator of ${name} cannot be stored as JSON`
