@@ -534,7 +534,12 @@ impl DriverState<'_> {
                 }
             }
             Action::Abort { id, reason } => {
-                tracing::warn!(job = %job.name, "snapshot {id} aborted: {reason}");
+                if machine.input_ended() {
+                    // A bounded job ending between barriers: nothing wrong.
+                    tracing::info!(job = %job.name, "snapshot {id} aborted: {reason}");
+                } else {
+                    tracing::warn!(job = %job.name, "snapshot {id} aborted: {reason}");
+                }
                 self.finished_snapshot(id, 0, Some(reason));
                 deployer.abort(id);
                 if let Some(dir) = self.dirs.remove(&id) {

@@ -334,6 +334,12 @@ impl JobMachine {
         self.restarts
     }
 
+    /// Whether a task of the current attempt reached the end of its input
+    /// (no snapshot can complete any more).
+    pub fn input_ended(&self) -> bool {
+        self.input_ended
+    }
+
     /// Every rescale so far, oldest first.
     pub fn rescales(&self) -> &[(Option<String>, u32)] {
         &self.rescales
