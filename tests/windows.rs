@@ -523,49 +523,34 @@ fn killed_and_resumed_from_a_checkpoint() {
     write_input(dir.path(), &recs);
     let file = dir.path().join("job.toml");
     std::fs::write(&file, job_text(&ops, &o)).unwrap();
-    let mut cmd = weir();
-    cmd.arg("run").arg(&file);
-    let mut child = spawn(cmd);
-    // Wait for a completed checkpoint (a committed part), then kill.
-    let out = dir.path().join("out");
-    let started = std::time::Instant::now();
-    loop {
-        let parts = std::fs::read_dir(&out)
-            .map(|d| {
-                d.filter(|e| {
-                    e.as_ref()
-                        .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("part-"))
-                })
-                .count()
-            })
-            .unwrap_or(0);
-        if parts >= 2 {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job ended before it was killed"
-        );
-        assert!(started.elapsed() < LIMIT, "no checkpoint completed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the job ended before it was killed"
-    );
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let before = committed_output(dir.path()).lines().count();
-    let mut cmd = weir();
-    cmd.arg("run")
-        .arg(&file)
-        .arg("--resume")
-        .arg(dir.path().join("chk"));
-    let run = run_with_deadline(cmd, LIMIT);
-    assert!(run.status.success(), "resume failed:\n{}", stderr(&run));
+    let before = run_and_kill_after_parts(&file, dir.path(), 2, "job");
+    resume(&file, dir.path(), "job");
     let got = canonical(&committed_output(dir.path()));
     assert!(got.len() > before, "the resumed run added nothing");
     assert_same(&got, &model(&recs, &ops[0], DELAY), "resumed job");
+}
+
+/// `n` records over 7 keys as JSON lines (record `i`: event time `ts(i)`,
+/// value `v(i)`), and the per-key sums of their 10 s tumbling windows as
+/// the output lines the window-sum test operators write.
+fn ten_second_sums(
+    n: i64,
+    ts: impl Fn(i64) -> i64,
+    v: impl Fn(i64) -> i64,
+) -> (String, Vec<String>) {
+    let mut lines = String::new();
+    let mut sums: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for i in 0..n {
+        let (key, ts, v) = (format!("k{}", i % 7), ts(i), v(i));
+        lines.push_str(&json!({"k": key, "ts": ts, "v": v}).to_string());
+        lines.push('\n');
+        *sums.entry((key, ts - ts % 10_000)).or_default() += v;
+    }
+    let want = sums
+        .iter()
+        .map(|((k, start), sum)| result_line(k, *start, start + 10_000, json!(sum)))
+        .collect();
+    (lines, want)
 }
 
 /// The Python and JavaScript window libraries, built into real components
@@ -574,20 +559,8 @@ fn killed_and_resumed_from_a_checkpoint() {
 /// yet" value as +9.2e18 and found every window closed.)
 #[test]
 fn python_and_javascript_windows_sum_like_the_model() {
-    let mut lines = String::new();
-    let mut want: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    for i in 0..600i64 {
-        let key = format!("k{}", i % 7);
-        let ts = i * 97 % 60_000; // out of order, within the watermark delay
-        let v = i % 11 - 3;
-        lines.push_str(&json!({"k": key, "ts": ts, "v": v}).to_string());
-        lines.push('\n');
-        *want.entry((key, ts - ts % 10_000)).or_default() += v;
-    }
-    let want: Vec<String> = want
-        .iter()
-        .map(|((k, start), sum)| result_line(k, *start, start + 10_000, json!(sum)))
-        .collect();
+    // Out of order, within the watermark delay.
+    let (lines, want) = ten_second_sums(600, |i| i * 97 % 60_000, |i| i % 11 - 3);
     for guest_name in ["window_sum_py", "window_sum_js"] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("in.jsonl"), &lines).unwrap();
@@ -638,20 +611,8 @@ input = "sum"
 /// past a snapshot would lose those records' values here.
 #[test]
 fn python_and_javascript_windows_resume_from_a_checkpoint_with_nothing_lost() {
-    let mut lines = String::new();
-    let mut want: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    for i in 0..6_000i64 {
-        let key = format!("k{}", i % 7);
-        let ts = i * 50; // 5 minutes of event time: 30 windows per key
-        let v = i % 13 - 4;
-        lines.push_str(&json!({"k": key, "ts": ts, "v": v}).to_string());
-        lines.push('\n');
-        *want.entry((key, ts - ts % 10_000)).or_default() += v;
-    }
-    let want: Vec<String> = want
-        .iter()
-        .map(|((k, start), sum)| result_line(k, *start, start + 10_000, json!(sum)))
-        .collect();
+    // 5 minutes of event time: 30 windows per key.
+    let (lines, want) = ten_second_sums(6_000, |i| i * 50, |i| i % 13 - 4);
     for guest_name in ["window_sum_py", "window_sum_js"] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("in.jsonl"), &lines).unwrap();
@@ -693,45 +654,12 @@ exactly_once = true
         );
         let file = dir.path().join("job.toml");
         std::fs::write(&file, job).unwrap();
-        let mut cmd = weir();
-        cmd.arg("run").arg(&file);
-        let mut child = spawn(cmd);
-        // Kill once a few checkpoints have committed output.
-        let out = dir.path().join("out");
-        let started = std::time::Instant::now();
-        while committed_parts(&out) < 3 {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "{guest_name}: the job ended before it was killed"
-            );
-            assert!(
-                started.elapsed() < LIMIT,
-                "{guest_name}: no checkpoint completed"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "{guest_name}: the job ended before it was killed"
-        );
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let before = committed_output(dir.path()).lines().count();
+        let before = run_and_kill_after_parts(&file, dir.path(), 3, guest_name);
         assert!(
             before > 0,
             "{guest_name}: nothing committed before the kill"
         );
-        let mut cmd = weir();
-        cmd.arg("run")
-            .arg(&file)
-            .arg("--resume")
-            .arg(dir.path().join("chk"));
-        let run = run_with_deadline(cmd, LIMIT);
-        assert!(
-            run.status.success(),
-            "{guest_name}: resume failed:\n{}",
-            stderr(&run)
-        );
+        resume(&file, dir.path(), guest_name);
         let got = canonical(&committed_output(dir.path()));
         assert!(
             got.len() > before,
@@ -739,6 +667,47 @@ exactly_once = true
         );
         assert_same(&got, &canonical(&want.join("\n")), guest_name);
     }
+}
+
+/// Starts `weir run file`, waits until the exactly-once sink in `dir/out`
+/// has committed `parts` parts (that many completed checkpoints), SIGKILLs
+/// it, and returns how many output lines were committed by then.
+fn run_and_kill_after_parts(file: &Path, dir: &Path, parts: usize, what: &str) -> usize {
+    let mut cmd = weir();
+    cmd.arg("run").arg(file);
+    let mut child = spawn(cmd);
+    let out = dir.join("out");
+    let started = std::time::Instant::now();
+    while committed_parts(&out) < parts {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{what}: the job ended before it was killed"
+        );
+        assert!(started.elapsed() < LIMIT, "{what}: no checkpoint completed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{what}: the job ended before it was killed"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    committed_output(dir).lines().count()
+}
+
+/// Runs `file` to its end, resumed from the checkpoints in `dir/chk`.
+fn resume(file: &Path, dir: &Path, what: &str) {
+    let mut cmd = weir();
+    cmd.arg("run")
+        .arg(file)
+        .arg("--resume")
+        .arg(dir.join("chk"));
+    let run = run_with_deadline(cmd, LIMIT);
+    assert!(
+        run.status.success(),
+        "{what}: resume failed:\n{}",
+        stderr(&run)
+    );
 }
 
 fn committed_parts(out: &Path) -> usize {
