@@ -6,7 +6,14 @@ job_ms is Flink's own net runtime of the job (JobExecutionResult), which
 leaves out starting the JVM and the mini-cluster; wall_ms is the whole
 process from Python's start of the job submission.
 
+With --collect OUT it instead collects the query's final result rows
+into OUT, one JSON array per line (session time zone UTC, timestamps as
+ms since the epoch; an updating query's changelog, such as q4's, folded
+into the rows it leaves), and prints {"query", "rows", "wall_ms"}.
+benches/nexmark/compare.py uses it.
+
 Usage: flink_query.py FILE QUERY [--parallelism N] [--watermark-delay-ms MS]
+                                 [--collect OUT]
 """
 
 import argparse
@@ -153,12 +160,39 @@ QUERIES = {
 }
 
 
+def collect(env, query, select, out):
+    import pandas as pd
+
+    # Window bounds (TIMESTAMP(3)) are wall-clock times in this zone.
+    env.get_config().set("table.local-time-zone", "UTC")
+    started = time.monotonic()
+    # Arrow batches: TableResult.collect() costs a few Py4J calls per row
+    # (about 150 rows/s here). to_pandas folds a changelog into the final
+    # rows itself (+I/+U add a row, -U/-D take one out, failing if absent).
+    frame = env.sql_query(select).to_pandas()
+    columns = []
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(column):
+            # Naive timestamps are in the session zone, UTC.
+            if column.dt.tz is None:
+                column = column.dt.tz_localize("UTC")
+            column = (column - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+        columns.append(column.tolist())
+    with open(out, "w") as f:
+        for row in zip(*columns):
+            f.write(json.dumps(list(row)) + "\n")
+    wall_ms = (time.monotonic() - started) * 1000
+    print(json.dumps({"query": query, "rows": len(frame), "wall_ms": round(wall_ms)}))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("file")
     parser.add_argument("query", choices=sorted(QUERIES))
     parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument("--watermark-delay-ms", type=int, default=1000)
+    parser.add_argument("--collect", metavar="OUT", help="write the result rows to OUT")
     args = parser.parse_args()
 
     env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
@@ -171,6 +205,9 @@ def main():
     for view in VIEWS:
         env.execute_sql(view)
     columns, select = QUERIES[args.query]
+    if args.collect:
+        collect(env, args.query, select, args.collect)
+        return
     env.execute_sql(f"CREATE TABLE discard ({columns}) WITH ('connector' = 'blackhole')")
     started = time.monotonic()
     result = env.execute_sql(f"INSERT INTO discard {select}")
