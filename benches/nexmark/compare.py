@@ -33,11 +33,12 @@ Weir is run as run.py runs it (the example job with absolute paths, from
 
     python3 benches/nexmark/compare.py --weir BIN --guests DIR [--work DIR]
         [--events 200000] [--events-per-second 10000] [--disorder-ms 0]
-        [--watermark-delay-ms MS] [--input FILE]
+        [--seed 0] [--watermark-delay-ms MS] [--input FILE]
         [--parallelism 1,2] [--queries q1,q2,...]
 
 --input compares on a given event file (for example a few hand-written
-lines for an edge case) instead of generating one.
+lines for an edge case) instead of generating one; weir reads only inside
+its data roots, so a file from outside --work is linked or copied in.
 
 Flink must be installed (python3 benches/nexmark/run.py --install-flink
 installs it into .toolchains/flink); Java 17 on PATH.
@@ -46,7 +47,9 @@ installs it into .toolchains/flink); Java 17 on PATH.
 import argparse
 import json
 import math
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -172,10 +175,11 @@ def main():
     p.add_argument("--guests", required=True, help="directory of nexmark_q*.wasm")
     p.add_argument("--work", default=None, help="directory for the file, jobs and outputs")
     p.add_argument("--input", default=None,
-                   help="compare on this event file (inside --work) instead of generating one")
+                   help="compare on this event file instead of generating one (linked or copied into --work)")
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--events-per-second", type=int, default=10_000)
     p.add_argument("--disorder-ms", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the generator's seed")
     p.add_argument("--watermark-delay-ms", type=int, default=None,
                    help="both sides' watermark delay (default: max(1000, --disorder-ms))")
     p.add_argument("--parallelism", default="1,2", help="weir's, comma-separated")
@@ -193,14 +197,26 @@ def main():
     guests = Path(args.guests).resolve()
     work = Path(args.work or tempfile.mkdtemp(prefix="nexmark-compare-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    events = work / f"events-{args.events}-r{args.events_per_second}-d{args.disorder_ms}.jsonl"
+    events = work / (f"events-{args.events}-r{args.events_per_second}-d{args.disorder_ms}"
+                     f"-s{args.seed}.jsonl")
     if args.input:
         events = Path(args.input).resolve()
+        if work not in events.parents:
+            # weir reads only inside its data roots (the work dir and the
+            # guests): a file from elsewhere is linked or copied in.
+            inside = work / events.name
+            inside.unlink(missing_ok=True)
+            try:
+                os.link(events, inside)
+            except OSError:
+                shutil.copyfile(events, inside)
+            events = inside
     elif not events.exists():
         run.log(f"generating {args.events} events into {events}")
         subprocess.run([args.weir, "nexmark", "--events", str(args.events),
                         "--events-per-second", str(args.events_per_second),
-                        "--disorder-ms", str(args.disorder_ms), "--out", str(events)], check=True)
+                        "--disorder-ms", str(args.disorder_ms), "--seed", str(args.seed),
+                        "--out", str(events)], check=True)
 
     ok = True
     print(f"{events.name}, watermark delay {delay} ms")
