@@ -37,8 +37,8 @@ Weir is run as run.py runs it (the example job with absolute paths, from
         [--parallelism 1,2] [--queries q1,q2,...]
 
 --input compares on a given event file (for example a few hand-written
-lines for an edge case) instead of generating one; weir reads only inside
-its data roots, so a file from outside --work is linked or copied in.
+lines for an edge case) instead of generating one; weir gets the file's
+directory as a read-only data root.
 
 Flink must be installed (python3 benches/nexmark/run.py --install-flink
 installs it into .toolchains/flink); Java 17 on PATH.
@@ -47,9 +47,7 @@ installs it into .toolchains/flink); Java 17 on PATH.
 import argparse
 import json
 import math
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -152,7 +150,7 @@ def run_weir_job(weir, q, events, work, guests, delay_ms, parallelism):
     text = re.sub(r"watermark_delay_ms = \d+", f"watermark_delay_ms = {delay_ms}", text)
     text = text.replace('kind = "discard"\n', f'kind = "file"\npath = "{out}"\n')
     job.write_text(text)
-    run.run_weir(weir, job, parallelism, work, guests)
+    run.run_weir(weir, job, parallelism, work, guests, events)
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -175,7 +173,7 @@ def main():
     p.add_argument("--guests", required=True, help="directory of nexmark_q*.wasm")
     p.add_argument("--work", default=None, help="directory for the file, jobs and outputs")
     p.add_argument("--input", default=None,
-                   help="compare on this event file instead of generating one (linked or copied into --work)")
+                   help="compare on this event file instead of generating one")
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--events-per-second", type=int, default=10_000)
     p.add_argument("--disorder-ms", type=int, default=0)
@@ -201,16 +199,6 @@ def main():
                      f"-s{args.seed}.jsonl")
     if args.input:
         events = Path(args.input).resolve()
-        if work not in events.parents:
-            # weir reads only inside its data roots (the work dir and the
-            # guests): a file from elsewhere is linked or copied in.
-            inside = work / events.name
-            inside.unlink(missing_ok=True)
-            try:
-                os.link(events, inside)
-            except OSError:
-                shutil.copyfile(events, inside)
-            events = inside
     elif not events.exists():
         run.log(f"generating {args.events} events into {events}")
         subprocess.run([args.weir, "nexmark", "--events", str(args.events),

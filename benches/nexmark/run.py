@@ -103,9 +103,12 @@ def weir_job(q, events_file, work, guests):
     return path
 
 
-def run_weir(weir, job, parallelism, work, guests):
+def run_weir(weir, job, parallelism, work, guests, events_file):
+    """Runs `job` with the guests, the work dir and the events file's
+    directory as weir's read roots (it reads nothing outside them)."""
     cmd = [weir, "run", str(job), "--parallelism", str(parallelism),
-           "--read-root", str(guests), "--read-root", str(work)]
+           "--read-root", str(guests), "--read-root", str(work),
+           "--read-root", str(Path(events_file).resolve().parent)]
     started = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     wall = time.monotonic() - started
@@ -172,14 +175,14 @@ def main():
         job = weir_job(q, events_file, work, guests)
         # One untimed run compiles the component into weir's cache (and
         # warms the page cache for both sides).
-        run_weir(weir, job, 1, work, guests)
+        run_weir(weir, job, 1, work, guests, events_file)
         w1, w2, fl = [], [], []
         for i in range(args.runs):
-            w1.append(run_weir(weir, job, 1, work, guests))
+            w1.append(run_weir(weir, job, 1, work, guests, events_file))
             if flink:
                 fl.append(run_flink(q, events_file, 1000))
             if not args.no_p2:
-                w2.append(run_weir(weir, job, 2, work, guests))
+                w2.append(run_weir(weir, job, 2, work, guests, events_file))
             log(f"{q} run {i + 1}: weir p1 {w1[-1]:.2f} s"
                 + (f", flink {fl[-1]:.2f} s" if fl else "")
                 + (f", weir p2 {w2[-1]:.2f} s" if w2 else ""))
