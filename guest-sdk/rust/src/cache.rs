@@ -14,6 +14,11 @@
 //! (direct-mapped, about one in seven of 10,000 live keys shares a slot of
 //! 65,536 with another, and such keys missed on every record; see [`WAYS`]
 //! for why four).
+//! A lookup reads a small index of 16-bit tags first, and then only the
+//! slot whose tag matches; for a write-back cache the runtime also
+//! prefetches the slots of the next keys of a batch
+//! ([`StateCache::prefetch`]), since with thousands of live keys a lookup
+//! otherwise waits on memory.
 //! A miss just asks the host. A default cache starts small and doubles (up
 //! to [`GROWN_SLOTS_MAX`]) while keys keep evicting each other, so an
 //! operator with many live keys is not left asking the host for each.
@@ -22,13 +27,14 @@
 //! a change only marks the key's slot, and the value is encoded and written
 //! once, when the slot is evicted or when the host is about to take a
 //! snapshot (the runtime flushes every write-back cache in
-//! `prepare-snapshot`, see [`Flush`]; under a host that does not call it,
+//! `prepare-snapshot`, see [`WriteBack`]; under a host that does not call it,
 //! at the end of every call). A hot key then costs one state write per
 //! checkpoint instead of one per record, a window opened and fired between
 //! two checkpoints none, and the host still holds every change whenever it
 //! takes a snapshot.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::rc::Rc;
 
 use crate::context::OpenContext;
@@ -51,8 +57,10 @@ struct Slot<T> {
 pub struct StateCache<T> {
     /// Sets of [`WAYS`]: slots `WAYS * s .. WAYS * (s + 1)` form set `s`.
     slots: Vec<Option<Slot<T>>>,
-    /// Per set, its ways ranked by recency (see [`used`]).
-    recent: Vec<u8>,
+    /// Per set, which key each way holds and their recency: a lookup
+    /// reads this small array first and then only the slot that may hold
+    /// its key, not every way's.
+    sets: Vec<SetIndex>,
     /// Slots taken over by another key since the last growth.
     evictions: usize,
     /// The size doubling stops at (the size itself: never grows).
@@ -68,15 +76,20 @@ pub struct StateCache<T> {
     writes: ValueWrites,
 }
 
-/// What the runtime calls before the host snapshots (or, under a host
-/// that does not say it calls `prepare-snapshot`, at the end of every
-/// call): writes what a write-back cache holds back to the host.
-pub(crate) trait Flush {
+/// What the runtime does with the write-back caches an operator declared.
+pub(crate) trait WriteBack {
+    /// Before the host snapshots (or, under a host that does not say it
+    /// calls `prepare-snapshot`, at the end of every call): writes what
+    /// the cache holds back to the host.
     fn flush(&mut self, host: &mut dyn Host);
+
+    /// A few records before `keys` are handled: starts loading their
+    /// slots into the CPU cache (see [`StateCache::prefetch`]).
+    fn prefetch(&self, keys: &[&[u8]]);
 }
 
-/// The write-back caches of one operator instance, flushed by the runtime.
-pub(crate) type Flushers = Vec<Rc<RefCell<dyn Flush>>>;
+/// The write-back caches of one operator instance, driven by the runtime.
+pub(crate) type WriteBacks = Vec<Rc<RefCell<dyn WriteBack>>>;
 
 impl<T> Default for StateCache<T> {
     fn default() -> Self {
@@ -93,7 +106,7 @@ impl<T> StateCache<T> {
         let slots = slots.max(WAYS).next_power_of_two();
         StateCache {
             slots: (0..slots).map(|_| None).collect(),
-            recent: vec![FRESH_RANKS; slots / WAYS],
+            sets: vec![SetIndex::FRESH; slots / WAYS],
             evictions: 0,
             slots_max: slots,
             write_back: None,
@@ -108,45 +121,98 @@ impl<T> StateCache<T> {
         self.slots.len()
     }
 
-    /// The key's set (FNV-1a: keys are mostly short ids).
-    fn set_of(&self, key: &[u8]) -> usize {
+    /// The key's set, and its tag there.
+    fn place_of(&self, key: &[u8]) -> (usize, u16) {
+        // FNV-1a: keys are mostly short ids.
         let mut h: u32 = 0x811c_9dc5;
         for &b in key {
             h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
         }
-        // Sets are a power of two: a mask, where `%` is a division.
-        (h as usize ^ (h as usize >> 16)) & (self.recent.len() - 1)
+        // Sets are a power of two: a mask, where `%` is a division. Keys
+        // of one set share the set's bits of `h ^ h >> 16`, not `h >> 16`:
+        // that tells them apart.
+        let set = (h as usize ^ (h as usize >> 16)) & (self.sets.len() - 1);
+        (set, tag_of(h))
     }
 
     /// `Ok(slot)` holding `key`, else `Err(slot)` for it: an empty way of
     /// its set, or the one used least recently. Either way the slot counts
     /// as used now.
     fn find(&mut self, key: &[u8]) -> std::result::Result<usize, usize> {
-        let set = self.set_of(key);
+        let (set, tag) = self.place_of(key);
         let base = WAYS * set;
+        let index = self.sets[set];
         let mut found = None;
-        for way in 0..WAYS {
-            match &self.slots[base + way] {
-                Some(slot) if slot.key.is(key) => {
-                    found = Some(Ok(way));
-                    break;
-                }
-                Some(_) => {}
-                // Ways fill in order and are never emptied, so the key is
-                // in none of the later ways either.
-                None => {
-                    found = Some(Err(way));
-                    break;
-                }
+        for (way, &held) in index.tags.iter().enumerate() {
+            if held == tag
+                && let Some(slot) = &self.slots[base + way]
+                && slot.key.is(key)
+            {
+                found = Some(Ok(way));
+                break;
+            }
+            // Ways fill in order and are never emptied, so the key is in
+            // none of the later ways either.
+            if held == EMPTY {
+                found = Some(Err(way));
+                break;
             }
         }
-        let ranks = self.recent[set];
-        let found = found.unwrap_or_else(|| Err(least_recent(ranks)));
+        let found = found.unwrap_or_else(|| Err(least_recent(index.ranks)));
         let (Ok(way) | Err(way)) = found;
-        self.recent[set] = used(ranks, way);
+        self.sets[set].ranks = used(index.ranks, way);
         found.map(|w| base + w).map_err(|w| base + w)
     }
+
+    /// Records that slot `at` holds `key` now.
+    fn tag(&mut self, at: usize, key: &[u8]) {
+        let (set, tag) = self.place_of(key);
+        debug_assert_eq!(set, at / WAYS, "a slot of another set");
+        self.sets[at / WAYS].tags[at % WAYS] = tag;
+    }
+
+    /// Reads the slots that hold `keys` (one byte of each CPU cache line
+    /// of each), so that their lookups a few records later find them in the
+    /// CPU cache. With more live keys than that cache holds (10,000 windows
+    /// of a window operator), a lookup otherwise waits on memory: the load
+    /// that missed was most of its time. Wasm has no prefetch instruction;
+    /// a read whose value is dropped is one, but it holds up the CPU once
+    /// its reorder window is full. So this is a tight loop over many keys:
+    /// their reads are in flight together. A key the cache does not hold
+    /// reads nothing (its lookup asks the host).
+    pub(crate) fn prefetch(&self, keys: &[&[u8]]) {
+        let mut places = [(0usize, EMPTY); PREFETCH_KEYS_MAX];
+        let n = keys.len().min(PREFETCH_KEYS_MAX);
+        for (place, key) in places.iter_mut().zip(&keys[..n]) {
+            *place = self.place_of(key);
+        }
+        let slot_bytes = std::mem::size_of::<Option<Slot<T>>>();
+        let start = self.slots.as_ptr().cast::<MaybeUninit<u8>>();
+        for &(set, tag) in &places[..n] {
+            let Some(way) = self.sets[set].tags.iter().position(|&held| held == tag) else {
+                continue;
+            };
+            let first = (WAYS * set + way) * slot_bytes;
+            let last = first + slot_bytes - 1;
+            let mut offset = first;
+            while offset < last {
+                // SAFETY: `offset` is a byte of slot `WAYS * set + way`,
+                // which exists (`set` is in range), read as `MaybeUninit`
+                // since it may be padding. Volatile, so it is not dropped.
+                unsafe { std::ptr::read_volatile(start.add(offset)) };
+                offset += CACHE_LINE;
+            }
+            // SAFETY: as above; the slot's last line.
+            unsafe { std::ptr::read_volatile(start.add(last)) };
+        }
+    }
 }
+
+/// At most this many keys are prefetched in one call.
+pub(crate) const PREFETCH_KEYS_MAX: usize = 16;
+
+/// Bytes per CPU cache line on the machines weir runs on (x86-64, arm64).
+const CACHE_LINE: usize = 64;
 
 /// Ways per set. Four rather than two: with 10,000 live keys in 65,536
 /// slots, two-way sets left about 4% of the keys three to a set, and keys
@@ -154,6 +220,30 @@ impl<T> StateCache<T> {
 /// least-recently-used replacement evicts exactly the key needed next;
 /// four-way sets leave about 0.3% five to a set.
 const WAYS: usize = 4;
+
+/// One set's tags and recency ranks.
+#[derive(Clone, Copy)]
+struct SetIndex {
+    /// Each way's key's tag ([`tag_of`]); [`EMPTY`] for an empty way.
+    tags: [u16; WAYS],
+    ranks: u8,
+}
+
+impl SetIndex {
+    const FRESH: SetIndex = SetIndex {
+        tags: [EMPTY; WAYS],
+        ranks: FRESH_RANKS,
+    };
+}
+
+/// The tag of no key.
+const EMPTY: u16 = 0;
+
+/// Sixteen bits of a key's hash, never [`EMPTY`]: a way whose tag differs
+/// does not hold the key, so its slot is not read.
+fn tag_of(hash: u32) -> u16 {
+    ((hash >> 16) as u16).max(1)
+}
 
 /// A set's ways ranked by recency, two bits per way (way `w` at bits
 /// `2w..2w+2`): 0 is the most recent, 3 the least. Starts as ways 0..4
@@ -270,19 +360,23 @@ fn same_short(a: &[u8], b: &[u8]) -> bool {
 
 impl<T: Data + 'static> StateCache<T> {
     /// A growing cache in front of `state` that holds writes back until
-    /// the runtime flushes it (see [`Flush`]); registered with `ctx` for
+    /// the runtime flushes it (see [`WriteBack`]); registered with `ctx` for
     /// that. Only the SDK's own code uses it: nothing may read `state`
     /// around the cache.
     pub(crate) fn write_back(ctx: &mut OpenContext, state: &ValueState<T>) -> Rc<RefCell<Self>> {
         let mut cache = StateCache::default();
         cache.write_back = Some(state.index());
         let cache = Rc::new(RefCell::new(cache));
-        ctx.flushers.push(cache.clone());
+        ctx.write_backs.push(cache.clone());
         cache
     }
 }
 
-impl<T: Data> Flush for StateCache<T> {
+impl<T: Data> WriteBack for StateCache<T> {
+    fn prefetch(&self, keys: &[&[u8]]) {
+        StateCache::prefetch(self, keys);
+    }
+
     fn flush(&mut self, host: &mut dyn Host) {
         let Some(state) = self.write_back else {
             return;
@@ -429,7 +523,8 @@ impl<T: Data> StateCache<T> {
                 // A slot taken by another key keeps its buffer: a miss
                 // allocates nothing for a short key, nor for a long one
                 // once the slot has held one.
-                if !slot.key.is(key) {
+                let replaced = !slot.key.is(key);
+                if replaced {
                     if slot.dirty
                         && let Some(state) = self.write_back
                     {
@@ -439,6 +534,9 @@ impl<T: Data> StateCache<T> {
                     self.evictions += 1;
                 }
                 slot.value = value;
+                if replaced {
+                    self.tag(at, key);
+                }
                 // Evictions for half the slots: the live keys do not fit.
                 // Doubling costs one pass over the slots, which those
                 // evictions (each a host write and a host read) outweigh.
@@ -454,6 +552,7 @@ impl<T: Data> StateCache<T> {
                     value,
                     dirty: false,
                 });
+                self.tag(at, key);
             }
         }
         at
@@ -465,14 +564,15 @@ impl<T: Data> StateCache<T> {
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).min(self.slots_max);
         let old = std::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
-        self.recent = vec![FRESH_RANKS; size / WAYS];
+        self.sets = vec![SetIndex::FRESH; size / WAYS];
         self.dirty.clear();
         for slot in old.into_iter().flatten() {
             let (Ok(at) | Err(at)) = self.find(slot.key.bytes());
-            debug_assert!(self.slots[at].is_none(), "three keys in one grown set");
+            debug_assert!(self.slots[at].is_none(), "five keys in one grown set");
             if slot.dirty {
                 self.dirty.push(at);
             }
+            self.tag(at, slot.key.bytes());
             self.slots[at] = Some(slot);
         }
         self.evictions = 0;
@@ -643,6 +743,7 @@ mod tests {
                 value: None,
                 dirty: false,
             });
+            cache.tag(at, key);
             at
         };
         let keys: [&[u8]; WAYS] = [b"a", b"b", b"c", b"d"];
@@ -657,6 +758,65 @@ mod tests {
         // Then "b" is the least recent: touching it leaves "c" to go.
         assert_eq!(cache.find(b"b"), Ok(at[1]));
         assert_eq!(cache.find(b"f"), Err(at[2]));
+    }
+
+    /// Keys whose tags are equal are still told apart by their bytes.
+    #[test]
+    fn keys_of_one_set_with_equal_tags_are_found_apart() {
+        let mut cache = StateCache::<u64>::with_slots(WAYS); // one set
+        let keys: [Vec<u8>; 2] = (0u32..)
+            .map(|i| format!("k{i}").into_bytes())
+            .scan(std::collections::HashMap::new(), |seen, key| {
+                let tag = cache.place_of(&key).1;
+                Some(seen.insert(tag, key.clone()).map(|other| [other, key]))
+            })
+            .flatten()
+            .next()
+            .expect("two keys with one tag");
+        assert_eq!(cache.place_of(&keys[0]), cache.place_of(&keys[1]));
+        let mut at = Vec::new();
+        for key in &keys {
+            let Err(slot) = cache.find(key) else {
+                panic!("{key:?} cached already");
+            };
+            cache.slots[slot] = Some(Slot {
+                key: SlotKey::new(key),
+                value: None,
+                dirty: false,
+            });
+            cache.tag(slot, key);
+            at.push(slot);
+        }
+        assert_ne!(at[0], at[1]);
+        for _ in 0..2 {
+            assert_eq!(cache.find(&keys[0]), Ok(at[0]));
+            assert_eq!(cache.find(&keys[1]), Ok(at[1]));
+        }
+    }
+
+    /// Prefetching reads only within the slots: keys held or not, in the
+    /// last set, long keys, and more keys than one call takes.
+    #[test]
+    fn prefetch_takes_any_keys() {
+        let mut cache = StateCache::<Vec<u8>>::with_slots(64);
+        let keys: Vec<Vec<u8>> = (0..200u32)
+            .map(|i| format!("key-{i}-{}", "x".repeat(i as usize % 40)).into_bytes())
+            .collect();
+        for key in keys.iter().step_by(3) {
+            let (Ok(at) | Err(at)) = cache.find(key);
+            cache.slots[at] = Some(Slot {
+                key: SlotKey::new(key),
+                value: Some(key.clone()),
+                dirty: false,
+            });
+            cache.tag(at, key);
+        }
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        for chunk in refs.chunks(PREFETCH_KEYS_MAX + 5) {
+            cache.prefetch(chunk);
+        }
+        cache.prefetch(&[]);
+        cache.prefetch(&[b""]);
     }
 
     #[test]
@@ -703,6 +863,7 @@ mod tests {
                             })
                         }
                     }
+                    cache.tag(at, key);
                     if cache.evictions >= cache.slots.len() / 2
                         && cache.slots.len() < cache.slots_max
                     {
@@ -733,6 +894,7 @@ mod tests {
                 value: Some(value.clone()),
                 dirty: true,
             });
+            cache.tag(at, key);
             cache.dirty.push(at);
         }
         let mut host = crate::testing::MemoryHost::default();

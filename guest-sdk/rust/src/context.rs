@@ -39,8 +39,8 @@ pub struct OperatorInfo {
 pub struct OpenContext {
     pub(crate) info: OperatorInfo,
     pub(crate) states: Vec<StateDescriptor>,
-    /// Write-back caches the runtime flushes after every call.
-    pub(crate) flushers: crate::cache::Flushers,
+    /// Write-back caches: the runtime flushes them and prefetches for them.
+    pub(crate) write_backs: crate::cache::WriteBacks,
 }
 
 impl OpenContext {

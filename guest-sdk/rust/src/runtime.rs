@@ -2,7 +2,7 @@
 //! exports (`wasm`) and the native test harness, so tests run the very code
 //! the host will.
 
-use crate::cache::Flushers;
+use crate::cache::WriteBacks;
 use crate::codec::Decode;
 use crate::context::{Context, OpenContext, OperatorInfo, Record, Timer};
 use crate::host::{Host, TimerBuffer};
@@ -20,7 +20,7 @@ pub(crate) const PREPARE_SNAPSHOT_CONFIG: &str = "weir.prepare_snapshot";
 /// two calls).
 pub(crate) struct Instance<O> {
     pub(crate) op: O,
-    flushers: Flushers,
+    write_backs: WriteBacks,
     /// The host calls `prepare-snapshot` before every snapshot: write-back
     /// state may stay in guest memory across calls until then.
     hold_back: bool,
@@ -34,7 +34,7 @@ pub(crate) fn open<O: Operator>(
     let mut ctx = OpenContext {
         info,
         states: Vec::new(),
-        flushers: Vec::new(),
+        write_backs: Vec::new(),
     };
     let op = O::open(&mut ctx)?;
     let hold_back = ctx
@@ -44,7 +44,7 @@ pub(crate) fn open<O: Operator>(
         .any(|(k, v)| k == PREPARE_SNAPSHOT_CONFIG && v == "1");
     let instance = Instance {
         op,
-        flushers: ctx.flushers,
+        write_backs: ctx.write_backs,
         hold_back,
         timers: TimerBatch::new(),
     };
@@ -57,12 +57,12 @@ impl<O: Operator> Instance<O> {
     fn call<T>(
         &mut self,
         host: &mut dyn Host,
-        run: impl FnOnce(&mut O, &mut dyn Host) -> Result<T, Error>,
+        run: impl FnOnce(&mut O, &mut dyn Host, &WriteBacks) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut host = TimerBuffer::new(host, &mut self.timers);
-        let out = run(&mut self.op, &mut host)?;
+        let out = run(&mut self.op, &mut host, &self.write_backs)?;
         if !self.hold_back {
-            flush(&self.flushers, &mut host);
+            flush(&self.write_backs, &mut host);
         }
         host.flush();
         Ok(out)
@@ -70,7 +70,7 @@ impl<O: Operator> Instance<O> {
 
     /// The host is about to snapshot: hands it everything held back.
     pub(crate) fn prepare_snapshot(&mut self, host: &mut dyn Host) {
-        flush(&self.flushers, host);
+        flush(&self.write_backs, host);
     }
 
     /// Decodes `batch`, calls `process` per record, returns the encoded
@@ -81,7 +81,10 @@ impl<O: Operator> Instance<O> {
         input: u32,
         batch: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        self.call(host, |op, host| process(op, host, input, batch))
+        self.call(host, |op, host, caches| {
+            let ahead = Prefetch::new(caches, batch, record_key);
+            process(op, host, input, batch, ahead)
+        })
     }
 
     /// Decodes fired timers, calls `on_timer` per timer, returns the
@@ -91,12 +94,15 @@ impl<O: Operator> Instance<O> {
         host: &mut dyn Host,
         timers: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        self.call(host, |op, host| on_timers(op, host, timers))
+        self.call(host, |op, host, caches| {
+            let ahead = Prefetch::new(caches, timers, timer_key);
+            on_timers(op, host, timers, ahead)
+        })
     }
 }
 
-fn flush(flushers: &Flushers, host: &mut dyn Host) {
-    for cache in flushers {
+fn flush(write_backs: &WriteBacks, host: &mut dyn Host) {
+    for cache in write_backs {
         cache.borrow_mut().flush(host);
     }
 }
@@ -106,12 +112,14 @@ fn process<O: Operator>(
     host: &mut dyn Host,
     input: u32,
     batch: &[u8],
+    mut ahead: Prefetch<'_>,
 ) -> Result<Vec<u8>, Error> {
     let mut reader = Reader::new(batch);
     let count = reader.u32()?;
     let mut out = Writer::with_capacity(batch.len());
     let mut watermark = None;
     for index in 0..count {
+        ahead.next();
         let timestamp = reader.timestamp()?;
         let key_bytes = reader.bytes()?;
         let value_bytes = reader.bytes()?;
@@ -143,12 +151,14 @@ fn on_timers<O: Operator>(
     op: &mut O,
     host: &mut dyn Host,
     timers: &[u8],
+    mut ahead: Prefetch<'_>,
 ) -> Result<Vec<u8>, Error> {
     let mut reader = Reader::new(timers);
     let count = reader.u32()?;
     let mut out = Writer::new();
     let mut watermark = None;
     for _ in 0..count {
+        ahead.next();
         let timestamp = reader.i64()?;
         let domain = reader.domain()?;
         let key_bytes = reader.bytes()?;
@@ -170,6 +180,100 @@ fn on_timers<O: Operator>(
         )?;
     }
     Ok(out.finish())
+}
+
+/// Has each write-back cache prefetch the keys of a batch
+/// ([`crate::cache::StateCache::prefetch`]) [`PREFETCH_GROUP`] at a time,
+/// a group ahead of the record loop. A group at a time, because a read
+/// stalls the CPU once its reorder window is full: reads for many keys
+/// issued together wait on memory together, where one key's read per
+/// record would wait alone, as the lookup it saves does. Does nothing for
+/// an operator without write-back caches; a malformed batch just ends it
+/// (the record loop reports the error).
+pub(crate) struct Prefetch<'a> {
+    caches: &'a WriteBacks,
+    reader: Reader<'a>,
+    /// Records whose keys are not prefetched yet.
+    left: u32,
+    /// Records the loop may handle before the next group is prefetched.
+    until_next: usize,
+    key_of: fn(&mut Reader<'a>) -> Result<&'a [u8], Error>,
+}
+
+/// Keys prefetched together: their reads fill most of a core's
+/// outstanding-miss slots, and two groups' cache lines fit its L1 cache.
+const PREFETCH_GROUP: usize = crate::cache::PREFETCH_KEYS_MAX;
+
+impl<'a> Prefetch<'a> {
+    fn new(
+        caches: &'a WriteBacks,
+        batch: &'a [u8],
+        key_of: fn(&mut Reader<'a>) -> Result<&'a [u8], Error>,
+    ) -> Self {
+        let mut reader = Reader::new(batch);
+        let left = match caches.is_empty() {
+            true => 0,
+            false => reader.u32().unwrap_or(0),
+        };
+        let mut ahead = Prefetch {
+            caches,
+            reader,
+            left,
+            until_next: 0,
+            key_of,
+        };
+        ahead.group();
+        ahead
+    }
+
+    /// Called once per record handled.
+    #[inline]
+    fn next(&mut self) {
+        if self.until_next == 0 {
+            self.group();
+        }
+        self.until_next = self.until_next.saturating_sub(1);
+    }
+
+    /// Prefetches the next group's keys.
+    fn group(&mut self) {
+        self.until_next = PREFETCH_GROUP;
+        let mut keys: [&[u8]; PREFETCH_GROUP] = [&[]; PREFETCH_GROUP];
+        let mut n = 0;
+        while n < PREFETCH_GROUP && self.left > 0 {
+            self.left -= 1;
+            let Ok(key) = (self.key_of)(&mut self.reader) else {
+                self.left = 0;
+                break;
+            };
+            keys[n] = key;
+            n += 1;
+        }
+        if n == 0 {
+            return;
+        }
+        for cache in self.caches {
+            // Borrowed only while a record is handled, never between.
+            if let Ok(cache) = cache.try_borrow() {
+                cache.prefetch(&keys[..n]);
+            }
+        }
+    }
+}
+
+/// A record's key, skipping the rest of it.
+fn record_key<'a>(reader: &mut Reader<'a>) -> Result<&'a [u8], Error> {
+    reader.timestamp()?;
+    let key = reader.bytes()?;
+    reader.bytes()?;
+    Ok(key)
+}
+
+/// A fired timer's key, skipping the rest of it.
+fn timer_key<'a>(reader: &mut Reader<'a>) -> Result<&'a [u8], Error> {
+    reader.i64()?;
+    reader.u8()?;
+    reader.bytes()
 }
 
 /// Entry points behind [`crate::export_operator!`]: one operator instance per
