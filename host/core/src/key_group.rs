@@ -40,6 +40,12 @@ impl KeyGroupRange {
         (self.start..self.end).contains(&key_group)
     }
 
+    /// Whether the range holds every key group there is: its subtask owns
+    /// every key, which then need not be hashed to check.
+    pub fn covers_all(&self, max_parallelism: u32) -> bool {
+        self.start == 0 && self.end >= max_parallelism
+    }
+
     pub fn as_range(&self) -> Range<u32> {
         self.start..self.end
     }
@@ -48,6 +54,14 @@ impl KeyGroupRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_lone_subtask_covers_all_key_groups() {
+        assert!(KeyGroupRange::for_subtask(0, 1, 128).covers_all(128));
+        for subtask in 0..3 {
+            assert!(!KeyGroupRange::for_subtask(subtask, 3, 128).covers_all(128));
+        }
+    }
 
     #[test]
     fn ranges_partition_all_key_groups_consistently_with_routing() {
