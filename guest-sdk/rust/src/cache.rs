@@ -83,8 +83,8 @@ pub(crate) trait WriteBack {
     /// the cache holds back to the host.
     fn flush(&mut self, host: &mut dyn Host);
 
-    /// A few records before `keys` are handled: starts loading their
-    /// slots into the CPU cache (see [`StateCache::prefetch`]).
+    /// Just before `keys` are handled: loads their slots into the CPU
+    /// cache (see [`StateCache::prefetch`]).
     fn prefetch(&self, keys: &[&[u8]]);
 }
 
@@ -172,7 +172,7 @@ impl<T> StateCache<T> {
     }
 
     /// Reads the slots that hold `keys` (one byte of each CPU cache line
-    /// of each), so that their lookups a few records later find them in the
+    /// of each), so that their lookups in the next records find them in the
     /// CPU cache. With more live keys than that cache holds (10,000 windows
     /// of a window operator), a lookup otherwise waits on memory: the load
     /// that missed was most of its time. Wasm has no prefetch instruction;

@@ -184,12 +184,14 @@ fn on_timers<O: Operator>(
 
 /// Has each write-back cache prefetch the keys of a batch
 /// ([`crate::cache::StateCache::prefetch`]) [`PREFETCH_GROUP`] at a time,
-/// a group ahead of the record loop. A group at a time, because a read
-/// stalls the CPU once its reorder window is full: reads for many keys
-/// issued together wait on memory together, where one key's read per
-/// record would wait alone, as the lookup it saves does. Does nothing for
-/// an operator without write-back caches; a malformed batch just ends it
-/// (the record loop reports the error).
+/// as the record loop reaches each group. A group at a time, because a
+/// read stalls the CPU once its reorder window is full: reads for many
+/// keys issued together wait on memory together, where one key's read per
+/// record would wait alone, as the lookup it saves does. (Issuing them
+/// further ahead would not help: without a real prefetch instruction in
+/// Wasm, a read holds the CPU up until it arrives either way.) Does
+/// nothing for an operator without write-back caches; a malformed batch
+/// just ends it (the record loop reports the error).
 pub(crate) struct Prefetch<'a> {
     caches: &'a WriteBacks,
     reader: Reader<'a>,
@@ -201,7 +203,7 @@ pub(crate) struct Prefetch<'a> {
 }
 
 /// Keys prefetched together: their reads fill most of a core's
-/// outstanding-miss slots, and two groups' cache lines fit its L1 cache.
+/// outstanding-miss slots, and a group's cache lines fit its L1 cache.
 const PREFETCH_GROUP: usize = crate::cache::PREFETCH_KEYS_MAX;
 
 impl<'a> Prefetch<'a> {
