@@ -164,6 +164,17 @@ impl<T> StateCache<T> {
         found.map(|w| base + w).map_err(|w| base + w)
     }
 
+    /// Puts `key` and its value in slot `at` (from [`Self::find`]) as a
+    /// new entry, tag included, whatever the slot held.
+    fn occupy(&mut self, at: usize, key: &[u8], value: Option<T>, dirty: bool) {
+        self.slots[at] = Some(Slot {
+            key: SlotKey::new(key),
+            value,
+            dirty,
+        });
+        self.tag(at, key);
+    }
+
     /// Records that slot `at` holds `key` now.
     fn tag(&mut self, at: usize, key: &[u8]) {
         let (set, tag) = self.place_of(key);
@@ -546,14 +557,7 @@ impl<T: Data> StateCache<T> {
                     return at;
                 }
             }
-            slot => {
-                *slot = Some(Slot {
-                    key: SlotKey::new(key),
-                    value,
-                    dirty: false,
-                });
-                self.tag(at, key);
-            }
+            None => self.occupy(at, key, value, false),
         }
         at
     }
@@ -738,12 +742,7 @@ mod tests {
             let Err(at) = cache.find(key) else {
                 panic!("{key:?} cached already");
             };
-            cache.slots[at] = Some(Slot {
-                key: SlotKey::new(key),
-                value: None,
-                dirty: false,
-            });
-            cache.tag(at, key);
+            cache.occupy(at, key, None, false);
             at
         };
         let keys: [&[u8]; WAYS] = [b"a", b"b", b"c", b"d"];
@@ -779,12 +778,7 @@ mod tests {
             let Err(slot) = cache.find(key) else {
                 panic!("{key:?} cached already");
             };
-            cache.slots[slot] = Some(Slot {
-                key: SlotKey::new(key),
-                value: None,
-                dirty: false,
-            });
-            cache.tag(slot, key);
+            cache.occupy(slot, key, None, false);
             at.push(slot);
         }
         assert_ne!(at[0], at[1]);
@@ -804,12 +798,7 @@ mod tests {
             .collect();
         for key in keys.iter().step_by(3) {
             let (Ok(at) | Err(at)) = cache.find(key);
-            cache.slots[at] = Some(Slot {
-                key: SlotKey::new(key),
-                value: Some(key.clone()),
-                dirty: false,
-            });
-            cache.tag(at, key);
+            cache.occupy(at, key, Some(key.clone()), false);
         }
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         for chunk in refs.chunks(PREFETCH_KEYS_MAX + 5) {
@@ -850,20 +839,10 @@ mod tests {
                 for _ in 0..2 {
                     let Err(at) = cache.find(key) else { continue };
                     misses[usize::from(round >= 100)] += 1;
-                    match &mut cache.slots[at] {
-                        Some(slot) => {
-                            slot.key.set(key);
-                            cache.evictions += 1;
-                        }
-                        slot => {
-                            *slot = Some(Slot {
-                                key: SlotKey::new(key),
-                                value: None,
-                                dirty: false,
-                            })
-                        }
+                    if cache.slots[at].is_some() {
+                        cache.evictions += 1;
                     }
-                    cache.tag(at, key);
+                    cache.occupy(at, key, None, false);
                     if cache.evictions >= cache.slots.len() / 2
                         && cache.slots.len() < cache.slots_max
                     {
@@ -889,12 +868,7 @@ mod tests {
             let Err(at) = cache.find(key) else {
                 panic!("{key:?} cached already");
             };
-            cache.slots[at] = Some(Slot {
-                key: SlotKey::new(key),
-                value: Some(value.clone()),
-                dirty: true,
-            });
-            cache.tag(at, key);
+            cache.occupy(at, key, Some(value.clone()), true);
             cache.dirty.push(at);
         }
         let mut host = crate::testing::MemoryHost::default();
