@@ -123,7 +123,7 @@ impl Keys {
 
 /// `keys` sorted largest first. Inline keys are sorted as their order
 /// words, worked out once per key rather than in every comparison (the
-/// sort was about a fifth of a window operator's timer work).
+/// sort was about a fifth of a window operator's timer work), and by radix.
 fn sorted_backwards(mut keys: Vec<TimerKey>) -> Vec<TimerKey> {
     let words: Option<Vec<(u64, u64, u64, u8)>> = keys
         .iter()
@@ -140,7 +140,10 @@ fn sorted_backwards(mut keys: Vec<TimerKey>) -> Vec<TimerKey> {
         return keys;
     };
     drop(keys);
-    words.sort_unstable_by(|a, b| b.cmp(a));
+    // A radix sort: passes only over the bytes in which the keys differ
+    // (the digits of `key-1234`), where a comparison sort took a dozen
+    // tuple comparisons per key. Complements give largest first.
+    radsort::sort_by_key(&mut words, |&(a, b, c, len)| (!a, !b, !c, !len));
     words
         .into_iter()
         .map(|(a, b, c, len)| {
