@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
+use crate::bytes;
 
 /// A type that can be written as a key, value or state value.
 pub trait Encode {
@@ -28,37 +29,38 @@ impl<T: Encode + Decode> Data for T {}
 
 impl Encode for String {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.as_bytes());
+        bytes::extend(out, self.as_bytes());
     }
 }
 
 impl Encode for str {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.as_bytes());
+        bytes::extend(out, self.as_bytes());
     }
 }
 
 impl Decode for String {
     fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        String::from_utf8(bytes.to_vec()).map_err(|e| Error::msg(format!("not UTF-8 text: {e}")))
+        String::from_utf8(bytes::to_vec(bytes))
+            .map_err(|e| Error::msg(format!("not UTF-8 text: {e}")))
     }
 }
 
 impl Encode for Vec<u8> {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self);
+        bytes::extend(out, self);
     }
 }
 
 impl Encode for [u8] {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self);
+        bytes::extend(out, self);
     }
 }
 
 impl Decode for Vec<u8> {
     fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        Ok(bytes.to_vec())
+        Ok(bytes::to_vec(bytes))
     }
 }
 

@@ -60,6 +60,7 @@
 pub mod alloc;
 #[doc(hidden)]
 pub mod bindings;
+pub mod bytes;
 pub mod cache;
 mod codec;
 mod context;

@@ -138,7 +138,7 @@ impl<Format> CountedList<Format> {
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
+    crate::bytes::extend(out, bytes);
 }
 
 impl ValueWrites {
