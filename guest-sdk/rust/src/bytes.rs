@@ -78,26 +78,18 @@ unsafe fn copy_short(src: *const u8, dst: *mut u8, n: usize) {
     // SAFETY (every chunk): each lies within the first `n` bytes.
     unsafe {
         if n >= 16 {
+            // Unrolled by the macro on purpose: a loop would carry an
+            // epoch check. After the first, a chunk at `at` is copied when
+            // more than 16 bytes follow it; the last 16 always are.
+            macro_rules! chunks_of_16_below_the_last {
+                ($($at:literal)*) => {$(
+                    if n > $at + 16 {
+                        chunk::<16>(src, dst, $at);
+                    }
+                )*};
+            }
             chunk::<16>(src, dst, 0);
-            // Unrolled on purpose: a loop would carry an epoch check.
-            if n > 32 {
-                chunk::<16>(src, dst, 16);
-            }
-            if n > 48 {
-                chunk::<16>(src, dst, 32);
-            }
-            if n > 64 {
-                chunk::<16>(src, dst, 48);
-            }
-            if n > 80 {
-                chunk::<16>(src, dst, 64);
-            }
-            if n > 96 {
-                chunk::<16>(src, dst, 80);
-            }
-            if n > 112 {
-                chunk::<16>(src, dst, 96);
-            }
+            chunks_of_16_below_the_last!(16 32 48 64 80 96);
             chunk::<16>(src, dst, n - 16);
         } else if n >= 8 {
             chunk::<8>(src, dst, 0);

@@ -40,8 +40,8 @@ impl Encode for str {
 }
 
 impl Decode for String {
-    fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        String::from_utf8(bytes::to_vec(bytes))
+    fn decode(raw: &[u8]) -> Result<Self, Error> {
+        String::from_utf8(bytes::to_vec(raw))
             .map_err(|e| Error::msg(format!("not UTF-8 text: {e}")))
     }
 }
@@ -59,8 +59,8 @@ impl Encode for [u8] {
 }
 
 impl Decode for Vec<u8> {
-    fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        Ok(bytes::to_vec(bytes))
+    fn decode(raw: &[u8]) -> Result<Self, Error> {
+        Ok(bytes::to_vec(raw))
     }
 }
 
