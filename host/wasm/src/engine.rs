@@ -94,6 +94,12 @@ impl WasmEngine {
         config.wasm_component_model(true);
         config.epoch_interruption(interruptible);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // 64x64 -> 128-bit multiplies as one instruction (the
+        // wide-arithmetic proposal): without it a guest's `u128` product
+        // (shortest float formatting is built on them) is a call to
+        // compiler-rt's `__multi3`. Accepting the instructions changes
+        // nothing for guests that do not use them.
+        config.wasm_wide_arithmetic(true);
         // `perf` names guest functions only with a map of the JIT code.
         if std::env::var_os("WEIR_PERF_MAP").is_some_and(|v| v == "1") {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
