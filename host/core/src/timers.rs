@@ -9,8 +9,12 @@
 //! timer  := timestamp:i64 domain:u8 key-len:u32 key     (little-endian)
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+
+mod keys;
+
+use keys::{Keys, Tally};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TimeDomain {
@@ -20,146 +24,23 @@ pub enum TimeDomain {
 
 /// Pending timers of one domain, each (timestamp, key) at most once.
 ///
-/// Grouped by timestamp; a timestamp's keys are a hash set until it fires,
-/// then sorted once and handed out in key order. A window operator
-/// registers thousands of keys under each window end in no particular
-/// order: a hash insert is one probe where a B-tree insert was a dozen key
-/// comparisons and a shift of its leaf, and one sort at firing costs less
-/// than keeping them in order all along. Keys of up to [`INLINE_KEY_MAX`]
-/// bytes sit in the table itself ([`TimerKey`]): a registration then
+/// Grouped by timestamp; a timestamp's keys are a log until it fires
+/// ([`keys`]: appended as registered, sorted and stripped of repeats in
+/// bulk), then handed out in key order. Keys of up to [`INLINE_KEY_MAX`]
+/// bytes sit in the log itself ([`TimerKey`]): a registration then
 /// allocates nothing.
+///
+/// A key registered again before its timestamp compacts is held twice
+/// for a while, so [`TimerQueue::len`] and [`TimerQueue::memory_bytes`] are
+/// upper bounds until [`TimerQueue::compact`] makes them exact.
 #[derive(Debug, Default, Clone)]
 pub struct TimerQueue {
     pending: BTreeMap<i64, Keys>,
-    len: usize,
-    /// Bytes of the keys too long to sit inline, and how many there are.
-    heap_key_bytes: usize,
-    heap_keys: usize,
-}
-
-/// The keys of one pending timestamp.
-#[derive(Debug, Clone)]
-enum Keys {
-    /// Not firing yet.
-    Set(HashSet<TimerKey, foldhash::fast::RandomState>),
-    /// Firing: what is left, sorted with the smallest key last, so it
-    /// comes off the end.
-    Firing(Vec<TimerKey>),
-}
-
-impl Keys {
-    fn len(&self) -> usize {
-        match self {
-            Keys::Set(set) => set.len(),
-            Keys::Firing(rest) => rest.len(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Adds `key` unless present; says whether it was added.
-    fn insert(&mut self, key: TimerKey) -> bool {
-        match self {
-            Keys::Set(set) => set.insert(key),
-            // Rare: a timer set for a time that is firing right now.
-            Keys::Firing(rest) => match rest.binary_search_by(|k| key.cmp(k)) {
-                Ok(_) => false,
-                Err(at) => {
-                    rest.insert(at, key);
-                    true
-                }
-            },
-        }
-    }
-
-    fn contains(&self, key: &TimerKey) -> bool {
-        match self {
-            Keys::Set(set) => set.contains(key),
-            Keys::Firing(rest) => rest.binary_search_by(|k| key.cmp(k)).is_ok(),
-        }
-    }
-
-    fn remove(&mut self, key: &TimerKey) -> bool {
-        match self {
-            Keys::Set(set) => set.remove(key),
-            Keys::Firing(rest) => match rest.binary_search_by(|k| key.cmp(k)) {
-                Ok(at) => {
-                    rest.remove(at);
-                    true
-                }
-                Err(_) => false,
-            },
-        }
-    }
-
-    /// Starts firing (sorts the keys) if it has not yet, and takes up to
-    /// `max` of the smallest keys, smallest first.
-    fn take_first(&mut self, max: usize) -> impl Iterator<Item = TimerKey> {
-        if let Keys::Set(set) = self {
-            *self = Keys::Firing(sorted_backwards(set.drain().collect()));
-        }
-        let rest = match self {
-            Keys::Firing(rest) => rest,
-            Keys::Set(_) => unreachable!("just sorted"),
-        };
-        let from = rest.len().saturating_sub(max);
-        rest.drain(from..).rev()
-    }
-
-    /// The keys in order.
-    fn sorted(&self) -> Vec<&TimerKey> {
-        match self {
-            Keys::Set(set) => {
-                let mut keys: Vec<&TimerKey> = set.iter().collect();
-                keys.sort_unstable();
-                keys
-            }
-            Keys::Firing(rest) => rest.iter().rev().collect(),
-        }
-    }
-}
-
-/// `keys` sorted largest first. Inline keys are sorted as their order
-/// words, worked out once per key rather than in every comparison (the
-/// sort was about a fifth of a window operator's timer work), and by radix.
-fn sorted_backwards(mut keys: Vec<TimerKey>) -> Vec<TimerKey> {
-    let words: Option<Vec<(u64, u64, u64, u8)>> = keys
-        .iter()
-        .map(|k| match k {
-            TimerKey::Inline { len, bytes } => {
-                let (a, b, c) = words(bytes);
-                Some((a, b, c, *len))
-            }
-            TimerKey::Heap(_) => None,
-        })
-        .collect();
-    let Some(mut words) = words else {
-        keys.sort_unstable_by(|a, b| b.cmp(a));
-        return keys;
-    };
-    drop(keys);
-    // A radix sort: passes only over the bytes in which the keys differ
-    // (the digits of `key-1234`), where a comparison sort took a dozen
-    // tuple comparisons per key. Complements give largest first.
-    radsort::sort_by_key(&mut words, |&(a, b, c, len)| (!a, !b, !c, !len));
-    words
-        .into_iter()
-        .map(|(a, b, c, len)| {
-            let mut bytes = [0; INLINE_KEY_MAX];
-            bytes[..8].copy_from_slice(&a.to_be_bytes());
-            bytes[8..16].copy_from_slice(&b.to_be_bytes());
-            bytes[16..].copy_from_slice(&c.to_be_bytes()[..INLINE_KEY_MAX - 16]);
-            TimerKey::Inline { len, bytes }
-        })
-        .collect()
-}
-
-impl Default for Keys {
-    fn default() -> Self {
-        Keys::Set(HashSet::default())
-    }
+    /// What `pending` holds, in total.
+    tally: Tally,
+    /// Timestamps whose logs may not be compact (maybe repeated, maybe
+    /// gone since).
+    uncompacted: Vec<i64>,
 }
 
 /// Keys up to this long are kept inline in a [`TimerKey`] (any decimal
@@ -215,7 +96,13 @@ impl std::fmt::Debug for TimerKey {
 
 impl PartialEq for TimerKey {
     fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
+        match (self, other) {
+            // Zero past `len`: equal keys have equal arrays.
+            (TimerKey::Inline { len: a, bytes: x }, TimerKey::Inline { len: b, bytes: y }) => {
+                a == b && x == y
+            }
+            _ => self.as_bytes() == other.as_bytes(),
+        }
     }
 }
 
@@ -272,19 +159,20 @@ fn words(bytes: &[u8; INLINE_KEY_MAX]) -> (u64, u64, u64) {
 }
 
 /// Host memory one distinct timestamp takes beyond its timers: its entry in
-/// the timestamp map and its key set's smallest table, with the
-/// allocator's per-block overhead. Measured (see the tests below) on the
-/// worst shape, distinct timestamps with one short key each: 228 bytes per
-/// timer in all, of which this is the part beyond one timer.
+/// the timestamp map and its log's first block, with the allocator's
+/// per-block overhead. Measured (see the tests below) on the worst shape,
+/// distinct timestamps with one short key each.
 pub const TIMESTAMP_OVERHEAD_BYTES: usize = 200;
-/// Host memory one timer takes: its [`TimerKey`] (24 bytes, an inline key
-/// included) and control byte in its timestamp's hash table, at the
-/// table's emptiest: just after it doubled, 7/16 full, 57.1 bytes. (A full
-/// table holds a timer in 28.6 bytes: the charge is up to 2x what a timer
-/// really takes. While a table doubles, the old one lives on for the
-/// moment of the copy.) A firing timestamp's sorted keys take 24 bytes
-/// each.
-pub const TIMER_OVERHEAD_BYTES: usize = 58;
+/// Host memory one entry of a timestamp's log takes: its [`TimerKey`] (24
+/// bytes, an inline key included) in a vector that doubles when full, so
+/// up to 48 bytes; one more pays for the timestamp's own node in the map
+/// when a single timestamp holds them all (the tests' worst shape). A
+/// firing timestamp's sorted keys take 24 bytes each.
+pub const TIMER_OVERHEAD_BYTES: usize = 49;
+/// Host memory one deleted key, held until its timestamp's log compacts,
+/// takes: its [`TimerKey`] and control byte in a hash table, at the
+/// table's emptiest (just after it doubled, 7/16 full).
+pub const DELETED_OVERHEAD_BYTES: usize = 58;
 /// A long key's own heap block beyond its bytes: the allocator's header
 /// and the rounding up to its 16-byte granule.
 pub const HEAP_KEY_OVERHEAD_BYTES: usize = 32;
@@ -293,14 +181,30 @@ impl TimerQueue {
     /// Adds the timer unless it is pending already.
     pub fn register(&mut self, timestamp: i64, key: &[u8]) {
         let keys = self.pending.entry(timestamp).or_default();
-        // One search: a known timer costs building its key, cheaper than
-        // searching twice for a new one.
-        if keys.insert(TimerKey::new(key)) {
-            self.len += 1;
-            self.count_heap_key(key.len(), 1);
+        let was_compact = keys.is_compact();
+        self.tally.add(keys.insert(TimerKey::new(key)));
+        if was_compact && !keys.is_compact() {
+            self.note_uncompacted(timestamp);
         }
     }
 
+    /// Remembers that `timestamp`'s log needs compacting. Entries of logs
+    /// that compacted or fired since are dropped now and then, so the list
+    /// stays within twice the pending timestamps.
+    fn note_uncompacted(&mut self, timestamp: i64) {
+        self.uncompacted.push(timestamp);
+        if self.uncompacted.len() > 2 * self.pending.len() + 64 {
+            let pending = &self.pending;
+            self.uncompacted
+                .retain(|t| pending.get(t).is_some_and(|keys| !keys.is_compact()));
+            self.uncompacted.sort_unstable();
+            self.uncompacted.dedup();
+        }
+    }
+
+    /// Whether the timer is pending. Looks through what was registered
+    /// since the timestamp's last compaction one by one: call
+    /// [`TimerQueue::compact`] first where that matters.
     pub fn contains(&self, timestamp: i64, key: &[u8]) -> bool {
         self.pending
             .get(&timestamp)
@@ -308,34 +212,40 @@ impl TimerQueue {
     }
 
     pub fn delete(&mut self, timestamp: i64, key: &[u8]) {
-        if let Some(keys) = self.pending.get_mut(&timestamp)
-            && keys.remove(&TimerKey::new(key))
-        {
-            let emptied = keys.is_empty();
-            self.len -= 1;
-            self.count_heap_key(key.len(), -1);
-            if emptied {
-                self.pending.remove(&timestamp);
-            }
+        let Some(keys) = self.pending.get_mut(&timestamp) else {
+            return;
+        };
+        let was_compact = keys.is_compact();
+        self.tally.add(keys.remove(TimerKey::new(key)));
+        if keys.is_empty() {
+            self.pending.remove(&timestamp);
+        } else if was_compact && !keys.is_compact() {
+            self.note_uncompacted(timestamp);
         }
     }
 
-    /// Counts a key added (`sign` 1) or removed (-1), if it is long.
-    fn count_heap_key(&mut self, key_len: usize, sign: isize) {
-        if key_len > INLINE_KEY_MAX {
-            self.heap_key_bytes = self
-                .heap_key_bytes
-                .wrapping_add_signed(sign * key_len as isize);
-            self.heap_keys = self.heap_keys.wrapping_add_signed(sign);
+    /// Settles every log registered to since the last call: repeats and
+    /// deleted keys go, so [`TimerQueue::len`] and
+    /// [`TimerQueue::memory_bytes`] are exact.
+    pub fn compact(&mut self) {
+        for timestamp in std::mem::take(&mut self.uncompacted) {
+            if let Some(keys) = self.pending.get_mut(&timestamp) {
+                self.tally.add(keys.compact());
+                if keys.is_empty() {
+                    self.pending.remove(&timestamp);
+                }
+            }
         }
     }
 
     /// An upper estimate of the host memory the pending timers take.
     pub fn memory_bytes(&self) -> usize {
+        let tally = &self.tally;
         self.pending.len() * TIMESTAMP_OVERHEAD_BYTES
-            + self.len * TIMER_OVERHEAD_BYTES
-            + self.heap_key_bytes
-            + self.heap_keys * HEAP_KEY_OVERHEAD_BYTES
+            + tally.entries as usize * TIMER_OVERHEAD_BYTES
+            + tally.tombstones as usize * DELETED_OVERHEAD_BYTES
+            + tally.heap_bytes as usize
+            + tally.heap_keys as usize * HEAP_KEY_OVERHEAD_BYTES
     }
 
     /// What registering one more timer under a `key_len`-byte key may add
@@ -368,23 +278,24 @@ impl TimerQueue {
                 break;
             }
             let room = max - due.len();
-            for key in entry.get_mut().take_first(room) {
-                if let TimerKey::Heap(bytes) = &key {
-                    self.heap_key_bytes -= bytes.len();
-                    self.heap_keys -= 1;
-                }
-                due.push((timestamp, key));
-            }
+            due.extend(
+                entry
+                    .get_mut()
+                    .take_first(room, &mut self.tally)
+                    .map(|key| (timestamp, key)),
+            );
             if entry.get().is_empty() {
                 entry.remove();
             }
         }
-        self.len -= due.len();
         due
     }
 
+    /// Pending timers: exact after [`TimerQueue::compact`], else it counts
+    /// a key registered again since its timestamp last compacted as often
+    /// as it was, and a deleted one until then.
     pub fn len(&self) -> usize {
-        self.len
+        self.tally.entries as usize
     }
 
     /// Every pending timer, in (timestamp, key) order (each timestamp's
@@ -396,7 +307,7 @@ impl TimerQueue {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.pending.is_empty()
     }
 }
 
@@ -434,6 +345,11 @@ mod tests {
         assert_eq!(popped(q.pop_due(15, 10)), vec![(10, b"b".to_vec())]);
         assert_eq!(popped(q.pop_due(100, 10)), vec![(20, b"a".to_vec())]);
         assert!(q.is_empty());
+    }
+
+    /// Long keys held, and their bytes.
+    fn heap(q: &TimerQueue) -> (isize, isize) {
+        (q.tally.heap_keys, q.tally.heap_bytes)
     }
 
     fn popped(due: Vec<(i64, TimerKey)>) -> Vec<(i64, Vec<u8>)> {
@@ -556,7 +472,7 @@ mod tests {
             got.extend(popped(q.pop_due(30, usize::MAX)));
             assert_eq!(got, expected, "max {max}");
             assert!(q.is_empty());
-            assert_eq!((q.heap_keys, q.heap_key_bytes), (0, 0));
+            assert_eq!(heap(&q), (0, 0));
         }
     }
 
@@ -581,11 +497,11 @@ mod tests {
         q.delete(5, b"h");
         q.delete(5, b"nothing");
         assert_eq!(q.len(), 6);
-        assert_eq!(q.heap_keys, 1);
+        assert_eq!(heap(&q).0, 1);
         let rest = popped(q.pop_due(5, 100));
         let keys: Vec<&[u8]> = rest.iter().map(|(_, k)| &k[..]).collect();
         assert_eq!(keys, [&b"a"[..], b"d", b"e", b"f", &[b'x'; 30]]);
-        assert_eq!((q.len(), q.heap_keys, q.heap_key_bytes), (1, 0, 0));
+        assert_eq!((q.len(), heap(&q)), (1, (0, 0)));
         assert_eq!(q.iter().collect::<Vec<_>>(), [(6, &b"z"[..])]);
     }
 
@@ -610,12 +526,12 @@ mod tests {
         q.register(1, b"short");
         q.register(2, &longer);
         q.register(3, b"f");
-        assert_eq!((q.heap_keys, q.heap_key_bytes), (2, 70));
+        assert_eq!(heap(&q), (2, 70));
         assert!(q.contains(1, &long) && !q.contains(2, &long));
         q.delete(2, &longer);
-        assert_eq!((q.heap_keys, q.heap_key_bytes), (1, 30));
+        assert_eq!(heap(&q), (1, 30));
         q.pop_due(1, 10);
-        assert_eq!((q.heap_keys, q.heap_key_bytes), (0, 0));
+        assert_eq!(heap(&q), (0, 0));
         assert_eq!(
             q.memory_bytes(),
             TIMESTAMP_OVERHEAD_BYTES + TIMER_OVERHEAD_BYTES
@@ -733,6 +649,122 @@ mod tests {
                 estimate <= 2 * real,
                 "{shape}: estimate {estimate} > 2 × real {real}"
             );
+        }
+    }
+
+    /// A key registered for every record, among others: the log compacts
+    /// as it grows, so it holds each key at most about twice, and deleted
+    /// keys stay deleted through compactions.
+    #[test]
+    fn repeats_and_deletions_settle_as_the_log_grows() {
+        let mut q = TimerQueue::default();
+        for i in 0..50_000u32 {
+            q.register(9, b"hot");
+            q.register(9, format!("k{}", i % 300).as_bytes());
+            if i == 10_000 {
+                q.delete(9, b"k7");
+            }
+        }
+        // k7 came back with its next registration after the deletion.
+        assert!(q.contains(9, b"k7") && q.contains(9, b"hot"));
+        assert!(
+            q.len() <= 2 * 301 + keys::COMPACT_AFTER,
+            "{} entries",
+            q.len()
+        );
+        q.compact();
+        assert_eq!(q.len(), 301);
+        q.delete(9, b"k8");
+        q.delete(9, b"hot");
+        q.compact();
+        assert_eq!(q.len(), 299);
+        assert!(!q.contains(9, b"hot") && !q.contains(9, b"k8"));
+        assert_eq!(q.iter().count(), 299);
+        assert_eq!(q.pop_due(9, usize::MAX).len(), 299);
+        assert!(q.is_empty());
+        assert_eq!(q.tally, Tally::default());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Register(i64, Vec<u8>),
+        Delete(i64, Vec<u8>),
+        Compact,
+        Pop(i64, usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        // Few timestamps and keys, so repeats, deletions of pending keys
+        // and registrations into a firing timestamp are common; some keys
+        // too long to sit inline.
+        let key = prop_oneof![
+            (0u8..40).prop_map(|k| vec![b'k', k]),
+            (0u8..4).prop_map(|k| vec![k; 30]),
+        ];
+        prop_oneof![
+            6 => (0i64..4, key.clone()).prop_map(|(t, k)| Op::Register(t, k)),
+            2 => (0i64..4, key).prop_map(|(t, k)| Op::Delete(t, k)),
+            1 => Just(Op::Compact),
+            1 => (0i64..4, 1usize..8).prop_map(|(t, n)| Op::Pop(t, n)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The queue against a sorted set of (timestamp, key): the same
+        /// timers pop in the same order, `contains` agrees, and after
+        /// `compact` so do `len` and `iter`; the tally of what it holds
+        /// is back to nothing once all has fired.
+        #[test]
+        fn behaves_as_a_set_of_timers(ops in proptest::collection::vec(op(), 1..400)) {
+            use std::collections::BTreeSet;
+            let mut q = TimerQueue::default();
+            let mut model: BTreeSet<(i64, Vec<u8>)> = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Register(t, k) => {
+                        q.register(t, &k);
+                        model.insert((t, k));
+                    }
+                    Op::Delete(t, k) => {
+                        q.delete(t, &k);
+                        model.remove(&(t, k));
+                    }
+                    Op::Compact => {
+                        q.compact();
+                        proptest::prop_assert_eq!(q.len(), model.len());
+                        let listed: Vec<(i64, Vec<u8>)> =
+                            q.iter().map(|(t, k)| (t, k.to_vec())).collect();
+                        let expected: Vec<(i64, Vec<u8>)> = model.iter().cloned().collect();
+                        proptest::prop_assert_eq!(listed, expected);
+                    }
+                    Op::Pop(time, max) => {
+                        let got = popped(q.pop_due(time, max));
+                        let expected: Vec<(i64, Vec<u8>)> = model
+                            .iter()
+                            .take_while(|(t, _)| *t <= time)
+                            .take(max)
+                            .cloned()
+                            .collect();
+                        for timer in &expected {
+                            model.remove(timer);
+                        }
+                        proptest::prop_assert_eq!(got, expected);
+                    }
+                }
+                proptest::prop_assert!(q.len() >= model.len());
+                for t in 0..4 {
+                    for k in (0u8..40).map(|k| vec![b'k', k]).chain((0u8..4).map(|k| vec![k; 30])) {
+                        let pending = model.contains(&(t, k.clone()));
+                        proptest::prop_assert_eq!(q.contains(t, &k), pending, "{} {:?}", t, k);
+                    }
+                }
+            }
+            let rest = popped(q.pop_due(i64::MAX, usize::MAX));
+            let expected: Vec<(i64, Vec<u8>)> = model.into_iter().collect();
+            proptest::prop_assert_eq!(rest, expected);
+            proptest::prop_assert!(q.is_empty());
+            proptest::prop_assert_eq!(q.tally, Tally::default());
         }
     }
 

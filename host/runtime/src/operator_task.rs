@@ -217,6 +217,9 @@ impl ChainTask {
     fn sample(&mut self) {
         for link in &mut self.links {
             let state = link.instance.state();
+            // Exact counts for the gauge (repeats and deletions settled).
+            state.event_timers.compact();
+            state.processing_timers.compact();
             let timers = state.event_timers.len() + state.processing_timers.len();
             let size = state.keyed.as_ref().and_then(|k| k.state.size_estimate());
             let memory = state.memory_bytes();

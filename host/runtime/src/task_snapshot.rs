@@ -370,16 +370,29 @@ struct RestoredTimers<'a> {
 }
 
 impl RestoredTimers<'_> {
-    fn register(&mut self, domain: TimeDomain, timestamp: i64, key: &[u8]) -> anyhow::Result<()> {
+    /// Whether one more timer under a `key_len`-byte key would pass a
+    /// limit, by the queues' counts; and the count.
+    fn full(&self, key_len: usize) -> (bool, usize) {
         let count = self.event.len() + self.processing.len();
         let memory = self.event.memory_bytes() + self.processing.memory_bytes();
+        let full = count >= self.limits.timers_max
+            || memory + TimerQueue::memory_bytes_of_one(key_len)
+                > self.limits.timers_memory_max_bytes;
+        (full, count)
+    }
+
+    fn register(&mut self, domain: TimeDomain, timestamp: i64, key: &[u8]) -> anyhow::Result<()> {
+        let (mut full, mut count) = self.full(key.len());
+        if full {
+            // The counts are upper bounds until the queues compact.
+            self.event.compact();
+            self.processing.compact();
+            (full, count) = self.full(key.len());
+        }
         let queue = match domain {
             TimeDomain::EventTime => &mut *self.event,
             TimeDomain::ProcessingTime => &mut *self.processing,
         };
-        let full = count >= self.limits.timers_max
-            || memory + TimerQueue::memory_bytes_of_one(key.len())
-                > self.limits.timers_memory_max_bytes;
         if full && !queue.contains(timestamp, key) {
             let label = self.label;
             if count >= self.limits.timers_max {

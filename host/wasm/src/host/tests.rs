@@ -158,6 +158,32 @@ fn pending_timers_are_capped_in_count_but_re_registering_is_free() {
         .unwrap();
 }
 
+/// The queues count a key registered again as often as it was, until its
+/// timestamp compacts; at a limit they compact first, so repeats never
+/// take the room of a real timer.
+#[test]
+fn repeated_registrations_do_not_use_up_the_timer_limit() {
+    let limits = GuestLimits {
+        timers_max: 3,
+        ..GuestLimits::default()
+    };
+    let mut g = guest(limits);
+    for _ in 0..1000 {
+        for key in [b"a", b"b"] {
+            g.register_timer(TimeDomain::EventTime, key.to_vec(), 1)
+                .unwrap();
+        }
+    }
+    g.register_timer(TimeDomain::EventTime, b"c".to_vec(), 1)
+        .unwrap();
+    assert_eq!(g.event_timers.len(), 3);
+    let err = refused(
+        g.register_timer(TimeDomain::EventTime, b"d".to_vec(), 1),
+        &g,
+    );
+    assert!(err.contains("timers_max"), "{err}");
+}
+
 #[test]
 fn pending_timers_are_capped_in_memory() {
     let limits = GuestLimits {

@@ -29,30 +29,31 @@ impl GuestState {
     }
 
     /// Refuses a new pending timer over `timers_max` or
-    /// `timers_memory_max_bytes`. Two additions and two comparisons on the
-    /// common path; the lookup only near a limit.
+    /// `timers_memory_max_bytes`; says whether the timer is pending already
+    /// (then it need not be registered again). Two additions and two
+    /// comparisons on the common path. Near a limit the queues' counts are
+    /// upper bounds (a key registered twice counts twice until its
+    /// timestamp compacts), so they are made exact first.
     #[inline]
     fn check_timer_room(
         &mut self,
         domain: TimeDomain,
         key: &[u8],
         timestamp: i64,
-    ) -> wasmtime::Result<()> {
+    ) -> wasmtime::Result<bool> {
+        if !self.timers_full(key) {
+            return Ok(false);
+        }
+        self.event_timers.compact();
+        self.processing_timers.compact();
+        if self.queue_mut(domain).contains(timestamp, key) {
+            return Ok(true);
+        }
+        if !self.timers_full(key) {
+            return Ok(false);
+        }
         let count = self.event_timers.len() + self.processing_timers.len();
-        let memory = self.event_timers.memory_bytes() + self.processing_timers.memory_bytes();
         let limits = &self.limits;
-        let full = count >= limits.timers_max
-            || memory + TimerQueue::memory_bytes_of_one(key.len()) > limits.timers_memory_max_bytes;
-        if !full {
-            return Ok(());
-        }
-        let queue = match domain {
-            TimeDomain::EventTime => &self.event_timers,
-            TimeDomain::ProcessingTime => &self.processing_timers,
-        };
-        if queue.contains(timestamp, key) {
-            return Ok(());
-        }
         let what = if count >= limits.timers_max {
             format!(
                 "{} pending timers (timers_max) reached; raise `timers_max` in the job file",
@@ -67,6 +68,17 @@ impl GuestState {
         };
         Err(self.over_limit(what))
     }
+
+    /// Whether one more timer under `key` would pass a limit, by the
+    /// queues' counts.
+    #[inline]
+    fn timers_full(&self, key: &[u8]) -> bool {
+        let count = self.event_timers.len() + self.processing_timers.len();
+        let memory = self.event_timers.memory_bytes() + self.processing_timers.memory_bytes();
+        let limits = &self.limits;
+        count >= limits.timers_max
+            || memory + TimerQueue::memory_bytes_of_one(key.len()) > limits.timers_memory_max_bytes
+    }
 }
 
 impl Host for GuestState {
@@ -77,8 +89,9 @@ impl Host for GuestState {
         timestamp_ms: i64,
     ) -> wasmtime::Result<()> {
         self.timer_queue(domain, &key)?;
-        self.check_timer_room(domain, &key, timestamp_ms)?;
-        self.queue_mut(domain).register(timestamp_ms, &key);
+        if !self.check_timer_room(domain, &key, timestamp_ms)? {
+            self.queue_mut(domain).register(timestamp_ms, &key);
+        }
         Ok(())
     }
 
@@ -89,8 +102,9 @@ impl Host for GuestState {
         for _ in 0..count {
             let (domain, key, timestamp) = reader.timer().map_err(|e| malformed(self, e))?;
             self.timer_queue(domain, key)?;
-            self.check_timer_room(domain, key, timestamp)?;
-            self.queue_mut(domain).register(timestamp, key);
+            if !self.check_timer_room(domain, key, timestamp)? {
+                self.queue_mut(domain).register(timestamp, key);
+            }
         }
         if !reader.is_done() {
             return Err(malformed(self, "bytes after the last entry"));
