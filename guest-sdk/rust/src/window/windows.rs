@@ -18,7 +18,7 @@
 mod panes;
 mod sessions;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
@@ -209,12 +209,17 @@ struct Spec<A> {
     /// Fixed windows: the pane length, `gcd(size, slide)`, worked out
     /// once (a record needs it, and it takes divisions).
     pane: i64,
+    /// The start of the pane the last record fell in: the next record,
+    /// of whatever key, is usually in it too, and then needs no division
+    /// to find its pane.
+    last_pane: Cell<Option<i64>>,
 }
 
 impl<A> Spec<A> {
     fn new(assigner: WindowAssigner, aggregate: A) -> Self {
         Spec {
             pane: panes::pane_of(assigner),
+            last_pane: Cell::new(None),
             assigner,
             aggregate,
             lateness: 0,
