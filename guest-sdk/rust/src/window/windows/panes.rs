@@ -193,7 +193,10 @@ mod tests {
     fn pane_start_is_the_aligned_start_whatever_came_before() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for (size, slide) in [(10, 10), (10, 5), (300, 200), (7, 3)] {
-            let spec = Spec::new(WindowAssigner::sliding(size, slide).unwrap(), Count::<()>::new());
+            let spec = Spec::new(
+                WindowAssigner::sliding(size, slide).unwrap(),
+                Count::<()>::new(),
+            );
             let mut t = -40i64;
             for _ in 0..5000 {
                 seed ^= seed << 13;
@@ -207,7 +210,12 @@ mod tests {
                     _ => t.saturating_add((seed % 4) as i64),
                 };
                 let expected = t.checked_sub(t.rem_euclid(spec.pane));
-                assert_eq!(spec.pane_start(t).ok(), expected, "{t} with pane {}", spec.pane);
+                assert_eq!(
+                    spec.pane_start(t).ok(),
+                    expected,
+                    "{t} with pane {}",
+                    spec.pane
+                );
             }
         }
     }
