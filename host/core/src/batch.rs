@@ -47,13 +47,26 @@ pub struct RecordRef<'a> {
 pub struct Batch {
     bytes: Vec<u8>,
     len: u32,
+    /// The earliest event time of its records ([`Batch::earliest`]).
+    earliest: i64,
 }
 
 impl Batch {
     /// Validates `bytes` as a batch (for bytes from a guest or the network).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Batch, BatchError> {
-        let len = validate(&bytes)?;
-        Ok(Batch { bytes, len })
+        let (len, earliest) = validate(&bytes)?;
+        Ok(Batch {
+            bytes,
+            len,
+            earliest,
+        })
+    }
+
+    /// The earliest event time of the records that have one; `i64::MAX`
+    /// if none has. Known without a pass over the records, so a task can
+    /// tell that none is late at a glance.
+    pub fn earliest(&self) -> i64 {
+        self.earliest
     }
 
     pub fn len(&self) -> usize {
@@ -162,15 +175,18 @@ fn parse_record(bytes: &[u8], start: usize) -> Option<(RecordRef<'_>, usize)> {
     ))
 }
 
-fn validate(bytes: &[u8]) -> Result<u32, BatchError> {
+/// The batch's record count and earliest event time, if it is well formed.
+fn validate(bytes: &[u8]) -> Result<(u32, i64), BatchError> {
     let count = read_u32(bytes, 0).ok_or(BatchError::MissingCount(bytes.len()))?;
     let mut offset = COUNT_LEN;
+    let mut earliest = i64::MAX;
     for index in 0..count {
-        let (_, end) = parse_record(bytes, offset).ok_or(BatchError::Truncated {
+        let (record, end) = parse_record(bytes, offset).ok_or(BatchError::Truncated {
             index,
             count,
             offset,
         })?;
+        earliest = earliest_of(earliest, record.timestamp);
         offset = end;
     }
     if offset != bytes.len() {
@@ -178,7 +194,15 @@ fn validate(bytes: &[u8]) -> Result<u32, BatchError> {
             extra: bytes.len() - offset,
         });
     }
-    Ok(count)
+    Ok((count, earliest))
+}
+
+/// `Some(NO_TIMESTAMP)` is written as no event time, so it counts as none.
+fn earliest_of(earliest: i64, timestamp: Option<i64>) -> i64 {
+    match timestamp {
+        Some(t) if t != NO_TIMESTAMP => t.min(earliest),
+        _ => earliest,
+    }
 }
 
 /// Builds a batch by appending records.
@@ -186,6 +210,7 @@ fn validate(bytes: &[u8]) -> Result<u32, BatchError> {
 pub struct BatchBuilder {
     bytes: Vec<u8>,
     len: u32,
+    earliest: i64,
 }
 
 impl Default for BatchBuilder {
@@ -198,7 +223,11 @@ impl BatchBuilder {
     pub fn with_capacity(bytes: usize) -> BatchBuilder {
         let mut buf = Vec::with_capacity(bytes.max(COUNT_LEN));
         buf.extend_from_slice(&0u32.to_le_bytes());
-        BatchBuilder { bytes: buf, len: 0 }
+        BatchBuilder {
+            bytes: buf,
+            len: 0,
+            earliest: i64::MAX,
+        }
     }
 
     pub fn push(&mut self, timestamp: Option<i64>, key: &[u8], value: &[u8]) {
@@ -211,12 +240,14 @@ impl BatchBuilder {
             .extend_from_slice(&(value.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(value);
         self.len += 1;
+        self.earliest = earliest_of(self.earliest, timestamp);
     }
 
     /// Appends a record taken from another batch, without re-encoding it.
     pub fn push_encoded(&mut self, record: &RecordRef<'_>) {
         self.bytes.extend_from_slice(record.encoded);
         self.len += 1;
+        self.earliest = earliest_of(self.earliest, record.timestamp);
     }
 
     pub fn len(&self) -> usize {
@@ -241,7 +272,12 @@ impl BatchBuilder {
         self.bytes.extend_from_slice(&0u32.to_le_bytes());
         bytes[..COUNT_LEN].copy_from_slice(&self.len.to_le_bytes());
         let len = std::mem::take(&mut self.len);
-        Batch { bytes, len }
+        let earliest = std::mem::replace(&mut self.earliest, i64::MAX);
+        Batch {
+            bytes,
+            len,
+            earliest,
+        }
     }
 }
 
@@ -268,6 +304,41 @@ mod tests {
             ]
         );
         assert!(builder.take().is_empty(), "builder is reusable after take");
+    }
+
+    /// The builder and validation agree on the earliest event time, which
+    /// ignores records without one.
+    #[test]
+    fn knows_its_earliest_event_time() {
+        let cases: [&[Option<i64>]; 5] = [
+            &[],
+            &[None],
+            &[Some(7), None, Some(-3), Some(12)],
+            &[Some(i64::MIN), Some(5)],
+            &[Some(i64::MAX)],
+        ];
+        for timestamps in cases {
+            let mut builder = BatchBuilder::default();
+            for &t in timestamps {
+                builder.push(t, b"k", b"v");
+            }
+            let built = builder.take();
+            let expected = timestamps
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|&t| t != NO_TIMESTAMP)
+                .min()
+                .unwrap_or(i64::MAX);
+            assert_eq!(built.earliest(), expected, "{timestamps:?}");
+            let parsed = Batch::from_bytes(built.as_bytes().to_vec()).unwrap();
+            assert_eq!(parsed, built, "{timestamps:?}");
+            let mut copied = BatchBuilder::default();
+            for record in &parsed {
+                copied.push_encoded(&record);
+            }
+            assert_eq!(copied.take(), built, "{timestamps:?}");
+        }
     }
 
     #[test]

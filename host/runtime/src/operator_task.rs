@@ -398,6 +398,9 @@ impl ChainTask {
 /// how threads interleave, so the same input gives the same output at any
 /// parallelism.
 fn split_late(link: &mut ChainLink, batch: Batch, watermark: i64) -> Result<Batch, TaskError> {
+    if batch.earliest() > watermark {
+        return Ok(batch);
+    }
     let is_late = |ts: Option<i64>| ts.is_some_and(|t| t <= watermark);
     let late_count = batch.iter().filter(|r| is_late(r.timestamp)).count();
     if late_count == 0 {
