@@ -49,7 +49,16 @@ impl<'o> Obj<'o> {
     /// finite).
     #[inline(always)]
     pub fn f64(mut self, name: &str, x: f64) -> Self {
-        let _ = serde_json::to_writer(self.name(name), &x);
+        let out = self.name(name);
+        if x.is_finite() {
+            // serde_json's own formatter (zmij), its text copied by the
+            // SDK's short copy: through `io::Write` the copy, of a length
+            // known only at run time, is a `memory.copy` host call in Wasm.
+            let mut text = zmij::Buffer::new();
+            weir_guest::bytes::extend(out, text.format_finite(x).as_bytes());
+        } else {
+            out.extend_from_slice(b"null");
+        }
         self
     }
 
@@ -85,6 +94,11 @@ mod tests {
             (u64::MAX, i64::MIN, 908.0, "x\"y\\z\n\u{1}é"),
             (1001, -5, 0.1 + 0.2, "Kate"),
             (7, i64::MAX, 1e300, "OR"),
+            (8, 8, -0.0, "a"),
+            (9, 9, 5e-324, "b"),
+            (10, 10, f64::NEG_INFINITY, "c"),
+            (11, 11, 859.0 * 0.908, "d"),
+            (12, 12, -1.5e-7, "e"),
         ] {
             let s = S {
                 a,

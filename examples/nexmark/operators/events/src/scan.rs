@@ -73,7 +73,8 @@ const TENS: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_00
 /// column names in their order are compared as literals instead of being
 /// scanned and matched one by one. The values are read and checked as in
 /// [`event`], and the result is the one [`event`] gives for the same line.
-fn bid(bytes: &[u8]) -> Option<Event<'_>> {
+/// It borrows nothing from `bytes` (a bid's strings are not kept).
+pub(crate) fn bid<'e>(bytes: &[u8]) -> Option<Event<'e>> {
     let mut s = Scanner { bytes, at: 0 };
     s.lit(br#"{"event_type":2,"ts":"#)?;
     let ts = s.signed()??;

@@ -37,7 +37,7 @@ impl Operator for Selection {
     }
 
     fn process(&mut self, ctx: &mut Context, record: Record<(), Parsed>) -> Result<()> {
-        let e = record.value.0;
+        let e = &record.value.0;
         if e.event_type != BID {
             return Ok(());
         }
