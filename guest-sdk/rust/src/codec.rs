@@ -137,6 +137,7 @@ macro_rules! display_text {
 /// cut off. A 64-bit division by a constant is a 128-bit multiply in Wasm
 /// (a `__multi3` call), so numbers below 10^8 need none and larger ones
 /// one or two.
+#[inline(always)]
 fn write_unsigned(n: u64, out: &mut Vec<u8>) {
     const CHUNK: u64 = 100_000_000;
     if n < CHUNK {
@@ -153,6 +154,7 @@ fn write_unsigned(n: u64, out: &mut Vec<u8>) {
 }
 
 /// `n < 10^8` without leading zeros.
+#[inline(always)]
 fn write_leading(n: u32, out: &mut Vec<u8>) {
     let digits = eight_digits(n);
     if digits == 0 {

@@ -176,6 +176,7 @@ impl<'a> Scanner<'a> {
     /// Eight bytes to a step: each word is checked for digits and, up to
     /// the first byte that is not one, added to the value in the same
     /// step (the digits moved to the word's top, zeros before them).
+    #[inline(always)]
     fn int(&mut self) -> Option<(bool, u64)> {
         let negative = self.peek()? == b'-';
         if negative {
@@ -233,6 +234,7 @@ impl<'a> Scanner<'a> {
         (rest == b"null").then(|| self.at += 4)
     }
 
+    #[inline(always)]
     fn unsigned(&mut self) -> Option<Option<u64>> {
         if self.peek()? == b'n' {
             return self.null().map(|_| None);
@@ -243,6 +245,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline(always)]
     fn signed(&mut self) -> Option<Option<i64>> {
         if self.peek()? == b'n' {
             return self.null().map(|_| None);
