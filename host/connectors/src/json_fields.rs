@@ -96,6 +96,10 @@ fn scan_flat<'a>(text: &'a str, wanted: &JsonFields) -> Option<(Option<&'a str>,
         return None;
     }
     at = skip_ws(bytes, at + 1);
+    let wanted_timestamp = wanted.timestamp_field.as_deref().map(str::as_bytes);
+    let wanted_key = wanted.key_field.as_deref().map(str::as_bytes);
+    // Byte ranges: a `&str` is cut only for the fields found, not for
+    // every name and value (each cut checks its char boundaries).
     let (mut timestamp, mut key) = (None, None);
     if bytes.get(at) == Some(&b'}') {
         at += 1;
@@ -105,8 +109,7 @@ fn scan_flat<'a>(text: &'a str, wanted: &JsonFields) -> Option<(Option<&'a str>,
                 return None;
             }
             let name_end = strings.string_end(at)?;
-            // Both ends are quotes (ASCII), so these are char boundaries.
-            let name = text.get(at + 1..name_end - 1)?;
+            let name = bytes.get(at + 1..name_end - 1)?;
             at = skip_ws(bytes, name_end);
             if bytes.get(at) != Some(&b':') {
                 return None;
@@ -114,12 +117,12 @@ fn scan_flat<'a>(text: &'a str, wanted: &JsonFields) -> Option<(Option<&'a str>,
             at = skip_ws(bytes, at + 1);
             let value_start = at;
             at = flat_value_end(bytes, at, &mut strings)?;
-            let value = text.get(value_start..at)?;
+            let value = value_start..at;
             // The last of a repeated field counts, as in serde_json.
-            if wanted.timestamp_field.as_deref() == Some(name) {
-                timestamp = Some(value);
+            if wanted_timestamp == Some(name) {
+                timestamp = Some(value.clone());
             }
-            if wanted.key_field.as_deref() == Some(name) {
+            if wanted_key == Some(name) {
                 key = Some(value);
             }
             at = skip_ws(bytes, at);
@@ -133,7 +136,16 @@ fn scan_flat<'a>(text: &'a str, wanted: &JsonFields) -> Option<(Option<&'a str>,
             }
         }
     }
-    (skip_ws(bytes, at) == bytes.len()).then_some((timestamp, key))
+    if skip_ws(bytes, at) != bytes.len() {
+        return None;
+    }
+    // A value starts and ends at ASCII bytes (quotes, digits, literals),
+    // so these cuts are at char boundaries.
+    let cut = |range: Option<std::ops::Range<usize>>| match range {
+        Some(range) => text.get(range).map(Some),
+        None => Some(None),
+    };
+    Some((cut(timestamp)?, cut(key)?))
 }
 
 /// Past JSON whitespace from `at`.
