@@ -133,6 +133,7 @@ impl<'a> Scanner<'a> {
     /// control characters or non-ASCII bytes (those go the slow way).
     /// Sixteen bytes at a time with Wasm SIMD (eight without), while none
     /// of them can end the string.
+    #[inline(always)]
     fn plain(&mut self) -> Option<&'a [u8]> {
         let start = self.at;
         let mut i = start;
