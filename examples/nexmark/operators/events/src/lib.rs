@@ -140,6 +140,29 @@ impl Decode for Parsed {
     }
 }
 
+/// [`Parsed`] for the queries that read only bids (q1, q2): persons and
+/// auctions are known by how their line starts, `{"event_type":0,` or
+/// `{"event_type":1,` as `weir nexmark` writes them, and are not parsed
+/// (`None`). They are 8% of the events, but with their strings a fifth of
+/// such a query's parsing. A JSON source has checked that the line is an
+/// object; the skipped events' other columns are not checked. Any other
+/// line is parsed in full, and kept if it is a bid.
+#[derive(Debug, Default)]
+pub struct BidsOnly(pub Option<Event<'static>>);
+
+impl Decode for BidsOnly {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        if let Some(bid) = scan::bid(bytes) {
+            return Ok(BidsOnly(Some(bid)));
+        }
+        if bytes.starts_with(br#"{"event_type":0,"#) || bytes.starts_with(br#"{"event_type":1,"#) {
+            return Ok(BidsOnly(None));
+        }
+        let e = Event::parse(bytes)?;
+        Ok(BidsOnly((e.event_type == BID).then(|| e.into_owned())))
+    }
+}
+
 /// A record value of a query with several stages, one component for all:
 /// the first stage reads events, the later ones the stages' own records.
 /// A value that parses as an event is one, parsed straight from the batch
@@ -306,6 +329,26 @@ mod tests {
             panic!("a stage record is not skipped");
         };
         assert_eq!(input.bytes().unwrap(), stage);
+    }
+
+    #[test]
+    fn bids_only_keeps_bids_in_any_layout_and_checks_unknown_lines() {
+        let bid =
+            br#"{"event_type":2,"ts":5,"auction":1,"bidder":2,"price":3,"channel":"a","url":"b"}"#;
+        let spaced = br#"{ "ts": 5, "event_type": 2, "auction": 1, "bidder": 2, "price": 3 }"#;
+        for line in [&bid[..], &spaced[..]] {
+            let BidsOnly(e) = BidsOnly::decode(line).unwrap();
+            let e = e.expect("a bid");
+            assert_eq!(
+                (e.auction, e.bidder, e.price, e.ts),
+                (Some(1), Some(2), Some(3), 5)
+            );
+        }
+        let person = br#"{"event_type":0,"ts":1,"id":1000,"name":"a","city":"b","state":"OR"}"#;
+        let auction = br#"{ "event_type": 1, "ts": 1, "id": 1000 }"#;
+        assert!(BidsOnly::decode(person).unwrap().0.is_none());
+        assert!(BidsOnly::decode(auction).unwrap().0.is_none());
+        assert!(BidsOnly::decode(br#"{"ts":1}"#).is_err(), "no event_type");
     }
 
     #[test]

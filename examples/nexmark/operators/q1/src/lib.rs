@@ -3,7 +3,7 @@
 //!
 //! Out: `auction -> {"auction","bidder","price","ts"}` (price a float).
 
-use nexmark_events::{BID, Obj, Parsed};
+use nexmark_events::{BidsOnly, Obj};
 use weir_guest::{Context, Encode, OpenContext, Operator, Record, Result};
 
 pub const DOLLAR_TO_EURO: f64 = 0.908;
@@ -30,17 +30,16 @@ pub struct CurrencyConversion;
 
 impl Operator for CurrencyConversion {
     type Key = ();
-    type Value = Parsed;
+    type Value = BidsOnly;
 
     fn open(_ctx: &mut OpenContext) -> Result<Self> {
         Ok(CurrencyConversion)
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<(), Parsed>) -> Result<()> {
-        let e = &record.value.0;
-        if e.event_type != BID {
-            return Ok(());
-        }
+    fn process(&mut self, ctx: &mut Context, record: Record<(), BidsOnly>) -> Result<()> {
+        let Some(e) = &record.value.0 else {
+            return Ok(()); // not a bid
+        };
         let auction = e.need(e.auction, "auction")?;
         let bid = EuroBid {
             auction,

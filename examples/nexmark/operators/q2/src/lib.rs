@@ -3,7 +3,7 @@
 //!
 //! Out: `auction -> {"auction","price"}`.
 
-use nexmark_events::{BID, Obj, Parsed};
+use nexmark_events::{BidsOnly, Obj};
 use weir_guest::{Context, Encode, Error, OpenContext, Operator, Record, Result};
 
 struct Selected {
@@ -26,7 +26,7 @@ pub struct Selection {
 
 impl Operator for Selection {
     type Key = ();
-    type Value = Parsed;
+    type Value = BidsOnly;
 
     fn open(ctx: &mut OpenContext) -> Result<Self> {
         let modulus = ctx.config_or("modulus", 123u64)?;
@@ -36,11 +36,10 @@ impl Operator for Selection {
         Ok(Selection { modulus })
     }
 
-    fn process(&mut self, ctx: &mut Context, record: Record<(), Parsed>) -> Result<()> {
-        let e = &record.value.0;
-        if e.event_type != BID {
-            return Ok(());
-        }
+    fn process(&mut self, ctx: &mut Context, record: Record<(), BidsOnly>) -> Result<()> {
+        let Some(e) = &record.value.0 else {
+            return Ok(()); // not a bid
+        };
         let auction = e.need(e.auction, "auction")?;
         if auction % self.modulus != 0 {
             return Ok(());
