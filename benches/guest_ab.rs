@@ -36,12 +36,14 @@ fn required(name: &str) -> PathBuf {
     })
 }
 
-fn number(name: &str, default: usize) -> usize {
-    env(name).map_or(default, |v| {
-        v.parse().unwrap_or_else(|_| {
-            eprintln!("guest_ab: {name}={v} is not a number");
+/// A count of at least 1 (a median of nothing has no value).
+fn count(name: &str, default: usize) -> usize {
+    env(name).map_or(default, |v| match v.parse() {
+        Ok(n) if n >= 1 => n,
+        _ => {
+            eprintln!("guest_ab: {name}={v} is not a whole number of at least 1");
             std::process::exit(2)
-        })
+        }
     })
 }
 
@@ -76,11 +78,15 @@ fn main() {
         required("WEIR_AB_B"),
         required("WEIR_AB_INPUT"),
     );
-    let lines = number("WEIR_AB_LINES", 200_000);
-    let rounds = number("WEIR_AB_ROUNDS", 21);
+    let lines = count("WEIR_AB_LINES", 200_000);
+    let rounds = count("WEIR_AB_ROUNDS", 21);
     let timestamp_field = env("WEIR_AB_TIMESTAMP_FIELD").unwrap_or_else(|| "ts".into());
     let input = batches(&input, lines, &timestamp_field);
     let records: usize = input.iter().map(Batch::len).sum();
+    if records == 0 {
+        eprintln!("guest_ab: WEIR_AB_INPUT has no lines");
+        std::process::exit(2)
+    }
 
     let engine = WasmEngine::new(None).expect("engine");
     let info = OperatorInfo {
